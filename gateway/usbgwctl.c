@@ -1,0 +1,323 @@
+/* usbgwctl: the admin's command line. For now it checks policies offline;
+ * commands that talk to usbgwd over the control socket join it later. */
+#include <gio/gio.h>
+#include <json-glib/json-glib.h>
+#include <locale.h>
+#include <stdio.h>
+
+#include "gw-device-json.h"
+#include "policy.h"
+
+/* Exit codes, documented in docs/usbgwctl.md. */
+enum {
+    USBGWCTL_EXIT_OK = 0,
+    USBGWCTL_EXIT_FAILURE = 1, /* bad arguments, unreadable or invalid device list */
+    USBGWCTL_EXIT_INVALID = 2, /* the policy is invalid */
+};
+
+typedef struct {
+    gboolean json;
+    gchar *vm_name;
+    gchar *vm_uuid;
+    gchar *user;
+    gchar **groups;
+    gchar *devices;
+} UsbgwctlPolicyOptions;
+
+static void
+usbgwctl_print_diagnostics(GPtrArray *diagnostics)
+{
+    for (guint i = 0; diagnostics != NULL && i < diagnostics->len; i++) {
+        g_autofree gchar *text = policy_diagnostic_format(g_ptr_array_index(diagnostics, i));
+        g_printerr("%s\n", text);
+    }
+}
+
+static Policy *
+usbgwctl_load_policy(const gchar *path, gint *exit_code)
+{
+    g_autoptr(GPtrArray) diagnostics = NULL;
+    g_autoptr(GError) error = NULL;
+    Policy *policy = policy_load_file(path, &diagnostics, &error);
+
+    if (policy == NULL) {
+        if (diagnostics != NULL && diagnostics->len > 0) {
+            usbgwctl_print_diagnostics(diagnostics);
+            g_printerr("%s: %u error%s, policy rejected\n", path, diagnostics->len,
+                       diagnostics->len == 1 ? "" : "s");
+        } else {
+            g_printerr("usbgwctl: %s\n", error->message);
+        }
+        *exit_code = g_error_matches(error, POLICY_ERROR, POLICY_ERROR_PARSE) ||
+                             g_error_matches(error, POLICY_ERROR, POLICY_ERROR_TOO_LARGE)
+                         ? USBGWCTL_EXIT_INVALID
+                         : USBGWCTL_EXIT_FAILURE;
+    }
+    return policy;
+}
+
+static gchar *
+usbgwctl_describe_target(const PolicyDecision *decision)
+{
+    if (decision->target == NULL)
+        return g_strdup("-");
+    return g_strdup_printf("%s \"%s\"%s", policy_target_kind_to_string(decision->target_kind),
+                           decision->target, decision->required ? " required" : "");
+}
+
+static gchar *
+usbgwctl_describe_rule(const PolicyDecision *decision)
+{
+    if (decision->file == NULL)
+        return g_strdup("(no rule)");
+    return g_strdup_printf("%s:%u", decision->file, decision->line);
+}
+
+/* Key a pool lease by port path when there is one (identical keys differ
+ * only there), else by the device's description. */
+static gchar *
+usbgwctl_device_key(const PolicyDevice *device)
+{
+    if (device->port != NULL)
+        return g_strdup(device->port);
+    return policy_device_describe(device);
+}
+
+static gint
+usbgwctl_policy_check(const gchar *path, UsbgwctlPolicyOptions *opts)
+{
+    g_autoptr(Policy) policy = NULL;
+    g_autoptr(GPtrArray) devices = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(PolicyPools) pools = NULL;
+    g_autoptr(GArray) decisions = g_array_new(FALSE, TRUE, sizeof(PolicyDecision));
+    g_autoptr(GPtrArray) for_vm = g_ptr_array_new_with_free_func(g_free);
+    const gchar *const *groups = (const gchar *const *)opts->groups;
+    PolicyContext ctx = {
+        .vm_name = opts->vm_name, .vm_uuid = opts->vm_uuid, .user = opts->user, .groups = groups};
+    PolicyOrigin origin =
+        opts->user != NULL || opts->groups != NULL ? POLICY_ORIGIN_SHARE : POLICY_ORIGIN_HOST;
+    const gchar *leased = NULL;
+    gint exit_code = USBGWCTL_EXIT_OK;
+
+    policy = usbgwctl_load_policy(path, &exit_code);
+    if (policy == NULL)
+        return exit_code;
+    if (opts->devices == NULL) {
+        if (opts->json)
+            g_print("{\"policy\":\"%s\",\"valid\":true,\"rules\":%u}\n", path,
+                    policy_get_rule_count(policy));
+        else
+            g_print("%s: valid, %u rule%s\n", path, policy_get_rule_count(policy),
+                    policy_get_rule_count(policy) == 1 ? "" : "s");
+        return USBGWCTL_EXIT_OK;
+    }
+    if (origin == POLICY_ORIGIN_SHARE && opts->vm_name == NULL && opts->vm_uuid == NULL) {
+        g_printerr("usbgwctl: --user/--group ask whether a user may lend devices to a VM; "
+                   "name the VM with --vm or --vm-uuid\n");
+        return USBGWCTL_EXIT_FAILURE;
+    }
+    devices = gw_device_list_load(opts->devices, &error);
+    if (devices == NULL) {
+        g_printerr("usbgwctl: %s\n", error->message);
+        return USBGWCTL_EXIT_FAILURE;
+    }
+
+    /* Decide every device, then let pools hand out keys as usbgwd would
+     * when --vm starts. */
+    pools = policy_pools_new(policy);
+    g_array_set_size(decisions, devices->len);
+    for (guint i = 0; i < devices->len; i++) {
+        PolicyDecision *decision = &g_array_index(decisions, PolicyDecision, i);
+        policy_decide(policy, origin, g_ptr_array_index(devices, i), &ctx, decision);
+        if (decision->verdict == POLICY_VERDICT_ASSIGN &&
+            decision->target_kind == POLICY_TARGET_POOL) {
+            g_autofree gchar *key = usbgwctl_device_key(g_ptr_array_index(devices, i));
+            if (!policy_pools_add_device(pools, decision->target, key, &error)) {
+                g_printerr("usbgwctl: %s\n", error->message);
+                g_clear_error(&error);
+            }
+        }
+    }
+    for (guint i = 0; i < devices->len; i++) {
+        const PolicyDecision *decision = &g_array_index(decisions, PolicyDecision, i);
+        const gchar *answer = NULL;
+        if (opts->vm_name != NULL || opts->vm_uuid != NULL) {
+            answer = policy_decision_is_for_vm(policy, decision, opts->vm_name, opts->vm_uuid)
+                         ? "yes"
+                         : "no";
+            if (g_strcmp0(answer, "yes") == 0 && decision->target_kind == POLICY_TARGET_POOL) {
+                g_autofree gchar *key = usbgwctl_device_key(g_ptr_array_index(devices, i));
+                if (leased == NULL)
+                    leased = policy_pools_acquire(pools, decision->target, opts->vm_name, NULL);
+                answer = g_strcmp0(leased, key) == 0 ? "yes (pool lease)" : "no (pool spare)";
+            }
+        }
+        g_ptr_array_add(for_vm, g_strdup(answer));
+    }
+
+    if (opts->json) {
+        g_autoptr(JsonBuilder) builder = json_builder_new();
+        g_autoptr(JsonGenerator) generator = json_generator_new();
+        g_autoptr(JsonNode) root = NULL;
+        g_autofree gchar *text = NULL;
+
+        json_builder_begin_object(builder);
+        json_builder_set_member_name(builder, "policy");
+        json_builder_add_string_value(builder, path);
+        json_builder_set_member_name(builder, "decisions");
+        json_builder_begin_array(builder);
+        for (guint i = 0; i < devices->len; i++) {
+            const PolicyDecision *decision = &g_array_index(decisions, PolicyDecision, i);
+            json_builder_begin_object(builder);
+            json_builder_set_member_name(builder, "device");
+            gw_device_to_json(g_ptr_array_index(devices, i), builder);
+            json_builder_set_member_name(builder, "verdict");
+            json_builder_add_string_value(builder, policy_verdict_to_string(decision->verdict));
+            if (decision->target != NULL) {
+                json_builder_set_member_name(builder, "target_kind");
+                json_builder_add_string_value(builder,
+                                              policy_target_kind_to_string(decision->target_kind));
+                json_builder_set_member_name(builder, "target");
+                json_builder_add_string_value(builder, decision->target);
+                json_builder_set_member_name(builder, "required");
+                json_builder_add_boolean_value(builder, decision->required);
+            }
+            if (decision->file != NULL) {
+                json_builder_set_member_name(builder, "rule");
+                json_builder_begin_object(builder);
+                json_builder_set_member_name(builder, "file");
+                json_builder_add_string_value(builder, decision->file);
+                json_builder_set_member_name(builder, "line");
+                json_builder_add_int_value(builder, decision->line);
+                json_builder_end_object(builder);
+            }
+            if (g_ptr_array_index(for_vm, i) != NULL) {
+                json_builder_set_member_name(builder, "for_vm");
+                json_builder_add_boolean_value(
+                    builder, g_str_has_prefix(g_ptr_array_index(for_vm, i), "yes"));
+            }
+            json_builder_end_object(builder);
+        }
+        json_builder_end_array(builder);
+        json_builder_end_object(builder);
+        root = json_builder_get_root(builder);
+        json_generator_set_root(generator, root);
+        json_generator_set_pretty(generator, TRUE);
+        text = json_generator_to_data(generator, NULL);
+        g_print("%s\n", text);
+        return USBGWCTL_EXIT_OK;
+    }
+
+    g_print("%s: valid, %u rule%s; %u device%s\n", path, policy_get_rule_count(policy),
+            policy_get_rule_count(policy) == 1 ? "" : "s", devices->len,
+            devices->len == 1 ? "" : "s");
+    g_print("%-40s %-7s %-28s %-20s%s\n", "DEVICE", "VERDICT", "TARGET", "RULE",
+            opts->vm_name != NULL || opts->vm_uuid != NULL ? " FOR-VM" : "");
+    for (guint i = 0; i < devices->len; i++) {
+        const PolicyDecision *decision = &g_array_index(decisions, PolicyDecision, i);
+        g_autofree gchar *device = policy_device_describe(g_ptr_array_index(devices, i));
+        g_autofree gchar *target = usbgwctl_describe_target(decision);
+        g_autofree gchar *rule = usbgwctl_describe_rule(decision);
+        const gchar *answer = g_ptr_array_index(for_vm, i);
+        g_print("%-40s %-7s %-28s %-20s%s%s\n", device, policy_verdict_to_string(decision->verdict),
+                target, rule, answer != NULL ? " " : "", answer != NULL ? answer : "");
+    }
+    return USBGWCTL_EXIT_OK;
+}
+
+static gint
+usbgwctl_policy_filter(const gchar *path, UsbgwctlPolicyOptions *opts)
+{
+    g_autoptr(Policy) policy = NULL;
+    g_autoptr(GPtrArray) notes = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *filter = NULL;
+    gint exit_code = USBGWCTL_EXIT_OK;
+
+    policy = usbgwctl_load_policy(path, &exit_code);
+    if (policy == NULL)
+        return exit_code;
+    filter = policy_compile_usbredirfilter(policy, opts->vm_name, opts->vm_uuid, &notes, &error);
+    if (filter == NULL) {
+        g_printerr("usbgwctl: %s\n", error->message);
+        return USBGWCTL_EXIT_FAILURE;
+    }
+    g_print("%s\n", filter);
+    for (guint i = 0; i < notes->len; i++)
+        g_printerr("note: %s\n", (const gchar *)g_ptr_array_index(notes, i));
+    return USBGWCTL_EXIT_OK;
+}
+
+static gint
+usbgwctl_policy(gint argc, gchar **argv)
+{
+    UsbgwctlPolicyOptions opts = {0};
+    const GOptionEntry entries[] = {
+        {"devices", 'd', 0, G_OPTION_ARG_FILENAME, &opts.devices,
+         "Decide for each device of this JSON list", "FILE.json"},
+        {"vm", 0, 0, G_OPTION_ARG_STRING, &opts.vm_name, "Say which devices go to this VM", "NAME"},
+        {"vm-uuid", 0, 0, G_OPTION_ARG_STRING, &opts.vm_uuid, "The VM's UUID", "UUID"},
+        {"user", 0, 0, G_OPTION_ARG_STRING, &opts.user,
+         "Decide as if USER lent the devices (share rules)", "USER"},
+        {"group", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opts.groups, "A group of the lending user",
+         "GROUP"},
+        {"json", 0, 0, G_OPTION_ARG_NONE, &opts.json, "Print JSON", NULL},
+        {NULL},
+    };
+    g_autoptr(GOptionContext) context =
+        g_option_context_new("check|filter FILE — check a policy, or compile it to a "
+                             "usbredirfilter string");
+    g_autoptr(GError) error = NULL;
+    gint exit_code;
+
+    g_option_context_add_main_entries(context, entries, NULL);
+    g_option_context_set_summary(
+        context, "Exit status: 0 valid, 2 invalid policy (errors on stderr), 1 other errors.");
+    if (!g_option_context_parse(context, &argc, &argv, &error)) {
+        g_printerr("usbgwctl policy: %s\n", error->message);
+        return USBGWCTL_EXIT_FAILURE;
+    }
+    if (argc != 3 || (g_strcmp0(argv[1], "check") != 0 && g_strcmp0(argv[1], "filter") != 0)) {
+        g_autofree gchar *help = g_option_context_get_help(context, TRUE, NULL);
+        g_printerr("%s", help);
+        return USBGWCTL_EXIT_FAILURE;
+    }
+    if (g_strcmp0(argv[1], "check") == 0)
+        exit_code = usbgwctl_policy_check(argv[2], &opts);
+    else
+        exit_code = usbgwctl_policy_filter(argv[2], &opts);
+    g_free(opts.devices);
+    g_free(opts.vm_name);
+    g_free(opts.vm_uuid);
+    g_free(opts.user);
+    g_strfreev(opts.groups);
+    return exit_code;
+}
+
+static void
+usbgwctl_usage(void)
+{
+    g_printerr("Usage: usbgwctl COMMAND [ARGS…]\n\n"
+               "Commands:\n"
+               "  policy check FILE [--devices FILE.json] [--vm NAME] [--json]\n"
+               "                     check a policy; with a device list, print each decision\n"
+               "  policy filter FILE [--vm NAME]\n"
+               "                     compile the policy to a usbredirfilter string\n\n"
+               "Run 'usbgwctl policy --help' for the options.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+    setlocale(LC_ALL, "");
+    if (argc < 2 || g_strcmp0(argv[1], "--help") == 0 || g_strcmp0(argv[1], "-h") == 0) {
+        usbgwctl_usage();
+        return argc < 2 ? USBGWCTL_EXIT_FAILURE : USBGWCTL_EXIT_OK;
+    }
+    if (g_strcmp0(argv[1], "policy") == 0)
+        return usbgwctl_policy(argc - 1, argv + 1);
+    g_printerr("usbgwctl: unknown command '%s'\n", argv[1]);
+    usbgwctl_usage();
+    return USBGWCTL_EXIT_FAILURE;
+}

@@ -1,0 +1,196 @@
+/* libusbgw-policy: the rule language that says which USB device goes to which VM.
+ *
+ * A pure library: it parses rule text handed to it (policy_load_file() is
+ * the only function that reads a file), matches device descriptions built
+ * by the caller and answers decisions. It never touches libusb, sockets or
+ * libvirt, so every rule can be tested alone. See docs/policy.md for the
+ * language.
+ *
+ * Ownership: a Policy is immutable once loaded and may be shared between
+ * threads for decisions. Strings in a PolicyDecision borrow from the Policy
+ * that produced it and live as long as it does.
+ */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+#define POLICY_ERROR (policy_error_quark())
+GQuark policy_error_quark(void);
+
+typedef enum {
+    POLICY_ERROR_PARSE,       /* the rule text is invalid */
+    POLICY_ERROR_TOO_LARGE,   /* the rule text exceeds POLICY_MAX_TEXT_SIZE */
+    POLICY_ERROR_NOT_FOUND,   /* a named pool or device is unknown */
+    POLICY_ERROR_NOT_ALLOWED, /* the VM is not a member of the pool */
+    POLICY_ERROR_EXHAUSTED,   /* every device of the pool is leased */
+} PolicyError;
+
+/* Rule text larger than this is refused before parsing. */
+#define POLICY_MAX_TEXT_SIZE (4 * 1024 * 1024)
+
+/* ---- Device description ---------------------------------------------- */
+
+typedef struct {
+    guint8 klass;
+    guint8 subclass;
+    guint8 protocol;
+} PolicyInterface;
+
+/* What the policy knows about a USB device, independent of libusb. */
+typedef struct {
+    guint16 vendor_id;
+    guint16 product_id;
+    guint16 bcd_device;
+    guint8 device_class;
+    guint8 device_subclass;
+    guint8 device_protocol;
+    gchar *manufacturer; /* owned, nullable */
+    gchar *product;      /* owned, nullable */
+    gchar *serial;       /* owned, nullable: many HASP keys have none */
+    gchar *port;         /* owned, nullable: "1-1.4" (bus-port.port…) */
+    gchar *hash;         /* owned, nullable: descriptor hash */
+    GArray *interfaces;  /* owned: PolicyInterface */
+} PolicyDevice;
+
+PolicyDevice *policy_device_new(guint16 vendor_id, guint16 product_id);
+PolicyDevice *policy_device_copy(const PolicyDevice *device);
+void policy_device_free(PolicyDevice *device);
+void policy_device_add_interface(PolicyDevice *device, guint8 klass, guint8 subclass,
+                                 guint8 protocol);
+/* "0529:0001 serial \"A1\" port 1-1.4": for messages and audit lines. */
+gchar *policy_device_describe(const PolicyDevice *device) G_GNUC_WARN_UNUSED_RESULT;
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(PolicyDevice, policy_device_free)
+
+/* ---- Loading -------------------------------------------------------------- */
+
+/* One problem found in rule text; "file:line:col: message" plus the line
+ * and a caret under the column. */
+typedef struct {
+    gchar *file;      /* owned */
+    guint line;       /* 1-based */
+    guint column;     /* 1-based, in bytes */
+    gchar *message;   /* owned */
+    gchar *line_text; /* owned, the offending line without its newline */
+} PolicyDiagnostic;
+
+void policy_diagnostic_free(PolicyDiagnostic *diag);
+/* Three lines: location and message, the source line, the caret. */
+gchar *policy_diagnostic_format(const PolicyDiagnostic *diag) G_GNUC_WARN_UNUSED_RESULT;
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(PolicyDiagnostic, policy_diagnostic_free)
+
+typedef struct _Policy Policy;
+
+/* Parses rule text. A text with any error is rejected whole: NULL is
+ * returned, @error says how many problems there were and quotes the first,
+ * and @diagnostics (if not NULL) receives every one (PolicyDiagnostic,
+ * owned by the array). @filename only names the text in messages. */
+Policy *policy_load_data(const gchar *data, gsize len, const gchar *filename,
+                         GPtrArray **diagnostics, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+Policy *policy_load_file(const gchar *path, GPtrArray **diagnostics,
+                         GError **error) G_GNUC_WARN_UNUSED_RESULT;
+Policy *policy_ref(Policy *policy);
+void policy_unref(Policy *policy);
+guint policy_get_rule_count(const Policy *policy);
+const gchar *policy_get_filename(const Policy *policy);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Policy, policy_unref)
+
+/* ---- Decisions ------------------------------------------------------------ */
+
+typedef enum {
+    POLICY_VERDICT_NONE,   /* no rule matched: leave the device to the host */
+    POLICY_VERDICT_ASSIGN, /* give it to the target */
+    POLICY_VERDICT_SHARE,  /* the user may lend it to the target VM */
+    POLICY_VERDICT_DENY,   /* nobody gets it */
+} PolicyVerdict;
+
+typedef enum {
+    POLICY_TARGET_NONE,
+    POLICY_TARGET_VM,      /* value: a VM name glob */
+    POLICY_TARGET_VM_UUID, /* value: a UUID, lower case */
+    POLICY_TARGET_POOL,    /* value: a pool name */
+} PolicyTargetKind;
+
+/* Where a device came from decides which rules apply to it. */
+typedef enum {
+    POLICY_ORIGIN_HOST,  /* plugged into this host or a dongle server: assign/deny */
+    POLICY_ORIGIN_SHARE, /* lent by a workstation user: share/deny */
+} PolicyOrigin;
+
+typedef struct {
+    const gchar *vm_name;       /* nullable */
+    const gchar *vm_uuid;       /* nullable */
+    const gchar *user;          /* nullable: the lending user (share) */
+    const gchar *const *groups; /* nullable, NULL-terminated: the user's groups */
+} PolicyContext;
+
+typedef struct {
+    PolicyVerdict verdict;
+    PolicyTargetKind target_kind;
+    const gchar *target; /* borrowed from the Policy, nullable */
+    gboolean required;
+    const gchar *file; /* borrowed: the deciding rule's file, NULL when no rule decided */
+    guint line;        /* the deciding rule's line, 0 when no rule decided */
+    guint rule_index;  /* 0-based index of the deciding rule */
+} PolicyDecision;
+
+/* Host devices: the first assign or deny rule whose matchers all match
+ * decides; the context is not used. Shared devices: the first deny rule or
+ * share rule that matches the device, the user or one of the groups, and
+ * the VM (context vm_name/vm_uuid) decides; no match means deny. */
+void policy_decide(const Policy *policy, PolicyOrigin origin, const PolicyDevice *device,
+                   const PolicyContext *ctx, PolicyDecision *decision);
+
+/* Whether an ASSIGN or SHARE decision gives the device to this VM: the name
+ * glob or UUID matches, or the VM is a member of the target pool. */
+gboolean policy_decision_is_for_vm(const Policy *policy, const PolicyDecision *decision,
+                                   const gchar *vm_name, const gchar *vm_uuid);
+
+const gchar *policy_verdict_to_string(PolicyVerdict verdict);
+const gchar *policy_target_kind_to_string(PolicyTargetKind kind);
+
+/* ---- Pools ---------------------------------------------------------------- */
+
+/* Leases of a pool's identical devices to its VMs. Devices are named by a
+ * caller-chosen stable key (e.g. the port path); the first free device in
+ * key order is handed out, so the same inventory always gives the same
+ * answer. Not thread-safe: the caller serializes. */
+typedef struct _PolicyPools PolicyPools;
+
+PolicyPools *policy_pools_new(Policy *policy);
+void policy_pools_free(PolicyPools *pools);
+/* A device the policy assigned to @pool is present. */
+gboolean policy_pools_add_device(PolicyPools *pools, const gchar *pool, const gchar *device_key,
+                                 GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The device is gone; its lease, if any, ends. */
+void policy_pools_remove_device(PolicyPools *pools, const gchar *device_key);
+/* Leases a device of @pool to @vm_name (returns the one it already holds,
+ * if any). Returns the device key, borrowed from @pools. */
+const gchar *policy_pools_acquire(PolicyPools *pools, const gchar *pool, const gchar *vm_name,
+                                  GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Ends every lease held by @vm_name; returns how many. */
+guint policy_pools_release_vm(PolicyPools *pools, const gchar *vm_name);
+/* The VM holding @device_key, or NULL. */
+const gchar *policy_pools_lookup_holder(PolicyPools *pools, const gchar *device_key);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(PolicyPools, policy_pools_free)
+
+/* ---- usbredirfilter -------------------------------------------------------- */
+
+/* Compiles the rules that concern @vm_name/@vm_uuid (all assign and share
+ * rules when both are NULL) to a usbredirfilter string ("class,vid,pid,
+ * version,allow|…", usbredirfilter_rules_to_string() format) for QEMU's
+ * <redirfilter>. Matchers usbredirfilter cannot express are reported in
+ * @notes (strings "file:line: …"): an allow rule is widened (the gateway
+ * still enforces the exact rule), a deny rule that would become wider is
+ * left out. Returns NULL with @error only when usbredirfilter rejects the
+ * result. An empty rule set compiles to a filter that denies everything. */
+gchar *policy_compile_usbredirfilter(const Policy *policy, const gchar *vm_name,
+                                     const gchar *vm_uuid, GPtrArray **notes,
+                                     GError **error) G_GNUC_WARN_UNUSED_RESULT;
+
+G_END_DECLS

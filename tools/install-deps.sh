@@ -1,0 +1,35 @@
+#!/bin/bash
+# Installs every Debian 12 package usbgw needs to build, test and run its
+# demo. Idempotent: when everything is already installed it returns at once
+# without touching apt. Run as root.
+set -euo pipefail
+
+packages=(
+    # build
+    meson ninja-build pkg-config gcc clang libc6-dev
+    libglib2.0-dev libjson-glib-dev libusb-1.0-0-dev
+    libusbredirparser-dev libusbredirhost-dev libvirt-dev libspice-server-dev
+    # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing
+    umockdev libumockdev-dev qemu-system-x86 busybox-static cpio
+    usbredirect libclang-rt-14-dev
+    # libvirt without libvirt-daemon-system (that one replaces init)
+    libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [ "$status" = installed ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]}" >&2
+    echo "install-deps: run as root to install them" >&2
+    exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
