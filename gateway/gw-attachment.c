@@ -1,0 +1,251 @@
+/* Attachments: a listening socket, the claimed device and the session of
+ * the one connected peer. */
+#include "gw-attachment.h"
+
+#include <errno.h>
+#include <gio/gunixsocketaddress.h>
+#include <glib/gstdio.h>
+
+#include "gw-session.h"
+#include "gw-usb.h"
+
+/* Interfaces beyond this are not claimed (USB allows 32 per config). */
+#define GW_ATTACHMENT_MAX_INTERFACES 32
+
+struct _GwAttachment {
+    gchar *identity;              /* owned */
+    gchar *socket_path;           /* owned */
+    libusb_context *usb;          /* borrowed */
+    GSocketService *service;      /* owned */
+    libusb_device *device;        /* owned ref, nullable: present device */
+    libusb_device_handle *handle; /* owned, nullable: held while no peer has it */
+    guint32 detached;             /* interfaces whose kernel driver we detached */
+    guint n_interfaces;
+    GSocketConnection *peer; /* owned, nullable */
+    GwSession *session;      /* owned, nullable */
+    guint peer_count;
+};
+
+/* Opens the device, detaches kernel drivers and claims every interface, so
+ * the host never binds it while the VM is not using it. */
+static gboolean
+gw_attachment_claim(GwAttachment *attachment, GError **error)
+{
+    struct libusb_config_descriptor *config = NULL;
+    int rc;
+
+    if (attachment->handle != NULL || attachment->device == NULL)
+        return TRUE;
+    rc = libusb_open(attachment->device, &attachment->handle);
+    if (rc != LIBUSB_SUCCESS) {
+        g_autofree gchar *what = g_strdup_printf("%s: cannot open", attachment->identity);
+        return gw_usb_set_error(error, rc, what);
+    }
+    attachment->n_interfaces = 0;
+    if (libusb_get_active_config_descriptor(attachment->device, &config) == LIBUSB_SUCCESS) {
+        attachment->n_interfaces = MIN(config->bNumInterfaces, GW_ATTACHMENT_MAX_INTERFACES);
+        libusb_free_config_descriptor(config);
+    }
+    for (guint i = 0; i < attachment->n_interfaces; i++) {
+        if (libusb_kernel_driver_active(attachment->handle, (int)i) == 1) {
+            rc = libusb_detach_kernel_driver(attachment->handle, (int)i);
+            if (rc == LIBUSB_SUCCESS)
+                attachment->detached |= 1u << i;
+            else
+                g_warning("%s: cannot detach the kernel driver of interface %u: %s",
+                          attachment->identity, i, libusb_strerror(rc));
+        }
+        rc = libusb_claim_interface(attachment->handle, (int)i);
+        if (rc != LIBUSB_SUCCESS)
+            g_warning("%s: cannot claim interface %u: %s", attachment->identity, i,
+                      libusb_strerror(rc));
+    }
+    g_info("%s: claimed (%u interfaces)", attachment->identity, attachment->n_interfaces);
+    return TRUE;
+}
+
+/* Hands the device back to the host: interfaces released, the kernel
+ * drivers we detached attached again. */
+static void
+gw_attachment_unclaim(GwAttachment *attachment)
+{
+    if (attachment->handle == NULL)
+        return;
+    for (guint i = 0; i < attachment->n_interfaces; i++) {
+        libusb_release_interface(attachment->handle, (int)i);
+        if (attachment->detached & (1u << i))
+            libusb_attach_kernel_driver(attachment->handle, (int)i);
+    }
+    attachment->detached = 0;
+    libusb_close(attachment->handle);
+    attachment->handle = NULL;
+    g_info("%s: handed back to the host", attachment->identity);
+}
+
+/* Gives the held handle to the session; usbredirhost owns it from here. */
+static void
+gw_attachment_offer(GwAttachment *attachment)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (attachment->session == NULL || attachment->handle == NULL)
+        return;
+    if (!gw_session_set_device(attachment->session, g_steal_pointer(&attachment->handle), &error))
+        g_warning("%s", error->message);
+    else
+        g_info("%s: device offered to the peer", attachment->identity);
+}
+
+static void
+gw_attachment_end_session(GwAttachment *attachment)
+{
+    g_clear_pointer(&attachment->session, gw_session_free);
+    if (attachment->peer != NULL) {
+        g_io_stream_close(G_IO_STREAM(attachment->peer), NULL, NULL);
+        g_clear_object(&attachment->peer);
+    }
+}
+
+static void
+gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer user_data)
+{
+    GwAttachment *attachment = user_data;
+    g_autoptr(GError) error = NULL;
+
+    g_message("%s: peer session ended: %s", attachment->identity, reason);
+    gw_attachment_end_session(attachment);
+    /* usbredirhost closed the handle: claim again for the next peer */
+    if (!gw_attachment_claim(attachment, &error))
+        g_warning("%s", error->message);
+}
+
+static gboolean
+gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
+                       GObject *source_object, gpointer user_data)
+{
+    GwAttachment *attachment = user_data;
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *label = NULL;
+
+    if (attachment->session != NULL) {
+        g_warning("%s: refused a second peer on %s (one peer per device)", attachment->identity,
+                  attachment->socket_path);
+        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+        return TRUE;
+    }
+    label = g_strdup_printf("%s#%u", attachment->identity, ++attachment->peer_count);
+    attachment->session =
+        gw_session_new(attachment->usb, g_socket_connection_get_socket(connection), label,
+                       gw_attachment_session_closed, attachment, &error);
+    if (attachment->session == NULL) {
+        g_warning("%s", error->message);
+        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+        return TRUE;
+    }
+    attachment->peer = g_object_ref(connection);
+    g_message("%s: peer connected on %s", attachment->identity, attachment->socket_path);
+    gw_attachment_offer(attachment);
+    return TRUE;
+}
+
+GwAttachment *
+gw_attachment_new(libusb_context *usb, const gchar *identity, const gchar *socket_path,
+                  GError **error)
+{
+    g_autoptr(GwAttachment) attachment = g_new0(GwAttachment, 1);
+    g_autofree gchar *dir = g_path_get_dirname(socket_path);
+    g_autoptr(GSocketAddress) address = NULL;
+
+    attachment->identity = g_strdup(identity);
+    attachment->socket_path = g_strdup(socket_path);
+    attachment->usb = usb;
+    if (g_mkdir_with_parents(dir, 0700) != 0) {
+        int saved = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot create %s: %s", dir,
+                    g_strerror(saved));
+        return NULL;
+    }
+    /* a socket left by a killed daemon would make bind fail */
+    g_unlink(socket_path);
+    attachment->service = g_socket_service_new();
+    address = g_unix_socket_address_new(socket_path);
+    if (!g_socket_listener_add_address(G_SOCKET_LISTENER(attachment->service), address,
+                                       G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL,
+                                       error)) {
+        g_prefix_error(error, "cannot listen on %s: ", socket_path);
+        return NULL;
+    }
+    if (g_chmod(socket_path, 0600) != 0)
+        g_warning("cannot chmod %s: %s", socket_path, g_strerror(errno));
+    g_signal_connect(attachment->service, "incoming", G_CALLBACK(gw_attachment_incoming),
+                     attachment);
+    g_socket_service_start(attachment->service);
+    return g_steal_pointer(&attachment);
+}
+
+gboolean
+gw_attachment_set_device(GwAttachment *attachment, libusb_device *device, GError **error)
+{
+    if (attachment->device != device) {
+        gw_attachment_device_left(attachment);
+        attachment->device = libusb_ref_device(device);
+    }
+    if (attachment->session != NULL && gw_session_has_device(attachment->session))
+        return TRUE;
+    if (!gw_attachment_claim(attachment, error))
+        return FALSE;
+    gw_attachment_offer(attachment);
+    return TRUE;
+}
+
+void
+gw_attachment_device_left(GwAttachment *attachment)
+{
+    if (attachment->device == NULL)
+        return;
+    if (attachment->session != NULL && gw_session_has_device(attachment->session))
+        gw_session_clear_device(attachment->session);
+    if (attachment->handle != NULL) {
+        libusb_close(attachment->handle);
+        attachment->handle = NULL;
+        attachment->detached = 0;
+    }
+    g_clear_pointer(&attachment->device, libusb_unref_device);
+}
+
+const gchar *
+gw_attachment_get_socket_path(GwAttachment *attachment)
+{
+    return attachment->socket_path;
+}
+
+gboolean
+gw_attachment_has_peer(GwAttachment *attachment)
+{
+    return attachment->session != NULL;
+}
+
+void
+gw_attachment_free(GwAttachment *attachment)
+{
+    if (attachment == NULL)
+        return;
+    if (attachment->service != NULL) {
+        g_socket_service_stop(attachment->service);
+        g_socket_listener_close(G_SOCKET_LISTENER(attachment->service));
+        g_signal_handlers_disconnect_by_data(attachment->service, attachment);
+        g_object_unref(attachment->service);
+        g_unlink(attachment->socket_path);
+    }
+    gw_attachment_end_session(attachment);
+    /* A session's usbredirhost closed the handle without reattaching the
+     * drivers we had detached: open once more to give them back. */
+    if (attachment->handle == NULL && attachment->device != NULL && attachment->detached != 0 &&
+        libusb_open(attachment->device, &attachment->handle) != LIBUSB_SUCCESS)
+        attachment->handle = NULL;
+    gw_attachment_unclaim(attachment);
+    g_clear_pointer(&attachment->device, libusb_unref_device);
+    g_free(attachment->identity);
+    g_free(attachment->socket_path);
+    g_free(attachment);
+}

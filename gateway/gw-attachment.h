@@ -1,0 +1,38 @@
+/* An attachment: one device identity given to one VM, exposed as a unix
+ * socket that the VM's QEMU (usb-redir chardev) connects to. It outlives
+ * the device (replug) and the peer (QEMU restart):
+ *
+ *   device present, no peer:  the attachment holds the device claimed
+ *                             (kernel drivers detached, interfaces claimed)
+ *   device present, peer:     the handle belongs to the peer's session
+ *   device absent:            the socket stays; a peer waits for device_connect
+ *
+ * Exactly one peer at a time: a second connection is refused and logged.
+ * Main thread only. */
+#pragma once
+
+#include <gio/gio.h>
+#include <libusb.h>
+
+G_BEGIN_DECLS
+
+typedef struct _GwAttachment GwAttachment;
+
+/* Listens on @socket_path (mode 0600; its directory is created 0700). */
+GwAttachment *gw_attachment_new(libusb_context *usb, const gchar *identity,
+                                const gchar *socket_path, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The device with this identity is present: claim it, and offer it to the
+ * peer if one is connected. */
+gboolean gw_attachment_set_device(GwAttachment *attachment, libusb_device *device,
+                                  GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The device left: device_disconnect to the peer, handle closed. */
+void gw_attachment_device_left(GwAttachment *attachment);
+const gchar *gw_attachment_get_socket_path(GwAttachment *attachment);
+gboolean gw_attachment_has_peer(GwAttachment *attachment);
+/* Closes the peer's session, hands the device back to the host (kernel
+ * drivers reattached) and removes the socket. */
+void gw_attachment_free(GwAttachment *attachment);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwAttachment, gw_attachment_free)
+
+G_END_DECLS

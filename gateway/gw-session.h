@@ -1,0 +1,43 @@
+/* One usbredir session: a usbredirhost instance speaking to one connected
+ * peer (QEMU's usb-redir, or a test peer) over a stream socket, serving at
+ * most one device at a time. The socket outlives device replugs: a device
+ * that leaves sends device_disconnect, one that comes back device_connect.
+ *
+ * Threading (docs/threading.md): create, feed and free a session on the
+ * main thread. usbredirhost's transfer callbacks run on the usb thread and
+ * write to the socket from there (writes are serialized by usbredirhost's
+ * GMutex-backed locks); what cannot be written at once is flushed from the
+ * main loop when the socket is writable. */
+#pragma once
+
+#include <gio/gio.h>
+#include <libusb.h>
+
+G_BEGIN_DECLS
+
+typedef struct _GwSession GwSession;
+
+/* The peer went away or broke the protocol. Called on the main thread,
+ * never from inside a gw_session_* call; the owner frees the session. */
+typedef void (*GwSessionClosedFunc)(GwSession *session, const gchar *reason, gpointer user_data);
+
+/* Starts the session (sends usbredir hello). @socket must be connected;
+ * it is made non-blocking. @label names the session in logs. */
+GwSession *gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label,
+                          GwSessionClosedFunc closed, gpointer user_data,
+                          GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Takes ownership of @handle (closed on failure too) and offers the
+ * device to the peer (interface_info, ep_info, device_connect). */
+gboolean gw_session_set_device(GwSession *session, libusb_device_handle *handle,
+                               GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Sends device_disconnect and closes the device handle, if any. */
+void gw_session_clear_device(GwSession *session);
+gboolean gw_session_has_device(GwSession *session);
+const gchar *gw_session_get_label(GwSession *session);
+guint64 gw_session_get_bytes_in(GwSession *session);
+guint64 gw_session_get_bytes_out(GwSession *session);
+void gw_session_free(GwSession *session);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwSession, gw_session_free)
+
+G_END_DECLS

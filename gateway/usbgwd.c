@@ -1,0 +1,88 @@
+/* usbgwd: serves USB devices to VMs over usbredir, by policy. */
+#include <gio/gio.h>
+#include <glib-unix.h>
+#include <locale.h>
+#include <errno.h>
+#include <unistd.h>
+
+#include "gw-daemon.h"
+
+#define USBGWD_DEFAULT_CONFIG "/etc/usbgw/usbgwd.conf"
+
+static gboolean
+usbgwd_quit(gpointer data)
+{
+    g_message("stopping");
+    g_main_loop_quit(data);
+    return G_SOURCE_CONTINUE;
+}
+
+int
+main(int argc, char **argv)
+{
+    g_autofree gchar *config_path = NULL;
+    g_autofree gchar *policy_path = NULL;
+    g_autofree gchar *rundir = NULL;
+    gboolean foreground = FALSE;
+    gboolean debug = FALSE;
+    const GOptionEntry entries[] = {
+        {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
+         "Configuration file (default " USBGWD_DEFAULT_CONFIG ")", "FILE"},
+        {"policy", 'p', 0, G_OPTION_ARG_FILENAME, &policy_path, "Policy file (overrides config)",
+         "FILE"},
+        {"rundir", 0, 0, G_OPTION_ARG_FILENAME, &rundir, "Runtime directory (overrides config)",
+         "DIR"},
+        {"foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground, "Do not detach from the terminal",
+         NULL},
+        {"debug", 'd', 0, G_OPTION_ARG_NONE, &debug, "Log debug messages", NULL},
+        {NULL},
+    };
+    g_autoptr(GOptionContext) context = g_option_context_new("— USB dongle gateway daemon");
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GwDaemon) gateway = NULL;
+    g_autoptr(GMainLoop) loop = NULL;
+    GwDaemonConfig config = {0};
+    int status = 0;
+
+    setlocale(LC_ALL, "");
+    g_option_context_add_main_entries(context, entries, NULL);
+    if (!g_option_context_parse(context, &argc, &argv, &error)) {
+        g_printerr("usbgwd: %s\n", error->message);
+        return 1;
+    }
+    if (debug)
+        g_log_set_debug_enabled(TRUE);
+    if (!gw_daemon_config_load(&config, config_path != NULL ? config_path : USBGWD_DEFAULT_CONFIG,
+                               &error)) {
+        g_printerr("usbgwd: %s\n", error->message);
+        return 1;
+    }
+    if (policy_path != NULL) {
+        g_free(config.policy_path);
+        config.policy_path = g_steal_pointer(&policy_path);
+    }
+    if (rundir != NULL) {
+        g_free(config.rundir);
+        config.rundir = g_steal_pointer(&rundir);
+    }
+    if (!foreground && daemon(0, 0) != 0) {
+        g_printerr("usbgwd: cannot detach: %s\n", g_strerror(errno));
+        gw_daemon_config_clear(&config);
+        return 1;
+    }
+
+    loop = g_main_loop_new(NULL, FALSE);
+    g_unix_signal_add(SIGTERM, usbgwd_quit, loop);
+    g_unix_signal_add(SIGINT, usbgwd_quit, loop);
+    gateway = gw_daemon_new(&config, &error);
+    if (gateway == NULL || !gw_daemon_start(gateway, &error)) {
+        g_printerr("usbgwd: %s\n", error->message);
+        status = 1;
+    } else {
+        g_message("ready");
+        g_main_loop_run(loop);
+    }
+    g_clear_pointer(&gateway, gw_daemon_free);
+    gw_daemon_config_clear(&config);
+    return status;
+}
