@@ -109,7 +109,7 @@ main(int argc, char **argv)
     gint rounds = 15;
     const GOptionEntry entries[] = {
         {"rounds", 'r', 0, G_OPTION_ARG_INT, &rounds, "Rounds (at least 5)", "N"},
-        {NULL},
+        G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new("— policy decision benchmark");
     g_autoptr(GError) error = NULL;

@@ -60,7 +60,7 @@ gw_attachment_claim(GwAttachment *attachment, GError **error)
             g_warning("%s: cannot claim interface %u: %s", attachment->identity, i,
                       libusb_strerror(rc));
     }
-    g_info("%s: claimed (%u interfaces)", attachment->identity, attachment->n_interfaces);
+    g_message("%s: claimed (%u interfaces)", attachment->identity, attachment->n_interfaces);
     return TRUE;
 }
 
@@ -79,7 +79,7 @@ gw_attachment_unclaim(GwAttachment *attachment)
     attachment->detached = 0;
     libusb_close(attachment->handle);
     attachment->handle = NULL;
-    g_info("%s: handed back to the host", attachment->identity);
+    g_message("%s: handed back to the host", attachment->identity);
 }
 
 /* Gives the held handle to the session; usbredirhost owns it from here. */

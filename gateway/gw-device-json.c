@@ -3,6 +3,7 @@
 #include "gw-device-json.h"
 
 #include <gio/gio.h>
+#include <string.h>
 
 /* A device list larger than this is refused before parsing. */
 #define GW_DEVICE_LIST_MAX_SIZE (16 * 1024 * 1024)
@@ -191,8 +192,12 @@ gw_device_list_load_data(const gchar *data, gssize len, const gchar *name, GErro
     JsonArray *array;
 
     if (!json_parser_load_from_data(parser, data, len, &local_error)) {
+        /* json-glib names the input "<data>": say the file once instead */
+        const gchar *message = local_error->message;
+        if (g_str_has_prefix(message, "<data>:"))
+            message += strlen("<data>:");
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: %s", name,
-                    local_error->message);
+                    g_strstrip(g_strdup(message)));
         return NULL;
     }
     root = json_parser_get_root(parser);

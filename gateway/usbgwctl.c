@@ -56,6 +56,19 @@ usbgwctl_load_policy(const gchar *path, gint *exit_code)
     return policy;
 }
 
+static void
+usbgwctl_print_json(JsonBuilder *builder)
+{
+    g_autoptr(JsonGenerator) generator = json_generator_new();
+    g_autoptr(JsonNode) root = json_builder_get_root(builder);
+    g_autofree gchar *text = NULL;
+
+    json_generator_set_root(generator, root);
+    json_generator_set_pretty(generator, TRUE);
+    text = json_generator_to_data(generator, NULL);
+    g_print("%s\n", text);
+}
+
 static gchar *
 usbgwctl_describe_target(const PolicyDecision *decision)
 {
@@ -104,10 +117,18 @@ usbgwctl_policy_check(const gchar *path, UsbgwctlPolicyOptions *opts)
     if (policy == NULL)
         return exit_code;
     if (opts->devices == NULL) {
-        if (opts->json)
-            g_print("{\"policy\":\"%s\",\"valid\":true,\"rules\":%u}\n", path,
-                    policy_get_rule_count(policy));
-        else
+        if (opts->json) {
+            g_autoptr(JsonBuilder) builder = json_builder_new();
+            json_builder_begin_object(builder);
+            json_builder_set_member_name(builder, "policy");
+            json_builder_add_string_value(builder, path);
+            json_builder_set_member_name(builder, "valid");
+            json_builder_add_boolean_value(builder, TRUE);
+            json_builder_set_member_name(builder, "rules");
+            json_builder_add_int_value(builder, policy_get_rule_count(policy));
+            json_builder_end_object(builder);
+            usbgwctl_print_json(builder);
+        } else
             g_print("%s: valid, %u rule%s\n", path, policy_get_rule_count(policy),
                     policy_get_rule_count(policy) == 1 ? "" : "s");
         return USBGWCTL_EXIT_OK;
@@ -158,9 +179,6 @@ usbgwctl_policy_check(const gchar *path, UsbgwctlPolicyOptions *opts)
 
     if (opts->json) {
         g_autoptr(JsonBuilder) builder = json_builder_new();
-        g_autoptr(JsonGenerator) generator = json_generator_new();
-        g_autoptr(JsonNode) root = NULL;
-        g_autofree gchar *text = NULL;
 
         json_builder_begin_object(builder);
         json_builder_set_member_name(builder, "policy");
@@ -201,11 +219,7 @@ usbgwctl_policy_check(const gchar *path, UsbgwctlPolicyOptions *opts)
         }
         json_builder_end_array(builder);
         json_builder_end_object(builder);
-        root = json_builder_get_root(builder);
-        json_generator_set_root(generator, root);
-        json_generator_set_pretty(generator, TRUE);
-        text = json_generator_to_data(generator, NULL);
-        g_print("%s\n", text);
+        usbgwctl_print_json(builder);
         return USBGWCTL_EXIT_OK;
     }
 
@@ -263,7 +277,7 @@ usbgwctl_policy(gint argc, gchar **argv)
         {"group", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opts.groups, "A group of the lending user",
          "GROUP"},
         {"json", 0, 0, G_OPTION_ARG_NONE, &opts.json, "Print JSON", NULL},
-        {NULL},
+        G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context =
         g_option_context_new("check|filter FILE — check a policy, or compile it to a "

@@ -35,7 +35,7 @@ main(int argc, char **argv)
         {"foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground, "Do not detach from the terminal",
          NULL},
         {"debug", 'd', 0, G_OPTION_ARG_NONE, &debug, "Log debug messages", NULL},
-        {NULL},
+        G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new("— USB dongle gateway daemon");
     g_autoptr(GError) error = NULL;

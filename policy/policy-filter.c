@@ -100,6 +100,11 @@ policy_compile_usbredirfilter(const Policy *policy, const gchar *vm_name, const 
                     const PolicyClassPattern *p =
                         &g_array_index(rule->interfaces, PolicyClassPattern, k);
                     policy_filter_add(rules, p->klass, rule->vendor_id, rule->product_id, FALSE);
+                    if (p->klass == 0x03 || p->klass < 0)
+                        policy_filter_note(found, policy, rule,
+                                           "QEMU skips 03:00:00 (non-boot HID) interfaces of "
+                                           "composite devices when it applies this filter: "
+                                           "there only usbgwd enforces this deny");
                 }
             } else {
                 policy_filter_add(rules, -1, rule->vendor_id, rule->product_id, FALSE);

@@ -70,6 +70,11 @@ policy_lex_string(const gchar *line, gsize len, gsize *pos, GString *out, guint 
             }
             return TRUE;
         }
+        if (c == '\0') {
+            *error_column = (guint)i + 1;
+            *error_message = g_strdup("NUL byte in rule text");
+            return FALSE;
+        }
         if (c != '\\') {
             g_string_append_c(out, (gchar)c);
             i++;

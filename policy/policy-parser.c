@@ -42,16 +42,23 @@ gchar *
 policy_diagnostic_format(const PolicyDiagnostic *diag)
 {
     GString *out = g_string_new(NULL);
-    g_string_append_printf(out, "%s:%u:%u: error: %s\n", diag->file, diag->line, diag->column,
-                           diag->message);
+    g_string_append_printf(out, "%s:%u:%u: error: ", diag->file, diag->line, diag->column);
+    /* The message may quote a string value ("a\nb" as a vm-uuid): keep it
+     * on its line. */
+    for (const gchar *p = diag->message; *p != '\0'; p++)
+        g_string_append_c(out, g_ascii_iscntrl(*p) ? '?' : *p);
     /* Show the line as it is, but keep control bytes from reaching a
      * terminal. */
-    g_string_append(out, "    ");
+    g_string_append(out, "\n    ");
     for (const gchar *p = diag->line_text; *p != '\0'; p++)
         g_string_append_c(out, g_ascii_iscntrl(*p) && *p != '\t' ? '?' : *p);
     g_string_append(out, "\n    ");
-    for (guint i = 1; i < diag->column && diag->line_text[i - 1] != '\0'; i++)
-        g_string_append_c(out, diag->line_text[i - 1] == '\t' ? '\t' : ' ');
+    /* one caret column per character: UTF-8 continuation bytes take none */
+    for (guint i = 1; i < diag->column && diag->line_text[i - 1] != '\0'; i++) {
+        guchar c = (guchar)diag->line_text[i - 1];
+        if ((c & 0xc0) != 0x80)
+            g_string_append_c(out, c == '\t' ? '\t' : ' ');
+    }
     g_string_append(out, "^");
     return g_string_free(out, FALSE);
 }
@@ -63,10 +70,15 @@ static PolicyDiagnostic *
 policy_parser_diagnostic_new(PolicyParser *parser, guint column)
 {
     PolicyDiagnostic *diag = g_new0(PolicyDiagnostic, 1);
+    gsize len = parser->line_len;
+
+    /* a CRLF line's \r belongs to its line ending, not to the shown text */
+    if (len > 0 && parser->line[len - 1] == '\r')
+        len--;
     diag->file = g_strdup(parser->filename);
     diag->line = parser->lineno;
     diag->column = column;
-    diag->line_text = g_strndup(parser->line, parser->line_len);
+    diag->line_text = g_strndup(parser->line, len);
     return diag;
 }
 

@@ -13,9 +13,16 @@
  *                      last challenge under this secret; prints "MATCH"
  *   control-in REQ LEN vendor IN request REQ; prints "STATUS n LEN m"
  *   disconnect         wait for device_disconnect; prints "DISCONNECT"
+ *   hammer SECRET32    challenge after challenge, each checked against the
+ *                      secret, until the device disconnects mid-stream;
+ *                      prints "HAMMER <n> answers" (0 answers fails)
  *   garbage            send bytes that are not usbredir
  *   sleep MS           keep serving for MS milliseconds
  *   closed             wait for the gateway to close the connection; prints "CLOSED"
+ *
+ *   usbgw-test-peer --key-answer SECRET32 CHALLENGE32
+ *
+ * prints the answer a key with this secret gives to this challenge.
  *
  * Exit status 0 when every step completed, 1 on timeout, error or an
  * unexpected close. */
@@ -210,9 +217,9 @@ peer_is_disconnected(Peer *peer)
 }
 
 static gboolean
-peer_has_reply(Peer *peer)
+peer_has_reply_or_disconnect(Peer *peer)
 {
-    return peer->reply_ready;
+    return peer->reply_ready || peer->disconnected;
 }
 
 static gboolean
@@ -242,7 +249,7 @@ peer_control(Peer *peer, guint8 requesttype, guint8 request, guint8 *data, guint
                                        requesttype & 0x80 ? NULL : data,
                                        requesttype & 0x80 ? 0 : length);
     usbredirparser_do_write(peer->parser);
-    return peer_run_until(peer, peer_has_reply, deadline);
+    return peer_run_until(peer, peer_has_reply_or_disconnect, deadline) && peer->reply_ready;
 }
 
 static gboolean
@@ -283,13 +290,27 @@ main(int argc, char **argv)
     gint timeout_s = 20;
     const GOptionEntry entries[] = {
         {"timeout", 't', 0, G_OPTION_ARG_INT, &timeout_s, "Seconds for each step (20)", "S"},
-        {NULL},
+        G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new("SOCKET STEP… — usbredir test peer");
     g_autoptr(GError) error = NULL;
     uint32_t caps[USB_REDIR_CAPS_SIZE] = {0};
     Peer peer = {0};
 
+    if (argc == 4 && g_strcmp0(argv[1], "--key-answer") == 0) {
+        guint8 secret[USBGW_KEY_LEN], challenge[USBGW_KEY_LEN], answer[USBGW_KEY_LEN];
+        if (!peer_parse_hex(argv[2], secret, sizeof(secret)) ||
+            !peer_parse_hex(argv[3], challenge, sizeof(challenge))) {
+            fprintf(stderr, "peer: --key-answer takes two %d-digit hex values\n",
+                    2 * USBGW_KEY_LEN);
+            return 2;
+        }
+        usbgw_key_compute(secret, challenge, answer);
+        for (guint k = 0; k < USBGW_KEY_LEN; k++)
+            printf("%02x", answer[k]);
+        printf("\n");
+        return 0;
+    }
     g_option_context_add_main_entries(context, entries, NULL);
     if (!g_option_context_parse(context, &argc, &argv, &error) || argc < 2) {
         fprintf(stderr, "usage: usbgw-test-peer [--timeout S] SOCKET STEP…\n");
@@ -383,6 +404,33 @@ main(int argc, char **argv)
                 printf("MATCH\n");
             else
                 fprintf(stderr, "peer: the response is not the key's answer\n");
+        } else if (g_strcmp0(step, "hammer") == 0 && i + 1 < argc) {
+            guint8 secret[USBGW_KEY_LEN], want[USBGW_KEY_LEN], challenge[USBGW_KEY_LEN];
+            guint answers = 0;
+            if (!peer_parse_hex(argv[++i], secret, sizeof(secret))) {
+                fprintf(stderr, "peer: secret must be %d hex digits\n", 2 * USBGW_KEY_LEN);
+                return 2;
+            }
+            while (!peer.disconnected && g_get_monotonic_time() < deadline) {
+                for (guint k = 0; k < USBGW_KEY_LEN; k++)
+                    challenge[k] = (guint8)g_random_int();
+                if (!peer_control(&peer, 0x40, USBGW_KEY_REQ_CHALLENGE, challenge, USBGW_KEY_LEN,
+                                  deadline) ||
+                    peer.reply_status != usb_redir_success ||
+                    !peer_control(&peer, 0xc0, USBGW_KEY_REQ_RESPONSE, NULL, USBGW_KEY_LEN,
+                                  deadline) ||
+                    peer.reply_status != usb_redir_success)
+                    continue; /* the disconnect cut this round short */
+                usbgw_key_compute(secret, challenge, want);
+                if (peer.reply_len != USBGW_KEY_LEN ||
+                    memcmp(want, peer.reply_data, USBGW_KEY_LEN)) {
+                    fprintf(stderr, "peer: wrong answer in round %u\n", answers + 1);
+                    return 1;
+                }
+                answers++;
+            }
+            printf("HAMMER %u answers\n", answers);
+            ok = peer.disconnected && answers > 0;
         } else if (g_strcmp0(step, "control-in") == 0 && i + 2 < argc) {
             guint8 request = (guint8)g_ascii_strtoull(argv[i + 1], NULL, 0);
             guint16 length = (guint16)g_ascii_strtoull(argv[i + 2], NULL, 0);

@@ -1,0 +1,182 @@
+#!/bin/bash
+# usbgwd against simulated dongles (umockdev, driven by usbgw-sim) and the
+# usbredir test peer playing QEMU. One scenario per run:
+#
+#   test-usbgwd.sh SCENARIO USBGWD USBGW_SIM TEST_PEER [GUEST_DIR]
+#
+# The script re-runs itself under usbgw-sim, which owns the simulated keys
+# and serves their usbdevfs ioctls to the daemon (a child process).
+set -euo pipefail
+
+scenario=$1 usbgwd=$2 sim=$3 peer=$4 guest_dir=${5:-}
+here=$(cd "$(dirname "$0")" && pwd)
+
+# Secrets the keys use in these tests: the peer and the guest answers are
+# checked against them.
+HASP_SECRET=000102030405060708090a0b0c0d0e0f
+HID_SECRET=f0e1d2c3b4a5968778695a4b3c2d1e0f
+CHALLENGE=00112233445566778899aabbccddeeff
+
+if [ -z "${USBGW_TEST_INNER:-}" ]; then
+    work=$(mktemp -d /tmp/usbgwd-test.XXXXXX)
+    trap 'rm -rf "$work"' EXIT
+    export USBGW_TEST_INNER=$work
+    status=0
+    "$sim" --secret "hasp=$HASP_SECRET" --secret "hid=$HID_SECRET" \
+        --plug hasp --plug hid --plug stick --control "$work/sim.sock" \
+        -- bash "$0" "$@" || status=$?
+    if [ $status -ne 0 ] && [ -f "$work/usbgwd.log" ]; then
+        echo "--- usbgwd log"
+        cat "$work/usbgwd.log"
+    fi
+    exit $status
+fi
+
+work=$USBGW_TEST_INNER
+rundir=$work/run
+sock=$rundir/vm/test-vm/0529-0001-at-1-1.sock
+cat > "$work/policy" <<'POLICY'
+deny with-interface 08:*:*
+assign id 0529:0001 to vm "test-vm"
+assign id 064f:2af9 serial "3-1234567" to vm "test-vm"
+POLICY
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+sim_cmd() {
+    python3 - "$work/sim.sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall((sys.argv[2] + "\n").encode())
+reply = b""
+while not reply.endswith(b"\n") or not (reply.splitlines()[-1].startswith(b"ok") or reply.splitlines()[-1].startswith(b"error")):
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    reply += chunk
+print(reply.decode().strip())
+sys.exit(0 if reply.splitlines()[-1].startswith(b"ok") else 1)
+PY
+}
+
+start_usbgwd() {
+    "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
+        --config "$work/none.conf" >> "$work/usbgwd.log" 2>&1 &
+    gw_pid=$!
+    for _ in $(seq 100); do
+        [ -S "$sock" ] && return 0
+        kill -0 $gw_pid 2>/dev/null || fail "usbgwd exited at start"
+        sleep 0.05
+    done
+    fail "usbgwd did not create $sock"
+}
+
+stop_usbgwd() {
+    kill -TERM $gw_pid
+    wait $gw_pid || fail "usbgwd exited with status $? on SIGTERM"
+}
+
+wait_for() { # FILE PATTERN
+    for _ in $(seq 200); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    fail "no '$2' in $1"
+}
+
+start_usbgwd
+case $scenario in
+serve)
+    out=$("$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET)
+    echo "$out"
+    grep -q '^CONNECT 0529:0001 class ff:00:00' <<<"$out" || fail "no device_connect with the key's ids"
+    grep -q '^INTERFACES ff:00:00$' <<<"$out" || fail "wrong interface info"
+    grep -q '^MATCH$' <<<"$out" || fail "the answer is not the key's"
+    # the HID key, identified by serial, has its own socket
+    [ -S "$rundir/vm/test-vm/064f-2af9-sn-3-1234567.sock" ] || fail "no socket for the HID key"
+    # the mass-storage stick is denied: no socket, left to the host
+    ls "$rundir/vm/test-vm" | grep -q 0781 && fail "the denied stick got a socket"
+    grep -q '0781:5567#4C530001 arrived: denied by .*policy:1, left to the host' "$work/usbgwd.log" ||
+        fail "no deny line for the stick"
+    grep -q '0781:5567.*claimed' "$work/usbgwd.log" && fail "the stick was claimed"
+    stop_usbgwd
+    grep -q '0529:0001@1-1: handed back to the host' "$work/usbgwd.log" || fail "key not handed back on stop"
+    [ -e "$sock" ] && fail "socket left behind after stop"
+    ;;
+second-peer)
+    "$peer" "$sock" connect sleep 3000 challenge $CHALLENGE expect $HASP_SECRET > "$work/peer1.out" &
+    p1=$!
+    wait_for "$work/peer1.out" '^CONNECT'
+    out=$("$peer" --timeout 5 "$sock" closed) || fail "the second peer was not closed"
+    grep -q '^CLOSED$' <<<"$out" || fail "second peer: $out"
+    grep -q 'CONNECT' <<<"$out" && fail "the second peer saw the device"
+    wait $p1 || fail "the first peer failed after the second was refused"
+    grep -q '^MATCH$' "$work/peer1.out" || fail "first peer lost its answer"
+    grep -q 'refused a second peer' "$work/usbgwd.log" || fail "no log line for the refused peer"
+    stop_usbgwd
+    ;;
+yank)
+    # unplug while challenges are in flight, then plug the same key back
+    "$peer" --timeout 30 "$sock" connect hammer $HASP_SECRET connect challenge $CHALLENGE \
+        expect $HASP_SECRET > "$work/peer.out" &
+    p=$!
+    wait_for "$work/peer.out" '^CONNECT'
+    sleep 0.5
+    sim_cmd "unplug hasp" >/dev/null || fail "sim: unplug"
+    wait_for "$work/peer.out" '^HAMMER'
+    kill -0 $gw_pid || fail "usbgwd died on unplug"
+    sim_cmd "plug hasp" >/dev/null || fail "sim: plug"
+    wait $p || { cat "$work/peer.out"; fail "peer failed across the replug"; }
+    cat "$work/peer.out"
+    [ "$(grep -c '^CONNECT' "$work/peer.out")" -eq 2 ] || fail "no second device_connect after replug"
+    grep -q '^MATCH$' "$work/peer.out" || fail "no correct answer after replug"
+    stop_usbgwd
+    ;;
+garbage)
+    out=$("$peer" "$sock" connect garbage closed) || fail "peer: $out"
+    grep -q '^CLOSED$' <<<"$out" || fail "the gateway kept a session that sent garbage"
+    grep -q 'malformed usbredir data\|peer closed' "$work/usbgwd.log" || fail "no log line for the garbage"
+    kill -0 $gw_pid || fail "usbgwd died on garbage"
+    out=$("$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) || fail "next peer: $out"
+    grep -q '^MATCH$' <<<"$out" || fail "the next peer did not get the key"
+    stop_usbgwd
+    ;;
+peer-killed)
+    "$peer" "$sock" connect sleep 60000 > "$work/peer1.out" &
+    p1=$!
+    wait_for "$work/peer1.out" '^CONNECT'
+    kill -9 $p1
+    wait $p1 2>/dev/null || true
+    wait_for "$work/usbgwd.log" 'peer session ended'
+    out=$("$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) || fail "next peer: $out"
+    grep -q '^MATCH$' <<<"$out" || fail "the next peer did not get the key"
+    stop_usbgwd
+    ;;
+qemu)
+    command -v qemu-system-x86_64 >/dev/null || { echo "SKIP: qemu-system-x86_64 missing"; stop_usbgwd; exit 77; }
+    bash "$here/../guest/build-guest.sh" "$guest_dir" > "$work/guest-build.log" 2>&1 ||
+        { cat "$work/guest-build.log"; fail "guest build"; }
+    expected=$("$peer" --key-answer $HASP_SECRET $CHALLENGE)
+    # two guests in a row: the second gets the key after the first QEMU is gone
+    for boot in 1 2; do
+        start=$(date +%s.%N)
+        USBGW_GUEST_APPEND="usbgw.dev=0529:0001 usbgw.challenge=$CHALLENGE" \
+            bash "$here/../guest/run-guest.sh" "$guest_dir" \
+            -chardev "socket,id=ur0,path=$sock" -device usb-redir,chardev=ur0,bus=xhci.0 \
+            > "$work/console$boot.log" 2>&1 || { cat "$work/console$boot.log"; fail "QEMU boot $boot"; }
+        end=$(date +%s.%N)
+        answer=$(grep -a '^USBGW-ANSWER 0529:0001' "$work/console$boot.log" | sed 's/.*response=//' | tr -d '\r')
+        echo "boot $boot: guest answered $answer (expected $expected) in $(awk "BEGIN { printf \"%.1f\", $end - $start }") s"
+        [ "$answer" = "$expected" ] || { cat "$work/console$boot.log"; fail "guest answer $boot"; }
+    done
+    stop_usbgwd
+    ;;
+*)
+    fail "unknown scenario $scenario"
+    ;;
+esac
+echo "PASS: $scenario"

@@ -1,0 +1,405 @@
+/* policy_decide() and policy_decision_is_for_vm(): which rule decides for
+ * which device, on host and share origins. */
+#include <string.h>
+
+#include "policy-private.h"
+#include "policy-test-device.h"
+
+#define UUID       "8c1f0a2e-5d2b-4c1e-9a57-3f6b1e2d4c5a"
+#define UUID_UPPER "8C1F0A2E-5D2B-4C1E-9A57-3F6B1E2D4C5A"
+#define UUID_OTHER "00000000-0000-4000-8000-000000000001"
+
+/* Devices of the sample inventory (data/sample-devices.json) and a few
+ * composite ones. */
+#define HASP              "0529:0001 class=ff:00:00 if=ff:00:00 port=1-1 product='HASP HL 3.25'"
+#define HASP_SERIAL       HASP " serial=A1B2"
+#define HASP_EMPTY_SERIAL HASP " serial="
+#define CODEMETER                                                                                  \
+    "064f:2af9 if=03:00:00 serial=3-1234567 port=1-3.2 product=CodeMeter-Stick hash=0a1b2c3d"
+#define STICK         "0781:5567 if=08:06:50 serial=4C530001 port=1-4 product='Cruzer Blade'"
+#define KEYBOARD      "046d:c31c if=03:01:01,03:00:00 port=1-5 product='USB Keyboard'"
+#define SMARTCARD     "096e:0006 if=0b:00:00 serial=FT0123 port=1-6 product=ePass2003"
+#define COMPOSITE     "1234:5678 if=03:00:00,ff:00:00 port=2-1"
+#define NO_INTERFACES "1234:0001"
+#define WEBCAM        "1234:9999 class=ef:02:01 if=0e:01:00,0e:02:00,01:01:00 port=2-3"
+
+typedef struct {
+    const gchar *name;
+    const gchar *policy;
+    PolicyOrigin origin;
+    const gchar *device;
+    const gchar *vm;
+    const gchar *uuid;
+    const gchar *user;
+    const gchar *groups; /* comma-separated */
+    const gchar *want;   /* decision_to_string() */
+} DecideCase;
+
+/* "assign vm=\"cad-01\" required @m.rules:2", "deny @m.rules:1", "none". */
+static gchar *
+decision_to_string(const PolicyDecision *d)
+{
+    GString *out = g_string_new(policy_verdict_to_string(d->verdict));
+    if (d->target != NULL)
+        g_string_append_printf(out, " %s=\"%s\"", policy_target_kind_to_string(d->target_kind),
+                               d->target);
+    if (d->required)
+        g_string_append(out, " required");
+    if (d->file != NULL)
+        g_string_append_printf(out, " @%s:%u", d->file, d->line);
+    return g_string_free(out, FALSE);
+}
+
+#define HOST  POLICY_ORIGIN_HOST
+#define SHARE POLICY_ORIGIN_SHARE
+
+static const DecideCase decide_cases[] = {
+    /* id */
+    {"id-exact", "assign id 0529:0001 to vm \"cad-01\"", HOST, HASP,
+     .want = "assign vm=\"cad-01\" @m.rules:1"},
+    {"id-other-product", "assign id 0529:0002 to vm \"cad-01\"", HOST, HASP, .want = "none"},
+    {"id-vendor-wildcard", "assign id 0529:* to vm \"v\"", HOST, HASP,
+     .want = "assign vm=\"v\" @m.rules:1"},
+    {"id-vendor-wildcard-other-vendor", "assign id 0528:* to vm \"v\"", HOST, HASP, .want = "none"},
+    {"id-any", "deny id *:*", HOST, KEYBOARD, .want = "deny @m.rules:1"},
+    /* serial */
+    {"serial-empty-matches-no-serial", "assign id 0529:0001 serial \"\" to vm \"cad-01\" required",
+     HOST, HASP, .want = "assign vm=\"cad-01\" required @m.rules:1"},
+    {"serial-empty-matches-empty-serial", "assign serial \"\" to vm \"x\"", HOST, HASP_EMPTY_SERIAL,
+     .want = "assign vm=\"x\" @m.rules:1"},
+    {"serial-empty-skips-serial", "assign serial \"\" to vm \"a\"\nassign id 0529:0001 to vm \"b\"",
+     HOST, HASP_SERIAL, .want = "assign vm=\"b\" @m.rules:2"},
+    {"serial-exact", "assign id 064f:2af9 serial \"3-1234567\" to vm \"erp-01\"", HOST, CODEMETER,
+     .want = "assign vm=\"erp-01\" @m.rules:1"},
+    {"serial-exact-is-not-prefix", "assign serial \"3-123456\" to vm \"erp-01\"", HOST, CODEMETER,
+     .want = "none"},
+    {"serial-glob", "assign serial \"3-*\" to vm \"erp-01\"", HOST, CODEMETER,
+     .want = "assign vm=\"erp-01\" @m.rules:1"},
+    {"serial-glob-needs-serial", "assign serial \"A*\" to vm \"x\"", HOST, HASP, .want = "none"},
+    {"serial-star-matches-no-serial", "assign serial \"*\" to vm \"x\"", HOST, HASP,
+     .want = "assign vm=\"x\" @m.rules:1"},
+    /* name: the product string */
+    {"name-glob", "assign name \"HASP*\" to vm \"x\"", HOST, HASP,
+     .want = "assign vm=\"x\" @m.rules:1"},
+    {"name-question-mark", "assign name \"?ASP HL 3.2?\" to vm \"x\"", HOST, HASP,
+     .want = "assign vm=\"x\" @m.rules:1"},
+    {"name-literal-exact", "assign name \"HASP HL\" to vm \"x\"", HOST, HASP, .want = "none"},
+    {"name-is-not-manufacturer", "assign name \"SafeNet*\" to vm \"x\"", HOST,
+     HASP " manufacturer='SafeNet Inc.'", .want = "none"},
+    {"name-without-product", "assign name \"*\" to vm \"x\"", HOST, NO_INTERFACES, .want = "none"},
+    /* via-port */
+    {"via-port-exact", "assign via-port \"1-1\" to vm \"x\"", HOST, HASP,
+     .want = "assign vm=\"x\" @m.rules:1"},
+    {"via-port-literal-is-not-prefix", "assign via-port 1-1 to vm \"x\"", HOST,
+     "0529:0001 port=1-1.4", .want = "none"},
+    {"via-port-glob", "assign via-port \"1-*\" to vm \"x\"", HOST, CODEMETER,
+     .want = "assign vm=\"x\" @m.rules:1"},
+    {"via-port-glob-other-bus", "assign via-port \"1-*\" to vm \"x\"", HOST, COMPOSITE,
+     .want = "none"},
+    {"via-port-without-port", "assign via-port \"*\" to vm \"x\"", HOST, NO_INTERFACES,
+     .want = "none"},
+    /* class: the device class, not the interfaces */
+    {"class-device", "assign class ff to vm \"x\"", HOST, HASP,
+     .want = "assign vm=\"x\" @m.rules:1"},
+    {"class-ignores-interfaces", "deny class 08", HOST, STICK, .want = "none"},
+    {"class-full-triple", "deny class ef:02:01", HOST, WEBCAM, .want = "deny @m.rules:1"},
+    {"class-protocol-differs", "deny class ef:02:00", HOST, WEBCAM, .want = "none"},
+    /* hash */
+    {"hash-equal", "assign hash \"0a1b2c3d\" to vm \"x\"", HOST, CODEMETER,
+     .want = "assign vm=\"x\" @m.rules:1"},
+    {"hash-differs", "assign hash \"0a1b2c3e\" to vm \"x\"", HOST, CODEMETER, .want = "none"},
+    {"hash-device-without-hash", "assign hash \"0a1b2c3d\" to vm \"x\"", HOST, HASP,
+     .want = "none"},
+    /* with-interface, one-of (the default) */
+    {"interface-boot-keyboard", "deny with-interface 03:01:01", HOST, KEYBOARD,
+     .want = "deny @m.rules:1"},
+    {"interface-second-interface", "deny with-interface 03:00:00", HOST, KEYBOARD,
+     .want = "deny @m.rules:1"},
+    {"interface-protocol-wildcard", "deny with-interface 03:01:*", HOST, KEYBOARD,
+     .want = "deny @m.rules:1"},
+    {"interface-non-boot-hid-is-not-keyboard", "deny with-interface 03:01:01", HOST, CODEMETER,
+     .want = "none"},
+    {"one-of-set", "deny with-interface { 08:*:* 03:01:01 }", HOST, STICK,
+     .want = "deny @m.rules:1"},
+    {"one-of-explicit-no-match", "deny with-interface one-of { 08:*:* 0b:*:* }", HOST, COMPOSITE,
+     .want = "none"},
+    {"one-of-no-interfaces", "deny with-interface *:*:*", HOST, NO_INTERFACES, .want = "none"},
+    /* all-of: every pattern found on some interface */
+    {"all-of-composite", "assign with-interface all-of { 03:00:00 ff:00:00 } to vm \"c\"", HOST,
+     COMPOSITE, .want = "assign vm=\"c\" @m.rules:1"},
+    {"all-of-missing-one", "assign with-interface all-of { 03:00:00 ff:00:00 } to vm \"c\"", HOST,
+     HASP, .want = "none"},
+    {"all-of-one-interface-many-patterns",
+     "assign with-interface all-of { 03:*:* 03:01:01 } to vm \"c\"", HOST, "1111:2222 if=03:01:01",
+     .want = "assign vm=\"c\" @m.rules:1"},
+    /* none-of: no interface matches any pattern */
+    {"none-of-clean", "assign with-interface none-of { 08:*:* 0e:*:* } to vm \"n\"", HOST, HASP,
+     .want = "assign vm=\"n\" @m.rules:1"},
+    {"none-of-hit", "assign with-interface none-of { 08:*:* 0e:*:* } to vm \"n\"", HOST, WEBCAM,
+     .want = "none"},
+    {"none-of-no-interfaces", "assign with-interface none-of { 08:*:* } to vm \"n\"", HOST,
+     NO_INTERFACES, .want = "assign vm=\"n\" @m.rules:1"},
+    /* match-all: every interface matches some pattern */
+    {"match-all-composite", "assign with-interface match-all { ff:*:* 03:*:* } to vm \"m\"", HOST,
+     COMPOSITE, .want = "assign vm=\"m\" @m.rules:1"},
+    {"match-all-one-stray", "assign with-interface match-all { 0e:*:* } to vm \"m\"", HOST, WEBCAM,
+     .want = "none"},
+    {"match-all-no-interfaces", "assign with-interface match-all { *:*:* } to vm \"m\"", HOST,
+     NO_INTERFACES, .want = "none"},
+    /* all matchers of a rule must hold */
+    {"matchers-and",
+     "assign id 0529:0001 serial \"A1B2\" via-port 1-1 to vm \"a\"\nassign id 0529:0001 to vm "
+     "\"b\"",
+     HOST, HASP, .want = "assign vm=\"b\" @m.rules:2"},
+    {"matchers-and-all-hold", "assign id 0529:0001 serial \"A1B2\" via-port 1-1 to vm \"a\"", HOST,
+     HASP_SERIAL, .want = "assign vm=\"a\" @m.rules:1"},
+    /* order */
+    {"first-match-wins", "assign id 0529:* to vm \"first\"\nassign id 0529:0001 to vm \"second\"",
+     HOST, HASP, .want = "assign vm=\"first\" @m.rules:1"},
+    {"deny-before-assign", "deny with-interface 08:*:*\nassign id *:* to vm \"all\"", HOST, STICK,
+     .want = "deny @m.rules:1"},
+    {"deny-before-assign-other-device", "deny with-interface 08:*:*\nassign id *:* to vm \"all\"",
+     HOST, HASP, .want = "assign vm=\"all\" @m.rules:2"},
+    {"assign-before-deny", "assign id 0781:5567 to vm \"backup\"\ndeny with-interface 08:*:*", HOST,
+     STICK, .want = "assign vm=\"backup\" @m.rules:1"},
+    {"line-numbers-count-comments", "# one\n\n# three\ndeny with-interface 08:*:* # four", HOST,
+     STICK, .want = "deny @m.rules:4"},
+    {"pool-target",
+     "pool \"hasp-cad\" vms \"cad-*\"\nassign id 0529:0001 to pool \"hasp-cad\" optional", HOST,
+     HASP, .want = "assign pool=\"hasp-cad\" @m.rules:2"},
+    {"vm-uuid-target-lower-case", "assign via-port 1-6 to vm-uuid \"" UUID_UPPER "\" required",
+     HOST, SMARTCARD, .want = "assign vm-uuid=\"" UUID "\" required @m.rules:1"},
+    {"host-skips-share-rules", "share id *:* user \"alice\" to vm \"ws-alice\"", HOST, SMARTCARD,
+     .want = "none"},
+    {"empty-policy-host", "", HOST, HASP, .want = "none"},
+    /* share origin: share and deny rules; no match means deny */
+    {"share-user", "share id 096e:* user \"alice\" to vm \"ws-alice\"", SHARE, SMARTCARD,
+     "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:1"},
+    {"share-other-user", "share id 096e:* user \"alice\" to vm \"ws-alice\"", SHARE, SMARTCARD,
+     "ws-alice", NULL, "bob", NULL, "deny"},
+    {"share-no-context", "share id 096e:* user \"alice\" to vm \"ws-alice\"", SHARE, SMARTCARD,
+     .want = "deny"},
+    {"share-other-vm", "share id 096e:* user \"alice\" to vm \"ws-alice\"", SHARE, SMARTCARD,
+     "ws-bob", NULL, "alice", NULL, "deny"},
+    {"share-device-mismatch", "share id 096e:* user \"alice\" to vm \"ws-alice\"", SHARE, HASP,
+     "ws-alice", NULL, "alice", NULL, "deny"},
+    {"share-group-in-list", "share with-interface 0b:*:* group \"engineering\" to vm \"ws-*\"",
+     SHARE, SMARTCARD, "ws-carol", NULL, "carol", "users,engineering,cad",
+     "share vm=\"ws-*\" @m.rules:1"},
+    {"share-group-not-in-list", "share group \"engineering\" to vm \"ws-*\"", SHARE, SMARTCARD,
+     "ws-carol", NULL, "carol", "users,cad", "deny"},
+    {"share-group-no-groups", "share group \"engineering\" to vm \"ws-*\"", SHARE, SMARTCARD,
+     "ws-carol", NULL, "carol", NULL, "deny"},
+    {"share-group-is-not-user", "share group \"alice\" to vm \"ws-*\"", SHARE, SMARTCARD,
+     "ws-alice", NULL, "alice", NULL, "deny"},
+    {"share-user-and-group-both-needed", "share user \"bob\" group \"cad\" to vm \"ws-bob\"", SHARE,
+     CODEMETER, "ws-bob", NULL, "bob", "users", "deny"},
+    {"share-user-and-group-hold", "share user \"bob\" group \"cad\" to vm \"ws-bob\" required",
+     SHARE, CODEMETER, "ws-bob", NULL, "bob", "users,cad",
+     "share vm=\"ws-bob\" required @m.rules:1"},
+    {"share-vm-uuid-any-case", "share user \"bob\" to vm-uuid \"" UUID "\"", SHARE, CODEMETER, NULL,
+     UUID_UPPER, "bob", NULL, "share vm-uuid=\"" UUID "\" @m.rules:1"},
+    {"share-vm-uuid-needs-uuid", "share user \"bob\" to vm-uuid \"" UUID "\"", SHARE, CODEMETER,
+     "ws-bob", NULL, "bob", NULL, "deny"},
+    {"share-vm-uuid-other", "share user \"bob\" to vm-uuid \"" UUID "\"", SHARE, CODEMETER, NULL,
+     UUID_OTHER, "bob", NULL, "deny"},
+    {"share-deny-first", "deny with-interface 08:*:*\nshare user \"alice\" to vm \"ws-alice\"",
+     SHARE, STICK, "ws-alice", NULL, "alice", NULL, "deny @m.rules:1"},
+    {"share-skips-assign-rules", "assign id *:* to vm \"ws-alice\"", SHARE, SMARTCARD, "ws-alice",
+     NULL, "alice", NULL, "deny"},
+    {"share-skips-rule-for-other-vm",
+     "share user \"alice\" to vm \"ws-bob\"\nshare user \"alice\" to vm \"ws-alice\" optional",
+     SHARE, SMARTCARD, "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2"},
+    {"empty-policy-share", "", SHARE, SMARTCARD, "ws-alice", NULL, "alice", NULL, "deny"},
+};
+
+static void
+test_decide_case(gconstpointer data)
+{
+    const DecideCase *c = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(Policy) policy =
+        policy_load_data(c->policy, strlen(c->policy), "m.rules", NULL, &error);
+    g_autoptr(PolicyDevice) device = policy_test_device_new(c->device);
+    g_auto(GStrv) groups = c->groups != NULL ? g_strsplit(c->groups, ",", -1) : NULL;
+    PolicyContext ctx = {.vm_name = c->vm,
+                         .vm_uuid = c->uuid,
+                         .user = c->user,
+                         .groups = (const gchar *const *)groups};
+    gboolean no_ctx = c->vm == NULL && c->uuid == NULL && c->user == NULL && c->groups == NULL;
+    PolicyDecision decision;
+    g_autofree gchar *got = NULL;
+
+    g_assert_no_error(error);
+    memset(&decision, 0xa5, sizeof(decision));
+    policy_decide(policy, c->origin, device, no_ctx ? NULL : &ctx, &decision);
+    got = decision_to_string(&decision);
+    g_assert_cmpstr(got, ==, c->want);
+    /* the deciding rule is the one named */
+    if (decision.file != NULL) {
+        const PolicyRule *rule = g_ptr_array_index(policy->rules, decision.rule_index);
+        g_assert_true(decision.file == policy_get_filename(policy));
+        g_assert_cmpuint(rule->line, ==, decision.line);
+        g_assert_true(policy_rule_match_device(rule, device));
+    } else {
+        g_assert_cmpuint(decision.line, ==, 0);
+        g_assert_null(decision.target);
+    }
+}
+
+/* ---- policy_decision_is_for_vm() ------------------------------------------- */
+
+typedef struct {
+    const gchar *name;
+    const gchar *policy;
+    const gchar *vm;
+    const gchar *uuid;
+    gboolean want;
+} ForVmCase;
+
+#define POOL_POLICY "pool \"hasp-cad\" vms \"cad-*\"\nassign id 0529:0001 to pool \"hasp-cad\""
+
+static const ForVmCase for_vm_cases[] = {
+    {"vm-literal", "assign id *:* to vm \"cad-01\"", "cad-01", NULL, TRUE},
+    {"vm-literal-other", "assign id *:* to vm \"cad-01\"", "cad-02", NULL, FALSE},
+    {"vm-literal-is-case-sensitive", "assign id *:* to vm \"cad-01\"", "CAD-01", NULL, FALSE},
+    {"vm-no-name", "assign id *:* to vm \"cad-01\"", NULL, UUID, FALSE},
+    {"vm-glob-star", "assign id *:* to vm \"cad-*\"", "cad-7", NULL, TRUE},
+    {"vm-glob-star-other", "assign id *:* to vm \"cad-*\"", "build-01", NULL, FALSE},
+    {"vm-glob-question", "assign id *:* to vm \"cad-0?\"", "cad-05", NULL, TRUE},
+    {"vm-glob-question-one-char", "assign id *:* to vm \"cad-0?\"", "cad-011", NULL, FALSE},
+    {"vm-uuid-same-case", "assign id *:* to vm-uuid \"" UUID "\"", NULL, UUID, TRUE},
+    {"vm-uuid-upper-case", "assign id *:* to vm-uuid \"" UUID "\"", "any", UUID_UPPER, TRUE},
+    {"vm-uuid-upper-in-rule", "assign id *:* to vm-uuid \"" UUID_UPPER "\"", NULL, UUID, TRUE},
+    {"vm-uuid-other", "assign id *:* to vm-uuid \"" UUID "\"", NULL, UUID_OTHER, FALSE},
+    {"vm-uuid-name-only", "assign id *:* to vm-uuid \"" UUID "\"", UUID, NULL, FALSE},
+    {"pool-member", POOL_POLICY, "cad-03", NULL, TRUE},
+    {"pool-non-member", POOL_POLICY, "erp-01", NULL, FALSE},
+    {"pool-needs-name", POOL_POLICY, NULL, UUID, FALSE},
+    {"deny-is-for-nobody", "deny id *:*", "cad-01", UUID, FALSE},
+    {"none-is-for-nobody", "assign id dead:beef to vm \"*\"", "cad-01", NULL, FALSE},
+};
+
+static void
+test_for_vm_case(gconstpointer data)
+{
+    const ForVmCase *c = data;
+    g_autoptr(Policy) policy =
+        policy_load_data(c->policy, strlen(c->policy), "v.rules", NULL, NULL);
+    g_autoptr(PolicyDevice) device = policy_test_device_new(HASP);
+    PolicyDecision decision;
+
+    g_assert_nonnull(policy);
+    policy_decide(policy, POLICY_ORIGIN_HOST, device, NULL, &decision);
+    g_assert_cmpint(policy_decision_is_for_vm(policy, &decision, c->vm, c->uuid), ==, c->want);
+}
+
+/* A share decision is for the VM it was decided for. */
+static void
+test_for_vm_share(void)
+{
+    const gchar *text = "share user \"alice\" to vm \"ws-*\"";
+    g_autoptr(Policy) policy = policy_load_data(text, strlen(text), "s.rules", NULL, NULL);
+    g_autoptr(PolicyDevice) device = policy_test_device_new(SMARTCARD);
+    PolicyContext ctx = {.vm_name = "ws-alice", .user = "alice"};
+    PolicyDecision decision;
+
+    policy_decide(policy, POLICY_ORIGIN_SHARE, device, &ctx, &decision);
+    g_assert_cmpint(decision.verdict, ==, POLICY_VERDICT_SHARE);
+    g_assert_true(policy_decision_is_for_vm(policy, &decision, "ws-alice", NULL));
+    g_assert_true(policy_decision_is_for_vm(policy, &decision, "ws-bob", NULL));
+    g_assert_false(policy_decision_is_for_vm(policy, &decision, "cad-01", NULL));
+}
+
+/* A decision whose rule index is out of range (from another policy) is for
+ * no VM rather than a crash. */
+static void
+test_for_vm_foreign_decision(void)
+{
+    g_autoptr(Policy) policy = policy_load_data("deny", 4, "f.rules", NULL, NULL);
+    PolicyDecision decision = {.verdict = POLICY_VERDICT_ASSIGN, .rule_index = 5};
+    g_assert_false(policy_decision_is_for_vm(policy, &decision, "cad-01", NULL));
+}
+
+typedef struct {
+    const gchar *name;
+    gint value;
+    const gchar *want;
+} NameCase;
+
+static const NameCase verdict_names[] = {
+    {"none", POLICY_VERDICT_NONE, "none"},    {"assign", POLICY_VERDICT_ASSIGN, "assign"},
+    {"share", POLICY_VERDICT_SHARE, "share"}, {"deny", POLICY_VERDICT_DENY, "deny"},
+    {"out-of-range", 42, "unknown"},
+};
+
+static const NameCase target_names[] = {
+    {"none", POLICY_TARGET_NONE, "none"},
+    {"vm", POLICY_TARGET_VM, "vm"},
+    {"vm-uuid", POLICY_TARGET_VM_UUID, "vm-uuid"},
+    {"pool", POLICY_TARGET_POOL, "pool"},
+    {"out-of-range", 42, "unknown"},
+};
+
+static void
+test_names(void)
+{
+    for (guint i = 0; i < G_N_ELEMENTS(verdict_names); i++)
+        g_assert_cmpstr(policy_verdict_to_string((PolicyVerdict)verdict_names[i].value), ==,
+                        verdict_names[i].want);
+    for (guint i = 0; i < G_N_ELEMENTS(target_names); i++)
+        g_assert_cmpstr(policy_target_kind_to_string((PolicyTargetKind)target_names[i].value), ==,
+                        target_names[i].want);
+}
+
+typedef struct {
+    const gchar *name;
+    const gchar *device;
+    const gchar *want;
+} DescribeCase;
+
+static const DescribeCase describe_cases[] = {
+    {"id-only", NO_INTERFACES, "1234:0001"},
+    {"port", HASP, "0529:0001 port 1-1"},
+    {"empty-serial-left-out", HASP_EMPTY_SERIAL, "0529:0001 port 1-1"},
+    {"serial-and-port", CODEMETER, "064f:2af9 serial \"3-1234567\" port 1-3.2"},
+    {"serial-escaped", "0001:0002 serial='a\"b'", "0001:0002 serial \"a\\\"b\""},
+};
+
+static void
+test_describe_case(gconstpointer data)
+{
+    const DescribeCase *c = data;
+    g_autoptr(PolicyDevice) device = policy_test_device_new(c->device);
+    g_autoptr(PolicyDevice) copy = policy_device_copy(device);
+    g_autofree gchar *got = policy_device_describe(device);
+    g_autofree gchar *got_copy = policy_device_describe(copy);
+
+    g_assert_cmpstr(got, ==, c->want);
+    g_assert_cmpstr(got_copy, ==, c->want);
+    g_assert_cmpuint(copy->interfaces->len, ==, device->interfaces->len);
+    g_assert_true(copy->interfaces != device->interfaces);
+}
+
+int
+main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    for (guint i = 0; i < G_N_ELEMENTS(decide_cases); i++) {
+        g_autofree gchar *path = g_strdup_printf("/policy/match/decide/%s", decide_cases[i].name);
+        g_test_add_data_func(path, &decide_cases[i], test_decide_case);
+    }
+    for (guint i = 0; i < G_N_ELEMENTS(for_vm_cases); i++) {
+        g_autofree gchar *path = g_strdup_printf("/policy/match/for-vm/%s", for_vm_cases[i].name);
+        g_test_add_data_func(path, &for_vm_cases[i], test_for_vm_case);
+    }
+    for (guint i = 0; i < G_N_ELEMENTS(describe_cases); i++) {
+        g_autofree gchar *path =
+            g_strdup_printf("/policy/match/describe/%s", describe_cases[i].name);
+        g_test_add_data_func(path, &describe_cases[i], test_describe_case);
+    }
+    g_test_add_func("/policy/match/for-vm/share", test_for_vm_share);
+    g_test_add_func("/policy/match/for-vm/foreign-decision", test_for_vm_foreign_decision);
+    g_test_add_func("/policy/match/names", test_names);
+    return g_test_run();
+}
