@@ -3,6 +3,8 @@
 #include "gw-attachment.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
 
@@ -133,6 +135,13 @@ gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return TRUE;
     }
+    /* usbredir is many small packets: do not let Nagle delay them */
+    if (g_socket_get_family(g_socket_connection_get_socket(connection)) != G_SOCKET_FAMILY_UNIX &&
+        !g_socket_set_option(g_socket_connection_get_socket(connection), IPPROTO_TCP, TCP_NODELAY,
+                             1, &error)) {
+        g_warning("%s: cannot set TCP_NODELAY: %s", attachment->identity, error->message);
+        g_clear_error(&error);
+    }
     label = g_strdup_printf("%s#%u", attachment->identity, ++attachment->peer_count);
     attachment->session =
         gw_session_new(attachment->usb, g_socket_connection_get_socket(connection), label,
@@ -150,7 +159,7 @@ gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
 
 GwAttachment *
 gw_attachment_new(libusb_context *usb, const gchar *identity, const gchar *socket_path,
-                  GError **error)
+                  const gchar *tcp_address, guint16 tcp_port, GError **error)
 {
     g_autoptr(GwAttachment) attachment = g_new0(GwAttachment, 1);
     g_autofree gchar *dir = g_path_get_dirname(socket_path);
@@ -177,6 +186,23 @@ gw_attachment_new(libusb_context *usb, const gchar *identity, const gchar *socke
     }
     if (g_chmod(socket_path, 0600) != 0)
         g_warning("cannot chmod %s: %s", socket_path, g_strerror(errno));
+    if (tcp_address != NULL) {
+        g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(tcp_address);
+        g_autoptr(GSocketAddress) tcp = NULL;
+        if (inet == NULL) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "tcp-address '%s' is not an IP address", tcp_address);
+            return NULL;
+        }
+        tcp = g_inet_socket_address_new(inet, tcp_port);
+        if (!g_socket_listener_add_address(G_SOCKET_LISTENER(attachment->service), tcp,
+                                           G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, NULL,
+                                           error)) {
+            g_prefix_error(error, "cannot listen on %s port %u: ", tcp_address, tcp_port);
+            return NULL;
+        }
+        g_message("%s: also served on TCP %s:%u", identity, tcp_address, tcp_port);
+    }
     g_signal_connect(attachment->service, "incoming", G_CALLBACK(gw_attachment_incoming),
                      attachment);
     g_socket_service_start(attachment->service);

@@ -18,9 +18,12 @@ G_BEGIN_DECLS
 
 typedef struct _GwAttachment GwAttachment;
 
-/* Listens on @socket_path (mode 0600; its directory is created 0700). */
+/* Listens on @socket_path (mode 0600; its directory is created 0700) and,
+ * when @tcp_address is not NULL, also on that TCP address and port (for
+ * QEMU on another host; loopback by default). */
 GwAttachment *gw_attachment_new(libusb_context *usb, const gchar *identity,
-                                const gchar *socket_path, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+                                const gchar *socket_path, const gchar *tcp_address,
+                                guint16 tcp_port, GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* The device with this identity is present: claim it, and offer it to the
  * peer if one is connected. */
 gboolean gw_attachment_set_device(GwAttachment *attachment, libusb_device *device,

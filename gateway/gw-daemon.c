@@ -9,9 +9,10 @@
 #include "gw-device.h"
 #include "gw-usb.h"
 
-#define GW_DAEMON_DEFAULT_POLICY "/etc/usbgw/usbgw.policy"
-#define GW_DAEMON_DEFAULT_RUNDIR "/run/usbgw"
-#define GW_DAEMON_CONFIG_GROUP   "usbgwd"
+#define GW_DAEMON_DEFAULT_POLICY      "/etc/usbgw/usbgw.policy"
+#define GW_DAEMON_DEFAULT_RUNDIR      "/run/usbgw"
+#define GW_DAEMON_CONFIG_GROUP        "usbgwd"
+#define GW_DAEMON_DEFAULT_TCP_ADDRESS "127.0.0.1"
 
 typedef struct {
     PolicyDevice *desc;       /* owned */
@@ -25,6 +26,7 @@ struct _GwDaemon {
     Policy *policy;          /* owned */
     GHashTable *devices;     /* libusb_device* (owned ref) → GwDaemonDevice */
     GHashTable *attachments; /* "<vm>/<slot>" → GwAttachment */
+    guint next_tcp_port;     /* the next attachment's TCP port, 0 when TCP is off */
 };
 
 gboolean
@@ -36,6 +38,7 @@ gw_daemon_config_load(GwDaemonConfig *config, const gchar *path, GError **error)
 
     config->policy_path = g_strdup(GW_DAEMON_DEFAULT_POLICY);
     config->rundir = g_strdup(GW_DAEMON_DEFAULT_RUNDIR);
+    config->tcp_address = g_strdup(GW_DAEMON_DEFAULT_TCP_ADDRESS);
     if (!g_key_file_load_from_file(keyfile, path, G_KEY_FILE_NONE, &local_error)) {
         if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
             return TRUE;
@@ -53,6 +56,18 @@ gw_daemon_config_load(GwDaemonConfig *config, const gchar *path, GError **error)
         } else if (g_strcmp0(keys[i], "rundir") == 0) {
             g_free(config->rundir);
             config->rundir = g_steal_pointer(&value);
+        } else if (g_strcmp0(keys[i], "tcp-address") == 0) {
+            g_free(config->tcp_address);
+            config->tcp_address = g_steal_pointer(&value);
+        } else if (g_strcmp0(keys[i], "tcp-port-base") == 0) {
+            guint64 port = 0;
+            if (!g_ascii_string_to_unsigned(value, 10, 0, G_MAXUINT16, &port, NULL)) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "%s: [%s] tcp-port-base=%s: expected a port number (0 = no TCP)", path,
+                            GW_DAEMON_CONFIG_GROUP, value);
+                return FALSE;
+            }
+            config->tcp_port_base = (guint16)port;
         } else
             g_warning("%s: unknown key '%s' in [%s] ignored", path, keys[i],
                       GW_DAEMON_CONFIG_GROUP);
@@ -65,6 +80,7 @@ gw_daemon_config_clear(GwDaemonConfig *config)
 {
     g_clear_pointer(&config->policy_path, g_free);
     g_clear_pointer(&config->rundir, g_free);
+    g_clear_pointer(&config->tcp_address, g_free);
 }
 
 static void
@@ -145,13 +161,17 @@ gw_daemon_device_arrived(GwDaemon *daemon, libusb_device *device)
         g_autofree gchar *path = NULL;
         g_autofree gchar *file = g_strconcat(slot, ".sock", NULL);
         path = g_build_filename(daemon->config.rundir, "vm", vm_dir, file, NULL);
-        attachment =
-            gw_attachment_new(gw_usb_get_context(daemon->usb), entry->identity, path, &error);
+        gboolean tcp = daemon->next_tcp_port != 0 && daemon->next_tcp_port <= G_MAXUINT16;
+        attachment = gw_attachment_new(gw_usb_get_context(daemon->usb), entry->identity, path,
+                                       tcp ? daemon->config.tcp_address : NULL,
+                                       (guint16)daemon->next_tcp_port, &error);
         if (attachment == NULL) {
             g_warning("%s: %s", entry->identity, error->message);
             return;
         }
         g_hash_table_insert(daemon->attachments, g_steal_pointer(&key), attachment);
+        if (tcp)
+            daemon->next_tcp_port++;
     }
     entry->attachment = attachment;
     if (!gw_attachment_set_device(attachment, device, &error)) {
@@ -193,6 +213,9 @@ gw_daemon_new(const GwDaemonConfig *config, GError **error)
 
     daemon->config.policy_path = g_strdup(config->policy_path);
     daemon->config.rundir = g_strdup(config->rundir);
+    daemon->config.tcp_address = g_strdup(config->tcp_address);
+    daemon->config.tcp_port_base = config->tcp_port_base;
+    daemon->next_tcp_port = config->tcp_port_base;
     daemon->devices = g_hash_table_new_full(
         g_direct_hash, g_direct_equal, (GDestroyNotify)libusb_unref_device, gw_daemon_device_free);
     daemon->attachments =

@@ -9,12 +9,15 @@
 G_BEGIN_DECLS
 
 typedef struct {
-    gchar *policy_path; /* owned */
-    gchar *rundir;      /* owned: sockets live in <rundir>/vm/<vm>/<slot>.sock */
+    gchar *policy_path;    /* owned */
+    gchar *rundir;         /* owned: sockets live in <rundir>/vm/<vm>/<slot>.sock */
+    gchar *tcp_address;    /* owned: where TCP listeners bind */
+    guint16 tcp_port_base; /* 0: no TCP; else attachments get ports base, base+1, … */
 } GwDaemonConfig;
 
-/* Reads [usbgwd] policy= and rundir= from a GKeyFile; a missing file
- * gives the defaults. Unknown keys are reported as warnings. */
+/* Reads the [usbgwd] group of a GKeyFile (keys in data/usbgwd.conf); a
+ * missing file gives the defaults. Unknown keys are reported as warnings,
+ * bad values as errors naming file, key and value. */
 gboolean gw_daemon_config_load(GwDaemonConfig *config, const gchar *path,
                                GError **error) G_GNUC_WARN_UNUSED_RESULT;
 void gw_daemon_config_clear(GwDaemonConfig *config);

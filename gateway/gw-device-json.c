@@ -196,8 +196,7 @@ gw_device_list_load_data(const gchar *data, gssize len, const gchar *name, GErro
         const gchar *message = local_error->message;
         if (g_str_has_prefix(message, "<data>:"))
             message += strlen("<data>:");
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: %s", name,
-                    g_strstrip(g_strdup(message)));
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "%s: %s", name, message);
         return NULL;
     }
     root = json_parser_get_root(parser);

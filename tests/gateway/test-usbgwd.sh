@@ -65,7 +65,7 @@ PY
 
 start_usbgwd() {
     "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
-        --config "$work/none.conf" >> "$work/usbgwd.log" 2>&1 &
+        --config "$work/usbgwd.conf" >> "$work/usbgwd.log" 2>&1 &
     gw_pid=$!
     for _ in $(seq 100); do
         [ -S "$sock" ] && return 0
@@ -88,8 +88,27 @@ wait_for() { # FILE PATTERN
     fail "no '$2' in $1"
 }
 
+# TCP listeners on a free loopback port range (the HID key gets the next port)
+tcp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+if [ "$scenario" = tcp ]; then
+    printf '[usbgwd]\ntcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" > "$work/usbgwd.conf"
+fi
+
 start_usbgwd
 case $scenario in
+tcp)
+    port=$(sed -n 's/.*0529:0001@1-1: also served on TCP 127.0.0.1:\([0-9]*\).*/\1/p' "$work/usbgwd.log")
+    [ -n "$port" ] || fail "no TCP listener logged for the key"
+    out=$("$peer" "tcp:127.0.0.1:$port" connect challenge $CHALLENGE expect $HASP_SECRET) || fail "tcp peer: $out"
+    grep -q '^MATCH$' <<<"$out" || fail "no correct answer over TCP"
+    # one peer per device, whatever the transport
+    "$peer" "$sock" connect sleep 2000 > "$work/peer1.out" &
+    p1=$!
+    wait_for "$work/peer1.out" '^CONNECT'
+    out=$("$peer" --timeout 5 "tcp:127.0.0.1:$port" closed) || fail "second peer over TCP not closed"
+    wait $p1 || fail "unix peer failed"
+    stop_usbgwd
+    ;;
 serve)
     out=$("$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET)
     echo "$out"
@@ -160,19 +179,45 @@ qemu)
     command -v qemu-system-x86_64 >/dev/null || { echo "SKIP: qemu-system-x86_64 missing"; stop_usbgwd; exit 77; }
     bash "$here/../guest/build-guest.sh" "$guest_dir" > "$work/guest-build.log" 2>&1 ||
         { cat "$work/guest-build.log"; fail "guest build"; }
-    expected=$("$peer" --key-answer $HASP_SECRET $CHALLENGE)
-    # two guests in a row: the second gets the key after the first QEMU is gone
-    for boot in 1 2; do
-        start=$(date +%s.%N)
-        USBGW_GUEST_APPEND="usbgw.dev=0529:0001 usbgw.challenge=$CHALLENGE" \
-            bash "$here/../guest/run-guest.sh" "$guest_dir" \
-            -chardev "socket,id=ur0,path=$sock" -device usb-redir,chardev=ur0,bus=xhci.0 \
-            > "$work/console$boot.log" 2>&1 || { cat "$work/console$boot.log"; fail "QEMU boot $boot"; }
-        end=$(date +%s.%N)
-        answer=$(grep -a '^USBGW-ANSWER 0529:0001' "$work/console$boot.log" | sed 's/.*response=//' | tr -d '\r')
-        echo "boot $boot: guest answered $answer (expected $expected) in $(awk "BEGIN { printf \"%.1f\", $end - $start }") s"
-        [ "$answer" = "$expected" ] || { cat "$work/console$boot.log"; fail "guest answer $boot"; }
+    hasp_answer=$("$peer" --key-answer $HASP_SECRET $CHALLENGE)
+    hid_answer=$("$peer" --key-answer $HID_SECRET $CHALLENGE)
+    hid_sock=$rundir/vm/test-vm/064f-2af9-sn-3-1234567.sock
+    boot() { # N DEVICES QEMU-ARGS…
+        local n=$1 devices=$2
+        shift 2
+        USBGW_GUEST_APPEND="usbgw.dev=$devices usbgw.challenge=$CHALLENGE" \
+            bash "$here/../guest/run-guest.sh" "$guest_dir" "$@" > "$work/console$n.log" 2>&1
+    }
+    answer_of() { # N VID:PID
+        grep -a "^USBGW-ANSWER $2" "$work/console$1.log" | sed 's/.*response=//' | tr -d '\r'
+    }
+    # 1: both keys, vendor control and HID interrupt transfers through usbgwd
+    start=$(date +%s.%N)
+    boot 1 0529:0001,064f:2af9 \
+        -chardev "socket,id=ur0,path=$sock" -device usb-redir,chardev=ur0,bus=xhci.0 \
+        -chardev "socket,id=ur1,path=$hid_sock" -device usb-redir,chardev=ur1,bus=xhci.0 ||
+        { cat "$work/console1.log"; fail "QEMU boot 1"; }
+    echo "boot 1: guest answers in $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }") s"
+    [ "$(answer_of 1 0529:0001)" = "$hasp_answer" ] || { cat "$work/console1.log"; fail "vendor key answer"; }
+    [ "$(answer_of 1 064f:2af9)" = "$hid_answer" ] || { cat "$work/console1.log"; fail "HID key answer"; }
+    echo "boot 1: vendor key $hasp_answer, HID key $hid_answer: both as computed from the secrets"
+    # 2: QEMU killed while it holds the key
+    sessions=$(grep -c 'peer connected' "$work/usbgwd.log")
+    boot 2 0529:0001 -chardev "socket,id=ur0,path=$sock" -device usb-redir,chardev=ur0,bus=xhci.0 &
+    qemu_job=$!
+    for _ in $(seq 200); do
+        [ "$(grep -c 'peer connected' "$work/usbgwd.log")" -gt "$sessions" ] && break
+        sleep 0.05
     done
+    pkill -9 -f "path=$sock" || fail "no QEMU to kill"
+    wait $qemu_job 2>/dev/null || true
+    wait_for "$work/usbgwd.log" 'peer session ended'
+    kill -0 $gw_pid || fail "usbgwd died with QEMU"
+    # 3: the next QEMU gets the key
+    boot 3 0529:0001 -chardev "socket,id=ur0,path=$sock" -device usb-redir,chardev=ur0,bus=xhci.0 ||
+        { cat "$work/console3.log"; fail "QEMU boot 3"; }
+    [ "$(answer_of 3 0529:0001)" = "$hasp_answer" ] || { cat "$work/console3.log"; fail "answer after QEMU was killed"; }
+    echo "boot 3 (after a QEMU was killed): $hasp_answer"
     stop_usbgwd
     ;;
 *)

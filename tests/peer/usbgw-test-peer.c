@@ -4,6 +4,8 @@
  *
  *   usbgw-test-peer [--timeout S] SOCKET STEP…
  *
+ * SOCKET is a unix socket path or tcp:HOST:PORT.
+ *
  *   connect            wait for device_connect; prints
  *                      "CONNECT vvvv:pppp class cc:ss:pp bcd xxxx" and, once
  *                      the interface info came, "INTERFACES cc:ss:pp …"
@@ -29,6 +31,8 @@
 #include <errno.h>
 #include <gio/gio.h>
 #include <gio/gunixsocketaddress.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -266,18 +270,36 @@ peer_parse_hex(const gchar *text, guint8 *out, gsize len)
     return TRUE;
 }
 
+/* SOCKET is a unix socket path, or tcp:HOST:PORT. */
 static int
-peer_connect_socket(const gchar *path, gint64 deadline)
+peer_connect_socket(const gchar *where, gint64 deadline)
 {
     /* the gateway may still be creating the socket: retry until the deadline */
     for (;;) {
-        g_autoptr(GSocketAddress) address = g_unix_socket_address_new(path);
-        g_autoptr(GSocket) socket = g_socket_new(G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
-                                                 G_SOCKET_PROTOCOL_DEFAULT, NULL);
-        if (socket != NULL && g_socket_connect(socket, address, NULL, NULL)) {
-            int fd = dup(g_socket_get_fd(socket));
-            return fd;
+        g_autoptr(GSocketAddress) address = NULL;
+        g_autoptr(GSocket) socket = NULL;
+
+        if (g_str_has_prefix(where, "tcp:")) {
+            const gchar *colon = strrchr(where + 4, ':');
+            g_autofree gchar *host =
+                colon != NULL ? g_strndup(where + 4, (gsize)(colon - where - 4)) : NULL;
+            g_autoptr(GInetAddress) inet =
+                host != NULL ? g_inet_address_new_from_string(host) : NULL;
+            if (inet == NULL)
+                return -1;
+            address =
+                g_inet_socket_address_new(inet, (guint16)g_ascii_strtoull(colon + 1, NULL, 10));
+            socket = g_socket_new(g_inet_address_get_family(inet), G_SOCKET_TYPE_STREAM,
+                                  G_SOCKET_PROTOCOL_TCP, NULL);
+            if (socket != NULL)
+                g_socket_set_option(socket, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
+        } else {
+            address = g_unix_socket_address_new(where);
+            socket = g_socket_new(G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
+                                  G_SOCKET_PROTOCOL_DEFAULT, NULL);
         }
+        if (socket != NULL && g_socket_connect(socket, address, NULL, NULL))
+            return dup(g_socket_get_fd(socket));
         if (g_get_monotonic_time() > deadline)
             return -1;
         g_usleep(20 * 1000);

@@ -9,6 +9,7 @@
  * The key protocol (vendor control or HID) follows the class of the
  * device's first interface. "response" reads without a challenge first.
  * Exit status: see SimClientError. */
+#include <stdio.h>
 #include <gio/gio.h>
 #include <gio/gunixsocketaddress.h>
 #include <libusb.h>
@@ -373,6 +374,9 @@ sim_client_wait(libusb_context *ctx, const SimClientMatch *match, gboolean arriv
                 sim_client_hotplug, &watch, &cb),
             "registering for hotplug", error))
         return FALSE;
+    /* tell a script it may now plug or unplug: nothing can be missed */
+    printf("waiting\n");
+    fflush(stdout);
     while ((watch.present > 0) != arrive) {
         gint64 left = deadline - g_get_monotonic_time();
         if (left <= 0)

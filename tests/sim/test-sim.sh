@@ -45,6 +45,15 @@ expect() {
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 
 ctl() { "$CLIENT" ctl "$SIM_TEST_CTL" "$@"; }
+# a hotplug waiter prints "waiting" once registered; plugging before that
+# races with libusb's own start-up scan
+wait_registered() {
+    for _ in $(seq 200); do
+        grep -q '^waiting$' "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    fail "hotplug waiter did not start: $(cat "$1")"
+}
 
 inner() {
     TMP=$SIM_TEST_TMP
@@ -90,6 +99,7 @@ inner() {
 
     "$CLIENT" wait-leave 0529:0001 --port 1-2 >"$TMP/leave" 2>&1 &
     waiter=$!
+    wait_registered "$TMP/leave"
     check "unplug hasp2" 0 ctl unplug hasp2
     wait $waiter && pass "libusb sees hasp2 leave" || { fail "hasp2 leave"; cat "$TMP/leave"; }
     check "list after unplug" 0 ctl list
@@ -100,6 +110,7 @@ inner() {
 
     "$CLIENT" wait-arrive 0529:0001 --port 1-2 >"$TMP/arrive" 2>&1 &
     waiter=$!
+    wait_registered "$TMP/arrive"
     check "plug hasp2" 0 ctl plug hasp2
     wait $waiter && pass "libusb sees hasp2 arrive" || { fail "hasp2 arrive"; cat "$TMP/arrive"; }
     check "replugged key forgot the challenge" 3 "$CLIENT" 0529:0001 --port 1-2 response
