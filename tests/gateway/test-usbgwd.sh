@@ -2,13 +2,13 @@
 # usbgwd against simulated dongles (umockdev, driven by usbgw-sim) and the
 # usbredir test peer playing QEMU. One scenario per run:
 #
-#   test-usbgwd.sh SCENARIO USBGWD USBGW_SIM TEST_PEER [GUEST_DIR]
+#   test-usbgwd.sh SCENARIO USBGWD USBGW_SIM TEST_PEER SIM_CLIENT [GUEST_DIR]
 #
 # The script re-runs itself under usbgw-sim, which owns the simulated keys
 # and serves their usbdevfs ioctls to the daemon (a child process).
 set -euo pipefail
 
-scenario=$1 usbgwd=$2 sim=$3 peer=$4 guest_dir=${5:-}
+scenario=$1 usbgwd=$2 sim=$3 peer=$4 sim_client=$5 guest_dir=${6:-}
 here=$(cd "$(dirname "$0")" && pwd)
 
 # Secrets the keys use in these tests: the peer and the guest answers are
@@ -122,9 +122,15 @@ serve)
     grep -q '0781:5567#4C530001 arrived: denied by .*policy:1, left to the host' "$work/usbgwd.log" ||
         fail "no deny line for the stick"
     grep -q '0781:5567.*claimed' "$work/usbgwd.log" && fail "the stick was claimed"
+    # ask the device itself: the stick is free, the assigned key is held
+    "$sim_client" 0781:5567 claim >/dev/null || fail "the denied stick is not free for the host"
+    rc=0
+    "$sim_client" 0529:0001 --port 1-1 claim >/dev/null 2>&1 || rc=$?
+    [ $rc -eq 6 ] || fail "the assigned key is not held by usbgwd (claim gave $rc, want 6 busy)"
     stop_usbgwd
     grep -q '0529:0001@1-1: handed back to the host' "$work/usbgwd.log" || fail "key not handed back on stop"
     [ -e "$sock" ] && fail "socket left behind after stop"
+    "$sim_client" 0529:0001 --port 1-1 claim >/dev/null || fail "the key was not released on stop"
     ;;
 second-peer)
     "$peer" "$sock" connect sleep 3000 challenge $CHALLENGE expect $HASP_SECRET > "$work/peer1.out" &
@@ -158,7 +164,9 @@ yank)
 garbage)
     out=$("$peer" "$sock" connect garbage closed) || fail "peer: $out"
     grep -q '^CLOSED$' <<<"$out" || fail "the gateway kept a session that sent garbage"
-    grep -q 'malformed usbredir data\|peer closed' "$work/usbgwd.log" || fail "no log line for the garbage"
+    grep 'peer session ended' "$work/usbgwd.log"
+    grep -q 'peer session ended: peer sent malformed usbredir data' "$work/usbgwd.log" ||
+        fail "no clear log line for the garbage"
     kill -0 $gw_pid || fail "usbgwd died on garbage"
     out=$("$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) || fail "next peer: $out"
     grep -q '^MATCH$' <<<"$out" || fail "the next peer did not get the key"

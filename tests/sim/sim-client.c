@@ -32,6 +32,7 @@ typedef enum {
     SIM_CLIENT_ERROR_STALL = 3,
     SIM_CLIENT_ERROR_TIMEOUT = 4,
     SIM_CLIENT_ERROR_NO_DEVICE = 5,
+    SIM_CLIENT_ERROR_BUSY = 6,
 } SimClientError;
 
 #define SIM_CLIENT_ERROR (sim_client_error_quark())
@@ -56,6 +57,9 @@ sim_client_check(int rc, const char *what, GError **error)
     if (rc >= 0)
         return TRUE;
     switch ((enum libusb_error)rc) {
+    case LIBUSB_ERROR_BUSY:
+        code = SIM_CLIENT_ERROR_BUSY;
+        break;
     case LIBUSB_ERROR_PIPE:
         code = SIM_CLIENT_ERROR_STALL;
         break;
@@ -70,7 +74,6 @@ sim_client_check(int rc, const char *what, GError **error)
     case LIBUSB_ERROR_IO:
     case LIBUSB_ERROR_INVALID_PARAM:
     case LIBUSB_ERROR_ACCESS:
-    case LIBUSB_ERROR_BUSY:
     case LIBUSB_ERROR_OVERFLOW:
     case LIBUSB_ERROR_INTERRUPTED:
     case LIBUSB_ERROR_NO_MEM:
@@ -533,6 +536,25 @@ sim_client_challenge(libusb_context *ctx, const SimClientMatch *match, const cha
     return TRUE;
 }
 
+/* Claims interface 0 and lets it go: tells whether another process (the
+ * gateway) holds the key claimed. */
+static gboolean
+sim_client_claim(libusb_context *ctx, const SimClientMatch *match, GError **error)
+{
+    libusb_device_handle *handle = sim_client_open(ctx, match, error);
+    gboolean ok;
+
+    if (handle == NULL)
+        return FALSE;
+    ok = sim_client_check(libusb_claim_interface(handle, 0), "claiming interface 0", error);
+    if (ok) {
+        libusb_release_interface(handle, 0);
+        g_print("claimed\n");
+    }
+    libusb_close(handle);
+    return ok;
+}
+
 static gboolean
 sim_client_run(libusb_context *ctx, char **args, const SimClientOptions *opts, GError **error)
 {
@@ -554,6 +576,8 @@ sim_client_run(libusb_context *ctx, char **args, const SimClientOptions *opts, G
     }
     if (!sim_client_parse_id(args[0], &match, error))
         return FALSE;
+    if (n == 2 && g_str_equal(args[1], "claim"))
+        return sim_client_claim(ctx, &match, error);
     if (n == 3 && g_str_equal(args[1], "challenge"))
         return sim_client_challenge(ctx, &match, args[2], opts, error);
     if (n == 2 && g_str_equal(args[1], "response")) {
@@ -580,16 +604,18 @@ main(int argc, char **argv)
         G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new(
-        "VID:PID challenge HEX32 | VID:PID response | wait-arrive VID:PID | wait-leave VID:PID "
+        "VID:PID challenge HEX32 | VID:PID response | VID:PID claim | wait-arrive VID:PID | "
+        "wait-leave VID:PID "
         "| list | ctl SOCKET COMMAND [ARG]");
     g_autoptr(GError) error = NULL;
     libusb_context *ctx = NULL;
     gboolean ok;
 
     g_option_context_add_main_entries(context, entries, NULL);
-    g_option_context_set_summary(context, "Talks to usbgw-sim's keys through libusb.\n"
-                                          "Exit status: 0 ok, 1 failure, 2 usage, 3 STALL, "
-                                          "4 timeout, 5 no such device.");
+    g_option_context_set_summary(context,
+                                 "Talks to usbgw-sim's keys through libusb.\n"
+                                 "Exit status: 0 ok, 1 failure, 2 usage, 3 STALL, "
+                                 "4 timeout, 5 no such device, 6 busy (claimed by another).");
     if (!g_option_context_parse(context, &argc, &argv, &error)) {
         g_printerr("usbgw-sim-client: %s\n", error->message);
         return SIM_CLIENT_ERROR_USAGE;
