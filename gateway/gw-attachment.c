@@ -16,9 +16,9 @@
 
 struct _GwAttachment {
     gchar *identity;              /* owned */
-    gchar *socket_path;           /* owned */
+    gchar *socket_path;           /* owned, nullable: while bound */
     libusb_context *usb;          /* borrowed */
-    GSocketService *service;      /* owned */
+    GSocketService *service;      /* owned, nullable: listening only while bound to a VM */
     libusb_device *device;        /* owned ref, nullable: present device */
     libusb_device_handle *handle; /* owned, nullable: held while no peer has it */
     guint32 detached;             /* interfaces whose kernel driver we detached */
@@ -158,31 +158,39 @@ gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
 }
 
 GwAttachment *
-gw_attachment_new(libusb_context *usb, const gchar *identity, const gchar *socket_path,
-                  const gchar *tcp_address, guint16 tcp_port, GError **error)
+gw_attachment_new(libusb_context *usb, const gchar *identity)
 {
-    g_autoptr(GwAttachment) attachment = g_new0(GwAttachment, 1);
+    GwAttachment *attachment = g_new0(GwAttachment, 1);
+    attachment->identity = g_strdup(identity);
+    attachment->usb = usb;
+    return attachment;
+}
+
+gboolean
+gw_attachment_bind(GwAttachment *attachment, const gchar *socket_path, const gchar *tcp_address,
+                   guint16 tcp_port, GError **error)
+{
+    g_autoptr(GSocketService) service = NULL;
     g_autofree gchar *dir = g_path_get_dirname(socket_path);
     g_autoptr(GSocketAddress) address = NULL;
 
-    attachment->identity = g_strdup(identity);
-    attachment->socket_path = g_strdup(socket_path);
-    attachment->usb = usb;
+    if (g_strcmp0(attachment->socket_path, socket_path) == 0)
+        return TRUE;
+    gw_attachment_unbind(attachment);
     if (g_mkdir_with_parents(dir, 0700) != 0) {
         int saved = errno;
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot create %s: %s", dir,
                     g_strerror(saved));
-        return NULL;
+        return FALSE;
     }
     /* a socket left by a killed daemon would make bind fail */
     g_unlink(socket_path);
-    attachment->service = g_socket_service_new();
+    service = g_socket_service_new();
     address = g_unix_socket_address_new(socket_path);
-    if (!g_socket_listener_add_address(G_SOCKET_LISTENER(attachment->service), address,
-                                       G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL,
-                                       error)) {
+    if (!g_socket_listener_add_address(G_SOCKET_LISTENER(service), address, G_SOCKET_TYPE_STREAM,
+                                       G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL, error)) {
         g_prefix_error(error, "cannot listen on %s: ", socket_path);
-        return NULL;
+        return FALSE;
     }
     if (g_chmod(socket_path, 0600) != 0)
         g_warning("cannot chmod %s: %s", socket_path, g_strerror(errno));
@@ -192,21 +200,44 @@ gw_attachment_new(libusb_context *usb, const gchar *identity, const gchar *socke
         if (inet == NULL) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                         "tcp-address '%s' is not an IP address", tcp_address);
-            return NULL;
+            g_unlink(socket_path);
+            return FALSE;
         }
         tcp = g_inet_socket_address_new(inet, tcp_port);
-        if (!g_socket_listener_add_address(G_SOCKET_LISTENER(attachment->service), tcp,
-                                           G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, NULL,
-                                           error)) {
+        if (!g_socket_listener_add_address(G_SOCKET_LISTENER(service), tcp, G_SOCKET_TYPE_STREAM,
+                                           G_SOCKET_PROTOCOL_TCP, NULL, NULL, error)) {
             g_prefix_error(error, "cannot listen on %s port %u: ", tcp_address, tcp_port);
-            return NULL;
+            g_unlink(socket_path);
+            return FALSE;
         }
-        g_message("%s: also served on TCP %s:%u", identity, tcp_address, tcp_port);
+        g_message("%s: also served on TCP %s:%u", attachment->identity, tcp_address, tcp_port);
     }
-    g_signal_connect(attachment->service, "incoming", G_CALLBACK(gw_attachment_incoming),
-                     attachment);
-    g_socket_service_start(attachment->service);
-    return g_steal_pointer(&attachment);
+    g_signal_connect(service, "incoming", G_CALLBACK(gw_attachment_incoming), attachment);
+    g_socket_service_start(service);
+    attachment->service = g_steal_pointer(&service);
+    attachment->socket_path = g_strdup(socket_path);
+    return TRUE;
+}
+
+void
+gw_attachment_unbind(GwAttachment *attachment)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (attachment->service == NULL)
+        return;
+    g_socket_service_stop(attachment->service);
+    g_socket_listener_close(G_SOCKET_LISTENER(attachment->service));
+    g_signal_handlers_disconnect_by_data(attachment->service, attachment);
+    g_clear_object(&attachment->service);
+    g_unlink(attachment->socket_path);
+    g_clear_pointer(&attachment->socket_path, g_free);
+    if (attachment->session != NULL) {
+        gw_attachment_end_session(attachment);
+        /* usbredirhost closed the handle: keep the device claimed */
+        if (!gw_attachment_claim(attachment, &error))
+            g_warning("%s", error->message);
+    }
 }
 
 gboolean
@@ -249,6 +280,12 @@ gboolean
 gw_attachment_has_peer(GwAttachment *attachment)
 {
     return attachment->session != NULL;
+}
+
+gboolean
+gw_attachment_is_present(GwAttachment *attachment)
+{
+    return attachment->device != NULL;
 }
 
 void

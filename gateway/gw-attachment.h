@@ -18,20 +18,28 @@ G_BEGIN_DECLS
 
 typedef struct _GwAttachment GwAttachment;
 
-/* Listens on @socket_path (mode 0600; its directory is created 0700) and,
- * when @tcp_address is not NULL, also on that TCP address and port (for
- * QEMU on another host; loopback by default). */
-GwAttachment *gw_attachment_new(libusb_context *usb, const gchar *identity,
-                                const gchar *socket_path, const gchar *tcp_address,
-                                guint16 tcp_port, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* An attachment for the device with this identity; nothing is claimed
+ * or listened on until gw_attachment_set_device()/gw_attachment_bind(). */
+GwAttachment *gw_attachment_new(libusb_context *usb, const gchar *identity);
+/* Serves the device to one VM: listens on @socket_path (mode 0600; its
+ * directory is created 0700) and, when @tcp_address is not NULL, on that
+ * TCP address and port too. Binding to another path unbinds first. */
+gboolean gw_attachment_bind(GwAttachment *attachment, const gchar *socket_path,
+                            const gchar *tcp_address, guint16 tcp_port,
+                            GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Stops serving: closes the peer's session and the listener, removes the
+ * socket. The device stays claimed (for the next VM of its pool). */
+void gw_attachment_unbind(GwAttachment *attachment);
 /* The device with this identity is present: claim it, and offer it to the
  * peer if one is connected. */
 gboolean gw_attachment_set_device(GwAttachment *attachment, libusb_device *device,
                                   GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* The device left: device_disconnect to the peer, handle closed. */
 void gw_attachment_device_left(GwAttachment *attachment);
+/* The socket while bound, else NULL. */
 const gchar *gw_attachment_get_socket_path(GwAttachment *attachment);
 gboolean gw_attachment_has_peer(GwAttachment *attachment);
+gboolean gw_attachment_is_present(GwAttachment *attachment);
 /* Closes the peer's session, hands the device back to the host (kernel
  * drivers reattached) and removes the socket. */
 void gw_attachment_free(GwAttachment *attachment);

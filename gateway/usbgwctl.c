@@ -4,11 +4,17 @@
 #include <json-glib/json-glib.h>
 #include <locale.h>
 #include <stdio.h>
+#include <string.h>
 
+#include "gw-control-client.h"
 #include "gw-device-json.h"
+#include "gw-json.h"
 #include "policy.h"
 
-/* Exit codes, documented in docs/usbgwctl.md. */
+#define USBGWCTL_CONFIG         "/etc/usbgw/usbgwd.conf"
+#define USBGWCTL_DEFAULT_SOCKET "/run/usbgw/control.sock"
+
+/* Exit codes (usbgwctl --help). */
 enum {
     USBGWCTL_EXIT_OK = 0,
     USBGWCTL_EXIT_FAILURE = 1, /* bad arguments, unreadable or invalid device list */
@@ -309,6 +315,251 @@ usbgwctl_policy(gint argc, gchar **argv)
     return exit_code;
 }
 
+/* ---- commands that talk to usbgwd ------------------------------------------- */
+
+typedef struct {
+    gboolean json;
+    gchar *socket_path;
+} UsbgwctlRemoteOptions;
+
+/* The control socket: --socket, else the config's control-socket, else
+ * the default. */
+static gchar *
+usbgwctl_socket_path(const gchar *override)
+{
+    g_autoptr(GKeyFile) keyfile = g_key_file_new();
+    gchar *path;
+
+    if (override != NULL)
+        return g_strdup(override);
+    if (g_key_file_load_from_file(keyfile, USBGWCTL_CONFIG, G_KEY_FILE_NONE, NULL)) {
+        path = g_key_file_get_string(keyfile, "usbgwd", "control-socket", NULL);
+        if (path != NULL && path[0] != '\0')
+            return path;
+        g_free(path);
+    }
+    return g_strdup(USBGWCTL_DEFAULT_SOCKET);
+}
+
+static void
+usbgwctl_print_object(JsonObject *obj)
+{
+    g_autoptr(JsonBuilder) builder = json_builder_new();
+    g_autoptr(JsonGenerator) generator = json_generator_new();
+    g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), obj);
+    g_autofree gchar *text = NULL;
+
+    json_generator_set_root(generator, node);
+    json_generator_set_pretty(generator, TRUE);
+    text = json_generator_to_data(generator, NULL);
+    g_print("%s\n", text);
+}
+
+static const gchar *
+usbgwctl_str(JsonObject *obj, const gchar *member)
+{
+    JsonNode *node = json_object_get_member(obj, member);
+    if (node == NULL || json_node_get_value_type(node) != G_TYPE_STRING)
+        return "-";
+    return json_node_get_string(node);
+}
+
+/* Sends one command; on an error reply prints it and returns NULL. */
+static JsonObject *
+usbgwctl_call(const UsbgwctlRemoteOptions *opts, const gchar *command, JsonObject *args,
+              GwControlClient **keep, gint *exit_code)
+{
+    g_autofree gchar *path = usbgwctl_socket_path(opts->socket_path);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GwControlClient) client = gw_control_client_connect(path, &error);
+    g_autoptr(JsonObject) reply = NULL;
+    JsonObject *err;
+
+    *exit_code = USBGWCTL_EXIT_FAILURE;
+    if (client == NULL) {
+        g_printerr("usbgwctl: %s\n", error->message);
+        return NULL;
+    }
+    reply = gw_control_client_call(client, command, args, &error);
+    if (reply == NULL) {
+        g_printerr("usbgwctl: %s\n", error->message);
+        return NULL;
+    }
+    if (!json_object_get_boolean_member_with_default(reply, "ok", FALSE)) {
+        err = gw_json_get_object(reply, "error");
+        if (opts->json) {
+            usbgwctl_print_object(reply);
+        } else if (err != NULL) {
+            JsonArray *diags = gw_json_get_array(err, "diagnostics");
+            for (guint i = 0; diags != NULL && i < json_array_get_length(diags); i++)
+                g_printerr("%s\n", json_array_get_string_element(diags, i));
+            g_printerr("usbgwctl: %s\n", usbgwctl_str(err, "message"));
+        }
+        if (err != NULL && g_strcmp0(usbgwctl_str(err, "code"), "bad-request") == 0 &&
+            g_strcmp0(command, "policy-reload") == 0)
+            *exit_code = USBGWCTL_EXIT_INVALID;
+        return NULL;
+    }
+    *exit_code = USBGWCTL_EXIT_OK;
+    if (keep != NULL)
+        *keep = g_steal_pointer(&client);
+    return json_object_ref(json_object_get_object_member(reply, "result"));
+}
+
+static void
+usbgwctl_print_devices(JsonArray *devices)
+{
+    g_print("%-28s %-9s %-16s %-22s %s\n", "ID", "STATE", "VM", "SINCE", "PRODUCT / RULE");
+    for (guint i = 0; i < json_array_get_length(devices); i++) {
+        JsonObject *dev = json_array_get_object_element(devices, i);
+        const gchar *rule = usbgwctl_str(dev, "rule");
+        g_print("%-28s %-9s %-16s %-22s %s%s%s\n", usbgwctl_str(dev, "id"),
+                usbgwctl_str(dev, "state"), usbgwctl_str(dev, "vm"), usbgwctl_str(dev, "since"),
+                usbgwctl_str(dev, "product"), g_strcmp0(rule, "-") != 0 ? " / " : "",
+                g_strcmp0(rule, "-") != 0 ? rule : "");
+    }
+}
+
+static gint
+usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
+{
+    UsbgwctlRemoteOptions opts = {0};
+    const GOptionEntry entries[] = {
+        {"json", 0, 0, G_OPTION_ARG_NONE, &opts.json, "Print JSON", NULL},
+        {"socket", 0, 0, G_OPTION_ARG_FILENAME, &opts.socket_path,
+         "usbgwd's control socket (default: control-socket in " USBGWCTL_CONFIG
+         ", else " USBGWCTL_DEFAULT_SOCKET ")",
+         "PATH"},
+        G_OPTION_ENTRY_NULL,
+    };
+    g_autoptr(GOptionContext) context = g_option_context_new(NULL);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) args = json_object_new();
+    g_autoptr(JsonObject) result = NULL;
+    g_autoptr(GwControlClient) client = NULL;
+    const gchar *wire = command;
+    guint want_args = 0;
+    gint exit_code = USBGWCTL_EXIT_OK;
+
+    g_option_context_add_main_entries(context, entries, NULL);
+    if (!g_option_context_parse(context, &argc, &argv, &error)) {
+        g_printerr("usbgwctl %s: %s\n", command, error->message);
+        g_free(opts.socket_path);
+        return USBGWCTL_EXIT_FAILURE;
+    }
+    if (g_strcmp0(command, "assign") == 0)
+        want_args = 2;
+    else if (g_strcmp0(command, "release") == 0)
+        want_args = 1;
+    else if (g_strcmp0(command, "events") == 0)
+        wire = "subscribe";
+    if ((guint)argc != want_args + 1) {
+        g_printerr("usbgwctl %s: expected %s\n", command,
+                   want_args == 2   ? "DEVICE VM (DEVICE: an id, VID:PID, serial or port from "
+                                      "'usbgwctl list')"
+                   : want_args == 1 ? "DEVICE (an id, VID:PID, serial or port from 'usbgwctl "
+                                      "list')"
+                                    : "no arguments");
+        g_free(opts.socket_path);
+        return USBGWCTL_EXIT_FAILURE;
+    }
+    if (want_args >= 1)
+        json_object_set_string_member(args, "device", argv[1]);
+    if (want_args == 2)
+        json_object_set_string_member(args, "vm", argv[2]);
+
+    result = usbgwctl_call(&opts, wire, args, g_strcmp0(wire, "subscribe") == 0 ? &client : NULL,
+                           &exit_code);
+    if (result == NULL) {
+        g_free(opts.socket_path);
+        return exit_code;
+    }
+    if (client != NULL) {
+        /* events: one line each until usbgwd goes or we are interrupted */
+        for (;;) {
+            g_autoptr(JsonObject) event = gw_control_client_read(client, &error);
+            if (event == NULL) {
+                g_printerr("usbgwctl: %s\n", error->message);
+                break;
+            }
+            if (opts.json) {
+                g_autoptr(JsonGenerator) generator = json_generator_new();
+                g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), event);
+                g_autofree gchar *text = NULL;
+                json_generator_set_root(generator, node);
+                text = json_generator_to_data(generator, NULL);
+                g_print("%s\n", text);
+            } else {
+                g_print("%s %-8s %s%s%s%s%s\n", usbgwctl_str(event, "time"),
+                        usbgwctl_str(event, "event"), usbgwctl_str(event, "device"),
+                        json_object_has_member(event, "vm") ? " vm " : "",
+                        json_object_has_member(event, "vm") ? usbgwctl_str(event, "vm") : "",
+                        json_object_has_member(event, "reason") ? ": " : "",
+                        json_object_has_member(event, "reason") ? usbgwctl_str(event, "reason")
+                                                                : "");
+            }
+        }
+        g_free(opts.socket_path);
+        return USBGWCTL_EXIT_FAILURE;
+    }
+    g_free(opts.socket_path);
+    if (opts.json) {
+        usbgwctl_print_object(result);
+        return USBGWCTL_EXIT_OK;
+    }
+    if (g_strcmp0(command, "list") == 0) {
+        usbgwctl_print_devices(json_object_get_array_member(result, "devices"));
+    } else if (g_strcmp0(command, "vms") == 0) {
+        JsonArray *vms = json_object_get_array_member(result, "vms");
+        g_print("%-20s %-36s %s\n", "VM", "UUID", "DEVICES");
+        for (guint i = 0; i < json_array_get_length(vms); i++) {
+            JsonObject *vm = json_array_get_object_element(vms, i);
+            JsonArray *ids = json_object_get_array_member(vm, "devices");
+            g_autoptr(GString) list = g_string_new(NULL);
+            for (guint k = 0; k < json_array_get_length(ids); k++)
+                g_string_append_printf(list, "%s%s", k > 0 ? ", " : "",
+                                       json_array_get_string_element(ids, k));
+            g_print("%-20s %-36s %s\n", usbgwctl_str(vm, "name"), usbgwctl_str(vm, "uuid"),
+                    list->len > 0 ? list->str : "-");
+        }
+    } else if (g_strcmp0(command, "status") == 0) {
+        JsonObject *policy = json_object_get_object_member(result, "policy");
+        JsonObject *libvirt = json_object_get_object_member(result, "libvirt");
+        JsonObject *hook = json_object_get_object_member(result, "hook");
+        g_print("usbgwd %s, running since %s\n", usbgwctl_str(result, "version"),
+                usbgwctl_str(result, "started"));
+        g_print("policy:  %s (%" G_GINT64_FORMAT " rules)\n", usbgwctl_str(policy, "path"),
+                json_object_get_int_member(policy, "rules"));
+        g_print("devices: %" G_GINT64_FORMAT ", served to VMs: %" G_GINT64_FORMAT
+                ", running VMs: %" G_GINT64_FORMAT "\n",
+                json_object_get_int_member(result, "devices"),
+                json_object_get_int_member(result, "attachments"),
+                json_object_get_int_member(result, "vms"));
+        g_print("libvirt: %s, %s%s%s\n", usbgwctl_str(libvirt, "uri"),
+                json_object_get_boolean_member(libvirt, "connected") ? "connected"
+                                                                     : "not connected",
+                json_object_has_member(libvirt, "last_error") ? ": " : "",
+                json_object_has_member(libvirt, "last_error") ? usbgwctl_str(libvirt, "last_error")
+                                                              : "");
+        if (g_strcmp0(usbgwctl_str(hook, "last_call"), "-") == 0)
+            g_print("hook:    not called since usbgwd started (installed? libvirtd restarted "
+                    "after installing it?)\n");
+        else
+            g_print("hook:    last called %s\n", usbgwctl_str(hook, "last_call"));
+    } else if (g_strcmp0(command, "policy-reload") == 0) {
+        g_print("policy %s reloaded: %" G_GINT64_FORMAT " rules\n", usbgwctl_str(result, "path"),
+                json_object_get_int_member(result, "rules"));
+    } else {
+        g_autoptr(JsonArray) one = json_array_new();
+        json_array_add_object_element(one, json_object_ref(result));
+        usbgwctl_print_devices(one);
+    }
+    return USBGWCTL_EXIT_OK;
+}
+
+static const gchar *const usbgwctl_remote_commands[] = {"status", "list",    "vms",
+                                                        "assign", "release", "events"};
+
 static void
 usbgwctl_usage(void)
 {
@@ -317,20 +568,54 @@ usbgwctl_usage(void)
                "  policy check FILE [--devices FILE.json] [--vm NAME] [--json]\n"
                "                     check a policy; with a device list, print each decision\n"
                "  policy filter FILE [--vm NAME]\n"
-               "                     compile the policy to a usbredirfilter string\n\n"
-               "Run 'usbgwctl policy --help' for the options.\n");
+               "                     compile the policy to a usbredirfilter string\n"
+               "  policy reload      make usbgwd re-read its policy (a bad one is refused)\n"
+               "  status             usbgwd, policy, libvirt and hook state\n"
+               "  list               devices: id, state, VM, since\n"
+               "  vms                running VMs and their devices\n"
+               "  assign DEVICE VM   give a device to a VM (kept across restarts)\n"
+               "  release DEVICE     take a device back and hand it to the host\n"
+               "  events             follow usbgwd's events\n\n"
+               "Commands that talk to usbgwd take --json and --socket PATH.\n"
+               "Run 'usbgwctl policy --help' for the policy options.\n");
 }
 
 int
 main(int argc, char **argv)
 {
     setlocale(LC_ALL, "");
+    /* global options may come before the command: move the command first */
+    for (gint i = 1; i < argc; i++) {
+        if (g_strcmp0(argv[i], "--socket") == 0) {
+            i++;
+            continue;
+        }
+        if (argv[i][0] != '-') {
+            gchar *command = argv[i];
+            memmove(argv + 2, argv + 1, (gsize)(i - 1) * sizeof(gchar *));
+            argv[1] = command;
+            break;
+        }
+    }
     if (argc < 2 || g_strcmp0(argv[1], "--help") == 0 || g_strcmp0(argv[1], "-h") == 0) {
         usbgwctl_usage();
         return argc < 2 ? USBGWCTL_EXIT_FAILURE : USBGWCTL_EXIT_OK;
     }
+    if (g_strcmp0(argv[1], "policy") == 0) {
+        /* "policy reload" talks to usbgwd; check/filter work offline */
+        for (gint i = 2; i < argc; i++) {
+            if (g_strcmp0(argv[i], "reload") == 0 && g_strcmp0(argv[i - 1], "--socket") != 0) {
+                memmove(argv + i, argv + i + 1, (gsize)(argc - i - 1) * sizeof(gchar *));
+                return usbgwctl_remote("policy-reload", argc - 2, argv + 1);
+            }
+        }
+    }
     if (g_strcmp0(argv[1], "policy") == 0)
         return usbgwctl_policy(argc - 1, argv + 1);
+    for (guint i = 0; i < G_N_ELEMENTS(usbgwctl_remote_commands); i++) {
+        if (g_strcmp0(argv[1], usbgwctl_remote_commands[i]) == 0)
+            return usbgwctl_remote(argv[1], argc - 1, argv + 1);
+    }
     g_printerr("usbgwctl: unknown command '%s'\n", argv[1]);
     usbgwctl_usage();
     return USBGWCTL_EXIT_FAILURE;

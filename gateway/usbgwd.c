@@ -7,8 +7,6 @@
 
 #include "gw-daemon.h"
 
-#define USBGWD_DEFAULT_CONFIG "/etc/usbgw/usbgwd.conf"
-
 static gboolean
 usbgwd_quit(gpointer data)
 {
@@ -27,7 +25,7 @@ main(int argc, char **argv)
     gboolean debug = FALSE;
     const GOptionEntry entries[] = {
         {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
-         "Configuration file (default " USBGWD_DEFAULT_CONFIG ")", "FILE"},
+         "Configuration file (default " GW_CONFIG_DEFAULT_PATH ")", "FILE"},
         {"policy", 'p', 0, G_OPTION_ARG_FILENAME, &policy_path, "Policy file (overrides config)",
          "FILE"},
         {"rundir", 0, 0, G_OPTION_ARG_FILENAME, &rundir, "Runtime directory (overrides config)",
@@ -41,7 +39,7 @@ main(int argc, char **argv)
     g_autoptr(GError) error = NULL;
     g_autoptr(GwDaemon) gateway = NULL;
     g_autoptr(GMainLoop) loop = NULL;
-    GwDaemonConfig config = {0};
+    GwConfig config = {0};
     int status = 0;
 
     setlocale(LC_ALL, "");
@@ -52,8 +50,8 @@ main(int argc, char **argv)
     }
     if (debug)
         g_log_set_debug_enabled(TRUE);
-    if (!gw_daemon_config_load(&config, config_path != NULL ? config_path : USBGWD_DEFAULT_CONFIG,
-                               &error)) {
+    if (!gw_config_load(&config, config_path != NULL ? config_path : GW_CONFIG_DEFAULT_PATH,
+                        &error)) {
         g_printerr("usbgwd: %s\n", error->message);
         return 1;
     }
@@ -67,7 +65,7 @@ main(int argc, char **argv)
     }
     if (!foreground && daemon(0, 0) != 0) {
         g_printerr("usbgwd: cannot detach: %s\n", g_strerror(errno));
-        gw_daemon_config_clear(&config);
+        gw_config_clear(&config);
         return 1;
     }
 
@@ -83,6 +81,6 @@ main(int argc, char **argv)
         g_main_loop_run(loop);
     }
     g_clear_pointer(&gateway, gw_daemon_free);
-    gw_daemon_config_clear(&config);
+    gw_config_clear(&config);
     return status;
 }

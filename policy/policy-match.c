@@ -228,6 +228,34 @@ policy_decision_is_for_vm(const Policy *policy, const PolicyDecision *decision,
     return policy_rule_target_is_for_vm(policy, rule, vm_name, vm_uuid);
 }
 
+GArray *
+policy_get_requirements(const Policy *policy, const gchar *vm_name, const gchar *vm_uuid)
+{
+    GArray *out = g_array_new(FALSE, TRUE, sizeof(PolicyRequirement));
+    for (guint i = 0; i < policy->rules->len; i++) {
+        const PolicyRule *rule = g_ptr_array_index(policy->rules, i);
+        PolicyRequirement req = {.rule_index = i,
+                                 .file = policy->filename,
+                                 .line = rule->line,
+                                 .target_kind = rule->target_kind,
+                                 .target = rule->target.text};
+        if (rule->action != POLICY_ACTION_ASSIGN || !rule->required ||
+            !policy_rule_target_is_for_vm(policy, rule, vm_name, vm_uuid))
+            continue;
+        g_array_append_val(out, req);
+    }
+    return out;
+}
+
+gboolean
+policy_requirement_is_met_by(const Policy *policy, const PolicyRequirement *req,
+                             const PolicyDevice *device)
+{
+    PolicyDecision decision;
+    policy_decide(policy, POLICY_ORIGIN_HOST, device, NULL, &decision);
+    return decision.verdict == POLICY_VERDICT_ASSIGN && decision.rule_index == req->rule_index;
+}
+
 const gchar *
 policy_verdict_to_string(PolicyVerdict verdict)
 {

@@ -150,6 +150,25 @@ void policy_decide(const Policy *policy, PolicyOrigin origin, const PolicyDevice
 gboolean policy_decision_is_for_vm(const Policy *policy, const PolicyDecision *decision,
                                    const gchar *vm_name, const gchar *vm_uuid);
 
+/* A `required` assign rule that gives a device to a VM: the VM must not
+ * start without a device the rule decides for. */
+typedef struct {
+    guint rule_index;
+    const gchar *file; /* borrowed from the Policy */
+    guint line;
+    PolicyTargetKind target_kind;
+    const gchar *target; /* borrowed */
+} PolicyRequirement;
+
+/* The required assign rules whose target is this VM (name glob, UUID or a
+ * pool the VM belongs to), in rule order. Array of PolicyRequirement. */
+GArray *policy_get_requirements(const Policy *policy, const gchar *vm_name,
+                                const gchar *vm_uuid) G_GNUC_WARN_UNUSED_RESULT;
+/* Whether @device satisfies @req: the requirement's rule is the one that
+ * decides for the device (an earlier deny would take it first). */
+gboolean policy_requirement_is_met_by(const Policy *policy, const PolicyRequirement *req,
+                                      const PolicyDevice *device);
+
 const gchar *policy_verdict_to_string(PolicyVerdict verdict);
 const gchar *policy_target_kind_to_string(PolicyTargetKind kind);
 

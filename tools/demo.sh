@@ -52,8 +52,15 @@ sock=$rundir/vm/build-01/0529-0001-at-1-1.sock
 gwlog=$work/usbgwd.log
 
 say "Starting usbgwd with the example policy"
+cat > "$work/usbgwd.conf" <<CONF
+[usbgwd]
+control-socket=$work/control.sock
+state=$work/state.json
+audit-log=$work/audit.log
+libvirt-uri=
+CONF
 "$builddir/gateway/usbgwd" --foreground --policy "$root/data/usbgw.policy" \
-    --rundir "$rundir" --config "$work/none.conf" > "$gwlog" 2>&1 &
+    --rundir "$rundir" --config "$work/usbgwd.conf" > "$gwlog" 2>&1 &
 gw=$!
 cleanup() {
     kill "$gw" 2>/dev/null && wait "$gw" 2>/dev/null

@@ -2,13 +2,14 @@
 # usbgwd against simulated dongles (umockdev, driven by usbgw-sim) and the
 # usbredir test peer playing QEMU. One scenario per run:
 #
-#   test-usbgwd.sh SCENARIO USBGWD USBGW_SIM TEST_PEER SIM_CLIENT [GUEST_DIR]
+#   test-usbgwd.sh SCENARIO USBGWD USBGW_SIM TEST_PEER SIM_CLIENT USBGWCTL [GUEST_DIR]
 #
 # The script re-runs itself under usbgw-sim, which owns the simulated keys
 # and serves their usbdevfs ioctls to the daemon (a child process).
 set -euo pipefail
+[ -n "${USBGW_TEST_TRACE:-}" ] && set -x
 
-scenario=$1 usbgwd=$2 sim=$3 peer=$4 sim_client=$5 guest_dir=${6:-}
+scenario=$1 usbgwd=$2 sim=$3 peer=$4 sim_client=$5 usbgwctl_bin=$6 guest_dir=${7:-}
 here=$(cd "$(dirname "$0")" && pwd)
 
 # Secrets the keys use in these tests: the peer and the guest answers are
@@ -63,16 +64,44 @@ sys.exit(0 if reply.splitlines()[-1].startswith(b"ok") else 1)
 PY
 }
 
+usbgwctl() {
+    "$usbgwctl_bin" --socket "$work/control.sock" "$@"
+}
+
+# Sends raw bytes (python escapes allowed) to the control socket and prints
+# the reply lines.
+ctl_raw() {
+    python3 - "$work/control.sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(eval(sys.argv[2]))
+s.shutdown(socket.SHUT_WR)
+data = b""
+s.settimeout(5)
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode(errors="replace").strip())
+PY
+}
+
 start_usbgwd() {
     "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
         --config "$work/usbgwd.conf" >> "$work/usbgwd.log" 2>&1 &
     gw_pid=$!
+    # ready when it answers on its control socket and serves the key
     for _ in $(seq 100); do
-        [ -S "$sock" ] && return 0
+        if "$usbgwctl_bin" --socket "$work/control.sock" status >/dev/null 2>&1 &&
+            "$usbgwctl_bin" --socket "$work/control.sock" list 2>/dev/null | grep -q '^0529:0001@1-1 .* bound '; then
+            return 0
+        fi
         kill -0 $gw_pid 2>/dev/null || fail "usbgwd exited at start"
         sleep 0.05
     done
-    fail "usbgwd did not create $sock"
+    fail "usbgwd did not serve the key on $sock"
 }
 
 stop_usbgwd() {
@@ -90,12 +119,102 @@ wait_for() { # FILE PATTERN
 
 # TCP listeners on a free loopback port range (the HID key gets the next port)
 tcp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$work/usbgwd.conf" <<CONF
+[usbgwd]
+control-socket=$work/control.sock
+state=$work/state.json
+audit-log=$work/audit.log
+libvirt-uri=
+CONF
 if [ "$scenario" = tcp ]; then
-    printf '[usbgwd]\ntcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" > "$work/usbgwd.conf"
+    printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" >> "$work/usbgwd.conf"
 fi
 
 start_usbgwd
 case $scenario in
+control)
+    out=$(usbgwctl status) || fail "status: $out"
+    echo "$out"
+    grep -q 'policy: .*(3 rules)' <<<"$out" || fail "status does not show the policy"
+    grep -q 'hook:    not called' <<<"$out" || fail "status does not say the hook was not called"
+    out=$(usbgwctl list)
+    echo "$out"
+    grep -Eq '^0529:0001@1-1 +bound +test-vm ' <<<"$out" || fail "list: the key is not bound to test-vm"
+    grep -Eq '^0781:5567#4C530001 +denied ' <<<"$out" || fail "list: the stick is not denied"
+    state=$(usbgwctl list --json | python3 -c 'import json,sys; d={x["id"]: x for x in json.load(sys.stdin)["devices"]}; print(d["0529:0001@1-1"]["state"], d["0529:0001@1-1"]["socket"].endswith("0529-0001-at-1-1.sock"), d["064f:2af9#3-1234567"]["serial"])')
+    [ "$state" = "bound True 3-1234567" ] || fail "list --json: $state"
+    # bad input gets an error reply, never a crash
+    reply=$(ctl_raw 'b"nonsense\n"')
+    grep -q '"code":"bad-request"' <<<"${reply// /}" || fail "malformed JSON: $reply"
+    reply=$(ctl_raw 'b"[1,2]\n{\"command\": 5}\n{\"command\":\"frob\",\"id\":7}\n"')
+    [ "$(grep -c '"ok" *: *false' <<<"$reply")" -eq 3 ] || fail "three bad requests: $reply"
+    grep -q 'unknown-command' <<<"$reply" || fail "unknown command: $reply"
+    grep -q '"id" *: *7' <<<"$reply" || fail "id not echoed: $reply"
+    reply=$(ctl_raw 'b"{\"command\":\"" + b"x" * 70000 + b"\"}\n"')
+    grep -q 'longer than' <<<"$reply" || fail "oversized request: $reply"
+    reply=$(ctl_raw 'b"{\"command\":\"assign\",\"device\":\"nosuch\",\"vm\":\"v\"}\n{\"command\":\"assign\",\"device\":\"0529:0001\"}\n"')
+    grep -q 'not-found' <<<"$reply" || fail "unknown device: $reply"
+    grep -q '\\"vm\\" must be' <<<"$reply" || grep -q '"vm" must be' <<<"$reply" || grep -q 'vm.*must be a non-empty string' <<<"$reply" || fail "missing argument: $reply"
+    kill -0 $gw_pid || fail "usbgwd died on bad requests"
+    # not root, not in group usbgw: status only
+    chmod 755 "$work"
+    if command -v setpriv >/dev/null; then
+        out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$usbgwctl_bin" --socket "$work/control.sock" list 2>&1) &&
+            fail "an unprivileged user could list: $out"
+        grep -q 'may not use .list.' <<<"$out" || fail "no clear permission error: $out"
+        setpriv --reuid=65534 --regid=65534 --clear-groups "$usbgwctl_bin" --socket "$work/control.sock" status >/dev/null ||
+            fail "an unprivileged user cannot read status"
+    fi
+    # release hands the key back to the host; assign moves it
+    usbgwctl release 0529:0001 >/dev/null || fail "release"
+    "$sim_client" 0529:0001 --port 1-1 claim >/dev/null || fail "released key not free for the host"
+    [ -e "$sock" ] && fail "released key still has its socket"
+    usbgwctl assign 1-1 other-vm >/dev/null || fail "assign"
+    [ -S "$rundir/vm/other-vm/0529-0001-at-1-1.sock" ] || fail "assign: no socket for other-vm"
+    out=$("$peer" "$rundir/vm/other-vm/0529-0001-at-1-1.sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+        fail "peer on the assigned socket: $out"
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["assignments"]["0529:0001@1-1"] == "other-vm", s' "$work/state.json" ||
+        fail "state.json lacks the assignment"
+    # a bad policy is refused and the running one stays
+    echo 'assign id zzzz to vm "x"' > "$work/policy"
+    out=$(usbgwctl policy reload 2>&1) && fail "a bad policy was accepted"
+    grep -q 'policy:1:11: error' <<<"$out" || fail "reload did not show the error: $out"
+    usbgwctl status | grep -q '(3 rules)' || fail "the running policy was lost"
+    printf 'deny with-interface 08:*:*\nassign id 0529:0001 to vm "test-vm"\n' > "$work/policy"
+    usbgwctl policy reload || fail "good policy refused"
+    usbgwctl list | grep -Eq '^064f:2af9#3-1234567 +present ' || fail "reload did not release the HID key"
+    out=$("$sim_client" 064f:2af9 claim 2>&1) || fail "the HID key is not free after reload: $out"
+    # kill -9 at any moment: the assignment survives. (The simulator keeps
+    # a killed process's interface claims, unlike the kernel, so this runs
+    # last: later claims by others would see them busy.)
+    kill -9 $gw_pid
+    wait $gw_pid 2>/dev/null || true
+    sock=$rundir/vm/other-vm/0529-0001-at-1-1.sock
+    start_usbgwd
+    usbgwctl list | grep -Eq '^0529:0001@1-1 +bound +other-vm ' || fail "assignment lost across kill -9"
+    # the audit trail says who did what
+    cat "$work/audit.log"
+    grep -q '"event":"deny".*"device":"0781:5567#4C530001"' "$work/audit.log" || fail "audit: no deny"
+    grep -q '"event":"release".*"actor":"usbgwctl uid=0"' "$work/audit.log" || fail "audit: no release"
+    grep -q '"event":"assign".*"vm":"other-vm".*"actor":"usbgwctl uid=0"' "$work/audit.log" || fail "audit: no assign"
+    grep -q '"event":"attach".*"device":"0529:0001@1-1".*"vm":"test-vm".*"rule":".*policy:2"' "$work/audit.log" ||
+        fail "audit: no attach with the rule"
+    stop_usbgwd
+    ;;
+veto)
+    printf 'assign id 0529:0001 to vm "test-vm" required\nassign id 1234:5678 to vm "need-vm" required\n' > "$work/policy"
+    kill $gw_pid; wait $gw_pid || true
+    start_usbgwd
+    uuid=8c1f0a2e-5d2b-4c1e-9a57-3f6b1e2d4c5a
+    reply=$(ctl_raw "b'{\"command\":\"hook\",\"domain\":\"need-vm\",\"uuid\":\"$uuid\",\"op\":\"prepare\",\"sub_op\":\"begin\"}\n'")
+    grep -q '"code" *: *"veto"' <<<"$reply" || fail "no veto for a missing required key: $reply"
+    grep -q 'requires a USB device (.*policy:2)' <<<"$reply" || fail "veto without the rule: $reply"
+    reply=$(ctl_raw "b'{\"command\":\"hook\",\"domain\":\"test-vm\",\"uuid\":\"$uuid\",\"op\":\"prepare\",\"sub_op\":\"begin\"}\n'")
+    grep -q '"ok" *: *true' <<<"$reply" || fail "veto although the key is there: $reply"
+    grep -q '"event":"veto".*"vm":"need-vm"' "$work/audit.log" || fail "audit: no veto"
+    usbgwctl status | grep -q 'hook:    last called' || fail "status does not show the hook call"
+    stop_usbgwd
+    ;;
 tcp)
     port=$(sed -n 's/.*0529:0001@1-1: also served on TCP 127.0.0.1:\([0-9]*\).*/\1/p' "$work/usbgwd.log")
     [ -n "$port" ] || fail "no TCP listener logged for the key"

@@ -1,0 +1,111 @@
+/* Audit records: JSON lines on disk, structured fields in the log. */
+#include "gw-audit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <unistd.h>
+
+struct _GwAudit {
+    gchar *path; /* owned, nullable */
+    int fd;      /* -1 when path is NULL */
+};
+
+GwAudit *
+gw_audit_new(const gchar *path, GError **error)
+{
+    g_autoptr(GwAudit) audit = g_new0(GwAudit, 1);
+
+    audit->fd = -1;
+    if (path == NULL || path[0] == '\0')
+        return g_steal_pointer(&audit);
+    audit->path = g_strdup(path);
+    {
+        g_autofree gchar *dir = g_path_get_dirname(path);
+        if (g_mkdir_with_parents(dir, 0750) != 0) {
+            int saved = errno;
+            g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot create %s: %s",
+                        dir, g_strerror(saved));
+            return NULL;
+        }
+    }
+    audit->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (audit->fd < 0) {
+        int saved = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot open audit log %s: %s",
+                    path, g_strerror(saved));
+        return NULL;
+    }
+    return g_steal_pointer(&audit);
+}
+
+static void
+gw_audit_set(JsonObject *obj, const gchar *name, const gchar *value)
+{
+    if (value != NULL)
+        json_object_set_string_member(obj, name, value);
+}
+
+JsonNode *
+gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
+{
+    g_autoptr(JsonObject) obj = json_object_new();
+    g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+    g_autofree gchar *time = g_date_time_format_iso8601(now);
+    g_autoptr(JsonNode) node = NULL;
+    g_autoptr(JsonGenerator) generator = json_generator_new();
+    g_autofree gchar *line = NULL;
+    g_autofree gchar *message = NULL;
+    gsize len = 0;
+
+    json_object_set_string_member(obj, "time", time);
+    json_object_set_string_member(obj, "event", event->event);
+    gw_audit_set(obj, "device", event->device_id);
+    if (event->device != NULL) {
+        g_autofree gchar *vid = g_strdup_printf("%04x", event->device->vendor_id);
+        g_autofree gchar *pid = g_strdup_printf("%04x", event->device->product_id);
+        json_object_set_string_member(obj, "vid", vid);
+        json_object_set_string_member(obj, "pid", pid);
+        gw_audit_set(obj, "serial", event->device->serial);
+        gw_audit_set(obj, "port", event->device->port);
+        gw_audit_set(obj, "product", event->device->product);
+    }
+    gw_audit_set(obj, "vm", event->vm);
+    gw_audit_set(obj, "uuid", event->vm_uuid);
+    gw_audit_set(obj, "rule", event->rule);
+    gw_audit_set(obj, "actor", event->actor);
+    gw_audit_set(obj, "reason", event->reason);
+    node = json_node_init_object(json_node_alloc(), obj);
+
+    json_generator_set_root(generator, node);
+    line = json_generator_to_data(generator, &len);
+    if (audit->fd >= 0) {
+        g_autofree gchar *record = g_strconcat(line, "\n", NULL);
+        if (write(audit->fd, record, len + 1) != (ssize_t)(len + 1))
+            g_warning("audit log %s: write failed: %s", audit->path, g_strerror(errno));
+    }
+    message = g_strdup_printf(
+        "%s %s%s%s%s%s", event->event, event->device_id != NULL ? event->device_id : "-",
+        event->vm != NULL ? " vm " : "", event->vm != NULL ? event->vm : "",
+        event->reason != NULL ? ": " : "", event->reason != NULL ? event->reason : "");
+    g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "MESSAGE", "%s", message, "USBGW_EVENT",
+                     "%s", event->event, "USBGW_DEVICE", "%s",
+                     event->device_id != NULL ? event->device_id : "", "USBGW_VM", "%s",
+                     event->vm != NULL ? event->vm : "", "USBGW_VM_UUID", "%s",
+                     event->vm_uuid != NULL ? event->vm_uuid : "", "USBGW_RULE", "%s",
+                     event->rule != NULL ? event->rule : "", "USBGW_ACTOR", "%s",
+                     event->actor != NULL ? event->actor : "");
+    return g_steal_pointer(&node);
+}
+
+void
+gw_audit_free(GwAudit *audit)
+{
+    if (audit == NULL)
+        return;
+    if (audit->fd >= 0)
+        close(audit->fd);
+    g_free(audit->path);
+    g_free(audit);
+}

@@ -1,0 +1,36 @@
+/* The audit trail: one JSON line per attach, detach, deny, veto, claim and
+ * release, for admins ("which VM held license key X on that day"), plus
+ * the same event as a structured log entry (USBGW_* journal fields).
+ * Debug logging stays out of it. Main thread. */
+#pragma once
+
+#include <json-glib/json-glib.h>
+
+#include "policy.h"
+
+G_BEGIN_DECLS
+
+typedef struct _GwAudit GwAudit;
+
+typedef struct {
+    const gchar *event;         /* attach, detach, deny, veto, claim, release, assign */
+    const gchar *device_id;     /* nullable */
+    const PolicyDevice *device; /* nullable: adds vid, pid, serial, port */
+    const gchar *vm;            /* nullable */
+    const gchar *vm_uuid;       /* nullable */
+    const gchar *rule;          /* nullable: "file:line" */
+    const gchar *actor;         /* policy, hook, libvirt, usbgwctl uid=N, usbgwd */
+    const gchar *reason;        /* nullable */
+} GwAuditEvent;
+
+/* @path NULL: structured log only. The file is opened for appending
+ * (created 0640) and each record is written with one write(). */
+GwAudit *gw_audit_new(const gchar *path, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Records the event; returns it as a JSON object (with "time") for the
+ * control socket's subscribers. */
+JsonNode *gw_audit_record(GwAudit *audit, const GwAuditEvent *event) G_GNUC_WARN_UNUSED_RESULT;
+void gw_audit_free(GwAudit *audit);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwAudit, gw_audit_free)
+
+G_END_DECLS

@@ -1,0 +1,30 @@
+/* usbgwd's configuration: the [usbgwd] group of a GKeyFile
+ * (/etc/usbgw/usbgwd.conf; every key documented in data/usbgwd.conf). */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+#define GW_CONFIG_DEFAULT_PATH "/etc/usbgw/usbgwd.conf"
+
+typedef struct {
+    gchar *policy_path;    /* owned */
+    gchar *rundir;         /* owned: sockets live in <rundir>/vm/<vm>/<slot>.sock */
+    gchar *control_socket; /* owned */
+    gchar *state_path;     /* owned */
+    gchar *audit_log;      /* owned, nullable (empty in the file): structured log only */
+    gchar *libvirt_uri;    /* owned, nullable (empty in the file): no libvirt */
+    gchar *tcp_address;    /* owned: where TCP listeners bind */
+    guint16 tcp_port_base; /* 0: no TCP; else attachments get ports base, base+1, … */
+} GwConfig;
+
+/* Fills @config with the defaults, then the file's values; a missing file
+ * leaves the defaults. Unknown keys are warnings; bad values are errors
+ * naming file, key and value. */
+gboolean gw_config_load(GwConfig *config, const gchar *path,
+                        GError **error) G_GNUC_WARN_UNUSED_RESULT;
+void gw_config_copy(GwConfig *dest, const GwConfig *src);
+void gw_config_clear(GwConfig *config);
+
+G_END_DECLS
