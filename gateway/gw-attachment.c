@@ -3,6 +3,7 @@
 #include "gw-attachment.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <gio/gunixsocketaddress.h>
@@ -26,6 +27,8 @@ struct _GwAttachment {
     GSocketConnection *peer; /* owned, nullable */
     GwSession *session;      /* owned, nullable */
     guint peer_count;
+    uid_t owner; /* (uid_t)-1: root only */
+    gid_t group; /* (gid_t)-1: root's */
 };
 
 /* Opens the device, detaches kernel drivers and claims every interface, so
@@ -135,6 +138,17 @@ gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return TRUE;
     }
+    if (g_socket_get_family(g_socket_connection_get_socket(connection)) == G_SOCKET_FAMILY_UNIX) {
+        g_autoptr(GCredentials) creds =
+            g_socket_get_credentials(g_socket_connection_get_socket(connection), NULL);
+        uid_t uid = creds != NULL ? g_credentials_get_unix_user(creds, NULL) : (uid_t)-1;
+        if (uid != 0 && (attachment->owner == (uid_t)-1 || uid != attachment->owner)) {
+            g_warning("%s: refused a peer with uid %d on %s (only QEMU's user may connect)",
+                      attachment->identity, (int)uid, attachment->socket_path);
+            g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+            return TRUE;
+        }
+    }
     /* usbredir is many small packets: do not let Nagle delay them */
     if (g_socket_get_family(g_socket_connection_get_socket(connection)) != G_SOCKET_FAMILY_UNIX &&
         !g_socket_set_option(g_socket_connection_get_socket(connection), IPPROTO_TCP, TCP_NODELAY,
@@ -163,7 +177,16 @@ gw_attachment_new(libusb_context *usb, const gchar *identity)
     GwAttachment *attachment = g_new0(GwAttachment, 1);
     attachment->identity = g_strdup(identity);
     attachment->usb = usb;
+    attachment->owner = (uid_t)-1;
+    attachment->group = (gid_t)-1;
     return attachment;
+}
+
+void
+gw_attachment_set_access(GwAttachment *attachment, uid_t uid, gid_t gid)
+{
+    attachment->owner = uid;
+    attachment->group = gid;
 }
 
 gboolean
@@ -177,7 +200,9 @@ gw_attachment_bind(GwAttachment *attachment, const gchar *socket_path, const gch
     if (g_strcmp0(attachment->socket_path, socket_path) == 0)
         return TRUE;
     gw_attachment_unbind(attachment);
-    if (g_mkdir_with_parents(dir, 0700) != 0) {
+    /* <rundir>/vm may be traversed (0711); the VM's own directory is
+     * closed (0700) and given to QEMU's user below */
+    if (g_mkdir_with_parents(dir, 0711) != 0 || g_chmod(dir, 0700) != 0) {
         int saved = errno;
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot create %s: %s", dir,
                     g_strerror(saved));
@@ -194,6 +219,17 @@ gw_attachment_bind(GwAttachment *attachment, const gchar *socket_path, const gch
     }
     if (g_chmod(socket_path, 0600) != 0)
         g_warning("cannot chmod %s: %s", socket_path, g_strerror(errno));
+    /* QEMU runs as its own user: give it the socket and the way to it */
+    if ((attachment->owner != (uid_t)-1 || attachment->group != (gid_t)-1) &&
+        (chown(socket_path, attachment->owner, attachment->group) != 0 ||
+         chown(dir, attachment->owner, attachment->group) != 0)) {
+        int saved = errno;
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved),
+                    "cannot give %s to uid %d gid %d: %s", socket_path, (int)attachment->owner,
+                    (int)attachment->group, g_strerror(saved));
+        g_unlink(socket_path);
+        return FALSE;
+    }
     if (tcp_address != NULL) {
         g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(tcp_address);
         g_autoptr(GSocketAddress) tcp = NULL;

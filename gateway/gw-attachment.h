@@ -27,6 +27,10 @@ GwAttachment *gw_attachment_new(libusb_context *usb, const gchar *identity);
 gboolean gw_attachment_bind(GwAttachment *attachment, const gchar *socket_path,
                             const gchar *tcp_address, guint16 tcp_port,
                             GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Who may connect: the socket and its directory are given to @uid/@gid
+ * ((uid_t)-1 / (gid_t)-1: leave root's) and a unix peer whose SO_PEERCRED
+ * uid is neither @uid nor 0 is refused and logged. Applies to later binds. */
+void gw_attachment_set_access(GwAttachment *attachment, uid_t uid, gid_t gid);
 /* Stops serving: closes the peer's session and the listener, removes the
  * socket. The device stays claimed (for the next VM of its pool). */
 void gw_attachment_unbind(GwAttachment *attachment);

@@ -20,6 +20,8 @@ static const GwConfigString gw_config_strings[] = {
     {"audit-log", G_STRUCT_OFFSET(GwConfig, audit_log), "/var/log/usbgw/audit.log", TRUE},
     {"libvirt-uri", G_STRUCT_OFFSET(GwConfig, libvirt_uri), "qemu:///system", TRUE},
     {"tcp-address", G_STRUCT_OFFSET(GwConfig, tcp_address), "127.0.0.1", FALSE},
+    {"socket-user", G_STRUCT_OFFSET(GwConfig, socket_user), NULL, TRUE},
+    {"socket-group", G_STRUCT_OFFSET(GwConfig, socket_group), NULL, TRUE},
 };
 
 static gchar **

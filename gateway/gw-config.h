@@ -15,6 +15,8 @@ typedef struct {
     gchar *state_path;     /* owned */
     gchar *audit_log;      /* owned, nullable (empty in the file): structured log only */
     gchar *libvirt_uri;    /* owned, nullable (empty in the file): no libvirt */
+    gchar *socket_user;    /* owned, nullable: QEMU's user, owner of attachment sockets */
+    gchar *socket_group;   /* owned, nullable: QEMU's group */
     gchar *tcp_address;    /* owned: where TCP listeners bind */
     guint16 tcp_port_base; /* 0: no TCP; else attachments get ports base, base+1, … */
 } GwConfig;

@@ -5,6 +5,8 @@
 #include "gw-daemon.h"
 
 #include <gio/gio.h>
+#include <grp.h>
+#include <pwd.h>
 #include <string.h>
 
 #include "gw-attachment.h"
@@ -54,6 +56,8 @@ struct _GwDaemon {
     gchar *started;            /* owned: ISO 8601 */
     gchar *hook_last_call;     /* owned, nullable */
     GCancellable *cancellable; /* owned: cancelled when the daemon goes */
+    uid_t socket_uid;          /* (uid_t)-1: root only */
+    gid_t socket_gid;
 };
 
 static gchar *
@@ -239,6 +243,7 @@ gw_daemon_bind(GwDaemon *daemon, GwDaemonDevice *dev, const gchar *vm, const gch
     }
     if (dev->attachment == NULL)
         dev->attachment = gw_attachment_new(gw_usb_get_context(daemon->usb), dev->id);
+    gw_attachment_set_access(dev->attachment, daemon->socket_uid, daemon->socket_gid);
     if (dev->usb != NULL && !gw_attachment_set_device(dev->attachment, dev->usb, &error)) {
         g_warning("%s", error->message);
         g_clear_error(&error);
@@ -1078,10 +1083,43 @@ gw_daemon_new(const GwConfig *config, GError **error)
     return g_steal_pointer(&daemon);
 }
 
+/* socket-user / socket-group: names to ids, once, at start. */
+static gboolean
+gw_daemon_resolve_access(GwDaemon *daemon, GError **error)
+{
+    daemon->socket_uid = (uid_t)-1;
+    daemon->socket_gid = (gid_t)-1;
+    if (daemon->config.socket_user != NULL) {
+        struct passwd *pw = getpwnam(daemon->config.socket_user);
+        if (pw == NULL) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                        "socket-user '%s' is not a user on this host",
+                        daemon->config.socket_user);
+            return FALSE;
+        }
+        daemon->socket_uid = pw->pw_uid;
+        daemon->socket_gid = pw->pw_gid;
+    }
+    if (daemon->config.socket_group != NULL) {
+        struct group *gr = getgrnam(daemon->config.socket_group);
+        if (gr == NULL) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                        "socket-group '%s' is not a group on this host",
+                        daemon->config.socket_group);
+            return FALSE;
+        }
+        daemon->socket_gid = gr->gr_gid;
+    }
+    return TRUE;
+}
+
 gboolean
 gw_daemon_start(GwDaemon *daemon, GError **error)
 {
     g_autoptr(GPtrArray) diagnostics = NULL;
+
+    if (!gw_daemon_resolve_access(daemon, error))
+        return FALSE;
 
     daemon->policy = policy_load_file(daemon->config.policy_path, &diagnostics, error);
     if (daemon->policy == NULL) {

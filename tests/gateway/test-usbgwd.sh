@@ -126,12 +126,30 @@ state=$work/state.json
 audit-log=$work/audit.log
 libvirt-uri=
 CONF
+if [ "$scenario" = access ]; then
+    printf 'socket-user=nobody\n' >> "$work/usbgwd.conf"
+    chmod 755 "$work"
+fi
 if [ "$scenario" = tcp ]; then
     printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" >> "$work/usbgwd.conf"
 fi
 
 start_usbgwd
 case $scenario in
+access)
+    command -v setpriv >/dev/null || { echo "SKIP: setpriv (util-linux) missing"; stop_usbgwd; exit 77; }
+    [ "$(stat -c %U "$sock")" = nobody ] || fail "the socket is not nobody's: $(stat -c %U "$sock")"
+    [ "$(stat -c '%U %a' "$(dirname "$sock")")" = "nobody 700" ] || fail "VM dir: $(stat -c '%U %a' "$(dirname "$sock")")"
+    out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+        fail "QEMU's user could not use the key: $out"
+    # another user who got hold of the socket is refused by SO_PEERCRED
+    chmod 666 "$sock"
+    chmod 755 "$(dirname "$sock")"
+    out=$(setpriv --reuid=1 --regid=1 --clear-groups "$peer" --timeout 5 "$sock" closed) ||
+        fail "a foreign uid was not refused: $out"
+    grep -q 'refused a peer with uid 1 ' "$work/usbgwd.log" || fail "no log line for the refused uid"
+    stop_usbgwd
+    ;;
 control)
     out=$(usbgwctl status) || fail "status: $out"
     echo "$out"
