@@ -381,6 +381,65 @@ test_describe_case(gconstpointer data)
     g_assert_true(copy->interfaces != device->interfaces);
 }
 
+/* policy_get_requirements / policy_requirement_is_met_by: what prepare
+ * checks before a VM may start. */
+typedef struct {
+    const gchar *name;
+    const gchar *vm;
+    const gchar *uuid;
+    const gchar *want_lines; /* the required rules' lines, comma separated */
+    const gchar *device;     /* nullable: a device to test against the first one */
+    gboolean met;
+} RequirementCase;
+
+#define REQ_POLICY                                                                                 \
+    "deny with-interface 08:*:*\n"                                                                 \
+    "assign id 0529:0001 via-port \"1-1\" to vm \"build-01\" required\n"                           \
+    "assign id 0529:0001 to vm \"build-01\"\n"                                                     \
+    "pool \"p\" vms \"cad-*\"\n"                                                                   \
+    "assign id 0529:* to pool \"p\" required\n"                                                    \
+    "assign id 0781:5567 to vm \"lab\" required\n"                                                 \
+    "assign id 096e:* to vm-uuid \"" UUID "\" required\n"
+
+static const RequirementCase requirement_cases[] = {
+    {"literal-met", "build-01", NULL, "2", HASP, TRUE},
+    {"literal-other-port", "build-01", NULL, "2", "0529:0001 if=ff:00:00 port=1-2", FALSE},
+    {"optional-not-listed", "build-02", NULL, "", NULL, FALSE},
+    {"pool-member", "cad-07", NULL, "5", "0529:0002 if=ff:00:00 port=1-2", TRUE},
+    /* rule 3 gives every other 0529:0001 to build-01 before the pool rule */
+    {"pool-earlier-rule-wins", "cad-07", NULL, "5", "0529:0001 if=ff:00:00 port=1-2", FALSE},
+    {"denied-first", "lab", NULL, "6", STICK, FALSE},
+    {"uuid-any-case", "anything", UUID_UPPER, "7", SMARTCARD, TRUE},
+    {"uuid-other", "anything", UUID_OTHER, "", NULL, FALSE},
+};
+
+static void
+test_requirement_case(gconstpointer data)
+{
+    const RequirementCase *c = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(Policy) policy =
+        policy_load_data(REQ_POLICY, strlen(REQ_POLICY), "r.rules", NULL, &error);
+    g_autoptr(GArray) reqs = NULL;
+    g_autoptr(GString) lines = g_string_new(NULL);
+
+    g_assert_no_error(error);
+    reqs = policy_get_requirements(policy, c->vm, c->uuid);
+    for (guint i = 0; i < reqs->len; i++) {
+        const PolicyRequirement *req = &g_array_index(reqs, PolicyRequirement, i);
+        g_assert_cmpstr(req->file, ==, "r.rules");
+        g_string_append_printf(lines, "%s%u", i > 0 ? "," : "", req->line);
+    }
+    g_assert_cmpstr(lines->str, ==, c->want_lines);
+    if (c->device != NULL) {
+        g_autoptr(PolicyDevice) device = policy_test_device_new(c->device);
+        g_assert_cmpuint(reqs->len, >, 0);
+        g_assert_cmpint(policy_requirement_is_met_by(
+                            policy, &g_array_index(reqs, PolicyRequirement, 0), device),
+                        ==, c->met);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -401,5 +460,10 @@ main(int argc, char **argv)
     g_test_add_func("/policy/match/for-vm/share", test_for_vm_share);
     g_test_add_func("/policy/match/for-vm/foreign-decision", test_for_vm_foreign_decision);
     g_test_add_func("/policy/match/names", test_names);
+    for (guint i = 0; i < G_N_ELEMENTS(requirement_cases); i++) {
+        g_autofree gchar *path =
+            g_strdup_printf("/policy/match/requirements/%s", requirement_cases[i].name);
+        g_test_add_data_func(path, &requirement_cases[i], test_requirement_case);
+    }
     return g_test_run();
 }
