@@ -1,0 +1,322 @@
+/* Reading libvirt's domain XML: see hook-domain.h. */
+#include "hook-domain.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Bytes read from stdin at a time. */
+#define HOOK_DOMAIN_READ_CHUNK (64 * 1024)
+/* Values quoted in messages are cut to this many characters. */
+#define HOOK_DOMAIN_QUOTE_MAX_CHARS 64
+
+G_DEFINE_QUARK(usbgw_hook_domain_error, hook_domain_error)
+
+/* Set by a callback once <name> and <uuid> are both complete: not an error,
+ * just the way to make GMarkup stop. */
+static GQuark
+hook_domain_done_quark(void)
+{
+    return g_quark_from_static_string("usbgw-hook-domain-done");
+}
+
+typedef enum {
+    HOOK_DOMAIN_FIELD_NONE,
+    HOOK_DOMAIN_FIELD_NAME,
+    HOOK_DOMAIN_FIELD_UUID,
+} HookDomainField;
+
+typedef struct {
+    guint depth;           /* elements open */
+    HookDomainField field; /* the top-level field open now */
+    GString *text;         /* owned: the open field's text so far */
+    gchar *name;           /* owned, nullable */
+    gchar *uuid;           /* owned, nullable: as written */
+} HookDomainParser;
+
+void
+hook_domain_free(HookDomain *domain)
+{
+    if (domain == NULL)
+        return;
+    g_free(domain->name);
+    g_free(domain->uuid);
+    g_free(domain);
+}
+
+GBytes *
+hook_domain_read_fd(gint fd, gsize max_size, gint64 deadline, GError **error)
+{
+    g_autoptr(GByteArray) data = g_byte_array_new();
+
+    for (;;) {
+        GPollFD pfd = {.fd = fd, .events = G_IO_IN};
+        gint64 remaining_us = deadline - g_get_monotonic_time();
+        gsize want;
+        gssize got;
+        gint ready;
+
+        if (remaining_us <= 0) {
+            g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_TIMEOUT,
+                        "the domain XML on stdin did not end in time (%u bytes read)", data->len);
+            return NULL;
+        }
+        /* round up so that a last fraction of a millisecond is waited too */
+        ready = g_poll(&pfd, 1, (gint)MIN((remaining_us + 999) / 1000, G_MAXINT));
+        if (ready < 0) {
+            int saved = errno;
+            if (saved == EINTR)
+                continue;
+            g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_READ,
+                        "cannot read the domain XML on stdin: %s", g_strerror(saved));
+            return NULL;
+        }
+        if (ready == 0)
+            continue; /* the deadline check above ends the loop */
+
+        /* read one byte past the limit to tell "exactly the limit" from "more" */
+        want = MIN(HOOK_DOMAIN_READ_CHUNK, max_size + 1 - data->len);
+        g_byte_array_set_size(data, data->len + want);
+        got = read(fd, data->data + data->len - want, want);
+        if (got < 0) {
+            int saved = errno;
+            g_byte_array_set_size(data, data->len - want);
+            if (saved == EINTR || saved == EAGAIN)
+                continue;
+            g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_READ,
+                        "cannot read the domain XML on stdin: %s", g_strerror(saved));
+            return NULL;
+        }
+        g_byte_array_set_size(data, data->len - want + (gsize)got);
+        if (data->len > max_size) {
+            g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_TOO_LARGE,
+                        "the domain XML on stdin is larger than %" G_GSIZE_FORMAT " bytes: refused",
+                        max_size);
+            return NULL;
+        }
+        if (got == 0)
+            return g_byte_array_free_to_bytes(g_steal_pointer(&data));
+    }
+}
+
+/* A value for a message: valid UTF-8, cut to HOOK_DOMAIN_QUOTE_MAX_CHARS
+ * characters. */
+static gchar *
+hook_domain_quote(const gchar *text)
+{
+    g_autofree gchar *valid = g_utf8_make_valid(text, -1);
+    g_autofree gchar *head = NULL;
+
+    if (g_utf8_strlen(valid, -1) <= HOOK_DOMAIN_QUOTE_MAX_CHARS)
+        return g_strdup_printf("\"%s\"", valid);
+    head = g_utf8_substring(valid, 0, HOOK_DOMAIN_QUOTE_MAX_CHARS);
+    return g_strdup_printf("\"%s...\"", head);
+}
+
+static const gchar *
+hook_domain_field_tag(HookDomainField field)
+{
+    switch (field) {
+    case HOOK_DOMAIN_FIELD_NAME:
+        return "name";
+    case HOOK_DOMAIN_FIELD_UUID:
+        return "uuid";
+    case HOOK_DOMAIN_FIELD_NONE:
+        break;
+    }
+    return "?";
+}
+
+static void
+hook_domain_start_element(GMarkupParseContext *context, const gchar *element_name,
+                          const gchar **attribute_names, const gchar **attribute_values,
+                          gpointer user_data, GError **error)
+{
+    HookDomainParser *parser = user_data;
+
+    if (parser->depth == 0 && g_strcmp0(element_name, "domain") != 0) {
+        g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_NOT_DOMAIN,
+                    "the root element is <%s>, expected <domain>", element_name);
+        return;
+    }
+    if (parser->field != HOOK_DOMAIN_FIELD_NONE) {
+        g_set_error(error, HOOK_DOMAIN_ERROR,
+                    parser->field == HOOK_DOMAIN_FIELD_NAME ? HOOK_DOMAIN_ERROR_BAD_NAME
+                                                            : HOOK_DOMAIN_ERROR_BAD_UUID,
+                    "<domain><%s> holds an element <%s>, expected only text",
+                    hook_domain_field_tag(parser->field), element_name);
+        return;
+    }
+    if (parser->depth == 1) {
+        if (g_strcmp0(element_name, "name") == 0)
+            parser->field = HOOK_DOMAIN_FIELD_NAME;
+        else if (g_strcmp0(element_name, "uuid") == 0)
+            parser->field = HOOK_DOMAIN_FIELD_UUID;
+        if ((parser->field == HOOK_DOMAIN_FIELD_NAME && parser->name != NULL) ||
+            (parser->field == HOOK_DOMAIN_FIELD_UUID && parser->uuid != NULL)) {
+            g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_DUPLICATE,
+                        "<domain> has a second <%s>", element_name);
+            return;
+        }
+        g_string_truncate(parser->text, 0);
+    }
+    parser->depth++;
+}
+
+static void
+hook_domain_end_element(GMarkupParseContext *context, const gchar *element_name, gpointer user_data,
+                        GError **error)
+{
+    HookDomainParser *parser = user_data;
+
+    parser->depth--;
+    if (parser->depth != 1 || parser->field == HOOK_DOMAIN_FIELD_NONE)
+        return;
+    if (parser->field == HOOK_DOMAIN_FIELD_NAME)
+        parser->name = g_strdup(parser->text->str);
+    else
+        parser->uuid = g_strdup(parser->text->str);
+    parser->field = HOOK_DOMAIN_FIELD_NONE;
+    if (parser->name != NULL && parser->uuid != NULL)
+        g_set_error_literal(error, hook_domain_done_quark(), 0, "done");
+}
+
+static void
+hook_domain_text(GMarkupParseContext *context, const gchar *text, gsize text_len,
+                 gpointer user_data, GError **error)
+{
+    HookDomainParser *parser = user_data;
+
+    if (parser->field != HOOK_DOMAIN_FIELD_NONE)
+        g_string_append_len(parser->text, text, (gssize)text_len);
+}
+
+static const GMarkupParser hook_domain_markup = {
+    .start_element = hook_domain_start_element,
+    .end_element = hook_domain_end_element,
+    .text = hook_domain_text,
+};
+
+/* Runs GMarkup over @xml until <name> and <uuid> are both read or the
+ * document ends. */
+static gboolean
+hook_domain_run_parser(HookDomainParser *parser, const gchar *xml, gsize len, GError **error)
+{
+    g_autoptr(GMarkupParseContext) context = NULL;
+    g_autoptr(GError) local_error = NULL;
+    /* GMarkup silently cuts text at a NUL byte ("vm\0x" would read as "vm"):
+     * it gets the bytes before the first NUL only, and a document that needs
+     * more is refused. */
+    const gchar *nul = memchr(xml, '\0', len);
+    gsize parse_len = nul != NULL ? (gsize)(nul - xml) : len;
+
+    /* GMarkup takes a gssize */
+    if (parse_len > G_MAXSSIZE) {
+        g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_TOO_LARGE,
+                    "the domain XML is larger than %" G_GSIZE_FORMAT " bytes: refused",
+                    (gsize)G_MAXSSIZE);
+        return FALSE;
+    }
+    context = g_markup_parse_context_new(
+        &hook_domain_markup, G_MARKUP_TREAT_CDATA_AS_TEXT | G_MARKUP_PREFIX_ERROR_POSITION, parser,
+        NULL);
+    if (g_markup_parse_context_parse(context, xml, (gssize)parse_len, &local_error)) {
+        if (nul != NULL) {
+            g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_SYNTAX,
+                        "domain XML is not well-formed: a NUL byte at offset %" G_GSIZE_FORMAT,
+                        parse_len);
+            return FALSE;
+        }
+        if (g_markup_parse_context_end_parse(context, &local_error))
+            return TRUE;
+    }
+    if (local_error->domain == hook_domain_done_quark())
+        return TRUE;
+    if (local_error->domain == HOOK_DOMAIN_ERROR) {
+        g_propagate_prefixed_error(error, g_steal_pointer(&local_error), "domain XML: ");
+        return FALSE;
+    }
+    g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_SYNTAX,
+                "domain XML is not well-formed: %s", local_error->message);
+    return FALSE;
+}
+
+static HookDomain *
+hook_domain_parse_checked(const gchar *xml, gsize len, const gchar *argv_name, GError **error)
+{
+    HookDomainParser parser = {.text = g_string_new(NULL)};
+    g_autoptr(HookDomain) domain = g_new0(HookDomain, 1);
+    gboolean ok = hook_domain_run_parser(&parser, xml, len, error);
+
+    g_string_free(parser.text, TRUE);
+    domain->name = parser.name;
+    domain->uuid = parser.uuid;
+    if (!ok)
+        return NULL;
+
+    if (domain->name == NULL) {
+        g_set_error_literal(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_NO_NAME,
+                            "domain XML has no <domain><name>");
+        return NULL;
+    }
+    if (domain->name[0] == '\0') {
+        g_set_error_literal(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_BAD_NAME,
+                            "domain XML: <domain><name> is empty");
+        return NULL;
+    }
+    if (domain->uuid == NULL) {
+        g_autofree gchar *quoted = hook_domain_quote(domain->name);
+        g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_NO_UUID,
+                    "domain XML of %s has no <domain><uuid>", quoted);
+        return NULL;
+    }
+    /* libvirt writes the UUID alone; tolerate the whitespace XML allows */
+    g_strstrip(domain->uuid);
+    if (!g_uuid_string_is_valid(domain->uuid)) {
+        g_autofree gchar *quoted = hook_domain_quote(domain->uuid);
+        g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_BAD_UUID,
+                    "domain XML: <domain><uuid> %s is not a UUID "
+                    "(expected 8-4-4-4-12 hex digits)",
+                    quoted);
+        return NULL;
+    }
+    for (gchar *p = domain->uuid; *p != '\0'; p++)
+        *p = g_ascii_tolower(*p);
+    if (argv_name != NULL && strcmp(domain->name, argv_name) != 0) {
+        g_autofree gchar *xml_quoted = hook_domain_quote(domain->name);
+        g_autofree gchar *argv_quoted = hook_domain_quote(argv_name);
+        g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_NAME_MISMATCH,
+                    "domain XML names the VM %s but libvirt called the hook for %s", xml_quoted,
+                    argv_quoted);
+        return NULL;
+    }
+    return g_steal_pointer(&domain);
+}
+
+/* Every message is one line of valid UTF-8, whatever bytes GMarkup or a
+ * value quoted (a name may hold &#10;). */
+static void
+hook_domain_error_to_one_line(GError *error)
+{
+    gchar *text = g_utf8_make_valid(error->message, -1);
+
+    for (gchar *p = text; *p != '\0'; p++) {
+        if ((guchar)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    }
+    g_free(error->message);
+    error->message = text;
+}
+
+HookDomain *
+hook_domain_parse(const gchar *xml, gsize len, const gchar *argv_name, GError **error)
+{
+    g_autoptr(GError) local_error = NULL;
+    HookDomain *domain = hook_domain_parse_checked(xml, len, argv_name, &local_error);
+
+    if (domain != NULL)
+        return domain;
+    hook_domain_error_to_one_line(local_error);
+    g_propagate_error(error, g_steal_pointer(&local_error));
+    return NULL;
+}

@@ -1,0 +1,105 @@
+/* libFuzzer target for usbgw-hook's domain XML parser: any byte string
+ * handed to hook_domain_parse() must give either a name and UUID or one
+ * clean one-line error, never a crash, a leak or a broken invariant; a
+ * domain that parses must parse again with its own name as libvirt's argv
+ * name, fail with NAME_MISMATCH under another, and become a one-line
+ * control request that JSON reads back to the same name and UUID.
+ *
+ * Run the fuzzer (libFuzzer needs clang); new inputs go to the first
+ * directory, so give it a scratch one and the stored corpus second:
+ *
+ *   CC=clang meson setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
+ *       -Db_lundef=false
+ *   ninja -C build-fuzz tests/fuzz/fuzz-hook-xml
+ *   mkdir -p /tmp/fuzz-hook-xml-corpus
+ *   build-fuzz/tests/fuzz/fuzz-hook-xml /tmp/fuzz-hook-xml-corpus tests/fuzz/corpus/hook-xml \
+ *       -dict=tests/fuzz/hook-xml.dict -max_total_time=600
+ *
+ * A crash leaves crash-<sha1> in the current directory: fix it, copy it to
+ * tests/fuzz/corpus/hook-xml/ under a telling name, and every build's
+ * `meson test` (fuzz-hook-xml-replay) replays it from then on. */
+#include <json-glib/json-glib.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "hook-control.h"
+#include "hook-domain.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A broken invariant is a finding: abort so the fuzzer keeps the input. */
+#define FUZZ_CHECK(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            g_printerr("%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);                \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static void
+fuzz_check_error(const GError *error)
+{
+    FUZZ_CHECK(error != NULL);
+    FUZZ_CHECK(error->domain == HOOK_DOMAIN_ERROR);
+    FUZZ_CHECK(error->message != NULL && error->message[0] != '\0');
+    FUZZ_CHECK(strchr(error->message, '\n') == NULL);
+    FUZZ_CHECK(g_utf8_validate(error->message, -1, NULL));
+}
+
+static void
+fuzz_check_request(const HookDomain *domain)
+{
+    g_autofree gchar *request = hook_control_build_request(domain, "prepare", "begin");
+    g_autoptr(JsonParser) parser = json_parser_new();
+    JsonObject *object;
+
+    FUZZ_CHECK(strchr(request, '\n') == NULL);
+    FUZZ_CHECK(json_parser_load_from_data(parser, request, -1, NULL));
+    FUZZ_CHECK(JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser)));
+    object = json_node_get_object(json_parser_get_root(parser));
+    FUZZ_CHECK(g_strcmp0(json_object_get_string_member(object, "domain"), domain->name) == 0);
+    FUZZ_CHECK(g_strcmp0(json_object_get_string_member(object, "uuid"), domain->uuid) == 0);
+}
+
+static void
+fuzz_check_domain(const gchar *xml, gsize size, const HookDomain *domain)
+{
+    g_autoptr(HookDomain) again = NULL;
+    g_autoptr(HookDomain) other = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *other_name = NULL;
+
+    FUZZ_CHECK(domain->name != NULL && domain->name[0] != '\0');
+    FUZZ_CHECK(g_utf8_validate(domain->name, -1, NULL));
+    FUZZ_CHECK(domain->uuid != NULL && g_uuid_string_is_valid(domain->uuid));
+    for (const gchar *p = domain->uuid; *p != '\0'; p++)
+        FUZZ_CHECK(!g_ascii_isupper(*p));
+
+    /* what libvirt passes in argv is the XML's name */
+    again = hook_domain_parse(xml, size, domain->name, &error);
+    FUZZ_CHECK(again != NULL && error == NULL);
+    FUZZ_CHECK(strcmp(again->name, domain->name) == 0);
+    FUZZ_CHECK(strcmp(again->uuid, domain->uuid) == 0);
+
+    other_name = g_strconcat(domain->name, "-other", NULL);
+    other = hook_domain_parse(xml, size, other_name, &error);
+    FUZZ_CHECK(other == NULL);
+    fuzz_check_error(error);
+    FUZZ_CHECK(error->code == HOOK_DOMAIN_ERROR_NAME_MISMATCH);
+
+    fuzz_check_request(domain);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(HookDomain) domain = NULL;
+
+    domain = hook_domain_parse((const gchar *)data, size, NULL, &error);
+    if (domain == NULL)
+        fuzz_check_error(error);
+    else
+        fuzz_check_domain((const gchar *)data, size, domain);
+    return 0;
+}
