@@ -59,8 +59,8 @@ typedef enum {
     GW_LIBVIRT_JOB_QUIT,
 } GwLibvirtJobKind;
 
-/* What libvirt's callbacks (event thread) get as opaque: the GwLibvirt and
- * which connection they belong to. Atomic refcounted: one reference per
+/* What libvirt's callbacks get as opaque: the GwLibvirt and which
+ * connection they belong to. Atomic refcounted: one reference per
  * registration. */
 typedef struct {
     GwLibvirt *lv; /* owned ref */
@@ -122,8 +122,8 @@ typedef enum {
     GW_LIBVIRT_EVENT_DEVICE_REMOVED,
 } GwLibvirtEventKind;
 
-/* One notification from the worker or the event thread to the main
- * thread, carried by an idle source. */
+/* One notification from the worker or from libvirt's callbacks to the
+ * main thread, carried by an idle source. */
 typedef struct {
     GwLibvirt *lv; /* owned ref */
     GwLibvirtEventKind kind;
@@ -431,7 +431,9 @@ gw_libvirt_alias_is_valid(const gchar *alias)
     return TRUE;
 }
 
-/* ---- libvirt callbacks (event thread) ----------------------------------- */
+/* ---- libvirt callbacks ------------------------------------------------------
+ * Run by libvirt's event implementation, i.e. from a source on
+ * g_main_context_default(): they copy and queue, nothing else. */
 
 static void
 gw_libvirt_post_domain(GwLibvirtLink *link, GwLibvirtEventKind kind, virDomainPtr dom,

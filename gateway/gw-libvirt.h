@@ -37,7 +37,13 @@
  * stuck in a libvirt call after that is left to finish on its own and
  * holds its own references). Every async operation completes exactly once,
  * as in GIO: its callback may run after gw_libvirt_free(), and the _finish
- * functions never dereference @lv, so calling them then is safe.
+ * functions never dereference @lv (NULL is fine), so calling them then is
+ * safe.
+ *
+ * Cancellation: a GCancellable cancelled before the worker starts the job
+ * completes it with G_IO_ERROR_CANCELLED and nothing is done; a job that
+ * already ran reports what it really did (an attach that happened is not
+ * reported as cancelled).
  *
  * Connection: gw_libvirt_start() connects in the background. A failed
  * attempt is retried after GW_LIBVIRT_BACKOFF_INITIAL_MS, doubling up to
@@ -130,10 +136,10 @@ typedef struct {
 
 void gw_libvirt_status_clear(GwLibvirtStatus *status);
 
-/* Registers libvirt's default event implementation (once per process),
- * silences libvirt's stderr error printing and starts the event thread if
- * this is the first GwLibvirt. Does not connect. @uri: e.g.
- * "qemu:///system"; @context: where handlers and async results run. */
+/* Registers libvirt's default event implementation and silences libvirt's
+ * stderr error printing (both once per process) and starts the worker
+ * thread. Does not connect. @uri: e.g. "qemu:///system"; @context: where
+ * handlers and async results run (NULL: the default main context). */
 GwLibvirt *gw_libvirt_new(const gchar *uri, GMainContext *context) G_GNUC_WARN_UNUSED_RESULT;
 /* Copies *@handlers. Call before gw_libvirt_start(). */
 void gw_libvirt_set_handlers(GwLibvirt *lv, const GwLibvirtHandlers *handlers, gpointer user_data);
@@ -168,8 +174,11 @@ gboolean gw_libvirt_attach_redirdev_finish(GwLibvirt *lv, GAsyncResult *result,
 
 /* Unplugs the live redirdev of domain @uuid whose source is @socket_path
  * (found by parsing the live XML; removed with virDomainDetachDeviceAlias,
- * then confirmed gone from the live XML). "Not attached" — no such
- * redirdev, domain not running or unknown — is success. */
+ * then the worker re-reads the live XML until it is gone, at most
+ * GW_LIBVIRT_DETACH_POLL_COUNT x GW_LIBVIRT_DETACH_POLL_INTERVAL_MS; if it
+ * is still there then, success is reported with a warning logged: libvirt
+ * accepted the removal and device_removed follows). "Not attached" — no
+ * such redirdev, domain not running or unknown — is success. */
 void gw_libvirt_detach_redirdev_async(GwLibvirt *lv, const gchar *uuid, const gchar *socket_path,
                                       GCancellable *cancellable, GAsyncReadyCallback callback,
                                       gpointer user_data);
