@@ -11,6 +11,7 @@ typedef struct {
     GSource source;
     GwSession *session;
     gpointer tag;
+    GIOCondition events; /* what the fd is polled for now */
 } GwSessionSource;
 
 struct _GwSession {
@@ -91,10 +92,13 @@ static void
 gw_session_flush_cb(void *priv)
 {
     GwSession *session = priv;
-    if (session->host == NULL)
+    /* read once: the main thread clears it when the session closes, and
+     * usbredirhost_close() only returns once this callback is done */
+    struct usbredirhost *host = g_atomic_pointer_get(&session->host);
+    if (host == NULL)
         return;
-    usbredirhost_write_guest_data(session->host);
-    if (usbredirhost_has_data_to_write(session->host) > 0)
+    usbredirhost_write_guest_data(host);
+    if (usbredirhost_has_data_to_write(host) > 0)
         g_main_context_wakeup(session->context);
 }
 
@@ -160,7 +164,12 @@ gw_session_source_prepare(GSource *source, gint *timeout)
         return TRUE;
     if (usbredirhost_has_data_to_write(session->host) > 0)
         events |= G_IO_OUT;
-    g_source_modify_unix_fd(source, s->tag, events);
+    /* g_source_modify_unix_fd() wakes the context: calling it on every
+     * iteration would keep the main loop spinning */
+    if (events != s->events) {
+        g_source_modify_unix_fd(source, s->tag, events);
+        s->events = events;
+    }
     return FALSE;
 }
 
@@ -243,7 +252,8 @@ gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label, GwSessi
     session->io_source = g_source_new(&gw_session_source_funcs, sizeof(GwSessionSource));
     source = (GwSessionSource *)session->io_source;
     source->session = session;
-    source->tag = g_source_add_unix_fd(session->io_source, session->fd, G_IO_IN);
+    source->events = G_IO_IN;
+    source->tag = g_source_add_unix_fd(session->io_source, session->fd, source->events);
     g_source_set_name(session->io_source, "usbgw-session");
     g_source_attach(session->io_source, session->context);
     return g_steal_pointer(&session);
@@ -312,7 +322,7 @@ gw_session_free(GwSession *session)
      * transfers; writes after this point are dropped by the socket. */
     if (session->host != NULL) {
         struct usbredirhost *host = session->host;
-        session->host = NULL;
+        g_atomic_pointer_set(&session->host, NULL);
         usbredirhost_close(host);
     }
     g_socket_close(session->socket, NULL);
