@@ -34,7 +34,7 @@ if [ -z "${USBGW_DEMO_INNER:-}" ]; then
         --devices "$root/data/sample-devices.json"
 
     say "Building the tiny VM (Debian kernel + busybox; cached after the first run)"
-    bash "$root/tests/guest/build-guest.sh" "$builddir/tests/guest" | tail -n 1
+    bash "$root/tests/guest/build-guest.sh" "$builddir/tests/guest/guest" | tail -n 1
 
     work=$(mktemp -d /tmp/usbgw-demo.XXXXXX)
     trap 'rm -rf "$work"' EXIT
@@ -76,7 +76,7 @@ echo "   QEMU (TCG) -device qemu-xhci -chardev socket,path=$sock -device usb-red
 echo "   the guest is asked to send the challenge $CHALLENGE"
 start=$(date +%s.%N)
 USBGW_GUEST_APPEND="usbgw.dev=0529:0001 usbgw.challenge=$CHALLENGE" \
-    bash "$root/tests/guest/run-guest.sh" "$builddir/tests/guest" \
+    bash "$root/tests/guest/run-guest.sh" "$builddir/tests/guest/guest" \
     -chardev "socket,id=key0,path=$sock" -device usb-redir,chardev=key0,bus=xhci.0 \
     > "$work/console.log" 2>&1 || { cat "$work/console.log"; exit 1; }
 took=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }")

@@ -9,9 +9,10 @@ packages=(
     meson ninja-build pkg-config gcc clang libc6-dev
     libglib2.0-dev libjson-glib-dev libusb-1.0-0-dev
     libusbredirparser-dev libusbredirhost-dev libvirt-dev libspice-server-dev
-    # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing
+    # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing,
+    # test helpers (python3 scripts, pgrep, setpriv)
     umockdev libumockdev-dev qemu-system-x86 busybox-static cpio
-    usbredirect libclang-rt-14-dev
+    usbredirect libclang-rt-14-dev python3 procps util-linux
     # libvirt without libvirt-daemon-system (that one replaces init)
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 )

@@ -9,9 +9,12 @@
 # -x: no initramfs-tools, no root needed). The initramfs holds busybox, the
 # USB host modules (usb-common, usbcore, xhci-hcd, xhci-pci and their deps;
 # deliberately no usbhid/usb-storage: the probe drives keys via usbdevfs),
-# the static probe program and /init. Downloads and extracts are cached in
-# OUTDIR/cache; if OUTDIR/inputs records the same inputs (package versions,
-# sources, this script) it returns at once.
+# the ACPI power button modules (button, evdev) for busybox acpid, the static
+# probe program and /init. The guest powers off when the probe is done (not
+# in its loop mode) and on an ACPI shutdown request (virsh shutdown, QEMU's
+# system_powerdown), after printing USBGW-GUEST-ACPI-POWEROFF. Downloads and
+# extracts are cached in OUTDIR/cache; if OUTDIR/inputs records the same
+# inputs (package versions, sources, this script) it returns at once.
 #
 # Env: USBGW_GUEST_KERNEL_PKG overrides the kernel package (default: what
 # linux-image-amd64 depends on, i.e. linux-image-6.1.0-<ABI>-amd64).
@@ -37,7 +40,7 @@ proto_h=$here/../sim/key-protocol.h
 mkdir -p "$1/cache"
 out=$(cd "$1" && pwd)
 cache=$out/cache
-modules=(usb-common usbcore xhci-hcd xhci-pci)
+modules=(usb-common usbcore xhci-hcd xhci-pci button evdev)
 forbidden='^(usbhid|usb_storage|uas|hid)$' # must never get into the guest
 probe_cflags=(-static -O2 -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
     -Wmissing-prototypes -Wformat=2)
@@ -234,7 +237,7 @@ fi
 # --- initramfs ----------------------------------------------------------------
 stage=$cache/initramfs.tmp
 rm -rf "$stage"
-mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,lib/modules}
+mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,lib/modules,etc/acpi/PWRF,var/log,var/run}
 cp "$busybox" "$stage/bin/busybox"
 # The static busybox runs on the build host too: ask it for its applet paths.
 "$busybox" --list-full | while IFS= read -r applet; do
@@ -242,6 +245,14 @@ cp "$busybox" "$stage/bin/busybox"
 done
 cp "$kext"/*.ko "$kext/load-order" "$stage/lib/modules/"
 cp "$probe" "$stage/usbgw-guest-probe"
+# busybox acpid maps the power button (KEY_POWER on /dev/input/event*) to
+# /etc/acpi/PWRF/00000080, which it runs with its cwd in /etc/acpi.
+cat >"$stage/etc/acpi/PWRF/00000080" <<'EOF'
+#!/bin/sh
+echo USBGW-GUEST-ACPI-POWEROFF >/dev/console
+poweroff -f
+EOF
+chmod 755 "$stage/etc/acpi/PWRF/00000080"
 cat >"$stage/init" <<'EOF'
 #!/bin/sh
 # PID 1 of the usbgw test guest: USB host drivers, probe, power off.
@@ -260,6 +271,11 @@ esac
 for m in $(cat /lib/modules/load-order); do
     insmod "/lib/modules/$m.ko" || echo "USBGW-ERROR - insmod $m failed"
 done
+# The power button (button.ko) reports through evdev: acpid turns an ACPI
+# shutdown request into poweroff (etc/acpi/PWRF/00000080).
+acpid || echo "USBGW-ERROR - acpid failed: ACPI shutdown will not power off"
+# The probe returns when it is done, except in loop mode (usbgw.loop=…),
+# where it runs until the VM is shut down.
 /usbgw-guest-probe
 poweroff -f
 EOF

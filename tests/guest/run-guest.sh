@@ -8,6 +8,10 @@
 #   -chardev socket,id=ur0,path=SOCK -device usb-redir,chardev=ur0,bus=xhci.0
 # and tell the probe what to do through the kernel command line, e.g.
 #   USBGW_GUEST_APPEND="usbgw.dev=0529:0001 usbgw.challenge=<32 hex>"
+# The guest powers off when the probe is done (never in its loop mode,
+# usbgw.loop=SECONDS) and on an ACPI shutdown request: add
+#   -monitor unix:SOCK,server=on,wait=off
+# and run qemu-hmp.py SOCK system_powerdown (device_del/device_add work too).
 #
 # Env:
 #   USBGW_GUEST_APPEND   extra kernel parameters: usbgw.* for the probe (see

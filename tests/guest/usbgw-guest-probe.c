@@ -7,18 +7,41 @@
  *   usbgw.wait=SECONDS            how long to wait for the keys (default 30)
  *   usbgw.list=1                  list every USB device once enumeration settles
  *   usbgw.settle=SECONDS          quiet period before listing (default 2)
+ *   usbgw.loop=SECONDS            loop mode: repeat the whole round (listing and
+ *                                 key probes) every SECONDS (0: one round, the
+ *                                 default)
+ *   usbgw.rounds=N                in loop mode, stop after N rounds (default 0:
+ *                                 until the VM is shut down)
  *
  * and prints grep-friendly lines on the console:
  *   USBGW-GUEST-READY
+ *   USBGW-ROUND n                    (loop mode only: round n, from 1, begins)
  *   USBGW-DEVICE vid:pid class=XX ifaces=XX[,XX…] port=<devpath> serial=<s|->
  *   USBGW-ANSWER vid:pid serial=<s|-> port=<devpath> response=<32 hex>
  *   USBGW-ERROR vid:pid <reason>     (vid:pid is "-" when no device is concerned)
+ *   USBGW-ROUND-END n                (loop mode only: round n is complete)
  *   USBGW-PROBE-DONE
- * Every requested key gets exactly one ANSWER or ERROR line, in request order.
+ * Every requested key gets exactly one ANSWER or ERROR line per round, in
+ * request order.
+ *
  * vid:pid is lower-case hex; <devpath> is the sysfs devpath, the port chain on
  * its bus ("1", "1.2"), which matches QEMU's port= property on xhci.0. The
  * listing follows the key probes' wait, so a test asserting that a device is
  * absent should also name one that is present (or raise usbgw.settle).
+ *
+ * Without usbgw.loop there is one round and the probe exits after
+ * USBGW-PROBE-DONE (/init then powers the guest off). In loop mode the first
+ * round waits for the keys as above (usbgw.wait, usbgw.settle); every later
+ * round is a snapshot taken when it starts: a key absent then gets
+ * "USBGW-ERROR vid:pid not found" (or "present but not configured" while it
+ * re-enumerates), and each round matches the keys afresh, so a key that left
+ * and came back (usbredir device_disconnect, device_connect) answers again.
+ * Each round starts SECONDS after the one before started, or at once when
+ * that one took longer (round 1 may wait up to usbgw.wait). In loop mode the
+ * probe does not exit (unless the guest has no USB host controller): after
+ * usbgw.rounds rounds it prints USBGW-PROBE-DONE and waits for the VM's
+ * shutdown (the ACPI power button, which /init leaves to acpid, or a hard
+ * stop).
  *
  * It talks to the keys through usbdevfs only: the guest has no usbhid or
  * usb-storage, so no kernel driver competes for the interfaces.
@@ -65,6 +88,9 @@ struct params {
     uint8_t challenge[USBGW_KEY_LEN];
     const char *challenge_err; /* NULL when the challenge is valid */
     int wait_s, settle_s;
+    double start; /* when the probe started: usbgw.wait counts from there */
+    int loop_s;   /* 0: a single round */
+    long rounds;  /* loop mode: last round, 0: unbounded */
     bool list;
 };
 
@@ -124,7 +150,8 @@ static bool
 read_attr(const char *name, const char *attr, char *buf, size_t size)
 {
     char path[600];
-    snprintf(path, sizeof(path), SYSFS_USB "/%s/%s", name, attr);
+    if (snprintf(path, sizeof(path), SYSFS_USB "/%s/%s", name, attr) >= (int)sizeof(path))
+        return false; /* no such sysfs path */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return false;
@@ -209,6 +236,19 @@ parse_seconds(const char *key, const char *val, int dflt)
     return (int)v;
 }
 
+static long
+parse_count(const char *key, const char *val)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(val, &end, 10);
+    if (errno || end == val || *end != '\0' || v < 0 || v > 1000000) {
+        say("USBGW-ERROR - bad %s=%s (want 0..1000000), using 0", key, val);
+        return 0;
+    }
+    return v;
+}
+
 static void
 parse_dev_list(struct params *p, const char *val)
 {
@@ -276,6 +316,10 @@ parse_cmdline(struct params *p)
             p->wait_s = parse_seconds(tok, val, 30);
         else if (strcmp(tok, "usbgw.settle") == 0)
             p->settle_s = parse_seconds(tok, val, 2);
+        else if (strcmp(tok, "usbgw.loop") == 0)
+            p->loop_s = parse_seconds(tok, val, 0);
+        else if (strcmp(tok, "usbgw.rounds") == 0)
+            p->rounds = parse_count(tok, val);
         else if (strcmp(tok, "usbgw.list") == 0)
             p->list = strcmp(val, "0") != 0;
         else if (strcmp(tok, "usbgw.debug") != 0) /* usbgw.debug is /init's */
@@ -370,11 +414,14 @@ iface_classes(const char *name, char *out, size_t size)
     struct dirent **ents;
     size_t used = 0;
     out[0] = '\0';
-    snprintf(dir, sizeof(dir), SYSFS_USB "/%s", name);
-    int n = scandir(dir, &ents, is_iface_entry, versionsort);
+    /* A name too long for the buffers is no sysfs name: it has no classes. */
+    int n = snprintf(dir, sizeof(dir), SYSFS_USB "/%s", name) < (int)sizeof(dir)
+                ? scandir(dir, &ents, is_iface_entry, versionsort)
+                : -1;
     for (int i = 0; i < n; i++) {
-        snprintf(attr, sizeof(attr), "%s/%s", name, ents[i]->d_name);
-        if (used + 4 < size && read_attr(attr, "bInterfaceClass", cls, sizeof(cls)))
+        bool fits =
+            snprintf(attr, sizeof(attr), "%s/%s", name, ents[i]->d_name) < (int)sizeof(attr);
+        if (fits && used + 4 < size && read_attr(attr, "bInterfaceClass", cls, sizeof(cls)))
             used += (size_t)snprintf(out + used, size - used, "%s%s", used ? "," : "", cls);
         free(ents[i]);
     }
@@ -465,8 +512,8 @@ read_layout(const char *name, struct layout *l, char *err, size_t errsize)
     static uint8_t d[65536];
     char path[256], buf[16];
     unsigned active = 0;
-    snprintf(path, sizeof(path), SYSFS_USB "/%s/descriptors", name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    bool fits = snprintf(path, sizeof(path), SYSFS_USB "/%s/descriptors", name) < (int)sizeof(path);
+    int fd = fits ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     ssize_t n = fd < 0 ? -1 : read(fd, d, sizeof(d));
     if (fd >= 0)
         close(fd);
@@ -649,6 +696,48 @@ out:
     say("USBGW-ANSWER %04x:%04x serial=%s port=%s response=%s", w->vid, w->pid, serial, port, hex);
 }
 
+/* One round: match the keys afresh (waiting until DEADLINE for missing ones),
+ * list the devices when asked (after SETTLE_S quiet seconds), then probe each
+ * key. A SNAPSHOT round (loop mode, after round 1) waits for nothing. */
+static void
+run_round(struct params *p, bool snapshot)
+{
+    double deadline = snapshot ? now() : p->start + p->wait_s;
+    int settle_s = snapshot ? 0 : p->settle_s;
+
+    for (int i = 0; i < p->nwant; i++) {
+        p->want[i].name[0] = '\0';
+        p->want[i].seen_unconfigured = false;
+    }
+    if (p->nwant && !p->challenge_err)
+        while (!match_wants(p) && now() < deadline)
+            nap();
+    if (p->list)
+        list_settled(settle_s, deadline + settle_s);
+
+    for (int i = 0; i < p->nwant; i++) {
+        const struct want *w = &p->want[i];
+        const char *missing = w->seen_unconfigured ? "present but not configured" : "not found";
+        if (p->challenge_err)
+            say("USBGW-ERROR %04x:%04x %s", w->vid, w->pid, p->challenge_err);
+        else if (!w->name[0] && snapshot)
+            say("USBGW-ERROR %04x:%04x %s", w->vid, w->pid, missing);
+        else if (!w->name[0])
+            say("USBGW-ERROR %04x:%04x %s within %d s", w->vid, w->pid, missing, p->wait_s);
+        else
+            probe_key(p, w);
+    }
+}
+
+static void
+sleep_until(double t)
+{
+    struct timespec ts = {.tv_sec = (time_t)t};
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
 int
 main(void)
 {
@@ -664,6 +753,7 @@ main(void)
     }
     say("USBGW-GUEST-READY");
     parse_cmdline(&p);
+    p.start = start;
 
     bool have_hc = false;
     while (!(have_hc = have_root_hub()) && now() - start < HC_WAIT_S)
@@ -678,26 +768,27 @@ main(void)
         return 1;
     }
 
-    double deadline = start + p.wait_s;
-    if (p.nwant && !p.challenge_err)
-        while (!match_wants(&p) && now() < deadline)
-            nap();
-    if (p.list)
-        list_settled(p.settle_s, deadline + p.settle_s);
     if (!p.nwant && !p.list)
         say("USBGW-ERROR - nothing to do: no usbgw.dev= or usbgw.list=1 on the kernel command "
             "line");
+    if (!p.loop_s) {
+        run_round(&p, false);
+        say("USBGW-PROBE-DONE");
+        return 0;
+    }
 
-    for (int i = 0; i < p.nwant; i++) {
-        const struct want *w = &p.want[i];
-        if (p.challenge_err)
-            say("USBGW-ERROR %04x:%04x %s", w->vid, w->pid, p.challenge_err);
-        else if (!w->name[0])
-            say("USBGW-ERROR %04x:%04x %s within %d s", w->vid, w->pid,
-                w->seen_unconfigured ? "present but not configured" : "not found", p.wait_s);
-        else
-            probe_key(&p, w);
+    /* Loop mode: round 1 waits like the single round, later ones are
+     * snapshots; each starts loop_s after the one before, or at once. */
+    for (long n = 1;; n++) {
+        double round_start = now();
+        say("USBGW-ROUND %ld", n);
+        run_round(&p, n > 1);
+        say("USBGW-ROUND-END %ld", n);
+        if (n == p.rounds)
+            break;
+        sleep_until(round_start + p.loop_s);
     }
     say("USBGW-PROBE-DONE");
-    return 0;
+    for (;;) /* until the VM is shut down */
+        pause();
 }
