@@ -33,6 +33,7 @@ typedef struct {
     GwAttachment *attachment; /* owned, nullable: exists once claimed */
     guint16 tcp_port;         /* 0 until a TCP port was given to it */
     gchar *since;             /* owned: ISO 8601 time of the last change */
+    gchar *audited_vm;        /* owned, nullable: the VM an "attach" was recorded for */
 } GwDaemonDevice;
 
 typedef struct {
@@ -79,6 +80,7 @@ gw_daemon_device_free(gpointer data)
     g_free(dev->vm);
     g_free(dev->manual_vm);
     g_free(dev->since);
+    g_free(dev->audited_vm);
     g_free(dev);
 }
 
@@ -178,16 +180,48 @@ gw_daemon_saved_string(GwDaemon *daemon, const gchar *group, const gchar *id)
 
 /* ---- binding devices to VMs ------------------------------------------------- */
 
+typedef struct {
+    GCancellable *cancellable; /* owned ref: cancelled when the daemon goes */
+    GwDaemon *daemon;          /* only used while not cancelled */
+    gchar *id;
+    gchar *vm;
+} GwDaemonAttachOp;
+
+static void
+gw_daemon_attach_op_free(GwDaemonAttachOp *op)
+{
+    g_object_unref(op->cancellable);
+    g_free(op->id);
+    g_free(op->vm);
+    g_free(op);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwDaemonAttachOp, gw_daemon_attach_op_free)
+
 static void
 gw_daemon_attach_done(GObject *source, GAsyncResult *result, gpointer user_data)
 {
     g_autoptr(GError) error = NULL;
-    g_autofree gchar *what = user_data;
+    g_autoptr(GwDaemonAttachOp) op = user_data;
+    gboolean ok = gw_libvirt_attach_redirdev_finish(NULL, result, &error);
+    GwDaemonDevice *dev;
 
-    if (!gw_libvirt_attach_redirdev_finish(NULL, result, &error))
-        g_warning("%s: libvirt attach failed: %s", what, error->message);
-    else
-        g_message("%s: attached through libvirt", what);
+    if (g_cancellable_is_cancelled(op->cancellable))
+        return;
+    dev = g_hash_table_lookup(op->daemon->devices, op->id);
+    if (!ok) {
+        g_warning("%s → vm %s: libvirt attach failed: %s", op->id, op->vm, error->message);
+        if (dev != NULL)
+            gw_daemon_audit(op->daemon, "attach-failed", dev, op->vm, "libvirt", error->message);
+        return;
+    }
+    if (dev == NULL || g_strcmp0(dev->vm, op->vm) != 0 || g_strcmp0(dev->audited_vm, op->vm) == 0)
+        return;
+    g_free(dev->audited_vm);
+    dev->audited_vm = g_strdup(op->vm);
+    g_message("%s → vm %s: attached through libvirt", op->id, op->vm);
+    gw_daemon_audit(op->daemon, "attach", dev, op->vm, "libvirt",
+                    gw_attachment_get_socket_path(dev->attachment));
 }
 
 /* Makes libvirt plug the device's socket into the running VM, if both are
@@ -200,6 +234,7 @@ gw_daemon_libvirt_attach(GwDaemon *daemon, GwDaemonDevice *dev)
         dev->attachment != NULL ? gw_attachment_get_socket_path(dev->attachment) : NULL;
     g_autofree gchar *slot = NULL;
     g_autofree gchar *alias = NULL;
+    GwDaemonAttachOp *op;
 
     if (daemon->libvirt == NULL || vm == NULL || vm->uuid == NULL || path == NULL ||
         !gw_libvirt_is_connected(daemon->libvirt))
@@ -207,9 +242,13 @@ gw_daemon_libvirt_attach(GwDaemon *daemon, GwDaemonDevice *dev)
     slot = gw_device_slot_name(dev->desc);
     alias = g_strconcat(GW_DAEMON_ALIAS_PREFIX, slot, NULL);
     g_strcanon(alias, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", '_');
+    op = g_new0(GwDaemonAttachOp, 1);
+    op->cancellable = g_object_ref(daemon->cancellable);
+    op->daemon = daemon;
+    op->id = g_strdup(dev->id);
+    op->vm = g_strdup(vm->name);
     gw_libvirt_attach_redirdev_async(daemon->libvirt, vm->uuid, path, alias, NULL,
-                                     gw_daemon_attach_done,
-                                     g_strdup_printf("%s → vm %s", dev->id, vm->name));
+                                     gw_daemon_attach_done, op);
 }
 
 static void
@@ -261,7 +300,12 @@ gw_daemon_bind(GwDaemon *daemon, GwDaemonDevice *dev, const gchar *vm, const gch
     dev->vm = g_strdup(vm);
     gw_daemon_touch(dev);
     g_message("%s: bound to vm \"%s\", served on %s", dev->id, vm, path);
-    gw_daemon_audit(daemon, "attach", dev, vm, actor, path);
+    /* with libvirt, "attach" is recorded once libvirt plugged it in */
+    if (daemon->libvirt == NULL) {
+        g_free(dev->audited_vm);
+        dev->audited_vm = g_strdup(vm);
+        gw_daemon_audit(daemon, "attach", dev, vm, actor, path);
+    }
     gw_daemon_libvirt_attach(daemon, dev);
     return TRUE;
 }
@@ -282,6 +326,7 @@ gw_daemon_unbind(GwDaemon *daemon, GwDaemonDevice *dev, const gchar *actor, cons
             gw_daemon_detach_done, g_strdup_printf("%s ← vm %s", dev->id, vm));
     if (dev->attachment != NULL)
         gw_attachment_unbind(dev->attachment);
+    g_clear_pointer(&dev->audited_vm, g_free);
     gw_daemon_touch(dev);
     g_message("%s: unbound from vm \"%s\" (%s)", dev->id, vm, reason);
     gw_daemon_audit(daemon, "detach", dev, vm, actor, reason);
@@ -423,6 +468,7 @@ gw_daemon_vm_stopped(GwDaemon *daemon, const gchar *name, const gchar *actor)
         /* a device with a fixed VM keeps its socket for the next start */
         if (g_strcmp0(gw_daemon_fixed_vm(daemon, dev), name) == 0) {
             gw_daemon_audit(daemon, "detach", dev, name, actor, "vm stopped; socket kept");
+            g_clear_pointer(&dev->audited_vm, g_free);
             continue;
         }
         gw_daemon_unbind(daemon, dev, actor, "vm stopped", FALSE);
@@ -566,6 +612,41 @@ gw_daemon_hotplug(libusb_device *device, gboolean arrived, gpointer user_data)
 
 /* ---- libvirt ---------------------------------------------------------------- */
 
+static gboolean
+gw_daemon_path_has_peer(GwDaemon *daemon, const gchar *path)
+{
+    GHashTableIter iter;
+    gpointer value;
+    g_hash_table_iter_init(&iter, daemon->devices);
+    while (g_hash_table_iter_next(&iter, NULL, &value)) {
+        GwDaemonDevice *dev = value;
+        if (dev->attachment != NULL &&
+            g_strcmp0(gw_attachment_get_socket_path(dev->attachment), path) == 0)
+            return gw_attachment_has_peer(dev->attachment);
+    }
+    return FALSE;
+}
+
+/* A redirdev of ours whose QEMU is not connected (usbgwd restarted: the
+ * socket went away). libvirt 9.0 hot-plugs chardevs without <reconnect>,
+ * so QEMU never comes back by itself: unplug it here; binding the device
+ * again plugs a fresh one (the worker keeps the two in order). */
+static void
+gw_daemon_reattach_stale(GwDaemon *daemon, GwLibvirtDomain *domain)
+{
+    g_autofree gchar *ours = g_build_filename(daemon->config.rundir, "vm", "", NULL);
+
+    for (guint i = 0; i < domain->redirdev_paths->len; i++) {
+        const gchar *path = g_ptr_array_index(domain->redirdev_paths, i);
+        if (!g_str_has_prefix(path, ours) || gw_daemon_path_has_peer(daemon, path))
+            continue;
+        g_message("vm \"%s\": re-plugging %s (its QEMU is not connected)", domain->name, path);
+        gw_libvirt_detach_redirdev_async(daemon->libvirt, domain->uuid, path, NULL,
+                                         gw_daemon_detach_done,
+                                         g_strdup_printf("stale %s ← vm %s", path, domain->name));
+    }
+}
+
 static void
 gw_daemon_reconcile_done(GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -585,6 +666,7 @@ gw_daemon_reconcile_done(GObject *source, GAsyncResult *result, gpointer user_da
     for (guint i = 0; i < domains->len; i++) {
         GwLibvirtDomain *domain = g_ptr_array_index(domains, i);
         g_hash_table_add(running, domain->name);
+        gw_daemon_reattach_stale(daemon, domain);
         gw_daemon_vm_started(daemon, domain->name, domain->uuid, "reconcile");
     }
     known = g_hash_table_get_keys(daemon->vms);
@@ -1093,8 +1175,7 @@ gw_daemon_resolve_access(GwDaemon *daemon, GError **error)
         struct passwd *pw = getpwnam(daemon->config.socket_user);
         if (pw == NULL) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                        "socket-user '%s' is not a user on this host",
-                        daemon->config.socket_user);
+                        "socket-user '%s' is not a user on this host", daemon->config.socket_user);
             return FALSE;
         }
         daemon->socket_uid = pw->pw_uid;

@@ -202,9 +202,7 @@ control)
     usbgwctl policy reload || fail "good policy refused"
     usbgwctl list | grep -Eq '^064f:2af9#3-1234567 +present ' || fail "reload did not release the HID key"
     out=$("$sim_client" 064f:2af9 claim 2>&1) || fail "the HID key is not free after reload: $out"
-    # kill -9 at any moment: the assignment survives. (The simulator keeps
-    # a killed process's interface claims, unlike the kernel, so this runs
-    # last: later claims by others would see them busy.)
+    # kill -9 at any moment: the assignment survives
     kill -9 $gw_pid
     wait $gw_pid 2>/dev/null || true
     sock=$rundir/vm/other-vm/0529-0001-at-1-1.sock

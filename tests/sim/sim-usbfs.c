@@ -290,7 +290,10 @@ sim_usbfs_claim(SimUsbfs *self, UMockdevIoctlClient *client, guint ifnum)
 {
     if (ifnum >= MIN(sim_key_get_n_interfaces(self->key), SIM_USBFS_MAX_INTERFACES))
         return -ENOENT;
-    if (self->claims[ifnum] != NULL && self->claims[ifnum] != client)
+    /* a holder whose process died: umockdev marks it disconnected but does
+     * not always tell us, so look (the kernel drops a dead process's claims) */
+    if (self->claims[ifnum] != NULL && self->claims[ifnum] != client &&
+        umockdev_ioctl_client_get_connected(self->claims[ifnum]))
         return -EBUSY;
     self->claims[ifnum] = client;
     return 0;
@@ -402,12 +405,11 @@ sim_usbfs_dispatch(SimUsbfs *self, UMockdevIoctlClient *client, gulong request,
     }
 }
 
+/* A client is gone (closed its fd, or its process died): like the kernel,
+ * drop its URBs and its interface claims. */
 static void
-sim_usbfs_client_notify_connected(UMockdevIoctlClient *client, GParamSpec *pspec, SimUsbfs *self)
+sim_usbfs_client_gone(SimUsbfs *self, UMockdevIoctlClient *client)
 {
-    if (umockdev_ioctl_client_get_connected(client))
-        return;
-
     g_autoptr(GMutexLocker) locker G_GNUC_UNUSED = g_mutex_locker_new(&self->lock);
     for (GList *l = self->waiting.head; l != NULL;) {
         GList *next = l->next;
@@ -423,6 +425,13 @@ sim_usbfs_client_notify_connected(UMockdevIoctlClient *client, GParamSpec *pspec
             self->claims[i] = NULL;
     }
     g_hash_table_remove(self->clients, client);
+}
+
+static void
+sim_usbfs_client_notify_connected(UMockdevIoctlClient *client, GParamSpec *pspec, SimUsbfs *self)
+{
+    if (!umockdev_ioctl_client_get_connected(client))
+        sim_usbfs_client_gone(self, client);
 }
 
 static SimUsbfsClient *

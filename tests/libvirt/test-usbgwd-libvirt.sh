@@ -1,0 +1,221 @@
+#!/bin/bash
+# usbgwd with a real libvirtd: the qemu.d hook, automatic attach, restart,
+# veto and pools, checked by the guest's own answer to the key's challenge.
+#
+#   test-usbgwd-libvirt.sh SCENARIO GUEST_DIR WORK_DIR USBGWD USBGWCTL HOOK USBGW_SIM PEER
+#
+# Scenarios:
+#   attach    virsh start → the hook says started → usbgwd hot-plugs the
+#             key's redirdev → the guest answers the challenge with the
+#             key's secret; virsh destroy → detached, audit lines present
+#   restart   kill -9 usbgwd while the VM runs; a new usbgwd re-plugs the
+#             key and the guest answers again
+#   required  a `required` rule whose key is absent: virsh start fails with
+#             usbgwd's reason
+#   pool      2 identical keys, 3 VMs of a pool: the third starts without a
+#             key and gets one when another VM stops
+#
+# The simulated keys (usbgw-sim) live in a helper process; usbgwd gets its
+# environment (UMOCKDEV_DIR, the preload), libvirtd and virsh do not.
+# Exits 77 (skip) where the rig cannot run (not root, no libvirtd/QEMU).
+set -euo pipefail
+
+me=test-usbgwd-libvirt
+[[ $# -eq 8 ]] || {
+    echo "usage: $0 SCENARIO GUEST_DIR WORK_DIR USBGWD USBGWCTL HOOK USBGW_SIM PEER" >&2
+    exit 2
+}
+scenario=$1 guest_dir=$2
+# absolute: libvirtd runs the hook with cwd /
+usbgwd=$(realpath "$4") usbgwctl_bin=$(realpath "$5") hook_bin=$(realpath "$6")
+sim=$(realpath "$7") peer=$(realpath "$8")
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+work=$3/usbgwd-libvirt-$scenario
+# Fixed paths: the hook wrapper stays byte-identical between runs, so a
+# running libvirtd that already has it can be reused by the rig.
+gw=/run/usbgw-test
+HASP_SECRET=000102030405060708090a0b0c0d0e0f
+HASP2_SECRET=101112131415161718191a1b1c1d1e1f
+CHALLENGE=00112233445566778899aabbccddeeff
+
+# shellcheck source-path=SCRIPTDIR source=libvirt-rig.sh
+. "$here/libvirt-rig.sh"
+if ! why=$(lv_prereqs); then
+    echo "$me: SKIP: $why"
+    exit 77
+fi
+
+now() { echo "$EPOCHREALTIME"; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+names=() sim_pid='' gw_pid=''
+fail() {
+    echo "$me: FAIL: $*"
+    for n in "${names[@]}"; do
+        echo "--- console of $n:"
+        tr -d '\r' <"$(lv_console "$n")" 2>/dev/null | grep -a 'USBGW' | tail -n 20 || true
+    done
+    echo "--- usbgwd log:"
+    grep -v 'cannot find handle' "$work/usbgwd.log" 2>/dev/null | tail -n 60 || true
+    exit 1
+}
+cleanup() {
+    [[ -z $gw_pid ]] || kill "$gw_pid" 2>/dev/null || true
+    [[ -z $sim_pid ]] || kill "$sim_pid" 2>/dev/null || true
+    wait 2>/dev/null || true
+    lv_teardown || echo "$me: the rig's teardown was incomplete (see above)"
+}
+trap cleanup EXIT
+
+rm -rf "$work" "$gw"
+mkdir -p "$work" "$gw"
+bash "$here/../guest/build-guest.sh" "$guest_dir" >"$work/guest-build.log" 2>&1 ||
+    { cat "$work/guest-build.log"; fail "the guest build failed"; }
+
+cat >"$gw/usbgwd.conf" <<EOF
+[usbgwd]
+policy=$gw/policy
+rundir=$gw/run
+control-socket=$gw/control.sock
+state=$gw/state.json
+audit-log=$gw/audit.log
+libvirt-uri=qemu:///system
+EOF
+# libvirt runs the hook with four arguments; the wrapper points it at the
+# test's configuration (usbgw-hook takes --config only with six).
+cat >"$gw/hook" <<EOF
+#!/bin/sh
+exec "$hook_bin" --config "$gw/usbgwd.conf" "\$@"
+EOF
+chmod 755 "$gw/hook"
+
+export LV_LOG_DIR=$work/lv
+lv_setup "$gw/hook" || fail "the rig's setup failed (message above)"
+
+# The keys: hasp (1-1) and hasp2 (1-2), identical but for their secrets.
+start_sim() {
+    "$sim" --secret "hasp=$HASP_SECRET" --secret "hasp2=$HASP2_SECRET" --plug hasp --plug hasp2 \
+        --control "$work/sim.sock" -- \
+        sh -c 'env | grep -E "^(UMOCKDEV_DIR|LD_PRELOAD)=" >"$0.tmp" && mv "$0.tmp" "$0" && exec sleep 100000' \
+        "$work/sim.env" >"$work/sim.log" 2>&1 &
+    sim_pid=$!
+    lv_wait_file "$work/sim.env" 'UMOCKDEV_DIR' 20 || fail "the simulator did not start"
+}
+
+start_usbgwd() {
+    # shellcheck disable=SC2046
+    env $(cat "$work/sim.env") "$usbgwd" --foreground --debug --config "$gw/usbgwd.conf" \
+        >>"$work/usbgwd.log" 2>&1 &
+    gw_pid=$!
+    lv_wait_file "$work/usbgwd.log" 'libvirt qemu:///system connected' 30 ||
+        fail "usbgwd did not connect to libvirt"
+}
+
+usbgwctl() { "$usbgwctl_bin" --socket "$gw/control.sock" "$@"; }
+
+# define_vm NAME: the tiny guest asks every 2 s for the key's answer
+define_vm() {
+    names+=("$1")
+    lv_define_guest "$1" "$(lv_new_uuid)" "$guest_dir" \
+        "usbgw.dev=0529:0001 usbgw.challenge=$CHALLENGE usbgw.loop=2 usbgw.wait=60" ||
+        fail "cannot define $1"
+}
+
+# answers NAME: the distinct answers the guest got so far
+answers() {
+    tr -d '\r' <"$(lv_console "$1")" | sed -n 's/^USBGW-ANSWER 0529:0001 .*response=//p' | sort -u
+}
+
+hasp_answer=$("$peer" --key-answer $HASP_SECRET $CHALLENGE)
+hasp2_answer=$("$peer" --key-answer $HASP2_SECRET $CHALLENGE)
+start_sim
+
+case $scenario in
+attach)
+    name=$(lv_new_name attach)
+    printf 'deny with-interface 08:*:*\nassign id 0529:0001 via-port "1-1" to vm "%s"\n' "$name" >"$gw/policy"
+    start_usbgwd
+    define_vm "$name"
+    t0=$(now)
+    lv_start "$name" || fail "cannot start $name"
+    lv_wait_console "$name" '^USBGW-ANSWER 0529:0001 ' 120 || fail "the guest got no answer"
+    t_answer=$(secs "$t0" "$(now)")
+    [[ $(answers "$name") == "$hasp_answer" ]] ||
+        fail "the guest's answer '$(answers "$name")' is not the key's ($hasp_answer)"
+    # started hook → QEMU connected (usbgwd's own timestamps)
+    t_hook=$(sed -n "s/^usbgwd-Message: \([0-9:.]*\): hook: vm \"$name\" started.*/\1/p" "$work/usbgwd.log" | head -n 1)
+    t_peer=$(sed -n 's/^usbgwd-Message: \([0-9:.]*\): 0529:0001@1-1: peer connected.*/\1/p' "$work/usbgwd.log" | head -n 1)
+    [[ -n $t_hook && -n $t_peer ]] || fail "no hook or peer line in usbgwd's log"
+    hook_to_peer=$(python3 -c 'import sys
+def s(t):
+    h, m, x = t.split(":"); return int(h) * 3600 + int(m) * 60 + float(x)
+print("%.3f" % (s(sys.argv[2]) - s(sys.argv[1])))' "$t_hook" "$t_peer")
+    echo "$me: virsh start → guest answer: $t_answer s; started hook → QEMU connected: $hook_to_peer s"
+    usbgwctl list | grep -Eq "^0529:0001@1-1 +attached +$name " || fail "list does not show the key attached"
+    usbgwctl vms | grep -q "^$name " || fail "vms does not show $name"
+    lv_virsh destroy "$name" >/dev/null || fail "virsh destroy failed"
+    lv_wait_file "$work/usbgwd.log" "vm \"$name\" stopped" 20 || fail "usbgwd did not see the stop"
+    lv_wait_file "$work/usbgwd.log" '0529:0001@1-1: peer session ended' 20 || fail "the session did not end"
+    grep -q "\"event\":\"attach\".*\"device\":\"0529:0001@1-1\".*\"vm\":\"$name\",\"uuid\":\"[0-9a-f-]*\"" "$gw/audit.log" ||
+        fail "audit: no attach line with the VM and its UUID"
+    grep -q "\"event\":\"detach\".*\"vm\":\"$name\"" "$gw/audit.log" || fail "audit: no detach line"
+    usbgwctl list | grep -Eq '^0529:0001@1-1 +(bound|claimed) ' || fail "the key is not kept for its VM"
+    ;;
+restart)
+    name=$(lv_new_name restart)
+    printf 'assign id 0529:0001 via-port "1-1" to vm "%s"\n' "$name" >"$gw/policy"
+    start_usbgwd
+    define_vm "$name"
+    lv_start "$name" || fail "cannot start $name"
+    lv_wait_console "$name" '^USBGW-ANSWER 0529:0001 ' 120 || fail "the guest got no answer"
+    kill -9 "$gw_pid"
+    wait "$gw_pid" 2>/dev/null || true
+    lv_wait_console "$name" '^USBGW-ERROR 0529:0001 ' 30 || fail "the guest still sees the key after kill -9"
+    before=$(tr -d '\r' <"$(lv_console "$name")" | grep -c '^USBGW-ANSWER 0529:0001 ' || true)
+    t0=$(now)
+    start_usbgwd
+    for _ in $(seq 300); do
+        after=$(tr -d '\r' <"$(lv_console "$name")" | grep -c '^USBGW-ANSWER 0529:0001 ' || true)
+        ((after > before)) && break
+        sleep 0.1
+    done
+    ((after > before)) || fail "the key did not come back to the guest after the restart"
+    echo "$me: usbgwd restart → guest answers again: $(secs "$t0" "$(now)") s"
+    [[ $(answers "$name") == "$hasp_answer" ]] || fail "wrong answer after the restart: $(answers "$name")"
+    grep -q 're-plugging' "$work/usbgwd.log" || fail "usbgwd did not re-plug the stale redirdev"
+    ;;
+required)
+    name=$(lv_new_name required)
+    printf 'assign id 1234:5678 to vm "%s" required\n' "$name" >"$gw/policy"
+    start_usbgwd
+    define_vm "$name"
+    out=$(lv_virsh start "$name" 2>&1) && fail "the VM started without its required key"
+    echo "$me: virsh start said: $out"
+    grep -q 'requires a USB device' <<<"$out" || fail "virsh start does not show usbgwd's reason"
+    grep -q '"event":"veto"' "$gw/audit.log" || fail "audit: no veto line"
+    ;;
+pool)
+    a=$(lv_new_name pool-a) b=$(lv_new_name pool-b) c=$(lv_new_name pool-c)
+    printf 'pool "p" vms "%spool-*"\nassign id 0529:0001 to pool "p"\n' "$LV_PREFIX" >"$gw/policy"
+    start_usbgwd
+    define_vm "$a"
+    define_vm "$b"
+    define_vm "$c"
+    lv_start "$a" || fail "cannot start $a"
+    lv_wait_console "$a" '^USBGW-ANSWER 0529:0001 ' 120 || fail "$a got no key"
+    lv_start "$b" || fail "cannot start $b"
+    lv_wait_console "$b" '^USBGW-ANSWER 0529:0001 ' 120 || fail "$b got no key"
+    [[ "$(answers "$a") $(answers "$b")" == "$hasp_answer $hasp2_answer" ]] ||
+        fail "the first VM should hold the first key (1-1), the second the other: $(answers "$a") / $(answers "$b")"
+    lv_start "$c" || fail "the third VM did not start without a key"
+    lv_wait_console "$c" '^USBGW-ROUND-END 2$' 120 || fail "$c's probe did not run"
+    [[ -z $(answers "$c") ]] || fail "$c got a key although both are in use"
+    lv_virsh destroy "$a" >/dev/null || fail "virsh destroy $a failed"
+    lv_wait_console "$c" '^USBGW-ANSWER 0529:0001 ' 60 || fail "$c did not get the key $a gave back"
+    [[ $(answers "$c") == "$hasp_answer" ]] || fail "$c's answer is not the returned key's"
+    echo "$me: pool: $a and $b got a key each, $c got $a's when $a stopped"
+    ;;
+*)
+    fail "unknown scenario $scenario"
+    ;;
+esac
+echo "$me: PASS: $scenario"
