@@ -1,95 +1,124 @@
 #!/bin/bash
-# The main job: a simulated license key reaches a real VM through usbgwd.
+# The main job: a simulated license key reaches a libvirt VM by policy.
 #
-# 1. checks the example policy against a sample device list;
-# 2. plugs three simulated USB devices (umockdev): a HASP-like key, a
-#    CodeMeter-like HID key and a USB stick;
-# 3. starts usbgwd with the example policy: it claims what the policy
-#    assigns and refuses the stick;
-# 4. boots a tiny Linux VM in QEMU whose usb-redir device connects to the
-#    key's socket; the guest runs the key's challenge–response;
-# 5. checks the guest's answer against the key's secret, and cleans up.
+# 1. plugs simulated USB devices (umockdev): a HASP-like key without a
+#    serial number, and a USB stick the policy refuses;
+# 2. starts usbgwd with a policy that gives the key to VM "usbgw-demo-cad";
+#    it claims the key and refuses the stick;
+# 3. starts a real libvirtd with usbgw's qemu.d hook, defines a tiny Linux
+#    VM and runs `virsh start` — nobody edits the VM's XML;
+# 4. the hook tells usbgwd, usbgwd hot-plugs the key's usb-redir device
+#    through libvirt, and the guest runs the key's challenge–response;
+# 5. checks the guest's answer against the key's secret, stops the VM and
+#    cleans up everything it started.
 #
 # Run as root on Debian 12. Installs what it needs and builds first.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 builddir=${USBGW_BUILDDIR:-$root/build}
+guest_dir=$builddir/tests/guest/guest
+demo=/run/usbgw-demo
+vm=usbgw-demo-cad
 KEY_SECRET=5a17c0de0badf00d1122334455667788
 CHALLENGE=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
 say() { printf '\n== %s\n' "$*"; }
+usbgwd_says() { # PATTERN: usbgwd's log lines matching it, shortened
+    grep -a "$1" "$demo/usbgwd.log" | sed 's/^usbgwd-Message: [0-9:.]*: /   usbgwd: /' || true
+}
 
-if [ -z "${USBGW_DEMO_INNER:-}" ]; then
-    "$root/tools/install-deps.sh"
-    if [ ! -f "$builddir/build.ninja" ]; then
-        meson setup "$builddir" "$root" >/dev/null
-    fi
-    ninja -C "$builddir" >/dev/null
-
-    say "The example policy (data/usbgw.policy):"
-    grep -v '^#' "$root/data/usbgw.policy" | grep -v '^$' | sed 's/^/   /'
-    say "What it decides for a sample inventory (usbgwctl policy check):"
-    "$builddir/gateway/usbgwctl" policy check "$root/data/usbgw.policy" \
-        --devices "$root/data/sample-devices.json"
-
-    say "Building the tiny VM (Debian kernel + busybox; cached after the first run)"
-    bash "$root/tests/guest/build-guest.sh" "$builddir/tests/guest/guest" | tail -n 1
-
-    work=$(mktemp -d /tmp/usbgw-demo.XXXXXX)
-    trap 'rm -rf "$work"' EXIT
-    say "Plugging simulated devices: a HASP-like key (port 1-1, no serial), a HID key, a USB stick"
-    USBGW_DEMO_INNER=$work CHALLENGE=$CHALLENGE \
-        "$builddir/tests/sim/usbgw-sim" --secret "hasp=$KEY_SECRET" \
-        --plug hasp --plug hid --plug stick -- bash "$0"
-    exit $?
+if [ "$(id -u)" -ne 0 ]; then
+    echo "demo: run as root (it starts libvirtd and a VM)" >&2
+    exit 1
 fi
+"$root/tools/install-deps.sh"
+if [ ! -f "$builddir/build.ninja" ]; then
+    meson setup "$builddir" "$root" >/dev/null
+fi
+ninja -C "$builddir" >/dev/null
 
-# Inside usbgw-sim: the simulated devices are on the (emulated) USB bus.
-work=$USBGW_DEMO_INNER
-rundir=$work/run
-sock=$rundir/vm/build-01/0529-0001-at-1-1.sock
-gwlog=$work/usbgwd.log
+say "Building the tiny VM (Debian kernel + busybox; cached after the first run)"
+bash "$root/tests/guest/build-guest.sh" "$guest_dir" | tail -n 1
 
-say "Starting usbgwd with the example policy"
-cat > "$work/usbgwd.conf" <<CONF
-[usbgwd]
-control-socket=$work/control.sock
-state=$work/state.json
-audit-log=$work/audit.log
-libvirt-uri=
-CONF
-"$builddir/gateway/usbgwd" --foreground --policy "$root/data/usbgw.policy" \
-    --rundir "$rundir" --config "$work/usbgwd.conf" > "$gwlog" 2>&1 &
-gw=$!
+# shellcheck source=../tests/libvirt/libvirt-rig.sh
+. "$root/tests/libvirt/libvirt-rig.sh"
+export LV_PREFIX=usbgw-demo- LV_LOG_DIR=$demo/libvirt
+sim_pid='' gw_pid=''
 cleanup() {
-    kill "$gw" 2>/dev/null && wait "$gw" 2>/dev/null
-    return 0
+    [ -z "$gw_pid" ] || kill "$gw_pid" 2>/dev/null || true
+    [ -z "$sim_pid" ] || kill "$sim_pid" 2>/dev/null || true
+    wait 2>/dev/null || true
+    lv_teardown >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
-[ -S "$sock" ] || { cat "$gwlog"; echo "demo: usbgwd did not serve the key" >&2; exit 1; }
-sed -n 's/^usbgwd-Message: [0-9:.]*: /   usbgwd: /p' "$gwlog"
+rm -rf "$demo"
+mkdir -p "$demo"
 
-say "Starting the VM \"build-01\" with a usb-redir device on the key's socket"
-echo "   QEMU (TCG) -device qemu-xhci -chardev socket,path=$sock -device usb-redir"
-echo "   the guest is asked to send the challenge $CHALLENGE"
-start=$(date +%s.%N)
-USBGW_GUEST_APPEND="usbgw.dev=0529:0001 usbgw.challenge=$CHALLENGE" \
-    bash "$root/tests/guest/run-guest.sh" "$builddir/tests/guest/guest" \
-    -chardev "socket,id=key0,path=$sock" -device usb-redir,chardev=key0,bus=xhci.0 \
-    > "$work/console.log" 2>&1 || { cat "$work/console.log"; exit 1; }
-took=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }")
-grep -a 'peer connected\|peer session ended' "$gwlog" | sed 's/^usbgwd-Message: [0-9:.]*: /   usbgwd: /'
+say "The policy usbgwd runs with:"
+cat >"$demo/policy" <<EOF
+deny with-interface 08:*:*
+assign id 0529:0001 via-port "1-1" to vm "$vm" required
+EOF
+sed 's/^/   /' "$demo/policy"
+cat >"$demo/usbgwd.conf" <<EOF
+[usbgwd]
+policy=$demo/policy
+rundir=$demo/run
+control-socket=$demo/control.sock
+state=$demo/state.json
+audit-log=$demo/audit.log
+libvirt-uri=qemu:///system
+EOF
+
+say "Plugging simulated devices: a HASP-like key (port 1-1, no serial) and a USB stick"
+"$builddir/tests/sim/usbgw-sim" --secret "hasp=$KEY_SECRET" --plug hasp --plug stick -- \
+    sh -c 'env | grep -E "^(UMOCKDEV_DIR|LD_PRELOAD)=" >"$0.tmp" && mv "$0.tmp" "$0" && exec sleep 100000' \
+    "$demo/sim.env" >"$demo/sim.log" 2>&1 &
+sim_pid=$!
+lv_wait_file "$demo/sim.env" UMOCKDEV_DIR 20
+
+say "Starting libvirtd with usbgw's hook as /etc/libvirt/hooks/qemu.d/50-usbgw"
+printf '#!/bin/sh\nexec "%s" --config "%s" "$@"\n' "$builddir/hooks/50-usbgw" "$demo/usbgwd.conf" \
+    >"$demo/hook"
+chmod 755 "$demo/hook"
+lv_setup "$demo/hook"
+
+say "Starting usbgwd"
+# shellcheck disable=SC2046
+env $(cat "$demo/sim.env") "$builddir/gateway/usbgwd" --foreground --config "$demo/usbgwd.conf" \
+    >"$demo/usbgwd.log" 2>&1 &
+gw_pid=$!
+lv_wait_file "$demo/usbgwd.log" 'libvirt qemu:///system connected' 30
+usbgwd_says 'arrived\|claimed\|bound to\|connected to libvirt'
+"$builddir/gateway/usbgwctl" --socket "$demo/control.sock" list | sed 's/^/   /'
+
+say "Defining the VM \"$vm\" (no USB device in its XML) and running: virsh start $vm"
+lv_define_guest "$vm" "$(lv_new_uuid)" "$guest_dir" \
+    "usbgw.dev=0529:0001 usbgw.challenge=$CHALLENGE usbgw.loop=2"
+start=$EPOCHREALTIME
+lv_start "$vm"
+echo "   VM started; the guest asks the key to answer challenge $CHALLENGE"
+lv_wait_console "$vm" '^USBGW-ANSWER 0529:0001 ' 120
+took=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+usbgwd_says 'hook: vm\|runs (hook)\|peer connected\|attached through libvirt'
 
 say "The guest's own console line:"
-line=$(grep -a '^USBGW-ANSWER 0529:0001' "$work/console.log" | tr -d '\r' || true)
+line=$(tr -d '\r' <"$(lv_console "$vm")" | grep -a -m1 '^USBGW-ANSWER 0529:0001')
 echo "   $line"
 answer=${line##*response=}
 expected=$("$builddir/tests/peer/usbgw-test-peer" --key-answer "$KEY_SECRET" "$CHALLENGE")
-if [ -n "$line" ] && [ "$answer" = "$expected" ]; then
-    say "The VM read the key: its answer is the one only this key's secret gives ($took s from QEMU start)"
+
+say "Stopping the VM: virsh shutdown $vm"
+lv_virsh shutdown "$vm" >/dev/null
+lv_wait_file "$demo/usbgwd.log" "vm \"$vm\" stopped" 60
+usbgwd_says 'stopped\|session ended'
+echo "   audit trail ($demo/audit.log):"
+sed 's/^/   /' "$demo/audit.log"
+
+if [ "$answer" = "$expected" ]; then
+    say "The VM read the key: its answer is the one only this key's secret gives ($took s from virsh start)"
 else
-    say "FAILED: the guest answered '${answer:-nothing}', the key would say $expected"
+    say "FAILED: the guest answered '$answer', the key would say $expected"
     exit 1
 fi
