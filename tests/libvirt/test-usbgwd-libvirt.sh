@@ -7,7 +7,8 @@
 # Scenarios:
 #   attach    virsh start → the hook says started → usbgwd hot-plugs the
 #             key's redirdev → the guest answers the challenge with the
-#             key's secret; virsh destroy → detached, audit lines present
+#             key's secret; a detach by someone else is recorded; virsh
+#             destroy → detached, audit lines present
 #   restart   kill -9 usbgwd while the VM runs; a new usbgwd re-plugs the
 #             key and the guest answers again
 #   required  a `required` rule whose key is absent: virsh start fails with
@@ -152,6 +153,11 @@ print("%.3f" % (s(sys.argv[2]) - s(sys.argv[1])))' "$t_hook" "$t_peer")
     echo "$me: virsh start → guest answer: $t_answer s; started hook → QEMU connected: $hook_to_peer s"
     usbgwctl list | grep -Eq "^0529:0001@1-1 +attached +$name " || fail "list does not show the key attached"
     usbgwctl vms | grep -q "^$name " || fail "vms does not show $name"
+    # someone unplugs it behind usbgwd's back: noticed and recorded
+    lv_virsh detach-device-alias "$name" ua-usbgw-0529-0001-at-1-1 --live >/dev/null ||
+        fail "virsh detach-device-alias failed"
+    lv_wait_file "$gw/audit.log" '"event":"detach".*"reason":"redirdev removed outside usbgwd"' 20 ||
+        fail "a detach by someone else was not recorded"
     lv_virsh destroy "$name" >/dev/null || fail "virsh destroy failed"
     lv_wait_file "$work/usbgwd.log" "vm \"$name\" stopped" 20 || fail "usbgwd did not see the stop"
     lv_wait_file "$work/usbgwd.log" '0529:0001@1-1: peer session ended' 20 || fail "the session did not end"
