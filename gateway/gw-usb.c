@@ -131,14 +131,47 @@ gw_usb_event_thread(gpointer data)
     return NULL;
 }
 
+/* libusb repeats some errors on every event-loop iteration (a stale fd
+ * under emulation, a device in a bad state): say each message a few times,
+ * then only every GW_USB_LOG_REPEAT_EVERY-th time, with a count. */
+#define GW_USB_LOG_FIRST        3
+#define GW_USB_LOG_REPEAT_EVERY 1000
+#define GW_USB_LOG_MAX_TRACKED  256
+
+static GMutex gw_usb_log_lock;
+static GHashTable *gw_usb_log_seen; /* message → count, guarded by the lock */
+
+static guint
+gw_usb_log_count(const gchar *text)
+{
+    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&gw_usb_log_lock);
+    guint count;
+
+    if (gw_usb_log_seen == NULL)
+        gw_usb_log_seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    if (g_hash_table_size(gw_usb_log_seen) >= GW_USB_LOG_MAX_TRACKED)
+        g_hash_table_remove_all(gw_usb_log_seen);
+    count = GPOINTER_TO_UINT(g_hash_table_lookup(gw_usb_log_seen, text)) + 1;
+    g_hash_table_replace(gw_usb_log_seen, g_strdup(text), GUINT_TO_POINTER(count));
+    return count;
+}
+
 static void
 gw_usb_log_cb(libusb_context *ctx, enum libusb_log_level level, const char *message)
 {
     g_autofree gchar *text = g_strchomp(g_strdup(message));
+    guint count;
+
     switch (level) {
     case LIBUSB_LOG_LEVEL_ERROR:
     case LIBUSB_LOG_LEVEL_WARNING:
-        g_message("libusb: %s", text);
+        count = gw_usb_log_count(text);
+        if (count <= GW_USB_LOG_FIRST)
+            g_message("libusb: %s", text);
+        else if (count % GW_USB_LOG_REPEAT_EVERY == 0)
+            g_message("libusb: %s (%u times)", text, count);
+        else
+            g_debug("libusb: %s", text);
         break;
     case LIBUSB_LOG_LEVEL_NONE:
     case LIBUSB_LOG_LEVEL_INFO:
@@ -159,6 +192,8 @@ gw_usb_new(GMainContext *context, GError **error)
         g_free(usb);
         return NULL;
     }
+    /* global too: libusb would print to stderr otherwise */
+    libusb_set_log_cb(NULL, gw_usb_log_cb, LIBUSB_LOG_CB_GLOBAL);
     libusb_set_log_cb(usb->ctx, gw_usb_log_cb, LIBUSB_LOG_CB_CONTEXT);
     usb->context = g_main_context_ref(context);
     return usb;
