@@ -129,6 +129,12 @@ gw_daemon_audit(GwDaemon *daemon, const gchar *event, GwDaemonDevice *dev, const
 
 /* ---- state ------------------------------------------------------------------ */
 
+static const gchar *
+gw_daemon_saved_string(GwDaemon *daemon, const gchar *group, const gchar *id)
+{
+    return gw_json_get_string(gw_json_get_object(daemon->saved, group), id);
+}
+
 static void
 gw_daemon_save_state(GwDaemon *daemon)
 {
@@ -148,8 +154,14 @@ gw_daemon_save_state(GwDaemon *daemon)
         if (dev->released)
             json_object_set_boolean_member(released, dev->id, TRUE);
         if (dev->vm != NULL && dev->decision.target_kind == POLICY_TARGET_POOL &&
-            dev->manual_vm == NULL)
+            dev->manual_vm == NULL) {
             json_object_set_string_member(leases, dev->id, dev->vm);
+        } else if (dev->vm == NULL && !dev->released && dev->manual_vm == NULL) {
+            /* a lease whose VM has not come back since the restart */
+            const gchar *hint = gw_daemon_saved_string(daemon, "leases", dev->id);
+            if (hint != NULL)
+                json_object_set_string_member(leases, dev->id, hint);
+        }
     }
     /* entries for devices not seen since the restart stay */
     if (daemon->saved != NULL) {
@@ -170,12 +182,6 @@ gw_daemon_save_state(GwDaemon *daemon)
     json_object_set_object_member(state, "leases", g_steal_pointer(&leases));
     if (!gw_state_save(daemon->config.state_path, state, &error))
         g_warning("cannot save state: %s", error->message);
-}
-
-static const gchar *
-gw_daemon_saved_string(GwDaemon *daemon, const gchar *group, const gchar *id)
-{
-    return gw_json_get_string(gw_json_get_object(daemon->saved, group), id);
 }
 
 /* ---- binding devices to VMs ------------------------------------------------- */
@@ -379,6 +385,27 @@ gw_daemon_sorted_devices(GwDaemon *daemon)
     return out;
 }
 
+/* The key @vm held before a restart (state.json), if it is free: leased
+ * again, so a VM keeps its license key across usbgwd restarts. */
+static void
+gw_daemon_restore_lease(GwDaemon *daemon, const gchar *pool, GwDaemonVm *vm)
+{
+    JsonObject *leases = gw_json_get_object(daemon->saved, "leases");
+    g_autoptr(GList) ids = leases != NULL ? json_object_get_members(leases) : NULL;
+
+    for (GList *l = ids; l != NULL; l = l->next) {
+        g_autoptr(GError) error = NULL;
+        GwDaemonDevice *dev = g_hash_table_lookup(daemon->devices, l->data);
+        if (g_strcmp0(gw_json_get_string(leases, l->data), vm->name) != 0 || dev == NULL ||
+            dev->released || dev->manual_vm != NULL)
+            continue;
+        if (policy_pools_acquire_key(daemon->pools, pool, vm->name, l->data, &error))
+            return;
+        g_debug("vm \"%s\": earlier lease of %s not restored: %s", vm->name, (const gchar *)l->data,
+                error->message);
+    }
+}
+
 /* Gives @vm (running) every device the policy or an admin gives it. */
 static void
 gw_daemon_offer_vm(GwDaemon *daemon, GwDaemonVm *vm, const gchar *actor)
@@ -409,6 +436,7 @@ gw_daemon_offer_vm(GwDaemon *daemon, GwDaemonVm *vm, const gchar *actor)
             if (g_hash_table_contains(pools_done, pool))
                 continue;
             g_hash_table_add(pools_done, (gpointer)pool);
+            gw_daemon_restore_lease(daemon, pool, vm);
             key = policy_pools_acquire(daemon->pools, pool, vm->name, &error);
             if (key == NULL) {
                 g_message("vm \"%s\": no device from pool \"%s\": %s", vm->name, pool,
@@ -416,7 +444,7 @@ gw_daemon_offer_vm(GwDaemon *daemon, GwDaemonVm *vm, const gchar *actor)
                 continue;
             }
             leased = g_hash_table_lookup(daemon->devices, key);
-            if (leased != NULL)
+            if (leased != NULL && !leased->released && leased->manual_vm == NULL)
                 gw_daemon_bind(daemon, leased, vm->name, actor);
             continue;
         }
@@ -452,6 +480,19 @@ gw_daemon_vm_started(GwDaemon *daemon, const gchar *name, const gchar *uuid, con
     gw_daemon_save_state(daemon);
 }
 
+/* A VM that stopped gives its keys back for good: drop its saved leases. */
+static void
+gw_daemon_forget_leases(GwDaemon *daemon, const gchar *name)
+{
+    JsonObject *leases = gw_json_get_object(daemon->saved, "leases");
+    g_autoptr(GList) ids = leases != NULL ? json_object_get_members(leases) : NULL;
+
+    for (GList *l = ids; l != NULL; l = l->next) {
+        if (g_strcmp0(gw_json_get_string(leases, l->data), name) == 0)
+            json_object_remove_member(leases, l->data);
+    }
+}
+
 static void
 gw_daemon_vm_stopped(GwDaemon *daemon, const gchar *name, const gchar *actor)
 {
@@ -474,6 +515,7 @@ gw_daemon_vm_stopped(GwDaemon *daemon, const gchar *name, const gchar *actor)
         gw_daemon_unbind(daemon, dev, actor, "vm stopped", FALSE);
     }
     policy_pools_release_vm(daemon->pools, name);
+    gw_daemon_forget_leases(daemon, name);
     g_hash_table_remove(daemon->vms, name);
     /* what the stopped VM gave back may be waited for by another */
     gw_daemon_offer_all(daemon, actor);
@@ -488,7 +530,9 @@ gw_daemon_decide(GwDaemon *daemon, GwDaemonDevice *dev)
     g_autoptr(GError) error = NULL;
 
     policy_decide(daemon->policy, POLICY_ORIGIN_HOST, dev->desc, NULL, &dev->decision);
-    if (dev->decision.verdict == POLICY_VERDICT_ASSIGN &&
+    /* an admin's assign or release takes the device out of its pool */
+    if (dev->manual_vm == NULL && !dev->released &&
+        dev->decision.verdict == POLICY_VERDICT_ASSIGN &&
         dev->decision.target_kind == POLICY_TARGET_POOL &&
         !policy_pools_add_device(daemon->pools, dev->decision.target, dev->id, &error))
         g_warning("%s: %s", dev->id, error->message);
@@ -940,6 +984,7 @@ gw_daemon_cmd_assign(GwDaemon *daemon, JsonObject *request, const gchar *actor)
     g_free(dev->manual_vm);
     dev->manual_vm = g_strdup(vm);
     dev->released = FALSE;
+    policy_pools_remove_device(daemon->pools, dev->id);
     gw_daemon_audit(daemon, "assign", dev, vm, actor, NULL);
     if (!gw_daemon_bind(daemon, dev, vm, actor)) {
         gw_daemon_save_state(daemon);
@@ -965,6 +1010,8 @@ gw_daemon_cmd_release(GwDaemon *daemon, JsonObject *request, const gchar *actor)
     gw_daemon_unbind(daemon, dev, actor, "released by an admin", TRUE);
     g_clear_pointer(&dev->manual_vm, g_free);
     dev->released = TRUE;
+    /* out of its pool too, until it is replugged */
+    policy_pools_remove_device(daemon->pools, dev->id);
     if (dev->attachment != NULL) {
         g_clear_pointer(&dev->attachment, gw_attachment_free);
         gw_daemon_audit(daemon, "release", dev, NULL, actor, "handed back to the host");

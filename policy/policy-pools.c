@@ -131,6 +131,51 @@ policy_pools_acquire(PolicyPools *pools, const gchar *pool, const gchar *vm_name
     return free_key;
 }
 
+gboolean
+policy_pools_acquire_key(PolicyPools *pools, const gchar *pool, const gchar *vm_name,
+                         const gchar *device_key, GError **error)
+{
+    const PolicyPool *p = policy_pools_lookup(pools, pool, error);
+    GPtrArray *members;
+    gpointer key = NULL;
+    gpointer member_pool = NULL;
+    const gchar *holder;
+
+    if (p == NULL)
+        return FALSE;
+    if (!policy_glob_match(&p->vms, vm_name)) {
+        g_set_error(error, POLICY_ERROR, POLICY_ERROR_NOT_ALLOWED,
+                    "VM \"%s\" is not a member of pool \"%s\"", vm_name, p->name);
+        return FALSE;
+    }
+    if (!g_hash_table_lookup_extended(pools->device_pool, device_key, &key, &member_pool) ||
+        g_strcmp0(member_pool, p->name) != 0) {
+        g_set_error(error, POLICY_ERROR, POLICY_ERROR_NOT_FOUND,
+                    "device %s is not a member of pool \"%s\"", device_key, p->name);
+        return FALSE;
+    }
+    holder = g_hash_table_lookup(pools->holders, key);
+    if (g_strcmp0(holder, vm_name) == 0)
+        return TRUE;
+    if (holder != NULL) {
+        g_set_error(error, POLICY_ERROR, POLICY_ERROR_EXHAUSTED, "device %s is held by VM \"%s\"",
+                    device_key, holder);
+        return FALSE;
+    }
+    members = g_hash_table_lookup(pools->members, p->name);
+    for (guint i = 0; members != NULL && i < members->len; i++) {
+        if (g_strcmp0(g_hash_table_lookup(pools->holders, g_ptr_array_index(members, i)),
+                      vm_name) == 0) {
+            g_set_error(error, POLICY_ERROR, POLICY_ERROR_NOT_ALLOWED,
+                        "VM \"%s\" already holds device %s of pool \"%s\"", vm_name,
+                        (const gchar *)g_ptr_array_index(members, i), p->name);
+            return FALSE;
+        }
+    }
+    g_hash_table_insert(pools->holders, key, g_strdup(vm_name));
+    return TRUE;
+}
+
 guint
 policy_pools_release_vm(PolicyPools *pools, const gchar *vm_name)
 {

@@ -191,6 +191,12 @@ void policy_pools_remove_device(PolicyPools *pools, const gchar *device_key);
  * if any). Returns the device key, borrowed from @pools. */
 const gchar *policy_pools_acquire(PolicyPools *pools, const gchar *pool, const gchar *vm_name,
                                   GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Leases this device of @pool to @vm_name if it is free (restoring a lease
+ * from before a restart). Returns FALSE with @error when it is not a
+ * member, is held by another VM, or the VM already holds another device. */
+gboolean policy_pools_acquire_key(PolicyPools *pools, const gchar *pool, const gchar *vm_name,
+                                  const gchar *device_key,
+                                  GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* Ends every lease held by @vm_name; returns how many. */
 guint policy_pools_release_vm(PolicyPools *pools, const gchar *vm_name);
 /* The VM holding @device_key, or NULL. */

@@ -88,6 +88,9 @@ print(data.decode(errors="replace").strip())
 PY
 }
 
+# what "usbgwd is ready" looks like in usbgwctl list
+ready_pattern='^0529:0001@1-1 .* bound '
+
 start_usbgwd() {
     "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
         --config "$work/usbgwd.conf" >> "$work/usbgwd.log" 2>&1 &
@@ -95,7 +98,7 @@ start_usbgwd() {
     # ready when it answers on its control socket and serves the key
     for _ in $(seq 100); do
         if "$usbgwctl_bin" --socket "$work/control.sock" status >/dev/null 2>&1 &&
-            "$usbgwctl_bin" --socket "$work/control.sock" list 2>/dev/null | grep -q '^0529:0001@1-1 .* bound '; then
+            "$usbgwctl_bin" --socket "$work/control.sock" list 2>/dev/null | grep -Eq "$ready_pattern"; then
             return 0
         fi
         kill -0 $gw_pid 2>/dev/null || fail "usbgwd exited at start"
@@ -126,6 +129,10 @@ state=$work/state.json
 audit-log=$work/audit.log
 libvirt-uri=
 CONF
+if [ "$scenario" = pool ]; then
+    printf 'pool "p" vms "vm-*"\nassign id 0529:0001 to pool "p"\n' > "$work/policy"
+    ready_pattern='^0529:0001@1-1 +claimed '
+fi
 if [ "$scenario" = access ]; then
     printf 'socket-user=nobody\n' >> "$work/usbgwd.conf"
     chmod 755 "$work"
@@ -136,6 +143,42 @@ fi
 
 start_usbgwd
 case $scenario in
+pool)
+    # VMs start and stop as usbgw-hook reports them (no libvirt here)
+    hook() { # OP VM
+        ctl_raw "b'{\"command\":\"hook\",\"domain\":\"$2\",\"uuid\":\"8c1f0a2e-5d2b-4c1e-9a57-00000000000${2: -1}\",\"op\":\"$1\",\"sub_op\":\"begin\"}\n'" |
+            grep -q '"ok" *: *true' || fail "hook $1 $2 refused"
+    }
+    holder() { usbgwctl list | awk -v id="$1" '$1 == id { print $3 }'; }
+    sim_cmd "plug hasp2" >/dev/null || fail "sim: plug hasp2"
+    for _ in $(seq 100); do [ "$(holder 0529:0001@1-2)" = - ] && break; sleep 0.05; done
+    hook started vm-1
+    hook started vm-2
+    hook started vm-3
+    [ "$(holder 0529:0001@1-1)" = vm-1 ] || fail "vm-1 did not get the first key: $(usbgwctl list)"
+    [ "$(holder 0529:0001@1-2)" = vm-2 ] || fail "vm-2 did not get the second key: $(usbgwctl list)"
+    out=$("$peer" "$rundir/vm/vm-2/0529-0001-at-1-2.sock" connect challenge $CHALLENGE) || fail "vm-2's key: $out"
+    hook stopped vm-1
+    [ "$(holder 0529:0001@1-1)" = vm-3 ] || fail "vm-3 did not get the key vm-1 returned: $(usbgwctl list)"
+    # kill -9: the leases come back as they were
+    kill -9 $gw_pid
+    wait $gw_pid 2>/dev/null || true
+    python3 -c 'import json,sys; l=json.load(open(sys.argv[1]))["leases"]; assert l == {"0529:0001@1-1": "vm-3", "0529:0001@1-2": "vm-2"}, l' "$work/state.json" ||
+        fail "state.json leases: $(cat "$work/state.json")"
+    ready_pattern='^0529:0001@1-2 '
+    start_usbgwd
+    hook started vm-2
+    hook started vm-3
+    [ "$(holder 0529:0001@1-1)" = vm-3 ] && [ "$(holder 0529:0001@1-2)" = vm-2 ] ||
+        fail "leases not restored: $(usbgwctl list)"
+    # a released key leaves the pool until replugged
+    usbgwctl release 1-2 >/dev/null || fail "release"
+    hook stopped vm-3
+    hook started vm-4
+    [ "$(holder 0529:0001@1-1)" != - ] || fail "the free key was not leased"
+    [ "$(holder 0529:0001@1-2)" = - ] || fail "a released key was leased again: $(usbgwctl list)"
+    stop_usbgwd
+    ;;
 access)
     command -v setpriv >/dev/null || { echo "SKIP: setpriv (util-linux) missing"; stop_usbgwd; exit 77; }
     [ "$(stat -c %U "$sock")" = nobody ] || fail "the socket is not nobody's: $(stat -c %U "$sock")"

@@ -281,6 +281,43 @@ test_pools_own_policy(void)
     policy_pools_free(NULL);
 }
 
+/* policy_pools_acquire_key: restoring a lease from before a restart. */
+static void
+test_acquire_key(void)
+{
+    g_autoptr(Policy) policy = pools_policy_new();
+    g_autoptr(PolicyPools) pools = policy_pools_new(policy);
+    g_autoptr(GError) error = NULL;
+
+    g_assert_true(policy_pools_add_device(pools, "hasp-cad", "1-1", NULL));
+    g_assert_true(policy_pools_add_device(pools, "hasp-cad", "1-2", NULL));
+    /* the second key, although the first is free */
+    g_assert_true(policy_pools_acquire_key(pools, "hasp-cad", "cad-01", "1-2", &error));
+    g_assert_no_error(error);
+    g_assert_cmpstr(policy_pools_lookup_holder(pools, "1-2"), ==, "cad-01");
+    g_assert_null(policy_pools_lookup_holder(pools, "1-1"));
+    /* idempotent; the VM's next acquire returns the same key */
+    g_assert_true(policy_pools_acquire_key(pools, "hasp-cad", "cad-01", "1-2", NULL));
+    g_assert_cmpstr(policy_pools_acquire(pools, "hasp-cad", "cad-01", NULL), ==, "1-2");
+    /* held by another VM */
+    g_assert_false(policy_pools_acquire_key(pools, "hasp-cad", "cad-02", "1-2", &error));
+    g_assert_error(error, POLICY_ERROR, POLICY_ERROR_EXHAUSTED);
+    g_clear_error(&error);
+    /* a VM holds one key per pool */
+    g_assert_false(policy_pools_acquire_key(pools, "hasp-cad", "cad-01", "1-1", &error));
+    g_assert_error(error, POLICY_ERROR, POLICY_ERROR_NOT_ALLOWED);
+    g_clear_error(&error);
+    /* not a member, not a pool VM, unknown pool */
+    g_assert_false(policy_pools_acquire_key(pools, "hasp-cad", "cad-02", "9-9", &error));
+    g_assert_error(error, POLICY_ERROR, POLICY_ERROR_NOT_FOUND);
+    g_clear_error(&error);
+    g_assert_false(policy_pools_acquire_key(pools, "hasp-cad", "erp-01", "1-1", &error));
+    g_assert_error(error, POLICY_ERROR, POLICY_ERROR_NOT_ALLOWED);
+    g_clear_error(&error);
+    g_assert_false(policy_pools_acquire_key(pools, "nope", "cad-02", "1-1", &error));
+    g_assert_error(error, POLICY_ERROR, POLICY_ERROR_NOT_FOUND);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -291,5 +328,6 @@ main(int argc, char **argv)
     }
     g_test_add_func("/policy/pools/insertion-order", test_insertion_order);
     g_test_add_func("/policy/pools/own-policy", test_pools_own_policy);
+    g_test_add_func("/policy/pools/acquire-key", test_acquire_key);
     return g_test_run();
 }
