@@ -226,11 +226,19 @@ control)
         setpriv --reuid=65534 --regid=65534 --clear-groups "$usbgwctl_bin" --socket "$work/control.sock" status >/dev/null ||
             fail "an unprivileged user cannot read status"
     fi
+    # events: subscribers see what happens
+    usbgwctl events --json > "$work/events.out" 2>&1 &
+    events_pid=$!
+    sleep 0.3
     # release hands the key back to the host; assign moves it
     usbgwctl release 0529:0001 >/dev/null || fail "release"
     "$sim_client" 0529:0001 --port 1-1 claim >/dev/null || fail "released key not free for the host"
     [ -e "$sock" ] && fail "released key still has its socket"
     usbgwctl assign 1-1 other-vm >/dev/null || fail "assign"
+    wait_for "$work/events.out" '"event":"assign"'
+    kill $events_pid
+    grep -q '"event":"release".*"device":"0529:0001@1-1"' "$work/events.out" ||
+        fail "events: no release event: $(cat "$work/events.out")"
     [ -S "$rundir/vm/other-vm/0529-0001-at-1-1.sock" ] || fail "assign: no socket for other-vm"
     out=$("$peer" "$rundir/vm/other-vm/0529-0001-at-1-1.sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
         fail "peer on the assigned socket: $out"
