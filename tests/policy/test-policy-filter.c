@@ -18,7 +18,7 @@
 #define HASP_3    "0529:0001 bcd=0100 class=ff:00:00 if=ff:00:00 port=1-3.1"
 #define CODEMETER "064f:2af9 bcd=0100 if=03:00:00 serial=3-1234567 port=1-3.2"
 #define STICK     "0781:5567 bcd=0100 if=08:06:50 serial=4C530001 port=1-4"
-#define HID_GAP_NOTE(where)                                                                       \
+#define HID_GAP_NOTE(where)                                                                        \
     where ": QEMU skips 03:00:00 (non-boot HID) interfaces of composite devices when it applies "  \
           "this filter: there only usbgwd enforces this deny"
 #define KEYBOARD  "046d:c31c bcd=6400 if=03:01:01,03:00:00 port=1-5"
