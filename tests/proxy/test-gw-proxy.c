@@ -1,0 +1,817 @@
+/* GwProxy against crafted packet sequences: a fake usbredir host (a
+ * usbredirparser with usbredirparser_fl_usb_host) plays the lending client,
+ * a fake guest plays QEMU, both over socketpairs; malformed input is
+ * written as raw bytes. Each case states what QEMU must (not) have seen and
+ * how the session must end. */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <usbredirfilter.h>
+#include <usbredirparser.h>
+
+#include "gw-proxy.h"
+
+#define TEST_TIMEOUT_MS   3000
+#define TEST_FLOOD_PACKET 32768
+#define TEST_FLOOD_COUNT  400
+
+typedef struct {
+    int fd;
+    struct usbredirparser *parser;
+    gboolean is_host;
+    gboolean reading; /* FALSE: leave the socket unread (backpressure test) */
+    gboolean closed;
+    gboolean hello;
+    /* seen by the fake QEMU */
+    guint connects;
+    guint disconnects;
+    guint interface_infos;
+    struct usb_redir_device_connect_header connect;
+    struct usb_redir_interface_info_header interfaces;
+    guint control_answers;
+    guint8 answer_status;
+    guint8 answer_data[256];
+    int answer_len;
+    guint64 answer_id;
+    guint interrupt_packets;
+    /* seen by the fake host */
+    guint filter_rejects;
+    guint disconnect_acks;
+    guint control_requests;
+    guint64 request_id;
+    struct usb_redir_control_packet_header request;
+} Fake;
+
+typedef struct {
+    Fake host; /* the lending client */
+    Fake qemu;
+    GwProxy *proxy;
+    gboolean ended;
+    GwProxyEnd end;
+    gchar *reason;
+    gboolean deny_class_08;
+} Harness;
+
+/* ---- The fakes ---------------------------------------------------------- */
+
+static int
+fake_read(void *priv, uint8_t *data, int count)
+{
+    Fake *fake = priv;
+    ssize_t n = recv(fake->fd, data, (size_t)count, MSG_DONTWAIT);
+    if (n > 0)
+        return (int)n;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    fake->closed = TRUE;
+    return -1;
+}
+
+static int
+fake_write(void *priv, uint8_t *data, int count)
+{
+    Fake *fake = priv;
+    ssize_t n = send(fake->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0)
+        return (int)n;
+    if (errno == EAGAIN || errno == EINTR)
+        return 0;
+    fake->closed = TRUE;
+    return -1;
+}
+
+static void
+fake_log(void *priv, int level, const char *msg)
+{
+    if (level <= usbredirparser_warning)
+        g_test_message("fake: usbredir: %s", msg);
+}
+
+static void
+fake_hello(void *priv, struct usb_redir_hello_header *h)
+{
+    ((Fake *)priv)->hello = TRUE;
+}
+
+static void
+fake_connect(void *priv, struct usb_redir_device_connect_header *h)
+{
+    Fake *fake = priv;
+    fake->connects++;
+    fake->connect = *h;
+}
+
+static void
+fake_disconnect(void *priv)
+{
+    Fake *fake = priv;
+    fake->disconnects++; /* usbredirparser sends the ack */
+}
+
+static void
+fake_interface_info(void *priv, struct usb_redir_interface_info_header *h)
+{
+    Fake *fake = priv;
+    fake->interface_infos++;
+    fake->interfaces = *h;
+}
+
+static void
+fake_filter_reject(void *priv)
+{
+    ((Fake *)priv)->filter_rejects++;
+}
+
+static void
+fake_disconnect_ack(void *priv)
+{
+    ((Fake *)priv)->disconnect_acks++;
+}
+
+static void
+fake_control(void *priv, uint64_t id, struct usb_redir_control_packet_header *h, uint8_t *data,
+             int data_len)
+{
+    Fake *fake = priv;
+    if (!fake->is_host) {
+        /* the fake QEMU: an answer */
+        fake->control_answers++;
+        fake->answer_id = id;
+        fake->answer_status = h->status;
+        fake->answer_len = MIN(data_len, (int)sizeof(fake->answer_data));
+        if (data_len > 0)
+            memcpy(fake->answer_data, data, (size_t)fake->answer_len);
+    } else {
+        /* the fake host: a request */
+        fake->control_requests++;
+        fake->request_id = id;
+        fake->request = *h;
+    }
+    usbredirparser_free_packet_data(fake->parser, data);
+}
+
+static void
+fake_interrupt(void *priv, uint64_t id, struct usb_redir_interrupt_packet_header *h, uint8_t *data,
+               int data_len)
+{
+    Fake *fake = priv;
+    fake->interrupt_packets++;
+    usbredirparser_free_packet_data(fake->parser, data);
+}
+
+#define FAKE_IGNORE_DATA(name, header)                                                             \
+    static void fake_ignore_##name(void *priv, uint64_t id, struct header *h, uint8_t *data,       \
+                                   int data_len)                                                   \
+    {                                                                                              \
+        Fake *fake = priv;                                                                         \
+        usbredirparser_free_packet_data(fake->parser, data);                                       \
+    }
+FAKE_IGNORE_DATA(bulk_packet, usb_redir_bulk_packet_header)
+FAKE_IGNORE_DATA(iso_packet, usb_redir_iso_packet_header)
+FAKE_IGNORE_DATA(buffered_bulk_packet, usb_redir_buffered_bulk_packet_header)
+
+#define FAKE_IGNORE(name, header)                                                                  \
+    static void fake_ignore_##name(void *priv, uint64_t id, struct header *h)                      \
+    {                                                                                              \
+    }
+FAKE_IGNORE(set_configuration, usb_redir_set_configuration_header)
+FAKE_IGNORE(configuration_status, usb_redir_configuration_status_header)
+FAKE_IGNORE(set_alt_setting, usb_redir_set_alt_setting_header)
+FAKE_IGNORE(get_alt_setting, usb_redir_get_alt_setting_header)
+FAKE_IGNORE(alt_setting_status, usb_redir_alt_setting_status_header)
+FAKE_IGNORE(start_iso_stream, usb_redir_start_iso_stream_header)
+FAKE_IGNORE(stop_iso_stream, usb_redir_stop_iso_stream_header)
+FAKE_IGNORE(iso_stream_status, usb_redir_iso_stream_status_header)
+FAKE_IGNORE(start_interrupt_receiving, usb_redir_start_interrupt_receiving_header)
+FAKE_IGNORE(stop_interrupt_receiving, usb_redir_stop_interrupt_receiving_header)
+FAKE_IGNORE(interrupt_receiving_status, usb_redir_interrupt_receiving_status_header)
+FAKE_IGNORE(alloc_bulk_streams, usb_redir_alloc_bulk_streams_header)
+FAKE_IGNORE(free_bulk_streams, usb_redir_free_bulk_streams_header)
+FAKE_IGNORE(bulk_streams_status, usb_redir_bulk_streams_status_header)
+FAKE_IGNORE(start_bulk_receiving, usb_redir_start_bulk_receiving_header)
+FAKE_IGNORE(stop_bulk_receiving, usb_redir_stop_bulk_receiving_header)
+FAKE_IGNORE(bulk_receiving_status, usb_redir_bulk_receiving_status_header)
+
+static void
+fake_ignore_ep_info(void *priv, struct usb_redir_ep_info_header *h)
+{
+}
+
+static void
+fake_void(void *priv)
+{
+}
+
+static void
+fake_id(void *priv, uint64_t id)
+{
+}
+
+static void
+fake_filter(void *priv, struct usbredirfilter_rule *rules, int count)
+{
+    usbredirfilter_free(rules);
+}
+
+static void
+fake_init(Fake *fake, int fd, gboolean host)
+{
+    uint32_t caps[USB_REDIR_CAPS_SIZE] = {0};
+    struct usbredirparser *p = usbredirparser_create();
+
+    fake->fd = fd;
+    fake->is_host = host;
+    fake->reading = TRUE;
+    fake->parser = p;
+    p->priv = fake;
+    p->log_func = fake_log;
+    p->read_func = fake_read;
+    p->write_func = fake_write;
+    p->hello_func = fake_hello;
+    p->device_connect_func = fake_connect;
+    p->device_disconnect_func = fake_disconnect;
+    p->interface_info_func = fake_interface_info;
+    p->ep_info_func = fake_ignore_ep_info;
+    p->reset_func = fake_void;
+    p->set_configuration_func = fake_ignore_set_configuration;
+    p->get_configuration_func = fake_id;
+    p->configuration_status_func = fake_ignore_configuration_status;
+    p->set_alt_setting_func = fake_ignore_set_alt_setting;
+    p->get_alt_setting_func = fake_ignore_get_alt_setting;
+    p->alt_setting_status_func = fake_ignore_alt_setting_status;
+    p->start_iso_stream_func = fake_ignore_start_iso_stream;
+    p->stop_iso_stream_func = fake_ignore_stop_iso_stream;
+    p->iso_stream_status_func = fake_ignore_iso_stream_status;
+    p->start_interrupt_receiving_func = fake_ignore_start_interrupt_receiving;
+    p->stop_interrupt_receiving_func = fake_ignore_stop_interrupt_receiving;
+    p->interrupt_receiving_status_func = fake_ignore_interrupt_receiving_status;
+    p->alloc_bulk_streams_func = fake_ignore_alloc_bulk_streams;
+    p->free_bulk_streams_func = fake_ignore_free_bulk_streams;
+    p->bulk_streams_status_func = fake_ignore_bulk_streams_status;
+    p->cancel_data_packet_func = fake_id;
+    p->filter_reject_func = fake_filter_reject;
+    p->filter_filter_func = fake_filter;
+    p->device_disconnect_ack_func = fake_disconnect_ack;
+    p->start_bulk_receiving_func = fake_ignore_start_bulk_receiving;
+    p->stop_bulk_receiving_func = fake_ignore_stop_bulk_receiving;
+    p->bulk_receiving_status_func = fake_ignore_bulk_receiving_status;
+    p->control_packet_func = fake_control;
+    p->bulk_packet_func = fake_ignore_bulk_packet;
+    p->iso_packet_func = fake_ignore_iso_packet;
+    p->interrupt_packet_func = fake_interrupt;
+    p->buffered_bulk_packet_func = fake_ignore_buffered_bulk_packet;
+    usbredirparser_caps_set_cap(caps, usb_redir_cap_connect_device_version);
+    usbredirparser_caps_set_cap(caps, usb_redir_cap_filter);
+    usbredirparser_caps_set_cap(caps, usb_redir_cap_device_disconnect_ack);
+    usbredirparser_caps_set_cap(caps, usb_redir_cap_ep_info_max_packet_size);
+    usbredirparser_caps_set_cap(caps, usb_redir_cap_64bits_ids);
+    usbredirparser_caps_set_cap(caps, usb_redir_cap_32bits_bulk_length);
+    usbredirparser_init(p, host ? "fake-host" : "fake-qemu", caps, USB_REDIR_CAPS_SIZE,
+                        host ? usbredirparser_fl_usb_host : 0);
+}
+
+static void
+fake_io(Fake *fake)
+{
+    if (fake->closed)
+        return;
+    if (usbredirparser_has_data_to_write(fake->parser))
+        usbredirparser_do_write(fake->parser);
+    if (fake->reading && usbredirparser_do_read(fake->parser) == usbredirparser_read_io_error)
+        fake->closed = TRUE;
+}
+
+/* ---- Harness -------------------------------------------------------------- */
+
+static gboolean
+harness_check(GwProxy *proxy, const PolicyDevice *device, gchar **reason, gpointer user_data)
+{
+    Harness *h = user_data;
+    for (guint i = 0; h->deny_class_08 && i < device->interfaces->len; i++) {
+        if (g_array_index(device->interfaces, PolicyInterface, i).klass == 0x08) {
+            *reason = g_strdup("mass storage is not lent");
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+static void
+harness_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpointer user_data)
+{
+    Harness *h = user_data;
+    h->ended = TRUE;
+    h->end = end;
+    h->reason = g_strdup(reason);
+}
+
+static void
+harness_init(Harness *h)
+{
+    static const GwProxyCallbacks callbacks = {.check = harness_check, .closed = harness_closed};
+    int client_pair[2], qemu_pair[2];
+    g_autoptr(GSocket) client = NULL;
+    g_autoptr(GSocket) qemu = NULL;
+    g_autoptr(GError) error = NULL;
+
+    memset(h, 0, sizeof(*h));
+    h->deny_class_08 = TRUE;
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, client_pair), ==, 0);
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, qemu_pair), ==, 0);
+    client = g_socket_new_from_fd(client_pair[1], &error);
+    g_assert_no_error(error);
+    qemu = g_socket_new_from_fd(qemu_pair[0], &error);
+    g_assert_no_error(error);
+    fake_init(&h->host, client_pair[0], TRUE);
+    fake_init(&h->qemu, qemu_pair[1], FALSE);
+    h->proxy = gw_proxy_new(client, qemu, "test", &callbacks, h, &error);
+    g_assert_no_error(error);
+    g_assert_nonnull(h->proxy);
+}
+
+static void
+harness_clear(Harness *h)
+{
+    g_clear_pointer(&h->proxy, gw_proxy_free);
+    usbredirparser_destroy(h->host.parser);
+    usbredirparser_destroy(h->qemu.parser);
+    close(h->host.fd);
+    close(h->qemu.fd);
+    g_free(h->reason);
+}
+
+static void
+harness_step(Harness *h)
+{
+    fake_io(&h->host);
+    fake_io(&h->qemu);
+    while (g_main_context_iteration(NULL, FALSE))
+        ;
+    fake_io(&h->host);
+    fake_io(&h->qemu);
+}
+
+static gboolean
+harness_run(Harness *h, gboolean (*done)(Harness *))
+{
+    gint64 deadline = g_get_monotonic_time() + TEST_TIMEOUT_MS * 1000;
+    while (!done(h)) {
+        if (g_get_monotonic_time() > deadline)
+            return FALSE;
+        harness_step(h);
+        g_usleep(200);
+    }
+    return TRUE;
+}
+
+/* Runs for @ms, whatever happens. */
+static void
+harness_settle(Harness *h, guint ms)
+{
+    gint64 until = g_get_monotonic_time() + ms * 1000;
+    while (g_get_monotonic_time() < until) {
+        harness_step(h);
+        g_usleep(200);
+    }
+}
+
+static gboolean
+done_hellos(Harness *h)
+{
+    return h->host.hello && h->qemu.hello;
+}
+
+static gboolean
+done_ended(Harness *h)
+{
+    return h->ended;
+}
+
+static gboolean
+done_connected(Harness *h)
+{
+    return h->qemu.connects > 0 || h->ended;
+}
+
+static gboolean
+done_answer(Harness *h)
+{
+    return h->qemu.control_answers > 0 || h->ended;
+}
+
+static gboolean
+done_request(Harness *h)
+{
+    return h->host.control_requests > 0 || h->ended;
+}
+
+static gboolean
+done_disconnect_acked(Harness *h)
+{
+    return (h->qemu.disconnects > 0 && h->host.disconnect_acks > 0) || h->ended;
+}
+
+/* ---- Packet makers ------------------------------------------------------- */
+
+static void
+send_interfaces(Harness *h, guint8 klass, guint8 subclass, guint8 protocol)
+{
+    struct usb_redir_interface_info_header info = {.interface_count = 1};
+    info.interface[0] = 0;
+    info.interface_class[0] = klass;
+    info.interface_subclass[0] = subclass;
+    info.interface_protocol[0] = protocol;
+    usbredirparser_send_interface_info(h->host.parser, &info);
+}
+
+/* ep0 and interrupt IN 0x81 on interface 0 */
+static void
+send_endpoints(Harness *h)
+{
+    struct usb_redir_ep_info_header ep = {0};
+    memset(ep.type, usb_redir_type_invalid, sizeof(ep.type));
+    ep.type[0] = ep.type[16] = usb_redir_type_control;
+    ep.max_packet_size[0] = ep.max_packet_size[16] = 64;
+    ep.type[17] = usb_redir_type_interrupt;
+    ep.interval[17] = 10;
+    ep.max_packet_size[17] = 64;
+    usbredirparser_send_ep_info(h->host.parser, &ep);
+}
+
+static void
+send_connect(Harness *h)
+{
+    struct usb_redir_device_connect_header c = {
+        .speed = usb_redir_speed_full,
+        .device_class = 0xff,
+        .vendor_id = 0x0529,
+        .product_id = 0x0001,
+        .device_version_bcd = 0x0100,
+    };
+    usbredirparser_send_device_connect(h->host.parser, &c);
+}
+
+static void
+lend_device(Harness *h)
+{
+    g_assert_true(harness_run(h, done_hellos));
+    send_interfaces(h, 0xff, 0x00, 0x00);
+    send_endpoints(h);
+    send_connect(h);
+    g_assert_true(harness_run(h, done_connected));
+    g_assert_false(h->ended);
+    g_assert_cmpuint(h->qemu.connects, ==, 1);
+}
+
+/* QEMU asks for @length bytes IN on ep0; waits until the host saw it. */
+static void
+qemu_control_in(Harness *h, guint16 length)
+{
+    struct usb_redir_control_packet_header c = {
+        .endpoint = 0x80, .request = 0x02, .requesttype = 0xc0, .length = length};
+    usbredirparser_send_control_packet(h->qemu.parser, 0x123456789aULL, &c, NULL, 0);
+    g_assert_true(harness_run(h, done_request));
+    g_assert_false(h->ended);
+}
+
+static void
+host_answer_in(Harness *h, guint64 id, guint16 length)
+{
+    struct usb_redir_control_packet_header c = h->host.request;
+    g_autofree guint8 *data = g_malloc(length);
+    for (guint i = 0; i < length; i++)
+        data[i] = (guint8)(i * 7 + 1);
+    c.status = usb_redir_success;
+    c.length = length;
+    usbredirparser_send_control_packet(h->host.parser, id, &c, data, length);
+}
+
+/* A raw packet with 64-bit ids (both fakes and the proxy have the cap). */
+static void
+send_raw(Harness *h, guint32 type, guint32 length, const void *payload, gsize payload_len)
+{
+    guint8 buf[16 + 512];
+    guint64 id = 0;
+    g_assert_cmpuint(payload_len, <=, 512);
+    memcpy(buf, &type, 4);
+    memcpy(buf + 4, &length, 4);
+    memcpy(buf + 8, &id, 8);
+    if (payload_len > 0)
+        memcpy(buf + 16, payload, payload_len);
+    g_assert_cmpint(send(h->host.fd, buf, 16 + payload_len, MSG_NOSIGNAL), ==,
+                    (gssize)(16 + payload_len));
+}
+
+static void
+assert_ended(Harness *h, GwProxyEnd end, const gchar *reason_part)
+{
+    g_assert_true(harness_run(h, done_ended));
+    g_test_message("ended (%s): %s", gw_proxy_end_to_string(h->end), h->reason);
+    g_assert_cmpstr(gw_proxy_end_to_string(h->end), ==, gw_proxy_end_to_string(end));
+    if (reason_part != NULL)
+        g_assert_nonnull(strstr(h->reason, reason_part));
+    /* the peers see the connection closed */
+    harness_settle(h, 20);
+    g_assert_true(h->host.closed);
+    g_assert_true(h->qemu.closed);
+}
+
+/* ---- Cases ---------------------------------------------------------------- */
+
+static void
+test_relay_control(void)
+{
+    Harness h;
+    GwProxyStats stats;
+
+    harness_init(&h);
+    lend_device(&h);
+    g_assert_cmphex(h.qemu.connect.vendor_id, ==, 0x0529);
+    g_assert_cmphex(h.qemu.connect.device_version_bcd, ==, 0x0100);
+    g_assert_cmpuint(h.qemu.interfaces.interface_count, ==, 1);
+    g_assert_cmphex(h.qemu.interfaces.interface_class[0], ==, 0xff);
+
+    qemu_control_in(&h, 16);
+    /* the proxy chose the id the host sees; QEMU gets its own back */
+    g_assert_cmphex(h.host.request.request, ==, 0x02);
+    g_assert_cmpuint(h.host.request.length, ==, 16);
+    host_answer_in(&h, h.host.request_id, 16);
+    g_assert_true(harness_run(&h, done_answer));
+    g_assert_false(h.ended);
+    g_assert_cmphex(h.qemu.answer_id, ==, 0x123456789aULL);
+    g_assert_cmpint(h.qemu.answer_len, ==, 16);
+    for (guint i = 0; i < 16; i++)
+        g_assert_cmphex(h.qemu.answer_data[i], ==, (guint8)(i * 7 + 1));
+
+    /* the device leaves: QEMU sees it, the host is acknowledged */
+    usbredirparser_send_device_disconnect(h.host.parser);
+    g_assert_true(harness_run(&h, done_disconnect_acked));
+    g_assert_false(h.ended);
+    g_assert_false(gw_proxy_has_device(h.proxy));
+
+    gw_proxy_get_stats(h.proxy, &stats);
+    g_assert_cmpuint(stats.client_packets_in, >=, 6);
+    g_assert_cmpuint(stats.qemu_packets_out, >=, 5);
+    g_assert_cmpuint(stats.client_bytes_in, >, 0);
+    g_assert_cmpuint(stats.qemu_bytes_out, >, 0);
+    g_assert_cmpuint(stats.pending, ==, 0);
+    harness_clear(&h);
+}
+
+static void
+test_denied(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    g_assert_true(harness_run(&h, done_hellos));
+    send_interfaces(&h, 0x08, 0x06, 0x50);
+    send_endpoints(&h);
+    send_connect(&h);
+    assert_ended(&h, GW_PROXY_END_DENIED, "mass storage is not lent");
+    g_assert_cmpuint(h.qemu.connects, ==, 0);
+    g_assert_cmpuint(h.qemu.interface_infos, ==, 0);
+    g_assert_cmpuint(h.host.filter_rejects, ==, 1);
+    harness_clear(&h);
+}
+
+static void
+test_recheck_new_configuration(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    /* after a set_configuration a host re-sends interface_info: a device
+     * that turns into mass storage is refused, QEMU loses it */
+    send_interfaces(&h, 0x08, 0x06, 0x50);
+    assert_ended(&h, GW_PROXY_END_DENIED, "denied");
+    g_assert_cmpuint(h.qemu.disconnects, ==, 1);
+    g_assert_cmphex(h.qemu.interfaces.interface_class[0], ==, 0xff);
+    harness_clear(&h);
+}
+
+static void
+test_interface_count_33(void)
+{
+    Harness h;
+    struct usb_redir_interface_info_header info = {.interface_count = 33};
+
+    harness_init(&h);
+    g_assert_true(harness_run(&h, done_hellos));
+    send_raw(&h, usb_redir_interface_info, sizeof(info), &info, sizeof(info));
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "malformed");
+    g_assert_cmpuint(h.qemu.interface_infos, ==, 0);
+    harness_clear(&h);
+}
+
+static void
+test_ep_info_first(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    g_assert_true(harness_run(&h, done_hellos));
+    send_endpoints(&h);
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "ep_info before interface_info");
+    harness_clear(&h);
+}
+
+static void
+test_connect_without_info(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    g_assert_true(harness_run(&h, done_hellos));
+    send_connect(&h);
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "before interface_info");
+    g_assert_cmpuint(h.qemu.connects, ==, 0);
+    harness_clear(&h);
+}
+
+static void
+test_connect_twice(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    send_connect(&h);
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "device_connect twice");
+    g_assert_cmpuint(h.qemu.connects, ==, 1);
+    harness_clear(&h);
+}
+
+static void
+test_endpoint_of_unknown_interface(void)
+{
+    Harness h;
+    struct usb_redir_ep_info_header ep = {0};
+
+    harness_init(&h);
+    g_assert_true(harness_run(&h, done_hellos));
+    send_interfaces(&h, 0xff, 0, 0);
+    memset(ep.type, usb_redir_type_invalid, sizeof(ep.type));
+    ep.type[0] = ep.type[16] = usb_redir_type_control;
+    ep.type[18] = usb_redir_type_bulk;
+    ep.interface[18] = 3; /* not listed */
+    usbredirparser_send_ep_info(h.host.parser, &ep);
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "interface 3");
+    harness_clear(&h);
+}
+
+static void
+test_data_unknown_endpoint(void)
+{
+    Harness h;
+    struct usb_redir_interrupt_packet_header ip = {.endpoint = 0x83, .length = 8};
+    guint8 data[8] = {0};
+
+    harness_init(&h);
+    lend_device(&h);
+    usbredirparser_send_interrupt_packet(h.host.parser, 1, &ip, data, sizeof(data));
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "endpoint 83");
+    g_assert_cmpuint(h.qemu.interrupt_packets, ==, 0);
+    harness_clear(&h);
+}
+
+static void
+test_answer_unknown_id(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    qemu_control_in(&h, 8);
+    host_answer_in(&h, h.host.request_id + 1000, 8);
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "answers no request");
+    g_assert_cmpuint(h.qemu.control_answers, ==, 0);
+    harness_clear(&h);
+}
+
+static void
+test_answer_oversize(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    qemu_control_in(&h, 4);
+    host_answer_in(&h, h.host.request_id, 200);
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "200 bytes, 4 were asked for");
+    g_assert_cmpuint(h.qemu.control_answers, ==, 0);
+    harness_clear(&h);
+}
+
+static void
+test_raw_oversize_length(void)
+{
+    Harness h;
+    struct usb_redir_bulk_packet_header bulk = {.endpoint = 0x82};
+
+    harness_init(&h);
+    lend_device(&h);
+    /* a header announcing more than usbredir permits */
+    send_raw(&h, usb_redir_bulk_packet, 0x7fffffff, &bulk, sizeof(bulk));
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "malformed");
+    harness_clear(&h);
+}
+
+static void
+test_garbage(void)
+{
+    Harness h;
+    static const guint8 junk[64] = {0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x10, 0x00};
+
+    harness_init(&h);
+    g_assert_true(harness_run(&h, done_hellos));
+    g_assert_cmpint(send(h.host.fd, junk, sizeof(junk), MSG_NOSIGNAL), ==, sizeof(junk));
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "malformed");
+    g_assert_cmpuint(h.qemu.connects, ==, 0);
+    harness_clear(&h);
+}
+
+static void
+test_client_gone(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    shutdown(h.host.fd, SHUT_RDWR);
+    assert_ended(&h, GW_PROXY_END_CLIENT_CLOSED, NULL);
+    /* QEMU was told before the connection closed */
+    g_assert_cmpuint(h.qemu.disconnects, ==, 1);
+    harness_clear(&h);
+}
+
+/* QEMU stops reading: the proxy must stop reading the client instead of
+ * buffering the flood. */
+static void
+test_backpressure(void)
+{
+    Harness h;
+    GwProxyStats stats;
+    struct usb_redir_ep_info_header ep = {0};
+    struct usb_redir_interrupt_packet_header ip = {.endpoint = 0x81, .length = TEST_FLOOD_PACKET};
+    g_autofree guint8 *data = g_malloc0(TEST_FLOOD_PACKET);
+    guint64 total = (guint64)TEST_FLOOD_COUNT * TEST_FLOOD_PACKET;
+
+    harness_init(&h);
+    g_assert_true(harness_run(&h, done_hellos));
+    send_interfaces(&h, 0xff, 0, 0);
+    memset(ep.type, usb_redir_type_invalid, sizeof(ep.type));
+    ep.type[0] = ep.type[16] = usb_redir_type_control;
+    ep.type[17] = usb_redir_type_interrupt;
+    ep.max_packet_size[17] = 64;
+    usbredirparser_send_ep_info(h.host.parser, &ep);
+    send_connect(&h);
+    g_assert_true(harness_run(&h, done_connected));
+
+    h.qemu.reading = FALSE;
+    for (guint i = 0; i < TEST_FLOOD_COUNT; i++)
+        usbredirparser_send_interrupt_packet(h.host.parser, i, &ip, data, TEST_FLOOD_PACKET);
+    harness_settle(&h, 300);
+    g_assert_false(h.ended);
+    gw_proxy_get_stats(h.proxy, &stats);
+    g_test_message("while QEMU does not read: %" G_GUINT64_FORMAT
+                   " bytes in from the client, %" G_GUINT64_FORMAT " queued for QEMU",
+                   stats.client_bytes_in, stats.qemu_buffered);
+    g_assert_cmpuint(stats.qemu_buffered, <=, GW_PROXY_MAX_BUFFERED + TEST_FLOOD_PACKET + 64);
+    g_assert_cmpuint(stats.client_bytes_in, <, total);
+
+    /* QEMU reads again: everything arrives */
+    h.qemu.reading = TRUE;
+    while (h.qemu.interrupt_packets < TEST_FLOOD_COUNT && !h.ended) {
+        gint64 before = g_get_monotonic_time();
+        harness_step(&h);
+        g_assert_cmpint(g_get_monotonic_time() - before, <, TEST_TIMEOUT_MS * 1000);
+    }
+    g_assert_false(h.ended);
+    g_assert_cmpuint(h.qemu.interrupt_packets, ==, TEST_FLOOD_COUNT);
+    harness_clear(&h);
+}
+
+int
+main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/proxy/relay-control", test_relay_control);
+    g_test_add_func("/proxy/denied", test_denied);
+    g_test_add_func("/proxy/recheck-new-configuration", test_recheck_new_configuration);
+    g_test_add_func("/proxy/interface-count-33", test_interface_count_33);
+    g_test_add_func("/proxy/ep-info-before-interface-info", test_ep_info_first);
+    g_test_add_func("/proxy/connect-without-info", test_connect_without_info);
+    g_test_add_func("/proxy/connect-twice", test_connect_twice);
+    g_test_add_func("/proxy/endpoint-of-unknown-interface", test_endpoint_of_unknown_interface);
+    g_test_add_func("/proxy/data-unknown-endpoint", test_data_unknown_endpoint);
+    g_test_add_func("/proxy/answer-unknown-id", test_answer_unknown_id);
+    g_test_add_func("/proxy/answer-oversize", test_answer_oversize);
+    g_test_add_func("/proxy/raw-oversize-length", test_raw_oversize_length);
+    g_test_add_func("/proxy/garbage", test_garbage);
+    g_test_add_func("/proxy/client-gone", test_client_gone);
+    g_test_add_func("/proxy/backpressure", test_backpressure);
+    return g_test_run();
+}
