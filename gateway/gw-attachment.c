@@ -12,6 +12,10 @@
 #include "gw-session.h"
 #include "gw-usb.h"
 
+/* A device another process holds (busy) is offered again this often, this
+ * many times, before the peer is left without it. */
+#define GW_ATTACHMENT_OFFER_RETRY_MS 500
+#define GW_ATTACHMENT_OFFER_RETRIES  20
 /* Interfaces beyond this are not claimed (USB allows 32 per config). */
 #define GW_ATTACHMENT_MAX_INTERFACES 32
 
@@ -27,6 +31,8 @@ struct _GwAttachment {
     GSocketConnection *peer; /* owned, nullable */
     GwSession *session;      /* owned, nullable */
     guint peer_count;
+    guint offer_retry_id; /* GSource id, 0 when no retry is pending */
+    guint offer_retries;
     uid_t owner; /* (uid_t)-1: root only */
     gid_t group; /* (gid_t)-1: root's */
 };
@@ -88,6 +94,25 @@ gw_attachment_unclaim(GwAttachment *attachment)
 }
 
 /* Gives the held handle to the session; usbredirhost owns it from here. */
+static void gw_attachment_offer(GwAttachment *attachment);
+
+static gboolean
+gw_attachment_offer_retry(gpointer data)
+{
+    GwAttachment *attachment = data;
+    g_autoptr(GError) error = NULL;
+
+    attachment->offer_retry_id = 0;
+    if (attachment->session == NULL || attachment->device == NULL)
+        return G_SOURCE_REMOVE;
+    if (!gw_attachment_claim(attachment, &error)) {
+        g_warning("%s", error->message);
+        return G_SOURCE_REMOVE;
+    }
+    gw_attachment_offer(attachment);
+    return G_SOURCE_REMOVE;
+}
+
 static void
 gw_attachment_offer(GwAttachment *attachment)
 {
@@ -95,15 +120,27 @@ gw_attachment_offer(GwAttachment *attachment)
 
     if (attachment->session == NULL || attachment->handle == NULL)
         return;
-    if (!gw_session_set_device(attachment->session, g_steal_pointer(&attachment->handle), &error))
-        g_warning("%s", error->message);
-    else
+    /* usbredirhost closes the handle when it fails */
+    if (gw_session_set_device(attachment->session, g_steal_pointer(&attachment->handle), &error)) {
+        attachment->offer_retries = 0;
         g_info("%s: device offered to the peer", attachment->identity);
+        return;
+    }
+    if (attachment->offer_retries >= GW_ATTACHMENT_OFFER_RETRIES) {
+        g_warning("%s (gave up after %u tries)", error->message, attachment->offer_retries);
+        return;
+    }
+    attachment->offer_retries++;
+    g_message("%s; trying again in %d ms", error->message, GW_ATTACHMENT_OFFER_RETRY_MS);
+    attachment->offer_retry_id =
+        g_timeout_add(GW_ATTACHMENT_OFFER_RETRY_MS, gw_attachment_offer_retry, attachment);
 }
 
 static void
 gw_attachment_end_session(GwAttachment *attachment)
 {
+    g_clear_handle_id(&attachment->offer_retry_id, g_source_remove);
+    attachment->offer_retries = 0;
     g_clear_pointer(&attachment->session, gw_session_free);
     if (attachment->peer != NULL) {
         g_io_stream_close(G_IO_STREAM(attachment->peer), NULL, NULL);

@@ -143,6 +143,20 @@ fi
 
 start_usbgwd
 case $scenario in
+busy)
+    # another program holds the key when the VM's QEMU connects: usbgwd
+    # offers it again until it is free
+    usbgwctl release 1-1 >/dev/null || fail "release"
+    "$sim_client" 0529:0001 --port 1-1 hold 1500 > "$work/hold.out" 2>&1 &
+    hold_pid=$!
+    wait_for "$work/hold.out" '^claimed'
+    usbgwctl assign 1-1 test-vm >/dev/null || fail "assign"
+    out=$("$peer" --timeout 10 "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+        fail "the peer did not get the key once it was free: $out"
+    wait $hold_pid || fail "the holder failed"
+    grep -q 'trying again in' "$work/usbgwd.log" || fail "usbgwd did not retry the busy key"
+    stop_usbgwd
+    ;;
 pool)
     # VMs start and stop as usbgw-hook reports them (no libvirt here)
     hook() { # OP VM

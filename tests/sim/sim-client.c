@@ -539,7 +539,7 @@ sim_client_challenge(libusb_context *ctx, const SimClientMatch *match, const cha
 /* Claims interface 0 and lets it go: tells whether another process (the
  * gateway) holds the key claimed. */
 static gboolean
-sim_client_claim(libusb_context *ctx, const SimClientMatch *match, GError **error)
+sim_client_claim(libusb_context *ctx, const SimClientMatch *match, guint hold_ms, GError **error)
 {
     libusb_device_handle *handle = sim_client_open(ctx, match, error);
     gboolean ok;
@@ -548,8 +548,11 @@ sim_client_claim(libusb_context *ctx, const SimClientMatch *match, GError **erro
         return FALSE;
     ok = sim_client_check(libusb_claim_interface(handle, 0), "claiming interface 0", error);
     if (ok) {
-        libusb_release_interface(handle, 0);
         g_print("claimed\n");
+        /* "hold": keep it busy for another program for a while */
+        if (hold_ms > 0)
+            g_usleep((gulong)hold_ms * 1000);
+        libusb_release_interface(handle, 0);
     }
     libusb_close(handle);
     return ok;
@@ -577,7 +580,9 @@ sim_client_run(libusb_context *ctx, char **args, const SimClientOptions *opts, G
     if (!sim_client_parse_id(args[0], &match, error))
         return FALSE;
     if (n == 2 && g_str_equal(args[1], "claim"))
-        return sim_client_claim(ctx, &match, error);
+        return sim_client_claim(ctx, &match, 0, error);
+    if (n == 3 && g_str_equal(args[1], "hold"))
+        return sim_client_claim(ctx, &match, (guint)g_ascii_strtoull(args[2], NULL, 10), error);
     if (n == 3 && g_str_equal(args[1], "challenge"))
         return sim_client_challenge(ctx, &match, args[2], opts, error);
     if (n == 2 && g_str_equal(args[1], "response")) {
@@ -604,7 +609,8 @@ main(int argc, char **argv)
         G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new(
-        "VID:PID challenge HEX32 | VID:PID response | VID:PID claim | wait-arrive VID:PID | "
+        "VID:PID challenge HEX32 | VID:PID response | VID:PID claim | VID:PID hold MS | "
+        "wait-arrive VID:PID | "
         "wait-leave VID:PID "
         "| list | ctl SOCKET COMMAND [ARG]");
     g_autoptr(GError) error = NULL;
