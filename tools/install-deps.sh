@@ -9,6 +9,7 @@ packages=(
     meson ninja-build pkg-config gcc clang libc6-dev
     libglib2.0-dev libjson-glib-dev libusb-1.0-0-dev
     libusbredirparser-dev libusbredirhost-dev libvirt-dev libspice-server-dev
+    libspice-client-glib-2.0-dev
     # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing,
     # test helpers (python3 scripts, pgrep, setpriv)
     umockdev libumockdev-dev qemu-system-x86 busybox-static cpio

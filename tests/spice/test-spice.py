@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""SPICE ingress end to end, one scenario per run:
+
+  test-spice.py SCENARIO WORKER SHARE PEER SIM ACL_HELPER
+
+spice-test-peer plays usbgwd and runs usbgw-spice-worker on a loopback
+port; usbgw-share runs under usbgw-sim, which owns a simulated HASP key
+(0529:0001), and lends it through the worker. The peer's usbredirparser
+reports what arrives (HELLO, INTERFACE_INFO, DEVICE_CONNECT ...).
+
+  redirect      the client's hello, interface_info and device_connect for
+                0529:0001 reach the peer; SIGTERM releases the device
+  wrong-ticket  a wrong ticket is refused: usbgw-share says "auth error"
+                and exits 3, the peer sees no channel at all
+  reconnect     killing the client closes the channel and the worker takes
+                a new client; after the worker restarts, usbgw-share's
+                connection attempts are never closer than --min-interval
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SKIP = 77
+STEP_TIMEOUT_S = 25
+MIN_INTERVAL_S = 2
+# Measured gaps may come out a little short of the interval only through
+# clock granularity; allow nothing more than that.
+CLOCK_SLACK_S = 0.05
+TICKET = "usbgw-test-ticket"
+
+
+class Reader:
+    """Collects a process's stdout lines with their arrival times."""
+
+    def __init__(self, name, stream, echo=True):
+        self.name = name
+        self.lines = []  # (monotonic time, line)
+        self.cond = threading.Condition()
+        self.eof = False
+        self.thread = threading.Thread(target=self._run, args=(stream, echo), daemon=True)
+        self.thread.start()
+
+    def _run(self, stream, echo):
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if echo:
+                print(f"[{self.name}] {line}", flush=True)
+            with self.cond:
+                self.lines.append((time.monotonic(), line))
+                self.cond.notify_all()
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
+
+    def wait(self, pattern, start=0, timeout=STEP_TIMEOUT_S):
+        """Index and match of the first line from `start` on matching pattern."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i in range(start, len(self.lines)):
+                    m = regex.search(self.lines[i][1])
+                    if m:
+                        return i, m
+                left = deadline - time.monotonic()
+                if left <= 0 or self.eof:
+                    fail(f"{self.name}: no line matching /{pattern}/ "
+                         f"{'before EOF' if self.eof else f'within {timeout} s'}")
+                self.cond.wait(left)
+
+    def matching(self, pattern):
+        regex = re.compile(pattern)
+        with self.cond:
+            return [(t, l) for t, l in self.lines if regex.search(l)]
+
+    def count(self):
+        with self.cond:
+            return len(self.lines)
+
+
+def fail(message):
+    print(f"FAIL: {message}", file=sys.stderr, flush=True)
+    for proc in list(PROCS):
+        if proc.poll() is None:
+            proc.kill()
+    sys.exit(1)
+
+
+PROCS = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Rig:
+    def __init__(self, worker, share, peer, sim, acl_helper, work):
+        self.worker, self.share, self.peer_bin = worker, share, peer
+        self.sim, self.acl_helper, self.work = sim, acl_helper, work
+        self.port = free_port()
+        self.peer = None
+        self.peer_out = None
+
+    def start_peer(self, via_frame=True):
+        args = [self.peer_bin, "--worker", self.worker, "--port", str(self.port)]
+        if via_frame:
+            args += ["--ticket", TICKET]
+        else:
+            path = os.path.join(self.work, "server-ticket")
+            with open(path, "w") as f:
+                f.write(TICKET + "\n")
+            os.chmod(path, 0o600)  # readable by root only: read before the drop
+            args += ["--ticket-file", path]
+        if os.geteuid() == 0:
+            args += ["--user", "nobody"]
+        self.peer = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        PROCS.append(self.peer)
+        self.peer_out = Reader("peer", self.peer.stdout)
+        self.peer_out.wait(r"^READY version=1 channels=4$")
+
+    def peer_command(self, line):
+        self.peer.stdin.write((line + "\n").encode())
+        self.peer.stdin.flush()
+
+    def stop_peer(self):
+        self.peer.stdin.close()
+        try:
+            status = self.peer.wait(timeout=STEP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            fail("the worker did not exit after its socketpair closed")
+        self.peer_out.wait(r"^WORKER_EXIT 0$")
+        if status != 0:
+            fail(f"spice-test-peer exited {status}")
+
+    def start_share(self, name, ticket=TICKET, min_interval=MIN_INTERVAL_S):
+        path = os.path.join(self.work, f"{name}-ticket")
+        with open(path, "w") as f:
+            f.write(ticket + "\n")
+        env = dict(os.environ, SPICE_USB_ACL_BINARY=self.acl_helper)
+        proc = subprocess.Popen(
+            [self.sim, "--plug", "hasp", "--", self.share, f"spice://127.0.0.1:{self.port}",
+             "--ticket-file", path, "--device", "0529:0001",
+             "--min-interval", str(min_interval)],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+        PROCS.append(proc)
+        return proc, Reader(name, proc.stdout)
+
+
+def descendants_named(pid, name):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append((int(entry), comm))
+    found, todo = [], [pid]
+    while todo:
+        for child, comm in children.get(todo.pop(), []):
+            if comm == name[:15]:
+                found.append(child)
+            todo.append(child)
+    return found
+
+
+def wait_exit(proc, what):
+    try:
+        return proc.wait(timeout=STEP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        fail(f"{what} did not exit")
+
+
+def expect_device(rig, start=0):
+    """Waits for a client's channel to bring the key (the client picks the
+    channel); checks the channel opened and the client's hello and
+    interface_info came first. Returns the channel and the index after the
+    DEVICE_CONNECT line."""
+    out = rig.peer_out
+    j, m = out.wait(r"^DEVICE_CONNECT (\d+) 0529:0001$", start)
+    ch = m.group(1)
+    with out.cond:
+        lines = [line for _, line in out.lines[start:j]]
+    for want in (rf"^OPEN {ch}$", rf"^HELLO {ch} ", rf"^INTERFACE_INFO {ch} count=\d+ class="):
+        if not any(re.search(want, line) for line in lines):
+            fail(f"peer: no /{want}/ before DEVICE_CONNECT on channel {ch}")
+    return ch, j + 1
+
+
+def scenario_redirect(rig):
+    rig.start_peer(via_frame=True)
+    proc, out = rig.start_share("share")
+    ch, _ = expect_device(rig)
+    out.wait(r"^usbgw-share: redirecting .*0529:0001")
+    proc.send_signal(signal.SIGTERM)  # usbgw-sim passes it on to usbgw-share
+    status = wait_exit(proc, "usbgw-share after SIGTERM")
+    out.wait(r"^usbgw-share: released .*0529:0001")
+    if status != 0:
+        fail(f"usbgw-share exited {status} after SIGTERM, want 0")
+    rig.peer_out.wait(rf"^CLOSE {ch}$")
+    rig.stop_peer()
+
+
+def scenario_wrong_ticket(rig):
+    rig.start_peer(via_frame=True)
+    proc, out = rig.start_share("share", ticket="not-the-ticket")
+    out.wait(r"^usbgw-share: auth error")
+    status = wait_exit(proc, "usbgw-share after the auth error")
+    if status != 3:
+        fail(f"usbgw-share exited {status} after an auth error, want 3")
+    seen = rig.peer_out.matching(r"^(OPEN|HELLO|INTERFACE_INFO|DEVICE_CONNECT|CLOSE) ")
+    if seen:
+        fail(f"the peer saw channel traffic with a wrong ticket: {seen}")
+    rig.stop_peer()
+
+
+def scenario_reconnect(rig):
+    rig.start_peer(via_frame=False)
+
+    # A client that dies: the worker reports the channel closed.
+    proc, out = rig.start_share("share1")
+    ch, after = expect_device(rig)
+    pids = descendants_named(proc.pid, "usbgw-share")
+    if len(pids) != 1:
+        fail(f"expected one usbgw-share under usbgw-sim, found {pids}")
+    os.kill(pids[0], signal.SIGKILL)
+    rig.peer_out.wait(rf"^CLOSE {ch}$", after)
+    wait_exit(proc, "usbgw-sim after its usbgw-share was killed")
+
+    # The worker still listens: a new client gets the key through again.
+    proc, out = rig.start_share("share2")
+    _, after = expect_device(rig, after)
+    out.wait(r"^usbgw-share: redirecting .*0529:0001")
+
+    # The server goes away for 5 s: attempts at +2 s (refused) and +6 s.
+    lost_from = out.count()
+    rig.peer_command("restart 5000")
+    rig.peer_out.wait(r"^WORKER_EXIT 0$", after)
+    i, _ = out.wait(r"^usbgw-share: disconnected from", lost_from)
+    lost_at = out.lines[i][0]
+    out.wait(r"^usbgw-share: connected to", i, timeout=STEP_TIMEOUT_S)
+    expect_device(rig, after)
+
+    attempts = [t for t, _ in out.matching(r"^usbgw-share: connecting to .*\(attempt \d+\)$")]
+    if len(attempts) < 3:
+        fail(f"want at least 3 connection attempts (first, refused, success), got {len(attempts)}")
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    print(f"gaps between attempts: {[round(g, 2) for g in gaps]} s, "
+          f"first retry {attempts[1] - lost_at:.2f} s after the loss", flush=True)
+    short = [g for g in gaps if g < MIN_INTERVAL_S - CLOCK_SLACK_S]
+    if short or attempts[1] - lost_at < MIN_INTERVAL_S - CLOCK_SLACK_S:
+        fail(f"attempts closer than --min-interval {MIN_INTERVAL_S} s: {gaps}")
+    if gaps[-1] < 2 * MIN_INTERVAL_S - CLOCK_SLACK_S:
+        fail(f"the second retry came {gaps[-1]:.2f} s after the first, want backoff "
+             f">= {2 * MIN_INTERVAL_S} s")
+
+    proc.send_signal(signal.SIGTERM)
+    if wait_exit(proc, "usbgw-share after SIGTERM") != 0:
+        fail("usbgw-share did not exit 0 after SIGTERM")
+    rig.stop_peer()
+
+
+SCENARIOS = {
+    "redirect": scenario_redirect,
+    "wrong-ticket": scenario_wrong_ticket,
+    "reconnect": scenario_reconnect,
+}
+
+
+def main():
+    if len(sys.argv) != 7 or sys.argv[1] not in SCENARIOS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    scenario, worker, share, peer, sim, acl_helper = sys.argv[1:]
+    for path in (worker, share, peer, sim):
+        if not os.access(path, os.X_OK):
+            print(f"SKIP: {path} is not built")
+            return SKIP
+    if os.geteuid() == 0:
+        try:
+            import pwd
+            pwd.getpwnam("nobody")
+        except KeyError:
+            print("SKIP: running as root and there is no user 'nobody' for the worker")
+            return SKIP
+    with tempfile.TemporaryDirectory(prefix="usbgw-spice-test.") as work:
+        rig = Rig(worker, share, peer, sim, acl_helper, work)
+        try:
+            SCENARIOS[scenario](rig)
+        finally:
+            for proc in PROCS:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    print(f"PASS: {scenario}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
