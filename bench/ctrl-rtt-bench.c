@@ -59,6 +59,7 @@
 #include <gio/gio.h>
 
 #include "bench-common.h"
+#include "gw-device.h"
 
 #define CTRL_OP_TIMEOUT_US    (5 * G_USEC_PER_SEC)
 #define CTRL_CONNECT_US       (20 * G_USEC_PER_SEC)
@@ -251,19 +252,6 @@ inproc_host_free(InprocHost *h)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(InprocHost, inproc_host_free)
 
 /* "1-2" for bus 1, port 2 (as usbgwd and usbgw-sim name ports). */
-static gchar *
-inproc_port_path(libusb_device *device)
-{
-    guint8 ports[8];
-    int n = libusb_get_port_numbers(device, ports, G_N_ELEMENTS(ports));
-    GString *path = g_string_new(NULL);
-
-    g_string_append_printf(path, "%u", libusb_get_bus_number(device));
-    for (int i = 0; i < n; i++)
-        g_string_append_printf(path, "%c%u", i == 0 ? '-' : '.', ports[i]);
-    return g_string_free(path, FALSE);
-}
-
 /* Opens the key at @port and serves it on a socketpair; *peer_fd gets the
  * other end. */
 static InprocHost *
@@ -286,7 +274,7 @@ inproc_host_new(const gchar *port, int *peer_fd, GError **error)
     }
     n = libusb_get_device_list(h->ctx, &list);
     for (ssize_t i = 0; i < n && handle == NULL; i++) {
-        g_autofree gchar *path = inproc_port_path(list[i]);
+        g_autofree gchar *path = gw_device_port_path(list[i]);
         if (g_strcmp0(path, port) != 0)
             continue;
         rc = libusb_open(list[i], &handle);
