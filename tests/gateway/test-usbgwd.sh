@@ -34,6 +34,9 @@ if [ -z "${USBGW_TEST_INNER:-}" ]; then
 fi
 
 work=$USBGW_TEST_INNER
+gw_pid=''
+# a failing check must not leave usbgwd running
+trap '[ -z "$gw_pid" ] || kill "$gw_pid" 2>/dev/null || true' EXIT
 rundir=$work/run
 sock=$rundir/vm/test-vm/0529-0001-at-1-1.sock
 cat > "$work/policy" <<'POLICY'
@@ -110,6 +113,7 @@ start_usbgwd() {
 stop_usbgwd() {
     kill -TERM $gw_pid
     wait $gw_pid || fail "usbgwd exited with status $? on SIGTERM"
+    gw_pid=''
 }
 
 wait_for() { # FILE PATTERN
