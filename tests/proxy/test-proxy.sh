@@ -3,7 +3,7 @@
 # over TCP to usbgw-proxy-relay, which validates it against a policy and
 # relays it to the QEMU-role test peer on a unix socket. One scenario a run:
 #
-#   test-proxy.sh SCENARIO RELAY USBGW_SIM TEST_PEER
+#   test-proxy.sh SCENARIO RELAY USBGW_SIM TEST_PEER SIM_CLIENT
 #
 #   lend           the key answers the peer's challenge through the proxy
 #   deny           a mass-storage stick is refused; the peer never sees CONNECT
@@ -14,7 +14,7 @@
 set -euo pipefail
 [ -n "${USBGW_TEST_TRACE:-}" ] && set -x
 
-scenario=$1 relay=$2 sim=$3 peer=$4
+scenario=$1 relay=$2 sim=$3 peer=$4 sim_client=$5
 
 HASP_SECRET=000102030405060708090a0b0c0d0e0f
 CHALLENGE=00112233445566778899aabbccddeeff
@@ -151,6 +151,12 @@ client-killed)
     grep -q '^HAMMER [1-9][0-9]* answers$' "$work/peer1.out" || fail "no answers before the kill"
     wait_for "$work/relay.out" '^END 1 client-closed '
     relay_alive
+    # the kernel drops a killed process's claims at once; the simulator
+    # notices a moment later: wait for that before the next client
+    for _ in $(seq 100); do
+        "$sim_client" 0529:0001 claim >/dev/null 2>&1 && break
+        sleep 0.05
+    done
     serve_key 2
     ;;
 *)
