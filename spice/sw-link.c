@@ -84,6 +84,15 @@ sw_link_dispatch_frames(SwLink *link)
     return link->error == NULL;
 }
 
+/* usbgwd closed its end: nothing more will come and nothing can be sent. */
+static void
+sw_link_hang_up(SwLink *link)
+{
+    link->eof = TRUE;
+    g_clear_pointer(&link->watch, sw_fd_watch_free);
+    sw_link_schedule(link);
+}
+
 static void
 sw_link_flush(SwLink *link)
 {
@@ -94,6 +103,12 @@ sw_link_flush(SwLink *link)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
+        if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+            /* usbgwd closed its end: what is queued has nobody to go to. */
+            g_byte_array_set_size(link->out, 0);
+            sw_link_hang_up(link);
+            return;
+        }
         if (n < 0) {
             int saved = errno;
 
@@ -119,18 +134,17 @@ sw_link_read(SwLink *link)
     } while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return;
+    /* ECONNRESET: usbgwd closed its end with our frames still unread. All
+     * it sent was read before this, so it is an end like any other. */
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+        sw_link_hang_up(link);
+        return;
+    }
     if (n < 0) {
         int saved = errno;
 
         sw_link_fail(link, g_error_new(G_IO_ERROR, g_io_error_from_errno(saved),
                                        "reading from usbgwd: %s", g_strerror(saved)));
-        return;
-    }
-    if (n == 0) {
-        /* Nothing more will come and nothing can be sent. */
-        link->eof = TRUE;
-        g_clear_pointer(&link->watch, sw_fd_watch_free);
-        sw_link_schedule(link);
         return;
     }
     g_byte_array_append(link->in, buffer, (guint)n);
