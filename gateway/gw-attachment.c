@@ -11,6 +11,7 @@
 
 #include "gw-session.h"
 #include "gw-usb.h"
+#include "gw-vm-socket.h"
 
 /* A device another process holds (busy) is offered again this often, this
  * many times, before the peer is left without it. */
@@ -175,16 +176,10 @@ gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return TRUE;
     }
-    if (g_socket_get_family(g_socket_connection_get_socket(connection)) == G_SOCKET_FAMILY_UNIX) {
-        g_autoptr(GCredentials) creds =
-            g_socket_get_credentials(g_socket_connection_get_socket(connection), NULL);
-        uid_t uid = creds != NULL ? g_credentials_get_unix_user(creds, NULL) : (uid_t)-1;
-        if (uid != 0 && (attachment->owner == (uid_t)-1 || uid != attachment->owner)) {
-            g_warning("%s: refused a peer with uid %d on %s (only QEMU's user may connect)",
-                      attachment->identity, (int)uid, attachment->socket_path);
-            g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
-            return TRUE;
-        }
+    if (!gw_vm_socket_peer_allowed(connection, attachment->owner, attachment->identity,
+                                   attachment->socket_path)) {
+        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+        return TRUE;
     }
     /* usbredir is many small packets: do not let Nagle delay them */
     if (g_socket_get_family(g_socket_connection_get_socket(connection)) != G_SOCKET_FAMILY_UNIX &&
@@ -231,42 +226,13 @@ gw_attachment_bind(GwAttachment *attachment, const gchar *socket_path, const gch
                    guint16 tcp_port, GError **error)
 {
     g_autoptr(GSocketService) service = NULL;
-    g_autofree gchar *dir = g_path_get_dirname(socket_path);
-    g_autoptr(GSocketAddress) address = NULL;
 
     if (g_strcmp0(attachment->socket_path, socket_path) == 0)
         return TRUE;
     gw_attachment_unbind(attachment);
-    /* <rundir>/vm may be traversed (0711); the VM's own directory is
-     * closed (0700) and given to QEMU's user below */
-    if (g_mkdir_with_parents(dir, 0711) != 0 || g_chmod(dir, 0700) != 0) {
-        int saved = errno;
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot create %s: %s", dir,
-                    g_strerror(saved));
+    service = gw_vm_socket_listen(socket_path, attachment->owner, attachment->group, error);
+    if (service == NULL)
         return FALSE;
-    }
-    /* a socket left by a killed daemon would make bind fail */
-    g_unlink(socket_path);
-    service = g_socket_service_new();
-    address = g_unix_socket_address_new(socket_path);
-    if (!g_socket_listener_add_address(G_SOCKET_LISTENER(service), address, G_SOCKET_TYPE_STREAM,
-                                       G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL, error)) {
-        g_prefix_error(error, "cannot listen on %s: ", socket_path);
-        return FALSE;
-    }
-    if (g_chmod(socket_path, 0600) != 0)
-        g_warning("cannot chmod %s: %s", socket_path, g_strerror(errno));
-    /* QEMU runs as its own user: give it the socket and the way to it */
-    if ((attachment->owner != (uid_t)-1 || attachment->group != (gid_t)-1) &&
-        (chown(socket_path, attachment->owner, attachment->group) != 0 ||
-         chown(dir, attachment->owner, attachment->group) != 0)) {
-        int saved = errno;
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved),
-                    "cannot give %s to uid %d gid %d: %s", socket_path, (int)attachment->owner,
-                    (int)attachment->group, g_strerror(saved));
-        g_unlink(socket_path);
-        return FALSE;
-    }
     if (tcp_address != NULL) {
         g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(tcp_address);
         g_autoptr(GSocketAddress) tcp = NULL;

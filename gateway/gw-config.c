@@ -22,6 +22,31 @@ static const GwConfigString gw_config_strings[] = {
     {"tcp-address", G_STRUCT_OFFSET(GwConfig, tcp_address), "127.0.0.1", FALSE},
     {"socket-user", G_STRUCT_OFFSET(GwConfig, socket_user), NULL, TRUE},
     {"socket-group", G_STRUCT_OFFSET(GwConfig, socket_group), NULL, TRUE},
+    {"spice-address", G_STRUCT_OFFSET(GwConfig, spice_address), "127.0.0.1", FALSE},
+    {"spice-host", G_STRUCT_OFFSET(GwConfig, spice_host), NULL, TRUE},
+    {"spice-worker", G_STRUCT_OFFSET(GwConfig, spice_worker), GW_CONFIG_SPICE_WORKER, FALSE},
+    {"spice-user", G_STRUCT_OFFSET(GwConfig, spice_user), "nobody", FALSE},
+};
+
+typedef struct {
+    const gchar *key;
+    gsize offset; /* of the guint in GwConfig */
+    guint fallback;
+    guint min, max;
+    const gchar *expected;
+} GwConfigNumber;
+
+static const GwConfigNumber gw_config_numbers[] = {
+    {"tcp-port-base", G_STRUCT_OFFSET(GwConfig, tcp_port_base), 0, 0, G_MAXUINT16,
+     "a port number (0 = no TCP)"},
+    {"spice-port-base", G_STRUCT_OFFSET(GwConfig, spice_port_base), 0, 0, G_MAXUINT16,
+     "a port number (0 = no SPICE ingress)"},
+    {"spice-ports", G_STRUCT_OFFSET(GwConfig, spice_ports), 16, 1, 1024,
+     "how many ports shares may use, 1 to 1024"},
+    {"spice-channels", G_STRUCT_OFFSET(GwConfig, spice_channels), 4, 1, 32,
+     "devices one client may lend at once, 1 to 32"},
+    {"share-ttl", G_STRUCT_OFFSET(GwConfig, share_ttl), 600, 1, 7 * 24 * 3600,
+     "seconds a share's ticket waits for its first use, 1 to 604800"},
 };
 
 static gchar **
@@ -39,7 +64,8 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
 
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_strings); i++)
         *gw_config_slot(config, &gw_config_strings[i]) = g_strdup(gw_config_strings[i].fallback);
-    config->tcp_port_base = 0;
+    for (guint i = 0; i < G_N_ELEMENTS(gw_config_numbers); i++)
+        G_STRUCT_MEMBER(guint, config, gw_config_numbers[i].offset) = gw_config_numbers[i].fallback;
     if (!g_key_file_load_from_file(keyfile, path, G_KEY_FILE_NONE, &local_error)) {
         if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
             return TRUE;
@@ -68,16 +94,19 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
             g_free(*slot);
             *slot = value[0] != '\0' ? g_steal_pointer(&value) : NULL;
         }
-        if (g_strcmp0(keys[i], "tcp-port-base") == 0) {
-            guint64 port = 0;
+        for (guint k = 0; k < G_N_ELEMENTS(gw_config_numbers); k++) {
+            const GwConfigNumber *entry = &gw_config_numbers[k];
+            guint64 number = 0;
+            if (value == NULL || g_strcmp0(keys[i], entry->key) != 0)
+                continue;
             known = TRUE;
-            if (!g_ascii_string_to_unsigned(value, 10, 0, G_MAXUINT16, &port, NULL)) {
+            if (!g_ascii_string_to_unsigned(value, 10, entry->min, entry->max, &number, NULL)) {
                 g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                            "%s: [%s] tcp-port-base=%s: expected a port number (0 = no TCP)", path,
-                            GW_CONFIG_GROUP, value);
+                            "%s: [%s] %s=%s: expected %s", path, GW_CONFIG_GROUP, entry->key,
+                            value, entry->expected);
                 return FALSE;
             }
-            config->tcp_port_base = (guint16)port;
+            G_STRUCT_MEMBER(guint, config, entry->offset) = (guint)number;
         }
         if (!known)
             g_warning("%s: unknown key '%s' in [%s] ignored", path, keys[i], GW_CONFIG_GROUP);
@@ -91,7 +120,9 @@ gw_config_copy(GwConfig *dest, const GwConfig *src)
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_strings); i++)
         *gw_config_slot(dest, &gw_config_strings[i]) =
             g_strdup(*gw_config_slot((GwConfig *)src, &gw_config_strings[i]));
-    dest->tcp_port_base = src->tcp_port_base;
+    for (guint i = 0; i < G_N_ELEMENTS(gw_config_numbers); i++)
+        G_STRUCT_MEMBER(guint, dest, gw_config_numbers[i].offset) =
+            G_STRUCT_MEMBER(guint, (GwConfig *)src, gw_config_numbers[i].offset);
 }
 
 void

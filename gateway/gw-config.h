@@ -4,6 +4,10 @@
 
 #include <glib.h>
 
+#ifndef GW_CONFIG_SPICE_WORKER
+#define GW_CONFIG_SPICE_WORKER "/usr/libexec/usbgw-spice-worker"
+#endif
+
 G_BEGIN_DECLS
 
 #define GW_CONFIG_DEFAULT_PATH "/etc/usbgw/usbgwd.conf"
@@ -18,7 +22,16 @@ typedef struct {
     gchar *socket_user;    /* owned, nullable: QEMU's user, owner of attachment sockets */
     gchar *socket_group;   /* owned, nullable: QEMU's group */
     gchar *tcp_address;    /* owned: where TCP listeners bind */
-    guint16 tcp_port_base; /* 0: no TCP; else attachments get ports base, base+1, … */
+    guint tcp_port_base;   /* 0: no TCP; else attachments get ports base, base+1, … */
+    /* SPICE ingress (shares): off while spice_port_base is 0 */
+    guint spice_port_base; /* shares get ports base … base+spice_ports-1 */
+    guint spice_ports;
+    guint spice_channels; /* usbredir channels per share */
+    guint share_ttl;      /* seconds a ticket waits for its first use */
+    gchar *spice_address; /* owned: where the workers listen */
+    gchar *spice_host;    /* owned, nullable: host name in share URIs (default: this host's) */
+    gchar *spice_worker;  /* owned: the usbgw-spice-worker program */
+    gchar *spice_user;    /* owned: the user workers run as */
 } GwConfig;
 
 /* Fills @config with the defaults, then the file's values; a missing file

@@ -16,6 +16,7 @@
 #include "gw-json.h"
 #include "gw-device.h"
 #include "gw-libvirt.h"
+#include "gw-share.h"
 #include "gw-state.h"
 #include "gw-usb.h"
 
@@ -52,6 +53,7 @@ struct _GwDaemon {
     GHashTable *devices;       /* id → GwDaemonDevice */
     GHashTable *by_usb;        /* libusb_device* → id (borrowed from devices) */
     GHashTable *vms;           /* name → GwDaemonVm: the VMs that run */
+    GHashTable *shares;        /* VM name → GwShare: at most one share per VM */
     JsonObject *saved;         /* owned: state as loaded, applied as devices arrive */
     guint next_tcp_port;       /* 0 when TCP is off */
     gchar *started;            /* owned: ISO 8601 */
@@ -60,6 +62,10 @@ struct _GwDaemon {
     uid_t socket_uid;          /* (uid_t)-1: root only */
     gid_t socket_gid;
 };
+
+static void gw_daemon_share_plug(GwDaemon *daemon, GwShare *share, gboolean replug);
+static void gw_daemon_unshare(GwDaemon *daemon, const gchar *vm, const gchar *actor,
+                              const gchar *reason);
 
 static gchar *
 gw_daemon_now(void)
@@ -477,6 +483,8 @@ gw_daemon_vm_started(GwDaemon *daemon, const gchar *name, const gchar *uuid, con
         vm->uuid = g_ascii_strdown(uuid, -1);
     }
     gw_daemon_offer_vm(daemon, vm, actor);
+    if (g_hash_table_contains(daemon->shares, name))
+        gw_daemon_share_plug(daemon, g_hash_table_lookup(daemon->shares, name), FALSE);
     gw_daemon_save_state(daemon);
 }
 
@@ -501,6 +509,7 @@ gw_daemon_vm_stopped(GwDaemon *daemon, const gchar *name, const gchar *actor)
     if (!g_hash_table_contains(daemon->vms, name))
         return;
     g_message("vm \"%s\" stopped (%s)", name, actor);
+    gw_daemon_unshare(daemon, name, actor, "vm stopped");
     devices = gw_daemon_sorted_devices(daemon);
     for (guint i = 0; i < devices->len; i++) {
         GwDaemonDevice *dev = g_ptr_array_index(devices, i);
@@ -668,6 +677,10 @@ gw_daemon_path_has_peer(GwDaemon *daemon, const gchar *path)
             g_strcmp0(gw_attachment_get_socket_path(dev->attachment), path) == 0)
             return gw_attachment_has_peer(dev->attachment);
     }
+    g_hash_table_iter_init(&iter, daemon->shares);
+    while (g_hash_table_iter_next(&iter, NULL, &value))
+        if (gw_share_socket_has_qemu(value, path))
+            return TRUE;
     return FALSE;
 }
 
@@ -1148,6 +1161,329 @@ gw_daemon_cmd_hook(GwDaemon *daemon, JsonObject *request)
     return gw_control_reply_ok(NULL);
 }
 
+/* ---- shares (SPICE ingress) ------------------------------------------------ */
+
+/* The lending user's groups, for share rules that name a group; NULL when
+ * the user is not known on this host. */
+static gchar **
+gw_daemon_user_groups(const gchar *user)
+{
+    struct passwd *pw = getpwnam(user);
+    g_autofree gid_t *gids = NULL;
+    GPtrArray *names;
+    int count = 64;
+
+    if (pw == NULL)
+        return NULL;
+    gids = g_new(gid_t, count);
+    if (getgrouplist(user, pw->pw_gid, gids, &count) < 0) {
+        gids = g_renew(gid_t, gids, count);
+        if (getgrouplist(user, pw->pw_gid, gids, &count) < 0)
+            return NULL;
+    }
+    names = g_ptr_array_new();
+    for (int i = 0; i < count; i++) {
+        struct group *gr = getgrgid(gids[i]);
+        if (gr != NULL)
+            g_ptr_array_add(names, g_strdup(gr->gr_name));
+    }
+    g_ptr_array_add(names, NULL);
+    return (gchar **)g_ptr_array_free(names, FALSE);
+}
+
+static gboolean
+gw_daemon_share_check(GwShare *share, const PolicyDevice *device, gchar **rule, gchar **reason,
+                      gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    const gchar *vm = gw_share_get_vm(share);
+    GwDaemonVm *v = g_hash_table_lookup(daemon->vms, vm);
+    g_auto(GStrv) groups = gw_daemon_user_groups(gw_share_get_user(share));
+    PolicyContext ctx = {
+        .vm_name = vm,
+        .vm_uuid = v != NULL ? v->uuid : NULL,
+        .user = gw_share_get_user(share),
+        .groups = (const gchar *const *)groups,
+    };
+    PolicyDecision decision;
+    g_autofree gchar *what = policy_device_describe(device);
+
+    policy_decide(daemon->policy, POLICY_ORIGIN_SHARE, device, &ctx, &decision);
+    *rule = gw_daemon_rule_of(&decision);
+    if (decision.verdict == POLICY_VERDICT_SHARE)
+        return TRUE;
+    if (decision.file != NULL)
+        *reason = g_strdup_printf("%s: user \"%s\" may not lend it to vm \"%s\" (%s rule at %s)",
+                                  what, ctx.user, vm, policy_verdict_to_string(decision.verdict),
+                                  *rule);
+    else
+        *reason = g_strdup_printf("%s: no share rule lets user \"%s\" lend it to vm \"%s\"", what,
+                                  ctx.user, vm);
+    return FALSE;
+}
+
+static void
+gw_daemon_share_event(GwShare *share, const gchar *event, const PolicyDevice *device,
+                      const gchar *rule, const gchar *reason, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    const gchar *vm = gw_share_get_vm(share);
+    GwDaemonVm *v = g_hash_table_lookup(daemon->vms, vm);
+    g_autofree gchar *actor = g_strdup_printf("share user=%s", gw_share_get_user(share));
+    g_autofree gchar *what = device != NULL ? policy_device_describe(device) : NULL;
+    GwAuditEvent record = {
+        .event = event,
+        .device = device,
+        .vm = vm,
+        .vm_uuid = v != NULL ? v->uuid : NULL,
+        .rule = rule,
+        .actor = actor,
+        .reason = reason,
+    };
+    g_autoptr(JsonNode) node = NULL;
+
+    if (g_strcmp0(event, "deny") == 0)
+        g_message("vm \"%s\": refused %s lent by user \"%s\": %s", vm, what, record.actor + 11,
+                  reason);
+    else
+        g_message("vm \"%s\": %s %s (user \"%s\"%s%s)", vm,
+                  g_strcmp0(event, "lend") == 0 ? "got the lent device" : "gave back", what,
+                  gw_share_get_user(share), rule != NULL ? ", rule " : "",
+                  rule != NULL ? rule : "");
+    node = gw_audit_record(daemon->audit, &record);
+    gw_control_broadcast(daemon->control, node);
+}
+
+static void
+gw_daemon_share_audit(GwDaemon *daemon, const gchar *event, GwShare *share, const gchar *actor,
+                      const gchar *reason)
+{
+    GwDaemonVm *v = g_hash_table_lookup(daemon->vms, gw_share_get_vm(share));
+    GwAuditEvent record = {
+        .event = event,
+        .vm = gw_share_get_vm(share),
+        .vm_uuid = v != NULL ? v->uuid : NULL,
+        .actor = actor,
+        .reason = reason,
+    };
+    g_autoptr(JsonNode) node = gw_audit_record(daemon->audit, &record);
+    gw_control_broadcast(daemon->control, node);
+}
+
+static void
+gw_daemon_share_attach_done(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *what = user_data;
+
+    if (!gw_libvirt_attach_redirdev_finish(NULL, result, &error) &&
+        !g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+        g_warning("%s: libvirt attach failed: %s", what, error->message);
+}
+
+/* Plugs the share's VM sockets into the running VM (libvirt only); a
+ * socket whose QEMU is connected already is left alone. With @replug the
+ * redirdevs are unplugged first (their QEMU chardev closed for good). */
+static void
+gw_daemon_share_plug(GwDaemon *daemon, GwShare *share, gboolean replug)
+{
+    GwDaemonVm *vm = g_hash_table_lookup(daemon->vms, gw_share_get_vm(share));
+    const gchar *const *paths = gw_share_get_socket_paths(share);
+
+    if (daemon->libvirt == NULL || vm == NULL || vm->uuid == NULL ||
+        !gw_libvirt_is_connected(daemon->libvirt))
+        return;
+    for (guint i = 0; paths[i] != NULL; i++) {
+        g_autofree gchar *alias = g_strdup_printf(GW_DAEMON_ALIAS_PREFIX "share%u", i);
+        if (gw_share_socket_has_qemu(share, paths[i]))
+            continue;
+        if (replug)
+            gw_libvirt_detach_redirdev_async(daemon->libvirt, vm->uuid, paths[i], NULL,
+                                             gw_daemon_detach_done,
+                                             g_strdup_printf("%s ← vm %s", paths[i], vm->name));
+        gw_libvirt_attach_redirdev_async(daemon->libvirt, vm->uuid, paths[i], alias,
+                                         daemon->cancellable, gw_daemon_share_attach_done,
+                                         g_strdup_printf("%s → vm %s", paths[i], vm->name));
+    }
+}
+
+static void
+gw_daemon_share_qemu_left(GwShare *share, gpointer user_data)
+{
+    /* libvirt's hot-plugged chardevs do not reconnect: plug anew */
+    gw_daemon_share_plug(user_data, share, TRUE);
+}
+
+/* Ends a share: the client is dropped, its devices leave the VM. */
+static void
+gw_daemon_unshare(GwDaemon *daemon, const gchar *vm, const gchar *actor, const gchar *reason)
+{
+    GwShare *share = g_hash_table_lookup(daemon->shares, vm);
+    GwDaemonVm *v = g_hash_table_lookup(daemon->vms, vm);
+    const gchar *const *paths;
+
+    if (share == NULL)
+        return;
+    g_message("share vm \"%s\" user \"%s\" ended: %s", vm, gw_share_get_user(share), reason);
+    gw_daemon_share_audit(daemon, "unshare", share, actor, reason);
+    paths = gw_share_get_socket_paths(share);
+    for (guint i = 0; daemon->libvirt != NULL && v != NULL && v->uuid != NULL && paths[i] != NULL;
+         i++)
+        gw_libvirt_detach_redirdev_async(daemon->libvirt, v->uuid, paths[i], NULL,
+                                         gw_daemon_detach_done,
+                                         g_strdup_printf("%s ← vm %s", paths[i], vm));
+    g_hash_table_remove(daemon->shares, vm);
+}
+
+static void
+gw_daemon_share_ended(GwShare *share, const gchar *reason, gpointer user_data)
+{
+    g_autofree gchar *vm = g_strdup(gw_share_get_vm(share));
+    gw_daemon_unshare(user_data, vm, "usbgwd", reason);
+}
+
+/* The lowest SPICE port no share uses, 0 when all are taken. */
+static guint16
+gw_daemon_free_spice_port(GwDaemon *daemon)
+{
+    for (guint port = daemon->config.spice_port_base;
+         port < daemon->config.spice_port_base + daemon->config.spice_ports && port <= G_MAXUINT16;
+         port++) {
+        GHashTableIter iter;
+        gpointer value;
+        gboolean used = FALSE;
+        g_hash_table_iter_init(&iter, daemon->shares);
+        while (!used && g_hash_table_iter_next(&iter, NULL, &value))
+            used = gw_share_get_port(value) == port;
+        if (!used)
+            return (guint16)port;
+    }
+    return 0;
+}
+
+static JsonNode *
+gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *peer,
+                    const gchar *actor)
+{
+    static const GwShareCallbacks callbacks = {
+        .check = gw_daemon_share_check,
+        .event = gw_daemon_share_event,
+        .qemu_left = gw_daemon_share_qemu_left,
+        .ended = gw_daemon_share_ended,
+    };
+    JsonNode *error_reply = NULL;
+    const gchar *vm = gw_daemon_string_arg(request, "vm", &error_reply);
+    g_autofree gchar *user = NULL;
+    g_autofree gchar *dir = NULL;
+    g_autofree gchar *uri = NULL;
+    g_autoptr(GError) error = NULL;
+    JsonNode *node;
+    gint64 ttl = daemon->config.share_ttl;
+    GwShareOptions options = {0};
+    GwShare *share;
+    JsonObject *obj;
+
+    if (vm == NULL)
+        return error_reply;
+    if (daemon->config.spice_port_base == 0)
+        return gw_control_reply_error("not-configured",
+                                      "SPICE ingress is off: set spice-port-base in usbgwd.conf");
+    if (strchr(vm, '/') != NULL || vm[0] == '.')
+        return gw_control_reply_error("bad-request", "\"%s\" is not a VM name", vm);
+    node = json_object_get_member(request, "user");
+    if (node != NULL && !JSON_NODE_HOLDS_NULL(node)) {
+        if (json_node_get_value_type(node) != G_TYPE_STRING || json_node_get_string(node)[0] == '\0')
+            return gw_control_reply_error("bad-request", "\"user\" must be a non-empty string");
+        user = g_strdup(json_node_get_string(node));
+    } else {
+        struct passwd *pw = getpwuid(peer->uid);
+        if (pw == NULL)
+            return gw_control_reply_error("bad-request",
+                                          "uid %u has no user name: pass \"user\"",
+                                          (guint)peer->uid);
+        user = g_strdup(pw->pw_name);
+    }
+    node = json_object_get_member(request, "ttl");
+    if (node != NULL && !JSON_NODE_HOLDS_NULL(node)) {
+        if (json_node_get_value_type(node) != G_TYPE_INT64 || json_node_get_int(node) < 1 ||
+            json_node_get_int(node) > 7 * 24 * 3600)
+            return gw_control_reply_error("bad-request",
+                                          "\"ttl\" must be seconds, 1 to 604800");
+        ttl = json_node_get_int(node);
+    }
+    /* a new share for the VM replaces the old one (and its ticket) */
+    if (g_hash_table_contains(daemon->shares, vm))
+        gw_daemon_unshare(daemon, vm, actor, "replaced by a new share");
+    options.worker.port = gw_daemon_free_spice_port(daemon);
+    if (options.worker.port == 0)
+        return gw_control_reply_error("busy",
+                                      "all %u SPICE ports from %u are in use by shares "
+                                      "(usbgwctl shares; raise spice-ports)",
+                                      daemon->config.spice_ports, daemon->config.spice_port_base);
+    dir = g_build_filename(daemon->config.rundir, "vm", vm, NULL);
+    options.vm = vm;
+    options.user = user;
+    options.ttl_s = (guint)ttl;
+    options.socket_dir = dir;
+    options.socket_uid = daemon->socket_uid;
+    options.socket_gid = daemon->socket_gid;
+    options.worker.program = daemon->config.spice_worker;
+    options.worker.address = daemon->config.spice_address;
+    options.worker.channels = daemon->config.spice_channels;
+    options.worker.user = geteuid() == 0 ? daemon->config.spice_user : NULL;
+    share = gw_share_new(&options, &callbacks, daemon, &error);
+    if (share == NULL)
+        return gw_control_reply_error("internal", "cannot start the share for vm \"%s\": %s", vm,
+                                      error->message);
+    g_hash_table_insert(daemon->shares, (gpointer)gw_share_get_vm(share), share);
+    g_message("share vm \"%s\" user \"%s\": SPICE port %u, ticket valid %" G_GINT64_FORMAT
+              " s for the first login (%s)",
+              vm, user, options.worker.port, ttl, actor);
+    gw_daemon_share_audit(daemon, "share", share, actor, user);
+    gw_daemon_share_plug(daemon, share, FALSE);
+
+    uri = g_strdup_printf("spice://%s:%u",
+                          daemon->config.spice_host != NULL ? daemon->config.spice_host
+                                                            : g_get_host_name(),
+                          options.worker.port);
+    node = gw_share_to_json(share);
+    obj = json_node_get_object(node);
+    json_object_set_string_member(obj, "uri", uri);
+    json_object_set_string_member(obj, "ticket", gw_share_get_ticket(share));
+    return gw_control_reply_ok(node);
+}
+
+static JsonNode *
+gw_daemon_cmd_unshare(GwDaemon *daemon, JsonObject *request, const gchar *actor)
+{
+    JsonNode *error_reply = NULL;
+    const gchar *vm = gw_daemon_string_arg(request, "vm", &error_reply);
+    g_autoptr(JsonObject) obj = json_object_new();
+
+    if (vm == NULL)
+        return error_reply;
+    if (!g_hash_table_contains(daemon->shares, vm))
+        return gw_control_reply_error("not-found", "vm \"%s\" has no share (usbgwctl shares)",
+                                      vm);
+    gw_daemon_unshare(daemon, vm, actor, "revoked by an admin");
+    json_object_set_string_member(obj, "vm", vm);
+    return gw_control_reply_ok(json_node_init_object(json_node_alloc(), g_steal_pointer(&obj)));
+}
+
+static JsonNode *
+gw_daemon_cmd_shares(GwDaemon *daemon)
+{
+    g_autoptr(JsonArray) array = json_array_new();
+    g_autoptr(JsonObject) obj = json_object_new();
+    g_autoptr(GList) vms = g_hash_table_get_keys(daemon->shares);
+
+    vms = g_list_sort(vms, (GCompareFunc)g_strcmp0);
+    for (GList *l = vms; l != NULL; l = l->next)
+        json_array_add_element(array, gw_share_to_json(g_hash_table_lookup(daemon->shares, l->data)));
+    json_object_set_array_member(obj, "shares", g_steal_pointer(&array));
+    return gw_control_reply_ok(json_node_init_object(json_node_alloc(), g_steal_pointer(&obj)));
+}
+
 static JsonNode *
 gw_daemon_control_handler(JsonObject *request, const GwControlPeer *peer, gpointer user_data)
 {
@@ -1178,6 +1514,12 @@ gw_daemon_control_handler(JsonObject *request, const GwControlPeer *peer, gpoint
         return gw_daemon_cmd_release(daemon, request, actor);
     if (g_strcmp0(command, "policy-reload") == 0)
         return gw_daemon_cmd_policy_reload(daemon, actor);
+    if (g_strcmp0(command, "share") == 0)
+        return gw_daemon_cmd_share(daemon, request, peer, actor);
+    if (g_strcmp0(command, "unshare") == 0)
+        return gw_daemon_cmd_unshare(daemon, request, actor);
+    if (g_strcmp0(command, "shares") == 0)
+        return gw_daemon_cmd_shares(daemon);
     if (g_strcmp0(command, "subscribe") == 0) {
         g_autoptr(JsonObject) obj = json_object_new();
         JsonNode *reply;
@@ -1188,7 +1530,7 @@ gw_daemon_control_handler(JsonObject *request, const GwControlPeer *peer, gpoint
     }
     return gw_control_reply_error("unknown-command",
                                   "unknown command '%s' (status, list, vms, assign, release, "
-                                  "policy-reload, subscribe, hook)",
+                                  "policy-reload, share, unshare, shares, subscribe, hook)",
                                   command);
 }
 
@@ -1203,6 +1545,8 @@ gw_daemon_new(const GwConfig *config, GError **error)
     daemon->devices = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, gw_daemon_device_free);
     daemon->by_usb = g_hash_table_new(g_direct_hash, g_direct_equal);
     daemon->vms = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, gw_daemon_vm_free);
+    daemon->shares = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+                                           (GDestroyNotify)gw_share_free);
     daemon->next_tcp_port = config->tcp_port_base;
     daemon->started = gw_daemon_now();
     daemon->cancellable = g_cancellable_new();
@@ -1289,6 +1633,8 @@ gw_daemon_free(GwDaemon *daemon)
         return;
     g_cancellable_cancel(daemon->cancellable);
     g_clear_pointer(&daemon->libvirt, gw_libvirt_free);
+    /* shares before the control socket and audit their ends use */
+    g_clear_pointer(&daemon->shares, g_hash_table_unref);
     g_clear_pointer(&daemon->control, gw_control_free);
     /* devices (with their attachments) before the usb context they use */
     g_clear_pointer(&daemon->by_usb, g_hash_table_unref);

@@ -320,7 +320,33 @@ usbgwctl_policy(gint argc, gchar **argv)
 typedef struct {
     gboolean json;
     gchar *socket_path;
+    gchar *user; /* share */
+    gchar *ttl;  /* share */
 } UsbgwctlRemoteOptions;
+
+/* "90", "90s", "10m", "2h", "1d" → seconds; 0 when malformed. */
+static gint64
+usbgwctl_parse_duration(const gchar *text)
+{
+    gchar *end = NULL;
+    guint64 value;
+    gint64 unit = 1;
+
+    if (text == NULL || !g_ascii_isdigit(text[0]))
+        return 0;
+    value = g_ascii_strtoull(text, &end, 10);
+    if (g_strcmp0(end, "m") == 0)
+        unit = 60;
+    else if (g_strcmp0(end, "h") == 0)
+        unit = 3600;
+    else if (g_strcmp0(end, "d") == 0)
+        unit = 86400;
+    else if (*end != '\0' && g_strcmp0(end, "s") != 0)
+        return 0;
+    if (value == 0 || value > G_MAXINT32 / (guint64)unit)
+        return 0;
+    return (gint64)value * unit;
+}
 
 /* The control socket: --socket, else the config's control-socket, else
  * the default. */
@@ -432,6 +458,15 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
          "PATH"},
         G_OPTION_ENTRY_NULL,
     };
+    const GOptionEntry share_entries[] = {
+        {"user", 0, 0, G_OPTION_ARG_STRING, &opts.user,
+         "The user who lends (share rules name users; default: you)", "USER"},
+        {"ttl", 0, 0, G_OPTION_ARG_STRING, &opts.ttl,
+         "How long the ticket waits for its first use: 90s, 10m, 2h (default: share-ttl of "
+         "usbgwd.conf)",
+         "TIME"},
+        G_OPTION_ENTRY_NULL,
+    };
     g_autoptr(GOptionContext) context = g_option_context_new(NULL);
     g_autoptr(GError) error = NULL;
     g_autoptr(JsonObject) args = json_object_new();
@@ -442,12 +477,35 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
     gint exit_code = USBGWCTL_EXIT_OK;
 
     g_option_context_add_main_entries(context, entries, NULL);
+    if (g_strcmp0(command, "share") == 0)
+        g_option_context_add_main_entries(context, share_entries, NULL);
     if (!g_option_context_parse(context, &argc, &argv, &error)) {
         g_printerr("usbgwctl %s: %s\n", command, error->message);
         g_free(opts.socket_path);
         return USBGWCTL_EXIT_FAILURE;
     }
-    if (g_strcmp0(command, "assign") == 0)
+    if (g_strcmp0(command, "share") == 0 || g_strcmp0(command, "unshare") == 0) {
+        gint64 ttl = opts.ttl != NULL ? usbgwctl_parse_duration(opts.ttl) : 0;
+        g_autofree gchar *user = g_steal_pointer(&opts.user);
+        g_autofree gchar *ttl_text = g_steal_pointer(&opts.ttl);
+        if (argc != 2) {
+            g_printerr("usbgwctl %s: expected VM (a VM name)\n", command);
+            g_free(opts.socket_path);
+            return USBGWCTL_EXIT_FAILURE;
+        }
+        if (ttl_text != NULL && ttl == 0) {
+            g_printerr("usbgwctl share: --ttl %s: expected a time like 90s, 10m or 2h\n",
+                       ttl_text);
+            g_free(opts.socket_path);
+            return USBGWCTL_EXIT_FAILURE;
+        }
+        json_object_set_string_member(args, "vm", argv[1]);
+        if (user != NULL)
+            json_object_set_string_member(args, "user", user);
+        if (ttl != 0)
+            json_object_set_int_member(args, "ttl", ttl);
+        want_args = 1;
+    } else if (g_strcmp0(command, "assign") == 0)
         want_args = 2;
     else if (g_strcmp0(command, "release") == 0)
         want_args = 1;
@@ -463,7 +521,7 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
         g_free(opts.socket_path);
         return USBGWCTL_EXIT_FAILURE;
     }
-    if (want_args >= 1)
+    if (want_args >= 1 && !json_object_has_member(args, "vm"))
         json_object_set_string_member(args, "device", argv[1]);
     if (want_args == 2)
         json_object_set_string_member(args, "vm", argv[2]);
@@ -546,6 +604,34 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
                     "after installing it?)\n");
         else
             g_print("hook:    last called %s\n", usbgwctl_str(hook, "last_call"));
+    } else if (g_strcmp0(command, "share") == 0) {
+        g_print("vm \"%s\" may now get devices lent by user \"%s\"\n", usbgwctl_str(result, "vm"),
+                usbgwctl_str(result, "user"));
+        g_print("uri:     %s\n", usbgwctl_str(result, "uri"));
+        g_print("ticket:  %s\n", usbgwctl_str(result, "ticket"));
+        g_print("expires: %s unless used (then it lasts until 'usbgwctl unshare %s' or the VM "
+                "stops)\n",
+                usbgwctl_str(result, "expires"), usbgwctl_str(result, "vm"));
+        g_print("lend with: usbgw-share %s --ticket-file FILE --device VID:PID\n",
+                usbgwctl_str(result, "uri"));
+        g_print("       or: remote-viewer %s (password: the ticket), then share the device\n",
+                usbgwctl_str(result, "uri"));
+    } else if (g_strcmp0(command, "unshare") == 0) {
+        g_print("share of vm \"%s\" ended\n", usbgwctl_str(result, "vm"));
+    } else if (g_strcmp0(command, "shares") == 0) {
+        JsonArray *shares = json_object_get_array_member(result, "shares");
+        g_print("%-20s %-12s %-6s %-36s %s\n", "VM", "USER", "PORT", "STATE", "DEVICES");
+        for (guint i = 0; shares != NULL && i < json_array_get_length(shares); i++) {
+            JsonObject *share = json_array_get_object_element(shares, i);
+            JsonArray *devices = json_object_get_array_member(share, "devices");
+            g_autoptr(GString) list = g_string_new(NULL);
+            for (guint k = 0; devices != NULL && k < json_array_get_length(devices); k++)
+                g_string_append_printf(list, "%s%s", k > 0 ? ", " : "",
+                                       json_array_get_string_element(devices, k));
+            g_print("%-20s %-12s %-6" G_GINT64_FORMAT " %-36s %s\n", usbgwctl_str(share, "vm"),
+                    usbgwctl_str(share, "user"), json_object_get_int_member(share, "port"),
+                    usbgwctl_str(share, "state"), list->len > 0 ? list->str : "-");
+        }
     } else if (g_strcmp0(command, "policy-reload") == 0) {
         g_print("policy %s reloaded: %" G_GINT64_FORMAT " rules\n", usbgwctl_str(result, "path"),
                 json_object_get_int_member(result, "rules"));
@@ -557,8 +643,8 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
     return USBGWCTL_EXIT_OK;
 }
 
-static const gchar *const usbgwctl_remote_commands[] = {"status", "list",    "vms",
-                                                        "assign", "release", "events"};
+static const gchar *const usbgwctl_remote_commands[] = {
+    "status", "list", "vms", "assign", "release", "events", "share", "unshare", "shares"};
 
 static void
 usbgwctl_usage(void)
@@ -575,7 +661,12 @@ usbgwctl_usage(void)
                "  vms                running VMs and their devices\n"
                "  assign DEVICE VM   give a device to a VM (kept across restarts)\n"
                "  release DEVICE     take a device back and hand it to the host\n"
-               "  events             follow usbgwd's events\n\n"
+               "  events             follow usbgwd's events\n"
+               "  share VM [--user USER] [--ttl 10m]\n"
+               "                     let USER lend workstation devices to VM over SPICE: prints\n"
+               "                     a spice:// URI and a one-share ticket\n"
+               "  unshare VM         end VM's share (the lent devices leave the VM)\n"
+               "  shares             the shares, their clients and lent devices\n\n"
                "Commands that talk to usbgwd take --json and --socket PATH.\n"
                "Run 'usbgwctl policy --help' for the policy options.\n");
 }

@@ -50,6 +50,10 @@ typedef enum {
     SW_FRAME_CLOSE = 4,
     /* both directions: usbredir bytes of channel `channel`. */
     SW_FRAME_DATA = 5,
+    /* usbgwd -> worker: like TICKET (same payload), and the connected
+     * client, if any, is disconnected; it must log in with the new ticket
+     * (usbgwd uses it to make a client start over, or to revoke a share). */
+    SW_FRAME_DISCONNECT = 6,
 } SwFrameType;
 
 typedef struct {
@@ -81,7 +85,7 @@ sw_frame_header_unpack(const guint8 in[SW_FRAME_HEADER_SIZE], SwFrameHeader *hea
         (guint32)in[0] | (guint32)in[1] << 8 | (guint32)in[2] << 16 | (guint32)in[3] << 24;
     header->type = in[4];
     header->channel = in[5];
-    if (header->type < SW_FRAME_READY || header->type > SW_FRAME_DATA) {
+    if (header->type < SW_FRAME_READY || header->type > SW_FRAME_DISCONNECT) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "frame type %u is unknown",
                     header->type);
         return FALSE;

@@ -220,13 +220,16 @@ sw_worker_schedule_wakeup(SwWorker *worker)
 }
 
 static gboolean
-sw_worker_set_ticket(SwWorker *worker, const char *ticket, guint lifetime_s, GError **error)
+sw_worker_set_ticket(SwWorker *worker, const char *ticket, guint lifetime_s, gboolean disconnect,
+                     GError **error)
 {
-    if (spice_server_set_ticket(worker->server, ticket, (int)lifetime_s, 0, 0) != 0) {
+    if (spice_server_set_ticket(worker->server, ticket, (int)lifetime_s, 0, disconnect ? 1 : 0) !=
+        0) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "spice-server refused the ticket");
         return FALSE;
     }
-    g_info("ticket set, lifetime %u s", lifetime_s);
+    g_info("ticket set, lifetime %u s%s", lifetime_s,
+           disconnect ? ", connected client dropped" : "");
     return TRUE;
 }
 
@@ -248,7 +251,8 @@ sw_ticket_check(const char *ticket, gsize length, const char *origin, GError **e
 }
 
 static gboolean
-sw_worker_on_ticket_frame(SwWorker *worker, const guint8 *payload, gsize length, GError **error)
+sw_worker_on_ticket_frame(SwWorker *worker, const guint8 *payload, gsize length,
+                          gboolean disconnect, GError **error)
 {
     char ticket[SW_FRAME_MAX_TICKET + 1];
     gboolean ok;
@@ -262,7 +266,7 @@ sw_worker_on_ticket_frame(SwWorker *worker, const guint8 *payload, gsize length,
         return FALSE;
     memcpy(ticket, payload + 4, length - 4);
     ticket[length - 4] = '\0';
-    ok = sw_worker_set_ticket(worker, ticket, sw_frame_get_u32(payload), error);
+    ok = sw_worker_set_ticket(worker, ticket, sw_frame_get_u32(payload), disconnect, error);
     explicit_bzero(ticket, sizeof(ticket));
     return ok;
 }
@@ -274,8 +278,9 @@ sw_worker_on_frame(const SwFrameHeader *header, const guint8 *payload, gpointer 
     SwWorker *worker = user_data;
     SwChannel *channel;
 
-    if (header->type == SW_FRAME_TICKET)
-        return sw_worker_on_ticket_frame(worker, payload, header->length, error);
+    if (header->type == SW_FRAME_TICKET || header->type == SW_FRAME_DISCONNECT)
+        return sw_worker_on_ticket_frame(worker, payload, header->length,
+                                         header->type == SW_FRAME_DISCONNECT, error);
     if (header->type != SW_FRAME_DATA && header->type != SW_FRAME_CLOSE) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                     "from usbgwd: frame type %u only goes from worker to usbgwd", header->type);
@@ -484,7 +489,7 @@ sw_worker_start_server(SwWorker *worker, const char *ticket, GError **error)
         return FALSE;
     }
     /* Ticketing is on by default: until a ticket is set, nobody gets in. */
-    if (ticket != NULL && !sw_worker_set_ticket(worker, ticket, (guint)opt_ticket_lifetime, error))
+    if (ticket != NULL && !sw_worker_set_ticket(worker, ticket, (guint)opt_ticket_lifetime, FALSE, error))
         return FALSE;
     if (spice_server_init(worker->server, sw_core_get(NULL)) != 0) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,

@@ -14,6 +14,8 @@ packages=(
     # test helpers (python3 scripts, pgrep, setpriv)
     umockdev libumockdev-dev qemu-system-x86 busybox-static cpio
     usbredirect libclang-rt-14-dev python3 procps util-linux
+    # a stock SPICE client (remote-viewer) lending a key, on a virtual X server
+    virt-viewer xvfb
     # libvirt without libvirt-daemon-system (that one replaces init)
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 )

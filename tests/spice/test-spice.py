@@ -15,6 +15,9 @@ reports what arrives (HELLO, INTERFACE_INFO, DEVICE_CONNECT ...).
   reconnect     killing the client closes the channel and the worker takes
                 a new client; after the worker restarts, usbgw-share's
                 connection attempts are never closer than --min-interval
+  remote-viewer the stock client (virt-viewer) on its own Xvfb lends the
+                key with --spice-usbredir-redirect-on-connect; stopping
+                it closes the channel
 """
 import os
 import re
@@ -26,6 +29,8 @@ import tempfile
 import threading
 import time
 
+import spice_clients
+
 SKIP = 77
 STEP_TIMEOUT_S = 25
 MIN_INTERVAL_S = 2
@@ -33,6 +38,7 @@ MIN_INTERVAL_S = 2
 # clock granularity; allow nothing more than that.
 CLOCK_SLACK_S = 0.05
 TICKET = "usbgw-test-ticket"
+HASP_FILTER = "-1,0x0529,0x0001,-1,1|-1,-1,-1,-1,0"  # usbredirfilter: the key only
 
 
 class Reader:
@@ -108,6 +114,7 @@ class Rig:
         self.port = free_port()
         self.peer = None
         self.peer_out = None
+        self.viewers = []
 
     def start_peer(self, via_frame=True):
         args = [self.peer_bin, "--worker", self.worker, "--port", str(self.port)]
@@ -152,6 +159,17 @@ class Rig:
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
         PROCS.append(proc)
         return proc, Reader(name, proc.stdout)
+
+    def start_remote_viewer(self):
+        env = dict(os.environ, SPICE_USB_ACL_BINARY=self.acl_helper)
+        try:
+            viewer = spice_clients.start_remote_viewer(
+                self.sim, ["--plug", "hasp"], "127.0.0.1", self.port, TICKET, HASP_FILTER,
+                env, self.work, reader=lambda stream: Reader("remote-viewer", stream))
+        except spice_clients.ClientError as e:
+            fail(str(e))
+        self.viewers.append(viewer)
+        return viewer
 
 
 def descendants_named(pid, name):
@@ -272,10 +290,26 @@ def scenario_reconnect(rig):
     rig.stop_peer()
 
 
+def scenario_remote_viewer(rig):
+    reason = spice_clients.missing_programs()
+    if reason:
+        print(f"SKIP: {reason}")
+        sys.exit(SKIP)
+    rig.start_peer(via_frame=True)
+    viewer = rig.start_remote_viewer()
+    ch, after = expect_device(rig)
+    status = viewer.stop()
+    if status not in (0, 128 + signal.SIGTERM):  # remote-viewer dies of SIGTERM
+        fail(f"remote-viewer under usbgw-sim exited {status} when stopped")
+    rig.peer_out.wait(rf"^CLOSE {ch}$", after)
+    rig.stop_peer()
+
+
 SCENARIOS = {
     "redirect": scenario_redirect,
     "wrong-ticket": scenario_wrong_ticket,
     "reconnect": scenario_reconnect,
+    "remote-viewer": scenario_remote_viewer,
 }
 
 
@@ -300,6 +334,8 @@ def main():
         try:
             SCENARIOS[scenario](rig)
         finally:
+            for viewer in rig.viewers:
+                viewer.stop()
             for proc in PROCS:
                 if proc.poll() is None:
                     proc.kill()

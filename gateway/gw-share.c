@@ -1,0 +1,478 @@
+/* Shares: a SPICE worker, one VM socket per channel, a proxy per lending. */
+#include "gw-share.h"
+
+#include <errno.h>
+#include <string.h>
+#include <glib-unix.h>
+#include <sys/random.h>
+#include <glib/gstdio.h>
+
+#include "gw-proxy.h"
+#include "gw-vm-socket.h"
+
+/* Random bytes in a ticket; base64url makes 32 characters of them
+ * (spice-server takes up to 60). */
+#define GW_SHARE_TICKET_BYTES 24
+
+typedef struct {
+    GwShare *share; /* not owned */
+    guint index;
+    gchar *path;             /* owned: the VM socket */
+    GSocketService *service; /* owned: listens on @path */
+    GSocketConnection *qemu; /* owned, nullable: QEMU waiting for a device */
+    guint qemu_watch;        /* HUP watch on an idle @qemu */
+    GSocket *client;         /* owned, nullable: a client waiting for QEMU */
+    GwProxy *proxy;          /* owned, nullable: relaying */
+    PolicyDevice *lent;      /* owned, nullable: what QEMU has from the client */
+    gchar *rule;             /* owned, nullable: the rule the last check named */
+    gboolean dead;           /* the proxy refused the client's device: its
+                              * channel is ignored until the client closes it */
+} GwShareSlot;
+
+struct _GwShare {
+    gchar *vm;
+    gchar *user;
+    gchar *ticket;
+    guint16 port;
+    guint ttl_s;
+    gint64 expires; /* monotonic µs; 0 once used */
+    gchar *expires_iso;
+    guint expiry_id;
+    gboolean used;   /* a client logged in once */
+    gboolean client; /* a client is connected (some channel open) */
+    uid_t socket_uid;
+    GwSpiceWorker *worker;
+    GwShareSlot *slots;
+    guint n_slots;
+    gchar **paths; /* owned, NULL-terminated: the slots' paths */
+    guint ended_id;
+    gchar *ended_reason;
+    GwShareCallbacks callbacks;
+    gpointer user_data;
+};
+
+static void gw_share_slot_try_start(GwShareSlot *slot);
+
+static gboolean
+gw_share_report_ended(gpointer data)
+{
+    GwShare *share = data;
+
+    share->ended_id = 0;
+    share->callbacks.ended(share, share->ended_reason, share->user_data);
+    return G_SOURCE_REMOVE;
+}
+
+static void
+gw_share_end(GwShare *share, const gchar *reason)
+{
+    if (share->ended_id != 0 || share->ended_reason != NULL)
+        return;
+    share->ended_reason = g_strdup(reason);
+    share->ended_id = g_idle_add(gw_share_report_ended, share);
+}
+
+static gchar *
+gw_share_make_ticket(GError **error)
+{
+    guint8 bytes[GW_SHARE_TICKET_BYTES];
+    gchar *ticket;
+
+    if (getrandom(bytes, sizeof(bytes), 0) != (ssize_t)sizeof(bytes)) {
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                    "cannot make a ticket: getrandom: %s", g_strerror(errno));
+        return NULL;
+    }
+    ticket = g_base64_encode(bytes, sizeof(bytes));
+    explicit_bzero(bytes, sizeof(bytes));
+    g_strdelimit(ticket, "+", '-');
+    g_strdelimit(ticket, "/", '_');
+    return ticket;
+}
+
+/* ---- the proxy of one lending --------------------------------------------- */
+
+static gboolean
+gw_share_proxy_check(GwProxy *proxy, const PolicyDevice *device, gchar **reason,
+                     gpointer user_data)
+{
+    GwShareSlot *slot = user_data;
+    GwShare *share = slot->share;
+    g_autofree gchar *rule = NULL;
+    g_autofree gchar *why = NULL;
+    gboolean allowed = share->callbacks.check(share, device, &rule, &why, share->user_data);
+
+    g_free(slot->rule);
+    slot->rule = g_strdup(rule);
+    if (!allowed) {
+        share->callbacks.event(share, "deny", device, rule, why, share->user_data);
+        *reason = g_steal_pointer(&why);
+    }
+    return allowed;
+}
+
+static void
+gw_share_proxy_connected(GwProxy *proxy, const PolicyDevice *device, gpointer user_data)
+{
+    GwShareSlot *slot = user_data;
+    GwShare *share = slot->share;
+
+    g_clear_pointer(&slot->lent, policy_device_free);
+    slot->lent = policy_device_copy(device);
+    share->callbacks.event(share, "lend", device, slot->rule, slot->path, share->user_data);
+}
+
+static void
+gw_share_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpointer user_data)
+{
+    GwShareSlot *slot = user_data;
+    GwShare *share = slot->share;
+
+    g_message("share vm \"%s\" channel %u: session ended (%s%s%s)", share->vm, slot->index,
+              gw_proxy_end_to_string(end), reason != NULL ? ": " : "", reason != NULL ? reason : "");
+    if (slot->lent != NULL) {
+        share->callbacks.event(share, "return", slot->lent, NULL, gw_proxy_end_to_string(end),
+                               share->user_data);
+        g_clear_pointer(&slot->lent, policy_device_free);
+    }
+    g_clear_pointer(&slot->proxy, gw_proxy_free);
+    if (share->callbacks.qemu_left != NULL)
+        share->callbacks.qemu_left(share, share->user_data);
+    if (end == GW_PROXY_END_DENIED) {
+        slot->dead = TRUE;
+        return;
+    }
+    /* QEMU went (VM stopped, chardev closed) or a side misbehaved: the
+     * client's usbredir stream cannot start over on the same channel, so
+     * the client logs in again and lends its devices afresh */
+    if (end != GW_PROXY_END_CLIENT_CLOSED && share->client && share->worker != NULL)
+        gw_spice_worker_set_ticket(share->worker, share->ticket, 0, TRUE);
+}
+
+static void
+gw_share_slot_try_start(GwShareSlot *slot)
+{
+    static const GwProxyCallbacks callbacks = {
+        .check = gw_share_proxy_check,
+        .connected = gw_share_proxy_connected,
+        .closed = gw_share_proxy_closed,
+    };
+    GwShare *share = slot->share;
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *label = NULL;
+
+    if (slot->proxy != NULL || slot->client == NULL || slot->qemu == NULL)
+        return;
+    g_clear_handle_id(&slot->qemu_watch, g_source_remove);
+    label = g_strdup_printf("share vm \"%s\" user \"%s\" channel %u", share->vm, share->user,
+                            slot->index);
+    slot->proxy = gw_proxy_new(slot->client, g_socket_connection_get_socket(slot->qemu), label,
+                               &callbacks, slot, &error);
+    /* the proxy holds both sockets now */
+    g_clear_object(&slot->client);
+    g_clear_object(&slot->qemu);
+    if (slot->proxy == NULL)
+        g_warning("%s: %s", label, error->message);
+    else
+        g_message("%s: relaying to %s", label, slot->path);
+}
+
+/* ---- the QEMU side ------------------------------------------------------ */
+
+static gboolean
+gw_share_qemu_hup(gint fd, GIOCondition condition, gpointer data)
+{
+    GwShareSlot *slot = data;
+
+    slot->qemu_watch = 0;
+    g_message("share vm \"%s\" channel %u: QEMU left %s", slot->share->vm, slot->index,
+              slot->path);
+    g_clear_object(&slot->qemu);
+    if (slot->share->callbacks.qemu_left != NULL)
+        slot->share->callbacks.qemu_left(slot->share, slot->share->user_data);
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean
+gw_share_incoming(GSocketService *service, GSocketConnection *connection, GObject *source,
+                  gpointer user_data)
+{
+    GwShareSlot *slot = user_data;
+    GSocket *socket = g_socket_connection_get_socket(connection);
+
+    if (!gw_vm_socket_peer_allowed(connection, slot->share->socket_uid, slot->share->vm,
+                                   slot->path)) {
+        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+        return TRUE;
+    }
+    if (slot->qemu != NULL || slot->proxy != NULL) {
+        g_warning("share vm \"%s\": refused a second peer on %s", slot->share->vm, slot->path);
+        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+        return TRUE;
+    }
+    slot->qemu = g_object_ref(connection);
+    g_info("share vm \"%s\" channel %u: QEMU connected on %s", slot->share->vm, slot->index,
+           slot->path);
+    if (slot->client != NULL) {
+        gw_share_slot_try_start(slot);
+        return TRUE;
+    }
+    /* QEMU's hello waits unread until a client comes; only a hang-up is
+     * noticed meanwhile */
+    slot->qemu_watch = g_unix_fd_add(g_socket_get_fd(socket), G_IO_HUP | G_IO_ERR,
+                                     gw_share_qemu_hup, slot);
+    return TRUE;
+}
+
+/* ---- the worker --------------------------------------------------------- */
+
+static void
+gw_share_worker_ready(GwSpiceWorker *worker, gpointer user_data)
+{
+    GwShare *share = user_data;
+
+    g_message("share vm \"%s\" user \"%s\": SPICE listening on port %u", share->vm, share->user,
+              share->port);
+    gw_spice_worker_set_ticket(worker, share->ticket, share->used ? 0 : share->ttl_s, FALSE);
+}
+
+static void
+gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GSocket *client,
+                        gpointer user_data)
+{
+    GwShare *share = user_data;
+    GwShareSlot *slot = &share->slots[channel];
+
+    if (!share->used) {
+        /* the ticket now lasts as long as the share: the same client may
+         * come back after a network loss */
+        share->used = TRUE;
+        g_clear_handle_id(&share->expiry_id, g_source_remove);
+        gw_spice_worker_set_ticket(worker, share->ticket, 0, FALSE);
+    }
+    share->client = TRUE;
+    g_message("share vm \"%s\" user \"%s\": client opened channel %u", share->vm, share->user,
+              channel);
+    slot->dead = FALSE;
+    g_clear_object(&slot->client);
+    slot->client = client;
+    if (slot->qemu == NULL)
+        g_message("share vm \"%s\" channel %u: waiting for QEMU on %s", share->vm, channel,
+                  slot->path);
+    gw_share_slot_try_start(slot);
+}
+
+static void
+gw_share_channel_closed(GwSpiceWorker *worker, guint channel, gpointer user_data)
+{
+    GwShare *share = user_data;
+    GwShareSlot *slot = &share->slots[channel];
+    gboolean any = FALSE;
+
+    g_message("share vm \"%s\" user \"%s\": client closed channel %u", share->vm, share->user,
+              channel);
+    /* a proxy sees the end on its own socket */
+    g_clear_object(&slot->client);
+    slot->dead = FALSE;
+    for (guint i = 0; i < share->n_slots; i++)
+        any = any || share->slots[i].client != NULL || share->slots[i].proxy != NULL;
+    share->client = any;
+}
+
+static void
+gw_share_worker_exited(GwSpiceWorker *worker, const gchar *reason, gpointer user_data)
+{
+    GwShare *share = user_data;
+    g_autofree gchar *why = g_strdup_printf("SPICE worker: %s", reason);
+
+    g_warning("share vm \"%s\": %s", share->vm, why);
+    gw_share_end(share, why);
+}
+
+static gboolean
+gw_share_expired(gpointer data)
+{
+    GwShare *share = data;
+
+    share->expiry_id = 0;
+    gw_share_end(share, "the ticket was not used in time");
+    return G_SOURCE_REMOVE;
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+GwShare *
+gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks,
+             gpointer user_data, GError **error)
+{
+    static const GwSpiceWorkerCallbacks worker_callbacks = {
+        .ready = gw_share_worker_ready,
+        .channel_opened = gw_share_channel_opened,
+        .channel_closed = gw_share_channel_closed,
+        .exited = gw_share_worker_exited,
+    };
+    g_autoptr(GwShare) share = g_new0(GwShare, 1);
+    g_autoptr(GDateTime) expires = NULL;
+
+    share->vm = g_strdup(options->vm);
+    share->user = g_strdup(options->user);
+    share->port = options->worker.port;
+    share->ttl_s = options->ttl_s;
+    share->socket_uid = options->socket_uid;
+    share->callbacks = *callbacks;
+    share->user_data = user_data;
+    share->ticket = gw_share_make_ticket(error);
+    if (share->ticket == NULL)
+        return NULL;
+    share->n_slots = options->worker.channels;
+    share->slots = g_new0(GwShareSlot, share->n_slots);
+    share->paths = g_new0(gchar *, share->n_slots + 1);
+    for (guint i = 0; i < share->n_slots; i++) {
+        GwShareSlot *slot = &share->slots[i];
+        g_autofree gchar *file = g_strdup_printf("share%u.sock", i);
+
+        slot->share = share;
+        slot->index = i;
+        slot->path = g_build_filename(options->socket_dir, file, NULL);
+        share->paths[i] = g_strdup(slot->path);
+        slot->service =
+            gw_vm_socket_listen(slot->path, options->socket_uid, options->socket_gid, error);
+        if (slot->service == NULL)
+            return NULL;
+        g_signal_connect(slot->service, "incoming", G_CALLBACK(gw_share_incoming), slot);
+        g_socket_service_start(slot->service);
+    }
+    share->worker = gw_spice_worker_new(&options->worker, &worker_callbacks, share, error);
+    if (share->worker == NULL)
+        return NULL;
+    share->expires = g_get_monotonic_time() + (gint64)options->ttl_s * G_USEC_PER_SEC;
+    {
+        g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+        expires = g_date_time_add_seconds(now, options->ttl_s);
+    }
+    share->expires_iso = g_date_time_format_iso8601(expires);
+    share->expiry_id = g_timeout_add_seconds(options->ttl_s, gw_share_expired, share);
+    return g_steal_pointer(&share);
+}
+
+const gchar *
+gw_share_get_vm(GwShare *share)
+{
+    return share->vm;
+}
+
+const gchar *
+gw_share_get_user(GwShare *share)
+{
+    return share->user;
+}
+
+const gchar *
+gw_share_get_ticket(GwShare *share)
+{
+    return share->ticket;
+}
+
+guint16
+gw_share_get_port(GwShare *share)
+{
+    return share->port;
+}
+
+const gchar *const *
+gw_share_get_socket_paths(GwShare *share)
+{
+    return (const gchar *const *)share->paths;
+}
+
+gboolean
+gw_share_socket_has_qemu(GwShare *share, const gchar *path)
+{
+    for (guint i = 0; i < share->n_slots; i++)
+        if (g_strcmp0(share->slots[i].path, path) == 0)
+            return share->slots[i].qemu != NULL || share->slots[i].proxy != NULL;
+    return FALSE;
+}
+
+JsonNode *
+gw_share_to_json(GwShare *share)
+{
+    g_autoptr(JsonBuilder) builder = json_builder_new();
+    const gchar *state;
+
+    state = share->client ? "connected"
+            : share->used ? "waiting for the client to come back"
+            : gw_spice_worker_is_ready(share->worker) ? "waiting for the client"
+                                                      : "starting";
+    json_builder_begin_object(builder);
+    json_builder_set_member_name(builder, "vm");
+    json_builder_add_string_value(builder, share->vm);
+    json_builder_set_member_name(builder, "user");
+    json_builder_add_string_value(builder, share->user);
+    json_builder_set_member_name(builder, "port");
+    json_builder_add_int_value(builder, share->port);
+    json_builder_set_member_name(builder, "channels");
+    json_builder_add_int_value(builder, share->n_slots);
+    json_builder_set_member_name(builder, "state");
+    json_builder_add_string_value(builder, state);
+    json_builder_set_member_name(builder, "expires");
+    if (share->used)
+        json_builder_add_null_value(builder);
+    else
+        json_builder_add_string_value(builder, share->expires_iso);
+    json_builder_set_member_name(builder, "devices");
+    json_builder_begin_array(builder);
+    for (guint i = 0; i < share->n_slots; i++) {
+        g_autofree gchar *what = NULL;
+        if (share->slots[i].lent == NULL)
+            continue;
+        what = policy_device_describe(share->slots[i].lent);
+        json_builder_add_string_value(builder, what);
+    }
+    json_builder_end_array(builder);
+    json_builder_end_object(builder);
+    return json_builder_get_root(builder);
+}
+
+void
+gw_share_free(GwShare *share)
+{
+    if (share == NULL)
+        return;
+    g_clear_handle_id(&share->ended_id, g_source_remove);
+    g_clear_handle_id(&share->expiry_id, g_source_remove);
+    /* the worker first: no callback of it may see half-freed slots */
+    g_clear_pointer(&share->worker, gw_spice_worker_free);
+    for (guint i = 0; share->slots != NULL && i < share->n_slots; i++) {
+        GwShareSlot *slot = &share->slots[i];
+
+        if (slot->lent != NULL)
+            share->callbacks.event(share, "return", slot->lent, NULL, "share ended",
+                                   share->user_data);
+        g_clear_pointer(&slot->proxy, gw_proxy_free);
+        g_clear_pointer(&slot->lent, policy_device_free);
+        g_clear_handle_id(&slot->qemu_watch, g_source_remove);
+        if (slot->qemu != NULL)
+            g_io_stream_close(G_IO_STREAM(slot->qemu), NULL, NULL);
+        g_clear_object(&slot->qemu);
+        g_clear_object(&slot->client);
+        if (slot->service != NULL) {
+            g_socket_service_stop(slot->service);
+            g_socket_listener_close(G_SOCKET_LISTENER(slot->service));
+            g_clear_object(&slot->service);
+            g_unlink(slot->path);
+        }
+        g_free(slot->path);
+        g_free(slot->rule);
+    }
+    if (share->ticket != NULL)
+        explicit_bzero(share->ticket, strlen(share->ticket));
+    g_free(share->slots);
+    g_strfreev(share->paths);
+    g_free(share->vm);
+    g_free(share->user);
+    g_free(share->ticket);
+    g_free(share->expires_iso);
+    g_free(share->ended_reason);
+    g_free(share);
+}

@@ -1,0 +1,82 @@
+/* A share (DESIGN.md data path C): one user may lend workstation devices to
+ * one VM through SPICE, with a ticket usbgwd made for it.
+ *
+ *   SPICE client --ticket--> usbgw-spice-worker (GwSpiceWorker)
+ *       channel i --> GwProxy (policy check) --> <rundir>/vm/<vm>/share<i>.sock
+ *       --> QEMU usb-redir --> guest
+ *
+ * Each usbredir channel of the worker has its own VM socket; QEMU connects
+ * to it (a redirdev libvirt plugged in, or a chardev given on QEMU's command
+ * line) and waits. When the client opens the channel, a GwProxy relays
+ * between the two and asks the owner's check (the policy's share rules)
+ * before QEMU sees the device. When the proxy ends, both connections are
+ * closed: QEMU reconnects (or is plugged anew), and if the end was not the
+ * client's doing the client is dropped so that it logs in again and lends
+ * the device afresh.
+ *
+ * Ticket: valid for @ttl_s until the first client logs in, then for as
+ * long as the share lasts, so the same client can reconnect after a
+ * network loss; a second client with the ticket replaces the first.
+ * A share never used within @ttl_s ends by itself. Main thread only. */
+#pragma once
+
+#include <gio/gio.h>
+#include <json-glib/json-glib.h>
+
+#include "gw-spice.h"
+#include "policy.h"
+
+G_BEGIN_DECLS
+
+typedef struct _GwShare GwShare;
+
+typedef struct {
+    const gchar *vm;
+    const gchar *user;      /* who lends: the policy's share rules name users */
+    guint ttl_s;            /* time to first use */
+    const gchar *socket_dir; /* <rundir>/vm/<vm> */
+    uid_t socket_uid;        /* QEMU's user: owner of the VM sockets, (uid_t)-1 root */
+    gid_t socket_gid;
+    GwSpiceWorkerOptions worker;
+} GwShareOptions;
+
+typedef struct {
+    /* Required: may @device go to the VM? TRUE to allow. On return *rule
+     * is the deciding rule ("file:line", g_strdup'd or NULL) and, on FALSE,
+     * *reason says why (g_strdup'd). */
+    gboolean (*check)(GwShare *share, const PolicyDevice *device, gchar **rule, gchar **reason,
+                      gpointer user_data);
+    /* Required: something for the audit trail: "lend" (QEMU got the
+     * device), "deny", "return" (the lent device left the VM), with the
+     * device as the client described it (may be NULL for "return"). */
+    void (*event)(GwShare *share, const gchar *event, const PolicyDevice *device,
+                  const gchar *rule, const gchar *reason, gpointer user_data);
+    /* Optional: QEMU's connection to a VM socket closed (after each
+     * lending, or QEMU went): a redirdev without reconnect needs plugging
+     * anew. */
+    void (*qemu_left)(GwShare *share, gpointer user_data);
+    /* Required: the share is over (worker gone, or never used in time);
+     * called from the main loop, the owner frees it. */
+    void (*ended)(GwShare *share, const gchar *reason, gpointer user_data);
+} GwShareCallbacks;
+
+/* Creates the VM sockets, starts the worker and sets a fresh ticket. */
+GwShare *gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks,
+                      gpointer user_data, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+const gchar *gw_share_get_vm(GwShare *share);
+const gchar *gw_share_get_user(GwShare *share);
+const gchar *gw_share_get_ticket(GwShare *share);
+guint16 gw_share_get_port(GwShare *share);
+/* The VM sockets (one per channel), for libvirt to plug into the VM. */
+const gchar *const *gw_share_get_socket_paths(GwShare *share);
+/* Whether QEMU is connected to this VM socket. */
+gboolean gw_share_socket_has_qemu(GwShare *share, const gchar *path);
+/* {vm, user, port, channels, state, expires, devices:[…]} for usbgwctl. */
+JsonNode *gw_share_to_json(GwShare *share) G_GNUC_WARN_UNUSED_RESULT;
+/* Ends the share now: the client is dropped, the lent devices leave the
+ * VM, the sockets are removed, the worker exits. */
+void gw_share_free(GwShare *share);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwShare, gw_share_free)
+
+G_END_DECLS

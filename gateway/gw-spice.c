@@ -1,0 +1,505 @@
+/* usbgwd's end of a usbgw-spice-worker: process, frames, channel sockets. */
+#include "gw-spice.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <glib-unix.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sw-frame.h"
+
+/* Bytes queued for the worker beyond which the channel sockets are not
+ * read (the worker stops reading too when its clients are slow). */
+#define GW_SPICE_OUT_MAX (1024 * 1024)
+/* Bytes queued for one channel socket beyond which the worker is not read. */
+#define GW_SPICE_CHANNEL_MAX (1024 * 1024)
+/* Bytes read from a socket per call. */
+#define GW_SPICE_READ_CHUNK SW_FRAME_MAX_PAYLOAD
+
+typedef struct {
+    GwSpiceWorker *worker; /* not owned */
+    guint index;
+    int fd;          /* owned, -1: our end of the channel's socketpair */
+    guint watch;     /* fd source on @fd, 0 if none */
+    GIOCondition condition; /* what @watch waits for */
+    GByteArray *out; /* owned: from the client, for the proxy */
+    gboolean open;   /* the worker said OPEN and not yet CLOSE */
+} GwSpiceChannel;
+
+struct _GwSpiceWorker {
+    GSubprocess *process; /* owned */
+    int fd;               /* owned, -1 once closed: our end of the socketpair */
+    guint watch;          /* fd source on @fd */
+    GIOCondition condition; /* what @watch waits for */
+    GByteArray *in;       /* owned: from the worker, not yet a whole frame */
+    GByteArray *out;      /* owned: frames for the worker */
+    GwSpiceChannel *channels;
+    guint n_channels;
+    gboolean ready;
+    gboolean gone;   /* exited() was scheduled */
+    gchar *why_gone; /* owned, nullable */
+    guint gone_id;   /* idle reporting exited() */
+    GCancellable *cancellable;
+    GwSpiceWorkerCallbacks callbacks;
+    gpointer user_data;
+};
+
+static void gw_spice_worker_update_watches(GwSpiceWorker *worker);
+static gboolean gw_spice_worker_ready_cb(gint fd, GIOCondition condition, gpointer data);
+
+static gboolean
+gw_spice_worker_report_gone(gpointer data)
+{
+    GwSpiceWorker *worker = data;
+
+    worker->gone_id = 0;
+    worker->callbacks.exited(worker, worker->why_gone, worker->user_data);
+    return G_SOURCE_REMOVE;
+}
+
+static void
+gw_spice_channel_close_fd(GwSpiceChannel *channel)
+{
+    g_clear_handle_id(&channel->watch, g_source_remove);
+    if (channel->fd >= 0)
+        close(channel->fd);
+    channel->fd = -1;
+    g_byte_array_set_size(channel->out, 0);
+}
+
+/* The worker is unusable: stop all I/O, report once from an idle. */
+static void
+gw_spice_worker_fail(GwSpiceWorker *worker, const gchar *format, ...) G_GNUC_PRINTF(2, 3);
+
+static void
+gw_spice_worker_fail(GwSpiceWorker *worker, const gchar *format, ...)
+{
+    va_list args;
+
+    if (worker->gone)
+        return;
+    worker->gone = TRUE;
+    va_start(args, format);
+    worker->why_gone = g_strdup_vprintf(format, args);
+    va_end(args);
+    g_clear_handle_id(&worker->watch, g_source_remove);
+    for (guint i = 0; i < worker->n_channels; i++)
+        gw_spice_channel_close_fd(&worker->channels[i]);
+    if (worker->fd >= 0)
+        close(worker->fd);
+    worker->fd = -1;
+    g_subprocess_force_exit(worker->process);
+    worker->gone_id = g_idle_add(gw_spice_worker_report_gone, worker);
+}
+
+static void
+gw_spice_worker_queue(GwSpiceWorker *worker, SwFrameType type, guint channel,
+                      const guint8 *payload, gsize length)
+{
+    guint8 header[SW_FRAME_HEADER_SIZE];
+
+    if (worker->gone)
+        return;
+    sw_frame_header_pack(header, type, channel, (guint32)length);
+    g_byte_array_append(worker->out, header, sizeof(header));
+    if (length > 0)
+        g_byte_array_append(worker->out, payload, (guint)length);
+}
+
+/* Writes what the socket takes now; FALSE on a broken socket. */
+static gboolean
+gw_spice_flush(int fd, GByteArray *buffer, int *error_number)
+{
+    while (buffer->len > 0) {
+        ssize_t n = send(fd, buffer->data, buffer->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return TRUE;
+        if (n < 0) {
+            *error_number = errno;
+            return FALSE;
+        }
+        g_byte_array_remove_range(buffer, 0, (guint)n);
+    }
+    return TRUE;
+}
+
+static void
+gw_spice_worker_flush(GwSpiceWorker *worker)
+{
+    int error_number = 0;
+
+    if (worker->gone)
+        return;
+    if (!gw_spice_flush(worker->fd, worker->out, &error_number)) {
+        gw_spice_worker_fail(worker, "writing to the worker: %s", g_strerror(error_number));
+        return;
+    }
+    gw_spice_worker_update_watches(worker);
+}
+
+/* ---- channel sockets ---------------------------------------------------- */
+
+static gboolean gw_spice_channel_ready(gint fd, GIOCondition condition, gpointer data);
+
+static void
+gw_spice_channel_update_watch(GwSpiceChannel *channel, gboolean read)
+{
+    GIOCondition condition = 0;
+
+    if (channel->fd < 0)
+        return;
+    if (read)
+        condition |= G_IO_IN | G_IO_HUP | G_IO_ERR;
+    if (channel->out->len > 0)
+        condition |= G_IO_OUT | G_IO_ERR;
+    if (channel->watch != 0 && condition == channel->condition)
+        return;
+    g_clear_handle_id(&channel->watch, g_source_remove);
+    channel->condition = condition;
+    if (condition != 0)
+        channel->watch = g_unix_fd_add(channel->fd, condition, gw_spice_channel_ready, channel);
+}
+
+static void
+gw_spice_worker_update_watches(GwSpiceWorker *worker)
+{
+    gboolean read_channels = worker->out->len < GW_SPICE_OUT_MAX;
+    gboolean read_worker = TRUE;
+    GIOCondition condition;
+
+    if (worker->gone)
+        return;
+    for (guint i = 0; i < worker->n_channels; i++) {
+        gw_spice_channel_update_watch(&worker->channels[i], read_channels);
+        if (worker->channels[i].out->len >= GW_SPICE_CHANNEL_MAX)
+            read_worker = FALSE;
+    }
+    condition = read_worker ? G_IO_IN | G_IO_HUP | G_IO_ERR : 0;
+    if (worker->out->len > 0)
+        condition |= G_IO_OUT | G_IO_ERR;
+    if (worker->watch != 0 && condition == worker->condition)
+        return;
+    g_clear_handle_id(&worker->watch, g_source_remove);
+    worker->condition = condition;
+    if (condition != 0)
+        worker->watch = g_unix_fd_add(worker->fd, condition, gw_spice_worker_ready_cb, worker);
+}
+
+/* The proxy's side can take more, wrote, or hung up. Watches are made
+ * anew for the current condition after each event. */
+static gboolean
+gw_spice_channel_ready(gint fd, GIOCondition condition, gpointer data)
+{
+    GwSpiceChannel *channel = data;
+    GwSpiceWorker *worker = channel->worker;
+    guint self = channel->watch;
+    int error_number = 0;
+
+    if ((condition & G_IO_OUT) && !gw_spice_flush(fd, channel->out, &error_number)) {
+        /* the proxy closed its end: what the client sends now is dropped */
+        g_debug("spice channel %u: %s", channel->index, g_strerror(error_number));
+        gw_spice_channel_close_fd(channel);
+    } else if (condition & (G_IO_IN | G_IO_HUP | G_IO_ERR)) {
+        guint8 buffer[GW_SPICE_READ_CHUNK];
+        ssize_t n;
+
+        do {
+            n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            /* the proxy ended its session; the client's channel stays open
+             * until the client closes it (or the owner drops the client) */
+            gw_spice_channel_close_fd(channel);
+        } else if (n > 0 && channel->open) {
+            gw_spice_worker_queue(worker, SW_FRAME_DATA, channel->index, buffer, (gsize)n);
+        }
+    }
+    gw_spice_worker_flush(worker); /* also updates every watch */
+    return channel->watch == self ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+/* ---- frames from the worker ---------------------------------------------- */
+
+static gboolean
+gw_spice_worker_on_open(GwSpiceWorker *worker, GwSpiceChannel *channel)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GSocket) client = NULL;
+    int fds[2];
+
+    if (channel->open) {
+        gw_spice_worker_fail(worker, "worker opened channel %u twice", channel->index);
+        return FALSE;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
+        g_warning("spice channel %u: socketpair: %s", channel->index, g_strerror(errno));
+        channel->open = TRUE; /* the client's bytes are dropped until it closes */
+        return TRUE;
+    }
+    client = g_socket_new_from_fd(fds[0], &error);
+    if (client == NULL) {
+        close(fds[0]);
+        close(fds[1]);
+        g_warning("spice channel %u: %s", channel->index, error->message);
+        channel->open = TRUE;
+        return TRUE;
+    }
+    channel->open = TRUE;
+    channel->fd = fds[1];
+    gw_spice_worker_update_watches(worker);
+    worker->callbacks.channel_opened(worker, channel->index, g_steal_pointer(&client),
+                                     worker->user_data);
+    return !worker->gone;
+}
+
+static gboolean
+gw_spice_worker_on_frame(GwSpiceWorker *worker, const SwFrameHeader *header,
+                         const guint8 *payload)
+{
+    GwSpiceChannel *channel;
+
+    if (header->type == SW_FRAME_READY) {
+        if (worker->ready || header->length != 8 ||
+            sw_frame_get_u32(payload) != SW_FRAME_VERSION ||
+            sw_frame_get_u32(payload + 4) != worker->n_channels) {
+            gw_spice_worker_fail(worker,
+                                 "unexpected READY from the worker (version or channel count "
+                                 "differs from usbgwd's %u/%u)",
+                                 SW_FRAME_VERSION, worker->n_channels);
+            return FALSE;
+        }
+        worker->ready = TRUE;
+        worker->callbacks.ready(worker, worker->user_data);
+        return !worker->gone;
+    }
+    if (header->type != SW_FRAME_OPEN && header->type != SW_FRAME_CLOSE &&
+        header->type != SW_FRAME_DATA) {
+        gw_spice_worker_fail(worker, "frame type %u does not go from worker to usbgwd",
+                             header->type);
+        return FALSE;
+    }
+    if (!worker->ready || header->channel >= worker->n_channels) {
+        gw_spice_worker_fail(worker, "frame for channel %u %s", header->channel,
+                             worker->ready ? "that does not exist" : "before READY");
+        return FALSE;
+    }
+    channel = &worker->channels[header->channel];
+    switch (header->type) {
+    case SW_FRAME_OPEN:
+        return gw_spice_worker_on_open(worker, channel);
+    case SW_FRAME_CLOSE:
+        if (!channel->open) {
+            gw_spice_worker_fail(worker, "worker closed channel %u, which is not open",
+                                 channel->index);
+            return FALSE;
+        }
+        channel->open = FALSE;
+        /* nothing of the old session reaches the next client: the worker
+         * drops DATA for this channel until this ack */
+        gw_spice_channel_close_fd(channel);
+        gw_spice_worker_queue(worker, SW_FRAME_CLOSE, channel->index, NULL, 0);
+        gw_spice_worker_flush(worker);
+        worker->callbacks.channel_closed(worker, channel->index, worker->user_data);
+        return !worker->gone;
+    default: /* DATA */
+        if (!channel->open) {
+            gw_spice_worker_fail(worker, "worker sent data on channel %u, which is not open",
+                                 channel->index);
+            return FALSE;
+        }
+        if (channel->fd >= 0) {
+            int error_number = 0;
+            g_byte_array_append(channel->out, payload, header->length);
+            if (!gw_spice_flush(channel->fd, channel->out, &error_number))
+                gw_spice_channel_close_fd(channel);
+        }
+        return TRUE;
+    }
+}
+
+static void
+gw_spice_worker_read(GwSpiceWorker *worker)
+{
+    guint8 buffer[GW_SPICE_READ_CHUNK];
+    gsize offset = 0;
+    ssize_t n;
+
+    do {
+        n = recv(worker->fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return;
+    if (n <= 0) {
+        gw_spice_worker_fail(worker, "the worker closed its socketpair%s%s",
+                             n < 0 ? ": " : "", n < 0 ? g_strerror(errno) : "");
+        return;
+    }
+    g_byte_array_append(worker->in, buffer, (guint)n);
+    while (!worker->gone) {
+        SwFrameHeader header;
+        g_autoptr(GError) error = NULL;
+
+        if (worker->in->len - offset < SW_FRAME_HEADER_SIZE)
+            break;
+        if (!sw_frame_header_unpack(worker->in->data + offset, &header, &error)) {
+            gw_spice_worker_fail(worker, "from the worker: %s", error->message);
+            return;
+        }
+        if (worker->in->len - offset < SW_FRAME_HEADER_SIZE + header.length)
+            break;
+        if (!gw_spice_worker_on_frame(worker, &header,
+                                      worker->in->data + offset + SW_FRAME_HEADER_SIZE))
+            return;
+        offset += SW_FRAME_HEADER_SIZE + header.length;
+    }
+    if (!worker->gone)
+        g_byte_array_remove_range(worker->in, 0, (guint)offset);
+}
+
+static gboolean
+gw_spice_worker_ready_cb(gint fd, GIOCondition condition, gpointer data)
+{
+    GwSpiceWorker *worker = data;
+    guint self = worker->watch;
+
+    if (condition & (G_IO_IN | G_IO_HUP | G_IO_ERR))
+        gw_spice_worker_read(worker);
+    gw_spice_worker_flush(worker); /* also updates every watch */
+    /* the worker may be freed by now only if it is gone: then the watch
+     * was removed, and @worker is not touched */
+    return !worker->gone && worker->watch == self ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+static void
+gw_spice_worker_exited(GObject *source, GAsyncResult *result, gpointer data)
+{
+    GwSpiceWorker *worker = data;
+    GSubprocess *process = G_SUBPROCESS(source);
+    g_autoptr(GError) error = NULL;
+
+    if (!g_subprocess_wait_finish(process, result, &error))
+        return; /* cancelled: the owner freed the worker */
+    if (g_subprocess_get_if_exited(process))
+        gw_spice_worker_fail(worker, "the worker exited with status %d",
+                             g_subprocess_get_exit_status(process));
+    else
+        gw_spice_worker_fail(worker, "the worker was killed by signal %d",
+                             g_subprocess_get_term_sig(process));
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+GwSpiceWorker *
+gw_spice_worker_new(const GwSpiceWorkerOptions *options, const GwSpiceWorkerCallbacks *callbacks,
+                    gpointer user_data, GError **error)
+{
+    g_autoptr(GSubprocessLauncher) launcher = NULL;
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    GwSpiceWorker *worker;
+    int fds[2];
+
+    g_return_val_if_fail(options->channels > 0 && options->channels <= SW_FRAME_MAX_CHANNELS,
+                         NULL);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                    "socketpair for the SPICE worker: %s", g_strerror(errno));
+        return NULL;
+    }
+    g_ptr_array_add(argv, g_strdup(options->program));
+    g_ptr_array_add(argv, g_strdup("--fd=3"));
+    g_ptr_array_add(argv, g_strdup_printf("--addr=%s", options->address));
+    g_ptr_array_add(argv, g_strdup_printf("--port=%u", options->port));
+    g_ptr_array_add(argv, g_strdup_printf("--channels=%u", options->channels));
+    if (options->user != NULL)
+        g_ptr_array_add(argv, g_strdup_printf("--user=%s", options->user));
+    if (options->tls_cert != NULL) {
+        g_ptr_array_add(argv, g_strdup_printf("--tls-port=%u", options->tls_port));
+        g_ptr_array_add(argv, g_strdup_printf("--tls-ca=%s", options->tls_ca));
+        g_ptr_array_add(argv, g_strdup_printf("--tls-cert=%s", options->tls_cert));
+        g_ptr_array_add(argv, g_strdup_printf("--tls-key=%s", options->tls_key));
+        g_ptr_array_add(argv, g_strdup("--tls-required"));
+    }
+    g_ptr_array_add(argv, NULL);
+
+    launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
+    g_subprocess_launcher_take_fd(launcher, fds[1], 3);
+    worker = g_new0(GwSpiceWorker, 1);
+    worker->process = g_subprocess_launcher_spawnv(launcher, (const gchar *const *)argv->pdata,
+                                                   error);
+    if (worker->process == NULL) {
+        close(fds[0]);
+        g_free(worker);
+        return NULL;
+    }
+    worker->fd = fds[0];
+    g_unix_set_fd_nonblocking(worker->fd, TRUE, NULL);
+    worker->in = g_byte_array_new();
+    worker->out = g_byte_array_new();
+    worker->n_channels = options->channels;
+    worker->channels = g_new0(GwSpiceChannel, options->channels);
+    for (guint i = 0; i < options->channels; i++) {
+        worker->channels[i].worker = worker;
+        worker->channels[i].index = i;
+        worker->channels[i].fd = -1;
+        worker->channels[i].out = g_byte_array_new();
+    }
+    worker->callbacks = *callbacks;
+    worker->user_data = user_data;
+    worker->cancellable = g_cancellable_new();
+    g_subprocess_wait_async(worker->process, worker->cancellable, gw_spice_worker_exited, worker);
+    gw_spice_worker_update_watches(worker);
+    return worker;
+}
+
+void
+gw_spice_worker_set_ticket(GwSpiceWorker *worker, const gchar *ticket, guint lifetime_s,
+                           gboolean disconnect)
+{
+    gsize length = strlen(ticket);
+    g_autofree guint8 *payload = g_malloc(4 + length);
+
+    g_return_if_fail(length > 0 && length <= SW_FRAME_MAX_TICKET);
+    sw_frame_put_u32(payload, lifetime_s);
+    memcpy(payload + 4, ticket, length);
+    gw_spice_worker_queue(worker, disconnect ? SW_FRAME_DISCONNECT : SW_FRAME_TICKET, 0, payload,
+                          4 + length);
+    explicit_bzero(payload, 4 + length);
+    gw_spice_worker_flush(worker);
+}
+
+gboolean
+gw_spice_worker_is_ready(GwSpiceWorker *worker)
+{
+    return worker->ready && !worker->gone;
+}
+
+void
+gw_spice_worker_free(GwSpiceWorker *worker)
+{
+    if (worker == NULL)
+        return;
+    g_cancellable_cancel(worker->cancellable);
+    g_clear_handle_id(&worker->gone_id, g_source_remove);
+    g_clear_handle_id(&worker->watch, g_source_remove);
+    for (guint i = 0; i < worker->n_channels; i++) {
+        gw_spice_channel_close_fd(&worker->channels[i]);
+        g_byte_array_unref(worker->channels[i].out);
+    }
+    if (worker->fd >= 0)
+        close(worker->fd); /* the worker exits on EOF */
+    /* it has a moment to go by itself; then it is killed, and reaped by
+     * GLib's child watch either way */
+    if (!worker->gone)
+        g_subprocess_send_signal(worker->process, SIGTERM);
+    g_object_unref(worker->process);
+    g_object_unref(worker->cancellable);
+    g_byte_array_unref(worker->in);
+    g_byte_array_unref(worker->out);
+    g_free(worker->channels);
+    g_free(worker->why_gone);
+    g_free(worker);
+}

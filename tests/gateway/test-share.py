@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""Lending a workstation's key to a VM through usbgwd's SPICE ingress, end
+to end, one scenario per run:
+
+  test-share.py SCENARIO USBGWD USBGWCTL WORKER SHARE SIM PEER GUEST_DIR ACL_HELPER
+
+The real usbgwd (no libvirt) runs with SPICE ingress on; `usbgwctl share`
+makes a share for vm "test-vm" and user "alice"; the tiny QEMU guest
+(tests/guest) has one usb-redir chardev per share channel, connected to
+usbgwd's share sockets. A SPICE client runs under usbgw-sim, which owns
+the simulated keys, and lends them; the guest's challenge-response answer
+is checked against the key's secret.
+
+  lend           usbgw-share lends the HASP-like key: the guest answers
+  remote-viewer  the same with stock remote-viewer on a private Xvfb
+  deny           usbgw-share lends a mass-storage stick and the key: the
+                 stick is refused (log, audit) and never seen by the guest,
+                 the key answers; a wrong ticket is refused
+  reconnect      the client's connection is cut mid-transfer (a TCP relay
+                 between client and usbgwd drops it): usbgwd and the VM
+                 carry on, usbgw-share reconnects no sooner than its
+                 --min-interval, and the guest answers again
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "spice"))
+import spice_clients  # noqa: E402
+
+SKIP = 77
+TIMEOUT_S = 60
+HASP = "0529:0001"
+STICK = "0781:5567"
+HASP_SECRET = "000102030405060708090a0b0c0d0e0f"
+CHALLENGE = "00112233445566778899aabbccddeeff"
+CHANNELS = 2
+MIN_INTERVAL_S = 2
+CLOCK_SLACK_S = 0.05
+POLICY = f"""deny with-interface 08:*:*
+share id {HASP} user "alice" to vm "test-vm"
+share id {STICK} user "alice" to vm "test-vm"
+"""
+PROCS = []
+
+
+def fail(message):
+    print(f"FAIL: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lines(spice_clients.LineReader):
+    def matching(self, pattern):
+        regex = re.compile(pattern)
+        with self.cond:
+            return [line for line in self.lines if regex.search(line)]
+
+    def count(self):
+        with self.cond:
+            return len(self.lines)
+
+
+class Timed(Lines):
+    """Lines with their arrival times (monotonic)."""
+
+    def _run(self, stream):
+        self.times = []
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip("\n")
+            print(f"[{self.name}] {line}", flush=True)
+            with self.cond:
+                self.lines.append(line)
+                self.times.append(time.monotonic())
+                self.cond.notify_all()
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
+
+
+def wait(reader, pattern, start=0, timeout=TIMEOUT_S):
+    try:
+        return reader.wait(pattern, start, timeout)
+    except spice_clients.ClientError as e:
+        fail(str(e))
+
+
+def start(name, args, env=None, reader=Lines):
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)
+    PROCS.append(proc)
+    return proc, reader(name, proc.stdout)
+
+
+class Relay:
+    """A TCP relay on loopback between SPICE clients and usbgwd's port;
+    cut() drops every connection through it, as a network loss would."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            cut, self.sockets = self.sockets, []
+        for s in cut:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        return len(cut)
+
+
+class Rig:
+    def __init__(self, args, work):
+        (self.usbgwd, self.usbgwctl, self.worker, self.share_bin, self.sim, self.peer,
+         self.guest_dir, self.acl_helper) = args
+        self.work = work
+        self.rundir = os.path.join(work, "run")
+        self.control = os.path.join(work, "control.sock")
+        self.audit = os.path.join(work, "audit.log")
+        self.spice_port = free_port()
+        with open(os.path.join(work, "policy"), "w") as f:
+            f.write(POLICY)
+        with open(os.path.join(work, "usbgwd.conf"), "w") as f:
+            f.write(f"""[usbgwd]
+control-socket={self.control}
+state={work}/state.json
+audit-log={self.audit}
+libvirt-uri=
+spice-port-base={self.spice_port}
+spice-ports=1
+spice-channels={CHANNELS}
+spice-host=127.0.0.1
+spice-worker={self.worker}
+""")
+        self.gw, self.gw_out = start("usbgwd", [
+            self.usbgwd, "--foreground", "--policy", os.path.join(work, "policy"),
+            "--rundir", self.rundir, "--config", os.path.join(work, "usbgwd.conf")])
+        wait(self.gw_out, r"usbgwd-Message: .*ready")
+        self.answer = subprocess.check_output(
+            [self.peer, "--key-answer", HASP_SECRET, CHALLENGE], text=True).strip()
+
+    def ctl(self, *args):
+        out = subprocess.run([self.usbgwctl, "--socket", self.control, *args],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            fail(f"usbgwctl {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+    def share(self):
+        reply = json.loads(self.ctl("share", "test-vm", "--user", "alice", "--ttl", "2m",
+                                    "--json"))
+        if not reply["uri"].startswith("spice://") or len(reply["ticket"]) < 24:
+            fail(f"usbgwctl share: {reply}")
+        wait(self.gw_out, rf"SPICE listening on port {reply['port']}")
+        return reply
+
+    def ticket_file(self, name, ticket):
+        path = os.path.join(self.work, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(ticket + "\n")
+        return path
+
+    def boot(self, append, timeout=TIMEOUT_S):
+        """The guest with one usb-redir per share socket; QEMU reconnects
+        a closed chardev after 1 s, as usbgwd expects of a plain QEMU."""
+        args = ["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "guest",
+                                     "run-guest.sh"), self.guest_dir]
+        for i in range(CHANNELS):
+            path = os.path.join(self.rundir, "vm", "test-vm", f"share{i}.sock")
+            args += ["-chardev", f"socket,id=ur{i},path={path},reconnect=1",
+                     "-device", f"usb-redir,chardev=ur{i},bus=xhci.0"]
+        env = dict(os.environ, USBGW_GUEST_APPEND=append, USBGW_GUEST_TIMEOUT=str(timeout))
+        return start("guest", args, env=env)
+
+    def lender(self, uri, ticket_path, devices, plug, name="usbgw-share", reader=Lines):
+        args = [self.sim, "--secret", f"hasp={HASP_SECRET}"]
+        for key in plug:
+            args += ["--plug", key]
+        args += ["--", self.share_bin, uri, "--ticket-file", ticket_path,
+                 "--min-interval", str(MIN_INTERVAL_S)]
+        for device in devices:
+            args += ["--device", device]
+        return start(name, args, env=dict(os.environ, SPICE_USB_ACL_BINARY=self.acl_helper),
+                     reader=reader)
+
+    def audit_events(self):
+        with open(self.audit) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def check_answer(self, guest_out, start=0):
+        i, m = wait(guest_out, rf"USBGW-(ANSWER {HASP} .*response=(\w+)|ERROR {HASP} .*)", start)
+        if m.group(2) != self.answer:
+            fail(f"guest: {guest_out.lines[i]!r}, want response={self.answer}")
+        return i
+
+    def stop(self):
+        self.gw.send_signal(signal.SIGTERM)
+        try:
+            status = self.gw.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            fail("usbgwd did not stop on SIGTERM")
+        if status != 0:
+            fail(f"usbgwd exited {status} on SIGTERM")
+
+
+def stop_lender(proc, what):
+    proc.send_signal(signal.SIGTERM)  # usbgw-sim passes it on
+    try:
+        status = proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        fail(f"{what} did not stop on SIGTERM")
+    if status != 0:
+        fail(f"{what} exited {status} on SIGTERM")
+
+
+def scenario_lend(rig):
+    share = rig.share()
+    guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50")
+    lender, out = rig.lender(share["uri"], rig.ticket_file("ticket", share["ticket"]), [HASP],
+                             ["hasp"])
+    rig.check_answer(guest_out)
+    print(f"guest answered {rig.answer} through usbgw-share, usbgwd's proxy and QEMU")
+    wait(rig.gw_out, rf'vm "test-vm": got the lent device {HASP}')
+    shares = json.loads(rig.ctl("shares", "--json"))["shares"]
+    if shares[0]["state"] != "connected" or not shares[0]["devices"][0].startswith(HASP):
+        fail(f"usbgwctl shares: {shares}")
+    stop_lender(lender, "usbgw-share")
+    wait(rig.gw_out, rf'vm "test-vm": gave back {HASP}')
+    guest.wait(timeout=TIMEOUT_S)
+    events = [e["event"] for e in rig.audit_events()]
+    for want in ("share", "lend", "return"):
+        if want not in events:
+            fail(f"no '{want}' in the audit log: {events}")
+    rig.ctl("unshare", "test-vm")
+    if os.path.exists(os.path.join(rig.rundir, "vm", "test-vm", "share0.sock")):
+        fail("unshare left the share sockets")
+    rig.stop()
+
+
+def scenario_remote_viewer(rig):
+    reason = spice_clients.missing_programs()
+    if reason:
+        print(f"SKIP: {reason}")
+        raise SystemExit(SKIP)
+    share = rig.share()
+    guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50")
+    env = dict(os.environ, SPICE_USB_ACL_BINARY=rig.acl_helper)
+    try:
+        viewer = spice_clients.start_remote_viewer(
+            rig.sim, ["--secret", f"hasp={HASP_SECRET}", "--plug", "hasp"], "127.0.0.1",
+            share["port"], share["ticket"], "-1,0x0529,0x0001,-1,1|-1,-1,-1,-1,0", env,
+            rig.work)
+    except spice_clients.ClientError as e:
+        fail(str(e))
+    rig.check_answer(guest_out)
+    print(f"guest answered {rig.answer} through remote-viewer, usbgwd's proxy and QEMU")
+    viewer.stop()
+    wait(rig.gw_out, rf'vm "test-vm": gave back {HASP}')
+    guest.wait(timeout=TIMEOUT_S)
+    rig.stop()
+
+
+def scenario_deny(rig):
+    share = rig.share()
+    # a wrong ticket first: refused, nothing reaches usbgwd's proxy
+    bad, bad_out = rig.lender(share["uri"], rig.ticket_file("bad", "not-" + share["ticket"]),
+                              [HASP], ["hasp"], name="wrong-ticket")
+    wait(bad_out, r"^usbgw-share: auth error")
+    if bad.wait(timeout=TIMEOUT_S) != 3:
+        fail(f"usbgw-share with a wrong ticket exited {bad.returncode}, want 3")
+    if rig.gw_out.matching(r"client opened channel"):
+        fail("a client with a wrong ticket opened a channel")
+
+    guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50 "
+                                "usbgw.list=1 usbgw.settle=3")
+    lender, out = rig.lender(share["uri"], rig.ticket_file("ticket", share["ticket"]),
+                             [STICK, HASP], ["stick", "hasp"])
+    wait(rig.gw_out, rf'refused {STICK}.* lent by user "alice"')
+    rig.check_answer(guest_out)
+    wait(guest_out, r"USBGW-PROBE-DONE")
+    listed = guest_out.matching(r"^USBGW-DEVICE ")
+    if not any(line.startswith(f"USBGW-DEVICE {HASP}") for line in listed):
+        fail(f"the guest's listing lacks the key: {listed}")
+    if any(STICK in line for line in listed):
+        fail(f"the guest saw the refused stick: {listed}")
+    denies = [e for e in rig.audit_events() if e["event"] == "deny"]
+    if not denies or f"{denies[0].get('vid')}:{denies[0].get('pid')}" != STICK or \
+            "08" not in json.dumps(denies[0]):
+        fail(f"audit deny record: {denies}")
+    print(f"stick refused ({denies[0].get('rule')}), key answered, guest never saw the stick")
+    stop_lender(lender, "usbgw-share")
+    guest.wait(timeout=TIMEOUT_S)
+    rig.stop()
+
+
+def scenario_reconnect(rig):
+    share = rig.share()
+    relay = Relay(share["port"])
+    uri = f"spice://127.0.0.1:{relay.port}"
+    guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50 "
+                                "usbgw.loop=1", timeout=120)
+    lender, out = rig.lender(uri, rig.ticket_file("ticket", share["ticket"]), [HASP], ["hasp"],
+                             reader=Timed)
+    first = rig.check_answer(guest_out)
+    # mid-transfer: the guest runs a challenge every second
+    wait(guest_out, r"^USBGW-ROUND ", first + 1)
+    time.sleep(0.3)
+    seen = out.count()
+    if relay.cut() == 0:
+        fail("nothing to cut: the client was not connected through the relay")
+    cut_at = time.monotonic()
+    i, _ = wait(out, r"^usbgw-share: disconnected from", seen)
+    j, _ = wait(out, r"^usbgw-share: connecting to .*\(attempt 2\)", i)
+    retry_after = out.times[j] - cut_at
+    print(f"usbgw-share reconnected {retry_after:.2f} s after the cut "
+          f"(--min-interval {MIN_INTERVAL_S} s)")
+    if retry_after < MIN_INTERVAL_S - CLOCK_SLACK_S:
+        fail(f"reconnect {retry_after:.2f} s after the loss, sooner than --min-interval")
+    wait(out, r"^usbgw-share: redirecting .*0529:0001", j)
+    # the VM lost the key and gets it back: a later round answers right
+    lost = guest_out.count()
+    rig.check_answer(guest_out, lost)
+    if guest.poll() is not None:
+        fail("QEMU is gone")
+    rig.ctl("status")
+    lends = [e for e in rig.audit_events() if e["event"] == "lend"]
+    if len(lends) < 2:
+        fail(f"want two 'lend' audit records (before and after the cut), got {lends}")
+    print("after the cut: usbgwd and QEMU fine, key lent again, guest answers right")
+    stop_lender(lender, "usbgw-share")
+    guest.kill()
+    guest.wait()
+    rig.stop()
+
+
+SCENARIOS = {
+    "lend": scenario_lend,
+    "remote-viewer": scenario_remote_viewer,
+    "deny": scenario_deny,
+    "reconnect": scenario_reconnect,
+}
+
+
+def main():
+    if len(sys.argv) != 10 or sys.argv[1] not in SCENARIOS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    scenario, args = sys.argv[1], sys.argv[2:]
+    for path in args[:6]:
+        if not os.access(path, os.X_OK):
+            print(f"SKIP: {path} is not built")
+            return SKIP
+    import shutil
+    if shutil.which("qemu-system-x86_64") is None:
+        print("SKIP: qemu-system-x86_64 is not installed")
+        return SKIP
+    guest_build = subprocess.run(
+        ["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "guest",
+                              "build-guest.sh"), args[6]],
+        capture_output=True, text=True)
+    if guest_build.returncode != 0:
+        print(guest_build.stdout + guest_build.stderr)
+        fail("building the guest failed")
+    with tempfile.TemporaryDirectory(prefix="usbgw-share-test.") as work:
+        os.chmod(work, 0o755)  # the worker runs as nobody when we are root
+        try:
+            SCENARIOS[scenario](Rig(args, work))
+        finally:
+            for proc in PROCS:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    print(f"PASS: {scenario}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
