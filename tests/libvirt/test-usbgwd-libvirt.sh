@@ -15,6 +15,12 @@
 #             usbgwd's reason
 #   pool      2 identical keys, 3 VMs of a pool: the third starts without a
 #             key and gets one when another VM stops
+#   share     usbgwctl share → usbgwd hot-plugs the share's redirdevs;
+#             usbgw-share lends the key over SPICE → the guest answers;
+#             the lender stops and comes back → usbgwd re-plugs the
+#             redirdev (libvirt's chardev does not reconnect) → the guest
+#             answers again; virsh destroy ends the share (audit)
+#             (needs USBGW_SPICE_WORKER and USBGW_SHARE: the programs)
 #
 # The simulated keys (usbgw-sim) live in a helper process; usbgwd gets its
 # environment (UMOCKDEV_DIR, the preload), libvirtd and virsh do not.
@@ -219,6 +225,65 @@ pool)
     lv_wait_console "$c" '^USBGW-ANSWER 0529:0001 ' 60 || fail "$c did not get the key $a gave back"
     [[ $(answers "$c") == "$hasp_answer" ]] || fail "$c's answer is not the returned key's"
     echo "$me: pool: $a and $b got a key each, $c got $a's when $a stopped"
+    ;;
+share)
+    [[ -x ${USBGW_SPICE_WORKER:-} && -x ${USBGW_SHARE:-} ]] || {
+        echo "$me: SKIP: built without the SPICE worker or usbgw-share"
+        exit 77
+    }
+    name=$(lv_new_name share)
+    printf 'deny with-interface 08:*:*\nshare id 0529:0001 user "alice" to vm "%s"\n' "$name" >"$gw/policy"
+    spice_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    printf 'spice-port-base=%s\nspice-ports=1\nspice-channels=1\nspice-host=127.0.0.1\nspice-worker=%s\n' \
+        "$spice_port" "$(realpath "$USBGW_SPICE_WORKER")" >>"$gw/usbgwd.conf"
+    start_usbgwd
+    define_vm "$name"
+    lv_start "$name" || fail "cannot start $name"
+    lv_wait_file "$work/usbgwd.log" "vm \"$name\" runs" 30 || fail "usbgwd did not see $name start"
+    usbgwctl share "$name" --user alice --json >"$work/share.json" || fail "usbgwctl share failed"
+    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ticket"])' "$work/share.json" >"$work/ticket"
+    chmod 600 "$work/ticket"
+    lv_wait_file "$work/usbgwd.log" "QEMU connected on $gw/run/vm/$name/share0.sock" 60 ||
+        fail "libvirt did not plug the share's redirdev"
+    lend() { # N: usbgw-share under the simulator's environment
+        # shellcheck disable=SC2046
+        env $(cat "$work/sim.env") SPICE_USB_ACL_BINARY="$here/../spice/fake-acl-helper.sh" \
+            "$USBGW_SHARE" "spice://127.0.0.1:$spice_port" --ticket-file "$work/ticket" \
+            --device 0529:0001 >"$work/share$1.log" 2>&1 &
+        share_pid=$!
+    }
+    count() { tr -d '\r' <"$(lv_console "$name")" | grep -c '^USBGW-ANSWER 0529:0001 ' || true; }
+    t0=$(now)
+    lend 1
+    lv_wait_console "$name" '^USBGW-ANSWER 0529:0001 ' 60 || { cat "$work/share1.log"; fail "the guest got no answer from the lent key"; }
+    echo "$me: usbgw-share started → guest answer: $(secs "$t0" "$(now)") s"
+    # both simulated keys are 0529:0001; one channel takes one of them
+    known() { for a in $(answers "$name"); do [[ $a == "$hasp_answer" || $a == "$hasp2_answer" ]] || return 1; done; }
+    known || fail "the guest's answer is neither key's: $(answers "$name")"
+    kill -TERM $share_pid
+    wait $share_pid || fail "usbgw-share exited $? on SIGTERM"
+    lv_wait_file "$gw/audit.log" '"event":"return"' 20 || fail "audit: no return line"
+    lv_wait_file "$work/usbgwd.log" "QEMU connected on $gw/run/vm/$name/share0.sock" 60 || fail "no QEMU"
+    # QEMU's chardev closed with the lending: usbgwd plugs a fresh redirdev
+    for _ in $(seq 200); do
+        (($(grep -c "QEMU connected on $gw/run/vm/$name/share0.sock" "$work/usbgwd.log") >= 2)) && break
+        sleep 0.1
+    done
+    (($(grep -c "QEMU connected on $gw/run/vm/$name/share0.sock" "$work/usbgwd.log") >= 2)) ||
+        fail "usbgwd did not re-plug the share's redirdev after the lending ended"
+    before=$(count)
+    lend 2
+    for _ in $(seq 600); do
+        (($(count) > before)) && break
+        sleep 0.1
+    done
+    (($(count) > before)) || { cat "$work/share2.log"; fail "the key lent again did not reach the guest"; }
+    known || fail "wrong answer after lending again: $(answers "$name")"
+    echo "$me: lent, returned, re-plugged, lent again: the guest answered both times"
+    lv_virsh destroy "$name" >/dev/null || fail "virsh destroy failed"
+    lv_wait_file "$gw/audit.log" '"event":"unshare".*"reason":"vm stopped"' 20 || fail "audit: the share did not end with the VM"
+    kill -TERM $share_pid 2>/dev/null || true
+    wait $share_pid 2>/dev/null || true
     ;;
 *)
     fail "unknown scenario $scenario"
