@@ -26,6 +26,9 @@ static const GwConfigString gw_config_strings[] = {
     {"spice-host", G_STRUCT_OFFSET(GwConfig, spice_host), NULL, TRUE},
     {"spice-worker", G_STRUCT_OFFSET(GwConfig, spice_worker), GW_CONFIG_SPICE_WORKER, FALSE},
     {"spice-user", G_STRUCT_OFFSET(GwConfig, spice_user), "nobody", FALSE},
+    {"spice-tls-cert", G_STRUCT_OFFSET(GwConfig, spice_tls_cert), NULL, TRUE},
+    {"spice-tls-key", G_STRUCT_OFFSET(GwConfig, spice_tls_key), NULL, TRUE},
+    {"spice-tls-ca", G_STRUCT_OFFSET(GwConfig, spice_tls_ca), NULL, TRUE},
 };
 
 typedef struct {
@@ -110,6 +113,14 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
         }
         if (!known)
             g_warning("%s: unknown key '%s' in [%s] ignored", path, keys[i], GW_CONFIG_GROUP);
+    }
+    if ((config->spice_tls_cert != NULL) != (config->spice_tls_key != NULL) ||
+        (config->spice_tls_cert != NULL) != (config->spice_tls_ca != NULL)) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] spice-tls-cert, spice-tls-key and spice-tls-ca go together "
+                    "(set all three for TLS, or none)",
+                    path, GW_CONFIG_GROUP);
+        return FALSE;
     }
     return TRUE;
 }

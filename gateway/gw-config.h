@@ -32,6 +32,10 @@ typedef struct {
     gchar *spice_host;    /* owned, nullable: host name in share URIs (default: this host's) */
     gchar *spice_worker;  /* owned: the usbgw-spice-worker program */
     gchar *spice_user;    /* owned: the user workers run as */
+    /* owned, nullable: TLS for shares (all three or none); then TLS only */
+    gchar *spice_tls_cert;
+    gchar *spice_tls_key;
+    gchar *spice_tls_ca;
 } GwConfig;
 
 /* Fills @config with the defaults, then the file's values; a missing file

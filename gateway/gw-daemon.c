@@ -1431,6 +1431,9 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
     options.worker.address = daemon->config.spice_address;
     options.worker.channels = daemon->config.spice_channels;
     options.worker.user = geteuid() == 0 ? daemon->config.spice_user : NULL;
+    options.worker.tls_cert = daemon->config.spice_tls_cert;
+    options.worker.tls_key = daemon->config.spice_tls_key;
+    options.worker.tls_ca = daemon->config.spice_tls_ca;
     share = gw_share_new(&options, &callbacks, daemon, &error);
     if (share == NULL)
         return gw_control_reply_error("internal", "cannot start the share for vm \"%s\": %s", vm,
@@ -1442,7 +1445,7 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
     gw_daemon_share_audit(daemon, "share", share, actor, user);
     gw_daemon_share_plug(daemon, share, FALSE);
 
-    uri = g_strdup_printf("spice://%s:%u",
+    uri = g_strdup_printf("%s://%s:%u", daemon->config.spice_tls_cert != NULL ? "spice+tls" : "spice",
                           daemon->config.spice_host != NULL ? daemon->config.spice_host
                                                             : g_get_host_name(),
                           options.worker.port);
@@ -1450,6 +1453,7 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
     obj = json_node_get_object(node);
     json_object_set_string_member(obj, "uri", uri);
     json_object_set_string_member(obj, "ticket", gw_share_get_ticket(share));
+    json_object_set_boolean_member(obj, "tls", daemon->config.spice_tls_cert != NULL);
     return gw_control_reply_ok(node);
 }
 

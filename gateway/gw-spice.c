@@ -412,17 +412,19 @@ gw_spice_worker_new(const GwSpiceWorkerOptions *options, const GwSpiceWorkerCall
     g_ptr_array_add(argv, g_strdup(options->program));
     g_ptr_array_add(argv, g_strdup("--fd=3"));
     g_ptr_array_add(argv, g_strdup_printf("--addr=%s", options->address));
-    g_ptr_array_add(argv, g_strdup_printf("--port=%u", options->port));
-    g_ptr_array_add(argv, g_strdup_printf("--channels=%u", options->channels));
-    if (options->user != NULL)
-        g_ptr_array_add(argv, g_strdup_printf("--user=%s", options->user));
     if (options->tls_cert != NULL) {
-        g_ptr_array_add(argv, g_strdup_printf("--tls-port=%u", options->tls_port));
+        g_ptr_array_add(argv, g_strdup("--port=0"));
+        g_ptr_array_add(argv, g_strdup_printf("--tls-port=%u", options->port));
         g_ptr_array_add(argv, g_strdup_printf("--tls-ca=%s", options->tls_ca));
         g_ptr_array_add(argv, g_strdup_printf("--tls-cert=%s", options->tls_cert));
         g_ptr_array_add(argv, g_strdup_printf("--tls-key=%s", options->tls_key));
         g_ptr_array_add(argv, g_strdup("--tls-required"));
+    } else {
+        g_ptr_array_add(argv, g_strdup_printf("--port=%u", options->port));
     }
+    g_ptr_array_add(argv, g_strdup_printf("--channels=%u", options->channels));
+    if (options->user != NULL)
+        g_ptr_array_add(argv, g_strdup_printf("--user=%s", options->user));
     g_ptr_array_add(argv, NULL);
 
     launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);

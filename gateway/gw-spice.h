@@ -22,11 +22,10 @@ typedef struct {
     guint16 port;
     guint channels;    /* usbredir channels: devices one client may lend at once */
     const gchar *user; /* nullable: the worker drops to this user (required as root) */
-    /* nullable: TLS (all three or none); then only TLS is accepted */
+    /* nullable: TLS (all three or none); then @port speaks TLS only */
     const gchar *tls_ca;
     const gchar *tls_cert;
     const gchar *tls_key;
-    guint16 tls_port;
 } GwSpiceWorkerOptions;
 
 typedef struct {

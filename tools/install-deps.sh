@@ -13,7 +13,7 @@ packages=(
     # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing,
     # test helpers (python3 scripts, pgrep, setpriv)
     umockdev libumockdev-dev qemu-system-x86 busybox-static cpio
-    usbredirect libclang-rt-14-dev python3 procps util-linux
+    usbredirect libclang-rt-14-dev python3 procps util-linux openssl
     # a stock SPICE client (remote-viewer) lending a key, on a virtual X server
     virt-viewer xvfb
     # libvirt without libvirt-daemon-system (that one replaces init)

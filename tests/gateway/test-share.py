@@ -16,6 +16,9 @@ is checked against the key's secret.
   deny           usbgw-share lends a mass-storage stick and the key: the
                  stick is refused (log, audit) and never seen by the guest,
                  the key answers; a wrong ticket is refused
+  tls            the share's port speaks TLS only (spice-tls-* keys, a CA and
+                 a server certificate made here with openssl): usbgw-share
+                 lends over spice+tls:// with --ca-file, the guest answers
   reconnect      the client's connection is cut mid-transfer (a TCP relay
                  between client and usbgwd drops it): usbgwd and the VM
                  carry on, usbgw-share reconnects no sooner than its
@@ -158,8 +161,28 @@ class Relay:
         return len(cut)
 
 
+def make_certificates(work):
+    """A CA and a server certificate for 127.0.0.1 signed by it; returns
+    the usbgwd.conf lines that use them."""
+    def openssl(*args):
+        out = subprocess.run(["openssl", *args], cwd=work, capture_output=True, text=True)
+        if out.returncode != 0:
+            fail(f"openssl {' '.join(args)}: {out.stderr.strip()}")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=usbgw test CA",
+            "-keyout", "ca-key.pem", "-out", "ca-cert.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server-key.pem", "-out", "server.csr")
+    with open(os.path.join(work, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server-cert.pem")
+    os.chmod(os.path.join(work, "server-key.pem"), 0o600)
+    return (f"spice-tls-cert={work}/server-cert.pem\nspice-tls-key={work}/server-key.pem\n"
+            f"spice-tls-ca={work}/ca-cert.pem\n")
+
+
 class Rig:
-    def __init__(self, args, work):
+    def __init__(self, args, work, tls=False):
         (self.usbgwd, self.usbgwctl, self.worker, self.share_bin, self.sim, self.peer,
          self.guest_dir, self.acl_helper) = args
         self.work = work
@@ -181,6 +204,8 @@ spice-channels={CHANNELS}
 spice-host=127.0.0.1
 spice-worker={self.worker}
 """)
+            if tls:
+                f.write(make_certificates(work))
         self.gw, self.gw_out = start("usbgwd", [
             self.usbgwd, "--foreground", "--policy", os.path.join(work, "policy"),
             "--rundir", self.rundir, "--config", os.path.join(work, "usbgwd.conf")])
@@ -198,7 +223,7 @@ spice-worker={self.worker}
     def share(self):
         reply = json.loads(self.ctl("share", "test-vm", "--user", "alice", "--ttl", "2m",
                                     "--json"))
-        if not reply["uri"].startswith("spice://") or len(reply["ticket"]) < 24:
+        if not re.match(r"spice(\+tls)?://", reply["uri"]) or len(reply["ticket"]) < 24:
             fail(f"usbgwctl share: {reply}")
         wait(self.gw_out, rf"SPICE listening on port {reply['port']}")
         return reply
@@ -222,12 +247,13 @@ spice-worker={self.worker}
         env = dict(os.environ, USBGW_GUEST_APPEND=append, USBGW_GUEST_TIMEOUT=str(timeout))
         return start("guest", args, env=env)
 
-    def lender(self, uri, ticket_path, devices, plug, name="usbgw-share", reader=Lines):
+    def lender(self, uri, ticket_path, devices, plug, name="usbgw-share", reader=Lines,
+               extra=()):
         args = [self.sim, "--secret", f"hasp={HASP_SECRET}"]
         for key in plug:
             args += ["--plug", key]
         args += ["--", self.share_bin, uri, "--ticket-file", ticket_path,
-                 "--min-interval", str(MIN_INTERVAL_S)]
+                 "--min-interval", str(MIN_INTERVAL_S), *extra]
         for device in devices:  # VID:PID, or a usbredirfilter string for several
             args += ["--filter" if "|" in device else "--device", device]
         return start(name, args, env=dict(os.environ, SPICE_USB_ACL_BINARY=self.acl_helper),
@@ -284,6 +310,20 @@ def scenario_lend(rig):
     rig.ctl("unshare", "test-vm")
     if os.path.exists(os.path.join(rig.rundir, "vm", "test-vm", "share0.sock")):
         fail("unshare left the share sockets")
+    rig.stop()
+
+
+def scenario_tls(rig):
+    share = rig.share()
+    if not share["uri"].startswith("spice+tls://") or not share["tls"]:
+        fail(f"usbgwctl share with TLS configured: {share}")
+    guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50")
+    lender, out = rig.lender(share["uri"], rig.ticket_file("ticket", share["ticket"]), [HASP],
+                             ["hasp"], extra=["--ca-file", os.path.join(rig.work, "ca-cert.pem")])
+    rig.check_answer(guest_out)
+    print(f"guest answered {rig.answer} through usbgw-share over {share['uri']}")
+    stop_lender(lender, "usbgw-share")
+    guest.wait(timeout=TIMEOUT_S)
     rig.stop()
 
 
@@ -388,6 +428,7 @@ SCENARIOS = {
     "lend": scenario_lend,
     "remote-viewer": scenario_remote_viewer,
     "deny": scenario_deny,
+    "tls": scenario_tls,
     "reconnect": scenario_reconnect,
 }
 
@@ -415,7 +456,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="usbgw-share-test.") as work:
         os.chmod(work, 0o755)  # the worker runs as nobody when we are root
         try:
-            SCENARIOS[scenario](Rig(args, work))
+            SCENARIOS[scenario](Rig(args, work, tls=scenario == "tls"))
         finally:
             for proc in PROCS:
                 if proc.poll() is None:
