@@ -56,6 +56,7 @@ struct _GwDaemon {
     GHashTable *shares;        /* VM name → GwShare: at most one share per VM */
     JsonObject *saved;         /* owned: state as loaded, applied as devices arrive */
     guint next_tcp_port;       /* 0 when TCP is off */
+    guint next_spice_port;     /* offset from spice_port_base to try first */
     gchar *started;            /* owned: ISO 8601 */
     gchar *hook_last_call;     /* owned, nullable */
     GCancellable *cancellable; /* owned: cancelled when the daemon goes */
@@ -186,6 +187,21 @@ gw_daemon_save_state(GwDaemon *daemon)
     json_object_set_object_member(state, "assignments", g_steal_pointer(&assignments));
     json_object_set_object_member(state, "released", g_steal_pointer(&released));
     json_object_set_object_member(state, "leases", g_steal_pointer(&leases));
+    /* shares: a restarted usbgwd takes its clients back (the file is
+     * root's alone: it holds the tickets) */
+    if (daemon->shares != NULL) {
+        g_autoptr(JsonObject) shares = json_object_new();
+        g_hash_table_iter_init(&iter, daemon->shares);
+        while (g_hash_table_iter_next(&iter, NULL, &value)) {
+            g_autoptr(JsonObject) entry = json_object_new();
+            json_object_set_string_member(entry, "user", gw_share_get_user(value));
+            json_object_set_string_member(entry, "ticket", gw_share_get_ticket(value));
+            json_object_set_int_member(entry, "port", gw_share_get_port(value));
+            json_object_set_int_member(entry, "expires", gw_share_get_expires_unix(value));
+            json_object_set_object_member(shares, gw_share_get_vm(value), g_steal_pointer(&entry));
+        }
+        json_object_set_object_member(state, "shares", g_steal_pointer(&shares));
+    }
     if (!gw_state_save(daemon->config.state_path, state, &error))
         g_warning("cannot save state: %s", error->message);
 }
@@ -913,6 +929,7 @@ gw_daemon_cmd_status(GwDaemon *daemon)
     json_object_set_int_member(obj, "devices", g_hash_table_size(daemon->devices));
     json_object_set_int_member(obj, "attachments", bound);
     json_object_set_int_member(obj, "vms", g_hash_table_size(daemon->vms));
+    json_object_set_int_member(obj, "shares", g_hash_table_size(daemon->shares));
     if (daemon->libvirt != NULL) {
         GwLibvirtStatus st = {0};
         gw_libvirt_get_status(daemon->libvirt, &st);
@@ -1333,6 +1350,7 @@ gw_daemon_unshare(GwDaemon *daemon, const gchar *vm, const gchar *actor, const g
                                          gw_daemon_detach_done,
                                          g_strdup_printf("%s ← vm %s", paths[i], vm));
     g_hash_table_remove(daemon->shares, vm);
+    gw_daemon_save_state(daemon);
 }
 
 static void
@@ -1342,44 +1360,147 @@ gw_daemon_share_ended(GwShare *share, const gchar *reason, gpointer user_data)
     gw_daemon_unshare(user_data, vm, "usbgwd", reason);
 }
 
-/* The lowest SPICE port no share uses, 0 when all are taken. */
+static gboolean
+gw_daemon_spice_port_used(GwDaemon *daemon, guint port)
+{
+    GHashTableIter iter;
+    gpointer value;
+
+    g_hash_table_iter_init(&iter, daemon->shares);
+    while (g_hash_table_iter_next(&iter, NULL, &value))
+        if (gw_share_get_port(value) == port)
+            return TRUE;
+    return FALSE;
+}
+
+/* A SPICE port no share uses, 0 when all are taken. Ports are handed out
+ * in turn, so a share that replaces another does not race the old
+ * worker for its port. */
 static guint16
 gw_daemon_free_spice_port(GwDaemon *daemon)
 {
-    for (guint port = daemon->config.spice_port_base;
-         port < daemon->config.spice_port_base + daemon->config.spice_ports && port <= G_MAXUINT16;
-         port++) {
-        GHashTableIter iter;
-        gpointer value;
-        gboolean used = FALSE;
-        g_hash_table_iter_init(&iter, daemon->shares);
-        while (!used && g_hash_table_iter_next(&iter, NULL, &value))
-            used = gw_share_get_port(value) == port;
-        if (!used)
+    guint base = daemon->config.spice_port_base;
+    guint count = MIN(daemon->config.spice_ports, G_MAXUINT16 + 1u - base);
+
+    for (guint i = 0; i < count; i++) {
+        guint port = base + (daemon->next_spice_port + i) % count;
+        if (!gw_daemon_spice_port_used(daemon, port)) {
+            daemon->next_spice_port = (port - base + 1) % count;
             return (guint16)port;
+        }
     }
     return 0;
+}
+
+static void
+gw_daemon_share_used(GwShare *share, gpointer user_data)
+{
+    gw_daemon_save_state(user_data);
+}
+
+/* Starts a share (a new one, or one saved before a restart: @ticket and
+ * @port given). */
+static GwShare *
+gw_daemon_start_share(GwDaemon *daemon, const gchar *vm, const gchar *user, guint ttl_s,
+                      const gchar *ticket, guint16 port, gboolean used, GError **error)
+{
+    static const GwShareCallbacks callbacks = {
+        .check = gw_daemon_share_check,
+        .event = gw_daemon_share_event,
+        .used = gw_daemon_share_used,
+        .qemu_left = gw_daemon_share_qemu_left,
+        .ended = gw_daemon_share_ended,
+    };
+    g_autofree gchar *dir = g_build_filename(daemon->config.rundir, "vm", vm, NULL);
+    GwShareOptions options = {0};
+    GwShare *share;
+
+    options.vm = vm;
+    options.user = user;
+    options.ttl_s = ttl_s;
+    options.ticket = ticket;
+    options.used = used;
+    options.socket_dir = dir;
+    options.socket_uid = daemon->socket_uid;
+    options.socket_gid = daemon->socket_gid;
+    options.worker.port = port;
+    options.worker.program = daemon->config.spice_worker;
+    options.worker.address = daemon->config.spice_address;
+    options.worker.channels = daemon->config.spice_channels;
+    options.worker.user = geteuid() == 0 ? daemon->config.spice_user : NULL;
+    options.worker.tls_cert = daemon->config.spice_tls_cert;
+    options.worker.tls_key = daemon->config.spice_tls_key;
+    options.worker.tls_ca = daemon->config.spice_tls_ca;
+    share = gw_share_new(&options, &callbacks, daemon, error);
+    if (share == NULL)
+        return NULL;
+    g_hash_table_insert(daemon->shares, (gpointer)gw_share_get_vm(share), share);
+    gw_daemon_share_plug(daemon, share, FALSE);
+    gw_daemon_save_state(daemon);
+    return share;
+}
+
+/* Shares saved before a restart come back with their ticket and port, so
+ * a lending client reconnects as after a network loss. */
+static void
+gw_daemon_restore_shares(GwDaemon *daemon)
+{
+    JsonObject *saved = gw_json_get_object(daemon->saved, "shares");
+    g_autoptr(GList) vms = saved != NULL ? json_object_get_members(saved) : NULL;
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+
+    for (GList *l = vms; l != NULL; l = l->next) {
+        const gchar *vm = l->data;
+        JsonObject *entry = gw_json_get_object(saved, vm);
+        const gchar *user = gw_json_get_string(entry, "user");
+        const gchar *ticket = gw_json_get_string(entry, "ticket");
+        gint64 port = entry != NULL ? json_object_get_int_member_with_default(entry, "port", 0) : 0;
+        gint64 expires =
+            entry != NULL ? json_object_get_int_member_with_default(entry, "expires", -1) : -1;
+        g_autoptr(GError) error = NULL;
+
+        if (daemon->config.spice_port_base == 0) {
+            g_warning("share of vm \"%s\" not restored: SPICE ingress is off now", vm);
+            continue;
+        }
+        if (user == NULL || ticket == NULL || strlen(ticket) > 60 || strchr(vm, '/') != NULL ||
+            vm[0] == '.' || port < daemon->config.spice_port_base ||
+            port >= (gint64)daemon->config.spice_port_base + daemon->config.spice_ports ||
+            expires < 0) {
+            g_warning("share of vm \"%s\" not restored: its saved entry is malformed or its "
+                      "port is outside spice-port-base/spice-ports",
+                      vm);
+            continue;
+        }
+        if (expires != 0 && expires <= now) {
+            g_message("share of vm \"%s\" not restored: its ticket expired unused", vm);
+            continue;
+        }
+        if (g_hash_table_contains(daemon->shares, vm) ||
+            gw_daemon_spice_port_used(daemon, (guint)port))
+            continue;
+        if (gw_daemon_start_share(daemon, vm, user, expires != 0 ? (guint)(expires - now) : 0,
+                                  ticket, (guint16)port, expires == 0, &error) == NULL) {
+            g_warning("share of vm \"%s\" not restored: %s", vm, error->message);
+            continue;
+        }
+        g_message("share vm \"%s\" user \"%s\" restored on SPICE port %u", vm, user,
+                  (guint)port);
+    }
 }
 
 static JsonNode *
 gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *peer,
                     const gchar *actor)
 {
-    static const GwShareCallbacks callbacks = {
-        .check = gw_daemon_share_check,
-        .event = gw_daemon_share_event,
-        .qemu_left = gw_daemon_share_qemu_left,
-        .ended = gw_daemon_share_ended,
-    };
     JsonNode *error_reply = NULL;
     const gchar *vm = gw_daemon_string_arg(request, "vm", &error_reply);
     g_autofree gchar *user = NULL;
-    g_autofree gchar *dir = NULL;
     g_autofree gchar *uri = NULL;
     g_autoptr(GError) error = NULL;
     JsonNode *node;
     gint64 ttl = daemon->config.share_ttl;
-    GwShareOptions options = {0};
+    guint16 port;
     GwShare *share;
     JsonObject *obj;
 
@@ -1414,41 +1535,25 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
     /* a new share for the VM replaces the old one (and its ticket) */
     if (g_hash_table_contains(daemon->shares, vm))
         gw_daemon_unshare(daemon, vm, actor, "replaced by a new share");
-    options.worker.port = gw_daemon_free_spice_port(daemon);
-    if (options.worker.port == 0)
+    port = gw_daemon_free_spice_port(daemon);
+    if (port == 0)
         return gw_control_reply_error("busy",
                                       "all %u SPICE ports from %u are in use by shares "
                                       "(usbgwctl shares; raise spice-ports)",
                                       daemon->config.spice_ports, daemon->config.spice_port_base);
-    dir = g_build_filename(daemon->config.rundir, "vm", vm, NULL);
-    options.vm = vm;
-    options.user = user;
-    options.ttl_s = (guint)ttl;
-    options.socket_dir = dir;
-    options.socket_uid = daemon->socket_uid;
-    options.socket_gid = daemon->socket_gid;
-    options.worker.program = daemon->config.spice_worker;
-    options.worker.address = daemon->config.spice_address;
-    options.worker.channels = daemon->config.spice_channels;
-    options.worker.user = geteuid() == 0 ? daemon->config.spice_user : NULL;
-    options.worker.tls_cert = daemon->config.spice_tls_cert;
-    options.worker.tls_key = daemon->config.spice_tls_key;
-    options.worker.tls_ca = daemon->config.spice_tls_ca;
-    share = gw_share_new(&options, &callbacks, daemon, &error);
+    share = gw_daemon_start_share(daemon, vm, user, (guint)ttl, NULL, port, FALSE, &error);
     if (share == NULL)
         return gw_control_reply_error("internal", "cannot start the share for vm \"%s\": %s", vm,
                                       error->message);
-    g_hash_table_insert(daemon->shares, (gpointer)gw_share_get_vm(share), share);
     g_message("share vm \"%s\" user \"%s\": SPICE port %u, ticket valid %" G_GINT64_FORMAT
               " s for the first login (%s)",
-              vm, user, options.worker.port, ttl, actor);
+              vm, user, port, ttl, actor);
     gw_daemon_share_audit(daemon, "share", share, actor, user);
-    gw_daemon_share_plug(daemon, share, FALSE);
 
     uri = g_strdup_printf("%s://%s:%u", daemon->config.spice_tls_cert != NULL ? "spice+tls" : "spice",
                           daemon->config.spice_host != NULL ? daemon->config.spice_host
                                                             : g_get_host_name(),
-                          options.worker.port);
+                          port);
     node = gw_share_to_json(share);
     obj = json_node_get_object(node);
     json_object_set_string_member(obj, "uri", uri);
@@ -1616,6 +1721,7 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
         gw_control_new(daemon->config.control_socket, gw_daemon_control_handler, daemon, error);
     if (daemon->control == NULL)
         return FALSE;
+    gw_daemon_restore_shares(daemon);
     if (daemon->config.libvirt_uri != NULL) {
         const GwLibvirtHandlers handlers = {
             .connected = gw_daemon_libvirt_connected,

@@ -35,7 +35,7 @@ struct _GwShare {
     gchar *ticket;
     guint16 port;
     guint ttl_s;
-    gint64 expires; /* monotonic µs; 0 once used */
+    gint64 expires_unix; /* wall clock, seconds */
     gchar *expires_iso;
     guint expiry_id;
     gboolean used;   /* a client logged in once */
@@ -249,6 +249,8 @@ gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GSocket *client,
         share->used = TRUE;
         g_clear_handle_id(&share->expiry_id, g_source_remove);
         gw_spice_worker_set_ticket(worker, share->ticket, 0, FALSE);
+        if (share->callbacks.used != NULL)
+            share->callbacks.used(share, share->user_data);
     }
     share->client = TRUE;
     g_message("share vm \"%s\" user \"%s\": client opened channel %u", share->vm, share->user,
@@ -321,7 +323,8 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks,
     share->socket_uid = options->socket_uid;
     share->callbacks = *callbacks;
     share->user_data = user_data;
-    share->ticket = gw_share_make_ticket(error);
+    share->used = options->used;
+    share->ticket = options->ticket != NULL ? g_strdup(options->ticket) : gw_share_make_ticket(error);
     if (share->ticket == NULL)
         return NULL;
     share->n_slots = options->worker.channels;
@@ -345,13 +348,13 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks,
     share->worker = gw_spice_worker_new(&options->worker, &worker_callbacks, share, error);
     if (share->worker == NULL)
         return NULL;
-    share->expires = g_get_monotonic_time() + (gint64)options->ttl_s * G_USEC_PER_SEC;
-    {
+    if (!share->used) {
         g_autoptr(GDateTime) now = g_date_time_new_now_utc();
         expires = g_date_time_add_seconds(now, options->ttl_s);
+        share->expires_unix = g_date_time_to_unix(expires);
+        share->expires_iso = g_date_time_format_iso8601(expires);
+        share->expiry_id = g_timeout_add_seconds(options->ttl_s, gw_share_expired, share);
     }
-    share->expires_iso = g_date_time_format_iso8601(expires);
-    share->expiry_id = g_timeout_add_seconds(options->ttl_s, gw_share_expired, share);
     return g_steal_pointer(&share);
 }
 
@@ -377,6 +380,12 @@ guint16
 gw_share_get_port(GwShare *share)
 {
     return share->port;
+}
+
+gint64
+gw_share_get_expires_unix(GwShare *share)
+{
+    return share->used ? 0 : share->expires_unix;
 }
 
 const gchar *const *

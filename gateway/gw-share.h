@@ -33,7 +33,9 @@ typedef struct _GwShare GwShare;
 typedef struct {
     const gchar *vm;
     const gchar *user;      /* who lends: the policy's share rules name users */
-    guint ttl_s;            /* time to first use */
+    guint ttl_s;            /* time to first use (unused when @used) */
+    const gchar *ticket;    /* nullable: a fresh random one (else restored) */
+    gboolean used;          /* restored: a client logged in before */
     const gchar *socket_dir; /* <rundir>/vm/<vm> */
     uid_t socket_uid;        /* QEMU's user: owner of the VM sockets, (uid_t)-1 root */
     gid_t socket_gid;
@@ -51,6 +53,8 @@ typedef struct {
      * device as the client described it (may be NULL for "return"). */
     void (*event)(GwShare *share, const gchar *event, const PolicyDevice *device,
                   const gchar *rule, const gchar *reason, gpointer user_data);
+    /* Optional: the first client logged in (the ticket no longer expires). */
+    void (*used)(GwShare *share, gpointer user_data);
     /* Optional: QEMU's connection to a VM socket closed (after each
      * lending, or QEMU went): a redirdev without reconnect needs plugging
      * anew. */
@@ -67,6 +71,8 @@ const gchar *gw_share_get_vm(GwShare *share);
 const gchar *gw_share_get_user(GwShare *share);
 const gchar *gw_share_get_ticket(GwShare *share);
 guint16 gw_share_get_port(GwShare *share);
+/* When the unused ticket expires (seconds since the epoch); 0 once used. */
+gint64 gw_share_get_expires_unix(GwShare *share);
 /* The VM sockets (one per channel), for libvirt to plug into the VM. */
 const gchar *const *gw_share_get_socket_paths(GwShare *share);
 /* Whether QEMU is connected to this VM socket. */

@@ -77,5 +77,5 @@ gw_state_save(const gchar *path, JsonObject *state, GError **error)
     }
     return g_file_set_contents_full(path, text, (gssize)len,
                                     G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
-                                    0640, error);
+                                    0600, error);
 }

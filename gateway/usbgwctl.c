@@ -589,10 +589,11 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
         g_print("policy:  %s (%" G_GINT64_FORMAT " rules)\n", usbgwctl_str(policy, "path"),
                 json_object_get_int_member(policy, "rules"));
         g_print("devices: %" G_GINT64_FORMAT ", served to VMs: %" G_GINT64_FORMAT
-                ", running VMs: %" G_GINT64_FORMAT "\n",
+                ", running VMs: %" G_GINT64_FORMAT ", shares: %" G_GINT64_FORMAT "\n",
                 json_object_get_int_member(result, "devices"),
                 json_object_get_int_member(result, "attachments"),
-                json_object_get_int_member(result, "vms"));
+                json_object_get_int_member(result, "vms"),
+                json_object_get_int_member_with_default(result, "shares", 0));
         g_print("libvirt: %s, %s%s%s\n", usbgwctl_str(libvirt, "uri"),
                 json_object_get_boolean_member(libvirt, "connected") ? "connected"
                                                                      : "not connected",

@@ -19,6 +19,10 @@ is checked against the key's secret.
   tls            the share's port speaks TLS only (spice-tls-* keys, a CA and
                  a server certificate made here with openssl): usbgw-share
                  lends over spice+tls:// with --ca-file, the guest answers
+  restart        usbgwd is killed (kill -9) while a key is lent and started
+                 again: the share comes back from the state file with its
+                 ticket and port, usbgw-share reconnects by itself and the
+                 guest answers again
   reconnect      the client's connection is cut mid-transfer (a TCP relay
                  between client and usbgwd drops it): usbgwd and the VM
                  carry on, usbgw-share reconnects no sooner than its
@@ -206,12 +210,15 @@ spice-worker={self.worker}
 """)
             if tls:
                 f.write(make_certificates(work))
-        self.gw, self.gw_out = start("usbgwd", [
-            self.usbgwd, "--foreground", "--policy", os.path.join(work, "policy"),
-            "--rundir", self.rundir, "--config", os.path.join(work, "usbgwd.conf")])
-        wait(self.gw_out, r"usbgwd-Message: .*ready")
+        self.start_usbgwd()
         self.answer = subprocess.check_output(
             [self.peer, "--key-answer", HASP_SECRET, CHALLENGE], text=True).strip()
+
+    def start_usbgwd(self):
+        self.gw, self.gw_out = start("usbgwd", [
+            self.usbgwd, "--foreground", "--policy", os.path.join(self.work, "policy"),
+            "--rundir", self.rundir, "--config", os.path.join(self.work, "usbgwd.conf")])
+        wait(self.gw_out, r"usbgwd-Message: .*ready")
 
     def ctl(self, *args):
         out = subprocess.run([self.usbgwctl, "--socket", self.control, *args],
@@ -384,6 +391,37 @@ def scenario_deny(rig):
     rig.stop()
 
 
+def scenario_restart(rig):
+    share = rig.share()
+    guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50 "
+                                "usbgw.loop=1", timeout=120)
+    lender, out = rig.lender(share["uri"], rig.ticket_file("ticket", share["ticket"]), [HASP],
+                             ["hasp"])
+    rig.check_answer(guest_out)
+    with open(os.path.join(rig.work, "state.json")) as f:
+        saved = json.load(f)["shares"]["test-vm"]
+    if saved["ticket"] != share["ticket"] or saved["expires"] != 0:
+        fail(f"state.json after the first login: {saved}")
+    if os.stat(os.path.join(rig.work, "state.json")).st_mode & 0o077:
+        fail("state.json holds tickets but others may read it")
+    rig.gw.kill()
+    rig.gw.wait()
+    seen = out.count()
+    wait(out, r"^usbgw-share: disconnected from", seen)
+    lost = guest_out.count()
+    wait(guest_out, rf"^USBGW-ERROR {HASP} ", lost)  # the guest lost the key
+    rig.start_usbgwd()
+    wait(rig.gw_out, r'share vm "test-vm" user "alice" restored on SPICE port')
+    wait(out, r"^usbgw-share: redirecting .*0529:0001", seen)
+    rig.check_answer(guest_out, guest_out.count())
+    print("usbgwd killed and restarted: the share came back, usbgw-share reconnected by "
+          "itself, the guest answers again")
+    stop_lender(lender, "usbgw-share")
+    guest.kill()
+    guest.wait()
+    rig.stop()
+
+
 def scenario_reconnect(rig):
     share = rig.share()
     relay = Relay(share["port"])
@@ -429,6 +467,7 @@ SCENARIOS = {
     "remote-viewer": scenario_remote_viewer,
     "deny": scenario_deny,
     "tls": scenario_tls,
+    "restart": scenario_restart,
     "reconnect": scenario_reconnect,
 }
 
