@@ -15,6 +15,9 @@
 #define GW_SPICE_OUT_MAX (1024 * 1024)
 /* Bytes queued for one channel socket beyond which the worker is not read. */
 #define GW_SPICE_CHANNEL_MAX (1024 * 1024)
+/* After the worker closed its end of the socketpair, how long its exit
+ * status is waited for (it names the problem better than the EOF). */
+#define GW_SPICE_EXIT_WAIT_MS 2000
 /* Bytes read from a socket per call. */
 #define GW_SPICE_READ_CHUNK SW_FRAME_MAX_PAYLOAD
 
@@ -38,6 +41,8 @@ struct _GwSpiceWorker {
     GwSpiceChannel *channels;
     guint n_channels;
     gboolean ready;
+    gboolean hung_up; /* the worker closed its end: waiting for its exit */
+    guint hang_up_id; /* timeout for that wait */
     gboolean gone;   /* exited() was scheduled */
     gchar *why_gone; /* owned, nullable */
     guint gone_id;   /* idle reporting exited() */
@@ -85,6 +90,7 @@ gw_spice_worker_fail(GwSpiceWorker *worker, const gchar *format, ...)
     worker->why_gone = g_strdup_vprintf(format, args);
     va_end(args);
     g_clear_handle_id(&worker->watch, g_source_remove);
+    g_clear_handle_id(&worker->hang_up_id, g_source_remove);
     for (guint i = 0; i < worker->n_channels; i++)
         gw_spice_channel_close_fd(&worker->channels[i]);
     if (worker->fd >= 0)
@@ -134,6 +140,10 @@ gw_spice_worker_flush(GwSpiceWorker *worker)
 
     if (worker->gone)
         return;
+    if (worker->hung_up) {
+        g_byte_array_set_size(worker->out, 0); /* nobody reads it */
+        return;
+    }
     if (!gw_spice_flush(worker->fd, worker->out, &error_number)) {
         gw_spice_worker_fail(worker, "writing to the worker: %s", g_strerror(error_number));
         return;
@@ -174,13 +184,15 @@ gw_spice_worker_update_watches(GwSpiceWorker *worker)
     if (worker->gone)
         return;
     for (guint i = 0; i < worker->n_channels; i++) {
-        gw_spice_channel_update_watch(&worker->channels[i], read_channels);
+        gw_spice_channel_update_watch(&worker->channels[i], read_channels && !worker->hung_up);
         if (worker->channels[i].out->len >= GW_SPICE_CHANNEL_MAX)
             read_worker = FALSE;
     }
     condition = read_worker ? G_IO_IN | G_IO_HUP | G_IO_ERR : 0;
     if (worker->out->len > 0)
         condition |= G_IO_OUT | G_IO_ERR;
+    if (worker->hung_up)
+        condition = 0;
     if (worker->watch != 0 && condition == worker->condition)
         return;
     g_clear_handle_id(&worker->watch, g_source_remove);
@@ -321,6 +333,16 @@ gw_spice_worker_on_frame(GwSpiceWorker *worker, const SwFrameHeader *header,
     }
 }
 
+static gboolean
+gw_spice_worker_hang_up_timeout(gpointer data)
+{
+    GwSpiceWorker *worker = data;
+
+    worker->hang_up_id = 0;
+    gw_spice_worker_fail(worker, "the worker closed its socketpair and did not exit");
+    return G_SOURCE_REMOVE;
+}
+
 static void
 gw_spice_worker_read(GwSpiceWorker *worker)
 {
@@ -334,8 +356,14 @@ gw_spice_worker_read(GwSpiceWorker *worker)
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return;
     if (n <= 0) {
-        gw_spice_worker_fail(worker, "the worker closed its socketpair%s%s",
-                             n < 0 ? ": " : "", n < 0 ? g_strerror(errno) : "");
+        /* it is exiting: its status says more than the EOF, if it comes soon */
+        if (n < 0)
+            g_debug("spice worker socketpair: %s", g_strerror(errno));
+        worker->hung_up = TRUE;
+        g_clear_handle_id(&worker->watch, g_source_remove);
+        worker->condition = 0;
+        worker->hang_up_id =
+            g_timeout_add(GW_SPICE_EXIT_WAIT_MS, gw_spice_worker_hang_up_timeout, worker);
         return;
     }
     g_byte_array_append(worker->in, buffer, (guint)n);
@@ -487,6 +515,7 @@ gw_spice_worker_free(GwSpiceWorker *worker)
     g_cancellable_cancel(worker->cancellable);
     g_clear_handle_id(&worker->gone_id, g_source_remove);
     g_clear_handle_id(&worker->watch, g_source_remove);
+    g_clear_handle_id(&worker->hang_up_id, g_source_remove);
     for (guint i = 0; i < worker->n_channels; i++) {
         gw_spice_channel_close_fd(&worker->channels[i]);
         g_byte_array_unref(worker->channels[i].out);

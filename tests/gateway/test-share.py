@@ -23,6 +23,9 @@ is checked against the key's secret.
                  again: the share comes back from the state file with its
                  ticket and port, usbgw-share reconnects by itself and the
                  guest answers again
+  bad-worker     a worker that breaks the socketpair protocol in each way of
+                 bad-worker.py: usbgwd ends that share with a reason (log,
+                 audit) and serves the next one
   reconnect      the client's connection is cut mid-transfer (a TCP relay
                  between client and usbgwd drops it): usbgwd and the VM
                  carry on, usbgw-share reconnects no sooner than its
@@ -214,10 +217,11 @@ spice-worker={self.worker}
         self.answer = subprocess.check_output(
             [self.peer, "--key-answer", HASP_SECRET, CHALLENGE], text=True).strip()
 
-    def start_usbgwd(self):
+    def start_usbgwd(self, env=None):
         self.gw, self.gw_out = start("usbgwd", [
             self.usbgwd, "--foreground", "--policy", os.path.join(self.work, "policy"),
-            "--rundir", self.rundir, "--config", os.path.join(self.work, "usbgwd.conf")])
+            "--rundir", self.rundir, "--config", os.path.join(self.work, "usbgwd.conf")],
+            env=env)
         wait(self.gw_out, r"usbgwd-Message: .*ready")
 
     def ctl(self, *args):
@@ -422,6 +426,43 @@ def scenario_restart(rig):
     rig.stop()
 
 
+def scenario_bad_worker(rig):
+    rig.stop()
+    here = os.path.dirname(os.path.abspath(__file__))
+    mode_file = os.path.join(rig.work, "bad-worker-mode")
+    conf = os.path.join(rig.work, "usbgwd.conf")
+    with open(conf) as f:
+        text = f.read().replace(f"spice-worker={rig.worker}",
+                                f"spice-worker={os.path.join(here, 'bad-worker.py')}")
+    with open(conf, "w") as f:
+        f.write(text)
+    rig.start_usbgwd(env=dict(os.environ, USBGW_BAD_WORKER_MODE_FILE=mode_file))
+    expect = {
+        "exit": r"the worker exited with status 1",
+        "garbage": r"from the worker: frame (type 255 is unknown|length)",
+        "bad-version": r"unexpected READY from the worker",
+        "open-twice": r"worker opened channel 0 twice",
+        "data-closed": r"worker sent data on channel 0, which is not open",
+        "huge": r"from the worker: frame length \d+ exceeds",
+        "channel": r"frame for channel 200 that does not exist",
+    }
+    for mode, pattern in expect.items():
+        with open(mode_file, "w") as f:
+            f.write(mode + "\n")
+        seen = rig.gw_out.count()
+        rig.ctl("share", "test-vm", "--user", "alice", "--json")
+        i, _ = wait(rig.gw_out, r'share vm "test-vm" user "alice" ended: SPICE worker: ', seen)
+        if not re.search(pattern, rig.gw_out.lines[i]):
+            fail(f"worker mode {mode}: usbgwd said {rig.gw_out.lines[i]!r}, want /{pattern}/")
+        if json.loads(rig.ctl("shares", "--json"))["shares"]:
+            fail(f"worker mode {mode}: the share is still listed")
+        print(f"bad worker '{mode}': share ended: {rig.gw_out.lines[i].split('ended: ')[1]}")
+    unshares = [e for e in rig.audit_events() if e["event"] == "unshare"]
+    if len(unshares) < len(expect):
+        fail(f"want {len(expect)} unshare audit records, got {unshares}")
+    rig.stop()
+
+
 def scenario_reconnect(rig):
     share = rig.share()
     relay = Relay(share["port"])
@@ -468,6 +509,7 @@ SCENARIOS = {
     "deny": scenario_deny,
     "tls": scenario_tls,
     "restart": scenario_restart,
+    "bad-worker": scenario_bad_worker,
     "reconnect": scenario_reconnect,
 }
 
