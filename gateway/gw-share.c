@@ -25,8 +25,6 @@ typedef struct {
     GwProxy *proxy;          /* owned, nullable: relaying */
     PolicyDevice *lent;      /* owned, nullable: what QEMU has from the client */
     gchar *rule;             /* owned, nullable: the rule the last check named */
-    gboolean dead;           /* the proxy refused the client's device: its
-                              * channel is ignored until the client closes it */
 } GwShareSlot;
 
 struct _GwShare {
@@ -138,10 +136,10 @@ gw_share_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpoin
     g_clear_pointer(&slot->proxy, gw_proxy_free);
     if (share->callbacks.qemu_left != NULL)
         share->callbacks.qemu_left(share, share->user_data);
-    if (end == GW_PROXY_END_DENIED) {
-        slot->dead = TRUE;
+    /* a refused device's channel stays idle until the client closes it
+     * (GwSpiceWorker drops what it sends) */
+    if (end == GW_PROXY_END_DENIED)
         return;
-    }
     /* QEMU went (VM stopped, chardev closed) or a side misbehaved: the
      * client's usbredir stream cannot start over on the same channel, so
      * the client logs in again and lends its devices afresh */
@@ -255,7 +253,6 @@ gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GSocket *client,
     share->client = TRUE;
     g_message("share vm \"%s\" user \"%s\": client opened channel %u", share->vm, share->user,
               channel);
-    slot->dead = FALSE;
     g_clear_object(&slot->client);
     slot->client = client;
     if (slot->qemu == NULL)
@@ -275,7 +272,6 @@ gw_share_channel_closed(GwSpiceWorker *worker, guint channel, gpointer user_data
               channel);
     /* a proxy sees the end on its own socket */
     g_clear_object(&slot->client);
-    slot->dead = FALSE;
     for (guint i = 0; i < share->n_slots; i++)
         any = any || share->slots[i].client != NULL || share->slots[i].proxy != NULL;
     share->client = any;
