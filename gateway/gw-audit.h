@@ -1,5 +1,5 @@
-/* The audit trail: one JSON line per attach, detach, deny, veto, claim and
- * release, for admins ("which VM held license key X on that day"), plus
+/* The audit trail: one JSON line per attach, detach, deny, veto, release,
+ * assign and share event, for admins ("which VM held license key X on that day"), plus
  * the same event as a structured log entry (USBGW_* journal fields).
  * Debug logging stays out of it. Main thread. */
 #pragma once
@@ -13,7 +13,8 @@ G_BEGIN_DECLS
 typedef struct _GwAudit GwAudit;
 
 typedef struct {
-    const gchar *event;         /* attach, detach, deny, veto, claim, release, assign */
+    const gchar *event;         /* attach, attach-failed, detach, deny, veto, release, assign;
+                                 * shares: share, unshare, lend, return */
     const gchar *device_id;     /* nullable */
     const PolicyDevice *device; /* nullable: adds vid, pid, serial, port */
     const gchar *vm;            /* nullable */

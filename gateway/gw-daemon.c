@@ -1260,8 +1260,8 @@ gw_daemon_share_event(GwShare *share, const gchar *event, const PolicyDevice *de
     g_autoptr(JsonNode) node = NULL;
 
     if (g_strcmp0(event, "deny") == 0)
-        g_message("vm \"%s\": refused %s lent by user \"%s\": %s", vm, what, record.actor + 11,
-                  reason);
+        g_message("vm \"%s\": refused %s lent by user \"%s\": %s", vm, what,
+                  gw_share_get_user(share), reason);
     else
         g_message("vm \"%s\": %s %s (user \"%s\"%s%s)", vm,
                   g_strcmp0(event, "lend") == 0 ? "got the lent device" : "gave back", what,
@@ -1402,7 +1402,8 @@ gw_daemon_share_used(GwShare *share, gpointer user_data)
  * @port given). */
 static GwShare *
 gw_daemon_start_share(GwDaemon *daemon, const gchar *vm, const gchar *user, guint ttl_s,
-                      const gchar *ticket, guint16 port, gboolean used, GError **error)
+                      const gchar *ticket, guint16 port, gboolean used, const gchar *actor,
+                      GError **error)
 {
     static const GwShareCallbacks callbacks = {
         .check = gw_daemon_share_check,
@@ -1434,6 +1435,9 @@ gw_daemon_start_share(GwDaemon *daemon, const gchar *vm, const gchar *user, guin
     share = gw_share_new(&options, &callbacks, daemon, error);
     if (share == NULL)
         return NULL;
+    /* a new share for the VM replaces the old one (and its ticket) */
+    if (g_hash_table_contains(daemon->shares, vm))
+        gw_daemon_unshare(daemon, vm, actor, "replaced by a new share");
     g_hash_table_insert(daemon->shares, (gpointer)gw_share_get_vm(share), share);
     gw_daemon_share_plug(daemon, share, FALSE);
     gw_daemon_save_state(daemon);
@@ -1463,7 +1467,8 @@ gw_daemon_restore_shares(GwDaemon *daemon)
             g_warning("share of vm \"%s\" not restored: SPICE ingress is off now", vm);
             continue;
         }
-        if (user == NULL || ticket == NULL || strlen(ticket) > 60 || strchr(vm, '/') != NULL ||
+        if (user == NULL || ticket == NULL || ticket[0] == '\0' || strlen(ticket) > 60 ||
+            strchr(vm, '/') != NULL ||
             vm[0] == '.' || port < daemon->config.spice_port_base ||
             port >= (gint64)daemon->config.spice_port_base + daemon->config.spice_ports ||
             expires < 0) {
@@ -1480,12 +1485,14 @@ gw_daemon_restore_shares(GwDaemon *daemon)
             gw_daemon_spice_port_used(daemon, (guint)port))
             continue;
         if (gw_daemon_start_share(daemon, vm, user, expires != 0 ? (guint)(expires - now) : 0,
-                                  ticket, (guint16)port, expires == 0, &error) == NULL) {
+                                  ticket, (guint16)port, expires == 0, "usbgwd", &error) == NULL) {
             g_warning("share of vm \"%s\" not restored: %s", vm, error->message);
             continue;
         }
         g_message("share vm \"%s\" user \"%s\" restored on SPICE port %u", vm, user,
                   (guint)port);
+        gw_daemon_share_audit(daemon, "share", g_hash_table_lookup(daemon->shares, vm),
+                              "usbgwd (restored from the state file)", user);
     }
 }
 
@@ -1532,16 +1539,13 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
                                           "\"ttl\" must be seconds, 1 to 604800");
         ttl = json_node_get_int(node);
     }
-    /* a new share for the VM replaces the old one (and its ticket) */
-    if (g_hash_table_contains(daemon->shares, vm))
-        gw_daemon_unshare(daemon, vm, actor, "replaced by a new share");
     port = gw_daemon_free_spice_port(daemon);
     if (port == 0)
         return gw_control_reply_error("busy",
                                       "all %u SPICE ports from %u are in use by shares "
                                       "(usbgwctl shares; raise spice-ports)",
                                       daemon->config.spice_ports, daemon->config.spice_port_base);
-    share = gw_daemon_start_share(daemon, vm, user, (guint)ttl, NULL, port, FALSE, &error);
+    share = gw_daemon_start_share(daemon, vm, user, (guint)ttl, NULL, port, FALSE, actor, &error);
     if (share == NULL)
         return gw_control_reply_error("internal", "cannot start the share for vm \"%s\": %s", vm,
                                       error->message);

@@ -522,8 +522,8 @@ gw_spice_worker_free(GwSpiceWorker *worker)
     }
     if (worker->fd >= 0)
         close(worker->fd); /* the worker exits on EOF */
-    /* it has a moment to go by itself; then it is killed, and reaped by
-     * GLib's child watch either way */
+    /* it exits on the EOF or on SIGTERM, whichever it sees first; GLib's
+     * child watch reaps it */
     if (!worker->gone)
         g_subprocess_send_signal(worker->process, SIGTERM);
     g_object_unref(worker->process);

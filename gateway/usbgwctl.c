@@ -613,8 +613,11 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
         g_print("expires: %s unless used (then it lasts until 'usbgwctl unshare %s' or the VM "
                 "stops)\n",
                 usbgwctl_str(result, "expires"), usbgwctl_str(result, "vm"));
-        g_print("lend with: usbgw-share %s --ticket-file FILE --device VID:PID\n",
-                usbgwctl_str(result, "uri"));
+        g_print("lend with: usbgw-share %s --ticket-file FILE --device VID:PID%s\n",
+                usbgwctl_str(result, "uri"),
+                json_object_get_boolean_member_with_default(result, "tls", FALSE)
+                    ? " --ca-file CA.pem"
+                    : "");
         g_print("       or: remote-viewer %s (password: the ticket), then share the device\n",
                 usbgwctl_str(result, "uri"));
     } else if (g_strcmp0(command, "unshare") == 0) {
@@ -667,7 +670,7 @@ usbgwctl_usage(void)
                "                     let USER lend workstation devices to VM over SPICE: prints\n"
                "                     a spice:// URI and a one-share ticket\n"
                "  unshare VM         end VM's share (the lent devices leave the VM)\n"
-               "  shares             the shares, their clients and lent devices\n\n"
+               "  shares             the shares: user, port, state, lent devices\n\n"
                "Commands that talk to usbgwd take --json and --socket PATH.\n"
                "Run 'usbgwctl policy --help' for the policy options.\n");
 }

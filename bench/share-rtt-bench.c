@@ -1,0 +1,650 @@
+/* share-rtt-bench: vendor control-transfer round trips on the
+ * workstation-lending path (DESIGN.md data path C) against usbgwd's host
+ * path, in one usbgwd, on identical simulated keys (BENCH.md ctrl-rtt, for
+ * the SPICE ingress).
+ *
+ * Usage (the driver starts usbgw-bench-sim with keys hasp and hasp2 and
+ * this program as its child, which then starts usbgwd and usbgw-share):
+ *
+ *   bench/run-gateway-bench.sh share build/bench/usbgw-bench-sim \
+ *       build/bench/share-rtt-bench build/gateway/usbgwd \
+ *       --usbgwctl build/gateway/usbgwctl \
+ *       --spice-worker build/spice/usbgw-spice-worker \
+ *       --usbgw-share build/client-helper/usbgw-share \
+ *       --acl-helper tests/spice/fake-acl-helper.sh [OPTION…]
+ *   meson test -C build --benchmark gateway-share-rtt -v
+ *
+ * Options: --rounds N (7, at least 5), --ops N (1000 timed ops per target
+ * and round), --warmup N (200 per target), --no-quiesce.
+ *
+ * One op = vendor control OUT 0x01 with a random 16-byte challenge, then
+ * vendor control IN 0x02 reading the 16-byte response (key-protocol.h),
+ * sent by the same usbredirparser peer (QEMU's role) to two targets served
+ * by the same usbgwd:
+ *
+ *   share      key "hasp2" (port 1-2), lent by usbgw-share (spice-gtk's
+ *              usbredirhost, libusb) over SPICE on loopback TCP to
+ *              usbgw-spice-worker, framed over its socketpair to usbgwd,
+ *              whose validating proxy (gw-proxy.c) relays to the peer on
+ *              <rundir>/vm/bench-vm/share0.sock. Policy: a share rule for
+ *              0529:0001, user "alice"; spice-channels=1.
+ *   host path  key "hasp" (port 1-1), claimed by usbgwd through an assign
+ *              rule with via-port and served by its own usbredirhost on
+ *              <rundir>/vm/bench-vm/0529-0001-at-1-1.sock (ctrl-rtt-bench's
+ *              "usbgwd" target).
+ *
+ * Which key usbgw-share lends: `--device 0529:0001` matches both keys;
+ * spice-gtk lists the higher device number (hasp2) first and, with one
+ * usbredir channel, redirects only that one ("no free USB channels" for
+ * the other, which usbgwd holds claimed anyway). Every response is checked
+ * against the key function under the expected key's secret, and the first
+ * one of each target against the other key's too, so the run fails rather
+ * than measure the wrong key.
+ *
+ * Rounds run A B, B A, … Unless --no-quiesce, usbgw-share is stopped
+ * (SIGSTOP) while the host path is measured: under umockdev its libusb
+ * event loop spins on the open key (RIG-NOTES.md) and would take a core
+ * from the baseline on a 2-core rig. usbgwd cannot be stopped for either
+ * target (it serves both), so its own spinning costs both alike.
+ * CPU per op is from /proc/PID/stat (utime+stime) over each target's
+ * timed windows. */
+#include <json-glib/json-glib.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gio/gio.h>
+
+#include "bench-common.h"
+
+#define SHARE_OP_TIMEOUT_US (5 * G_USEC_PER_SEC)
+#define SHARE_CONNECT_US    (20 * G_USEC_PER_SEC)
+/* usbgw-share's SPICE login, channel setup and redirection */
+#define SHARE_LEND_US          (40 * G_USEC_PER_SEC)
+#define SHARE_ROUND_WARMUP_OPS 20 /* untimed, after a target is resumed */
+#define SHARE_VM               "bench-vm"
+#define SHARE_USER             "alice"
+#define SHARE_WORKER_COMM      "usbgw-spice-wor" /* /proc comm: 15 characters */
+
+/* The processes whose CPU the report gives per op. */
+typedef enum {
+    PROC_USBGWD,
+    PROC_WORKER,
+    PROC_SHARE,
+    N_PROCS,
+} ProcId;
+
+static const gchar *const proc_names[N_PROCS] = {"usbgwd", "usbgw-spice-worker", "usbgw-share"};
+
+typedef enum {
+    TARGET_SHARE,
+    TARGET_HOST,
+    N_TARGETS,
+} TargetId;
+
+typedef struct {
+    const gchar *name;
+    gchar *key;  /* owned */
+    gchar *port; /* owned */
+    guint devnum;
+    guint8 secret[USBGW_KEY_LEN];
+    BenchPeer *peer;   /* owned */
+    GArray *op_us;     /* owned: every timed op */
+    GArray *in_us;     /* owned: the IN transfer of every timed op */
+    GArray *round_p50; /* owned: per round */
+    GArray *round_p99;
+    GArray *round_p999;
+    GArray *round_ops;          /* owned: ops/s per round */
+    gdouble busy_s;             /* wall time of the timed loops */
+    guint64 cpu_ticks[N_PROCS]; /* over the timed loops */
+    guint verified;
+} Target;
+
+typedef struct {
+    Target targets[N_TARGETS];
+    GPid pids[N_PROCS]; /* 0: not running (the worker is usbgwd's child) */
+    gboolean quiesce;
+    GRand *rand; /* owned */
+} Bench;
+
+static GArray *
+share_new_doubles(void)
+{
+    return g_array_new(FALSE, FALSE, sizeof(gdouble));
+}
+
+/* utime + stime of @pid in clock ticks, 0 if unknown. */
+static guint64
+share_proc_cpu_ticks(GPid pid)
+{
+    g_autofree gchar *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree gchar *text = NULL;
+    g_auto(GStrv) fields = NULL;
+    const gchar *end;
+
+    if (pid <= 0 || !g_file_get_contents(path, &text, NULL, NULL))
+        return 0;
+    end = strrchr(text, ')'); /* after "pid (comm)": state is field 3 */
+    if (end == NULL)
+        return 0;
+    fields = g_strsplit(end + 2, " ", -1);
+    if (g_strv_length(fields) < 13)
+        return 0;
+    /* fields 14 and 15 of proc(5) */
+    return g_ascii_strtoull(fields[11], NULL, 10) + g_ascii_strtoull(fields[12], NULL, 10);
+}
+
+/* usbgwd's child usbgw-spice-worker, 0 if not found. */
+static GPid
+share_find_worker(GPid usbgwd)
+{
+    g_autofree gchar *dir = g_strdup_printf("/proc/%d/task", (int)usbgwd);
+    g_autoptr(GDir) tasks = g_dir_open(dir, 0, NULL);
+    const gchar *tid;
+
+    while (tasks != NULL && (tid = g_dir_read_name(tasks)) != NULL) {
+        g_autofree gchar *path = g_build_filename(dir, tid, "children", NULL);
+        g_autofree gchar *text = NULL;
+        g_auto(GStrv) pids = NULL;
+
+        if (!g_file_get_contents(path, &text, NULL, NULL))
+            continue;
+        pids = g_strsplit(g_strstrip(text), " ", -1);
+        for (gchar **p = pids; *p != NULL && **p != '\0'; p++) {
+            g_autofree gchar *comm_path = g_strdup_printf("/proc/%s/comm", *p);
+            g_autofree gchar *comm = NULL;
+            if (g_file_get_contents(comm_path, &comm, NULL, NULL) &&
+                g_str_equal(g_strstrip(comm), SHARE_WORKER_COMM))
+                return (GPid)g_ascii_strtoll(*p, NULL, 10);
+        }
+    }
+    return 0;
+}
+
+static void
+share_quiesce(Bench *bench, Target *t, gboolean measuring)
+{
+    /* usbgw-share runs only while its own key is measured */
+    if (bench->quiesce && t == &bench->targets[TARGET_HOST] && bench->pids[PROC_SHARE] > 0)
+        kill(bench->pids[PROC_SHARE], measuring ? SIGSTOP : SIGCONT);
+}
+
+/* Runs @n ops; records them unless @record is FALSE (warm-up). */
+static gboolean
+target_run(Bench *bench, Target *t, guint n, gboolean record, GError **error)
+{
+    g_autoptr(GArray) op_us = share_new_doubles();
+    g_autoptr(GArray) in_us = share_new_doubles();
+    guint64 cpu_start[N_PROCS];
+    gint64 start;
+
+    for (guint p = 0; p < N_PROCS; p++)
+        cpu_start[p] = share_proc_cpu_ticks(bench->pids[p]);
+    start = bench_now_ns();
+    for (guint i = 0; i < n; i++) {
+        guint8 challenge[USBGW_KEY_LEN], response[USBGW_KEY_LEN], want[USBGW_KEY_LEN];
+        gint64 op_ns, in_ns;
+        gdouble v;
+
+        for (guint k = 0; k < USBGW_KEY_LEN; k++)
+            challenge[k] = (guint8)g_rand_int(bench->rand);
+        if (!bench_peer_challenge(t->peer, challenge, response, &op_ns, &in_ns, SHARE_OP_TIMEOUT_US,
+                                  error))
+            return FALSE;
+        usbgw_key_compute(t->secret, challenge, want);
+        if (memcmp(want, response, USBGW_KEY_LEN) != 0) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                        "%s: the response is not key %s's answer", t->name, t->key);
+            return FALSE;
+        }
+        /* and not the other key's: each target talks to its own key */
+        if (t->verified == 0) {
+            for (guint o = 0; o < N_TARGETS; o++) {
+                Target *other = &bench->targets[o];
+                if (other == t)
+                    continue;
+                usbgw_key_compute(other->secret, challenge, want);
+                if (memcmp(want, response, USBGW_KEY_LEN) == 0) {
+                    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                                "%s answers as key %s, not %s", t->name, other->key, t->key);
+                    return FALSE;
+                }
+            }
+        }
+        t->verified++;
+        v = op_ns / 1000.0;
+        g_array_append_val(op_us, v);
+        v = in_ns / 1000.0;
+        g_array_append_val(in_us, v);
+    }
+    if (record) {
+        gdouble elapsed_s = (bench_now_ns() - start) / 1e9, v;
+        for (guint p = 0; p < N_PROCS; p++)
+            t->cpu_ticks[p] += share_proc_cpu_ticks(bench->pids[p]) - cpu_start[p];
+        g_array_append_vals(t->op_us, op_us->data, op_us->len);
+        g_array_append_vals(t->in_us, in_us->data, in_us->len);
+        v = bench_percentile(op_us, 50);
+        g_array_append_val(t->round_p50, v);
+        v = bench_percentile(op_us, 99);
+        g_array_append_val(t->round_p99, v);
+        v = bench_percentile(op_us, 99.9);
+        g_array_append_val(t->round_p999, v);
+        v = n / elapsed_s;
+        g_array_append_val(t->round_ops, v);
+        t->busy_s += elapsed_s;
+    }
+    return TRUE;
+}
+
+static void
+target_clear(Target *t)
+{
+    g_clear_pointer(&t->peer, bench_peer_free);
+    g_clear_pointer(&t->key, g_free);
+    g_clear_pointer(&t->port, g_free);
+    g_clear_pointer(&t->op_us, g_array_unref);
+    g_clear_pointer(&t->in_us, g_array_unref);
+    g_clear_pointer(&t->round_p50, g_array_unref);
+    g_clear_pointer(&t->round_p99, g_array_unref);
+    g_clear_pointer(&t->round_p999, g_array_unref);
+    g_clear_pointer(&t->round_ops, g_array_unref);
+}
+
+/* ---- the rig */
+
+typedef struct {
+    const gchar *usbgwd;
+    const gchar *usbgwctl;
+    const gchar *worker;
+    const gchar *share;
+    const gchar *workdir;
+} SharePrograms;
+
+static gboolean
+start_usbgwd(Bench *bench, const SharePrograms *progs, GError **error)
+{
+    Target *host = &bench->targets[TARGET_HOST];
+    g_autofree gchar *policy = g_build_filename(progs->workdir, "share.policy", NULL);
+    g_autofree gchar *config = g_build_filename(progs->workdir, "usbgwd.conf", NULL);
+    g_autofree gchar *rundir = g_build_filename(progs->workdir, "run", NULL);
+    g_autofree gchar *control = g_build_filename(progs->workdir, "control.sock", NULL);
+    g_autofree gchar *log = g_build_filename(progs->workdir, "usbgwd.log", NULL);
+    g_autofree gchar *policy_text = NULL;
+    g_autofree gchar *config_text = NULL;
+    guint16 spice_port = bench_free_tcp_port(error);
+    const gchar *argv[] = {progs->usbgwd, "--foreground", "--policy", policy, "--rundir",
+                           rundir,        "--config",     config,     NULL};
+    int fd;
+
+    if (spice_port == 0)
+        return FALSE;
+    /* host devices follow assign/deny rules only, lent ones share/deny
+     * rules only (policy_decide's origin): the two lines do not overlap */
+    policy_text =
+        g_strdup_printf("# share-rtt-bench: the key at %s is usbgwd's (host path); alice may lend "
+                        "0529:0001 keys\n"
+                        "assign id 0529:0001 via-port \"%s\" to vm \"" SHARE_VM "\"\n"
+                        "share id 0529:0001 user \"" SHARE_USER "\" to vm \"" SHARE_VM "\"\n",
+                        host->port, host->port);
+    config_text =
+        g_strdup_printf("[usbgwd]\n"
+                        "control-socket=%s\n"
+                        "state=%s/state.json\n"
+                        "audit-log=%s/audit.log\n"
+                        "libvirt-uri=\n"
+                        "spice-port-base=%u\n"
+                        "spice-ports=1\n"
+                        "spice-channels=1\n"
+                        "spice-host=127.0.0.1\n"
+                        "spice-worker=%s\n",
+                        control, progs->workdir, progs->workdir, spice_port, progs->worker);
+    if (!g_file_set_contents(policy, policy_text, -1, error) ||
+        !g_file_set_contents(config, config_text, -1, error))
+        return FALSE;
+    if (!bench_child_spawn(argv, log, &bench->pids[PROC_USBGWD], error))
+        return FALSE;
+    /* usbgwd is ready once its control socket answers */
+    fd = bench_connect_unix(control, SHARE_CONNECT_US, error);
+    if (fd < 0)
+        return FALSE;
+    close(fd);
+    return TRUE;
+}
+
+static gboolean
+start_host_path(Bench *bench, const SharePrograms *progs, GError **error)
+{
+    Target *t = &bench->targets[TARGET_HOST];
+    g_autofree gchar *file = g_strdup_printf("0529-0001-at-%s.sock", t->port);
+    g_autofree gchar *sock = g_build_filename(progs->workdir, "run", "vm", SHARE_VM, file, NULL);
+    int fd = bench_connect_unix(sock, SHARE_CONNECT_US, error);
+
+    if (fd < 0)
+        return FALSE;
+    t->peer = bench_peer_new(fd, "usbgwd host-path peer");
+    return bench_peer_wait_connected(t->peer, SHARE_CONNECT_US, error);
+}
+
+/* `usbgwctl share`: the URI and the ticket. */
+static gboolean
+make_share(const SharePrograms *progs, gchar **uri, gchar **ticket, GError **error)
+{
+    g_autofree gchar *control = g_build_filename(progs->workdir, "control.sock", NULL);
+    const gchar *argv[] = {progs->usbgwctl, "--socket", control,  "share", SHARE_VM,
+                           "--user",        SHARE_USER, "--json", NULL};
+    g_autofree gchar *out = NULL;
+    g_autofree gchar *err = NULL;
+    g_autoptr(JsonParser) parser = json_parser_new();
+    JsonNode *root;
+    JsonObject *obj;
+    gint status;
+
+    if (!g_spawn_sync(NULL, (gchar **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
+                      &status, error))
+        return FALSE;
+    if (!g_spawn_check_wait_status(status, error)) {
+        g_prefix_error(error, "usbgwctl share: %s: ", g_strstrip(err));
+        return FALSE;
+    }
+    if (!json_parser_load_from_data(parser, out, -1, error)) {
+        g_prefix_error(error, "usbgwctl share --json: ");
+        return FALSE;
+    }
+    root = json_parser_get_root(parser);
+    obj = root != NULL && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
+    if (obj == NULL || json_object_get_string_member_with_default(obj, "uri", NULL) == NULL ||
+        json_object_get_string_member_with_default(obj, "ticket", NULL) == NULL) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "usbgwctl share --json: no uri and ticket in: %s", out);
+        return FALSE;
+    }
+    *uri = g_strdup(json_object_get_string_member(obj, "uri"));
+    *ticket = g_strdup(json_object_get_string_member(obj, "ticket"));
+    return TRUE;
+}
+
+/* The QEMU-role peer waits on share0.sock first (usbgwd pairs it with the
+ * client's channel when that opens), then usbgw-share logs in and lends. */
+static gboolean
+start_share_path(Bench *bench, const SharePrograms *progs, GError **error)
+{
+    Target *t = &bench->targets[TARGET_SHARE];
+    g_autofree gchar *sock =
+        g_build_filename(progs->workdir, "run", "vm", SHARE_VM, "share0.sock", NULL);
+    g_autofree gchar *ticket_file = g_build_filename(progs->workdir, "ticket", NULL);
+    g_autofree gchar *log = g_build_filename(progs->workdir, "usbgw-share.log", NULL);
+    g_autofree gchar *uri = NULL;
+    g_autofree gchar *ticket = NULL;
+    g_autofree gchar *ticket_line = NULL;
+    int fd;
+
+    if (!make_share(progs, &uri, &ticket, error))
+        return FALSE;
+    fd = bench_connect_unix(sock, SHARE_CONNECT_US, error);
+    if (fd < 0)
+        return FALSE;
+    t->peer = bench_peer_new(fd, "share peer");
+    ticket_line = g_strconcat(ticket, "\n", NULL);
+    if (!g_file_set_contents_full(ticket_file, ticket_line, -1, G_FILE_SET_CONTENTS_CONSISTENT,
+                                  0600, error))
+        return FALSE;
+    {
+        const gchar *argv[] = {progs->share, uri, "--ticket-file", ticket_file, "--device",
+                               "0529:0001",  NULL};
+        if (!bench_child_spawn(argv, log, &bench->pids[PROC_SHARE], error))
+            return FALSE;
+    }
+    if (!bench_peer_wait_connected(t->peer, SHARE_LEND_US, error))
+        return FALSE;
+    bench->pids[PROC_WORKER] = share_find_worker(bench->pids[PROC_USBGWD]);
+    return TRUE;
+}
+
+static void
+stop_children(Bench *bench)
+{
+    /* usbgw-share first: it gives the key back, then usbgwd ends the
+     * share and its worker */
+    for (gint p = N_PROCS - 1; p >= 0; p--) {
+        int status;
+        if (p == PROC_WORKER || bench->pids[p] <= 0)
+            continue;
+        status = bench_child_stop(bench->pids[p]);
+        if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+            g_printerr("warning: %s did not exit cleanly on SIGTERM (status %d)\n", proc_names[p],
+                       status);
+        bench->pids[p] = 0;
+    }
+}
+
+/* ---- output */
+
+/* Per-round a[i] OP b[i]. */
+static GArray *
+share_pairwise(GArray *a, GArray *b, gboolean ratio)
+{
+    GArray *out = share_new_doubles();
+    for (guint i = 0; i < MIN(a->len, b->len); i++) {
+        gdouble x = g_array_index(a, gdouble, i), y = g_array_index(b, gdouble, i);
+        gdouble v = ratio ? (y != 0 ? x / y : 0) : x - y;
+        g_array_append_val(out, v);
+    }
+    return out;
+}
+
+/* bench NAME: VALUE UNIT (baseline BASE BASE_VALUE UNIT, ratio R) rounds: … */
+static void
+share_print(const gchar *name, const gchar *unit, gdouble value, const gchar *base,
+            gdouble base_value, gdouble ratio, GArray *round_values, GArray *round_ratios)
+{
+    gdouble vmin, vmax, rmin, rmax;
+    gdouble vmed = bench_median(round_values), rmed = bench_median(round_ratios);
+
+    bench_min_max(round_values, &vmin, &vmax);
+    bench_min_max(round_ratios, &rmin, &rmax);
+    g_print("bench %s: %.1f %s (baseline %s %.1f %s, ratio %.3f) rounds: median %.1f, min-max "
+            "%.1f-%.1f; ratio median %.3f, min-max %.3f-%.3f\n",
+            name, value, unit, base, base_value, unit, ratio, vmed, vmin, vmax, rmed, rmin, rmax);
+}
+
+static void
+share_report(Target *cand, Target *base)
+{
+    struct {
+        const gchar *name;
+        const gchar *added_name; /* nullable */
+        GArray *round_c, *round_b;
+        gdouble p;
+    } rows[] = {
+        {"share-rtt-p50", "share-rtt-added-p50", cand->round_p50, base->round_p50, 50},
+        {"share-rtt-p99", "share-rtt-added-p99", cand->round_p99, base->round_p99, 99},
+        {"share-rtt-p99.9", NULL, cand->round_p999, base->round_p999, 99.9},
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(rows); i++) {
+        gdouble c = bench_percentile(cand->op_us, rows[i].p);
+        gdouble b = bench_percentile(base->op_us, rows[i].p);
+        gdouble ratio = b != 0 ? c / b : 0;
+        g_autoptr(GArray) ratios = share_pairwise(rows[i].round_c, rows[i].round_b, TRUE);
+        g_autoptr(GArray) values = g_array_copy(rows[i].round_c);
+        share_print(rows[i].name, "us", c, base->name, b, ratio, values, ratios);
+        if (rows[i].added_name != NULL) {
+            g_autoptr(GArray) added = share_pairwise(rows[i].round_c, rows[i].round_b, FALSE);
+            share_print(rows[i].added_name, "us", c - b, base->name, b, ratio, added, ratios);
+        }
+    }
+    {
+        gdouble c = cand->op_us->len / cand->busy_s, b = base->op_us->len / base->busy_s;
+        g_autoptr(GArray) ratios = share_pairwise(cand->round_ops, base->round_ops, TRUE);
+        g_autoptr(GArray) values = g_array_copy(cand->round_ops);
+        share_print("share-ops", "ops/s", c, base->name, b, b != 0 ? c / b : 0, values, ratios);
+    }
+}
+
+static void
+share_report_target(Bench *bench, Target *t)
+{
+    glong hz = sysconf(_SC_CLK_TCK);
+    g_autoptr(GString) cpu = g_string_new(NULL);
+
+    for (guint p = 0; p < N_PROCS; p++) {
+        if (bench->pids[p] <= 0 || hz <= 0)
+            continue;
+        g_string_append_printf(cpu, "%s%s %.0f us", cpu->len > 0 ? ", " : "", proc_names[p],
+                               t->cpu_ticks[p] * 1e6 / hz / MAX(t->op_us->len, 1));
+    }
+    g_print("%s (key %s at %s): %u ops timed, %u responses checked; p50 %.1f us, p99 %.1f us, "
+            "p99.9 %.1f us, max %.1f us, IN p50 %.1f us, %.0f ops/s; CPU per op: %s\n",
+            t->name, t->key, t->port, t->op_us->len, t->verified, bench_percentile(t->op_us, 50),
+            bench_percentile(t->op_us, 99), bench_percentile(t->op_us, 99.9),
+            bench_percentile(t->op_us, 100), bench_percentile(t->in_us, 50),
+            t->op_us->len / t->busy_s, cpu->str);
+}
+
+int
+main(int argc, char **argv)
+{
+    g_autofree gchar *sim_control = NULL;
+    g_autofree gchar *usbgwd = NULL;
+    g_autofree gchar *usbgwctl = NULL;
+    g_autofree gchar *worker = NULL;
+    g_autofree gchar *share = NULL;
+    g_autofree gchar *acl_helper = NULL;
+    g_autofree gchar *workdir = NULL;
+    g_autofree gchar *host_key = g_strdup("hasp");
+    g_autofree gchar *share_key = g_strdup("hasp2");
+    gint rounds = 7, ops = 1000, warmup = 200;
+    gboolean no_quiesce = FALSE;
+    const GOptionEntry entries[] = {
+        {"sim-control", 0, 0, G_OPTION_ARG_FILENAME, &sim_control, "usbgw-sim control socket",
+         "PATH"},
+        {"usbgwd", 0, 0, G_OPTION_ARG_FILENAME, &usbgwd, "usbgwd to run", "PATH"},
+        {"usbgwctl", 0, 0, G_OPTION_ARG_FILENAME, &usbgwctl, "usbgwctl (makes the share)", "PATH"},
+        {"spice-worker", 0, 0, G_OPTION_ARG_FILENAME, &worker, "usbgw-spice-worker for usbgwd",
+         "PATH"},
+        {"usbgw-share", 0, 0, G_OPTION_ARG_FILENAME, &share, "usbgw-share (the lender)", "PATH"},
+        {"acl-helper", 0, 0, G_OPTION_ARG_FILENAME, &acl_helper,
+         "SPICE_USB_ACL_BINARY for usbgw-share (tests/spice/fake-acl-helper.sh)", "PATH"},
+        {"workdir", 0, 0, G_OPTION_ARG_FILENAME, &workdir, "Policy, rundir and logs", "DIR"},
+        {"host-key", 0, 0, G_OPTION_ARG_STRING, &host_key, "Key for usbgwd's host path (hasp)",
+         "NAME"},
+        {"share-key", 0, 0, G_OPTION_ARG_STRING, &share_key,
+         "Key usbgw-share is expected to lend (hasp2)", "NAME"},
+        {"rounds", 0, 0, G_OPTION_ARG_INT, &rounds, "Rounds (7, at least 5)", "N"},
+        {"ops", 0, 0, G_OPTION_ARG_INT, &ops, "Timed ops per target and round (1000)", "N"},
+        {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "Warm-up ops per target (200)", "N"},
+        {"no-quiesce", 0, 0, G_OPTION_ARG_NONE, &no_quiesce,
+         "Keep usbgw-share running while the host path is measured", NULL},
+        G_OPTION_ENTRY_NULL,
+    };
+    g_autoptr(GOptionContext) context = g_option_context_new(
+        "— control round trips: lent through SPICE (path C) vs usbgwd's host path");
+    g_autoptr(GError) error = NULL;
+    Bench bench = {0};
+    Target *lent = &bench.targets[TARGET_SHARE];
+    Target *host = &bench.targets[TARGET_HOST];
+    SharePrograms progs;
+    gdouble load_at_start;
+    int status = 1;
+
+    g_option_context_add_main_entries(context, entries, NULL);
+    if (!g_option_context_parse(context, &argc, &argv, &error)) {
+        g_printerr("share-rtt-bench: %s\n", error->message);
+        return 2;
+    }
+    if (sim_control == NULL || usbgwd == NULL || usbgwctl == NULL || worker == NULL ||
+        share == NULL || acl_helper == NULL || workdir == NULL) {
+        g_printerr("share-rtt-bench: --sim-control, --usbgwd, --usbgwctl, --spice-worker, "
+                   "--usbgw-share, --acl-helper and --workdir are required (run it through "
+                   "bench/run-gateway-bench.sh share)\n");
+        return 2;
+    }
+    progs = (SharePrograms){usbgwd, usbgwctl, worker, share, workdir};
+    /* spice-gtk asks this helper for access to the key; the real one asks
+     * polkit, which is not running here */
+    g_setenv("SPICE_USB_ACL_BINARY", acl_helper, TRUE);
+    rounds = MAX(rounds, 5);
+    ops = MAX(ops, 1);
+    load_at_start = bench_loadavg();
+    bench.quiesce = !no_quiesce;
+    bench.rand = g_rand_new_with_seed(20261124);
+
+    lent->name = "share";
+    lent->key = g_strdup(share_key);
+    host->name = "usbgwd-host-path";
+    host->key = g_strdup(host_key);
+    for (guint i = 0; i < N_TARGETS; i++) {
+        Target *t = &bench.targets[i];
+        t->op_us = share_new_doubles();
+        t->in_us = share_new_doubles();
+        t->round_p50 = share_new_doubles();
+        t->round_p99 = share_new_doubles();
+        t->round_p999 = share_new_doubles();
+        t->round_ops = share_new_doubles();
+        if (!bench_sim_key_info(sim_control, t->key, &t->port, NULL, &t->devnum, t->secret, &error))
+            goto out;
+        if (t->devnum == 0) {
+            g_set_error(&error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "key %s is not plugged", t->key);
+            goto out;
+        }
+    }
+
+    if (!start_usbgwd(&bench, &progs, &error) || !start_host_path(&bench, &progs, &error) ||
+        !start_share_path(&bench, &progs, &error))
+        goto out;
+
+    for (guint i = 0; i < N_TARGETS; i++) {
+        Target *t = &bench.targets[i];
+        share_quiesce(&bench, t, TRUE);
+        if (!target_run(&bench, t, (guint)warmup, FALSE, &error))
+            goto out;
+        share_quiesce(&bench, t, FALSE);
+    }
+    /* rounds: A B, B A, … */
+    for (gint r = 0; r < rounds; r++) {
+        for (guint k = 0; k < N_TARGETS; k++) {
+            Target *t = &bench.targets[(r + k) % N_TARGETS];
+            share_quiesce(&bench, t, TRUE);
+            if (!target_run(&bench, t, SHARE_ROUND_WARMUP_OPS, FALSE, &error) ||
+                !target_run(&bench, t, (guint)ops, TRUE, &error)) {
+                share_quiesce(&bench, t, FALSE);
+                goto out;
+            }
+            share_quiesce(&bench, t, FALSE);
+        }
+    }
+
+    {
+        g_autofree gchar *rig = g_strdup_printf(
+            "usbgw-bench-sim keys, identical 0529:0001 vendor keys: %s@%s lent by usbgw-share "
+            "(spice-gtk usbredirhost) -> SPICE over loopback TCP -> usbgw-spice-worker -> "
+            "usbgwd's validating proxy -> share0.sock; %s@%s -> usbgwd's usbredirhost -> "
+            "its VM socket; one usbgwd serves both",
+            lent->key, lent->port, host->key, host->port);
+        bench_print_rig(rig, load_at_start);
+    }
+    g_print("method: op = vendor OUT 0x01 (16-byte challenge) + vendor IN 0x02 (16-byte "
+            "response) from a QEMU-role usbredir peer, response checked; %d rounds x %d timed ops "
+            "per target, interleaved (A B, B A, ...), after %d warm-up ops (+%d per round); %s; "
+            "CPU per op over the timed loops\n",
+            rounds, ops, warmup, SHARE_ROUND_WARMUP_OPS,
+            bench.quiesce ? "usbgw-share stopped (SIGSTOP) while the host path is measured"
+                          : "usbgw-share runs all the time (--no-quiesce)");
+    for (guint i = 0; i < N_TARGETS; i++)
+        share_report_target(&bench, &bench.targets[i]);
+    share_report(lent, host);
+    status = 0;
+
+out:
+    if (error != NULL)
+        g_printerr("share-rtt-bench: %s\n", error->message);
+    /* nothing serves the peers from here on */
+    for (guint i = 0; i < N_TARGETS; i++)
+        g_clear_pointer(&bench.targets[i].peer, bench_peer_free);
+    stop_children(&bench);
+    for (guint i = 0; i < N_TARGETS; i++)
+        target_clear(&bench.targets[i]);
+    g_rand_free(bench.rand);
+    return status;
+}
