@@ -38,6 +38,15 @@ typedef struct {
     gboolean hello;                /* the peer's hello came */
     gboolean blocked;              /* not read: the other side's output is over the limit */
     gboolean eof;                  /* the peer closed or a socket error */
+    /* The peer's packet framing, followed byte by byte as the parser reads
+     * (it reads exactly one header, type header and data at a time): a
+     * length over GW_PROXY_MAX_PACKET_LEN ends the session before the
+     * parser allocates a buffer for it. */
+    guint8 frame_header[16];
+    guint frame_header_len;  /* 12 or 16, fixed at the header's first byte */
+    guint frame_header_got;  /* header bytes seen */
+    guint64 frame_body_left; /* type header + data bytes still to come */
+    gchar *stream_error;     /* owned, nullable: why the framing was refused */
     gpointer tag;                  /* the fd in the GSource */
     GIOCondition events;           /* what the fd is polled for now */
     guint64 bytes_in;
@@ -205,6 +214,52 @@ gw_proxy_side_may_read(GwProxySide *side)
     return TRUE;
 }
 
+/* Follows the peer's packet framing over @n bytes the parser is about to
+ * get; FALSE (with side->stream_error) when a header announces more than
+ * the proxy takes. */
+static gboolean
+gw_proxy_side_track_frames(GwProxySide *side, const uint8_t *data, gsize n)
+{
+    while (n > 0) {
+        gsize take;
+
+        if (side->frame_body_left > 0) {
+            take = (gsize)MIN((guint64)n, side->frame_body_left);
+            side->frame_body_left -= take;
+            data += take;
+            n -= take;
+            continue;
+        }
+        if (side->frame_header_got == 0) {
+            /* 64-bit ids once both hellos said so, as the parser decides */
+            side->frame_header_len =
+                usbredirparser_have_cap(side->parser, usb_redir_cap_64bits_ids) &&
+                        usbredirparser_peer_has_cap(side->parser, usb_redir_cap_64bits_ids)
+                    ? 16
+                    : 12;
+        }
+        take = MIN(n, side->frame_header_len - side->frame_header_got);
+        memcpy(side->frame_header + side->frame_header_got, data, take);
+        side->frame_header_got += (guint)take;
+        data += take;
+        n -= take;
+        if (side->frame_header_got == side->frame_header_len) {
+            guint32 length = (guint32)side->frame_header[4] | (guint32)side->frame_header[5] << 8 |
+                             (guint32)side->frame_header[6] << 16 |
+                             (guint32)side->frame_header[7] << 24;
+            side->frame_header_got = 0;
+            if (length > GW_PROXY_MAX_PACKET_LEN) {
+                side->stream_error = g_strdup_printf(
+                    "%s announced a packet of %u bytes; the proxy takes at most %u", side->name,
+                    length, (guint)GW_PROXY_MAX_PACKET_LEN);
+                return FALSE;
+            }
+            side->frame_body_left = length;
+        }
+    }
+    return TRUE;
+}
+
 static int
 gw_proxy_side_read(GwProxySide *side, uint8_t *data, int count)
 {
@@ -219,6 +274,8 @@ gw_proxy_side_read(GwProxySide *side, uint8_t *data, int count)
     n = recv(side->fd, data, (size_t)count, MSG_DONTWAIT);
     if (n > 0) {
         side->bytes_in += (guint64)n;
+        if (!gw_proxy_side_track_frames(side, data, (gsize)n))
+            return -1;
         return (int)n;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -1504,6 +1561,12 @@ gw_proxy_side_dispatch_read(GwProxySide *side, GIOCondition revents)
         int rc = usbredirparser_do_read(side->parser);
         if (proxy->ended)
             return;
+        if (side->stream_error != NULL) {
+            gw_proxy_fail(proxy,
+                          is_client ? GW_PROXY_END_CLIENT_PROTOCOL : GW_PROXY_END_QEMU_PROTOCOL,
+                          "%s", side->stream_error);
+            return;
+        }
         if (rc == usbredirparser_read_parse_error) {
             gw_proxy_fail(proxy,
                           is_client ? GW_PROXY_END_CLIENT_PROTOCOL : GW_PROXY_END_QEMU_PROTOCOL,
@@ -1639,6 +1702,7 @@ gw_proxy_side_clear(GwProxySide *side)
     gw_proxy_side_close(side);
     g_clear_pointer(&side->parser, usbredirparser_destroy);
     g_clear_object(&side->socket);
+    g_clear_pointer(&side->stream_error, g_free);
 }
 
 void

@@ -72,8 +72,8 @@
  * (backpressure); the overshoot is at most one packet
  * (<= GW_PROXY_MAX_DATA_LEN). At most GW_PROXY_MAX_PENDING requests from
  * QEMU are outstanding; beyond that QEMU is not read until answers come.
- * Note: usbredirparser allocates a packet's data buffer when its header
- * arrives (up to 128 MiB) before the proxy can check the length.
+ * A packet header announcing more than GW_PROXY_MAX_PACKET_LEN ends the
+ * session before usbredirparser allocates a buffer for it.
  *
  * Threading: create, use and free a GwProxy on one thread, the thread whose
  * thread-default GMainContext is current at gw_proxy_new() (the main thread
@@ -98,6 +98,10 @@ G_BEGIN_DECLS
 /* Largest data part of one packet the proxy relays (control, bulk,
  * buffered bulk); usbredir itself allows 128 MiB. */
 #define GW_PROXY_MAX_DATA_LEN (4 * 1024 * 1024)
+/* Largest packet (type header and data) the proxy reads from either side:
+ * a header announcing more ends the session before any buffer is
+ * allocated for it (usbredirparser itself would allocate up to 128 MiB). */
+#define GW_PROXY_MAX_PACKET_LEN (GW_PROXY_MAX_DATA_LEN + 4096)
 /* Largest max_packet_size of an endpoint, and largest iso/interrupt packet:
  * SuperSpeed 1024 bytes x 16 bursts x 3 (mult). */
 #define GW_PROXY_MAX_EP_PACKET_SIZE 49152

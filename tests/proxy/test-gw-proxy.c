@@ -715,7 +715,23 @@ test_raw_oversize_length(void)
     lend_device(&h);
     /* a header announcing more than usbredir permits */
     send_raw(&h, usb_redir_bulk_packet, 0x7fffffff, &bulk, sizeof(bulk));
-    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "malformed");
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "announced a packet of 2147483647 bytes");
+    harness_clear(&h);
+}
+
+/* A header announcing 100 MiB (usbredir allows 128): refused at the
+ * header, before anything is allocated for it or reaches QEMU. */
+static void
+test_raw_length_over_proxy_limit(void)
+{
+    Harness h;
+    struct usb_redir_bulk_packet_header bulk = {.endpoint = 0x82};
+
+    harness_init(&h);
+    lend_device(&h);
+    send_raw(&h, usb_redir_bulk_packet, 100 * 1024 * 1024, &bulk, sizeof(bulk));
+    assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "announced a packet of 104857600 bytes");
+    g_assert_cmpuint(h.qemu.control_answers, ==, 0);
     harness_clear(&h);
 }
 
@@ -801,6 +817,7 @@ main(int argc, char **argv)
     g_test_add_func("/proxy/relay-control", test_relay_control);
     g_test_add_func("/proxy/denied", test_denied);
     g_test_add_func("/proxy/recheck-new-configuration", test_recheck_new_configuration);
+    g_test_add_func("/proxy/raw-length-over-proxy-limit", test_raw_length_over_proxy_limit);
     g_test_add_func("/proxy/interface-count-33", test_interface_count_33);
     g_test_add_func("/proxy/ep-info-before-interface-info", test_ep_info_first);
     g_test_add_func("/proxy/connect-without-info", test_connect_without_info);
