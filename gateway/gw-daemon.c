@@ -1505,6 +1505,7 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
     g_autofree gchar *user = NULL;
     g_autofree gchar *uri = NULL;
     g_autoptr(GError) error = NULL;
+    const gchar *host;
     JsonNode *node;
     gint64 ttl = daemon->config.share_ttl;
     guint16 port;
@@ -1554,15 +1555,17 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
               vm, user, port, ttl, actor);
     gw_daemon_share_audit(daemon, "share", share, actor, user);
 
+    host = daemon->config.spice_host != NULL ? daemon->config.spice_host : g_get_host_name();
     uri = g_strdup_printf("%s://%s:%u", daemon->config.spice_tls_cert != NULL ? "spice+tls" : "spice",
-                          daemon->config.spice_host != NULL ? daemon->config.spice_host
-                                                            : g_get_host_name(),
-                          port);
+                          host, port);
     node = gw_share_to_json(share);
     obj = json_node_get_object(node);
     json_object_set_string_member(obj, "uri", uri);
     json_object_set_string_member(obj, "ticket", gw_share_get_ticket(share));
+    json_object_set_string_member(obj, "host", host);
     json_object_set_boolean_member(obj, "tls", daemon->config.spice_tls_cert != NULL);
+    if (daemon->config.spice_tls_ca != NULL)
+        json_object_set_string_member(obj, "tls_ca", daemon->config.spice_tls_ca);
     return gw_control_reply_ok(node);
 }
 

@@ -322,7 +322,44 @@ typedef struct {
     gchar *socket_path;
     gchar *user; /* share */
     gchar *ttl;  /* share */
+    gchar *vv;   /* share: write a virt-viewer connection file */
 } UsbgwctlRemoteOptions;
+
+/* A virt-viewer connection file for the share (remote-viewer FILE): the
+ * ticket is in it, so it is created 0600 and remote-viewer deletes it once
+ * read. */
+static gboolean
+usbgwctl_write_vv(const gchar *path, JsonObject *share, GError **error)
+{
+    g_autoptr(GKeyFile) vv = g_key_file_new();
+    g_autofree gchar *title = g_strdup_printf("usbgw: lend a device to %s",
+                                              json_object_get_string_member(share, "vm"));
+    g_autofree gchar *text = NULL;
+    gboolean tls = json_object_get_boolean_member_with_default(share, "tls", FALSE);
+    const gchar *ca_path = json_object_get_string_member_with_default(share, "tls_ca", NULL);
+    gsize length = 0;
+
+    g_key_file_set_string(vv, "virt-viewer", "type", "spice");
+    g_key_file_set_string(vv, "virt-viewer", "host", json_object_get_string_member(share, "host"));
+    g_key_file_set_int64(vv, "virt-viewer", tls ? "tls-port" : "port",
+                         json_object_get_int_member(share, "port"));
+    g_key_file_set_string(vv, "virt-viewer", "password",
+                          json_object_get_string_member(share, "ticket"));
+    g_key_file_set_string(vv, "virt-viewer", "title", title);
+    g_key_file_set_integer(vv, "virt-viewer", "enable-usbredir", 1);
+    g_key_file_set_integer(vv, "virt-viewer", "delete-this-file", 1);
+    if (tls && ca_path != NULL) {
+        g_autofree gchar *ca = NULL;
+        if (!g_file_get_contents(ca_path, &ca, NULL, error)) {
+            g_prefix_error(error, "the CA for the .vv file: ");
+            return FALSE;
+        }
+        g_key_file_set_string(vv, "virt-viewer", "ca", ca); /* newlines become \n */
+    }
+    text = g_key_file_to_data(vv, &length, NULL);
+    return g_file_set_contents_full(path, text, (gssize)length, G_FILE_SET_CONTENTS_CONSISTENT,
+                                    0600, error);
+}
 
 /* "90", "90s", "10m", "2h", "1d" → seconds; 0 when malformed. */
 static gint64
@@ -465,6 +502,8 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
          "How long the ticket waits for its first use: 90s, 10m, 2h (default: share-ttl of "
          "usbgwd.conf)",
          "TIME"},
+        {"vv", 0, 0, G_OPTION_ARG_FILENAME, &opts.vv,
+         "Also write a virt-viewer file for remote-viewer (mode 0600, with the ticket)", "FILE"},
         G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new(NULL);
@@ -472,6 +511,7 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
     g_autoptr(JsonObject) args = json_object_new();
     g_autoptr(JsonObject) result = NULL;
     g_autoptr(GwControlClient) client = NULL;
+    g_autofree gchar *vv_path = NULL;
     const gchar *wire = command;
     guint want_args = 0;
     gint exit_code = USBGWCTL_EXIT_OK;
@@ -484,6 +524,7 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
         g_free(opts.socket_path);
         return USBGWCTL_EXIT_FAILURE;
     }
+    vv_path = g_steal_pointer(&opts.vv);
     if (g_strcmp0(command, "share") == 0 || g_strcmp0(command, "unshare") == 0) {
         gint64 ttl = opts.ttl != NULL ? usbgwctl_parse_duration(opts.ttl) : 0;
         g_autofree gchar *user = g_steal_pointer(&opts.user);
@@ -561,6 +602,12 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
         return USBGWCTL_EXIT_FAILURE;
     }
     g_free(opts.socket_path);
+    if (vv_path != NULL) {
+        if (!usbgwctl_write_vv(vv_path, result, &error)) {
+            g_printerr("usbgwctl share: %s\n", error->message);
+            return USBGWCTL_EXIT_FAILURE;
+        }
+    }
     if (opts.json) {
         usbgwctl_print_object(result);
         return USBGWCTL_EXIT_OK;
@@ -618,7 +665,8 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
                 json_object_get_boolean_member_with_default(result, "tls", FALSE)
                     ? " --ca-file CA.pem"
                     : "");
-        g_print("       or: remote-viewer %s (password: the ticket), then share the device\n",
+        g_print("       or: remote-viewer %s (password: the ticket, or use --vv FILE), then "
+                "share the device\n",
                 usbgwctl_str(result, "uri"));
     } else if (g_strcmp0(command, "unshare") == 0) {
         g_print("share of vm \"%s\" ended\n", usbgwctl_str(result, "vm"));
@@ -666,7 +714,7 @@ usbgwctl_usage(void)
                "  assign DEVICE VM   give a device to a VM (kept across restarts)\n"
                "  release DEVICE     take a device back and hand it to the host\n"
                "  events             follow usbgwd's events\n"
-               "  share VM [--user USER] [--ttl 10m]\n"
+               "  share VM [--user USER] [--ttl 10m] [--vv FILE]\n"
                "                     let USER lend workstation devices to VM over SPICE: prints\n"
                "                     a spice:// URI and a one-share ticket\n"
                "  unshare VM         end VM's share (the lent devices leave the VM)\n"

@@ -12,7 +12,8 @@ the simulated keys, and lends them; the guest's challenge-response answer
 is checked against the key's secret.
 
   lend           usbgw-share lends the HASP-like key: the guest answers
-  remote-viewer  the same with stock remote-viewer on a private Xvfb
+  remote-viewer  the same with stock remote-viewer on a private Xvfb, opening
+                 the .vv file `usbgwctl share --vv` wrote
   deny           usbgw-share lends a mass-storage stick and the key: the
                  stick is refused (log, audit) and never seen by the guest,
                  the key answers; a wrong ticket is refused
@@ -343,18 +344,24 @@ def scenario_remote_viewer(rig):
     if reason:
         print(f"SKIP: {reason}")
         raise SystemExit(SKIP)
-    share = rig.share()
+    # the connection file usbgwctl writes for the user (ticket inside, 0600)
+    vv = os.path.join(rig.work, "share.vv")
+    share = json.loads(rig.ctl("share", "test-vm", "--user", "alice", "--vv", vv, "--json"))
+    wait(rig.gw_out, rf"SPICE listening on port {share['port']}")
+    if os.stat(vv).st_mode & 0o077:
+        fail("the .vv file with the ticket is readable by others")
     guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50")
     env = dict(os.environ, SPICE_USB_ACL_BINARY=rig.acl_helper)
     try:
         viewer = spice_clients.start_remote_viewer(
-            rig.sim, ["--secret", f"hasp={HASP_SECRET}", "--plug", "hasp"], "127.0.0.1",
-            share["port"], share["ticket"], "-1,0x0529,0x0001,-1,1|-1,-1,-1,-1,0", env,
-            rig.work)
+            rig.sim, ["--secret", f"hasp={HASP_SECRET}", "--plug", "hasp"], None, None, None,
+            "-1,0x0529,0x0001,-1,1|-1,-1,-1,-1,0", env, rig.work, vv=vv)
     except spice_clients.ClientError as e:
         fail(str(e))
     rig.check_answer(guest_out)
     print(f"guest answered {rig.answer} through remote-viewer, usbgwd's proxy and QEMU")
+    if os.path.exists(vv):
+        fail("remote-viewer left the .vv file with the ticket (delete-this-file)")
     viewer.stop()
     wait(rig.gw_out, rf'vm "test-vm": gave back {HASP}')
     guest.wait(timeout=TIMEOUT_S)

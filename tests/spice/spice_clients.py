@@ -181,17 +181,20 @@ class RemoteViewer:
 
 
 def start_remote_viewer(sim, sim_args, host, port, ticket, usb_filter, env, workdir,
-                        reader=None):
+                        reader=None, vv=None):
     """Starts remote-viewer connecting to spice://host:port with ticket and
     redirecting the devices usb_filter (usbredirfilter syntax) selects.
     sim: simulator path or None; sim_args: its options. workdir: private,
     existing, kept until stop(). reader(stream) makes output (default: a
-    LineReader echoing "[remote-viewer] LINE")."""
+    LineReader echoing "[remote-viewer] LINE"). vv: a connection file
+    made elsewhere (usbgwctl share --vv); host, port and ticket are then
+    not used."""
     reason = missing_programs()
     if reason:
         raise ClientError(reason)
-    vv = os.path.join(workdir, "remote-viewer.vv")
-    _vv_file(vv, host, port, ticket)
+    if vv is None:
+        vv = os.path.join(workdir, "remote-viewer.vv")
+        _vv_file(vv, host, port, ticket)
     home = os.path.join(workdir, "remote-viewer-home")
     os.makedirs(home, mode=0o700, exist_ok=True)
     xvfb, display, xauthority = _start_xvfb(workdir)
