@@ -19,7 +19,8 @@
 #             usbgw-share lends the key over SPICE → the guest answers;
 #             the lender stops and comes back → usbgwd re-plugs the
 #             redirdev (libvirt's chardev does not reconnect) → the guest
-#             answers again; virsh destroy ends the share (audit)
+#             answers again; virsh destroy ends the share (audit); a share
+#             made while the VM is off is plugged in when it starts
 #             (needs USBGW_SPICE_WORKER and USBGW_SHARE: the programs)
 #
 # The simulated keys (usbgw-sim) live in a helper process; usbgwd gets its
@@ -284,6 +285,29 @@ share)
     lv_wait_file "$gw/audit.log" '"event":"unshare".*"reason":"vm stopped"' 20 || fail "audit: the share did not end with the VM"
     kill -TERM $share_pid 2>/dev/null || true
     wait $share_pid 2>/dev/null || true
+    # a share made while the VM is off: plugged in when the VM starts
+    usbgwctl share "$name" --user alice --json >"$work/share.json" || fail "usbgwctl share (VM off) failed"
+    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ticket"])' "$work/share.json" >"$work/ticket"
+    spice_port=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["port"])' "$work/share.json")
+    plugged=$(grep -c "QEMU connected on $gw/run/vm/$name/share0.sock" "$work/usbgwd.log")
+    lv_start "$name" || fail "cannot start $name again"
+    for _ in $(seq 300); do
+        (($(grep -c "QEMU connected on $gw/run/vm/$name/share0.sock" "$work/usbgwd.log") > plugged)) && break
+        sleep 0.1
+    done
+    (($(grep -c "QEMU connected on $gw/run/vm/$name/share0.sock" "$work/usbgwd.log") > plugged)) ||
+        fail "the share made while the VM was off was not plugged in when it started"
+    before=$(count)
+    lend 3
+    for _ in $(seq 600); do
+        (($(count) > before)) && break
+        sleep 0.1
+    done
+    (($(count) > before)) || { cat "$work/share3.log"; fail "the key lent to the restarted VM did not reach the guest"; }
+    known || fail "wrong answer in the restarted VM: $(answers "$name")"
+    echo "$me: a share made while the VM was off was plugged in at its start; the guest answered"
+    kill -TERM $share_pid
+    wait $share_pid || fail "usbgw-share exited $? on SIGTERM"
     ;;
 *)
     fail "unknown scenario $scenario"
