@@ -96,7 +96,8 @@ gw_spice_worker_fail(GwSpiceWorker *worker, const gchar *format, ...)
     if (worker->fd >= 0)
         close(worker->fd);
     worker->fd = -1;
-    g_subprocess_force_exit(worker->process);
+    if (worker->process != NULL)
+        g_subprocess_force_exit(worker->process);
     worker->gone_id = g_idle_add(gw_spice_worker_report_gone, worker);
 }
 
@@ -359,6 +360,10 @@ gw_spice_worker_read(GwSpiceWorker *worker)
         /* it is exiting: its status says more than the EOF, if it comes soon */
         if (n < 0)
             g_debug("spice worker socketpair: %s", g_strerror(errno));
+        if (worker->process == NULL) {
+            gw_spice_worker_fail(worker, "the worker closed its socketpair");
+            return;
+        }
         worker->hung_up = TRUE;
         g_clear_handle_id(&worker->watch, g_source_remove);
         worker->condition = 0;
@@ -427,6 +432,7 @@ gw_spice_worker_new(const GwSpiceWorkerOptions *options, const GwSpiceWorkerCall
 {
     g_autoptr(GSubprocessLauncher) launcher = NULL;
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    GSubprocess *process;
     GwSpiceWorker *worker;
     int fds[2];
 
@@ -457,21 +463,31 @@ gw_spice_worker_new(const GwSpiceWorkerOptions *options, const GwSpiceWorkerCall
 
     launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
     g_subprocess_launcher_take_fd(launcher, fds[1], 3);
-    worker = g_new0(GwSpiceWorker, 1);
-    worker->process = g_subprocess_launcher_spawnv(launcher, (const gchar *const *)argv->pdata,
-                                                   error);
-    if (worker->process == NULL) {
+    process = g_subprocess_launcher_spawnv(launcher, (const gchar *const *)argv->pdata, error);
+    if (process == NULL) {
         close(fds[0]);
-        g_free(worker);
         return NULL;
     }
-    worker->fd = fds[0];
+    worker = gw_spice_worker_new_for_fd(fds[0], options->channels, callbacks, user_data);
+    worker->process = process;
+    g_subprocess_wait_async(worker->process, worker->cancellable, gw_spice_worker_exited, worker);
+    return worker;
+}
+
+GwSpiceWorker *
+gw_spice_worker_new_for_fd(int fd, guint channels, const GwSpiceWorkerCallbacks *callbacks,
+                           gpointer user_data)
+{
+    GwSpiceWorker *worker = g_new0(GwSpiceWorker, 1);
+
+    g_return_val_if_fail(channels > 0 && channels <= SW_FRAME_MAX_CHANNELS, NULL);
+    worker->fd = fd;
     g_unix_set_fd_nonblocking(worker->fd, TRUE, NULL);
     worker->in = g_byte_array_new();
     worker->out = g_byte_array_new();
-    worker->n_channels = options->channels;
-    worker->channels = g_new0(GwSpiceChannel, options->channels);
-    for (guint i = 0; i < options->channels; i++) {
+    worker->n_channels = channels;
+    worker->channels = g_new0(GwSpiceChannel, channels);
+    for (guint i = 0; i < channels; i++) {
         worker->channels[i].worker = worker;
         worker->channels[i].index = i;
         worker->channels[i].fd = -1;
@@ -480,7 +496,6 @@ gw_spice_worker_new(const GwSpiceWorkerOptions *options, const GwSpiceWorkerCall
     worker->callbacks = *callbacks;
     worker->user_data = user_data;
     worker->cancellable = g_cancellable_new();
-    g_subprocess_wait_async(worker->process, worker->cancellable, gw_spice_worker_exited, worker);
     gw_spice_worker_update_watches(worker);
     return worker;
 }
@@ -524,9 +539,9 @@ gw_spice_worker_free(GwSpiceWorker *worker)
         close(worker->fd); /* the worker exits on EOF */
     /* it exits on the EOF or on SIGTERM, whichever it sees first; GLib's
      * child watch reaps it */
-    if (!worker->gone)
+    if (!worker->gone && worker->process != NULL)
         g_subprocess_send_signal(worker->process, SIGTERM);
-    g_object_unref(worker->process);
+    g_clear_object(&worker->process);
     g_object_unref(worker->cancellable);
     g_byte_array_unref(worker->in);
     g_byte_array_unref(worker->out);

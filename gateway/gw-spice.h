@@ -45,6 +45,11 @@ typedef struct {
 GwSpiceWorker *gw_spice_worker_new(const GwSpiceWorkerOptions *options,
                                    const GwSpiceWorkerCallbacks *callbacks, gpointer user_data,
                                    GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* For tests and fuzzing: the usbgwd end of a worker's socketpair, @fd
+ * (taken), with no process behind it. */
+GwSpiceWorker *gw_spice_worker_new_for_fd(int fd, guint channels,
+                                          const GwSpiceWorkerCallbacks *callbacks,
+                                          gpointer user_data) G_GNUC_WARN_UNUSED_RESULT;
 /* Sets the SPICE ticket (1..60 bytes); @lifetime_s 0: never expires. With
  * @disconnect the connected client is dropped too (it must log in again). */
 void gw_spice_worker_set_ticket(GwSpiceWorker *worker, const gchar *ticket, guint lifetime_s,
