@@ -612,6 +612,19 @@ bench_child_stop(GPid pid)
     return -1;
 }
 
+void
+bench_child_stop_warn(GPid *pid, const gchar *name)
+{
+    int status;
+
+    if (*pid <= 0)
+        return;
+    status = bench_child_stop(*pid);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        g_printerr("warning: %s did not exit cleanly on SIGTERM (status %d)\n", name, status);
+    *pid = 0;
+}
+
 guint64
 bench_proc_status_kib(GPid pid, const gchar *field)
 {
@@ -631,6 +644,12 @@ bench_proc_status_kib(GPid pid, const gchar *field)
 }
 
 /* ---- statistics */
+
+GArray *
+bench_new_doubles(void)
+{
+    return g_array_new(FALSE, FALSE, sizeof(gdouble));
+}
 
 static gint
 bench_compare_doubles(gconstpointer a, gconstpointer b)
@@ -676,6 +695,32 @@ bench_min_max(GArray *values, gdouble *min, gdouble *max)
     }
 }
 
+GArray *
+bench_pairwise(GArray *a, GArray *b, BenchPairwise op)
+{
+    GArray *out = bench_new_doubles();
+    for (guint i = 0; i < MIN(a->len, b->len); i++) {
+        gdouble x = g_array_index(a, gdouble, i), y = g_array_index(b, gdouble, i);
+        gdouble v = op == BENCH_RATIO ? (y != 0 ? x / y : 0) : x - y;
+        g_array_append_val(out, v);
+    }
+    return out;
+}
+
+void
+bench_print_compared(const gchar *name, const gchar *unit, gdouble value, const gchar *base,
+                     gdouble base_value, gdouble ratio, GArray *round_values, GArray *round_ratios)
+{
+    gdouble vmin, vmax, rmin, rmax;
+    gdouble vmed = bench_median(round_values), rmed = bench_median(round_ratios);
+
+    bench_min_max(round_values, &vmin, &vmax);
+    bench_min_max(round_ratios, &rmin, &rmax);
+    g_print("bench %s: %.1f %s (baseline %s %.1f %s, ratio %.3f) rounds: median %.1f, min-max "
+            "%.1f-%.1f; ratio median %.3f, min-max %.3f-%.3f\n",
+            name, value, unit, base, base_value, unit, ratio, vmed, vmin, vmax, rmed, rmin, rmax);
+}
+
 gdouble
 bench_loadavg(void)
 {
@@ -690,4 +735,168 @@ bench_print_rig(const gchar *detail, gdouble load_at_start)
     g_print("rig: umockdev simulated device (%s), %u cores (nproc), load %.2f at start, %.2f at "
             "end (1-min loadavg)\n",
             detail, g_get_num_processors(), load_at_start, bench_loadavg());
+}
+
+/* ---- a timed target */
+
+void
+bench_target_init(BenchTarget *t, const gchar *name, const gchar *key)
+{
+    t->name = name;
+    t->key = g_strdup(key);
+    t->op_us = bench_new_doubles();
+    t->in_us = bench_new_doubles();
+    t->round_p50 = bench_new_doubles();
+    t->round_p99 = bench_new_doubles();
+    t->round_p999 = bench_new_doubles();
+    t->round_in_p50 = bench_new_doubles();
+    t->round_ops = bench_new_doubles();
+}
+
+void
+bench_target_clear(BenchTarget *t)
+{
+    g_clear_pointer(&t->peer, bench_peer_free);
+    g_clear_pointer(&t->key, g_free);
+    g_clear_pointer(&t->port, g_free);
+    g_clear_pointer(&t->op_us, g_array_unref);
+    g_clear_pointer(&t->in_us, g_array_unref);
+    g_clear_pointer(&t->round_p50, g_array_unref);
+    g_clear_pointer(&t->round_p99, g_array_unref);
+    g_clear_pointer(&t->round_p999, g_array_unref);
+    g_clear_pointer(&t->round_in_p50, g_array_unref);
+    g_clear_pointer(&t->round_ops, g_array_unref);
+}
+
+gboolean
+bench_target_find_key(BenchTarget *t, const gchar *sim_control, GError **error)
+{
+    if (!bench_sim_key_info(sim_control, t->key, &t->port, NULL, &t->devnum, t->secret, error))
+        return FALSE;
+    if (t->devnum == 0) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "key %s is not plugged", t->key);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean
+bench_target_run_ops(BenchTarget *t, BenchTarget *const *keyed, guint n_keyed, GRand *rand, guint n,
+                     gint64 timeout_us, GArray *op_us, GArray *in_us, GError **error)
+{
+    for (guint i = 0; i < n; i++) {
+        guint8 challenge[USBGW_KEY_LEN], response[USBGW_KEY_LEN], want[USBGW_KEY_LEN];
+        gint64 op_ns, in_ns;
+        gdouble v;
+
+        for (guint k = 0; k < USBGW_KEY_LEN; k++)
+            challenge[k] = (guint8)g_rand_int(rand);
+        if (!bench_peer_challenge(t->peer, challenge, response, &op_ns, &in_ns, timeout_us, error))
+            return FALSE;
+        usbgw_key_compute(t->secret, challenge, want);
+        if (memcmp(want, response, USBGW_KEY_LEN) != 0) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                        "%s: the response is not key %s's answer", t->name, t->key);
+            return FALSE;
+        }
+        for (guint o = 0; o < n_keyed && t->verified == 0; o++) {
+            BenchTarget *other = keyed[o];
+            if (other == t)
+                continue;
+            usbgw_key_compute(other->secret, challenge, want);
+            if (memcmp(want, response, USBGW_KEY_LEN) == 0) {
+                g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s answers as key %s, not %s",
+                            t->name, other->key, t->key);
+                return FALSE;
+            }
+        }
+        t->verified++;
+        v = op_ns / 1000.0;
+        g_array_append_val(op_us, v);
+        v = in_ns / 1000.0;
+        g_array_append_val(in_us, v);
+    }
+    return TRUE;
+}
+
+void
+bench_target_add_round(BenchTarget *t, GArray *op_us, GArray *in_us, gdouble elapsed_s)
+{
+    gdouble v;
+
+    g_array_append_vals(t->op_us, op_us->data, op_us->len);
+    g_array_append_vals(t->in_us, in_us->data, in_us->len);
+    v = bench_percentile(op_us, 50);
+    g_array_append_val(t->round_p50, v);
+    v = bench_percentile(op_us, 99);
+    g_array_append_val(t->round_p99, v);
+    v = bench_percentile(op_us, 99.9);
+    g_array_append_val(t->round_p999, v);
+    v = bench_percentile(in_us, 50);
+    g_array_append_val(t->round_in_p50, v);
+    v = op_us->len / elapsed_s;
+    g_array_append_val(t->round_ops, v);
+    t->busy_s += elapsed_s;
+}
+
+void
+bench_target_print(BenchTarget *t, const gchar *tail)
+{
+    g_print("%s (key %s at %s): %u ops timed, %u responses checked; p50 %.1f us, p99 %.1f us, "
+            "p99.9 %.1f us, max %.1f us, IN p50 %.1f us, %.0f ops/s%s\n",
+            t->name, t->key, t->port, t->op_us->len, t->verified, bench_percentile(t->op_us, 50),
+            bench_percentile(t->op_us, 99), bench_percentile(t->op_us, 99.9),
+            bench_percentile(t->op_us, 100), bench_percentile(t->in_us, 50),
+            t->op_us->len / t->busy_s, tail);
+}
+
+/* The percentile @figure stands for, and the targets' per-round arrays of it. */
+static gdouble
+bench_figure_rounds(BenchFigure figure, BenchTarget *t, GArray **rounds)
+{
+    switch (figure) {
+    case BENCH_FIGURE_P50:
+        *rounds = t->round_p50;
+        return 50;
+    case BENCH_FIGURE_P99:
+        *rounds = t->round_p99;
+        return 99;
+    case BENCH_FIGURE_P999:
+        *rounds = t->round_p999;
+        return 99.9;
+    case BENCH_FIGURE_IN_P50:
+        *rounds = t->round_in_p50;
+        return 50;
+    }
+    g_return_val_if_reached(0);
+}
+
+void
+bench_target_compare(const gchar *name, BenchTarget *cand, BenchTarget *base, BenchFigure figure,
+                     gboolean added)
+{
+    GArray *pooled_c = figure == BENCH_FIGURE_IN_P50 ? cand->in_us : cand->op_us;
+    GArray *pooled_b = figure == BENCH_FIGURE_IN_P50 ? base->in_us : base->op_us;
+    GArray *round_c = NULL, *round_b = NULL;
+    gdouble p = bench_figure_rounds(figure, cand, &round_c);
+    gdouble c = bench_percentile(pooled_c, p), b;
+    g_autoptr(GArray) ratios = NULL;
+    g_autoptr(GArray) values = NULL;
+
+    bench_figure_rounds(figure, base, &round_b);
+    b = bench_percentile(pooled_b, p);
+    ratios = bench_pairwise(round_c, round_b, BENCH_RATIO);
+    values = added ? bench_pairwise(round_c, round_b, BENCH_DIFFERENCE) : g_array_copy(round_c);
+    bench_print_compared(name, "us", added ? c - b : c, base->name, b, b != 0 ? c / b : 0, values,
+                         ratios);
+}
+
+void
+bench_target_compare_ops(const gchar *name, BenchTarget *cand, BenchTarget *base)
+{
+    gdouble c = cand->op_us->len / cand->busy_s, b = base->op_us->len / base->busy_s;
+    g_autoptr(GArray) ratios = bench_pairwise(cand->round_ops, base->round_ops, BENCH_RATIO);
+    g_autoptr(GArray) values = g_array_copy(cand->round_ops);
+
+    bench_print_compared(name, "ops/s", c, base->name, b, b != 0 ? c / b : 0, values, ratios);
 }

@@ -1,7 +1,8 @@
-/* Shared by the gateway benches (ctrl-rtt-bench, rss-bench): a usbredir
- * peer in QEMU's role, the usbgw-sim control socket, child processes,
- * /proc figures and statistics. Single-threaded: every call from the
- * bench's main thread. */
+/* Shared by the benches (ctrl-rtt-bench, rss-bench, share-rtt-bench,
+ * proxy-bench): a usbredir peer in QEMU's role, the usbgw-sim control
+ * socket, child processes, /proc figures, statistics, the "bench …" lines
+ * and a timed target. Single-threaded: every call from the bench's main
+ * thread. */
 #pragma once
 
 #include <glib.h>
@@ -70,16 +71,38 @@ gboolean bench_child_alive(GPid pid);
 /* SIGCONT, SIGTERM, waits up to 5 s, then SIGKILL. Returns the wait status
  * (-1 if it had to be killed). */
 int bench_child_stop(GPid pid);
+/* bench_child_stop() on *@pid if it is running, with a warning naming
+ * @name unless it exited with status 0; sets *@pid to 0. */
+void bench_child_stop_warn(GPid *pid, const gchar *name);
 
 /* A /proc/PID/status field in kB ("VmRSS", "VmHWM"); 0 if absent. */
 guint64 bench_proc_status_kib(GPid pid, const gchar *field);
 
 /* ---- statistics over doubles */
 
+/* An empty GArray of gdouble. */
+GArray *bench_new_doubles(void);
+
 /* Nearest-rank percentile, @p in [0, 100]; sorts @values. */
 gdouble bench_percentile(GArray *values, gdouble p);
 gdouble bench_median(GArray *values);
 void bench_min_max(GArray *values, gdouble *min, gdouble *max);
+
+typedef enum {
+    BENCH_RATIO,      /* a[i] / b[i], 0 where b[i] is 0 */
+    BENCH_DIFFERENCE, /* a[i] - b[i] */
+} BenchPairwise;
+
+/* Per round (index), over the rounds both arrays have. */
+GArray *bench_pairwise(GArray *a, GArray *b, BenchPairwise op);
+
+/* Prints the line the notes and tools read:
+ * "bench NAME: VALUE UNIT (baseline BASE BASE_VALUE UNIT, ratio R) rounds:
+ * median M, min-max A-B; ratio median RM, min-max RA-RB". Sorts
+ * @round_values and @round_ratios. */
+void bench_print_compared(const gchar *name, const gchar *unit, gdouble value, const gchar *base,
+                          gdouble base_value, gdouble ratio, GArray *round_values,
+                          GArray *round_ratios);
 
 /* The 1-minute load average (/proc/loadavg), -1 if unknown. */
 gdouble bench_loadavg(void);
@@ -87,3 +110,60 @@ gdouble bench_loadavg(void);
  * L1 at end (1-min loadavg)": the machine is shared, so the load says how
  * quiet it was. */
 void bench_print_rig(const gchar *detail, gdouble load_at_start);
+
+/* ---- a timed target: one QEMU-role peer on one simulated key, and its
+ * round-trip figures (ctrl-rtt-bench, share-rtt-bench) */
+
+typedef struct {
+    const gchar *name;
+    gchar *key;  /* owned: usbgw-sim's name for it */
+    gchar *port; /* owned: "1-2" */
+    guint devnum;
+    guint8 secret[USBGW_KEY_LEN];
+    BenchPeer *peer;      /* owned, nullable */
+    GArray *op_us;        /* owned: every timed op, OUT + IN */
+    GArray *in_us;        /* owned: the IN transfer of every timed op */
+    GArray *round_p50;    /* owned: per round, of the ops */
+    GArray *round_p99;    /* owned */
+    GArray *round_p999;   /* owned */
+    GArray *round_in_p50; /* owned: per round, of the INs */
+    GArray *round_ops;    /* owned: ops/s per round */
+    gdouble busy_s;       /* wall time of the timed rounds */
+    guint verified;       /* responses checked */
+} BenchTarget;
+
+/* @name is not copied; @key is. */
+void bench_target_init(BenchTarget *t, const gchar *name, const gchar *key);
+void bench_target_clear(BenchTarget *t);
+/* The key's port, device number and secret from usbgw-sim; fails if the
+ * key is not plugged. */
+gboolean bench_target_find_key(BenchTarget *t, const gchar *sim_control, GError **error);
+/* Runs @n ops (bench_peer_challenge, random challenges from @rand) and
+ * appends their times in µs to @op_us and @in_us. Every response must be
+ * the key function under t's secret; the first one ever (t->verified 0)
+ * must also not be that of any other of the run's @n_keyed targets in
+ * @keyed (@t may be among them), so each target provably talks to its own
+ * key. */
+gboolean bench_target_run_ops(BenchTarget *t, BenchTarget *const *keyed, guint n_keyed, GRand *rand,
+                              guint n, gint64 timeout_us, GArray *op_us, GArray *in_us,
+                              GError **error);
+/* Adds one timed round (the ops of bench_target_run_ops, over @elapsed_s). */
+void bench_target_add_round(BenchTarget *t, GArray *op_us, GArray *in_us, gdouble elapsed_s);
+/* "NAME (key K at P): N ops timed, N responses checked; p50 …, N ops/s"
+ * then @tail and a newline. */
+void bench_target_print(BenchTarget *t, const gchar *tail);
+
+typedef enum {
+    BENCH_FIGURE_P50,
+    BENCH_FIGURE_P99,
+    BENCH_FIGURE_P999,
+    BENCH_FIGURE_IN_P50,
+} BenchFigure;
+
+/* bench_print_compared() of @figure for @cand against @base: the pooled
+ * percentile, per-round figures and ratios; if @added, @cand's figure minus
+ * @base's (the time the candidate adds). */
+void bench_target_compare(const gchar *name, BenchTarget *cand, BenchTarget *base,
+                          BenchFigure figure, gboolean added);
+/* The same for the ops/s over the timed rounds. */
+void bench_target_compare_ops(const gchar *name, BenchTarget *cand, BenchTarget *base);

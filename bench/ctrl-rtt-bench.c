@@ -49,10 +49,8 @@
 #include <libusb.h>
 #include <poll.h>
 #include <signal.h>
-#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <usbredirhost.h>
 
@@ -332,28 +330,16 @@ typedef enum {
 } TargetId;
 
 typedef struct {
-    const gchar *name;
-    gchar *key;
-    gchar *port;
-    guint devnum; /* 0: not plugged */
-    guint8 secret[USBGW_KEY_LEN];
+    BenchTarget common;
     gboolean enabled;
-    BenchPeer *peer;
-    GPid pid;          /* usbgwd or usbredirect; 0 for inproc */
-    InprocHost *host;  /* inproc only */
-    GArray *op_us;     /* every timed op */
-    GArray *in_us;     /* the IN transfer of every timed op */
-    GArray *round_p50; /* per round */
-    GArray *round_p99;
-    GArray *round_p999;
-    GArray *round_in_p50;
-    GArray *round_ops; /* ops/s per round */
-    gdouble busy_s;    /* wall time of the timed loops */
-    guint verified;
+    GPid pid;         /* usbgwd or usbredirect; 0 for inproc */
+    InprocHost *host; /* inproc only */
 } Target;
 
 typedef struct {
     Target targets[N_TARGETS];
+    BenchTarget *keyed[N_TARGETS]; /* the enabled ones */
+    guint n_keyed;
     gboolean quiesce;
     GRand *rand;
 } Bench;
@@ -369,101 +355,34 @@ target_pause(Target *t, gboolean paused)
         kill(t->pid, paused ? SIGSTOP : SIGCONT);
 }
 
-static GArray *
-ctrl_new_doubles(void)
-{
-    return g_array_new(FALSE, FALSE, sizeof(gdouble));
-}
-
 /* Runs @n ops; records them unless @record is FALSE (warm-up). */
 static gboolean
 target_run(Bench *bench, Target *t, guint n, gboolean record, GError **error)
 {
-    g_autoptr(GArray) op_us = ctrl_new_doubles();
-    g_autoptr(GArray) in_us = ctrl_new_doubles();
+    g_autoptr(GArray) op_us = bench_new_doubles();
+    g_autoptr(GArray) in_us = bench_new_doubles();
     gint64 start = bench_now_ns();
 
-    for (guint i = 0; i < n; i++) {
-        guint8 challenge[USBGW_KEY_LEN], response[USBGW_KEY_LEN], want[USBGW_KEY_LEN];
-        gint64 op_ns, in_ns;
-
-        for (guint k = 0; k < USBGW_KEY_LEN; k++)
-            challenge[k] = (guint8)g_rand_int(bench->rand);
-        if (!bench_peer_challenge(t->peer, challenge, response, &op_ns, &in_ns, CTRL_OP_TIMEOUT_US,
-                                  error))
-            return FALSE;
-        usbgw_key_compute(t->secret, challenge, want);
-        if (memcmp(want, response, USBGW_KEY_LEN) != 0) {
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                        "%s: the response is not key %s's answer", t->name, t->key);
-            return FALSE;
-        }
-        /* The first answer must also not be another key's: each target
-         * talks to its own key. */
-        if (t->verified == 0) {
-            for (guint o = 0; o < N_TARGETS; o++) {
-                Target *other = &bench->targets[o];
-                if (other == t || !other->enabled)
-                    continue;
-                usbgw_key_compute(other->secret, challenge, want);
-                if (memcmp(want, response, USBGW_KEY_LEN) == 0) {
-                    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                                "%s answers as key %s, not %s", t->name, other->key, t->key);
-                    return FALSE;
-                }
-            }
-        }
-        t->verified++;
-        gdouble v = op_ns / 1000.0;
-        g_array_append_val(op_us, v);
-        v = in_ns / 1000.0;
-        g_array_append_val(in_us, v);
-    }
+    if (!bench_target_run_ops(&t->common, bench->keyed, bench->n_keyed, bench->rand, n,
+                              CTRL_OP_TIMEOUT_US, op_us, in_us, error))
+        return FALSE;
     if (t->host != NULL && g_atomic_int_get(&t->host->failed)) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "%s: the in-process host lost its socket or its I/O thread", t->name);
+                    "%s: the in-process host lost its socket or its I/O thread", t->common.name);
         return FALSE;
     }
-    if (record) {
-        gdouble elapsed_s = (bench_now_ns() - start) / 1e9, v;
-        g_array_append_vals(t->op_us, op_us->data, op_us->len);
-        g_array_append_vals(t->in_us, in_us->data, in_us->len);
-        v = bench_percentile(op_us, 50);
-        g_array_append_val(t->round_p50, v);
-        v = bench_percentile(op_us, 99);
-        g_array_append_val(t->round_p99, v);
-        v = bench_percentile(op_us, 99.9);
-        g_array_append_val(t->round_p999, v);
-        v = bench_percentile(in_us, 50);
-        g_array_append_val(t->round_in_p50, v);
-        v = n / elapsed_s;
-        g_array_append_val(t->round_ops, v);
-        t->busy_s += elapsed_s;
-    }
+    if (record)
+        bench_target_add_round(&t->common, op_us, in_us, (bench_now_ns() - start) / 1e9);
     return TRUE;
 }
 
 static void
 target_clear(Target *t)
 {
-    g_clear_pointer(&t->peer, bench_peer_free);
+    g_clear_pointer(&t->common.peer, bench_peer_free);
     g_clear_pointer(&t->host, inproc_host_free);
-    if (t->pid > 0) {
-        int status = bench_child_stop(t->pid);
-        if (t->pid > 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-            g_printerr("warning: %s did not exit cleanly on SIGTERM (status %d)\n", t->name,
-                       status);
-        t->pid = 0;
-    }
-    g_free(t->key);
-    g_free(t->port);
-    g_clear_pointer(&t->op_us, g_array_unref);
-    g_clear_pointer(&t->in_us, g_array_unref);
-    g_clear_pointer(&t->round_p50, g_array_unref);
-    g_clear_pointer(&t->round_p99, g_array_unref);
-    g_clear_pointer(&t->round_p999, g_array_unref);
-    g_clear_pointer(&t->round_in_p50, g_array_unref);
-    g_clear_pointer(&t->round_ops, g_array_unref);
+    bench_child_stop_warn(&t->pid, t->common.name);
+    bench_target_clear(&t->common);
 }
 
 static gboolean
@@ -476,8 +395,8 @@ start_gateway(Target *t, const gchar *usbgwd, const gchar *workdir, GError **err
     g_autofree gchar *text =
         g_strdup_printf("# ctrl-rtt-bench: only the key at %s goes to usbgwd\n"
                         "assign id 0529:0001 via-port \"%s\" to vm \"" CTRL_VM "\"\n",
-                        t->port, t->port);
-    g_autofree gchar *file = g_strdup_printf("0529-0001-at-%s.sock", t->port);
+                        t->common.port, t->common.port);
+    g_autofree gchar *file = g_strdup_printf("0529-0001-at-%s.sock", t->common.port);
     g_autofree gchar *sock = g_build_filename(rundir, "vm", CTRL_VM, file, NULL);
     const gchar *argv[] = {usbgwd, "--foreground", "--policy", policy, "--rundir",
                            rundir, "--config",     config,     NULL};
@@ -490,19 +409,19 @@ start_gateway(Target *t, const gchar *usbgwd, const gchar *workdir, GError **err
     fd = bench_connect_unix(sock, CTRL_CONNECT_US, error);
     if (fd < 0)
         return FALSE;
-    t->peer = bench_peer_new(fd, "usbgwd peer");
-    return bench_peer_wait_connected(t->peer, CTRL_CONNECT_US, error);
+    t->common.peer = bench_peer_new(fd, "usbgwd peer");
+    return bench_peer_wait_connected(t->common.peer, CTRL_CONNECT_US, error);
 }
 
 static gboolean
 start_inproc(Target *t, GError **error)
 {
     int fd = -1;
-    t->host = inproc_host_new(t->port, &fd, error);
+    t->host = inproc_host_new(t->common.port, &fd, error);
     if (t->host == NULL)
         return FALSE;
-    t->peer = bench_peer_new(fd, "inproc peer");
-    return bench_peer_wait_connected(t->peer, CTRL_CONNECT_US, error);
+    t->common.peer = bench_peer_new(fd, "inproc peer");
+    return bench_peer_wait_connected(t->common.peer, CTRL_CONNECT_US, error);
 }
 
 static gboolean
@@ -523,98 +442,24 @@ start_usbredirect(Target *t, const gchar *usbredirect, const gchar *workdir, GEr
     fd = bench_connect_tcp(port, CTRL_CONNECT_US, error);
     if (fd < 0)
         return FALSE;
-    t->peer = bench_peer_new(fd, "usbredirect peer");
-    return bench_peer_wait_connected(t->peer, CTRL_CONNECT_US, error);
+    t->common.peer = bench_peer_new(fd, "usbredirect peer");
+    return bench_peer_wait_connected(t->common.peer, CTRL_CONNECT_US, error);
 }
 
 /* ---- output */
 
-/* Per-round a[i] OP b[i]. */
-static GArray *
-ctrl_pairwise(GArray *a, GArray *b, gboolean ratio)
-{
-    GArray *out = ctrl_new_doubles();
-    for (guint i = 0; i < MIN(a->len, b->len); i++) {
-        gdouble x = g_array_index(a, gdouble, i), y = g_array_index(b, gdouble, i);
-        gdouble v = ratio ? (y != 0 ? x / y : 0) : x - y;
-        g_array_append_val(out, v);
-    }
-    return out;
-}
-
-/* bench NAME: VALUE UNIT (baseline BASE BASE_VALUE UNIT, ratio R) rounds: … */
-static void
-ctrl_print(const gchar *name, const gchar *unit, gdouble value, const gchar *base,
-           gdouble base_value, gdouble ratio, GArray *round_values, GArray *round_ratios)
-{
-    gdouble vmin, vmax, rmin, rmax;
-    gdouble vmed = bench_median(round_values), rmed = bench_median(round_ratios);
-
-    bench_min_max(round_values, &vmin, &vmax);
-    bench_min_max(round_ratios, &rmin, &rmax);
-    g_print("bench %s: %.1f %s (baseline %s %.1f %s, ratio %.3f) rounds: median %.1f, min-max "
-            "%.1f-%.1f; ratio median %.3f, min-max %.3f-%.3f\n",
-            name, value, unit, base, base_value, unit, ratio, vmed, vmin, vmax, rmed, rmin, rmax);
-}
-
 static void
 ctrl_report_pair(Target *cand, Target *base)
 {
-    struct {
-        const gchar *name;
-        GArray *pooled_c, *pooled_b, *round_c, *round_b;
-        gdouble p;
-    } rows[] = {
-        {"ctrl-rtt-p50", cand->op_us, base->op_us, cand->round_p50, base->round_p50, 50},
-        {"ctrl-rtt-p99", cand->op_us, base->op_us, cand->round_p99, base->round_p99, 99},
-        {"ctrl-rtt-p99.9", cand->op_us, base->op_us, cand->round_p999, base->round_p999, 99.9},
-        {"ctrl-rtt-in-p50", cand->in_us, base->in_us, cand->round_in_p50, base->round_in_p50, 50},
-    };
-    gdouble c50 = 0, b50 = 0, c99 = 0, b99 = 0;
+    BenchTarget *c = &cand->common, *b = &base->common;
 
-    for (gsize i = 0; i < G_N_ELEMENTS(rows); i++) {
-        gdouble c = bench_percentile(rows[i].pooled_c, rows[i].p);
-        gdouble b = bench_percentile(rows[i].pooled_b, rows[i].p);
-        g_autoptr(GArray) ratios = ctrl_pairwise(rows[i].round_c, rows[i].round_b, TRUE);
-        g_autoptr(GArray) values = g_array_copy(rows[i].round_c);
-        ctrl_print(rows[i].name, "us", c, base->name, b, b != 0 ? c / b : 0, values, ratios);
-        if (i == 0) {
-            c50 = c;
-            b50 = b;
-        } else if (i == 1) {
-            c99 = c;
-            b99 = b;
-        }
-    }
-    {
-        g_autoptr(GArray) added = ctrl_pairwise(cand->round_p50, base->round_p50, FALSE);
-        g_autoptr(GArray) ratios = ctrl_pairwise(cand->round_p50, base->round_p50, TRUE);
-        ctrl_print("ctrl-rtt-added-p50", "us", c50 - b50, base->name, b50, b50 != 0 ? c50 / b50 : 0,
-                   added, ratios);
-    }
-    {
-        g_autoptr(GArray) added = ctrl_pairwise(cand->round_p99, base->round_p99, FALSE);
-        g_autoptr(GArray) ratios = ctrl_pairwise(cand->round_p99, base->round_p99, TRUE);
-        ctrl_print("ctrl-rtt-added-p99", "us", c99 - b99, base->name, b99, b99 != 0 ? c99 / b99 : 0,
-                   added, ratios);
-    }
-    {
-        gdouble c = cand->op_us->len / cand->busy_s, b = base->op_us->len / base->busy_s;
-        g_autoptr(GArray) ratios = ctrl_pairwise(cand->round_ops, base->round_ops, TRUE);
-        g_autoptr(GArray) values = g_array_copy(cand->round_ops);
-        ctrl_print("ops", "ops/s", c, base->name, b, b != 0 ? c / b : 0, values, ratios);
-    }
-}
-
-static void
-ctrl_report_target(Target *t)
-{
-    g_print("%s (key %s at %s): %u ops timed, %u responses checked; p50 %.1f us, p99 %.1f us, "
-            "p99.9 %.1f us, max %.1f us, IN p50 %.1f us, %.0f ops/s\n",
-            t->name, t->key, t->port, t->op_us->len, t->verified, bench_percentile(t->op_us, 50),
-            bench_percentile(t->op_us, 99), bench_percentile(t->op_us, 99.9),
-            bench_percentile(t->op_us, 100), bench_percentile(t->in_us, 50),
-            t->op_us->len / t->busy_s);
+    bench_target_compare("ctrl-rtt-p50", c, b, BENCH_FIGURE_P50, FALSE);
+    bench_target_compare("ctrl-rtt-p99", c, b, BENCH_FIGURE_P99, FALSE);
+    bench_target_compare("ctrl-rtt-p99.9", c, b, BENCH_FIGURE_P999, FALSE);
+    bench_target_compare("ctrl-rtt-in-p50", c, b, BENCH_FIGURE_IN_P50, FALSE);
+    bench_target_compare("ctrl-rtt-added-p50", c, b, BENCH_FIGURE_P50, TRUE);
+    bench_target_compare("ctrl-rtt-added-p99", c, b, BENCH_FIGURE_P99, TRUE);
+    bench_target_compare_ops("ops", c, b);
 }
 
 int
@@ -677,32 +522,19 @@ main(int argc, char **argv)
     bench.quiesce = !no_quiesce;
     bench.rand = g_rand_new_with_seed(20261124);
 
-    gw->name = "usbgwd";
-    gw->key = g_strdup(gateway_key);
-    inproc->name = "inproc-usbredirhost";
-    inproc->key = g_strdup(inproc_key);
-    redirect->name = "usbredirect";
-    redirect->key = g_strdup(usbredirect_key);
+    bench_target_init(&gw->common, "usbgwd", gateway_key);
+    bench_target_init(&inproc->common, "inproc-usbredirhost", inproc_key);
+    bench_target_init(&redirect->common, "usbredirect", usbredirect_key);
     redirect->enabled = !no_usbredirect;
     gw->enabled = inproc->enabled = TRUE;
     for (guint i = 0; i < N_TARGETS; i++) {
         Target *t = &bench.targets[i];
-        t->op_us = ctrl_new_doubles();
-        t->in_us = ctrl_new_doubles();
-        t->round_p50 = ctrl_new_doubles();
-        t->round_p99 = ctrl_new_doubles();
-        t->round_p999 = ctrl_new_doubles();
-        t->round_in_p50 = ctrl_new_doubles();
-        t->round_ops = ctrl_new_doubles();
         if (!t->enabled)
             continue;
         order[n_order++] = i;
-        if (!bench_sim_key_info(sim_control, t->key, &t->port, NULL, &t->devnum, t->secret, &error))
+        bench.keyed[bench.n_keyed++] = &t->common;
+        if (!bench_target_find_key(&t->common, sim_control, &error))
             goto out;
-        if (t->devnum == 0) {
-            g_set_error(&error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "key %s is not plugged", t->key);
-            goto out;
-        }
     }
 
     if (!start_gateway(gw, usbgwd, workdir, &error) || !start_inproc(inproc, &error) ||
@@ -741,9 +573,9 @@ main(int argc, char **argv)
         g_autofree gchar *rig = g_strdup_printf(
             "usbgw-bench-sim keys, identical 0529:0001 vendor keys: %s@%s -> usbgwd, %s@%s -> "
             "in-process usbredirhost%s%s%s%s",
-            gw->key, gw->port, inproc->key, inproc->port, redirect->enabled ? ", " : "",
-            redirect->enabled ? redirect->key : "", redirect->enabled ? "@" : "",
-            redirect->enabled ? redirect->port : "");
+            gw->common.key, gw->common.port, inproc->common.key, inproc->common.port,
+            redirect->enabled ? ", " : "", redirect->enabled ? redirect->common.key : "",
+            redirect->enabled ? "@" : "", redirect->enabled ? redirect->common.port : "");
         g_autofree gchar *rig_full = g_strdup_printf(
             "%s%s", rig, redirect->enabled ? " -> Debian usbredirect over TCP" : "");
         bench_print_rig(rig_full, load_at_start);
@@ -755,7 +587,7 @@ main(int argc, char **argv)
             bench.quiesce ? "targets not measured are stopped (SIGSTOP / parked event thread)"
                           : "all targets run all the time (--no-quiesce)");
     for (guint i = 0; i < n_order; i++)
-        ctrl_report_target(&bench.targets[order[i]]);
+        bench_target_print(&bench.targets[order[i]].common, "");
     ctrl_report_pair(gw, inproc);
     if (redirect->enabled)
         ctrl_report_pair(gw, redirect);

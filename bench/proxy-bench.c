@@ -30,6 +30,7 @@
 
 #include "../tests/sim/key-protocol.h"
 #include "bench-common.h"
+#include "fake-usbredir.h"
 #include "gw-proxy.h"
 
 #define PROXY_BENCH_ROUNDS         5
@@ -46,35 +47,12 @@ static const guint8 proxy_bench_secret[USBGW_KEY_LEN] = {0, 1, 2,  3,  4,  5,  6
 /* ---- The fake device: a usbredir host answering at once ------------------ */
 
 typedef struct {
-    int fd;
-    struct usbredirparser *parser;
+    FakeUsbredir base; /* first: the parser's priv */
     GThread *thread;
     gint stop; /* atomic */
     gboolean announced;
     guint8 challenge[USBGW_KEY_LEN];
 } FakeDevice;
-
-static int
-fake_read(void *priv, uint8_t *data, int count)
-{
-    FakeDevice *dev = priv;
-    ssize_t n = recv(dev->fd, data, (size_t)count, MSG_DONTWAIT);
-    if (n > 0)
-        return (int)n;
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return 0;
-    return -1;
-}
-
-static int
-fake_write(void *priv, uint8_t *data, int count)
-{
-    FakeDevice *dev = priv;
-    ssize_t n = send(dev->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0)
-        return (int)n;
-    return errno == EAGAIN || errno == EINTR ? 0 : -1;
-}
 
 static void
 fake_log(void *priv, int level, const char *msg)
@@ -87,6 +65,7 @@ static void
 fake_hello(void *priv, struct usb_redir_hello_header *h)
 {
     FakeDevice *dev = priv;
+    struct usbredirparser *parser = dev->base.parser;
     struct usb_redir_interface_info_header info = {.interface_count = 1};
     struct usb_redir_ep_info_header ep = {0};
     struct usb_redir_device_connect_header connect = {
@@ -104,9 +83,9 @@ fake_hello(void *priv, struct usb_redir_hello_header *h)
     memset(ep.type, usb_redir_type_invalid, sizeof(ep.type));
     ep.type[0] = ep.type[16] = usb_redir_type_control;
     ep.max_packet_size[0] = ep.max_packet_size[16] = 64;
-    usbredirparser_send_interface_info(dev->parser, &info);
-    usbredirparser_send_ep_info(dev->parser, &ep);
-    usbredirparser_send_device_connect(dev->parser, &connect);
+    usbredirparser_send_interface_info(parser, &info);
+    usbredirparser_send_ep_info(parser, &ep);
+    usbredirparser_send_device_connect(parser, &connect);
 }
 
 static void
@@ -114,6 +93,7 @@ fake_control(void *priv, uint64_t id, struct usb_redir_control_packet_header *h,
              int data_len)
 {
     FakeDevice *dev = priv;
+    struct usbredirparser *parser = dev->base.parser;
     struct usb_redir_control_packet_header answer = *h;
     guint8 response[USBGW_KEY_LEN];
 
@@ -121,124 +101,52 @@ fake_control(void *priv, uint64_t id, struct usb_redir_control_packet_header *h,
     if (!(h->endpoint & 0x80)) {
         if (h->request == USBGW_KEY_REQ_CHALLENGE && data_len == USBGW_KEY_LEN)
             memcpy(dev->challenge, data, USBGW_KEY_LEN);
-        usbredirparser_send_control_packet(dev->parser, id, &answer, NULL, 0);
+        usbredirparser_send_control_packet(parser, id, &answer, NULL, 0);
     } else {
         usbgw_key_compute(proxy_bench_secret, dev->challenge, response);
         answer.length = MIN(h->length, USBGW_KEY_LEN);
-        usbredirparser_send_control_packet(dev->parser, id, &answer, response, answer.length);
+        usbredirparser_send_control_packet(parser, id, &answer, response, answer.length);
     }
-    usbredirparser_free_packet_data(dev->parser, data);
+    usbredirparser_free_packet_data(parser, data);
 }
-
-static void
-fake_void(void *priv)
-{
-}
-
-static void
-fake_id(void *priv, uint64_t id)
-{
-}
-
-static void
-fake_filter(void *priv, struct usbredirfilter_rule *rules, int count)
-{
-    free(rules);
-}
-
-#define FAKE_IGNORE(name, header)                                                                  \
-    static void fake_ignore_##name(void *priv, uint64_t id, struct header *h)                      \
-    {                                                                                              \
-    }
-FAKE_IGNORE(set_configuration, usb_redir_set_configuration_header)
-FAKE_IGNORE(set_alt_setting, usb_redir_set_alt_setting_header)
-FAKE_IGNORE(get_alt_setting, usb_redir_get_alt_setting_header)
-FAKE_IGNORE(start_iso_stream, usb_redir_start_iso_stream_header)
-FAKE_IGNORE(stop_iso_stream, usb_redir_stop_iso_stream_header)
-FAKE_IGNORE(start_interrupt_receiving, usb_redir_start_interrupt_receiving_header)
-FAKE_IGNORE(stop_interrupt_receiving, usb_redir_stop_interrupt_receiving_header)
-FAKE_IGNORE(alloc_bulk_streams, usb_redir_alloc_bulk_streams_header)
-FAKE_IGNORE(free_bulk_streams, usb_redir_free_bulk_streams_header)
-FAKE_IGNORE(start_bulk_receiving, usb_redir_start_bulk_receiving_header)
-FAKE_IGNORE(stop_bulk_receiving, usb_redir_stop_bulk_receiving_header)
-
-#define FAKE_IGNORE_DATA(name, header)                                                             \
-    static void fake_ignore_##name(void *priv, uint64_t id, struct header *h, uint8_t *data,       \
-                                   int data_len)                                                   \
-    {                                                                                              \
-        FakeDevice *dev = priv;                                                                    \
-        usbredirparser_free_packet_data(dev->parser, data);                                        \
-    }
-FAKE_IGNORE_DATA(bulk_packet, usb_redir_bulk_packet_header)
-FAKE_IGNORE_DATA(iso_packet, usb_redir_iso_packet_header)
-FAKE_IGNORE_DATA(interrupt_packet, usb_redir_interrupt_packet_header)
 
 static gpointer
 fake_device_thread(gpointer data)
 {
     FakeDevice *dev = data;
+    struct usbredirparser *parser = dev->base.parser;
 
     while (!g_atomic_int_get(&dev->stop)) {
-        struct pollfd pfd = {.fd = dev->fd, .events = POLLIN};
-        if (usbredirparser_has_data_to_write(dev->parser))
+        struct pollfd pfd = {.fd = dev->base.fd, .events = POLLIN};
+        if (usbredirparser_has_data_to_write(parser))
             pfd.events |= POLLOUT;
         if (poll(&pfd, 1, PROXY_BENCH_DEVICE_POLL_MS) < 0 && errno != EINTR)
             break;
         if (pfd.revents & POLLOUT)
-            usbredirparser_do_write(dev->parser);
+            usbredirparser_do_write(parser);
         if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
-            if (usbredirparser_do_read(dev->parser) == usbredirparser_read_io_error)
+            if (usbredirparser_do_read(parser) == usbredirparser_read_io_error)
                 break;
         }
-        if (usbredirparser_has_data_to_write(dev->parser))
-            usbredirparser_do_write(dev->parser);
+        if (usbredirparser_has_data_to_write(parser))
+            usbredirparser_do_write(parser);
     }
     return NULL;
 }
 
+/* The device side: hello, control transfers; the rest is dropped. */
 static FakeDevice *
 fake_device_start(int fd)
 {
     FakeDevice *dev = g_new0(FakeDevice, 1);
-    uint32_t caps[USB_REDIR_CAPS_SIZE] = {0};
-    struct usbredirparser *p = usbredirparser_create();
+    struct usbredirparser *p;
 
-    dev->fd = fd;
-    dev->parser = p;
-    p->priv = dev;
+    fake_usbredir_create(&dev->base, fd);
+    p = dev->base.parser;
     p->log_func = fake_log;
-    p->read_func = fake_read;
-    p->write_func = fake_write;
     p->hello_func = fake_hello;
     p->control_packet_func = fake_control;
-    p->reset_func = fake_void;
-    p->get_configuration_func = fake_id;
-    p->cancel_data_packet_func = fake_id;
-    p->filter_reject_func = fake_void;
-    p->filter_filter_func = fake_filter;
-    p->device_disconnect_ack_func = fake_void;
-    p->set_configuration_func = fake_ignore_set_configuration;
-    p->set_alt_setting_func = fake_ignore_set_alt_setting;
-    p->get_alt_setting_func = fake_ignore_get_alt_setting;
-    p->start_iso_stream_func = fake_ignore_start_iso_stream;
-    p->stop_iso_stream_func = fake_ignore_stop_iso_stream;
-    p->start_interrupt_receiving_func = fake_ignore_start_interrupt_receiving;
-    p->stop_interrupt_receiving_func = fake_ignore_stop_interrupt_receiving;
-    p->alloc_bulk_streams_func = fake_ignore_alloc_bulk_streams;
-    p->free_bulk_streams_func = fake_ignore_free_bulk_streams;
-    p->start_bulk_receiving_func = fake_ignore_start_bulk_receiving;
-    p->stop_bulk_receiving_func = fake_ignore_stop_bulk_receiving;
-    p->bulk_packet_func = fake_ignore_bulk_packet;
-    p->iso_packet_func = fake_ignore_iso_packet;
-    p->interrupt_packet_func = fake_ignore_interrupt_packet;
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_connect_device_version);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_filter);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_device_disconnect_ack);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_ep_info_max_packet_size);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_64bits_ids);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_32bits_bulk_length);
-    usbredirparser_init(p, "proxy-bench fake device", caps, USB_REDIR_CAPS_SIZE,
-                        usbredirparser_fl_usb_host);
+    fake_usbredir_init(&dev->base, "proxy-bench fake device", FAKE_USBREDIR_USB_HOST);
     dev->thread = g_thread_new("fake-device", fake_device_thread, dev);
     return dev;
 }
@@ -248,8 +156,7 @@ fake_device_stop(FakeDevice *dev)
 {
     g_atomic_int_set(&dev->stop, 1);
     g_thread_join(dev->thread);
-    usbredirparser_destroy(dev->parser);
-    close(dev->fd);
+    fake_usbredir_clear(&dev->base);
     g_free(dev);
 }
 
@@ -356,21 +263,6 @@ proxy_bench_ops(Target *t, guint n, gboolean record, GArray *round_in, GError **
     return TRUE;
 }
 
-static void
-proxy_bench_print(const gchar *name, const gchar *unit, gdouble value, const gchar *base,
-                  gdouble base_value, GArray *round_values, GArray *round_ratios)
-{
-    gdouble vmin, vmax, rmin, rmax;
-    gdouble vmed = bench_median(round_values), rmed = bench_median(round_ratios);
-
-    bench_min_max(round_values, &vmin, &vmax);
-    bench_min_max(round_ratios, &rmin, &rmax);
-    g_print("bench %s: %.1f %s (baseline %s %.1f %s, ratio %.3f) rounds: median %.1f, min-max "
-            "%.1f-%.1f; ratio median %.3f, min-max %.3f-%.3f\n",
-            name, value, unit, base, base_value, unit, value / base_value, vmed, vmin, vmax, rmed,
-            rmin, rmax);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -388,10 +280,10 @@ main(int argc, char **argv)
     ProxyThread pt = {0};
     Target direct = {.name = "direct"}, proxied = {.name = "proxy"};
     Target *targets[2] = {&direct, &proxied};
-    g_autoptr(GArray) round_ratio = g_array_new(FALSE, FALSE, sizeof(gdouble));
-    g_autoptr(GArray) round_ratio_op = g_array_new(FALSE, FALSE, sizeof(gdouble));
-    g_autoptr(GArray) round_op_c = g_array_new(FALSE, FALSE, sizeof(gdouble));
-    g_autoptr(GArray) round_op_b = g_array_new(FALSE, FALSE, sizeof(gdouble));
+    g_autoptr(GArray) round_ratio = bench_new_doubles();
+    g_autoptr(GArray) round_ratio_op = bench_new_doubles();
+    g_autoptr(GArray) round_op_c = bench_new_doubles();
+    g_autoptr(GArray) round_op_b = bench_new_doubles();
     gdouble load_at_start = bench_loadavg();
     guint64 cpu0, cpu1;
     gint64 t0, t1;
@@ -430,9 +322,9 @@ main(int argc, char **argv)
     proxied.peer = bench_peer_new(peer_pair[1], "proxy");
 
     for (guint i = 0; i < 2; i++) {
-        targets[i]->in_us = g_array_new(FALSE, FALSE, sizeof(gdouble));
-        targets[i]->op_us = g_array_new(FALSE, FALSE, sizeof(gdouble));
-        targets[i]->round_p50 = g_array_new(FALSE, FALSE, sizeof(gdouble));
+        targets[i]->in_us = bench_new_doubles();
+        targets[i]->op_us = bench_new_doubles();
+        targets[i]->round_p50 = bench_new_doubles();
         if (!bench_peer_wait_connected(targets[i]->peer, PROXY_BENCH_TIMEOUT_US, &error) ||
             !proxy_bench_ops(targets[i], (guint)warmup, FALSE, NULL, &error))
             goto out;
@@ -451,9 +343,9 @@ main(int argc, char **argv)
         gdouble p50[2], op50[2];
         for (guint k = 0; k < 2; k++) {
             guint i = (r % 2 == 0) ? k : 1 - k;
-            g_autoptr(GArray) round_in = g_array_new(FALSE, FALSE, sizeof(gdouble));
+            g_autoptr(GArray) round_in = bench_new_doubles();
             guint op_start = targets[i]->op_us->len;
-            g_autoptr(GArray) round_op = g_array_new(FALSE, FALSE, sizeof(gdouble));
+            g_autoptr(GArray) round_op = bench_new_doubles();
             if (!proxy_bench_ops(targets[i], PROXY_BENCH_ROUND_WARMUP, FALSE, NULL, &error) ||
                 !proxy_bench_ops(targets[i], (guint)ops, TRUE, round_in, &error))
                 goto out;
@@ -479,16 +371,17 @@ main(int argc, char **argv)
             gdouble c = bench_percentile(proxied.in_us, rows[i].p);
             gdouble b = bench_percentile(direct.in_us, rows[i].p);
             if (rows[i].p == 50) {
-                proxy_bench_print(rows[i].name, "us", c, "direct", b, proxied.round_p50,
-                                  round_ratio);
+                bench_print_compared(rows[i].name, "us", c, "direct", b, c / b, proxied.round_p50,
+                                     round_ratio);
             } else {
                 g_print("bench %s: %.1f us (baseline direct %.1f us, ratio %.3f) over %u ops "
                         "each\n",
                         rows[i].name, c, b, c / b, proxied.in_us->len);
             }
         }
-        proxy_bench_print("proxy-op-p50 (OUT+IN)", "us", bench_percentile(proxied.op_us, 50),
-                          "direct", bench_percentile(direct.op_us, 50), round_op_c, round_ratio_op);
+        gdouble c = bench_percentile(proxied.op_us, 50), b = bench_percentile(direct.op_us, 50);
+        bench_print_compared("proxy-op-p50 (OUT+IN)", "us", c, "direct", b, c / b, round_op_c,
+                             round_ratio_op);
     }
 
     /* idle: both devices connected, nothing in flight */

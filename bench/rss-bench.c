@@ -72,12 +72,6 @@ typedef struct {
     GArray *redirect_anon;
 } Rss;
 
-static GArray *
-rss_doubles(void)
-{
-    return g_array_new(FALSE, FALSE, sizeof(gdouble));
-}
-
 static void
 rss_append(GArray *a, gdouble v)
 {
@@ -286,7 +280,7 @@ rss_slope(const guint *x, const gdouble *y, guint n)
 static GArray *
 rss_round_slopes(Rss *rss, GArray **per_step)
 {
-    GArray *slopes = rss_doubles();
+    GArray *slopes = bench_new_doubles();
     for (guint r = 0; r < per_step[0]->len; r++) {
         gdouble y[RSS_MAX_STEPS];
         for (guint s = 0; s < rss->n_steps; s++)
@@ -303,7 +297,7 @@ rss_print(const gchar *name, GArray *values, const gchar *base, GArray *base_val
 {
     g_autoptr(GArray) v = g_array_copy(values);
     g_autoptr(GArray) b = g_array_copy(base_values);
-    g_autoptr(GArray) ratios = rss_doubles();
+    g_autoptr(GArray) ratios = bench_new_doubles();
     gdouble vmin, vmax, rmin, rmax, value, base_value;
 
     for (guint i = 0; i < MIN(values->len, base_values->len); i++) {
@@ -398,12 +392,12 @@ main(int argc, char **argv)
     rss.redirect_key = -1;
     rss.settle_ms = MAX(settle_ms, 0);
     rss.rand = g_rand_new_with_seed(1124);
-    rss.redirect_rss = rss_doubles();
-    rss.redirect_anon = rss_doubles();
+    rss.redirect_rss = bench_new_doubles();
+    rss.redirect_anon = bench_new_doubles();
     for (guint s = 0; s < rss.n_steps; s++) {
-        rss.gw_rss[s] = rss_doubles();
-        rss.gw_anon[s] = rss_doubles();
-        rss.gw_hwm[s] = rss_doubles();
+        rss.gw_rss[s] = bench_new_doubles();
+        rss.gw_anon[s] = bench_new_doubles();
+        rss.gw_hwm[s] = bench_new_doubles();
     }
     rss.secrets = g_malloc0_n(rss.max_sessions, USBGW_KEY_LEN);
     for (guint k = 0; k < rss.max_sessions; k++) {

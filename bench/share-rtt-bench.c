@@ -51,7 +51,6 @@
 #include <json-glib/json-glib.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gio/gio.h>
@@ -84,35 +83,17 @@ typedef enum {
 } TargetId;
 
 typedef struct {
-    const gchar *name;
-    gchar *key;  /* owned */
-    gchar *port; /* owned */
-    guint devnum;
-    guint8 secret[USBGW_KEY_LEN];
-    BenchPeer *peer;   /* owned */
-    GArray *op_us;     /* owned: every timed op */
-    GArray *in_us;     /* owned: the IN transfer of every timed op */
-    GArray *round_p50; /* owned: per round */
-    GArray *round_p99;
-    GArray *round_p999;
-    GArray *round_ops;          /* owned: ops/s per round */
-    gdouble busy_s;             /* wall time of the timed loops */
+    BenchTarget common;
     guint64 cpu_ticks[N_PROCS]; /* over the timed loops */
-    guint verified;
 } Target;
 
 typedef struct {
     Target targets[N_TARGETS];
-    GPid pids[N_PROCS]; /* 0: not running (the worker is usbgwd's child) */
+    BenchTarget *keyed[N_TARGETS]; /* all of them */
+    GPid pids[N_PROCS];            /* 0: not running (the worker is usbgwd's child) */
     gboolean quiesce;
     GRand *rand; /* owned */
 } Bench;
-
-static GArray *
-share_new_doubles(void)
-{
-    return g_array_new(FALSE, FALSE, sizeof(gdouble));
-}
 
 /* utime + stime of @pid in clock ticks, 0 if unknown. */
 static guint64
@@ -174,81 +155,24 @@ share_quiesce(Bench *bench, Target *t, gboolean measuring)
 static gboolean
 target_run(Bench *bench, Target *t, guint n, gboolean record, GError **error)
 {
-    g_autoptr(GArray) op_us = share_new_doubles();
-    g_autoptr(GArray) in_us = share_new_doubles();
+    g_autoptr(GArray) op_us = bench_new_doubles();
+    g_autoptr(GArray) in_us = bench_new_doubles();
     guint64 cpu_start[N_PROCS];
     gint64 start;
 
     for (guint p = 0; p < N_PROCS; p++)
         cpu_start[p] = share_proc_cpu_ticks(bench->pids[p]);
     start = bench_now_ns();
-    for (guint i = 0; i < n; i++) {
-        guint8 challenge[USBGW_KEY_LEN], response[USBGW_KEY_LEN], want[USBGW_KEY_LEN];
-        gint64 op_ns, in_ns;
-        gdouble v;
-
-        for (guint k = 0; k < USBGW_KEY_LEN; k++)
-            challenge[k] = (guint8)g_rand_int(bench->rand);
-        if (!bench_peer_challenge(t->peer, challenge, response, &op_ns, &in_ns, SHARE_OP_TIMEOUT_US,
-                                  error))
-            return FALSE;
-        usbgw_key_compute(t->secret, challenge, want);
-        if (memcmp(want, response, USBGW_KEY_LEN) != 0) {
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                        "%s: the response is not key %s's answer", t->name, t->key);
-            return FALSE;
-        }
-        /* and not the other key's: each target talks to its own key */
-        if (t->verified == 0) {
-            for (guint o = 0; o < N_TARGETS; o++) {
-                Target *other = &bench->targets[o];
-                if (other == t)
-                    continue;
-                usbgw_key_compute(other->secret, challenge, want);
-                if (memcmp(want, response, USBGW_KEY_LEN) == 0) {
-                    g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                                "%s answers as key %s, not %s", t->name, other->key, t->key);
-                    return FALSE;
-                }
-            }
-        }
-        t->verified++;
-        v = op_ns / 1000.0;
-        g_array_append_val(op_us, v);
-        v = in_ns / 1000.0;
-        g_array_append_val(in_us, v);
-    }
+    if (!bench_target_run_ops(&t->common, bench->keyed, N_TARGETS, bench->rand, n,
+                              SHARE_OP_TIMEOUT_US, op_us, in_us, error))
+        return FALSE;
     if (record) {
-        gdouble elapsed_s = (bench_now_ns() - start) / 1e9, v;
+        gdouble elapsed_s = (bench_now_ns() - start) / 1e9;
         for (guint p = 0; p < N_PROCS; p++)
             t->cpu_ticks[p] += share_proc_cpu_ticks(bench->pids[p]) - cpu_start[p];
-        g_array_append_vals(t->op_us, op_us->data, op_us->len);
-        g_array_append_vals(t->in_us, in_us->data, in_us->len);
-        v = bench_percentile(op_us, 50);
-        g_array_append_val(t->round_p50, v);
-        v = bench_percentile(op_us, 99);
-        g_array_append_val(t->round_p99, v);
-        v = bench_percentile(op_us, 99.9);
-        g_array_append_val(t->round_p999, v);
-        v = n / elapsed_s;
-        g_array_append_val(t->round_ops, v);
-        t->busy_s += elapsed_s;
+        bench_target_add_round(&t->common, op_us, in_us, elapsed_s);
     }
     return TRUE;
-}
-
-static void
-target_clear(Target *t)
-{
-    g_clear_pointer(&t->peer, bench_peer_free);
-    g_clear_pointer(&t->key, g_free);
-    g_clear_pointer(&t->port, g_free);
-    g_clear_pointer(&t->op_us, g_array_unref);
-    g_clear_pointer(&t->in_us, g_array_unref);
-    g_clear_pointer(&t->round_p50, g_array_unref);
-    g_clear_pointer(&t->round_p99, g_array_unref);
-    g_clear_pointer(&t->round_p999, g_array_unref);
-    g_clear_pointer(&t->round_ops, g_array_unref);
 }
 
 /* ---- the rig */
@@ -286,7 +210,7 @@ start_usbgwd(Bench *bench, const SharePrograms *progs, GError **error)
                         "0529:0001 keys\n"
                         "assign id 0529:0001 via-port \"%s\" to vm \"" SHARE_VM "\"\n"
                         "share id 0529:0001 user \"" SHARE_USER "\" to vm \"" SHARE_VM "\"\n",
-                        host->port, host->port);
+                        host->common.port, host->common.port);
     config_text =
         g_strdup_printf("[usbgwd]\n"
                         "control-socket=%s\n"
@@ -316,14 +240,14 @@ static gboolean
 start_host_path(Bench *bench, const SharePrograms *progs, GError **error)
 {
     Target *t = &bench->targets[TARGET_HOST];
-    g_autofree gchar *file = g_strdup_printf("0529-0001-at-%s.sock", t->port);
+    g_autofree gchar *file = g_strdup_printf("0529-0001-at-%s.sock", t->common.port);
     g_autofree gchar *sock = g_build_filename(progs->workdir, "run", "vm", SHARE_VM, file, NULL);
     int fd = bench_connect_unix(sock, SHARE_CONNECT_US, error);
 
     if (fd < 0)
         return FALSE;
-    t->peer = bench_peer_new(fd, "usbgwd host-path peer");
-    return bench_peer_wait_connected(t->peer, SHARE_CONNECT_US, error);
+    t->common.peer = bench_peer_new(fd, "usbgwd host-path peer");
+    return bench_peer_wait_connected(t->common.peer, SHARE_CONNECT_US, error);
 }
 
 /* `usbgwctl share`: the URI and the ticket. */
@@ -384,7 +308,7 @@ start_share_path(Bench *bench, const SharePrograms *progs, GError **error)
     fd = bench_connect_unix(sock, SHARE_CONNECT_US, error);
     if (fd < 0)
         return FALSE;
-    t->peer = bench_peer_new(fd, "share peer");
+    t->common.peer = bench_peer_new(fd, "share peer");
     ticket_line = g_strconcat(ticket, "\n", NULL);
     if (!g_file_set_contents_full(ticket_file, ticket_line, -1, G_FILE_SET_CONTENTS_CONSISTENT,
                                   0600, error))
@@ -395,7 +319,7 @@ start_share_path(Bench *bench, const SharePrograms *progs, GError **error)
         if (!bench_child_spawn(argv, log, &bench->pids[PROC_SHARE], error))
             return FALSE;
     }
-    if (!bench_peer_wait_connected(t->peer, SHARE_LEND_US, error))
+    if (!bench_peer_wait_connected(t->common.peer, SHARE_LEND_US, error))
         return FALSE;
     bench->pids[PROC_WORKER] = share_find_worker(bench->pids[PROC_USBGWD]);
     return TRUE;
@@ -407,99 +331,40 @@ stop_children(Bench *bench)
     /* usbgw-share first: it gives the key back, then usbgwd ends the
      * share and its worker */
     for (gint p = N_PROCS - 1; p >= 0; p--) {
-        int status;
-        if (p == PROC_WORKER || bench->pids[p] <= 0)
-            continue;
-        status = bench_child_stop(bench->pids[p]);
-        if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-            g_printerr("warning: %s did not exit cleanly on SIGTERM (status %d)\n", proc_names[p],
-                       status);
-        bench->pids[p] = 0;
+        if (p != PROC_WORKER)
+            bench_child_stop_warn(&bench->pids[p], proc_names[p]);
     }
 }
 
 /* ---- output */
 
-/* Per-round a[i] OP b[i]. */
-static GArray *
-share_pairwise(GArray *a, GArray *b, gboolean ratio)
-{
-    GArray *out = share_new_doubles();
-    for (guint i = 0; i < MIN(a->len, b->len); i++) {
-        gdouble x = g_array_index(a, gdouble, i), y = g_array_index(b, gdouble, i);
-        gdouble v = ratio ? (y != 0 ? x / y : 0) : x - y;
-        g_array_append_val(out, v);
-    }
-    return out;
-}
-
-/* bench NAME: VALUE UNIT (baseline BASE BASE_VALUE UNIT, ratio R) rounds: … */
-static void
-share_print(const gchar *name, const gchar *unit, gdouble value, const gchar *base,
-            gdouble base_value, gdouble ratio, GArray *round_values, GArray *round_ratios)
-{
-    gdouble vmin, vmax, rmin, rmax;
-    gdouble vmed = bench_median(round_values), rmed = bench_median(round_ratios);
-
-    bench_min_max(round_values, &vmin, &vmax);
-    bench_min_max(round_ratios, &rmin, &rmax);
-    g_print("bench %s: %.1f %s (baseline %s %.1f %s, ratio %.3f) rounds: median %.1f, min-max "
-            "%.1f-%.1f; ratio median %.3f, min-max %.3f-%.3f\n",
-            name, value, unit, base, base_value, unit, ratio, vmed, vmin, vmax, rmed, rmin, rmax);
-}
-
 static void
 share_report(Target *cand, Target *base)
 {
-    struct {
-        const gchar *name;
-        const gchar *added_name; /* nullable */
-        GArray *round_c, *round_b;
-        gdouble p;
-    } rows[] = {
-        {"share-rtt-p50", "share-rtt-added-p50", cand->round_p50, base->round_p50, 50},
-        {"share-rtt-p99", "share-rtt-added-p99", cand->round_p99, base->round_p99, 99},
-        {"share-rtt-p99.9", NULL, cand->round_p999, base->round_p999, 99.9},
-    };
+    BenchTarget *c = &cand->common, *b = &base->common;
 
-    for (gsize i = 0; i < G_N_ELEMENTS(rows); i++) {
-        gdouble c = bench_percentile(cand->op_us, rows[i].p);
-        gdouble b = bench_percentile(base->op_us, rows[i].p);
-        gdouble ratio = b != 0 ? c / b : 0;
-        g_autoptr(GArray) ratios = share_pairwise(rows[i].round_c, rows[i].round_b, TRUE);
-        g_autoptr(GArray) values = g_array_copy(rows[i].round_c);
-        share_print(rows[i].name, "us", c, base->name, b, ratio, values, ratios);
-        if (rows[i].added_name != NULL) {
-            g_autoptr(GArray) added = share_pairwise(rows[i].round_c, rows[i].round_b, FALSE);
-            share_print(rows[i].added_name, "us", c - b, base->name, b, ratio, added, ratios);
-        }
-    }
-    {
-        gdouble c = cand->op_us->len / cand->busy_s, b = base->op_us->len / base->busy_s;
-        g_autoptr(GArray) ratios = share_pairwise(cand->round_ops, base->round_ops, TRUE);
-        g_autoptr(GArray) values = g_array_copy(cand->round_ops);
-        share_print("share-ops", "ops/s", c, base->name, b, b != 0 ? c / b : 0, values, ratios);
-    }
+    bench_target_compare("share-rtt-p50", c, b, BENCH_FIGURE_P50, FALSE);
+    bench_target_compare("share-rtt-added-p50", c, b, BENCH_FIGURE_P50, TRUE);
+    bench_target_compare("share-rtt-p99", c, b, BENCH_FIGURE_P99, FALSE);
+    bench_target_compare("share-rtt-added-p99", c, b, BENCH_FIGURE_P99, TRUE);
+    bench_target_compare("share-rtt-p99.9", c, b, BENCH_FIGURE_P999, FALSE);
+    bench_target_compare_ops("share-ops", c, b);
 }
 
 static void
 share_report_target(Bench *bench, Target *t)
 {
     glong hz = sysconf(_SC_CLK_TCK);
-    g_autoptr(GString) cpu = g_string_new(NULL);
+    g_autoptr(GString) tail = g_string_new("; CPU per op: ");
+    gsize empty = tail->len;
 
     for (guint p = 0; p < N_PROCS; p++) {
         if (bench->pids[p] <= 0 || hz <= 0)
             continue;
-        g_string_append_printf(cpu, "%s%s %.0f us", cpu->len > 0 ? ", " : "", proc_names[p],
-                               t->cpu_ticks[p] * 1e6 / hz / MAX(t->op_us->len, 1));
+        g_string_append_printf(tail, "%s%s %.0f us", tail->len > empty ? ", " : "", proc_names[p],
+                               t->cpu_ticks[p] * 1e6 / hz / MAX(t->common.op_us->len, 1));
     }
-    g_print("%s (key %s at %s): %u ops timed, %u responses checked; p50 %.1f us, p99 %.1f us, "
-            "p99.9 %.1f us, max %.1f us, IN p50 %.1f us, %.0f ops/s; CPU per op: %s\n",
-            t->name, t->key, t->port, t->op_us->len, t->verified, bench_percentile(t->op_us, 50),
-            bench_percentile(t->op_us, 99), bench_percentile(t->op_us, 99.9),
-            bench_percentile(t->op_us, 100), bench_percentile(t->in_us, 50),
-            t->op_us->len / t->busy_s, cpu->str);
+    bench_target_print(&t->common, tail->str);
 }
 
 int
@@ -570,24 +435,12 @@ main(int argc, char **argv)
     bench.quiesce = !no_quiesce;
     bench.rand = g_rand_new_with_seed(20261124);
 
-    lent->name = "share";
-    lent->key = g_strdup(share_key);
-    host->name = "usbgwd-host-path";
-    host->key = g_strdup(host_key);
+    bench_target_init(&lent->common, "share", share_key);
+    bench_target_init(&host->common, "usbgwd-host-path", host_key);
     for (guint i = 0; i < N_TARGETS; i++) {
-        Target *t = &bench.targets[i];
-        t->op_us = share_new_doubles();
-        t->in_us = share_new_doubles();
-        t->round_p50 = share_new_doubles();
-        t->round_p99 = share_new_doubles();
-        t->round_p999 = share_new_doubles();
-        t->round_ops = share_new_doubles();
-        if (!bench_sim_key_info(sim_control, t->key, &t->port, NULL, &t->devnum, t->secret, &error))
+        bench.keyed[i] = &bench.targets[i].common;
+        if (!bench_target_find_key(bench.keyed[i], sim_control, &error))
             goto out;
-        if (t->devnum == 0) {
-            g_set_error(&error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "key %s is not plugged", t->key);
-            goto out;
-        }
     }
 
     if (!start_usbgwd(&bench, &progs, &error) || !start_host_path(&bench, &progs, &error) ||
@@ -621,7 +474,7 @@ main(int argc, char **argv)
             "(spice-gtk usbredirhost) -> SPICE over loopback TCP -> usbgw-spice-worker -> "
             "usbgwd's validating proxy -> share0.sock; %s@%s -> usbgwd's usbredirhost -> "
             "its VM socket; one usbgwd serves both",
-            lent->key, lent->port, host->key, host->port);
+            lent->common.key, lent->common.port, host->common.key, host->common.port);
         bench_print_rig(rig, load_at_start);
     }
     g_print("method: op = vendor OUT 0x01 (16-byte challenge) + vendor IN 0x02 (16-byte "
@@ -641,10 +494,10 @@ out:
         g_printerr("share-rtt-bench: %s\n", error->message);
     /* nothing serves the peers from here on */
     for (guint i = 0; i < N_TARGETS; i++)
-        g_clear_pointer(&bench.targets[i].peer, bench_peer_free);
+        g_clear_pointer(&bench.targets[i].common.peer, bench_peer_free);
     stop_children(&bench);
     for (guint i = 0; i < N_TARGETS; i++)
-        target_clear(&bench.targets[i]);
+        bench_target_clear(&bench.targets[i].common);
     g_rand_free(bench.rand);
     return status;
 }

@@ -23,15 +23,14 @@
  *
  * A crash leaves crash-<sha1>: fix it and copy it to tests/fuzz/corpus/proxy/;
  * fuzz-proxy-replay replays the corpus in every build. */
-#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <usbredirfilter.h>
 #include <usbredirparser.h>
 
+#include "fake-usbredir.h"
 #include "gw-proxy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -51,39 +50,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_ROUNDS 4
 
 typedef struct {
-    int fd;
-    struct usbredirparser *parser;
+    FakeUsbredir base;      /* first: the parser's priv */
     gboolean interfaces_ok; /* interface_info came and had no 08 interface */
     gboolean asked;
     guint ends;
 } FuzzQemu;
-
-static int
-fuzz_read(void *priv, uint8_t *data, int count)
-{
-    FuzzQemu *q = priv;
-    ssize_t n = recv(q->fd, data, (size_t)count, MSG_DONTWAIT);
-    if (n > 0)
-        return (int)n;
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return 0;
-    return -1;
-}
-
-static int
-fuzz_write(void *priv, uint8_t *data, int count)
-{
-    FuzzQemu *q = priv;
-    ssize_t n = send(q->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0)
-        return (int)n;
-    return errno == EAGAIN || errno == EINTR ? 0 : -1;
-}
-
-static void
-fuzz_log(void *priv, int level, const char *msg)
-{
-}
 
 static void
 fuzz_interface_info(void *priv, struct usb_redir_interface_info_header *h)
@@ -99,6 +70,7 @@ static void
 fuzz_device_connect(void *priv, struct usb_redir_device_connect_header *h)
 {
     FuzzQemu *q = priv;
+    struct usbredirparser *parser = q->base.parser;
     struct usb_redir_control_packet_header control = {
         .endpoint = 0x80, .request = 6, .requesttype = 0x80, .value = 0x0100, .length = 18};
     struct usb_redir_bulk_packet_header bulk = {.endpoint = 0x82, .length = 512};
@@ -110,11 +82,11 @@ fuzz_device_connect(void *priv, struct usb_redir_device_connect_header *h)
     if (q->asked)
         return;
     q->asked = TRUE;
-    usbredirparser_send_control_packet(q->parser, 1000, &control, NULL, 0);
-    usbredirparser_send_bulk_packet(q->parser, 1001, &bulk, NULL, 0);
-    usbredirparser_send_start_interrupt_receiving(q->parser, 1002, &interrupt);
-    if (usbredirparser_peer_has_cap(q->parser, usb_redir_cap_bulk_receiving))
-        usbredirparser_send_start_bulk_receiving(q->parser, 1003, &bulk_rx);
+    usbredirparser_send_control_packet(parser, 1000, &control, NULL, 0);
+    usbredirparser_send_bulk_packet(parser, 1001, &bulk, NULL, 0);
+    usbredirparser_send_start_interrupt_receiving(parser, 1002, &interrupt);
+    if (usbredirparser_peer_has_cap(parser, usb_redir_cap_bulk_receiving))
+        usbredirparser_send_start_bulk_receiving(parser, 1003, &bulk_rx);
 }
 
 static void
@@ -125,91 +97,18 @@ fuzz_device_disconnect(void *priv)
     q->asked = FALSE;
 }
 
-static void
-fuzz_void(void *priv)
-{
-}
-
-static void
-fuzz_ep_info(void *priv, struct usb_redir_ep_info_header *h)
-{
-}
-
-static void
-fuzz_hello(void *priv, struct usb_redir_hello_header *h)
-{
-}
-
-#define FUZZ_IGNORE(name, header)                                                                  \
-    static void fuzz_ignore_##name(void *priv, uint64_t id, struct header *h)                      \
-    {                                                                                              \
-    }
-FUZZ_IGNORE(configuration_status, usb_redir_configuration_status_header)
-FUZZ_IGNORE(alt_setting_status, usb_redir_alt_setting_status_header)
-FUZZ_IGNORE(iso_stream_status, usb_redir_iso_stream_status_header)
-FUZZ_IGNORE(interrupt_receiving_status, usb_redir_interrupt_receiving_status_header)
-FUZZ_IGNORE(bulk_streams_status, usb_redir_bulk_streams_status_header)
-FUZZ_IGNORE(bulk_receiving_status, usb_redir_bulk_receiving_status_header)
-
-#define FUZZ_IGNORE_DATA(name, header)                                                             \
-    static void fuzz_ignore_##name(void *priv, uint64_t id, struct header *h, uint8_t *data,       \
-                                   int data_len)                                                   \
-    {                                                                                              \
-        FuzzQemu *q = priv;                                                                        \
-        usbredirparser_free_packet_data(q->parser, data);                                          \
-    }
-FUZZ_IGNORE_DATA(control_packet, usb_redir_control_packet_header)
-FUZZ_IGNORE_DATA(bulk_packet, usb_redir_bulk_packet_header)
-FUZZ_IGNORE_DATA(iso_packet, usb_redir_iso_packet_header)
-FUZZ_IGNORE_DATA(interrupt_packet, usb_redir_interrupt_packet_header)
-FUZZ_IGNORE_DATA(buffered_bulk_packet, usb_redir_buffered_bulk_packet_header)
-
-static void
-fuzz_filter(void *priv, struct usbredirfilter_rule *rules, int count)
-{
-    usbredirfilter_free(rules);
-}
-
+/* QEMU's side: the rest of what it receives is dropped, the log is silent. */
 static void
 fuzz_qemu_init(FuzzQemu *q, int fd)
 {
-    uint32_t caps[USB_REDIR_CAPS_SIZE] = {0};
-    struct usbredirparser *p = usbredirparser_create();
+    struct usbredirparser *p;
 
-    q->fd = fd;
-    q->parser = p;
-    p->priv = q;
-    p->log_func = fuzz_log;
-    p->read_func = fuzz_read;
-    p->write_func = fuzz_write;
-    p->hello_func = fuzz_hello;
+    fake_usbredir_create(&q->base, fd);
+    p = q->base.parser;
     p->device_connect_func = fuzz_device_connect;
     p->device_disconnect_func = fuzz_device_disconnect;
     p->interface_info_func = fuzz_interface_info;
-    p->ep_info_func = fuzz_ep_info;
-    p->reset_func = fuzz_void;
-    p->device_disconnect_ack_func = fuzz_void;
-    p->filter_reject_func = fuzz_void;
-    p->filter_filter_func = fuzz_filter;
-    p->configuration_status_func = fuzz_ignore_configuration_status;
-    p->alt_setting_status_func = fuzz_ignore_alt_setting_status;
-    p->iso_stream_status_func = fuzz_ignore_iso_stream_status;
-    p->interrupt_receiving_status_func = fuzz_ignore_interrupt_receiving_status;
-    p->bulk_streams_status_func = fuzz_ignore_bulk_streams_status;
-    p->bulk_receiving_status_func = fuzz_ignore_bulk_receiving_status;
-    p->control_packet_func = fuzz_ignore_control_packet;
-    p->bulk_packet_func = fuzz_ignore_bulk_packet;
-    p->iso_packet_func = fuzz_ignore_iso_packet;
-    p->interrupt_packet_func = fuzz_ignore_interrupt_packet;
-    p->buffered_bulk_packet_func = fuzz_ignore_buffered_bulk_packet;
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_connect_device_version);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_filter);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_device_disconnect_ack);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_ep_info_max_packet_size);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_64bits_ids);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_32bits_bulk_length);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_bulk_receiving);
-    usbredirparser_init(p, "fuzz-qemu", caps, USB_REDIR_CAPS_SIZE, 0);
+    fake_usbredir_init(&q->base, "fuzz-qemu", FAKE_USBREDIR_BULK_RECEIVING);
 }
 
 static gboolean
@@ -255,9 +154,9 @@ fuzz_round(FuzzQemu *q)
     for (guint i = 0; i < FUZZ_ROUNDS; i++) {
         while (g_main_context_iteration(NULL, FALSE))
             ;
-        usbredirparser_do_read(q->parser);
-        if (usbredirparser_has_data_to_write(q->parser))
-            usbredirparser_do_write(q->parser);
+        usbredirparser_do_read(q->base.parser);
+        if (usbredirparser_has_data_to_write(q->base.parser))
+            usbredirparser_do_write(q->base.parser);
     }
 }
 
@@ -296,8 +195,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(q.ends == 1);
 
     gw_proxy_free(proxy);
-    usbredirparser_destroy(q.parser);
+    fake_usbredir_clear(&q.base);
     close(client_pair[0]);
-    close(qemu_pair[1]);
     return 0;
 }

@@ -3,13 +3,11 @@
  * a fake guest plays QEMU, both over socketpairs; malformed input is
  * written as raw bytes. Each case states what QEMU must (not) have seen and
  * how the session must end. */
-#include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
-#include <usbredirfilter.h>
 #include <usbredirparser.h>
 
+#include "fake-usbredir.h"
 #include "gw-proxy.h"
 
 #define TEST_TIMEOUT_MS   3000
@@ -17,11 +15,9 @@
 #define TEST_FLOOD_COUNT  400
 
 typedef struct {
-    int fd;
-    struct usbredirparser *parser;
+    FakeUsbredir base; /* first: the parser's priv */
     gboolean is_host;
     gboolean reading; /* FALSE: leave the socket unread (backpressure test) */
-    gboolean closed;
     gboolean hello;
     /* seen by the fake QEMU */
     guint connects;
@@ -54,32 +50,6 @@ typedef struct {
 } Harness;
 
 /* ---- The fakes ---------------------------------------------------------- */
-
-static int
-fake_read(void *priv, uint8_t *data, int count)
-{
-    Fake *fake = priv;
-    ssize_t n = recv(fake->fd, data, (size_t)count, MSG_DONTWAIT);
-    if (n > 0)
-        return (int)n;
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return 0;
-    fake->closed = TRUE;
-    return -1;
-}
-
-static int
-fake_write(void *priv, uint8_t *data, int count)
-{
-    Fake *fake = priv;
-    ssize_t n = send(fake->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0)
-        return (int)n;
-    if (errno == EAGAIN || errno == EINTR)
-        return 0;
-    fake->closed = TRUE;
-    return -1;
-}
 
 static void
 fake_log(void *priv, int level, const char *msg)
@@ -148,7 +118,7 @@ fake_control(void *priv, uint64_t id, struct usb_redir_control_packet_header *h,
         fake->request_id = id;
         fake->request = *h;
     }
-    usbredirparser_free_packet_data(fake->parser, data);
+    usbredirparser_free_packet_data(fake->base.parser, data);
 }
 
 static void
@@ -157,129 +127,40 @@ fake_interrupt(void *priv, uint64_t id, struct usb_redir_interrupt_packet_header
 {
     Fake *fake = priv;
     fake->interrupt_packets++;
-    usbredirparser_free_packet_data(fake->parser, data);
-}
-
-#define FAKE_IGNORE_DATA(name, header)                                                             \
-    static void fake_ignore_##name(void *priv, uint64_t id, struct header *h, uint8_t *data,       \
-                                   int data_len)                                                   \
-    {                                                                                              \
-        Fake *fake = priv;                                                                         \
-        usbredirparser_free_packet_data(fake->parser, data);                                       \
-    }
-FAKE_IGNORE_DATA(bulk_packet, usb_redir_bulk_packet_header)
-FAKE_IGNORE_DATA(iso_packet, usb_redir_iso_packet_header)
-FAKE_IGNORE_DATA(buffered_bulk_packet, usb_redir_buffered_bulk_packet_header)
-
-#define FAKE_IGNORE(name, header)                                                                  \
-    static void fake_ignore_##name(void *priv, uint64_t id, struct header *h)                      \
-    {                                                                                              \
-    }
-FAKE_IGNORE(set_configuration, usb_redir_set_configuration_header)
-FAKE_IGNORE(configuration_status, usb_redir_configuration_status_header)
-FAKE_IGNORE(set_alt_setting, usb_redir_set_alt_setting_header)
-FAKE_IGNORE(get_alt_setting, usb_redir_get_alt_setting_header)
-FAKE_IGNORE(alt_setting_status, usb_redir_alt_setting_status_header)
-FAKE_IGNORE(start_iso_stream, usb_redir_start_iso_stream_header)
-FAKE_IGNORE(stop_iso_stream, usb_redir_stop_iso_stream_header)
-FAKE_IGNORE(iso_stream_status, usb_redir_iso_stream_status_header)
-FAKE_IGNORE(start_interrupt_receiving, usb_redir_start_interrupt_receiving_header)
-FAKE_IGNORE(stop_interrupt_receiving, usb_redir_stop_interrupt_receiving_header)
-FAKE_IGNORE(interrupt_receiving_status, usb_redir_interrupt_receiving_status_header)
-FAKE_IGNORE(alloc_bulk_streams, usb_redir_alloc_bulk_streams_header)
-FAKE_IGNORE(free_bulk_streams, usb_redir_free_bulk_streams_header)
-FAKE_IGNORE(bulk_streams_status, usb_redir_bulk_streams_status_header)
-FAKE_IGNORE(start_bulk_receiving, usb_redir_start_bulk_receiving_header)
-FAKE_IGNORE(stop_bulk_receiving, usb_redir_stop_bulk_receiving_header)
-FAKE_IGNORE(bulk_receiving_status, usb_redir_bulk_receiving_status_header)
-
-static void
-fake_ignore_ep_info(void *priv, struct usb_redir_ep_info_header *h)
-{
-}
-
-static void
-fake_void(void *priv)
-{
-}
-
-static void
-fake_id(void *priv, uint64_t id)
-{
-}
-
-static void
-fake_filter(void *priv, struct usbredirfilter_rule *rules, int count)
-{
-    usbredirfilter_free(rules);
+    usbredirparser_free_packet_data(fake->base.parser, data);
 }
 
 static void
 fake_init(Fake *fake, int fd, gboolean host)
 {
-    uint32_t caps[USB_REDIR_CAPS_SIZE] = {0};
-    struct usbredirparser *p = usbredirparser_create();
+    struct usbredirparser *p;
 
-    fake->fd = fd;
+    fake_usbredir_create(&fake->base, fd);
     fake->is_host = host;
     fake->reading = TRUE;
-    fake->parser = p;
-    p->priv = fake;
+    p = fake->base.parser;
     p->log_func = fake_log;
-    p->read_func = fake_read;
-    p->write_func = fake_write;
     p->hello_func = fake_hello;
     p->device_connect_func = fake_connect;
     p->device_disconnect_func = fake_disconnect;
     p->interface_info_func = fake_interface_info;
-    p->ep_info_func = fake_ignore_ep_info;
-    p->reset_func = fake_void;
-    p->set_configuration_func = fake_ignore_set_configuration;
-    p->get_configuration_func = fake_id;
-    p->configuration_status_func = fake_ignore_configuration_status;
-    p->set_alt_setting_func = fake_ignore_set_alt_setting;
-    p->get_alt_setting_func = fake_ignore_get_alt_setting;
-    p->alt_setting_status_func = fake_ignore_alt_setting_status;
-    p->start_iso_stream_func = fake_ignore_start_iso_stream;
-    p->stop_iso_stream_func = fake_ignore_stop_iso_stream;
-    p->iso_stream_status_func = fake_ignore_iso_stream_status;
-    p->start_interrupt_receiving_func = fake_ignore_start_interrupt_receiving;
-    p->stop_interrupt_receiving_func = fake_ignore_stop_interrupt_receiving;
-    p->interrupt_receiving_status_func = fake_ignore_interrupt_receiving_status;
-    p->alloc_bulk_streams_func = fake_ignore_alloc_bulk_streams;
-    p->free_bulk_streams_func = fake_ignore_free_bulk_streams;
-    p->bulk_streams_status_func = fake_ignore_bulk_streams_status;
-    p->cancel_data_packet_func = fake_id;
     p->filter_reject_func = fake_filter_reject;
-    p->filter_filter_func = fake_filter;
     p->device_disconnect_ack_func = fake_disconnect_ack;
-    p->start_bulk_receiving_func = fake_ignore_start_bulk_receiving;
-    p->stop_bulk_receiving_func = fake_ignore_stop_bulk_receiving;
-    p->bulk_receiving_status_func = fake_ignore_bulk_receiving_status;
     p->control_packet_func = fake_control;
-    p->bulk_packet_func = fake_ignore_bulk_packet;
-    p->iso_packet_func = fake_ignore_iso_packet;
     p->interrupt_packet_func = fake_interrupt;
-    p->buffered_bulk_packet_func = fake_ignore_buffered_bulk_packet;
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_connect_device_version);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_filter);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_device_disconnect_ack);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_ep_info_max_packet_size);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_64bits_ids);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_32bits_bulk_length);
-    usbredirparser_init(p, host ? "fake-host" : "fake-qemu", caps, USB_REDIR_CAPS_SIZE,
-                        host ? usbredirparser_fl_usb_host : 0);
+    fake_usbredir_init(&fake->base, host ? "fake-host" : "fake-qemu",
+                       host ? FAKE_USBREDIR_USB_HOST : FAKE_USBREDIR_NONE);
 }
 
 static void
 fake_io(Fake *fake)
 {
-    if (fake->closed)
+    if (fake->base.closed)
         return;
-    if (usbredirparser_has_data_to_write(fake->parser))
-        usbredirparser_do_write(fake->parser);
-    if (fake->reading && usbredirparser_do_read(fake->parser) == usbredirparser_read_io_error)
-        fake->closed = TRUE;
+    if (usbredirparser_has_data_to_write(fake->base.parser))
+        usbredirparser_do_write(fake->base.parser);
+    if (fake->reading && usbredirparser_do_read(fake->base.parser) == usbredirparser_read_io_error)
+        fake->base.closed = TRUE;
 }
 
 /* ---- Harness -------------------------------------------------------------- */
@@ -334,10 +215,8 @@ static void
 harness_clear(Harness *h)
 {
     g_clear_pointer(&h->proxy, gw_proxy_free);
-    usbredirparser_destroy(h->host.parser);
-    usbredirparser_destroy(h->qemu.parser);
-    close(h->host.fd);
-    close(h->qemu.fd);
+    fake_usbredir_clear(&h->host.base);
+    fake_usbredir_clear(&h->qemu.base);
     g_free(h->reason);
 }
 
@@ -422,7 +301,7 @@ send_interfaces(Harness *h, guint8 klass, guint8 subclass, guint8 protocol)
     info.interface_class[0] = klass;
     info.interface_subclass[0] = subclass;
     info.interface_protocol[0] = protocol;
-    usbredirparser_send_interface_info(h->host.parser, &info);
+    usbredirparser_send_interface_info(h->host.base.parser, &info);
 }
 
 /* ep0 and interrupt IN 0x81 on interface 0 */
@@ -436,7 +315,7 @@ send_endpoints(Harness *h)
     ep.type[17] = usb_redir_type_interrupt;
     ep.interval[17] = 10;
     ep.max_packet_size[17] = 64;
-    usbredirparser_send_ep_info(h->host.parser, &ep);
+    usbredirparser_send_ep_info(h->host.base.parser, &ep);
 }
 
 static void
@@ -449,7 +328,7 @@ send_connect(Harness *h)
         .product_id = 0x0001,
         .device_version_bcd = 0x0100,
     };
-    usbredirparser_send_device_connect(h->host.parser, &c);
+    usbredirparser_send_device_connect(h->host.base.parser, &c);
 }
 
 static void
@@ -470,7 +349,7 @@ qemu_control_in(Harness *h, guint16 length)
 {
     struct usb_redir_control_packet_header c = {
         .endpoint = 0x80, .request = 0x02, .requesttype = 0xc0, .length = length};
-    usbredirparser_send_control_packet(h->qemu.parser, 0x123456789aULL, &c, NULL, 0);
+    usbredirparser_send_control_packet(h->qemu.base.parser, 0x123456789aULL, &c, NULL, 0);
     g_assert_true(harness_run(h, done_request));
     g_assert_false(h->ended);
 }
@@ -484,7 +363,7 @@ host_answer_in(Harness *h, guint64 id, guint16 length)
         data[i] = (guint8)(i * 7 + 1);
     c.status = usb_redir_success;
     c.length = length;
-    usbredirparser_send_control_packet(h->host.parser, id, &c, data, length);
+    usbredirparser_send_control_packet(h->host.base.parser, id, &c, data, length);
 }
 
 /* A raw packet with 64-bit ids (both fakes and the proxy have the cap). */
@@ -499,7 +378,7 @@ send_raw(Harness *h, guint32 type, guint32 length, const void *payload, gsize pa
     memcpy(buf + 8, &id, 8);
     if (payload_len > 0)
         memcpy(buf + 16, payload, payload_len);
-    g_assert_cmpint(send(h->host.fd, buf, 16 + payload_len, MSG_NOSIGNAL), ==,
+    g_assert_cmpint(send(h->host.base.fd, buf, 16 + payload_len, MSG_NOSIGNAL), ==,
                     (gssize)(16 + payload_len));
 }
 
@@ -513,8 +392,8 @@ assert_ended(Harness *h, GwProxyEnd end, const gchar *reason_part)
         g_assert_nonnull(strstr(h->reason, reason_part));
     /* the peers see the connection closed */
     harness_settle(h, 20);
-    g_assert_true(h->host.closed);
-    g_assert_true(h->qemu.closed);
+    g_assert_true(h->host.base.closed);
+    g_assert_true(h->qemu.base.closed);
 }
 
 /* ---- Cases ---------------------------------------------------------------- */
@@ -545,7 +424,7 @@ test_relay_control(void)
         g_assert_cmphex(h.qemu.answer_data[i], ==, (guint8)(i * 7 + 1));
 
     /* the device leaves: QEMU sees it, the host is acknowledged */
-    usbredirparser_send_device_disconnect(h.host.parser);
+    usbredirparser_send_device_disconnect(h.host.base.parser);
     g_assert_true(harness_run(&h, done_disconnect_acked));
     g_assert_false(h.ended);
     g_assert_false(gw_proxy_has_device(h.proxy));
@@ -657,7 +536,7 @@ test_endpoint_of_unknown_interface(void)
     ep.type[0] = ep.type[16] = usb_redir_type_control;
     ep.type[18] = usb_redir_type_bulk;
     ep.interface[18] = 3; /* not listed */
-    usbredirparser_send_ep_info(h.host.parser, &ep);
+    usbredirparser_send_ep_info(h.host.base.parser, &ep);
     assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "interface 3");
     harness_clear(&h);
 }
@@ -671,7 +550,7 @@ test_data_unknown_endpoint(void)
 
     harness_init(&h);
     lend_device(&h);
-    usbredirparser_send_interrupt_packet(h.host.parser, 1, &ip, data, sizeof(data));
+    usbredirparser_send_interrupt_packet(h.host.base.parser, 1, &ip, data, sizeof(data));
     assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "endpoint 83");
     g_assert_cmpuint(h.qemu.interrupt_packets, ==, 0);
     harness_clear(&h);
@@ -743,7 +622,7 @@ test_garbage(void)
 
     harness_init(&h);
     g_assert_true(harness_run(&h, done_hellos));
-    g_assert_cmpint(send(h.host.fd, junk, sizeof(junk), MSG_NOSIGNAL), ==, sizeof(junk));
+    g_assert_cmpint(send(h.host.base.fd, junk, sizeof(junk), MSG_NOSIGNAL), ==, sizeof(junk));
     assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "malformed");
     g_assert_cmpuint(h.qemu.connects, ==, 0);
     harness_clear(&h);
@@ -756,7 +635,7 @@ test_client_gone(void)
 
     harness_init(&h);
     lend_device(&h);
-    shutdown(h.host.fd, SHUT_RDWR);
+    shutdown(h.host.base.fd, SHUT_RDWR);
     assert_ended(&h, GW_PROXY_END_CLIENT_CLOSED, NULL);
     /* QEMU was told before the connection closed */
     g_assert_cmpuint(h.qemu.disconnects, ==, 1);
@@ -782,13 +661,13 @@ test_backpressure(void)
     ep.type[0] = ep.type[16] = usb_redir_type_control;
     ep.type[17] = usb_redir_type_interrupt;
     ep.max_packet_size[17] = 64;
-    usbredirparser_send_ep_info(h.host.parser, &ep);
+    usbredirparser_send_ep_info(h.host.base.parser, &ep);
     send_connect(&h);
     g_assert_true(harness_run(&h, done_connected));
 
     h.qemu.reading = FALSE;
     for (guint i = 0; i < TEST_FLOOD_COUNT; i++)
-        usbredirparser_send_interrupt_packet(h.host.parser, i, &ip, data, TEST_FLOOD_PACKET);
+        usbredirparser_send_interrupt_packet(h.host.base.parser, i, &ip, data, TEST_FLOOD_PACKET);
     harness_settle(&h, 300);
     g_assert_false(h.ended);
     gw_proxy_get_stats(h.proxy, &stats);
