@@ -105,8 +105,8 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
             known = TRUE;
             if (!g_ascii_string_to_unsigned(value, 10, entry->min, entry->max, &number, NULL)) {
                 g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                            "%s: [%s] %s=%s: expected %s", path, GW_CONFIG_GROUP, entry->key,
-                            value, entry->expected);
+                            "%s: [%s] %s=%s: expected %s", path, GW_CONFIG_GROUP, entry->key, value,
+                            entry->expected);
                 return FALSE;
             }
             G_STRUCT_MEMBER(guint, config, entry->offset) = (guint)number;

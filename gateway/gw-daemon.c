@@ -1230,9 +1230,9 @@ gw_daemon_share_check(GwShare *share, const PolicyDevice *device, gchar **rule, 
     if (decision.verdict == POLICY_VERDICT_SHARE)
         return TRUE;
     if (decision.file != NULL)
-        *reason = g_strdup_printf("%s: user \"%s\" may not lend it to vm \"%s\" (%s rule at %s)",
-                                  what, ctx.user, vm, policy_verdict_to_string(decision.verdict),
-                                  *rule);
+        *reason =
+            g_strdup_printf("%s: user \"%s\" may not lend it to vm \"%s\" (%s rule at %s)", what,
+                            ctx.user, vm, policy_verdict_to_string(decision.verdict), *rule);
     else
         *reason = g_strdup_printf("%s: no share rule lets user \"%s\" lend it to vm \"%s\"", what,
                                   ctx.user, vm);
@@ -1468,8 +1468,7 @@ gw_daemon_restore_shares(GwDaemon *daemon)
             continue;
         }
         if (user == NULL || ticket == NULL || ticket[0] == '\0' || strlen(ticket) > 60 ||
-            strchr(vm, '/') != NULL ||
-            vm[0] == '.' || port < daemon->config.spice_port_base ||
+            strchr(vm, '/') != NULL || vm[0] == '.' || port < daemon->config.spice_port_base ||
             port >= (gint64)daemon->config.spice_port_base + daemon->config.spice_ports ||
             expires < 0) {
             g_warning("share of vm \"%s\" not restored: its saved entry is malformed or its "
@@ -1489,8 +1488,7 @@ gw_daemon_restore_shares(GwDaemon *daemon)
             g_warning("share of vm \"%s\" not restored: %s", vm, error->message);
             continue;
         }
-        g_message("share vm \"%s\" user \"%s\" restored on SPICE port %u", vm, user,
-                  (guint)port);
+        g_message("share vm \"%s\" user \"%s\" restored on SPICE port %u", vm, user, (guint)port);
         gw_daemon_share_audit(daemon, "share", g_hash_table_lookup(daemon->shares, vm),
                               "usbgwd (restored from the state file)", user);
     }
@@ -1521,14 +1519,14 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
         return gw_control_reply_error("bad-request", "\"%s\" is not a VM name", vm);
     node = json_object_get_member(request, "user");
     if (node != NULL && !JSON_NODE_HOLDS_NULL(node)) {
-        if (json_node_get_value_type(node) != G_TYPE_STRING || json_node_get_string(node)[0] == '\0')
+        if (json_node_get_value_type(node) != G_TYPE_STRING ||
+            json_node_get_string(node)[0] == '\0')
             return gw_control_reply_error("bad-request", "\"user\" must be a non-empty string");
         user = g_strdup(json_node_get_string(node));
     } else {
         struct passwd *pw = getpwuid(peer->uid);
         if (pw == NULL)
-            return gw_control_reply_error("bad-request",
-                                          "uid %u has no user name: pass \"user\"",
+            return gw_control_reply_error("bad-request", "uid %u has no user name: pass \"user\"",
                                           (guint)peer->uid);
         user = g_strdup(pw->pw_name);
     }
@@ -1536,8 +1534,7 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
     if (node != NULL && !JSON_NODE_HOLDS_NULL(node)) {
         if (json_node_get_value_type(node) != G_TYPE_INT64 || json_node_get_int(node) < 1 ||
             json_node_get_int(node) > 7 * 24 * 3600)
-            return gw_control_reply_error("bad-request",
-                                          "\"ttl\" must be seconds, 1 to 604800");
+            return gw_control_reply_error("bad-request", "\"ttl\" must be seconds, 1 to 604800");
         ttl = json_node_get_int(node);
     }
     port = gw_daemon_free_spice_port(daemon);
@@ -1556,8 +1553,8 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
     gw_daemon_share_audit(daemon, "share", share, actor, user);
 
     host = daemon->config.spice_host != NULL ? daemon->config.spice_host : g_get_host_name();
-    uri = g_strdup_printf("%s://%s:%u", daemon->config.spice_tls_cert != NULL ? "spice+tls" : "spice",
-                          host, port);
+    uri = g_strdup_printf(
+        "%s://%s:%u", daemon->config.spice_tls_cert != NULL ? "spice+tls" : "spice", host, port);
     node = gw_share_to_json(share);
     obj = json_node_get_object(node);
     json_object_set_string_member(obj, "uri", uri);
@@ -1579,8 +1576,7 @@ gw_daemon_cmd_unshare(GwDaemon *daemon, JsonObject *request, const gchar *actor)
     if (vm == NULL)
         return error_reply;
     if (!g_hash_table_contains(daemon->shares, vm))
-        return gw_control_reply_error("not-found", "vm \"%s\" has no share (usbgwctl shares)",
-                                      vm);
+        return gw_control_reply_error("not-found", "vm \"%s\" has no share (usbgwctl shares)", vm);
     gw_daemon_unshare(daemon, vm, actor, "revoked by an admin");
     json_object_set_string_member(obj, "vm", vm);
     return gw_control_reply_ok(json_node_init_object(json_node_alloc(), g_steal_pointer(&obj)));
@@ -1595,7 +1591,8 @@ gw_daemon_cmd_shares(GwDaemon *daemon)
 
     vms = g_list_sort(vms, (GCompareFunc)g_strcmp0);
     for (GList *l = vms; l != NULL; l = l->next)
-        json_array_add_element(array, gw_share_to_json(g_hash_table_lookup(daemon->shares, l->data)));
+        json_array_add_element(array,
+                               gw_share_to_json(g_hash_table_lookup(daemon->shares, l->data)));
     json_object_set_array_member(obj, "shares", g_steal_pointer(&array));
     return gw_control_reply_ok(json_node_init_object(json_node_alloc(), g_steal_pointer(&obj)));
 }
@@ -1661,8 +1658,8 @@ gw_daemon_new(const GwConfig *config, GError **error)
     daemon->devices = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, gw_daemon_device_free);
     daemon->by_usb = g_hash_table_new(g_direct_hash, g_direct_equal);
     daemon->vms = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, gw_daemon_vm_free);
-    daemon->shares = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
-                                           (GDestroyNotify)gw_share_free);
+    daemon->shares =
+        g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)gw_share_free);
     daemon->next_tcp_port = config->tcp_port_base;
     daemon->started = gw_daemon_now();
     daemon->cancellable = g_cancellable_new();

@@ -47,8 +47,8 @@ typedef struct {
     guint frame_header_got;  /* header bytes seen */
     guint64 frame_body_left; /* type header + data bytes still to come */
     gchar *stream_error;     /* owned, nullable: why the framing was refused */
-    gpointer tag;                  /* the fd in the GSource */
-    GIOCondition events;           /* what the fd is polled for now */
+    gpointer tag;            /* the fd in the GSource */
+    GIOCondition events;     /* what the fd is polled for now */
     guint64 bytes_in;
     guint64 bytes_out;
     guint64 packets_in;
@@ -249,9 +249,9 @@ gw_proxy_side_track_frames(GwProxySide *side, const uint8_t *data, gsize n)
                              (guint32)side->frame_header[7] << 24;
             side->frame_header_got = 0;
             if (length > GW_PROXY_MAX_PACKET_LEN) {
-                side->stream_error = g_strdup_printf(
-                    "%s announced a packet of %u bytes; the proxy takes at most %u", side->name,
-                    length, (guint)GW_PROXY_MAX_PACKET_LEN);
+                side->stream_error =
+                    g_strdup_printf("%s announced a packet of %u bytes; the proxy takes at most %u",
+                                    side->name, length, (guint)GW_PROXY_MAX_PACKET_LEN);
                 return FALSE;
             }
             side->frame_body_left = length;

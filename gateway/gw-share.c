@@ -91,8 +91,7 @@ gw_share_make_ticket(GError **error)
 /* ---- the proxy of one lending --------------------------------------------- */
 
 static gboolean
-gw_share_proxy_check(GwProxy *proxy, const PolicyDevice *device, gchar **reason,
-                     gpointer user_data)
+gw_share_proxy_check(GwProxy *proxy, const PolicyDevice *device, gchar **reason, gpointer user_data)
 {
     GwShareSlot *slot = user_data;
     GwShare *share = slot->share;
@@ -127,7 +126,8 @@ gw_share_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpoin
     GwShare *share = slot->share;
 
     g_message("share vm \"%s\" channel %u: session ended (%s%s%s)", share->vm, slot->index,
-              gw_proxy_end_to_string(end), reason != NULL ? ": " : "", reason != NULL ? reason : "");
+              gw_proxy_end_to_string(end), reason != NULL ? ": " : "",
+              reason != NULL ? reason : "");
     if (slot->lent != NULL) {
         share->callbacks.event(share, "return", slot->lent, NULL, gw_proxy_end_to_string(end),
                                share->user_data);
@@ -183,8 +183,7 @@ gw_share_qemu_hup(gint fd, GIOCondition condition, gpointer data)
     GwShareSlot *slot = data;
 
     slot->qemu_watch = 0;
-    g_message("share vm \"%s\" channel %u: QEMU left %s", slot->share->vm, slot->index,
-              slot->path);
+    g_message("share vm \"%s\" channel %u: QEMU left %s", slot->share->vm, slot->index, slot->path);
     g_clear_object(&slot->qemu);
     if (slot->share->callbacks.qemu_left != NULL)
         slot->share->callbacks.qemu_left(slot->share, slot->share->user_data);
@@ -217,8 +216,8 @@ gw_share_incoming(GSocketService *service, GSocketConnection *connection, GObjec
     }
     /* QEMU's hello waits unread until a client comes; only a hang-up is
      * noticed meanwhile */
-    slot->qemu_watch = g_unix_fd_add(g_socket_get_fd(socket), G_IO_HUP | G_IO_ERR,
-                                     gw_share_qemu_hup, slot);
+    slot->qemu_watch =
+        g_unix_fd_add(g_socket_get_fd(socket), G_IO_HUP | G_IO_ERR, gw_share_qemu_hup, slot);
     return TRUE;
 }
 
@@ -235,8 +234,7 @@ gw_share_worker_ready(GwSpiceWorker *worker, gpointer user_data)
 }
 
 static void
-gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GSocket *client,
-                        gpointer user_data)
+gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GSocket *client, gpointer user_data)
 {
     GwShare *share = user_data;
     GwShareSlot *slot = &share->slots[channel];
@@ -300,8 +298,8 @@ gw_share_expired(gpointer data)
 /* ---- public ------------------------------------------------------------- */
 
 GwShare *
-gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks,
-             gpointer user_data, GError **error)
+gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks, gpointer user_data,
+             GError **error)
 {
     static const GwSpiceWorkerCallbacks worker_callbacks = {
         .ready = gw_share_worker_ready,
@@ -320,7 +318,8 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks,
     share->callbacks = *callbacks;
     share->user_data = user_data;
     share->used = options->used;
-    share->ticket = options->ticket != NULL ? g_strdup(options->ticket) : gw_share_make_ticket(error);
+    share->ticket =
+        options->ticket != NULL ? g_strdup(options->ticket) : gw_share_make_ticket(error);
     if (share->ticket == NULL)
         return NULL;
     share->n_slots = options->worker.channels;
@@ -405,8 +404,8 @@ gw_share_to_json(GwShare *share)
     g_autoptr(JsonBuilder) builder = json_builder_new();
     const gchar *state;
 
-    state = share->client ? "connected"
-            : share->used ? "waiting for the client to come back"
+    state = share->client                             ? "connected"
+            : share->used                             ? "waiting for the client to come back"
             : gw_spice_worker_is_ready(share->worker) ? "waiting for the client"
                                                       : "starting";
     json_builder_begin_object(builder);

@@ -32,10 +32,10 @@ typedef struct _GwShare GwShare;
 
 typedef struct {
     const gchar *vm;
-    const gchar *user;      /* who lends: the policy's share rules name users */
-    guint ttl_s;            /* time to first use (unused when @used) */
-    const gchar *ticket;    /* nullable: a fresh random one (else restored) */
-    gboolean used;          /* restored: a client logged in before */
+    const gchar *user;       /* who lends: the policy's share rules name users */
+    guint ttl_s;             /* time to first use (unused when @used) */
+    const gchar *ticket;     /* nullable: a fresh random one (else restored) */
+    gboolean used;           /* restored: a client logged in before */
     const gchar *socket_dir; /* <rundir>/vm/<vm> */
     uid_t socket_uid;        /* QEMU's user: owner of the VM sockets, (uid_t)-1 root */
     gid_t socket_gid;
@@ -51,8 +51,8 @@ typedef struct {
     /* Required: something for the audit trail: "lend" (QEMU got the
      * device), "deny", "return" (the lent device left the VM), with the
      * device as the client described it (may be NULL for "return"). */
-    void (*event)(GwShare *share, const gchar *event, const PolicyDevice *device,
-                  const gchar *rule, const gchar *reason, gpointer user_data);
+    void (*event)(GwShare *share, const gchar *event, const PolicyDevice *device, const gchar *rule,
+                  const gchar *reason, gpointer user_data);
     /* Optional: the first client logged in (the ticket no longer expires). */
     void (*used)(GwShare *share, gpointer user_data);
     /* Optional: QEMU's connection to a VM socket closed (after each

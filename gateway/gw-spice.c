@@ -24,28 +24,28 @@
 typedef struct {
     GwSpiceWorker *worker; /* not owned */
     guint index;
-    int fd;          /* owned, -1: our end of the channel's socketpair */
-    guint watch;     /* fd source on @fd, 0 if none */
+    int fd;                 /* owned, -1: our end of the channel's socketpair */
+    guint watch;            /* fd source on @fd, 0 if none */
     GIOCondition condition; /* what @watch waits for */
-    GByteArray *out; /* owned: from the client, for the proxy */
-    gboolean open;   /* the worker said OPEN and not yet CLOSE */
+    GByteArray *out;        /* owned: from the client, for the proxy */
+    gboolean open;          /* the worker said OPEN and not yet CLOSE */
 } GwSpiceChannel;
 
 struct _GwSpiceWorker {
-    GSubprocess *process; /* owned */
-    int fd;               /* owned, -1 once closed: our end of the socketpair */
-    guint watch;          /* fd source on @fd */
+    GSubprocess *process;   /* owned */
+    int fd;                 /* owned, -1 once closed: our end of the socketpair */
+    guint watch;            /* fd source on @fd */
     GIOCondition condition; /* what @watch waits for */
-    GByteArray *in;       /* owned: from the worker, not yet a whole frame */
-    GByteArray *out;      /* owned: frames for the worker */
+    GByteArray *in;         /* owned: from the worker, not yet a whole frame */
+    GByteArray *out;        /* owned: frames for the worker */
     GwSpiceChannel *channels;
     guint n_channels;
     gboolean ready;
     gboolean hung_up; /* the worker closed its end: waiting for its exit */
     guint hang_up_id; /* timeout for that wait */
-    gboolean gone;   /* exited() was scheduled */
-    gchar *why_gone; /* owned, nullable */
-    guint gone_id;   /* idle reporting exited() */
+    gboolean gone;    /* exited() was scheduled */
+    gchar *why_gone;  /* owned, nullable */
+    guint gone_id;    /* idle reporting exited() */
     GCancellable *cancellable;
     GwSpiceWorkerCallbacks callbacks;
     gpointer user_data;
@@ -75,8 +75,8 @@ gw_spice_channel_close_fd(GwSpiceChannel *channel)
 }
 
 /* The worker is unusable: stop all I/O, report once from an idle. */
-static void
-gw_spice_worker_fail(GwSpiceWorker *worker, const gchar *format, ...) G_GNUC_PRINTF(2, 3);
+static void gw_spice_worker_fail(GwSpiceWorker *worker, const gchar *format, ...)
+    G_GNUC_PRINTF(2, 3);
 
 static void
 gw_spice_worker_fail(GwSpiceWorker *worker, const gchar *format, ...)
@@ -102,8 +102,8 @@ gw_spice_worker_fail(GwSpiceWorker *worker, const gchar *format, ...)
 }
 
 static void
-gw_spice_worker_queue(GwSpiceWorker *worker, SwFrameType type, guint channel,
-                      const guint8 *payload, gsize length)
+gw_spice_worker_queue(GwSpiceWorker *worker, SwFrameType type, guint channel, const guint8 *payload,
+                      gsize length)
 {
     guint8 header[SW_FRAME_HEADER_SIZE];
 
@@ -270,14 +270,12 @@ gw_spice_worker_on_open(GwSpiceWorker *worker, GwSpiceChannel *channel)
 }
 
 static gboolean
-gw_spice_worker_on_frame(GwSpiceWorker *worker, const SwFrameHeader *header,
-                         const guint8 *payload)
+gw_spice_worker_on_frame(GwSpiceWorker *worker, const SwFrameHeader *header, const guint8 *payload)
 {
     GwSpiceChannel *channel;
 
     if (header->type == SW_FRAME_READY) {
-        if (worker->ready || header->length != 8 ||
-            sw_frame_get_u32(payload) != SW_FRAME_VERSION ||
+        if (worker->ready || header->length != 8 || sw_frame_get_u32(payload) != SW_FRAME_VERSION ||
             sw_frame_get_u32(payload + 4) != worker->n_channels) {
             gw_spice_worker_fail(worker,
                                  "unexpected READY from the worker (version or channel count "
@@ -436,8 +434,7 @@ gw_spice_worker_new(const GwSpiceWorkerOptions *options, const GwSpiceWorkerCall
     GwSpiceWorker *worker;
     int fds[2];
 
-    g_return_val_if_fail(options->channels > 0 && options->channels <= SW_FRAME_MAX_CHANNELS,
-                         NULL);
+    g_return_val_if_fail(options->channels > 0 && options->channels <= SW_FRAME_MAX_CHANNELS, NULL);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
                     "socketpair for the SPICE worker: %s", g_strerror(errno));

@@ -1,7 +1,8 @@
 /* usbgwd's persistent state (/var/lib/usbgw/state.json): what cannot be
  * derived from the policy and the inventory — manual assignments, pool
- * leases and shares (with their tickets: the file is mode 0600). Written atomically (write, fsync, rename) on every change, so a
- * kill -9 at any moment leaves the previous or the new state, never a mix. */
+ * leases and shares (with their tickets: the file is mode 0600). Written atomically (write, fsync,
+ * rename) on every change, so a kill -9 at any moment leaves the previous or the new state, never a
+ * mix. */
 #pragma once
 
 #include <json-glib/json-glib.h>

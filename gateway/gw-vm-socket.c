@@ -60,7 +60,7 @@ gw_vm_socket_peer_allowed(GSocketConnection *connection, uid_t owner, const gcha
     uid = creds != NULL ? g_credentials_get_unix_user(creds, NULL) : (uid_t)-1;
     if (uid == 0 || (owner != (uid_t)-1 && uid == owner))
         return TRUE;
-    g_warning("%s: refused a peer with uid %d on %s (only QEMU's user may connect)", what,
-              (int)uid, path);
+    g_warning("%s: refused a peer with uid %d on %s (only QEMU's user may connect)", what, (int)uid,
+              path);
     return FALSE;
 }

@@ -332,8 +332,8 @@ static gboolean
 usbgwctl_write_vv(const gchar *path, JsonObject *share, GError **error)
 {
     g_autoptr(GKeyFile) vv = g_key_file_new();
-    g_autofree gchar *title = g_strdup_printf("usbgw: lend a device to %s",
-                                              json_object_get_string_member(share, "vm"));
+    g_autofree gchar *title =
+        g_strdup_printf("usbgw: lend a device to %s", json_object_get_string_member(share, "vm"));
     g_autofree gchar *text = NULL;
     gboolean tls = json_object_get_boolean_member_with_default(share, "tls", FALSE);
     const gchar *ca_path = json_object_get_string_member_with_default(share, "tls_ca", NULL);
@@ -535,8 +535,7 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
             return USBGWCTL_EXIT_FAILURE;
         }
         if (ttl_text != NULL && ttl == 0) {
-            g_printerr("usbgwctl share: --ttl %s: expected a time like 90s, 10m or 2h\n",
-                       ttl_text);
+            g_printerr("usbgwctl share: --ttl %s: expected a time like 90s, 10m or 2h\n", ttl_text);
             g_free(opts.socket_path);
             return USBGWCTL_EXIT_FAILURE;
         }

@@ -489,7 +489,8 @@ sw_worker_start_server(SwWorker *worker, const char *ticket, GError **error)
         return FALSE;
     }
     /* Ticketing is on by default: until a ticket is set, nobody gets in. */
-    if (ticket != NULL && !sw_worker_set_ticket(worker, ticket, (guint)opt_ticket_lifetime, FALSE, error))
+    if (ticket != NULL &&
+        !sw_worker_set_ticket(worker, ticket, (guint)opt_ticket_lifetime, FALSE, error))
         return FALSE;
     if (spice_server_init(worker->server, sw_core_get(NULL)) != 0) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,

@@ -25,16 +25,7 @@
 #include "hook-control.h"
 #include "hook-domain.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* A broken invariant is a finding: abort so the fuzzer keeps the input. */
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            g_printerr("%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);                \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz-common.h"
 
 static void
 fuzz_check_error(const GError *error)

@@ -23,16 +23,7 @@
 
 #include "policy-private.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* A broken invariant is a finding: abort so the fuzzer keeps the input. */
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            g_printerr("%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);                \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz-common.h"
 
 #define FUZZ_FILENAME "fuzz.rules"
 

@@ -33,15 +33,7 @@
 #include "fake-usbredir.h"
 #include "gw-proxy.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            g_printerr("%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);                \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz-common.h"
 
 /* Bytes written to the proxy between two runs of the main context. */
 #define FUZZ_CHUNK 48

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz-common.h"
 
 static gint
 fuzz_replay_compare_names(gconstpointer a, gconstpointer b)

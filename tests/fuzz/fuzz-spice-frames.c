@@ -21,15 +21,7 @@
 #include "gw-spice.h"
 #include "sw-frame.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            g_printerr("%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);                \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz-common.h"
 
 #define FUZZ_CHANNELS 4
 #define FUZZ_CHUNK    64
