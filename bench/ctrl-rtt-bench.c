@@ -1,6 +1,6 @@
 /* ctrl-rtt-bench: vendor control-transfer round trips through usbgwd versus
  * an in-process usbredirhost and Debian's usbredirect, on identical
- * simulated keys (BENCH.md figures ctrl-rtt and ops).
+ * simulated keys (figures ctrl-rtt and ops).
  *
  * Usage (the driver starts usbgw-bench-sim with the keys and this program
  * as its child, which then starts usbgwd and usbredirect itself):

@@ -1,4 +1,4 @@
-/* rss-bench: usbgwd's memory per attached idle session (BENCH.md figure
+/* rss-bench: usbgwd's memory per attached idle session (figure
  * rss-per-session) against Debian's usbredirect exporting one identical key.
  *
  * Usage (the driver starts usbgw-bench-sim, whose extra keys key1, key2, …

@@ -1,6 +1,6 @@
 /* share-rtt-bench: vendor control-transfer round trips on the
- * workstation-lending path (DESIGN.md data path C) against usbgwd's host
- * path, in one usbgwd, on identical simulated keys (BENCH.md ctrl-rtt, for
+ * workstation-lending path (data path C, docs/architecture.md) against usbgwd's host
+ * path, in one usbgwd, on identical simulated keys (like ctrl-rtt, for
  * the SPICE ingress).
  *
  * Usage (the driver starts usbgw-bench-sim with keys hasp and hasp2 and
@@ -43,11 +43,10 @@
  *
  * Rounds run A B, B A, … Unless --no-quiesce, usbgw-share is stopped
  * (SIGSTOP) while the host path is measured: under umockdev its libusb
- * event loop spins on the open key (RIG-NOTES.md) and would take a core
- * from the baseline on a 2-core rig. usbgwd cannot be stopped for either
- * target (it serves both), so its own spinning costs both alike.
- * CPU per op is from /proc/PID/stat (utime+stime) over each target's
- * timed windows. */
+ * event loop spins on the open key (umockdev's emulated node always polls writable) and would take
+ * a core from the baseline on a 2-core rig. usbgwd cannot be stopped for either target (it serves
+ * both), so its own spinning costs both alike. CPU per op is from /proc/PID/stat (utime+stime) over
+ * each target's timed windows. */
 #include <json-glib/json-glib.h>
 #include <signal.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* The validating usbredir proxy (DESIGN.md, data paths B and C).
+/* The validating usbredir proxy (data paths B and C, docs/architecture.md).
  *
  * A GwProxy relays one usbredir connection pair:
  *

@@ -1,4 +1,4 @@
-/* A share (DESIGN.md data path C): one user may lend workstation devices to
+/* A share (data path C, docs/architecture.md): one user may lend workstation devices to
  * one VM through SPICE, with a ticket usbgwd made for it.
  *
  *   SPICE client --ticket--> usbgw-spice-worker (GwSpiceWorker)

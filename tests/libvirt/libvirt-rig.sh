@@ -2,7 +2,7 @@
 # shellcheck disable=SC2034 # the LV_* results are for the caller
 # libvirt-rig.sh: a real system libvirtd (qemu:///system) for usbgw's tests
 # and demo, on a Debian 12 host without libvirt-daemon-system (whose
-# systemd-sysv would replace init): see /work/shared/RIG-NOTES.md, "libvirt".
+# systemd-sysv would replace init): libvirtd and virtlogd started by hand.
 #
 #   . tests/libvirt/libvirt-rig.sh
 #   lv_prereqs || exit 77              # prints why not (not root, no libvirtd…)
@@ -59,7 +59,7 @@ LV_LOCK=/run/usbgw-libvirt-rig.lock
 : "${LV_START_TIMEOUT:=90}" "${LV_LOCK_TIMEOUT:=300}" "${LV_VIRSH_TIMEOUT:=60}"
 LV_REUSED=0 LV_TIME_DAEMONS=- LV_TIME_READY=- LV_TIME_START=- LV_TIME_ATTACH=-
 
-# What works on the rig (RIG-NOTES): QEMU as root with no confinement and no
+# What works on a host without systemd as init: QEMU as root with no confinement and no
 # cgroups (init is not systemd), its stdio logged to plain files.
 lv__qemu_conf='# Written by usbgw tests/libvirt/libvirt-rig.sh; restored on teardown.
 user = "root"
