@@ -1,7 +1,7 @@
 /* share-rtt-bench: vendor control-transfer round trips on the
- * workstation-lending path (data path C, docs/architecture.md) against usbgwd's host
- * path, in one usbgwd, on identical simulated keys (like ctrl-rtt, for
- * the SPICE ingress).
+ * workstation-lending path (data path C, docs/architecture.md) against
+ * usbgwd's host path, in one usbgwd, on identical simulated keys (like
+ * ctrl-rtt, for the SPICE ingress).
  *
  * Usage (the driver starts usbgw-bench-sim with keys hasp and hasp2 and
  * this program as its child, which then starts usbgwd and usbgw-share):
