@@ -25,6 +25,7 @@ typedef struct {
     GwProxy *proxy;          /* owned, nullable: relaying */
     PolicyDevice *lent;      /* owned, nullable: what QEMU has from the client */
     gchar *rule;             /* owned, nullable: the rule the last check named */
+    gboolean open;           /* a client holds this channel */
 } GwShareSlot;
 
 struct _GwShare {
@@ -36,8 +37,7 @@ struct _GwShare {
     gint64 expires_unix; /* wall clock, seconds */
     gchar *expires_iso;
     guint expiry_id;
-    gboolean used;   /* a client logged in once */
-    gboolean client; /* a client is connected (some channel open) */
+    gboolean used; /* a client logged in once */
     uid_t socket_uid;
     GwSpiceWorker *worker;
     GwShareSlot *slots;
@@ -86,6 +86,16 @@ gw_share_make_ticket(GError **error)
     g_strdelimit(ticket, "+", '-');
     g_strdelimit(ticket, "/", '_');
     return ticket;
+}
+
+/* Whether a client is connected: it holds some channel. */
+static gboolean
+gw_share_has_client(GwShare *share)
+{
+    for (guint i = 0; i < share->n_slots; i++)
+        if (share->slots[i].open)
+            return TRUE;
+    return FALSE;
 }
 
 /* ---- the proxy of one lending --------------------------------------------- */
@@ -143,7 +153,7 @@ gw_share_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpoin
     /* QEMU went (VM stopped, chardev closed) or a side misbehaved: the
      * client's usbredir stream cannot start over on the same channel, so
      * the client logs in again and lends its devices afresh */
-    if (end != GW_PROXY_END_CLIENT_CLOSED && share->client && share->worker != NULL)
+    if (end != GW_PROXY_END_CLIENT_CLOSED && gw_share_has_client(share) && share->worker != NULL)
         gw_spice_worker_set_ticket(share->worker, share->ticket, 0, TRUE);
 }
 
@@ -248,7 +258,7 @@ gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GSocket *client, g
         if (share->callbacks.used != NULL)
             share->callbacks.used(share, share->user_data);
     }
-    share->client = TRUE;
+    slot->open = TRUE;
     g_message("share vm \"%s\" user \"%s\": client opened channel %u", share->vm, share->user,
               channel);
     g_clear_object(&slot->client);
@@ -264,15 +274,12 @@ gw_share_channel_closed(GwSpiceWorker *worker, guint channel, gpointer user_data
 {
     GwShare *share = user_data;
     GwShareSlot *slot = &share->slots[channel];
-    gboolean any = FALSE;
 
     g_message("share vm \"%s\" user \"%s\": client closed channel %u", share->vm, share->user,
               channel);
     /* a proxy sees the end on its own socket */
     g_clear_object(&slot->client);
-    for (guint i = 0; i < share->n_slots; i++)
-        any = any || share->slots[i].client != NULL || share->slots[i].proxy != NULL;
-    share->client = any;
+    slot->open = FALSE;
 }
 
 static void
@@ -404,7 +411,7 @@ gw_share_to_json(GwShare *share)
     g_autoptr(JsonBuilder) builder = json_builder_new();
     const gchar *state;
 
-    state = share->client                             ? "connected"
+    state = gw_share_has_client(share)                ? "connected"
             : share->used                             ? "waiting for the client to come back"
             : gw_spice_worker_is_ready(share->worker) ? "waiting for the client"
                                                       : "starting";

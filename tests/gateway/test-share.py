@@ -314,6 +314,11 @@ def scenario_lend(rig):
         fail(f"usbgwctl shares: {shares}")
     stop_lender(lender, "usbgw-share")
     wait(rig.gw_out, rf'vm "test-vm": gave back {HASP}')
+    i, _ = wait(rig.gw_out, r'user "alice": client closed channel')
+    wait(rig.gw_out, r'user "alice": client closed channel', i + 1)  # both channels
+    shares = json.loads(rig.ctl("shares", "--json"))["shares"]
+    if shares[0]["state"] != "waiting for the client to come back" or shares[0]["devices"]:
+        fail(f"usbgwctl shares after the client left: {shares}")
     guest.wait(timeout=TIMEOUT_S)
     events = [e["event"] for e in rig.audit_events()]
     for want in ("share", "lend", "return"):
