@@ -303,7 +303,9 @@ def stop_lender(proc, what):
 
 def scenario_lend(rig):
     share = rig.share()
-    guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50")
+    # loop mode: QEMU stays while the share's state is looked at
+    guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50 "
+                                "usbgw.loop=1", timeout=120)
     lender, out = rig.lender(share["uri"], rig.ticket_file("ticket", share["ticket"]), [HASP],
                              ["hasp"])
     rig.check_answer(guest_out)
@@ -319,7 +321,8 @@ def scenario_lend(rig):
     shares = json.loads(rig.ctl("shares", "--json"))["shares"]
     if shares[0]["state"] != "waiting for the client to come back" or shares[0]["devices"]:
         fail(f"usbgwctl shares after the client left: {shares}")
-    guest.wait(timeout=TIMEOUT_S)
+    guest.kill()
+    guest.wait()
     events = [e["event"] for e in rig.audit_events()]
     for want in ("share", "lend", "return"):
         if want not in events:
