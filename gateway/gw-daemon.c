@@ -1402,8 +1402,7 @@ gw_daemon_share_used(GwShare *share, gpointer user_data)
  * @port given). */
 static GwShare *
 gw_daemon_start_share(GwDaemon *daemon, const gchar *vm, const gchar *user, guint ttl_s,
-                      const gchar *ticket, guint16 port, gboolean used, const gchar *actor,
-                      GError **error)
+                      const gchar *ticket, guint16 port, gboolean used, GError **error)
 {
     static const GwShareCallbacks callbacks = {
         .check = gw_daemon_share_check,
@@ -1435,9 +1434,6 @@ gw_daemon_start_share(GwDaemon *daemon, const gchar *vm, const gchar *user, guin
     share = gw_share_new(&options, &callbacks, daemon, error);
     if (share == NULL)
         return NULL;
-    /* a new share for the VM replaces the old one (and its ticket) */
-    if (g_hash_table_contains(daemon->shares, vm))
-        gw_daemon_unshare(daemon, vm, actor, "replaced by a new share");
     g_hash_table_insert(daemon->shares, (gpointer)gw_share_get_vm(share), share);
     gw_daemon_share_plug(daemon, share, FALSE);
     gw_daemon_save_state(daemon);
@@ -1484,7 +1480,7 @@ gw_daemon_restore_shares(GwDaemon *daemon)
             gw_daemon_spice_port_used(daemon, (guint)port))
             continue;
         if (gw_daemon_start_share(daemon, vm, user, expires != 0 ? (guint)(expires - now) : 0,
-                                  ticket, (guint16)port, expires == 0, "usbgwd", &error) == NULL) {
+                                  ticket, (guint16)port, expires == 0, &error) == NULL) {
             g_warning("share of vm \"%s\" not restored: %s", vm, error->message);
             continue;
         }
@@ -1537,16 +1533,31 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
             return gw_control_reply_error("bad-request", "\"ttl\" must be seconds, 1 to 604800");
         ttl = json_node_get_int(node);
     }
-    port = gw_daemon_free_spice_port(daemon);
-    if (port == 0)
-        return gw_control_reply_error("busy",
-                                      "all %u SPICE ports from %u are in use by shares "
-                                      "(usbgwctl shares; raise spice-ports)",
-                                      daemon->config.spice_ports, daemon->config.spice_port_base);
-    share = gw_daemon_start_share(daemon, vm, user, (guint)ttl, NULL, port, FALSE, actor, &error);
-    if (share == NULL)
-        return gw_control_reply_error("internal", "cannot start the share for vm \"%s\": %s", vm,
-                                      error->message);
+    share = g_hash_table_lookup(daemon->shares, vm);
+    if (share != NULL) {
+        /* a new share for the VM replaces the old one: same endpoint, new
+         * ticket, the old client dropped */
+        g_autofree gchar *old_user = g_strdup(gw_share_get_user(share));
+        if (!gw_share_renew(share, user, (guint)ttl, &error))
+            return gw_control_reply_error("internal", "cannot renew the share of vm \"%s\": %s", vm,
+                                          error->message);
+        gw_daemon_share_audit(daemon, "unshare", share, actor, "replaced by a new share");
+        g_message("share vm \"%s\" user \"%s\" replaced by a new share", vm, old_user);
+        port = gw_share_get_port(share);
+        gw_daemon_save_state(daemon);
+    } else {
+        port = gw_daemon_free_spice_port(daemon);
+        if (port == 0)
+            return gw_control_reply_error("busy",
+                                          "all %u SPICE ports from %u are in use by shares "
+                                          "(usbgwctl shares; raise spice-ports)",
+                                          daemon->config.spice_ports,
+                                          daemon->config.spice_port_base);
+        share = gw_daemon_start_share(daemon, vm, user, (guint)ttl, NULL, port, FALSE, &error);
+        if (share == NULL)
+            return gw_control_reply_error("internal", "cannot start the share for vm \"%s\": %s",
+                                          vm, error->message);
+    }
     g_message("share vm \"%s\" user \"%s\": SPICE port %u, ticket valid %" G_GINT64_FORMAT
               " s for the first login (%s)",
               vm, user, port, ttl, actor);

@@ -302,6 +302,20 @@ gw_share_expired(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
+/* The unused ticket ends the share after ttl_s. */
+static void
+gw_share_start_expiry(GwShare *share)
+{
+    g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+    g_autoptr(GDateTime) expires = g_date_time_add_seconds(now, share->ttl_s);
+
+    share->expires_unix = g_date_time_to_unix(expires);
+    g_free(share->expires_iso);
+    share->expires_iso = g_date_time_format_iso8601(expires);
+    g_clear_handle_id(&share->expiry_id, g_source_remove);
+    share->expiry_id = g_timeout_add_seconds(share->ttl_s, gw_share_expired, share);
+}
+
 /* ---- public ------------------------------------------------------------- */
 
 GwShare *
@@ -315,7 +329,6 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks, g
         .exited = gw_share_worker_exited,
     };
     g_autoptr(GwShare) share = g_new0(GwShare, 1);
-    g_autoptr(GDateTime) expires = NULL;
 
     share->vm = g_strdup(options->vm);
     share->user = g_strdup(options->user);
@@ -350,14 +363,30 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks, g
     share->worker = gw_spice_worker_new(&options->worker, &worker_callbacks, share, error);
     if (share->worker == NULL)
         return NULL;
-    if (!share->used) {
-        g_autoptr(GDateTime) now = g_date_time_new_now_utc();
-        expires = g_date_time_add_seconds(now, options->ttl_s);
-        share->expires_unix = g_date_time_to_unix(expires);
-        share->expires_iso = g_date_time_format_iso8601(expires);
-        share->expiry_id = g_timeout_add_seconds(options->ttl_s, gw_share_expired, share);
-    }
+    if (!share->used)
+        gw_share_start_expiry(share);
     return g_steal_pointer(&share);
+}
+
+gboolean
+gw_share_renew(GwShare *share, const gchar *user, guint ttl_s, GError **error)
+{
+    gchar *ticket = gw_share_make_ticket(error);
+
+    if (ticket == NULL)
+        return FALSE;
+    explicit_bzero(share->ticket, strlen(share->ticket));
+    g_free(share->ticket);
+    share->ticket = ticket;
+    g_free(share->user);
+    share->user = g_strdup(user);
+    share->ttl_s = ttl_s;
+    share->used = FALSE;
+    gw_share_start_expiry(share);
+    /* the old client is dropped and cannot log in again */
+    if (gw_spice_worker_is_ready(share->worker))
+        gw_spice_worker_set_ticket(share->worker, share->ticket, share->ttl_s, TRUE);
+    return TRUE;
 }
 
 const gchar *

@@ -67,6 +67,11 @@ typedef struct {
 /* Creates the VM sockets, starts the worker and sets a fresh ticket. */
 GwShare *gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks,
                       gpointer user_data, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* A new share in place of this one, on the same port: a fresh ticket for
+ * @user, valid @ttl_s until first used; the connected client, if any, is
+ * dropped (its lent devices leave the VM) and the old ticket is refused. */
+gboolean gw_share_renew(GwShare *share, const gchar *user, guint ttl_s,
+                        GError **error) G_GNUC_WARN_UNUSED_RESULT;
 const gchar *gw_share_get_vm(GwShare *share);
 const gchar *gw_share_get_user(GwShare *share);
 const gchar *gw_share_get_ticket(GwShare *share);

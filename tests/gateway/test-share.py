@@ -11,7 +11,8 @@ usbgwd's share sockets. A SPICE client runs under usbgw-sim, which owns
 the simulated keys, and lends them; the guest's challenge-response answer
 is checked against the key's secret.
 
-  lend           usbgw-share lends the HASP-like key: the guest answers
+  lend           usbgw-share lends the HASP-like key: the guest answers; a new
+                 share for the VM keeps the port and refuses the old ticket
   remote-viewer  the same with stock remote-viewer on a private Xvfb, opening
                  the .vv file `usbgwctl share --vv` wrote
   deny           usbgw-share lends a mass-storage stick and the key: the
@@ -19,7 +20,8 @@ is checked against the key's secret.
                  the key answers; a wrong ticket is refused
   tls            the share's port speaks TLS only (spice-tls-* keys, a CA and
                  a server certificate made here with openssl): usbgw-share
-                 lends over spice+tls:// with --ca-file, the guest answers
+                 lends over spice+tls:// with --ca-file, the guest answers;
+                 then remote-viewer does, from the .vv file usbgwctl wrote
   restart        usbgwd is killed (kill -9) while a key is lent and started
                  again: the share comes back from the state file with its
                  ticket and port, usbgw-share reconnects by itself and the
@@ -276,8 +278,17 @@ spice-worker={self.worker}
             return [json.loads(line) for line in f if line.strip()]
 
     def check_answer(self, guest_out, start=0):
+        """The guest's first answer (or error) from line start on is the key's."""
         i, m = wait(guest_out, rf"USBGW-(ANSWER {HASP} .*response=(\w+)|ERROR {HASP} .*)", start)
         if m.group(2) != self.answer:
+            fail(f"guest: {guest_out.lines[i]!r}, want response={self.answer}")
+        return i
+
+    def check_answer_again(self, guest_out, start):
+        """Loop mode, after the key left: rounds say "not found" until it is
+        back; the first answer from line start on is the key's."""
+        i, m = wait(guest_out, rf"USBGW-ANSWER {HASP} .*response=(\w+)", start)
+        if m.group(1) != self.answer:
             fail(f"guest: {guest_out.lines[i]!r}, want response={self.answer}")
         return i
 
@@ -327,6 +338,15 @@ def scenario_lend(rig):
     for want in ("share", "lend", "return"):
         if want not in events:
             fail(f"no '{want}' in the audit log: {events}")
+    # a new share for the VM: same port, new ticket, the old one refused
+    again = json.loads(rig.ctl("share", "test-vm", "--user", "alice", "--json"))
+    if again["port"] != share["port"] or again["ticket"] == share["ticket"]:
+        fail(f"a new share for the VM should keep the port and change the ticket: {again}")
+    old, old_out = rig.lender(share["uri"], rig.ticket_file("old", share["ticket"]), [HASP],
+                              ["hasp"], name="old-ticket")
+    wait(old_out, r"^usbgw-share: auth error")
+    if old.wait(timeout=TIMEOUT_S) != 3:
+        fail(f"usbgw-share with the replaced ticket exited {old.returncode}, want 3")
     rig.ctl("unshare", "test-vm")
     if os.path.exists(os.path.join(rig.rundir, "vm", "test-vm", "share0.sock")):
         fail("unshare left the share sockets")
@@ -344,6 +364,26 @@ def scenario_tls(rig):
     print(f"guest answered {rig.answer} through usbgw-share over {share['uri']}")
     stop_lender(lender, "usbgw-share")
     guest.wait(timeout=TIMEOUT_S)
+    # remote-viewer over TLS, from the .vv file usbgwctl writes (CA inside)
+    if spice_clients.missing_programs() is None:
+        vv = os.path.join(rig.work, "share.vv")
+        share = json.loads(rig.ctl("share", "test-vm", "--user", "alice", "--vv", vv, "--json"))
+        wait(rig.gw_out, rf"SPICE listening on port {share['port']}")
+        with open(vv) as f:
+            if "tls-port=" not in f.read():
+                fail("the .vv file of a TLS share has no tls-port")
+        guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50")
+        try:
+            viewer = spice_clients.start_remote_viewer(
+                rig.sim, ["--secret", f"hasp={HASP_SECRET}", "--plug", "hasp"], None, None, None,
+                "-1,0x0529,0x0001,-1,1|-1,-1,-1,-1,0",
+                dict(os.environ, SPICE_USB_ACL_BINARY=rig.acl_helper), rig.work, vv=vv)
+        except spice_clients.ClientError as e:
+            fail(str(e))
+        rig.check_answer(guest_out)
+        print(f"guest answered {rig.answer} through remote-viewer over TLS (.vv from usbgwctl)")
+        viewer.stop()
+        guest.wait(timeout=TIMEOUT_S)
     rig.stop()
 
 
@@ -432,7 +472,7 @@ def scenario_restart(rig):
     rig.start_usbgwd()
     wait(rig.gw_out, r'share vm "test-vm" user "alice" restored on SPICE port')
     wait(out, r"^usbgw-share: redirecting .*0529:0001", seen)
-    rig.check_answer(guest_out, guest_out.count())
+    rig.check_answer_again(guest_out, lost)
     print("usbgwd killed and restarted: the share came back, usbgw-share reconnected by "
           "itself, the guest answers again")
     stop_lender(lender, "usbgw-share")
@@ -504,7 +544,7 @@ def scenario_reconnect(rig):
     wait(out, r"^usbgw-share: redirecting .*0529:0001", j)
     # the VM lost the key and gets it back: a later round answers right
     lost = guest_out.count()
-    rig.check_answer(guest_out, lost)
+    rig.check_answer_again(guest_out, lost)
     if guest.poll() is not None:
         fail("QEMU is gone")
     rig.ctl("status")
