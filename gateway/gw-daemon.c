@@ -1374,8 +1374,8 @@ gw_daemon_spice_port_used(GwDaemon *daemon, guint port)
 }
 
 /* A SPICE port no share uses, 0 when all are taken. Ports are handed out
- * in turn, so a share that replaces another does not race the old
- * worker for its port. */
+ * in turn, so a new share does not race the worker of one that just ended
+ * for its port. */
 static guint16
 gw_daemon_free_spice_port(GwDaemon *daemon)
 {
