@@ -1,6 +1,8 @@
 /* Helpers of the gateway benches; see bench-common.h. */
 #include "bench-common.h"
 
+#include "sim-hex.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gio.h>
@@ -507,20 +509,6 @@ bench_sim_command(const gchar *control, const gchar *command, GError **error)
     return g_string_free(g_steal_pointer(&reply), FALSE);
 }
 
-static gboolean
-bench_parse_hex(const gchar *text, guint8 *out, gsize len)
-{
-    if (strlen(text) != 2 * len)
-        return FALSE;
-    for (gsize i = 0; i < len; i++) {
-        if (!g_ascii_isxdigit(text[2 * i]) || !g_ascii_isxdigit(text[2 * i + 1]))
-            return FALSE;
-        out[i] = (guint8)(g_ascii_xdigit_value(text[2 * i]) << 4 |
-                          g_ascii_xdigit_value(text[2 * i + 1]));
-    }
-    return TRUE;
-}
-
 gboolean
 bench_sim_key_info(const gchar *control, const gchar *name, gchar **port, guint *bus, guint *devnum,
                    guint8 secret[USBGW_KEY_LEN], GError **error)
@@ -544,7 +532,7 @@ bench_sim_key_info(const gchar *control, const gchar *name, gchar **port, guint 
             const gchar *slash = strchr(f[4], '/');
             *devnum = slash != NULL ? (guint)g_ascii_strtoull(slash + 1, NULL, 10) : 0;
         }
-        if (secret != NULL && !bench_parse_hex(f[5], secret, USBGW_KEY_LEN)) {
+        if (secret != NULL && !sim_hex_decode(f[5], secret, USBGW_KEY_LEN, NULL)) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "usbgw-sim: bad secret '%s'",
                         f[5]);
             return FALSE;

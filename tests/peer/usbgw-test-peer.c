@@ -41,6 +41,7 @@
 #include <usbredirparser.h>
 
 #include "../sim/key-protocol.h"
+#include "sim-hex.h"
 
 typedef struct {
     int fd;
@@ -256,20 +257,6 @@ peer_control(Peer *peer, guint8 requesttype, guint8 request, guint8 *data, guint
     return peer_run_until(peer, peer_has_reply_or_disconnect, deadline) && peer->reply_ready;
 }
 
-static gboolean
-peer_parse_hex(const gchar *text, guint8 *out, gsize len)
-{
-    if (strlen(text) != 2 * len)
-        return FALSE;
-    for (gsize i = 0; i < len; i++) {
-        if (!g_ascii_isxdigit(text[2 * i]) || !g_ascii_isxdigit(text[2 * i + 1]))
-            return FALSE;
-        out[i] = (guint8)(g_ascii_xdigit_value(text[2 * i]) << 4 |
-                          g_ascii_xdigit_value(text[2 * i + 1]));
-    }
-    return TRUE;
-}
-
 /* SOCKET is a unix socket path, or tcp:HOST:PORT. */
 static int
 peer_connect_socket(const gchar *where, gint64 deadline)
@@ -321,8 +308,8 @@ main(int argc, char **argv)
 
     if (argc == 4 && g_strcmp0(argv[1], "--key-answer") == 0) {
         guint8 secret[USBGW_KEY_LEN], challenge[USBGW_KEY_LEN], answer[USBGW_KEY_LEN];
-        if (!peer_parse_hex(argv[2], secret, sizeof(secret)) ||
-            !peer_parse_hex(argv[3], challenge, sizeof(challenge))) {
+        if (!sim_hex_decode(argv[2], secret, sizeof(secret), NULL) ||
+            !sim_hex_decode(argv[3], challenge, sizeof(challenge), NULL)) {
             fprintf(stderr, "peer: --key-answer takes two %d-digit hex values\n",
                     2 * USBGW_KEY_LEN);
             return 2;
@@ -395,7 +382,7 @@ main(int argc, char **argv)
         } else if (g_strcmp0(step, "challenge") == 0 && i + 1 < argc) {
             guint8 challenge[USBGW_KEY_LEN];
             peer.have_response = FALSE;
-            if (!peer_parse_hex(argv[++i], challenge, sizeof(challenge))) {
+            if (!sim_hex_decode(argv[++i], challenge, sizeof(challenge), NULL)) {
                 fprintf(stderr, "peer: challenge must be %d hex digits\n", 2 * USBGW_KEY_LEN);
                 return 2;
             }
@@ -416,7 +403,7 @@ main(int argc, char **argv)
             }
         } else if (g_strcmp0(step, "expect") == 0 && i + 1 < argc) {
             guint8 secret[USBGW_KEY_LEN], want[USBGW_KEY_LEN];
-            if (!peer_parse_hex(argv[++i], secret, sizeof(secret))) {
+            if (!sim_hex_decode(argv[++i], secret, sizeof(secret), NULL)) {
                 fprintf(stderr, "peer: secret must be %d hex digits\n", 2 * USBGW_KEY_LEN);
                 return 2;
             }
@@ -429,7 +416,7 @@ main(int argc, char **argv)
         } else if (g_strcmp0(step, "hammer") == 0 && i + 1 < argc) {
             guint8 secret[USBGW_KEY_LEN], want[USBGW_KEY_LEN], challenge[USBGW_KEY_LEN];
             guint answers = 0;
-            if (!peer_parse_hex(argv[++i], secret, sizeof(secret))) {
+            if (!sim_hex_decode(argv[++i], secret, sizeof(secret), NULL)) {
                 fprintf(stderr, "peer: secret must be %d hex digits\n", 2 * USBGW_KEY_LEN);
                 return 2;
             }

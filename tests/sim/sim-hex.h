@@ -1,5 +1,6 @@
 /* Hex strings for secrets, challenges and responses ("00ff…", lower case on
- * output, either case on input). Shared by usbgw-sim and usbgw-sim-client. */
+ * output, either case on input): usbgw-sim, usbgw-sim-client, usbgw-test-peer
+ * and the benches. */
 #pragma once
 
 #include <glib.h>
