@@ -75,34 +75,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Lines(spice_clients.LineReader):
-    def matching(self, pattern):
-        regex = re.compile(pattern)
-        with self.cond:
-            return [line for line in self.lines if regex.search(line)]
-
-    def count(self):
-        with self.cond:
-            return len(self.lines)
-
-
-class Timed(Lines):
-    """Lines with their arrival times (monotonic)."""
-
-    def _run(self, stream):
-        self.times = []
-        for raw in stream:
-            line = raw.decode(errors="replace").rstrip("\n")
-            print(f"[{self.name}] {line}", flush=True)
-            with self.cond:
-                self.lines.append(line)
-                self.times.append(time.monotonic())
-                self.cond.notify_all()
-        with self.cond:
-            self.eof = True
-            self.cond.notify_all()
-
-
 def wait(reader, pattern, start=0, timeout=TIMEOUT_S):
     try:
         return reader.wait(pattern, start, timeout)
@@ -110,7 +82,7 @@ def wait(reader, pattern, start=0, timeout=TIMEOUT_S):
         fail(str(e))
 
 
-def start(name, args, env=None, reader=Lines):
+def start(name, args, env=None, reader=spice_clients.LineReader):
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env)
     PROCS.append(proc)
@@ -261,7 +233,7 @@ spice-worker={self.worker}
         env = dict(os.environ, USBGW_GUEST_APPEND=append, USBGW_GUEST_TIMEOUT=str(timeout))
         return start("guest", args, env=env)
 
-    def lender(self, uri, ticket_path, devices, plug, name="usbgw-share", reader=Lines,
+    def lender(self, uri, ticket_path, devices, plug, name="usbgw-share",
                extra=()):
         args = [self.sim, "--secret", f"hasp={HASP_SECRET}"]
         for key in plug:
@@ -270,8 +242,7 @@ spice-worker={self.worker}
                  "--min-interval", str(MIN_INTERVAL_S), *extra]
         for device in devices:  # VID:PID, or a usbredirfilter string for several
             args += ["--filter" if "|" in device else "--device", device]
-        return start(name, args, env=dict(os.environ, SPICE_USB_ACL_BINARY=self.acl_helper),
-                     reader=reader)
+        return start(name, args, env=dict(os.environ, SPICE_USB_ACL_BINARY=self.acl_helper))
 
     def audit_events(self):
         with open(self.audit) as f:
@@ -524,8 +495,7 @@ def scenario_reconnect(rig):
     uri = f"spice://127.0.0.1:{relay.port}"
     guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50 "
                                 "usbgw.loop=1", timeout=120)
-    lender, out = rig.lender(uri, rig.ticket_file("ticket", share["ticket"]), [HASP], ["hasp"],
-                             reader=Timed)
+    lender, out = rig.lender(uri, rig.ticket_file("ticket", share["ticket"]), [HASP], ["hasp"])
     first = rig.check_answer(guest_out)
     # mid-transfer: the guest runs a challenge every second
     wait(guest_out, r"^USBGW-ROUND ", first + 1)

@@ -50,11 +50,13 @@ def missing_programs():
 
 
 class LineReader:
-    """Collects a stream's lines; wait() finds one matching a pattern."""
+    """Collects a stream's lines and their arrival times (monotonic);
+    wait() finds one matching a pattern."""
 
     def __init__(self, name, stream, echo=True):
         self.name, self.echo = name, echo
         self.lines = []
+        self.times = []
         self.eof = False
         self.cond = threading.Condition()
         threading.Thread(target=self._run, args=(stream,), daemon=True).start()
@@ -66,6 +68,7 @@ class LineReader:
                 print(f"[{self.name}] {line}", flush=True)
             with self.cond:
                 self.lines.append(line)
+                self.times.append(time.monotonic())
                 self.cond.notify_all()
         with self.cond:
             self.eof = True
@@ -87,6 +90,22 @@ class LineReader:
                     raise ClientError(f"{self.name}: no line matching /{pattern}/ "
                                       f"{'before EOF' if self.eof else f'within {timeout} s'}")
                 self.cond.wait(left)
+
+    def matching(self, pattern):
+        """The lines so far that match pattern."""
+        regex = re.compile(pattern)
+        with self.cond:
+            return [line for line in self.lines if regex.search(line)]
+
+    def times_of(self, pattern):
+        """When the lines so far that match pattern arrived."""
+        regex = re.compile(pattern)
+        with self.cond:
+            return [t for t, line in zip(self.times, self.lines) if regex.search(line)]
+
+    def count(self):
+        with self.cond:
+            return len(self.lines)
 
 
 def _xauth_entry(cookie):

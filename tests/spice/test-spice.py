@@ -26,8 +26,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 import spice_clients
 
@@ -41,53 +39,14 @@ TICKET = "usbgw-test-ticket"
 HASP_FILTER = "-1,0x0529,0x0001,-1,1|-1,-1,-1,-1,0"  # usbredirfilter: the key only
 
 
-class Reader:
-    """Collects a process's stdout lines with their arrival times."""
-
-    def __init__(self, name, stream, echo=True):
-        self.name = name
-        self.lines = []  # (monotonic time, line)
-        self.cond = threading.Condition()
-        self.eof = False
-        self.thread = threading.Thread(target=self._run, args=(stream, echo), daemon=True)
-        self.thread.start()
-
-    def _run(self, stream, echo):
-        for raw in stream:
-            line = raw.decode(errors="replace").rstrip("\n")
-            if echo:
-                print(f"[{self.name}] {line}", flush=True)
-            with self.cond:
-                self.lines.append((time.monotonic(), line))
-                self.cond.notify_all()
-        with self.cond:
-            self.eof = True
-            self.cond.notify_all()
+class Reader(spice_clients.LineReader):
+    """A process's output lines; a line that does not come fails the test."""
 
     def wait(self, pattern, start=0, timeout=STEP_TIMEOUT_S):
-        """Index and match of the first line from `start` on matching pattern."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for i in range(start, len(self.lines)):
-                    m = regex.search(self.lines[i][1])
-                    if m:
-                        return i, m
-                left = deadline - time.monotonic()
-                if left <= 0 or self.eof:
-                    fail(f"{self.name}: no line matching /{pattern}/ "
-                         f"{'before EOF' if self.eof else f'within {timeout} s'}")
-                self.cond.wait(left)
-
-    def matching(self, pattern):
-        regex = re.compile(pattern)
-        with self.cond:
-            return [(t, l) for t, l in self.lines if regex.search(l)]
-
-    def count(self):
-        with self.cond:
-            return len(self.lines)
+        try:
+            return super().wait(pattern, start, timeout)
+        except spice_clients.ClientError as e:
+            fail(str(e))
 
 
 def fail(message):
@@ -210,7 +169,7 @@ def expect_device(rig, start=0):
     j, m = out.wait(r"^DEVICE_CONNECT (\d+) 0529:0001$", start)
     ch = m.group(1)
     with out.cond:
-        lines = [line for _, line in out.lines[start:j]]
+        lines = out.lines[start:j]
     for want in (rf"^OPEN {ch}$", rf"^HELLO {ch} ", rf"^INTERFACE_INFO {ch} count=\d+ class="):
         if not any(re.search(want, line) for line in lines):
             fail(f"peer: no /{want}/ before DEVICE_CONNECT on channel {ch}")
@@ -267,11 +226,11 @@ def scenario_reconnect(rig):
     rig.peer_command("restart 5000")
     rig.peer_out.wait(r"^WORKER_EXIT 0$", after)
     i, _ = out.wait(r"^usbgw-share: disconnected from", lost_from)
-    lost_at = out.lines[i][0]
+    lost_at = out.times[i]
     out.wait(r"^usbgw-share: connected to", i, timeout=STEP_TIMEOUT_S)
     expect_device(rig, after)
 
-    attempts = [t for t, _ in out.matching(r"^usbgw-share: connecting to .*\(attempt \d+\)$")]
+    attempts = out.times_of(r"^usbgw-share: connecting to .*\(attempt \d+\)$")
     if len(attempts) < 3:
         fail(f"want at least 3 connection attempts (first, refused, success), got {len(attempts)}")
     gaps = [b - a for a, b in zip(attempts, attempts[1:])]
