@@ -115,6 +115,14 @@ gw_daemon_rule_of(const PolicyDecision *decision)
 
 /* One audit record, also sent to the control socket's subscribers. */
 static void
+gw_daemon_record(GwDaemon *daemon, const GwAuditEvent *record)
+{
+    g_autoptr(JsonNode) node = gw_audit_record(daemon->audit, record);
+    gw_control_broadcast(daemon->control, node);
+}
+
+/* The audit record of a host device's event. */
+static void
 gw_daemon_audit(GwDaemon *daemon, const gchar *event, GwDaemonDevice *dev, const gchar *vm,
                 const gchar *actor, const gchar *reason)
 {
@@ -130,8 +138,7 @@ gw_daemon_audit(GwDaemon *daemon, const gchar *event, GwDaemonDevice *dev, const
         .actor = actor,
         .reason = reason,
     };
-    g_autoptr(JsonNode) node = gw_audit_record(daemon->audit, &record);
-    gw_control_broadcast(daemon->control, node);
+    gw_daemon_record(daemon, &record);
 }
 
 /* ---- state ------------------------------------------------------------------ */
@@ -1239,52 +1246,41 @@ gw_daemon_share_check(GwShare *share, const PolicyDevice *device, gchar **rule, 
     return FALSE;
 }
 
+/* The audit record of a share's event; @device (lent or refused) and
+ * @rule are nullable. */
 static void
-gw_daemon_share_event(GwShare *share, const gchar *event, const PolicyDevice *device,
-                      const gchar *rule, const gchar *reason, gpointer user_data)
+gw_daemon_share_audit(GwDaemon *daemon, const gchar *event, GwShare *share, const gchar *actor,
+                      const gchar *reason, const PolicyDevice *device, const gchar *rule)
 {
-    GwDaemon *daemon = user_data;
-    const gchar *vm = gw_share_get_vm(share);
-    GwDaemonVm *v = g_hash_table_lookup(daemon->vms, vm);
-    g_autofree gchar *actor = g_strdup_printf("share user=%s", gw_share_get_user(share));
-    g_autofree gchar *what = device != NULL ? policy_device_describe(device) : NULL;
+    GwDaemonVm *v = g_hash_table_lookup(daemon->vms, gw_share_get_vm(share));
     GwAuditEvent record = {
         .event = event,
         .device = device,
-        .vm = vm,
+        .vm = gw_share_get_vm(share),
         .vm_uuid = v != NULL ? v->uuid : NULL,
         .rule = rule,
         .actor = actor,
         .reason = reason,
     };
-    g_autoptr(JsonNode) node = NULL;
-
-    if (g_strcmp0(event, "deny") == 0)
-        g_message("vm \"%s\": refused %s lent by user \"%s\": %s", vm, what,
-                  gw_share_get_user(share), reason);
-    else
-        g_message("vm \"%s\": %s %s (user \"%s\"%s%s)", vm,
-                  g_strcmp0(event, "lend") == 0 ? "got the lent device" : "gave back", what,
-                  gw_share_get_user(share), rule != NULL ? ", rule " : "",
-                  rule != NULL ? rule : "");
-    node = gw_audit_record(daemon->audit, &record);
-    gw_control_broadcast(daemon->control, node);
+    gw_daemon_record(daemon, &record);
 }
 
 static void
-gw_daemon_share_audit(GwDaemon *daemon, const gchar *event, GwShare *share, const gchar *actor,
-                      const gchar *reason)
+gw_daemon_share_event(GwShare *share, const gchar *event, const PolicyDevice *device,
+                      const gchar *rule, const gchar *reason, gpointer user_data)
 {
-    GwDaemonVm *v = g_hash_table_lookup(daemon->vms, gw_share_get_vm(share));
-    GwAuditEvent record = {
-        .event = event,
-        .vm = gw_share_get_vm(share),
-        .vm_uuid = v != NULL ? v->uuid : NULL,
-        .actor = actor,
-        .reason = reason,
-    };
-    g_autoptr(JsonNode) node = gw_audit_record(daemon->audit, &record);
-    gw_control_broadcast(daemon->control, node);
+    const gchar *vm = gw_share_get_vm(share);
+    const gchar *user = gw_share_get_user(share);
+    g_autofree gchar *actor = g_strdup_printf("share user=%s", user);
+    g_autofree gchar *what = device != NULL ? policy_device_describe(device) : NULL;
+
+    if (g_strcmp0(event, "deny") == 0)
+        g_message("vm \"%s\": refused %s lent by user \"%s\": %s", vm, what, user, reason);
+    else
+        g_message("vm \"%s\": %s %s (user \"%s\"%s%s)", vm,
+                  g_strcmp0(event, "lend") == 0 ? "got the lent device" : "gave back", what, user,
+                  rule != NULL ? ", rule " : "", rule != NULL ? rule : "");
+    gw_daemon_share_audit(user_data, event, share, actor, reason, device, rule);
 }
 
 static void
@@ -1342,7 +1338,7 @@ gw_daemon_unshare(GwDaemon *daemon, const gchar *vm, const gchar *actor, const g
     if (share == NULL)
         return;
     g_message("share vm \"%s\" user \"%s\" ended: %s", vm, gw_share_get_user(share), reason);
-    gw_daemon_share_audit(daemon, "unshare", share, actor, reason);
+    gw_daemon_share_audit(daemon, "unshare", share, actor, reason, NULL, NULL);
     paths = gw_share_get_socket_paths(share);
     for (guint i = 0; daemon->libvirt != NULL && v != NULL && v->uuid != NULL && paths[i] != NULL;
          i++)
@@ -1486,7 +1482,7 @@ gw_daemon_restore_shares(GwDaemon *daemon)
         }
         g_message("share vm \"%s\" user \"%s\" restored on SPICE port %u", vm, user, (guint)port);
         gw_daemon_share_audit(daemon, "share", g_hash_table_lookup(daemon->shares, vm),
-                              "usbgwd (restored from the state file)", user);
+                              "usbgwd (restored from the state file)", user, NULL, NULL);
     }
 }
 
@@ -1541,7 +1537,8 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
         if (!gw_share_renew(share, user, (guint)ttl, &error))
             return gw_control_reply_error("internal", "cannot renew the share of vm \"%s\": %s", vm,
                                           error->message);
-        gw_daemon_share_audit(daemon, "unshare", share, actor, "replaced by a new share");
+        gw_daemon_share_audit(daemon, "unshare", share, actor, "replaced by a new share", NULL,
+                              NULL);
         g_message("share vm \"%s\" user \"%s\" replaced by a new share", vm, old_user);
         port = gw_share_get_port(share);
         gw_daemon_save_state(daemon);
@@ -1561,7 +1558,7 @@ gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *
     g_message("share vm \"%s\" user \"%s\": SPICE port %u, ticket valid %" G_GINT64_FORMAT
               " s for the first login (%s)",
               vm, user, port, ttl, actor);
-    gw_daemon_share_audit(daemon, "share", share, actor, user);
+    gw_daemon_share_audit(daemon, "share", share, actor, user, NULL, NULL);
 
     host = daemon->config.spice_host != NULL ? daemon->config.spice_host : g_get_host_name();
     uri = g_strdup_printf(

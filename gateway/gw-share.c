@@ -49,7 +49,6 @@ struct _GwShare {
     gpointer user_data;
 };
 
-static void gw_share_slot_try_start(GwShareSlot *slot);
 
 static gboolean
 gw_share_report_ended(gpointer data)
