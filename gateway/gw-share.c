@@ -49,7 +49,6 @@ struct _GwShare {
     gpointer user_data;
 };
 
-
 static gboolean
 gw_share_report_ended(gpointer data)
 {
