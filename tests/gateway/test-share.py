@@ -26,6 +26,8 @@ is checked against the key's secret.
                  again: the share comes back from the state file with its
                  ticket and port, usbgw-share reconnects by itself and the
                  guest answers again
+  bad-input      malformed share requests on the control socket and broken
+                 share entries in state.json: each refused with a reason
   bad-worker     a worker that breaks the socketpair protocol in each way of
                  bad-worker.py: usbgwd ends that share with a reason (log,
                  audit) and serves the next one
@@ -452,6 +454,67 @@ def scenario_restart(rig):
     rig.stop()
 
 
+def control_request(rig, request):
+    """One raw request on the control socket; returns the reply object."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(rig.control)
+        s.sendall((json.dumps(request) + "\n").encode())
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return json.loads(reply)
+
+
+def scenario_bad_input(rig):
+    # malformed share requests: a clear error each, nothing started
+    for request, code, text in [
+            ({"command": "share", "vm": "../etc"}, "bad-request", "is not a VM name"),
+            ({"command": "share", "vm": ""}, "bad-request", "non-empty string"),
+            ({"command": "share", "vm": "v", "ttl": "10m"}, "bad-request", "ttl"),
+            ({"command": "share", "vm": "v", "ttl": 0}, "bad-request", "ttl"),
+            ({"command": "share", "vm": "v", "ttl": 10 ** 9}, "bad-request", "ttl"),
+            ({"command": "share", "vm": "v", "user": 5}, "bad-request", "user"),
+            ({"command": "share", "vm": "v", "user": ""}, "bad-request", "user"),
+            ({"command": "unshare", "vm": "nope"}, "not-found", "has no share")]:
+        reply = control_request(rig, request)
+        if reply.get("ok") or reply["error"]["code"] != code or text not in reply["error"]["message"]:
+            fail(f"{request}: {reply}, want error {code} mentioning '{text}'")
+    if json.loads(rig.ctl("shares", "--json"))["shares"]:
+        fail("a malformed request left a share")
+
+    # a state file with broken share entries: each is skipped with a
+    # reason, the good one comes back, usbgwd runs
+    rig.stop()
+    base = rig.spice_port
+    state = {"version": 1, "shares": {
+        "good": {"user": "alice", "ticket": "t" * 32, "port": base, "expires": 0},
+        "no-ticket": {"user": "alice", "port": base, "expires": 0},
+        "empty-ticket": {"user": "alice", "ticket": "", "port": base, "expires": 0},
+        "long-ticket": {"user": "alice", "ticket": "t" * 61, "port": base, "expires": 0},
+        "port-outside": {"user": "alice", "ticket": "t" * 32, "port": base + 1, "expires": 0},
+        "expired": {"user": "alice", "ticket": "t" * 32, "port": base, "expires": 1},
+        "../escape": {"user": "alice", "ticket": "t" * 32, "port": base, "expires": 0},
+        "not-an-object": 7,
+    }}
+    with open(os.path.join(rig.work, "state.json"), "w") as f:
+        json.dump(state, f)
+    rig.start_usbgwd()
+    wait(rig.gw_out, r'share vm "good" user "alice" restored on SPICE port')
+    for vm in ("no-ticket", "empty-ticket", "long-ticket", "port-outside", "../escape",
+               "not-an-object"):
+        wait(rig.gw_out, rf'share of vm "{re.escape(vm)}" not restored: its saved entry is '
+                         "malformed")
+    wait(rig.gw_out, r'share of vm "expired" not restored: its ticket expired unused')
+    shares = json.loads(rig.ctl("shares", "--json"))["shares"]
+    if [share["vm"] for share in shares] != ["good"]:
+        fail(f"after restoring a broken state file: {shares}")
+    print("malformed share requests and state entries refused one by one; usbgwd runs")
+    rig.stop()
+
+
 def scenario_bad_worker(rig):
     rig.stop()
     here = os.path.dirname(os.path.abspath(__file__))
@@ -535,6 +598,7 @@ SCENARIOS = {
     "tls": scenario_tls,
     "restart": scenario_restart,
     "bad-worker": scenario_bad_worker,
+    "bad-input": scenario_bad_input,
     "reconnect": scenario_reconnect,
 }
 
