@@ -8,7 +8,7 @@
  *
  *   bench/run-gateway-bench.sh share build/bench/usbgw-bench-sim \
  *       build/bench/share-rtt-bench build/gateway/usbgwd \
- *       --usbgwctl build/gateway/usbgwctl \
+ *       --usbgwctl build/cli/usbgwctl \
  *       --spice-worker build/spice/usbgw-spice-worker \
  *       --usbgw-share build/client-helper/usbgw-share \
  *       --acl-helper tests/spice/fake-acl-helper.sh [OPTION…]

@@ -8,7 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-G_DEFINE_QUARK(usbgw - policy - error - quark, policy_error)
+/* clang-format off: it would space the quark's name out */
+G_DEFINE_QUARK(usbgw-policy-error-quark, policy_error)
+/* clang-format on */
 
 /* Stop collecting after this many problems: a binary file fed by mistake
  * should not produce a million lines of diagnostics. */

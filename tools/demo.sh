@@ -25,7 +25,7 @@ CHALLENGE=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
 say() { printf '\n== %s\n' "$*"; }
 usbgwd_says() { # PATTERN: usbgwd's log lines matching it, shortened
-    grep -a "$1" "$demo/usbgwd.log" | sed 's/^usbgwd-Message: [0-9:.]*: /   usbgwd: /' || true
+    grep -a "$1" "$demo/usbgwd.log" | sed -E 's/^usbgw[a-z-]*-Message: [0-9:.]*: /   usbgwd: /' || true
 }
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -91,7 +91,7 @@ env $(cat "$demo/sim.env") "$builddir/gateway/usbgwd" --foreground --config "$de
 gw_pid=$!
 lv_wait_file "$demo/usbgwd.log" 'libvirt qemu:///system connected' 30
 usbgwd_says 'arrived\|claimed\|bound to\|connected to libvirt'
-"$builddir/gateway/usbgwctl" --socket "$demo/control.sock" list | sed 's/^/   /'
+"$builddir/cli/usbgwctl" --socket "$demo/control.sock" list | sed 's/^/   /'
 
 say "Defining the VM \"$vm\" (no USB device in its XML) and running: virsh start $vm"
 lv_define_guest "$vm" "$(lv_new_uuid)" "$guest_dir" \

@@ -199,7 +199,7 @@ spice-worker={self.worker}
             self.usbgwd, "--foreground", "--policy", os.path.join(self.work, "policy"),
             "--rundir", self.rundir, "--config", os.path.join(self.work, "usbgwd.conf")],
             env=env)
-        wait(self.gw_out, r"usbgwd-Message: .*ready")
+        wait(self.gw_out, r"usbgw[a-z-]*-Message: .*ready")
 
     def ctl(self, *args):
         out = subprocess.run([self.usbgwctl, "--socket", self.control, *args],

@@ -150,8 +150,8 @@ attach)
     [[ $(answers "$name") == "$hasp_answer" ]] ||
         fail "the guest's answer '$(answers "$name")' is not the key's ($hasp_answer)"
     # started hook → QEMU connected (usbgwd's own timestamps)
-    t_hook=$(sed -n "s/^usbgwd-Message: \([0-9:.]*\): hook: vm \"$name\" started.*/\1/p" "$work/usbgwd.log" | head -n 1)
-    t_peer=$(sed -n 's/^usbgwd-Message: \([0-9:.]*\): 0529:0001@1-1: peer connected.*/\1/p' "$work/usbgwd.log" | head -n 1)
+    t_hook=$(sed -n "s/^usbgw[a-z-]*-Message: \([0-9:.]*\): hook: vm \"$name\" started.*/\1/p" "$work/usbgwd.log" | head -n 1)
+    t_peer=$(sed -n 's/^usbgw[a-z-]*-Message: \([0-9:.]*\): 0529:0001@1-1: peer connected.*/\1/p' "$work/usbgwd.log" | head -n 1)
     [[ -n $t_hook && -n $t_peer ]] || fail "no hook or peer line in usbgwd's log"
     hook_to_peer=$(python3 -c 'import sys
 def s(t):

@@ -1,7 +1,9 @@
 /* libusb context, event thread and hotplug forwarding. */
 #include "gw-usb.h"
 
-G_DEFINE_QUARK(usbgw - usb - error - quark, gw_usb_error)
+/* clang-format off: it would space the quark's name out */
+G_DEFINE_QUARK(usbgw-usb-error-quark, gw_usb_error)
+/* clang-format on */
 
 /* How long the event thread blocks in libusb before checking its stop flag
  * (libusb_interrupt_event_handler wakes it earlier on stop). */
