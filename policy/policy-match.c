@@ -287,3 +287,10 @@ policy_target_kind_to_string(PolicyTargetKind kind)
     }
     return "unknown";
 }
+
+gboolean
+policy_vm_name_is_valid(const gchar *name)
+{
+    return name != NULL && name[0] != '\0' && name[0] != '.' && strchr(name, '/') == NULL &&
+           strlen(name) <= POLICY_VM_NAME_MAX;
+}

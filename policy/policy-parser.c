@@ -8,7 +8,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* clang-format off: it would space the quark's name out */
+/* the quark's name has dashes, which clang-format would space out */
+/* clang-format off */
 G_DEFINE_QUARK(usbgw-policy-error-quark, policy_error)
 /* clang-format on */
 

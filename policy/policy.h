@@ -169,6 +169,13 @@ GArray *policy_get_requirements(const Policy *policy, const gchar *vm_name,
 gboolean policy_requirement_is_met_by(const Policy *policy, const PolicyRequirement *req,
                                       const PolicyDevice *device);
 
+/* Whether @name can be a VM's name in usbgw: non-empty, at most
+ * POLICY_VM_NAME_MAX bytes, no '/', not starting with '.' — it names a
+ * directory under usbgwd's run directory. One rule for usbgwd, usbgwctl
+ * and the hook. */
+#define POLICY_VM_NAME_MAX 255
+gboolean policy_vm_name_is_valid(const gchar *name);
+
 const gchar *policy_verdict_to_string(PolicyVerdict verdict);
 const gchar *policy_target_kind_to_string(PolicyTargetKind kind);
 

@@ -47,6 +47,38 @@ gw_audit_set(JsonObject *obj, const gchar *name, const gchar *value)
         json_object_set_string_member(obj, name, value);
 }
 
+const gchar *
+gw_audit_kind_to_string(GwAuditKind kind)
+{
+    switch (kind) {
+    case GW_AUDIT_ATTACH:
+        return "attach";
+    case GW_AUDIT_ATTACH_FAILED:
+        return "attach-failed";
+    case GW_AUDIT_DETACH:
+        return "detach";
+    case GW_AUDIT_DENY:
+        return "deny";
+    case GW_AUDIT_VETO:
+        return "veto";
+    case GW_AUDIT_RELEASE:
+        return "release";
+    case GW_AUDIT_ASSIGN:
+        return "assign";
+    case GW_AUDIT_POLICY_RELOADED:
+        return "policy-reloaded";
+    case GW_AUDIT_SHARE:
+        return "share";
+    case GW_AUDIT_UNSHARE:
+        return "unshare";
+    case GW_AUDIT_LEND:
+        return "lend";
+    case GW_AUDIT_RETURN:
+        return "return";
+    }
+    return "unknown";
+}
+
 JsonNode *
 gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
 {
@@ -60,7 +92,7 @@ gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
     gsize len = 0;
 
     json_object_set_string_member(obj, "time", time);
-    json_object_set_string_member(obj, "event", event->event);
+    json_object_set_string_member(obj, "event", gw_audit_kind_to_string(event->event));
     gw_audit_set(obj, "device", event->device_id);
     if (event->device != NULL) {
         g_autofree gchar *vid = g_strdup_printf("%04x", event->device->vendor_id);
@@ -85,12 +117,13 @@ gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
         if (write(audit->fd, record, len + 1) != (ssize_t)(len + 1))
             g_warning("audit log %s: write failed: %s", audit->path, g_strerror(errno));
     }
-    message = g_strdup_printf(
-        "%s %s%s%s%s%s", event->event, event->device_id != NULL ? event->device_id : "-",
-        event->vm != NULL ? " vm " : "", event->vm != NULL ? event->vm : "",
-        event->reason != NULL ? ": " : "", event->reason != NULL ? event->reason : "");
+    message = g_strdup_printf("%s %s%s%s%s%s", gw_audit_kind_to_string(event->event),
+                              event->device_id != NULL ? event->device_id : "-",
+                              event->vm != NULL ? " vm " : "", event->vm != NULL ? event->vm : "",
+                              event->reason != NULL ? ": " : "",
+                              event->reason != NULL ? event->reason : "");
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "MESSAGE", "%s", message, "USBGW_EVENT",
-                     "%s", event->event, "USBGW_DEVICE", "%s",
+                     "%s", gw_audit_kind_to_string(event->event), "USBGW_DEVICE", "%s",
                      event->device_id != NULL ? event->device_id : "", "USBGW_VM", "%s",
                      event->vm != NULL ? event->vm : "", "USBGW_VM_UUID", "%s",
                      event->vm_uuid != NULL ? event->vm_uuid : "", "USBGW_RULE", "%s",

@@ -12,9 +12,26 @@ G_BEGIN_DECLS
 
 typedef struct _GwAudit GwAudit;
 
+/* What happened; gw_audit_kind_to_string() gives the "event" field. */
+typedef enum {
+    GW_AUDIT_ATTACH,          /* a device reached its VM */
+    GW_AUDIT_ATTACH_FAILED,   /* libvirt refused to plug it in */
+    GW_AUDIT_DETACH,          /* it left its VM */
+    GW_AUDIT_DENY,            /* a deny rule refused a device */
+    GW_AUDIT_VETO,            /* a VM may not start: a required device is missing */
+    GW_AUDIT_RELEASE,         /* an admin handed a device back to the host */
+    GW_AUDIT_ASSIGN,          /* an admin assigned a device */
+    GW_AUDIT_POLICY_RELOADED, /* the policy was reloaded */
+    GW_AUDIT_SHARE,           /* a share started (or was restored) */
+    GW_AUDIT_UNSHARE,         /* a share ended */
+    GW_AUDIT_LEND,            /* a client lent a device through a share */
+    GW_AUDIT_RETURN,          /* the lent device went back */
+} GwAuditKind;
+
+const gchar *gw_audit_kind_to_string(GwAuditKind kind);
+
 typedef struct {
-    const gchar *event;         /* attach, attach-failed, detach, deny, veto, release, assign;
-                                 * shares: share, unshare, lend, return */
+    GwAuditKind event;
     const gchar *device_id;     /* nullable */
     const PolicyDevice *device; /* nullable: adds vid, pid, serial, port */
     const gchar *vm;            /* nullable */

@@ -1,0 +1,85 @@
+/* What the daemon's own files share: gw-daemon.c (wiring, the binder's
+ * intents, inventory and libvirt events, teardown), gw-daemon-commands.c
+ * (the control socket's command table) and gw-daemon-shares.c (shares by
+ * VM). Nothing outside gateway/daemon/ includes it. Main thread only. */
+#pragma once
+
+#include <json-glib/json-glib.h>
+
+#include "gw-attachment.h"
+#include "gw-audit.h"
+#include "gw-binder.h"
+#include "gw-config.h"
+#include "gw-control.h"
+#include "gw-daemon.h"
+#include "gw-inventory.h"
+#include "gw-libvirt.h"
+#include "gw-share.h"
+#include "gw-state-store.h"
+
+G_BEGIN_DECLS
+
+/* Prefix of the libvirt aliases of the redirdevs usbgwd attaches. */
+#define GW_DAEMON_ALIAS_PREFIX "ua-usbgw-"
+
+/* How a bound device is served: its attachment and what libvirt was told. */
+typedef struct {
+    GwAttachment *attachment; /* owned, nullable: exists once claimed */
+    guint16 tcp_port;         /* 0 until a TCP port was given to it */
+    gchar *audited_vm;        /* owned, nullable: the VM an "attach" was recorded for */
+} GwDaemonServed;
+
+struct _GwDaemon {
+    GwConfig config;
+    GwInventory *inventory;        /* owned */
+    GwBinder *binder;              /* owned */
+    GwControl *control;            /* owned */
+    GwAudit *audit;                /* owned */
+    GwStateStore *state;           /* owned */
+    GwBinderState *saved_bindings; /* owned, nullable: the bindings last given to @state */
+    GwLibvirt *libvirt;            /* owned, nullable: no libvirt configured */
+    GHashTable *served;            /* device id (owned) → GwDaemonServed (owned) */
+    GHashTable *shares;            /* VM name → GwShare: at most one share per VM */
+    guint next_tcp_port;           /* 0 when TCP is off */
+    guint next_spice_port;         /* offset from spice_port_base to try first */
+    gchar *started;                /* owned: ISO 8601 */
+    gchar *hook_last_call;         /* owned, nullable */
+    GCancellable *cancellable;     /* owned: cancelled when the daemon goes */
+    uid_t socket_uid;              /* (uid_t)-1: root only */
+    gid_t socket_gid;
+};
+
+gchar *gw_daemon_now(void) G_GNUC_WARN_UNUSED_RESULT;
+/* "file:line" of a decision, NULL when no rule decided. */
+gchar *gw_daemon_rule_of(const PolicyDecision *decision) G_GNUC_WARN_UNUSED_RESULT;
+GwDaemonServed *gw_daemon_lookup_served(GwDaemon *daemon, const gchar *id);
+
+/* One audit record, also sent to the control socket's subscribers. */
+void gw_daemon_record(GwDaemon *daemon, const GwAuditEvent *record);
+/* The audit record of a host device's event; @id, @vm, @reason nullable. */
+void gw_daemon_audit(GwDaemon *daemon, GwAuditKind event, const gchar *id, const gchar *vm,
+                     const gchar *actor, const gchar *reason);
+/* Writes what the last event changed to the state file (one write). */
+void gw_daemon_save_state(GwDaemon *daemon);
+void gw_daemon_detach_done(GObject *source, GAsyncResult *result, gpointer user_data);
+
+/* Commands (gw-daemon-commands.c). */
+JsonNode *gw_daemon_control_handler(JsonObject *request, const GwControlPeer *peer,
+                                    gpointer user_data);
+void gw_daemon_vm_started(GwDaemon *daemon, const gchar *name, const gchar *uuid,
+                          const gchar *actor);
+void gw_daemon_vm_stopped(GwDaemon *daemon, const gchar *name, const gchar *actor);
+const gchar *gw_daemon_string_arg(JsonObject *request, const gchar *name, JsonNode **error_reply);
+
+/* Shares (gw-daemon-shares.c). */
+void gw_daemon_share_plug(GwDaemon *daemon, GwShare *share, gboolean replug);
+void gw_daemon_unshare(GwDaemon *daemon, const gchar *vm, const gchar *actor, const gchar *reason);
+void gw_daemon_restore_shares(GwDaemon *daemon);
+gboolean gw_daemon_shares_have_qemu(GwDaemon *daemon, const gchar *path);
+void gw_daemon_save_shares(GwDaemon *daemon);
+JsonNode *gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *peer,
+                              const gchar *actor);
+JsonNode *gw_daemon_cmd_unshare(GwDaemon *daemon, JsonObject *request, const gchar *actor);
+JsonNode *gw_daemon_cmd_shares(GwDaemon *daemon);
+
+G_END_DECLS

@@ -1,0 +1,339 @@
+/* The GwBinder harness: a model of usbgwd's serving, fed by the binder's
+ * intents, and a line script of events. See binder-harness.h. */
+#include "binder-harness.h"
+
+#include <gio/gio.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const gchar *const vm_uuids[][2] = {
+    {"vm-1", "00000000-0000-4000-8000-000000000001"},
+    {"vm-2", "00000000-0000-4000-8000-000000000002"},
+    {"vm-3", "00000000-0000-4000-8000-000000000003"},
+    {"vm-4", "00000000-0000-4000-8000-000000000004"},
+    {"cad-1", "00000000-0000-4000-8000-0000000000c1"},
+    {"cad-2", "00000000-0000-4000-8000-0000000000c2"},
+};
+
+const gchar *
+binder_harness_vm_uuid(const gchar *vm)
+{
+    for (guint i = 0; i < G_N_ELEMENTS(vm_uuids); i++)
+        if (g_strcmp0(vm_uuids[i][0], vm) == 0)
+            return vm_uuids[i][1];
+    return NULL;
+}
+
+PolicyDevice *
+binder_harness_device(const gchar *spec)
+{
+    g_autofree gchar *text = g_strdup(spec);
+    gchar *klass = strchr(text, '/');
+    gchar *port = strchr(text, '@');
+    gchar *serial = strchr(text, '#');
+    guint vid = 0, pid = 0;
+    PolicyDevice *device;
+
+    if (klass != NULL)
+        *klass++ = '\0';
+    if (port != NULL)
+        *port++ = '\0';
+    if (serial != NULL)
+        *serial++ = '\0';
+    if (sscanf(text, "%x:%x", &vid, &pid) != 2)
+        g_error("harness: bad device '%s'", spec);
+    device = policy_device_new((guint16)vid, (guint16)pid);
+    device->port = g_strdup(port != NULL ? port : "1-9");
+    device->serial = g_strdup(serial);
+    policy_device_add_interface(device, klass != NULL ? (guint8)strtoul(klass, NULL, 16) : 0xff, 0,
+                                0);
+    return device;
+}
+
+static void harness_fail(BinderHarness *harness, const gchar *format, ...) G_GNUC_PRINTF(2, 3);
+
+static void
+harness_fail(BinderHarness *harness, const gchar *format, ...)
+{
+    va_list args;
+    if (harness->error != NULL)
+        return;
+    va_start(args, format);
+    harness->error = g_strdup_vprintf(format, args);
+    va_end(args);
+}
+
+static gboolean
+harness_claim(const gchar *id, gpointer user_data)
+{
+    BinderHarness *harness = user_data;
+    if (!g_hash_table_contains(harness->present, id))
+        harness_fail(harness, "claim of %s, which is not present", id);
+    g_hash_table_add(harness->claimed, g_strdup(id));
+    g_string_append_printf(harness->log, "claim %s\n", id);
+    return TRUE;
+}
+
+static gboolean
+harness_unclaim(const gchar *id, gpointer user_data)
+{
+    BinderHarness *harness = user_data;
+    if (g_hash_table_contains(harness->served, id))
+        harness_fail(harness, "unclaim of %s while it is served", id);
+    g_string_append_printf(harness->log, "unclaim %s\n", id);
+    return g_hash_table_remove(harness->claimed, id);
+}
+
+static gboolean
+harness_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer user_data)
+{
+    BinderHarness *harness = user_data;
+    const gchar *now = g_hash_table_lookup(harness->served, id);
+
+    if (g_hash_table_contains(harness->fail_vms, vm)) {
+        g_string_append_printf(harness->log, "bind %s %s failed\n", id, vm);
+        return FALSE;
+    }
+    if (now != NULL && g_strcmp0(now, vm) != 0)
+        harness_fail(harness, "bind of %s to %s while it is served to %s", id, vm, now);
+    g_hash_table_insert(harness->served, g_strdup(id), g_strdup(vm));
+    g_hash_table_add(harness->claimed, g_strdup(id));
+    g_string_append_printf(harness->log, "bind %s %s\n", id, vm);
+    return TRUE;
+}
+
+static void
+harness_unbind(const gchar *id, const gchar *vm, gboolean detach, gpointer user_data)
+{
+    BinderHarness *harness = user_data;
+    if (g_strcmp0(g_hash_table_lookup(harness->served, id), vm) != 0)
+        harness_fail(harness, "unbind of %s from %s, which it is not served to", id, vm);
+    g_hash_table_remove(harness->served, id);
+    g_string_append_printf(harness->log, "unbind %s %s\n", id, vm);
+}
+
+static void
+harness_event(GwBinderEvent event, const gchar *id, const gchar *vm, const gchar *actor,
+              const gchar *reason, gpointer user_data)
+{
+    static const gchar *const names[] = {"deny", "assign", "release", "detach", "kept"};
+    BinderHarness *harness = user_data;
+    g_string_append_printf(harness->log, "event %s %s%s%s\n", names[event], id != NULL ? id : "-",
+                           vm != NULL ? " " : "", vm != NULL ? vm : "");
+}
+
+static const GwBinderOps harness_ops = {
+    .claim = harness_claim,
+    .unclaim = harness_unclaim,
+    .bind = harness_bind,
+    .unbind = harness_unbind,
+    .event = harness_event,
+};
+
+BinderHarness *
+binder_harness_new(const gchar *const *policies)
+{
+    BinderHarness *harness = g_new0(BinderHarness, 1);
+
+    harness->policies = g_ptr_array_new_with_free_func((GDestroyNotify)policy_unref);
+    for (guint i = 0; policies[i] != NULL; i++) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GPtrArray) diagnostics = NULL;
+        Policy *policy =
+            policy_load_data(policies[i], strlen(policies[i]), "test.policy", &diagnostics, &error);
+        if (policy == NULL)
+            g_error("harness: policy %u does not parse: %s\n%s", i, error->message, policies[i]);
+        g_ptr_array_add(harness->policies, policy);
+    }
+    harness->served = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    harness->claimed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    harness->present =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)policy_device_free);
+    harness->fail_vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    harness->log = g_string_new(NULL);
+    harness->binder = gw_binder_new(g_ptr_array_index(harness->policies, 0), &harness_ops, harness);
+    return harness;
+}
+
+void
+binder_harness_free(BinderHarness *harness)
+{
+    if (harness == NULL)
+        return;
+    gw_binder_free(harness->binder);
+    g_ptr_array_unref(harness->policies);
+    g_hash_table_unref(harness->served);
+    g_hash_table_unref(harness->claimed);
+    g_hash_table_unref(harness->present);
+    g_hash_table_unref(harness->fail_vms);
+    g_string_free(harness->log, TRUE);
+    g_free(harness->error);
+    g_free(harness);
+}
+
+gboolean
+binder_harness_run(BinderHarness *harness, const gchar *line, GError **error)
+{
+    g_auto(GStrv) words = g_strsplit(line, " ", -1);
+    guint n = g_strv_length(words);
+    const gchar *verb = n > 0 ? words[0] : "";
+    GwBinder *binder = harness->binder;
+
+    if (g_strcmp0(verb, "arrive") == 0 && n == 2) {
+        PolicyDevice *device = binder_harness_device(words[1]);
+        g_hash_table_insert(harness->present, g_strdup(words[1]), device);
+        gw_binder_device_arrived(binder, words[1], device);
+    } else if (g_strcmp0(verb, "leave") == 0 && n == 2) {
+        if (!g_hash_table_remove(harness->present, words[1]))
+            return TRUE;
+        gw_binder_device_left(binder, words[1]);
+    } else if (g_strcmp0(verb, "start") == 0 && n == 2) {
+        gw_binder_vm_started(binder, words[1], binder_harness_vm_uuid(words[1]), "test");
+    } else if (g_strcmp0(verb, "stop") == 0 && n == 2) {
+        gw_binder_vm_stopped(binder, words[1], "test");
+    } else if (g_strcmp0(verb, "assign") == 0 && n == 3) {
+        if (gw_binder_lookup(binder, words[1]) != NULL)
+            (void)gw_binder_assign(binder, words[1], words[2], "test");
+    } else if (g_strcmp0(verb, "release") == 0 && n == 2) {
+        if (gw_binder_lookup(binder, words[1]) != NULL)
+            gw_binder_release(binder, words[1], "test");
+    } else if (g_strcmp0(verb, "reload") == 0 && n == 2) {
+        guint index = (guint)g_ascii_strtoull(words[1], NULL, 10);
+        if (index >= harness->policies->len) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "no policy %u", index);
+            return FALSE;
+        }
+        gw_binder_set_policy(binder, g_ptr_array_index(harness->policies, index), "test");
+    } else if (g_strcmp0(verb, "settle") == 0 && n == 1) {
+        gw_binder_settle(binder);
+    } else if (g_strcmp0(verb, "restart") == 0 && n <= 2) {
+        binder_harness_restart(harness, n == 2 ? (guint32)g_ascii_strtoull(words[1], NULL, 10) : 0);
+    } else if (g_strcmp0(verb, "fail-bind") == 0 && n == 2) {
+        g_hash_table_add(harness->fail_vms, g_strdup(words[1]));
+    } else {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "cannot read '%s'", line);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void
+harness_shuffle(GPtrArray *array, GRand *rand)
+{
+    for (guint i = array->len; i > 1; i--) {
+        guint j = (guint)g_rand_int_range(rand, 0, (gint32)i);
+        gpointer tmp = array->pdata[i - 1];
+        array->pdata[i - 1] = array->pdata[j];
+        array->pdata[j] = tmp;
+    }
+}
+
+void
+binder_harness_restart(BinderHarness *harness, guint32 order_seed)
+{
+    g_autoptr(GwBinderState) saved = gw_binder_save(harness->binder);
+    g_autoptr(GPtrArray) vms = gw_binder_list_vms(harness->binder);
+    g_autoptr(GPtrArray) events = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GList) ids = g_hash_table_get_keys(harness->present);
+    Policy *policy = policy_ref(gw_binder_get_policy(harness->binder));
+    g_autoptr(GRand) rand = g_rand_new_with_seed(order_seed);
+
+    for (guint i = 0; i < vms->len; i++)
+        g_ptr_array_add(events, g_strdup_printf("start %s", (const gchar *)vms->pdata[i]));
+    ids = g_list_sort(ids, (GCompareFunc)strcmp);
+    for (GList *l = ids; l != NULL; l = l->next)
+        g_ptr_array_add(events, g_strdup_printf("arrive %s", (const gchar *)l->data));
+    if (order_seed != 0)
+        harness_shuffle(events, rand);
+
+    /* a new process: nothing is served, nothing claimed */
+    gw_binder_free(harness->binder);
+    g_hash_table_remove_all(harness->served);
+    g_hash_table_remove_all(harness->claimed);
+    g_hash_table_remove_all(harness->present);
+    harness->binder = gw_binder_new(policy, &harness_ops, harness);
+    policy_unref(policy);
+    gw_binder_restore(harness->binder, saved);
+    for (guint i = 0; i < events->len; i++)
+        (void)binder_harness_run(harness, events->pdata[i], NULL);
+    gw_binder_settle(harness->binder);
+}
+
+gchar *
+binder_harness_bindings(BinderHarness *harness)
+{
+    g_autoptr(GPtrArray) devices = gw_binder_list_devices(harness->binder);
+    GString *out = g_string_new(NULL);
+
+    for (guint i = 0; i < devices->len; i++) {
+        const GwBinderDevice *dev = g_ptr_array_index(devices, i);
+        g_string_append_printf(out, "%s%s=%s", i > 0 ? " " : "", dev->id,
+                               dev->vm != NULL ? dev->vm : "-");
+    }
+    return g_string_free(out, FALSE);
+}
+
+gchar *
+binder_harness_check(BinderHarness *harness)
+{
+    g_autoptr(GPtrArray) devices = gw_binder_list_devices(harness->binder);
+    g_autoptr(GHashTable) pool_holders =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    Policy *policy = gw_binder_get_policy(harness->binder);
+
+    if (harness->error != NULL)
+        return g_strdup(harness->error);
+    for (guint i = 0; i < devices->len; i++) {
+        const GwBinderDevice *dev = g_ptr_array_index(devices, i);
+        const gchar *served = g_hash_table_lookup(harness->served, dev->id);
+
+        if (g_strcmp0(served, dev->vm) != 0)
+            return g_strdup_printf("%s: the binder says vm %s, its intents made it served to %s",
+                                   dev->id, dev->vm != NULL ? dev->vm : "-",
+                                   served != NULL ? served : "-");
+        if (dev->vm == NULL)
+            continue;
+        if (dev->released)
+            return g_strdup_printf("%s: released, yet bound to %s", dev->id, dev->vm);
+        if (g_strcmp0(dev->manual_vm, dev->vm) == 0)
+            continue;
+        if (dev->manual_vm != NULL)
+            return g_strdup_printf("%s: assigned to %s by an admin, bound to %s", dev->id,
+                                   dev->manual_vm, dev->vm);
+        if (dev->decision.verdict != POLICY_VERDICT_ASSIGN ||
+            !policy_decision_is_for_vm(policy, &dev->decision, dev->vm,
+                                       binder_harness_vm_uuid(dev->vm)))
+            return g_strdup_printf("%s: bound to %s, which neither the policy nor an admin "
+                                   "gives it",
+                                   dev->id, dev->vm);
+        if (!gw_binder_vm_is_running(harness->binder, dev->vm) &&
+            !(dev->decision.target_kind == POLICY_TARGET_VM &&
+              g_strcmp0(dev->decision.target, dev->vm) == 0))
+            return g_strdup_printf("%s: bound to %s, which does not run, by a %s rule", dev->id,
+                                   dev->vm,
+                                   policy_target_kind_to_string(dev->decision.target_kind));
+        if (dev->decision.target_kind == POLICY_TARGET_POOL) {
+            g_autofree gchar *key = g_strdup_printf("%s\n%s", dev->decision.target, dev->vm);
+            const gchar *other = g_hash_table_lookup(pool_holders, key);
+            if (other != NULL)
+                return g_strdup_printf("vm %s holds two keys of pool %s: %s and %s", dev->vm,
+                                       dev->decision.target, other, dev->id);
+            g_hash_table_insert(pool_holders, g_steal_pointer(&key), dev->id);
+        }
+    }
+    return NULL;
+}
+
+static void
+harness_log_drop(const gchar *domain, GLogLevelFlags level, const gchar *message,
+                 gpointer user_data)
+{
+}
+
+void
+binder_harness_quiet_logs(void)
+{
+    g_log_set_handler("usbgw-binding", G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG,
+                      harness_log_drop, NULL);
+}
