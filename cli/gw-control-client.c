@@ -4,8 +4,10 @@
 #include <gio/gunixsocketaddress.h>
 #include <string.h>
 
+#include "gw-defaults.h"
+
 /* Replies longer than this are refused (usbgwd's replies are far smaller). */
-#define GW_CONTROL_CLIENT_MAX_LINE (16 * 1024 * 1024)
+#define GW_CONTROL_CLIENT_MAX_LINE GW_CONTROL_MAX_REPLY
 
 struct _GwControlClient {
     gchar *socket_path;            /* owned */

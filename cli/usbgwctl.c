@@ -7,12 +7,13 @@
 #include <string.h>
 
 #include "gw-control-client.h"
+#include "gw-defaults.h"
 #include "gw-device-json.h"
 #include "gw-json.h"
 #include "policy.h"
 
-#define USBGWCTL_CONFIG         "/etc/usbgw/usbgwd.conf"
-#define USBGWCTL_DEFAULT_SOCKET "/run/usbgw/control.sock"
+#define USBGWCTL_CONFIG         GW_DEFAULT_CONFIG_PATH
+#define USBGWCTL_DEFAULT_SOCKET GW_DEFAULT_CONTROL_SOCKET
 
 /* Exit codes (usbgwctl --help). */
 enum {

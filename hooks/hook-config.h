@@ -14,11 +14,13 @@
 
 #include <glib.h>
 
+#include "gw-defaults.h"
+
 G_BEGIN_DECLS
 
-#define HOOK_CONFIG_DEFAULT_PATH           "/etc/usbgw/usbgwd.conf"
-#define HOOK_CONFIG_DEFAULT_CONTROL_SOCKET "/run/usbgw/control.sock"
-#define HOOK_CONFIG_DEFAULT_POLICY         "/etc/usbgw/usbgw.policy"
+#define HOOK_CONFIG_DEFAULT_PATH           GW_DEFAULT_CONFIG_PATH
+#define HOOK_CONFIG_DEFAULT_CONTROL_SOCKET GW_DEFAULT_CONTROL_SOCKET
+#define HOOK_CONFIG_DEFAULT_POLICY         GW_DEFAULT_POLICY_PATH
 /* libvirt waits for its hooks with no limit of its own while it holds the
  * domain: the hook must bound itself. */
 #define HOOK_CONFIG_DEFAULT_TIMEOUT_MS 2000

@@ -5,6 +5,8 @@
 
 #include <glib.h>
 
+#include "gw-defaults.h"
+
 #include "hook-domain.h"
 
 G_BEGIN_DECLS
@@ -22,7 +24,7 @@ typedef enum {
 
 /* usbgwd refuses request lines longer than this; the hook reads replies up
  * to the same length. */
-#define HOOK_CONTROL_MAX_LINE (64 * 1024)
+#define HOOK_CONTROL_MAX_LINE GW_CONTROL_MAX_REQUEST
 
 /* A reply: ok, or an error code and message from usbgwd. */
 typedef struct {

@@ -7,10 +7,12 @@
 #include <gio/gio.h>
 #include <json-glib/json-glib.h>
 
+#include "gw-defaults.h"
+
 G_BEGIN_DECLS
 
 /* A request line longer than this is refused and the connection closed. */
-#define GW_CONTROL_MAX_LINE (64 * 1024)
+#define GW_CONTROL_MAX_LINE GW_CONTROL_MAX_REQUEST
 /* Connections at once; more are refused at accept. */
 #define GW_CONTROL_MAX_CLIENTS 64
 

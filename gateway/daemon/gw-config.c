@@ -13,11 +13,11 @@ typedef struct {
 } GwConfigString;
 
 static const GwConfigString gw_config_strings[] = {
-    {"policy", G_STRUCT_OFFSET(GwConfig, policy_path), "/etc/usbgw/usbgw.policy", FALSE},
-    {"rundir", G_STRUCT_OFFSET(GwConfig, rundir), "/run/usbgw", FALSE},
-    {"control-socket", G_STRUCT_OFFSET(GwConfig, control_socket), "/run/usbgw/control.sock", FALSE},
-    {"state", G_STRUCT_OFFSET(GwConfig, state_path), "/var/lib/usbgw/state.json", FALSE},
-    {"audit-log", G_STRUCT_OFFSET(GwConfig, audit_log), "/var/log/usbgw/audit.log", TRUE},
+    {"policy", G_STRUCT_OFFSET(GwConfig, policy_path), GW_DEFAULT_POLICY_PATH, FALSE},
+    {"rundir", G_STRUCT_OFFSET(GwConfig, rundir), GW_DEFAULT_RUNDIR, FALSE},
+    {"control-socket", G_STRUCT_OFFSET(GwConfig, control_socket), GW_DEFAULT_CONTROL_SOCKET, FALSE},
+    {"state", G_STRUCT_OFFSET(GwConfig, state_path), GW_DEFAULT_STATE_PATH, FALSE},
+    {"audit-log", G_STRUCT_OFFSET(GwConfig, audit_log), GW_DEFAULT_AUDIT_LOG, TRUE},
     {"libvirt-uri", G_STRUCT_OFFSET(GwConfig, libvirt_uri), "qemu:///system", TRUE},
     {"tcp-address", G_STRUCT_OFFSET(GwConfig, tcp_address), "127.0.0.1", FALSE},
     {"socket-user", G_STRUCT_OFFSET(GwConfig, socket_user), NULL, TRUE},

@@ -4,13 +4,15 @@
 
 #include <glib.h>
 
+#include "gw-defaults.h"
+
 #ifndef GW_CONFIG_SPICE_WORKER
 #define GW_CONFIG_SPICE_WORKER "/usr/libexec/usbgw-spice-worker"
 #endif
 
 G_BEGIN_DECLS
 
-#define GW_CONFIG_DEFAULT_PATH "/etc/usbgw/usbgwd.conf"
+#define GW_CONFIG_DEFAULT_PATH GW_DEFAULT_CONFIG_PATH
 
 typedef struct {
     gchar *policy_path;    /* owned */

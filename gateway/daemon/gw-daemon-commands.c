@@ -145,7 +145,8 @@ gw_cmd_status(const GwCommandCall *call)
     json_object_set_int_member(obj, "devices", gw_inventory_get_count(daemon->inventory));
     json_object_set_int_member(obj, "attachments", bound);
     json_object_set_int_member(obj, "vms", vms->len);
-    json_object_set_int_member(obj, "shares", g_hash_table_size(daemon->shares));
+    json_object_set_int_member(
+        obj, "shares", daemon->shares != NULL ? gw_share_registry_get_count(daemon->shares) : 0);
     if (daemon->libvirt != NULL) {
         GwLibvirtStatus st = {0};
         gw_libvirt_get_status(daemon->libvirt, &st);

@@ -14,13 +14,11 @@
 #include "gw-daemon.h"
 #include "gw-inventory.h"
 #include "gw-libvirt.h"
-#include "gw-share.h"
+#include "gw-redirdev-plugger.h"
+#include "gw-share-registry.h"
 #include "gw-state-store.h"
 
 G_BEGIN_DECLS
-
-/* Prefix of the libvirt aliases of the redirdevs usbgwd attaches. */
-#define GW_DAEMON_ALIAS_PREFIX "ua-usbgw-"
 
 /* How a bound device is served: its attachment and what libvirt was told. */
 typedef struct {
@@ -38,10 +36,10 @@ struct _GwDaemon {
     GwStateStore *state;           /* owned */
     GwBinderState *saved_bindings; /* owned, nullable: the bindings last given to @state */
     GwLibvirt *libvirt;            /* owned, nullable: no libvirt configured */
+    GwRedirdevPlugger *plugger;    /* owned: socket paths, aliases, redirdev plugging */
     GHashTable *served;            /* device id (owned) → GwDaemonServed (owned) */
-    GHashTable *shares;            /* VM name → GwShare: at most one share per VM */
+    GwShareRegistry *shares;       /* owned: at most one share per VM */
     guint next_tcp_port;           /* 0 when TCP is off */
-    guint next_spice_port;         /* offset from spice_port_base to try first */
     gchar *started;                /* owned: ISO 8601 */
     gchar *hook_last_call;         /* owned, nullable */
     GCancellable *cancellable;     /* owned: cancelled when the daemon goes */
@@ -61,7 +59,6 @@ void gw_daemon_audit(GwDaemon *daemon, GwAuditKind event, const gchar *id, const
                      const gchar *actor, const gchar *reason);
 /* Writes what the last event changed to the state file (one write). */
 void gw_daemon_save_state(GwDaemon *daemon);
-void gw_daemon_detach_done(GObject *source, GAsyncResult *result, gpointer user_data);
 
 /* Commands (gw-daemon-commands.c). */
 JsonNode *gw_daemon_control_handler(JsonObject *request, const GwControlPeer *peer,
@@ -72,10 +69,10 @@ void gw_daemon_vm_stopped(GwDaemon *daemon, const gchar *name, const gchar *acto
 const gchar *gw_daemon_string_arg(JsonObject *request, const gchar *name, JsonNode **error_reply);
 
 /* Shares (gw-daemon-shares.c). */
-void gw_daemon_share_plug(GwDaemon *daemon, GwShare *share, gboolean replug);
-void gw_daemon_unshare(GwDaemon *daemon, const gchar *vm, const gchar *actor, const gchar *reason);
-void gw_daemon_restore_shares(GwDaemon *daemon);
-gboolean gw_daemon_shares_have_qemu(GwDaemon *daemon, const gchar *path);
+/* Longest share ticket lifetime a request may ask for, seconds. */
+#define GW_SHARE_MAX_TTL (7 * 24 * 3600)
+/* Creates the share registry and restores the saved shares. */
+void gw_daemon_start_shares(GwDaemon *daemon);
 void gw_daemon_save_shares(GwDaemon *daemon);
 JsonNode *gw_daemon_cmd_share(GwDaemon *daemon, JsonObject *request, const GwControlPeer *peer,
                               const gchar *actor);

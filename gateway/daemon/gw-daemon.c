@@ -7,17 +7,17 @@
  * Teardown order (gw_daemon_free), each step before what it uses:
  *   1. cancel pending libvirt calls, stop hotplug delivery (no event can
  *      reach the daemon while it is taken apart);
- *   2. libvirt (its threads), shares (workers, proxies: they audit);
+ *   2. the redirdev plugger, libvirt (its threads), shares (workers,
+ *      proxies: they audit);
  *   3. the control socket (it spins the main context to close clients);
  *   4. attachments (they hold libusb handles), then the inventory (the
  *      libusb context and its event thread);
  *   5. binder, audit, state. */
 #include "gw-daemon-private.h"
 
-#include <grp.h>
-#include <pwd.h>
-
 #include "gw-device.h"
+#include "gw-redirdev-plugger.h"
+#include "gw-users.h"
 
 gchar *
 gw_daemon_now(void)
@@ -99,51 +99,26 @@ gw_daemon_save_state(GwDaemon *daemon)
 
 /* ---- redirdevs (libvirt) ---------------------------------------------------- */
 
-typedef struct {
-    GCancellable *cancellable; /* owned ref: cancelled when the daemon goes */
-    GwDaemon *daemon;          /* only used while not cancelled */
-    gchar *id;
-    gchar *vm;
-} GwDaemonAttachOp;
-
+/* libvirt plugged a device in (or refused): "attach" is recorded once. */
 static void
-gw_daemon_attach_op_free(GwDaemonAttachOp *op)
+gw_daemon_plugged(const gchar *id, const gchar *vm, const GError *error, gpointer user_data)
 {
-    g_object_unref(op->cancellable);
-    g_free(op->id);
-    g_free(op->vm);
-    g_free(op);
-}
+    GwDaemon *daemon = user_data;
+    const GwBinderDevice *dev = gw_binder_lookup(daemon->binder, id);
+    GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwDaemonAttachOp, gw_daemon_attach_op_free)
-
-static void
-gw_daemon_attach_done(GObject *source, GAsyncResult *result, gpointer user_data)
-{
-    g_autoptr(GError) error = NULL;
-    g_autoptr(GwDaemonAttachOp) op = user_data;
-    gboolean ok = gw_libvirt_attach_redirdev_finish(NULL, result, &error);
-    const GwBinderDevice *dev;
-    GwDaemonServed *served;
-
-    if (g_cancellable_is_cancelled(op->cancellable))
-        return;
-    dev = gw_binder_lookup(op->daemon->binder, op->id);
-    if (!ok) {
-        g_warning("%s → vm %s: libvirt attach failed: %s", op->id, op->vm, error->message);
+    if (error != NULL) {
         if (dev != NULL)
-            gw_daemon_audit(op->daemon, GW_AUDIT_ATTACH_FAILED, op->id, op->vm, "libvirt",
-                            error->message);
+            gw_daemon_audit(daemon, GW_AUDIT_ATTACH_FAILED, id, vm, "libvirt", error->message);
         return;
     }
-    served = g_hash_table_lookup(op->daemon->served, op->id);
-    if (dev == NULL || served == NULL || g_strcmp0(dev->vm, op->vm) != 0 ||
-        g_strcmp0(served->audited_vm, op->vm) == 0)
+    if (dev == NULL || served == NULL || g_strcmp0(dev->vm, vm) != 0 ||
+        g_strcmp0(served->audited_vm, vm) == 0)
         return;
     g_free(served->audited_vm);
-    served->audited_vm = g_strdup(op->vm);
-    g_message("%s → vm %s: attached through libvirt", op->id, op->vm);
-    gw_daemon_audit(op->daemon, GW_AUDIT_ATTACH, op->id, op->vm, "libvirt",
+    served->audited_vm = g_strdup(vm);
+    g_message("%s → vm %s: attached through libvirt", id, vm);
+    gw_daemon_audit(daemon, GW_AUDIT_ATTACH, id, vm, "libvirt",
                     gw_attachment_get_socket_path(served->attachment));
 }
 
@@ -154,36 +129,16 @@ gw_daemon_libvirt_attach(GwDaemon *daemon, const gchar *id, const gchar *vm)
 {
     GwInventoryDevice *inv = gw_inventory_lookup(daemon->inventory, id);
     GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
-    const gchar *uuid = gw_binder_get_vm_uuid(daemon->binder, vm);
     const gchar *path = served != NULL && served->attachment != NULL
                             ? gw_attachment_get_socket_path(served->attachment)
                             : NULL;
-    g_autofree gchar *slot = NULL;
-    g_autofree gchar *alias = NULL;
-    GwDaemonAttachOp *op;
+    g_autofree gchar *slot_name = NULL;
 
-    if (daemon->libvirt == NULL || uuid == NULL || path == NULL || inv == NULL ||
-        !gw_libvirt_is_connected(daemon->libvirt))
+    if (path == NULL || inv == NULL)
         return;
-    slot = gw_device_slot_name(inv->desc);
-    alias = g_strconcat(GW_DAEMON_ALIAS_PREFIX, slot, NULL);
-    g_strcanon(alias, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", '_');
-    op = g_new0(GwDaemonAttachOp, 1);
-    op->cancellable = g_object_ref(daemon->cancellable);
-    op->daemon = daemon;
-    op->id = g_strdup(id);
-    op->vm = g_strdup(vm);
-    gw_libvirt_attach_redirdev_async(daemon->libvirt, uuid, path, alias, NULL,
-                                     gw_daemon_attach_done, op);
-}
-
-void
-gw_daemon_detach_done(GObject *source, GAsyncResult *result, gpointer user_data)
-{
-    g_autoptr(GError) error = NULL;
-    g_autofree gchar *what = user_data;
-    if (!gw_libvirt_detach_redirdev_finish(NULL, result, &error))
-        g_warning("%s: libvirt detach failed: %s", what, error->message);
+    slot_name = gw_device_slot_name(inv->desc);
+    gw_redirdev_plugger_plug_device(daemon->plugger, id, slot_name, vm,
+                                    gw_binder_get_vm_uuid(daemon->binder, vm), path);
 }
 
 /* ---- the binder's intents --------------------------------------------------- */
@@ -238,8 +193,7 @@ gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer
     const GwBinderDevice *dev = gw_binder_lookup(daemon->binder, id);
     GwDaemonServed *served = gw_daemon_lookup_served(daemon, id);
     g_autoptr(GError) error = NULL;
-    g_autofree gchar *slot = NULL;
-    g_autofree gchar *file = NULL;
+    g_autofree gchar *slot_name = NULL;
     g_autofree gchar *path = NULL;
     GwAttachment *attachment;
     gboolean tcp;
@@ -259,9 +213,8 @@ gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer
     if (served->tcp_port == 0 && daemon->next_tcp_port != 0 && daemon->next_tcp_port <= G_MAXUINT16)
         served->tcp_port = (guint16)daemon->next_tcp_port++;
     tcp = served->tcp_port != 0;
-    slot = gw_device_slot_name(inv->desc);
-    file = g_strconcat(slot, ".sock", NULL);
-    path = g_build_filename(daemon->config.rundir, "vm", vm, file, NULL);
+    slot_name = gw_device_slot_name(inv->desc);
+    path = gw_redirdev_plugger_device_socket(daemon->plugger, vm, id, slot_name);
     if (!gw_attachment_bind(attachment, path, tcp ? daemon->config.tcp_address : NULL,
                             served->tcp_port, &error)) {
         g_warning("%s: %s", id, error->message);
@@ -289,9 +242,8 @@ gw_daemon_op_unbind(const gchar *id, const gchar *vm, gboolean detach, gpointer 
     const gchar *path =
         served->attachment != NULL ? gw_attachment_get_socket_path(served->attachment) : NULL;
 
-    if (detach && daemon->libvirt != NULL && uuid != NULL && path != NULL)
-        gw_libvirt_detach_redirdev_async(daemon->libvirt, uuid, path, NULL, gw_daemon_detach_done,
-                                         g_strdup_printf("%s ← vm %s", id, vm));
+    if (detach && path != NULL)
+        gw_redirdev_plugger_unplug(daemon->plugger, vm, uuid, path);
     if (served->attachment != NULL)
         gw_attachment_unbind(served->attachment);
     g_clear_pointer(&served->audited_vm, g_free);
@@ -367,8 +319,7 @@ void
 gw_daemon_vm_started(GwDaemon *daemon, const gchar *name, const gchar *uuid, const gchar *actor)
 {
     gw_binder_vm_started(daemon->binder, name, uuid, actor);
-    if (g_hash_table_contains(daemon->shares, name))
-        gw_daemon_share_plug(daemon, g_hash_table_lookup(daemon->shares, name), FALSE);
+    gw_share_registry_vm_started(daemon->shares, name);
 }
 
 void
@@ -376,13 +327,14 @@ gw_daemon_vm_stopped(GwDaemon *daemon, const gchar *name, const gchar *actor)
 {
     if (!gw_binder_vm_is_running(daemon->binder, name))
         return;
-    gw_daemon_unshare(daemon, name, actor, "vm stopped");
+    gw_share_registry_unshare(daemon->shares, name, actor, "vm stopped");
     gw_binder_vm_stopped(daemon->binder, name, actor);
 }
 
 static gboolean
-gw_daemon_path_has_peer(GwDaemon *daemon, const gchar *path)
+gw_daemon_path_has_peer(const gchar *path, gpointer user_data)
 {
+    GwDaemon *daemon = user_data;
     GHashTableIter iter;
     gpointer value;
 
@@ -393,27 +345,7 @@ gw_daemon_path_has_peer(GwDaemon *daemon, const gchar *path)
             g_strcmp0(gw_attachment_get_socket_path(served->attachment), path) == 0)
             return gw_attachment_has_peer(served->attachment);
     }
-    return gw_daemon_shares_have_qemu(daemon, path);
-}
-
-/* A redirdev of ours whose QEMU is not connected (usbgwd restarted: the
- * socket went away). libvirt 9.0 hot-plugs chardevs without <reconnect>,
- * so QEMU never comes back by itself: unplug it here; binding the device
- * again plugs a fresh one (the worker keeps the two in order). */
-static void
-gw_daemon_reattach_stale(GwDaemon *daemon, GwLibvirtDomain *domain)
-{
-    g_autofree gchar *ours = g_build_filename(daemon->config.rundir, "vm", "", NULL);
-
-    for (guint i = 0; i < domain->redirdev_paths->len; i++) {
-        const gchar *path = g_ptr_array_index(domain->redirdev_paths, i);
-        if (!g_str_has_prefix(path, ours) || gw_daemon_path_has_peer(daemon, path))
-            continue;
-        g_message("vm \"%s\": re-plugging %s (its QEMU is not connected)", domain->name, path);
-        gw_libvirt_detach_redirdev_async(daemon->libvirt, domain->uuid, path, NULL,
-                                         gw_daemon_detach_done,
-                                         g_strdup_printf("stale %s ← vm %s", path, domain->name));
-    }
+    return gw_share_registry_has_qemu(daemon->shares, path);
 }
 
 static void
@@ -435,7 +367,7 @@ gw_daemon_reconcile_done(GObject *source, GAsyncResult *result, gpointer user_da
     for (guint i = 0; i < domains->len; i++) {
         GwLibvirtDomain *domain = g_ptr_array_index(domains, i);
         g_hash_table_add(running, domain->name);
-        gw_daemon_reattach_stale(daemon, domain);
+        gw_redirdev_plugger_unplug_stale(daemon->plugger, domain, gw_daemon_path_has_peer, daemon);
         gw_daemon_vm_started(daemon, domain->name, domain->uuid, "reconcile");
     }
     known = gw_binder_list_vms(daemon->binder);
@@ -483,23 +415,14 @@ gw_daemon_libvirt_removed(const gchar *name, const gchar *uuid, const gchar *ali
                           gpointer user_data)
 {
     GwDaemon *daemon = user_data;
-    g_autoptr(GPtrArray) devices = NULL;
+    const gchar *id = gw_redirdev_plugger_lookup_alias(daemon->plugger, name, alias);
+    const GwBinderDevice *dev = id != NULL ? gw_binder_lookup(daemon->binder, id) : NULL;
 
-    if (!g_str_has_prefix(alias, GW_DAEMON_ALIAS_PREFIX))
+    if (dev == NULL || g_strcmp0(dev->vm, name) != 0)
         return;
-    devices = gw_binder_list_devices(daemon->binder);
-    for (guint i = 0; i < devices->len; i++) {
-        const GwBinderDevice *dev = g_ptr_array_index(devices, i);
-        g_autofree gchar *slot = NULL;
-        if (g_strcmp0(dev->vm, name) != 0)
-            continue;
-        slot = gw_device_slot_name(dev->desc);
-        if (g_str_has_suffix(alias, slot)) {
-            g_message("%s: its redirdev was removed from vm \"%s\" by someone else", dev->id, name);
-            gw_daemon_audit(daemon, GW_AUDIT_DETACH, dev->id, name, "libvirt",
-                            "redirdev removed outside usbgwd");
-        }
-    }
+    g_message("%s: its redirdev was removed from vm \"%s\" by someone else", dev->id, name);
+    gw_daemon_audit(daemon, GW_AUDIT_DETACH, dev->id, name, "libvirt",
+                    "redirdev removed outside usbgwd");
 }
 
 /* ---- life cycle ------------------------------------------------------------- */
@@ -511,8 +434,6 @@ gw_daemon_new(const GwConfig *config, GError **error)
 
     gw_config_copy(&daemon->config, config);
     daemon->served = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gw_daemon_served_free);
-    daemon->shares =
-        g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)gw_share_free);
     daemon->next_tcp_port = config->tcp_port_base;
     daemon->started = gw_daemon_now();
     daemon->cancellable = g_cancellable_new();
@@ -526,27 +447,25 @@ gw_daemon_new(const GwConfig *config, GError **error)
 static gboolean
 gw_daemon_resolve_access(GwDaemon *daemon, GError **error)
 {
+    g_autoptr(GError) local_error = NULL;
+
     daemon->socket_uid = (uid_t)-1;
     daemon->socket_gid = (gid_t)-1;
     if (daemon->config.socket_user != NULL) {
-        struct passwd *pw = getpwnam(daemon->config.socket_user);
-        if (pw == NULL) {
+        g_autoptr(GwUser) user = gw_users_lookup(daemon->config.socket_user, &local_error);
+        if (user == NULL) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
                         "socket-user '%s' is not a user on this host", daemon->config.socket_user);
             return FALSE;
         }
-        daemon->socket_uid = pw->pw_uid;
-        daemon->socket_gid = pw->pw_gid;
+        daemon->socket_uid = user->uid;
+        daemon->socket_gid = user->gid;
     }
-    if (daemon->config.socket_group != NULL) {
-        struct group *gr = getgrnam(daemon->config.socket_group);
-        if (gr == NULL) {
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                        "socket-group '%s' is not a group on this host",
-                        daemon->config.socket_group);
-            return FALSE;
-        }
-        daemon->socket_gid = gr->gr_gid;
+    if (daemon->config.socket_group != NULL &&
+        !gw_users_group_id(daemon->config.socket_group, &daemon->socket_gid, &local_error)) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                    "socket-group '%s' is not a group on this host", daemon->config.socket_group);
+        return FALSE;
     }
     return TRUE;
 }
@@ -582,7 +501,6 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
         gw_control_new(daemon->config.control_socket, gw_daemon_control_handler, daemon, error);
     if (daemon->control == NULL)
         return FALSE;
-    gw_daemon_restore_shares(daemon);
     if (daemon->config.libvirt_uri != NULL) {
         const GwLibvirtHandlers handlers = {
             .connected = gw_daemon_libvirt_connected,
@@ -592,11 +510,15 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
         };
         daemon->libvirt = gw_libvirt_new(daemon->config.libvirt_uri, g_main_context_default());
         gw_libvirt_set_handlers(daemon->libvirt, &handlers, daemon);
+    }
+    daemon->plugger =
+        gw_redirdev_plugger_new(daemon->config.rundir, daemon->libvirt, gw_daemon_plugged, daemon);
+    gw_daemon_start_shares(daemon);
+    if (daemon->libvirt != NULL)
         gw_libvirt_start(daemon->libvirt);
-    } else {
+    else
         /* no libvirt tells which VMs run: only the hook does, as they start */
         gw_binder_settle(daemon->binder);
-    }
     return gw_inventory_start(daemon->inventory, &gw_daemon_inventory_callbacks, daemon, error);
 }
 
@@ -610,8 +532,9 @@ gw_daemon_free(GwDaemon *daemon)
     if (daemon->inventory != NULL)
         gw_inventory_stop(daemon->inventory);
     /* 2 */
+    g_clear_pointer(&daemon->plugger, gw_redirdev_plugger_free);
     g_clear_pointer(&daemon->libvirt, gw_libvirt_free);
-    g_clear_pointer(&daemon->shares, g_hash_table_unref);
+    g_clear_pointer(&daemon->shares, gw_share_registry_free);
     /* 3 */
     gw_control_free(daemon->control);
     daemon->control = NULL;

@@ -197,6 +197,39 @@ pool)
     [ "$(holder 0529:0001@1-2)" = - ] || fail "a released key was leased again: $(usbgwctl list)"
     stop_usbgwd
     ;;
+teardown)
+    # SIGTERM while a key comes and goes: hotplug events still queued for
+    # the main loop must not reach a daemon that is being taken apart
+    # (usbgwd used to free its control socket first, then spin the main
+    # loop with the USB thread live: a queued arrival audited into a freed
+    # control socket)
+    sim_cmd "plug hasp2" >/dev/null || fail "sim: plug hasp2"
+    for round in $(seq 6); do
+        python3 - "$work/sim.sock" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rwb")
+end = time.monotonic() + 1.0
+while time.monotonic() < end:
+    for cmd in (b"unplug hasp2\n", b"plug hasp2\n"):
+        f.write(cmd)
+        f.flush()
+        while not f.readline().startswith((b"ok", b"error")):
+            pass
+PY
+        churn=$!
+        sleep "0.$((RANDOM % 9 + 1))"
+        kill -TERM $gw_pid
+        wait $gw_pid || fail "round $round: usbgwd exited with status $? on SIGTERM during hotplug"
+        gw_pid=''
+        wait $churn || fail "round $round: the hotplug churn failed"
+        sim_cmd "plug hasp2" >/dev/null 2>&1 || true
+        ! grep -q 'CRITICAL' "$work/usbgwd.log" || fail "round $round: a CRITICAL during teardown"
+        start_usbgwd
+    done
+    stop_usbgwd
+    ;;
 access)
     command -v setpriv >/dev/null || { echo "SKIP: setpriv (util-linux) missing"; stop_usbgwd; exit 77; }
     [ "$(stat -c %U "$sock")" = nobody ] || fail "the socket is not nobody's: $(stat -c %U "$sock")"

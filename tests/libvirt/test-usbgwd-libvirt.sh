@@ -15,6 +15,9 @@
 #             usbgwd's reason
 #   pool      2 identical keys, 3 VMs of a pool: the third starts without a
 #             key and gets one when another VM stops
+#   hub       a serial-less key behind a hub (port 1-3.2): attached, and
+#             its redirdev removed by someone else is recorded (the alias
+#             of a port path with '.' used to go unmatched)
 #   share     usbgwctl share → usbgwd hot-plugs the share's redirdevs;
 #             usbgw-share lends the key over SPICE → the guest answers;
 #             the lender stops and comes back → usbgwd re-plugs the
@@ -44,6 +47,7 @@ work=$3/usbgwd-libvirt-$scenario
 gw=/run/usbgw-test
 HASP_SECRET=000102030405060708090a0b0c0d0e0f
 HASP2_SECRET=101112131415161718191a1b1c1d1e1f
+HUB_SECRET=202122232425262728292a2b2c2d2e2f
 CHALLENGE=00112233445566778899aabbccddeeff
 
 # shellcheck source-path=SCRIPTDIR source=libvirt-rig.sh
@@ -101,7 +105,8 @@ lv_setup "$gw/hook" || fail "the rig's setup failed (message above)"
 
 # The keys: hasp (1-1) and hasp2 (1-2), identical but for their secrets.
 start_sim() {
-    "$sim" --secret "hasp=$HASP_SECRET" --secret "hasp2=$HASP2_SECRET" --plug hasp --plug hasp2 \
+    "$sim" --secret "hasp=$HASP_SECRET" --secret "hasp2=$HASP2_SECRET" --secret "hasp-hub=$HUB_SECRET" \
+        --plug hasp --plug hasp2 $sim_extra \
         --control "$work/sim.sock" -- \
         sh -c 'env | grep -E "^(UMOCKDEV_DIR|LD_PRELOAD)=" >"$0.tmp" && mv "$0.tmp" "$0" && exec sleep 100000' \
         "$work/sim.env" >"$work/sim.log" 2>&1 &
@@ -135,6 +140,9 @@ answers() {
 
 hasp_answer=$("$peer" --key-answer $HASP_SECRET $CHALLENGE)
 hasp2_answer=$("$peer" --key-answer $HASP2_SECRET $CHALLENGE)
+hub_answer=$("$peer" --key-answer $HUB_SECRET $CHALLENGE)
+sim_extra=
+[[ $scenario == hub ]] && sim_extra='--plug hasp-hub'
 start_sim
 
 case $scenario in
@@ -195,6 +203,23 @@ restart)
     echo "$me: usbgwd restart → guest answers again: $(secs "$t0" "$(now)") s"
     [[ $(answers "$name") == "$hasp_answer" ]] || fail "wrong answer after the restart: $(answers "$name")"
     grep -q 're-plugging' "$work/usbgwd.log" || fail "usbgwd did not re-plug the stale redirdev"
+    ;;
+hub)
+    name=$(lv_new_name hub)
+    printf 'assign id 0529:0001 via-port "1-3.2" to vm "%s"\n' "$name" >"$gw/policy"
+    start_usbgwd
+    define_vm "$name"
+    lv_start "$name" || fail "cannot start $name"
+    lv_wait_console "$name" '^USBGW-ANSWER 0529:0001 ' 120 || fail "the guest got no answer"
+    [[ $(answers "$name") == "$hub_answer" ]] ||
+        fail "the guest's answer '$(answers "$name")' is not the hub key's ($hub_answer)"
+    alias=$(lv_virsh dumpxml "$name" | sed -n "s/.*<alias name='\(ua-usbgw-0529-0001-at-1-3_2[^']*\)'.*/\1/p" | head -n 1)
+    [[ -n $alias ]] || fail "no redirdev alias for the key at 1-3.2 in the live XML"
+    echo "$me: the key at 1-3.2 is attached as $alias"
+    lv_virsh detach-device-alias "$name" "$alias" --live >/dev/null || fail "virsh detach-device-alias failed"
+    lv_wait_file "$gw/audit.log" '"event":"detach","device":"0529:0001@1-3.2".*"reason":"redirdev removed outside usbgwd"' 20 ||
+        fail "the removal of the hub key's redirdev was not recorded"
+    lv_virsh destroy "$name" >/dev/null || fail "virsh destroy failed"
     ;;
 required)
     name=$(lv_new_name required)

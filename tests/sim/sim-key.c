@@ -131,6 +131,19 @@ static const SimKeyModel sim_key_model_table[] = {
                    0xd2, 0xe1, 0xf0},
     },
     {
+        /* a serial-less key behind the hub at 1-3: a port path with a '.' */
+        .name = "hasp-hub",
+        .kind = SIM_KEY_KIND_VENDOR,
+        .vendor_id = 0x0529,
+        .product_id = 0x0001,
+        .bcd_device = 0x0100,
+        .manufacturer = "usbgw sim",
+        .product = "HASP-like key",
+        .port = "1-3.2",
+        .secret = {0x21, 0x43, 0x65, 0x87, 0xa9, 0xcb, 0xed, 0x0f, 0x12, 0x34, 0x56, 0x78, 0x9a,
+                   0xbc, 0xde, 0xf0},
+    },
+    {
         .name = "stick",
         .kind = SIM_KEY_KIND_STORAGE,
         .vendor_id = 0x0781,
