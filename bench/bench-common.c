@@ -9,7 +9,6 @@
 #include <gio/gunixsocketaddress.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,9 +16,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <usbredirparser.h>
-
-#define BENCH_PEER_MAX_REPLY 64
 
 gint64
 bench_now_ns(void)
@@ -31,323 +27,64 @@ bench_now_ns(void)
 
 /* ---- the peer */
 
-struct _BenchPeer {
-    int fd;
-    gchar *label;
-    struct usbredirparser *parser;
-    gboolean connected;       /* device_connect seen */
-    gboolean interfaces_seen; /* interface_info seen */
-    gboolean closed;
-    gboolean reply_ready;
-    guint64 reply_id;
-    guint8 reply_status;
-    guint8 reply_data[BENCH_PEER_MAX_REPLY];
-    int reply_len;
-    guint64 next_id;
-};
-
-static void
-bench_peer_log(void *priv, int level, const char *msg)
-{
-    BenchPeer *peer = priv;
-    if (level <= usbredirparser_warning)
-        g_printerr("%s: usbredir: %s\n", peer->label, msg);
-}
-
-static int
-bench_peer_read(void *priv, uint8_t *data, int count)
-{
-    BenchPeer *peer = priv;
-    ssize_t n = recv(peer->fd, data, (size_t)count, MSG_DONTWAIT);
-    if (n > 0)
-        return (int)n;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return 0;
-    peer->closed = TRUE;
-    return -1;
-}
-
-static int
-bench_peer_write(void *priv, uint8_t *data, int count)
-{
-    BenchPeer *peer = priv;
-    ssize_t n = send(peer->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0)
-        return (int)n;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return 0;
-    peer->closed = TRUE;
-    return -1;
-}
-
-static void
-bench_peer_device_connect(void *priv, struct usb_redir_device_connect_header *h)
-{
-    BenchPeer *peer = priv;
-    peer->connected = TRUE;
-}
-
-static void
-bench_peer_interface_info(void *priv, struct usb_redir_interface_info_header *h)
-{
-    BenchPeer *peer = priv;
-    peer->interfaces_seen = TRUE;
-}
-
-static void
-bench_peer_device_disconnect(void *priv)
-{
-    BenchPeer *peer = priv;
-    peer->connected = FALSE;
-    peer->interfaces_seen = FALSE;
-}
-
-static void
-bench_peer_control_packet(void *priv, uint64_t id, struct usb_redir_control_packet_header *h,
-                          uint8_t *data, int data_len)
-{
-    BenchPeer *peer = priv;
-    peer->reply_ready = TRUE;
-    peer->reply_id = id;
-    peer->reply_status = h->status;
-    peer->reply_len = MIN(data_len, BENCH_PEER_MAX_REPLY);
-    if (data_len > 0)
-        memcpy(peer->reply_data, data, (size_t)peer->reply_len);
-    usbredirparser_free_packet_data(peer->parser, data);
-}
-
-/* usbredirparser calls every callback unchecked: the unused ones need a body. */
-static void
-bench_peer_ignore_ep_info(void *priv, struct usb_redir_ep_info_header *h)
-{
-}
-
-static void
-bench_peer_ignore_hello(void *priv, struct usb_redir_hello_header *h)
-{
-}
-
-static void
-bench_peer_ignore_void(void *priv)
-{
-}
-
-#define BENCH_PEER_IGNORE_STATUS(name, header)                                                     \
-    static void bench_peer_ignore_##name(void *priv, uint64_t id, struct header *h)                \
-    {                                                                                              \
-    }
-BENCH_PEER_IGNORE_STATUS(configuration_status, usb_redir_configuration_status_header)
-BENCH_PEER_IGNORE_STATUS(alt_setting_status, usb_redir_alt_setting_status_header)
-BENCH_PEER_IGNORE_STATUS(iso_stream_status, usb_redir_iso_stream_status_header)
-BENCH_PEER_IGNORE_STATUS(interrupt_receiving_status, usb_redir_interrupt_receiving_status_header)
-BENCH_PEER_IGNORE_STATUS(bulk_streams_status, usb_redir_bulk_streams_status_header)
-BENCH_PEER_IGNORE_STATUS(bulk_receiving_status, usb_redir_bulk_receiving_status_header)
-
-#define BENCH_PEER_IGNORE_DATA(name, header)                                                       \
-    static void bench_peer_ignore_##name(void *priv, uint64_t id, struct header *h, uint8_t *data, \
-                                         int data_len)                                             \
-    {                                                                                              \
-        BenchPeer *peer = priv;                                                                    \
-        usbredirparser_free_packet_data(peer->parser, data);                                       \
-    }
-BENCH_PEER_IGNORE_DATA(bulk_packet, usb_redir_bulk_packet_header)
-BENCH_PEER_IGNORE_DATA(iso_packet, usb_redir_iso_packet_header)
-BENCH_PEER_IGNORE_DATA(interrupt_packet, usb_redir_interrupt_packet_header)
-BENCH_PEER_IGNORE_DATA(buffered_bulk_packet, usb_redir_buffered_bulk_packet_header)
-
-BenchPeer *
+UsbredirPeer *
 bench_peer_new(int fd, const gchar *label)
 {
-    BenchPeer *peer = g_new0(BenchPeer, 1);
-    uint32_t caps[USB_REDIR_CAPS_SIZE] = {0};
-    struct usbredirparser *p;
-
-    peer->fd = fd;
-    peer->label = g_strdup(label);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    p = peer->parser = usbredirparser_create();
-    p->priv = peer;
-    p->log_func = bench_peer_log;
-    p->read_func = bench_peer_read;
-    p->write_func = bench_peer_write;
-    p->device_connect_func = bench_peer_device_connect;
-    p->device_disconnect_func = bench_peer_device_disconnect;
-    p->interface_info_func = bench_peer_interface_info;
-    p->control_packet_func = bench_peer_control_packet;
-    p->ep_info_func = bench_peer_ignore_ep_info;
-    p->hello_func = bench_peer_ignore_hello;
-    p->reset_func = bench_peer_ignore_void;
-    p->device_disconnect_ack_func = bench_peer_ignore_void;
-    p->configuration_status_func = bench_peer_ignore_configuration_status;
-    p->alt_setting_status_func = bench_peer_ignore_alt_setting_status;
-    p->iso_stream_status_func = bench_peer_ignore_iso_stream_status;
-    p->interrupt_receiving_status_func = bench_peer_ignore_interrupt_receiving_status;
-    p->bulk_streams_status_func = bench_peer_ignore_bulk_streams_status;
-    p->bulk_receiving_status_func = bench_peer_ignore_bulk_receiving_status;
-    p->bulk_packet_func = bench_peer_ignore_bulk_packet;
-    p->iso_packet_func = bench_peer_ignore_iso_packet;
-    p->interrupt_packet_func = bench_peer_ignore_interrupt_packet;
-    p->buffered_bulk_packet_func = bench_peer_ignore_buffered_bulk_packet;
-    /* the capabilities QEMU 7.2's usb-redir announces that matter here */
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_connect_device_version);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_ep_info_max_packet_size);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_64bits_ids);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_32bits_bulk_length);
-    usbredirparser_init(p, "usbgw-bench-peer", caps, USB_REDIR_CAPS_SIZE, 0);
-    usbredirparser_do_write(p);
-    return peer;
-}
-
-void
-bench_peer_free(BenchPeer *peer)
-{
-    if (peer == NULL)
-        return;
-    usbredirparser_destroy(peer->parser);
-    close(peer->fd);
-    g_free(peer->label);
-    g_free(peer);
-}
-
-const gchar *
-bench_peer_get_label(BenchPeer *peer)
-{
-    return peer->label;
-}
-
-gboolean
-bench_peer_is_connected(BenchPeer *peer)
-{
-    return peer->connected && peer->interfaces_seen;
-}
-
-static void
-bench_peer_set_closed_error(BenchPeer *peer, GError **error)
-{
-    g_set_error(error, G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED, "%s: the connection closed",
-                peer->label);
-}
-
-/* Handles what poll() reported for one peer. FALSE once it is closed. */
-static gboolean
-bench_peer_handle(BenchPeer *peer, short revents)
-{
-    if (revents & POLLOUT)
-        usbredirparser_do_write(peer->parser);
-    if (revents & (POLLIN | POLLHUP | POLLERR)) {
-        if (usbredirparser_do_read(peer->parser) != 0)
-            peer->closed = TRUE;
-    }
-    return !peer->closed;
-}
-
-gboolean
-bench_peers_serve(BenchPeer **peers, guint n_peers, gint64 timeout_us, gboolean until_connected,
-                  GError **error)
-{
-    g_autofree struct pollfd *pfds = g_new0(struct pollfd, n_peers);
-    gint64 deadline = g_get_monotonic_time() + timeout_us;
-
-    for (;;) {
-        gboolean all_connected = TRUE;
-        gint64 left = deadline - g_get_monotonic_time();
-
-        for (guint i = 0; i < n_peers; i++) {
-            if (peers[i]->closed) {
-                bench_peer_set_closed_error(peers[i], error);
-                return FALSE;
-            }
-            all_connected = all_connected && bench_peer_is_connected(peers[i]);
-            pfds[i].fd = peers[i]->fd;
-            pfds[i].events = POLLIN;
-            if (usbredirparser_has_data_to_write(peers[i]->parser))
-                pfds[i].events |= POLLOUT;
-            pfds[i].revents = 0;
-        }
-        if (until_connected && all_connected)
-            return TRUE;
-        if (left <= 0) {
-            if (!until_connected)
-                return TRUE;
-            for (guint i = 0; i < n_peers; i++) {
-                if (!bench_peer_is_connected(peers[i])) {
-                    g_set_error(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
-                                "%s: no device_connect within %.1f s", peers[i]->label,
-                                (gdouble)timeout_us / G_USEC_PER_SEC);
-                    break;
-                }
-            }
-            return FALSE;
-        }
-        if (poll(pfds, n_peers, (int)MIN(left / 1000 + 1, 100)) < 0 && errno != EINTR) {
-            g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "poll: %s",
-                        g_strerror(errno));
-            return FALSE;
-        }
-        for (guint i = 0; i < n_peers; i++)
-            bench_peer_handle(peers[i], pfds[i].revents);
-    }
-}
-
-gboolean
-bench_peer_wait_connected(BenchPeer *peer, gint64 timeout_us, GError **error)
-{
-    return bench_peers_serve(&peer, 1, timeout_us, TRUE, error);
-}
-
-/* Sends one control packet and serves the socket until its reply. */
-static gboolean
-bench_peer_control(BenchPeer *peer, guint8 requesttype, guint8 request, const guint8 *data,
-                   guint16 length, gint64 deadline, GError **error)
-{
-    struct usb_redir_control_packet_header h = {
-        .endpoint = requesttype & 0x80,
-        .request = request,
-        .requesttype = requesttype,
-        .length = length,
+    /* usbredir-peer's default capabilities: those QEMU 7.2's usb-redir
+     * announces that matter here */
+    const UsbredirPeerConfig config = {
+        .role = USBREDIR_PEER_GUEST,
+        .version = "usbgw-bench-peer",
+        .label = label,
+        .log_level = usbredirparser_warning,
     };
-    guint64 id = peer->next_id++;
-    gboolean in = (requesttype & 0x80) != 0;
 
-    peer->reply_ready = FALSE;
-    usbredirparser_send_control_packet(peer->parser, id, &h, in ? NULL : (uint8_t *)data,
-                                       in ? 0 : length);
-    usbredirparser_do_write(peer->parser);
-    while (!peer->reply_ready) {
-        struct pollfd pfd = {.fd = peer->fd, .events = POLLIN};
-        gint64 left = deadline - g_get_monotonic_time();
+    return usbredir_peer_new(fd, &config, NULL, NULL);
+}
 
-        if (peer->closed || !peer->connected) {
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
-                        "%s: the connection or the device went away", peer->label);
-            return FALSE;
-        }
-        if (left <= 0) {
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
-                        "%s: no reply to control request 0x%02x", peer->label, request);
-            return FALSE;
-        }
-        if (usbredirparser_has_data_to_write(peer->parser))
-            pfd.events |= POLLOUT;
-        if (poll(&pfd, 1, (int)MIN(left / 1000 + 1, 100)) < 0 && errno != EINTR)
-            continue;
-        bench_peer_handle(peer, pfd.revents);
-    }
-    if (peer->reply_id != id || peer->reply_status != usb_redir_success) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "%s: control request 0x%02x: status %u (id %" G_GUINT64_FORMAT
-                    ", expected %" G_GUINT64_FORMAT ")",
-                    peer->label, request, peer->reply_status, peer->reply_id, id);
+gboolean
+bench_peers_wait_connected(UsbredirPeer *const *peers, guint n_peers, gint64 timeout_us,
+                           GError **error)
+{
+    if (!usbredir_peer_serve_all(peers, n_peers, usbredir_peer_is_connected,
+                                 g_get_monotonic_time() + timeout_us, error)) {
+        g_prefix_error(error,
+                       "waiting %.1f s for device_connect: ", (gdouble)timeout_us / G_USEC_PER_SEC);
         return FALSE;
     }
     return TRUE;
 }
 
 gboolean
-bench_peer_challenge(BenchPeer *peer, const guint8 challenge[USBGW_KEY_LEN],
+bench_peer_wait_connected(UsbredirPeer *peer, gint64 timeout_us, GError **error)
+{
+    return bench_peers_wait_connected(&peer, 1, timeout_us, error);
+}
+
+/* One control transfer, answered with success. */
+static gboolean
+bench_peer_control(UsbredirPeer *peer, guint8 requesttype, guint8 request, const guint8 *data,
+                   guint16 length, gint64 deadline, GError **error)
+{
+    guint8 status;
+
+    if (!usbredir_peer_control(peer, requesttype, request, data, length, deadline, error))
+        return FALSE;
+    status = usbredir_peer_get_control(peer)->header.status;
+    if (status != usb_redir_success) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: control request 0x%02x: status %u",
+                    usbredir_peer_get_label(peer), request, status);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean
+bench_peer_challenge(UsbredirPeer *peer, const guint8 challenge[USBGW_KEY_LEN],
                      guint8 response[USBGW_KEY_LEN], gint64 *op_ns, gint64 *in_ns,
                      gint64 timeout_us, GError **error)
 {
+    const UsbredirPeerControl *answer = usbredir_peer_get_control(peer);
     gint64 deadline = g_get_monotonic_time() + timeout_us;
     gint64 start = bench_now_ns(), mid;
 
@@ -360,12 +97,12 @@ bench_peer_challenge(BenchPeer *peer, const guint8 challenge[USBGW_KEY_LEN],
         return FALSE;
     *in_ns = bench_now_ns() - mid;
     *op_ns = bench_now_ns() - start;
-    if (peer->reply_len != USBGW_KEY_LEN) {
+    if (answer->length != USBGW_KEY_LEN) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: response of %d bytes, not %d",
-                    peer->label, peer->reply_len, USBGW_KEY_LEN);
+                    usbredir_peer_get_label(peer), answer->length, USBGW_KEY_LEN);
         return FALSE;
     }
-    memcpy(response, peer->reply_data, USBGW_KEY_LEN);
+    memcpy(response, answer->data, USBGW_KEY_LEN);
     return TRUE;
 }
 
@@ -744,7 +481,7 @@ bench_target_init(BenchTarget *t, const gchar *name, const gchar *key)
 void
 bench_target_clear(BenchTarget *t)
 {
-    g_clear_pointer(&t->peer, bench_peer_free);
+    g_clear_pointer(&t->peer, usbredir_peer_free);
     g_clear_pointer(&t->key, g_free);
     g_clear_pointer(&t->port, g_free);
     g_clear_pointer(&t->op_us, g_array_unref);

@@ -1,44 +1,37 @@
 /* Shared by the benches (ctrl-rtt-bench, rss-bench, share-rtt-bench,
- * proxy-bench): a usbredir peer in QEMU's role, the usbgw-sim control
- * socket, child processes, /proc figures, statistics, the "bench …" lines
- * and a timed target. Single-threaded: every call from the bench's main
- * thread. */
+ * proxy-bench): a usbredir peer in QEMU's role (tests/usbredir-peer), the
+ * usbgw-sim control socket, child processes, /proc figures, statistics,
+ * the "bench …" lines and a timed target. Single-threaded: every call from
+ * the bench's main thread. */
 #pragma once
 
 #include <glib.h>
 #include <sys/types.h>
 
 #include "../tests/sim/key-protocol.h"
+#include "usbredir-peer.h"
 
 /* ---- time */
 
 gint64 bench_now_ns(void);
 
-/* ---- the peer: usbredirparser over a connected stream socket */
+/* ---- the peer: a UsbredirPeer in QEMU's role on a connected stream socket */
 
-typedef struct _BenchPeer BenchPeer;
-
-/* Takes @fd (made non-blocking). Sends the usbredir hello at once. */
-BenchPeer *bench_peer_new(int fd, const gchar *label);
-void bench_peer_free(BenchPeer *peer);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(BenchPeer, bench_peer_free)
-
-const gchar *bench_peer_get_label(BenchPeer *peer);
-/* device_connect and interface_info came, and no device_disconnect since */
-gboolean bench_peer_is_connected(BenchPeer *peer);
-/* Serves the socket until the device is connected or @timeout_us passes. */
-gboolean bench_peer_wait_connected(BenchPeer *peer, gint64 timeout_us, GError **error);
-/* Serves every peer's socket for up to @timeout_us, or until all of them
- * are connected if @until_connected. FALSE if a connection closed. */
-gboolean bench_peers_serve(BenchPeer **peers, guint n_peers, gint64 timeout_us,
-                           gboolean until_connected, GError **error);
+/* Takes @fd. Sends the usbredir hello at once; @label names the peer in
+ * errors. Free it with usbredir_peer_free(). */
+UsbredirPeer *bench_peer_new(int fd, const gchar *label);
+/* Serves the sockets until every device is connected (device_connect and
+ * interface_info) or @timeout_us passes. */
+gboolean bench_peers_wait_connected(UsbredirPeer *const *peers, guint n_peers, gint64 timeout_us,
+                                    GError **error);
+gboolean bench_peer_wait_connected(UsbredirPeer *peer, gint64 timeout_us, GError **error);
 
 /* One op: vendor control OUT USBGW_KEY_REQ_CHALLENGE with @challenge, then
  * vendor control IN USBGW_KEY_REQ_RESPONSE into @response. @op_ns gets the
  * time from sending the OUT to receiving the IN's reply, @in_ns that of the
  * IN alone. Fails on a non-success status, a short reply, a closed
  * connection or after @timeout_us. */
-gboolean bench_peer_challenge(BenchPeer *peer, const guint8 challenge[USBGW_KEY_LEN],
+gboolean bench_peer_challenge(UsbredirPeer *peer, const guint8 challenge[USBGW_KEY_LEN],
                               guint8 response[USBGW_KEY_LEN], gint64 *op_ns, gint64 *in_ns,
                               gint64 timeout_us, GError **error);
 
@@ -120,7 +113,7 @@ typedef struct {
     gchar *port; /* owned: "1-2" */
     guint devnum;
     guint8 secret[USBGW_KEY_LEN];
-    BenchPeer *peer;      /* owned, nullable */
+    UsbredirPeer *peer;   /* owned, nullable */
     GArray *op_us;        /* owned: every timed op, OUT + IN */
     GArray *in_us;        /* owned: the IN transfer of every timed op */
     GArray *round_p50;    /* owned: per round, of the ops */

@@ -379,7 +379,7 @@ target_run(Bench *bench, Target *t, guint n, gboolean record, GError **error)
 static void
 target_clear(Target *t)
 {
-    g_clear_pointer(&t->common.peer, bench_peer_free);
+    g_clear_pointer(&t->common.peer, usbredir_peer_free);
     g_clear_pointer(&t->host, inproc_host_free);
     bench_child_stop_warn(&t->pid, t->common.name);
     bench_target_clear(&t->common);

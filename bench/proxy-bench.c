@@ -5,11 +5,12 @@
  *   proxy-bench [--rounds N] [--ops N] [--warmup N]
  *
  * Protocol-level rig, no libusb, no umockdev: each fake device is a
- * usbredirparser in the host role on its own thread, answering control
+ * tests/usbredir-peer in the host role on its own thread, answering control
  * transfers at once (OUT 0x01 stores a 16-byte challenge, IN 0x02 returns
  * the key function of it, as the simulated keys do). The QEMU-role peer is
- * bench-common's BenchPeer on the main thread; the proxy runs on a thread
- * of its own with its own GMainContext, as usbgwd's main thread would.
+ * bench-common's (a usbredir-peer guest) on the main thread; the proxy
+ * runs on a thread of its own with its own GMainContext, as usbgwd's main
+ * thread would.
  *
  *   direct   peer <-socketpair-> fake device A
  *   proxy    peer <-socketpair-> GwProxy <-socketpair-> fake device B
@@ -20,17 +21,14 @@
  * too. Idle CPU: the proxy thread's schedstat run time over 1 s with both
  * devices connected and nothing in flight. */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <usbredirparser.h>
 
 #include "../tests/sim/key-protocol.h"
 #include "bench-common.h"
-#include "fake-usbredir.h"
 #include "gw-proxy.h"
 
 #define PROXY_BENCH_ROUNDS         5
@@ -39,7 +37,6 @@
 #define PROXY_BENCH_ROUND_WARMUP   20
 #define PROXY_BENCH_TIMEOUT_US     (5 * G_USEC_PER_SEC)
 #define PROXY_BENCH_IDLE_WINDOW_US G_USEC_PER_SEC
-#define PROXY_BENCH_DEVICE_POLL_MS 100
 
 static const guint8 proxy_bench_secret[USBGW_KEY_LEN] = {0, 1, 2,  3,  4,  5,  6,  7,
                                                          8, 9, 10, 11, 12, 13, 14, 15};
@@ -47,116 +44,71 @@ static const guint8 proxy_bench_secret[USBGW_KEY_LEN] = {0, 1, 2,  3,  4,  5,  6
 /* ---- The fake device: a usbredir host answering at once ------------------ */
 
 typedef struct {
-    FakeUsbredir base; /* first: the parser's priv */
-    GThread *thread;
-    gint stop; /* atomic */
+    UsbredirPeerThread *thread; /* owned: serves the device; its events run there */
     gboolean announced;
     guint8 challenge[USBGW_KEY_LEN];
 } FakeDevice;
 
 static void
-fake_log(void *priv, int level, const char *msg)
+fake_hello(UsbredirPeer *usbredir, const struct usb_redir_hello_header *h, gpointer user_data)
 {
-    if (level <= usbredirparser_error)
-        g_printerr("fake device: %s\n", msg);
-}
-
-static void
-fake_hello(void *priv, struct usb_redir_hello_header *h)
-{
-    FakeDevice *dev = priv;
-    struct usbredirparser *parser = dev->base.parser;
-    struct usb_redir_interface_info_header info = {.interface_count = 1};
-    struct usb_redir_ep_info_header ep = {0};
-    struct usb_redir_device_connect_header connect = {
-        .speed = usb_redir_speed_full,
-        .device_class = 0xff,
-        .vendor_id = 0x0529,
-        .product_id = 0x0001,
-        .device_version_bcd = 0x0100,
-    };
+    FakeDevice *dev = user_data;
 
     if (dev->announced)
         return;
     dev->announced = TRUE;
-    info.interface_class[0] = 0xff;
-    memset(ep.type, usb_redir_type_invalid, sizeof(ep.type));
-    ep.type[0] = ep.type[16] = usb_redir_type_control;
-    ep.max_packet_size[0] = ep.max_packet_size[16] = 64;
-    usbredirparser_send_interface_info(parser, &info);
-    usbredirparser_send_ep_info(parser, &ep);
-    usbredirparser_send_device_connect(parser, &connect);
+    usbredir_peer_announce_device(usbredir, 0x0529, 0x0001, 0xff);
 }
 
 static void
-fake_control(void *priv, uint64_t id, struct usb_redir_control_packet_header *h, uint8_t *data,
-             int data_len)
+fake_control(UsbredirPeer *usbredir, const UsbredirPeerControl *control, gpointer user_data)
 {
-    FakeDevice *dev = priv;
-    struct usbredirparser *parser = dev->base.parser;
-    struct usb_redir_control_packet_header answer = *h;
+    FakeDevice *dev = user_data;
+    struct usbredirparser *parser = usbredir_peer_get_parser(usbredir);
+    struct usb_redir_control_packet_header answer = control->header;
     guint8 response[USBGW_KEY_LEN];
 
     answer.status = usb_redir_success;
-    if (!(h->endpoint & 0x80)) {
-        if (h->request == USBGW_KEY_REQ_CHALLENGE && data_len == USBGW_KEY_LEN)
-            memcpy(dev->challenge, data, USBGW_KEY_LEN);
-        usbredirparser_send_control_packet(parser, id, &answer, NULL, 0);
+    if (!(control->header.endpoint & 0x80)) {
+        if (control->header.request == USBGW_KEY_REQ_CHALLENGE && control->length == USBGW_KEY_LEN)
+            memcpy(dev->challenge, control->data, USBGW_KEY_LEN);
+        usbredirparser_send_control_packet(parser, control->id, &answer, NULL, 0);
     } else {
         usbgw_key_compute(proxy_bench_secret, dev->challenge, response);
-        answer.length = MIN(h->length, USBGW_KEY_LEN);
-        usbredirparser_send_control_packet(parser, id, &answer, response, answer.length);
+        answer.length = MIN(control->header.length, USBGW_KEY_LEN);
+        usbredirparser_send_control_packet(parser, control->id, &answer, response, answer.length);
     }
-    usbredirparser_free_packet_data(parser, data);
-}
-
-static gpointer
-fake_device_thread(gpointer data)
-{
-    FakeDevice *dev = data;
-    struct usbredirparser *parser = dev->base.parser;
-
-    while (!g_atomic_int_get(&dev->stop)) {
-        struct pollfd pfd = {.fd = dev->base.fd, .events = POLLIN};
-        if (usbredirparser_has_data_to_write(parser))
-            pfd.events |= POLLOUT;
-        if (poll(&pfd, 1, PROXY_BENCH_DEVICE_POLL_MS) < 0 && errno != EINTR)
-            break;
-        if (pfd.revents & POLLOUT)
-            usbredirparser_do_write(parser);
-        if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
-            if (usbredirparser_do_read(parser) == usbredirparser_read_io_error)
-                break;
-        }
-        if (usbredirparser_has_data_to_write(parser))
-            usbredirparser_do_write(parser);
-    }
-    return NULL;
 }
 
 /* The device side: hello, control transfers; the rest is dropped. */
 static FakeDevice *
 fake_device_start(int fd)
 {
+    static const UsbredirPeerEvents events = {
+        .hello = fake_hello,
+        .control_packet = fake_control,
+    };
+    static const UsbredirPeerConfig config = {
+        .role = USBREDIR_PEER_HOST,
+        .version = "proxy-bench fake device",
+        .label = "fake device",
+        .caps = USBREDIR_PEER_CAP_FILTER | USBREDIR_PEER_CAP_DEVICE_DISCONNECT_ACK,
+        .log_level = usbredirparser_error,
+    };
     FakeDevice *dev = g_new0(FakeDevice, 1);
-    struct usbredirparser *p;
 
-    fake_usbredir_create(&dev->base, fd);
-    p = dev->base.parser;
-    p->log_func = fake_log;
-    p->hello_func = fake_hello;
-    p->control_packet_func = fake_control;
-    fake_usbredir_init(&dev->base, "proxy-bench fake device", FAKE_USBREDIR_USB_HOST);
-    dev->thread = g_thread_new("fake-device", fake_device_thread, dev);
+    dev->thread =
+        usbredir_peer_thread_start(usbredir_peer_new(fd, &config, &events, dev), "fake-device");
     return dev;
 }
 
 static void
 fake_device_stop(FakeDevice *dev)
 {
-    g_atomic_int_set(&dev->stop, 1);
-    g_thread_join(dev->thread);
-    fake_usbredir_clear(&dev->base);
+    g_autoptr(GError) error = NULL;
+
+    if (!usbredir_peer_thread_stop(dev->thread, &error))
+        g_printerr("fake device: %s\n", error->message);
     g_free(dev);
 }
 
@@ -230,7 +182,7 @@ proxy_bench_thread_ns(pid_t tid)
 
 typedef struct {
     const gchar *name;
-    BenchPeer *peer;
+    UsbredirPeer *peer;
     GArray *in_us;     /* pooled: IN round trips */
     GArray *op_us;     /* pooled: OUT+IN */
     GArray *round_p50; /* per round: p50 of IN */
@@ -404,7 +356,7 @@ out:
     g_main_context_wakeup(pt.context);
     g_thread_join(pt.thread);
     for (guint i = 0; i < 2; i++) {
-        g_clear_pointer(&targets[i]->peer, bench_peer_free);
+        g_clear_pointer(&targets[i]->peer, usbredir_peer_free);
         if (targets[i]->in_us != NULL) {
             g_array_unref(targets[i]->in_us);
             g_array_unref(targets[i]->op_us);

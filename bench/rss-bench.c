@@ -82,7 +82,7 @@ rss_append(GArray *a, gdouble v)
  * @first…@last (indexes into rss->secrets); returns the index of the key
  * that answered, or -1. */
 static gint
-rss_check(Rss *rss, BenchPeer *peer, guint first, guint last, GError **error)
+rss_check(Rss *rss, UsbredirPeer *peer, guint first, guint last, GError **error)
 {
     guint8 challenge[USBGW_KEY_LEN], response[USBGW_KEY_LEN], want[USBGW_KEY_LEN];
     gint64 op_ns, in_ns;
@@ -97,15 +97,16 @@ rss_check(Rss *rss, BenchPeer *peer, guint first, guint last, GError **error)
             return (gint)k;
     }
     g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: the response is no key's answer",
-                bench_peer_get_label(peer));
+                usbredir_peer_get_label(peer));
     return -1;
 }
 
 /* Serves the peers for the settle time, so nothing is left in flight. */
 static gboolean
-rss_settle(Rss *rss, BenchPeer **peers, guint n, GError **error)
+rss_settle(Rss *rss, UsbredirPeer *const *peers, guint n, GError **error)
 {
-    return bench_peers_serve(peers, n, (gint64)rss->settle_ms * 1000, FALSE, error);
+    return usbredir_peer_serve_all(peers, n, NULL,
+                                   g_get_monotonic_time() + (gint64)rss->settle_ms * 1000, error);
 }
 
 static gboolean
@@ -113,7 +114,7 @@ rss_round_usbredirect(Rss *rss, GError **error)
 {
     g_autofree gchar *log = g_build_filename(rss->workdir, "usbredirect.log", NULL);
     g_autofree gchar *as = NULL;
-    g_autoptr(BenchPeer) peer = NULL;
+    g_autoptr(UsbredirPeer) peer = NULL;
     guint16 port = bench_free_tcp_port(error);
     GPid pid = 0;
     gboolean ok = FALSE;
@@ -144,7 +145,7 @@ rss_round_usbredirect(Rss *rss, GError **error)
         rss_append(rss->redirect_rss, (gdouble)bench_proc_status_kib(pid, "VmRSS"));
         rss_append(rss->redirect_anon, (gdouble)bench_proc_status_kib(pid, "RssAnon"));
     }
-    g_clear_pointer(&peer, bench_peer_free);
+    g_clear_pointer(&peer, usbredir_peer_free);
     bench_child_stop(pid);
     return ok;
 }
@@ -204,7 +205,7 @@ rss_run_usbgwd(Rss *rss, guint step, GError **error)
     g_autoptr(GString) text = g_string_new(NULL);
     const gchar *argv[] = {rss->usbgwd, "--foreground", "--policy", policy, "--rundir",
                            rundir,      "--config",     config,     NULL};
-    g_autoptr(GPtrArray) peers = g_ptr_array_new_with_free_func((GDestroyNotify)bench_peer_free);
+    g_autoptr(GPtrArray) peers = g_ptr_array_new_with_free_func((GDestroyNotify)usbredir_peer_free);
     gsize log_start = 0;
     GStatBuf st;
     GPid pid = 0;
@@ -235,13 +236,14 @@ rss_run_usbgwd(Rss *rss, guint step, GError **error)
             goto out;
         g_ptr_array_add(peers, bench_peer_new(fd, label));
     }
-    if (!bench_peers_serve((BenchPeer **)peers->pdata, peers->len, RSS_CONNECT_US, TRUE, error))
+    if (!bench_peers_wait_connected((UsbredirPeer **)peers->pdata, peers->len, RSS_CONNECT_US,
+                                    error))
         goto out;
     for (guint k = 0; k < n; k++) {
         if (rss_check(rss, g_ptr_array_index(peers, k), k, k, error) < 0)
             goto out;
     }
-    if (!rss_settle(rss, (BenchPeer **)peers->pdata, peers->len, error))
+    if (!rss_settle(rss, (UsbredirPeer **)peers->pdata, peers->len, error))
         goto out;
     rss_append(rss->gw_rss[step], (gdouble)bench_proc_status_kib(pid, "VmRSS"));
     rss_append(rss->gw_anon[step], (gdouble)bench_proc_status_kib(pid, "RssAnon"));

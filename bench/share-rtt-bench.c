@@ -493,7 +493,7 @@ out:
         g_printerr("share-rtt-bench: %s\n", error->message);
     /* nothing serves the peers from here on */
     for (guint i = 0; i < N_TARGETS; i++)
-        g_clear_pointer(&bench.targets[i].common.peer, bench_peer_free);
+        g_clear_pointer(&bench.targets[i].common.peer, usbredir_peer_free);
     stop_children(&bench);
     for (guint i = 0; i < N_TARGETS; i++)
         bench_target_clear(&bench.targets[i].common);

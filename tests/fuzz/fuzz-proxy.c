@@ -1,7 +1,7 @@
 /* libFuzzer target for GwProxy (gateway/gw-proxy.c), the validating
  * usbredir proxy: the input is what an untrusted lending client sends. It
  * goes into a GwProxy over a socketpair in small chunks, the main context
- * running between chunks; a fake QEMU (a usbredirparser guest) on the other
+ * running between chunks; a fake QEMU (tests/usbredir-peer, a guest) on the other
  * socketpair says hello and, once it has a device, asks for a control and a
  * bulk transfer and starts interrupt and bulk receiving, so answers later in
  * the input find requests (the proxy numbers them 1, 2, 3, 4 on the client
@@ -28,10 +28,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <usbredirparser.h>
 
-#include "fake-usbredir.h"
 #include "gw-proxy.h"
+#include "usbredir-peer.h"
 
 #include "fuzz-common.h"
 
@@ -42,16 +41,17 @@
 #define FUZZ_ROUNDS 4
 
 typedef struct {
-    FakeUsbredir base;      /* first: the parser's priv */
+    UsbredirPeer *peer;     /* owned: QEMU's end */
     gboolean interfaces_ok; /* interface_info came and had no 08 interface */
     gboolean asked;
     guint ends;
 } FuzzQemu;
 
 static void
-fuzz_interface_info(void *priv, struct usb_redir_interface_info_header *h)
+fuzz_interface_info(UsbredirPeer *peer, const struct usb_redir_interface_info_header *h,
+                    gpointer user_data)
 {
-    FuzzQemu *q = priv;
+    FuzzQemu *q = user_data;
     FUZZ_CHECK(h->interface_count <= 32);
     for (guint32 i = 0; i < h->interface_count; i++)
         FUZZ_CHECK(h->interface_class[i] != 0x08);
@@ -59,10 +59,11 @@ fuzz_interface_info(void *priv, struct usb_redir_interface_info_header *h)
 }
 
 static void
-fuzz_device_connect(void *priv, struct usb_redir_device_connect_header *h)
+fuzz_device_connect(UsbredirPeer *peer, const struct usb_redir_device_connect_header *h,
+                    gpointer user_data)
 {
-    FuzzQemu *q = priv;
-    struct usbredirparser *parser = q->base.parser;
+    FuzzQemu *q = user_data;
+    struct usbredirparser *parser = usbredir_peer_get_parser(peer);
     struct usb_redir_control_packet_header control = {
         .endpoint = 0x80, .request = 6, .requesttype = 0x80, .value = 0x0100, .length = 18};
     struct usb_redir_bulk_packet_header bulk = {.endpoint = 0x82, .length = 512};
@@ -82,9 +83,9 @@ fuzz_device_connect(void *priv, struct usb_redir_device_connect_header *h)
 }
 
 static void
-fuzz_device_disconnect(void *priv)
+fuzz_device_disconnect(UsbredirPeer *peer, gpointer user_data)
 {
-    FuzzQemu *q = priv;
+    FuzzQemu *q = user_data;
     q->interfaces_ok = FALSE;
     q->asked = FALSE;
 }
@@ -93,14 +94,19 @@ fuzz_device_disconnect(void *priv)
 static void
 fuzz_qemu_init(FuzzQemu *q, int fd)
 {
-    struct usbredirparser *p;
+    static const UsbredirPeerEvents events = {
+        .device_connect = fuzz_device_connect,
+        .device_disconnect = fuzz_device_disconnect,
+        .interface_info = fuzz_interface_info,
+    };
+    static const UsbredirPeerConfig config = {
+        .role = USBREDIR_PEER_GUEST,
+        .version = "fuzz-qemu",
+        .caps = USBREDIR_PEER_CAP_FILTER | USBREDIR_PEER_CAP_DEVICE_DISCONNECT_ACK |
+                USBREDIR_PEER_CAP_BULK_RECEIVING,
+    };
 
-    fake_usbredir_create(&q->base, fd);
-    p = q->base.parser;
-    p->device_connect_func = fuzz_device_connect;
-    p->device_disconnect_func = fuzz_device_disconnect;
-    p->interface_info_func = fuzz_interface_info;
-    fake_usbredir_init(&q->base, "fuzz-qemu", FAKE_USBREDIR_BULK_RECEIVING);
+    q->peer = usbredir_peer_new(fd, &config, &events, q);
 }
 
 static gboolean
@@ -146,9 +152,7 @@ fuzz_round(FuzzQemu *q)
     for (guint i = 0; i < FUZZ_ROUNDS; i++) {
         while (g_main_context_iteration(NULL, FALSE))
             ;
-        usbredirparser_do_read(q->base.parser);
-        if (usbredirparser_has_data_to_write(q->base.parser))
-            usbredirparser_do_write(q->base.parser);
+        usbredir_peer_io(q->peer);
     }
 }
 
@@ -187,7 +191,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(q.ends == 1);
 
     gw_proxy_free(proxy);
-    fake_usbredir_clear(&q.base);
+    usbredir_peer_free(q.peer);
     close(client_pair[0]);
     return 0;
 }

@@ -1,42 +1,34 @@
 /* GwProxy against crafted packet sequences: a fake usbredir host (a
- * usbredirparser with usbredirparser_fl_usb_host) plays the lending client,
- * a fake guest plays QEMU, both over socketpairs; malformed input is
+ * tests/usbredir-peer in the host role) plays the lending client, a fake
+ * guest plays QEMU, both over socketpairs; malformed input is
  * written as raw bytes. Each case states what QEMU must (not) have seen and
  * how the session must end. */
 #include <string.h>
 #include <sys/socket.h>
-#include <usbredirparser.h>
 
-#include "fake-usbredir.h"
 #include "gw-proxy.h"
+#include "usbredir-peer.h"
 
 #define TEST_TIMEOUT_MS   3000
 #define TEST_FLOOD_PACKET 32768
 #define TEST_FLOOD_COUNT  400
 
 typedef struct {
-    FakeUsbredir base; /* first: the parser's priv */
+    UsbredirPeer *peer; /* owned */
     gboolean is_host;
     gboolean reading; /* FALSE: leave the socket unread (backpressure test) */
-    gboolean hello;
-    /* seen by the fake QEMU */
+    /* seen by the fake QEMU; its last answer is usbredir_peer_get_control() */
     guint connects;
     guint disconnects;
     guint interface_infos;
     struct usb_redir_device_connect_header connect;
     struct usb_redir_interface_info_header interfaces;
     guint control_answers;
-    guint8 answer_status;
-    guint8 answer_data[256];
-    int answer_len;
-    guint64 answer_id;
     guint interrupt_packets;
-    /* seen by the fake host */
+    /* seen by the fake host; its last request is usbredir_peer_get_control() */
     guint filter_rejects;
     guint disconnect_acks;
     guint control_requests;
-    guint64 request_id;
-    struct usb_redir_control_packet_header request;
 } Fake;
 
 typedef struct {
@@ -52,115 +44,99 @@ typedef struct {
 /* ---- The fakes ---------------------------------------------------------- */
 
 static void
-fake_log(void *priv, int level, const char *msg)
+fake_connect(UsbredirPeer *peer, const struct usb_redir_device_connect_header *h,
+             gpointer user_data)
 {
-    if (level <= usbredirparser_warning)
-        g_test_message("fake: usbredir: %s", msg);
-}
-
-static void
-fake_hello(void *priv, struct usb_redir_hello_header *h)
-{
-    ((Fake *)priv)->hello = TRUE;
-}
-
-static void
-fake_connect(void *priv, struct usb_redir_device_connect_header *h)
-{
-    Fake *fake = priv;
+    Fake *fake = user_data;
     fake->connects++;
     fake->connect = *h;
 }
 
 static void
-fake_disconnect(void *priv)
+fake_disconnect(UsbredirPeer *peer, gpointer user_data)
 {
-    Fake *fake = priv;
+    Fake *fake = user_data;
     fake->disconnects++; /* usbredirparser sends the ack */
 }
 
 static void
-fake_interface_info(void *priv, struct usb_redir_interface_info_header *h)
+fake_interface_info(UsbredirPeer *peer, const struct usb_redir_interface_info_header *h,
+                    gpointer user_data)
 {
-    Fake *fake = priv;
+    Fake *fake = user_data;
     fake->interface_infos++;
     fake->interfaces = *h;
 }
 
 static void
-fake_filter_reject(void *priv)
+fake_filter_reject(UsbredirPeer *peer, gpointer user_data)
 {
-    ((Fake *)priv)->filter_rejects++;
+    ((Fake *)user_data)->filter_rejects++;
 }
 
 static void
-fake_disconnect_ack(void *priv)
+fake_disconnect_ack(UsbredirPeer *peer, gpointer user_data)
 {
-    ((Fake *)priv)->disconnect_acks++;
+    ((Fake *)user_data)->disconnect_acks++;
 }
 
 static void
-fake_control(void *priv, uint64_t id, struct usb_redir_control_packet_header *h, uint8_t *data,
-             int data_len)
+fake_control(UsbredirPeer *peer, const UsbredirPeerControl *control, gpointer user_data)
 {
-    Fake *fake = priv;
-    if (!fake->is_host) {
-        /* the fake QEMU: an answer */
-        fake->control_answers++;
-        fake->answer_id = id;
-        fake->answer_status = h->status;
-        fake->answer_len = MIN(data_len, (int)sizeof(fake->answer_data));
-        if (data_len > 0)
-            memcpy(fake->answer_data, data, (size_t)fake->answer_len);
-    } else {
-        /* the fake host: a request */
-        fake->control_requests++;
-        fake->request_id = id;
-        fake->request = *h;
-    }
-    usbredirparser_free_packet_data(fake->base.parser, data);
+    Fake *fake = user_data;
+    if (fake->is_host)
+        fake->control_requests++; /* the fake host: a request */
+    else
+        fake->control_answers++; /* the fake QEMU: an answer */
 }
 
 static void
-fake_interrupt(void *priv, uint64_t id, struct usb_redir_interrupt_packet_header *h, uint8_t *data,
-               int data_len)
+fake_interrupt(UsbredirPeer *peer, guint64 id, const struct usb_redir_interrupt_packet_header *h,
+               const guint8 *data, gint length, gpointer user_data)
 {
-    Fake *fake = priv;
-    fake->interrupt_packets++;
-    usbredirparser_free_packet_data(fake->base.parser, data);
+    ((Fake *)user_data)->interrupt_packets++;
 }
 
 static void
 fake_init(Fake *fake, int fd, gboolean host)
 {
-    struct usbredirparser *p;
+    static const UsbredirPeerEvents events = {
+        .device_connect = fake_connect,
+        .device_disconnect = fake_disconnect,
+        .interface_info = fake_interface_info,
+        .filter_reject = fake_filter_reject,
+        .device_disconnect_ack = fake_disconnect_ack,
+        .control_packet = fake_control,
+        .interrupt_packet = fake_interrupt,
+    };
+    /* with the capabilities QEMU and usbredirhost both announce that
+     * GwProxy cares about */
+    const UsbredirPeerConfig config = {
+        .role = host ? USBREDIR_PEER_HOST : USBREDIR_PEER_GUEST,
+        .version = host ? "fake-host" : "fake-qemu",
+        .caps = USBREDIR_PEER_CAP_FILTER | USBREDIR_PEER_CAP_DEVICE_DISCONNECT_ACK,
+        .log_level = usbredirparser_warning,
+    };
 
-    fake_usbredir_create(&fake->base, fd);
     fake->is_host = host;
     fake->reading = TRUE;
-    p = fake->base.parser;
-    p->log_func = fake_log;
-    p->hello_func = fake_hello;
-    p->device_connect_func = fake_connect;
-    p->device_disconnect_func = fake_disconnect;
-    p->interface_info_func = fake_interface_info;
-    p->filter_reject_func = fake_filter_reject;
-    p->device_disconnect_ack_func = fake_disconnect_ack;
-    p->control_packet_func = fake_control;
-    p->interrupt_packet_func = fake_interrupt;
-    fake_usbredir_init(&fake->base, host ? "fake-host" : "fake-qemu",
-                       host ? FAKE_USBREDIR_USB_HOST : FAKE_USBREDIR_NONE);
+    fake->peer = usbredir_peer_new(fd, &config, &events, fake);
 }
 
 static void
 fake_io(Fake *fake)
 {
-    if (fake->base.closed)
-        return;
-    if (usbredirparser_has_data_to_write(fake->base.parser))
-        usbredirparser_do_write(fake->base.parser);
-    if (fake->reading && usbredirparser_do_read(fake->base.parser) == usbredirparser_read_io_error)
-        fake->base.closed = TRUE;
+    if (fake->reading)
+        usbredir_peer_io(fake->peer);
+    else
+        usbredir_peer_flush(fake->peer);
+}
+
+/* The fake's parser, to send packets with. */
+static struct usbredirparser *
+fake_parser(Fake *fake)
+{
+    return usbredir_peer_get_parser(fake->peer);
 }
 
 /* ---- Harness -------------------------------------------------------------- */
@@ -215,8 +191,8 @@ static void
 harness_clear(Harness *h)
 {
     g_clear_pointer(&h->proxy, gw_proxy_free);
-    fake_usbredir_clear(&h->host.base);
-    fake_usbredir_clear(&h->qemu.base);
+    g_clear_pointer(&h->host.peer, usbredir_peer_free);
+    g_clear_pointer(&h->qemu.peer, usbredir_peer_free);
     g_free(h->reason);
 }
 
@@ -258,7 +234,7 @@ harness_settle(Harness *h, guint ms)
 static gboolean
 done_hellos(Harness *h)
 {
-    return h->host.hello && h->qemu.hello;
+    return usbredir_peer_has_hello(h->host.peer) && usbredir_peer_has_hello(h->qemu.peer);
 }
 
 static gboolean
@@ -301,7 +277,7 @@ send_interfaces(Harness *h, guint8 klass, guint8 subclass, guint8 protocol)
     info.interface_class[0] = klass;
     info.interface_subclass[0] = subclass;
     info.interface_protocol[0] = protocol;
-    usbredirparser_send_interface_info(h->host.base.parser, &info);
+    usbredirparser_send_interface_info(fake_parser(&h->host), &info);
 }
 
 /* ep0 and interrupt IN 0x81 on interface 0 */
@@ -315,7 +291,7 @@ send_endpoints(Harness *h)
     ep.type[17] = usb_redir_type_interrupt;
     ep.interval[17] = 10;
     ep.max_packet_size[17] = 64;
-    usbredirparser_send_ep_info(h->host.base.parser, &ep);
+    usbredirparser_send_ep_info(fake_parser(&h->host), &ep);
 }
 
 static void
@@ -328,7 +304,7 @@ send_connect(Harness *h)
         .product_id = 0x0001,
         .device_version_bcd = 0x0100,
     };
-    usbredirparser_send_device_connect(h->host.base.parser, &c);
+    usbredirparser_send_device_connect(fake_parser(&h->host), &c);
 }
 
 static void
@@ -349,7 +325,7 @@ qemu_control_in(Harness *h, guint16 length)
 {
     struct usb_redir_control_packet_header c = {
         .endpoint = 0x80, .request = 0x02, .requesttype = 0xc0, .length = length};
-    usbredirparser_send_control_packet(h->qemu.base.parser, 0x123456789aULL, &c, NULL, 0);
+    usbredirparser_send_control_packet(fake_parser(&h->qemu), 0x123456789aULL, &c, NULL, 0);
     g_assert_true(harness_run(h, done_request));
     g_assert_false(h->ended);
 }
@@ -357,13 +333,13 @@ qemu_control_in(Harness *h, guint16 length)
 static void
 host_answer_in(Harness *h, guint64 id, guint16 length)
 {
-    struct usb_redir_control_packet_header c = h->host.request;
+    struct usb_redir_control_packet_header c = usbredir_peer_get_control(h->host.peer)->header;
     g_autofree guint8 *data = g_malloc(length);
     for (guint i = 0; i < length; i++)
         data[i] = (guint8)(i * 7 + 1);
     c.status = usb_redir_success;
     c.length = length;
-    usbredirparser_send_control_packet(h->host.base.parser, id, &c, data, length);
+    usbredirparser_send_control_packet(fake_parser(&h->host), id, &c, data, length);
 }
 
 /* A raw packet with 64-bit ids (both fakes and the proxy have the cap). */
@@ -378,8 +354,8 @@ send_raw(Harness *h, guint32 type, guint32 length, const void *payload, gsize pa
     memcpy(buf + 8, &id, 8);
     if (payload_len > 0)
         memcpy(buf + 16, payload, payload_len);
-    g_assert_cmpint(send(h->host.base.fd, buf, 16 + payload_len, MSG_NOSIGNAL), ==,
-                    (gssize)(16 + payload_len));
+    g_assert_cmpint(send(usbredir_peer_get_fd(h->host.peer), buf, 16 + payload_len, MSG_NOSIGNAL),
+                    ==, (gssize)(16 + payload_len));
 }
 
 static void
@@ -392,8 +368,8 @@ assert_ended(Harness *h, GwProxyEnd end, const gchar *reason_part)
         g_assert_nonnull(strstr(h->reason, reason_part));
     /* the peers see the connection closed */
     harness_settle(h, 20);
-    g_assert_true(h->host.base.closed);
-    g_assert_true(h->qemu.base.closed);
+    g_assert_true(usbredir_peer_is_closed(h->host.peer));
+    g_assert_true(usbredir_peer_is_closed(h->qemu.peer));
 }
 
 /* ---- Cases ---------------------------------------------------------------- */
@@ -403,6 +379,7 @@ test_relay_control(void)
 {
     Harness h;
     GwProxyStats stats;
+    const UsbredirPeerControl *request, *answer;
 
     harness_init(&h);
     lend_device(&h);
@@ -413,18 +390,20 @@ test_relay_control(void)
 
     qemu_control_in(&h, 16);
     /* the proxy chose the id the host sees; QEMU gets its own back */
-    g_assert_cmphex(h.host.request.request, ==, 0x02);
-    g_assert_cmpuint(h.host.request.length, ==, 16);
-    host_answer_in(&h, h.host.request_id, 16);
+    request = usbredir_peer_get_control(h.host.peer);
+    g_assert_cmphex(request->header.request, ==, 0x02);
+    g_assert_cmpuint(request->header.length, ==, 16);
+    host_answer_in(&h, request->id, 16);
     g_assert_true(harness_run(&h, done_answer));
     g_assert_false(h.ended);
-    g_assert_cmphex(h.qemu.answer_id, ==, 0x123456789aULL);
-    g_assert_cmpint(h.qemu.answer_len, ==, 16);
+    answer = usbredir_peer_get_control(h.qemu.peer);
+    g_assert_cmphex(answer->id, ==, 0x123456789aULL);
+    g_assert_cmpint(answer->length, ==, 16);
     for (guint i = 0; i < 16; i++)
-        g_assert_cmphex(h.qemu.answer_data[i], ==, (guint8)(i * 7 + 1));
+        g_assert_cmphex(answer->data[i], ==, (guint8)(i * 7 + 1));
 
     /* the device leaves: QEMU sees it, the host is acknowledged */
-    usbredirparser_send_device_disconnect(h.host.base.parser);
+    usbredirparser_send_device_disconnect(fake_parser(&h.host));
     g_assert_true(harness_run(&h, done_disconnect_acked));
     g_assert_false(h.ended);
     g_assert_false(gw_proxy_has_device(h.proxy));
@@ -536,7 +515,7 @@ test_endpoint_of_unknown_interface(void)
     ep.type[0] = ep.type[16] = usb_redir_type_control;
     ep.type[18] = usb_redir_type_bulk;
     ep.interface[18] = 3; /* not listed */
-    usbredirparser_send_ep_info(h.host.base.parser, &ep);
+    usbredirparser_send_ep_info(fake_parser(&h.host), &ep);
     assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "interface 3");
     harness_clear(&h);
 }
@@ -550,7 +529,7 @@ test_data_unknown_endpoint(void)
 
     harness_init(&h);
     lend_device(&h);
-    usbredirparser_send_interrupt_packet(h.host.base.parser, 1, &ip, data, sizeof(data));
+    usbredirparser_send_interrupt_packet(fake_parser(&h.host), 1, &ip, data, sizeof(data));
     assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "endpoint 83");
     g_assert_cmpuint(h.qemu.interrupt_packets, ==, 0);
     harness_clear(&h);
@@ -564,7 +543,7 @@ test_answer_unknown_id(void)
     harness_init(&h);
     lend_device(&h);
     qemu_control_in(&h, 8);
-    host_answer_in(&h, h.host.request_id + 1000, 8);
+    host_answer_in(&h, usbredir_peer_get_control(h.host.peer)->id + 1000, 8);
     assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "answers no request");
     g_assert_cmpuint(h.qemu.control_answers, ==, 0);
     harness_clear(&h);
@@ -578,7 +557,7 @@ test_answer_oversize(void)
     harness_init(&h);
     lend_device(&h);
     qemu_control_in(&h, 4);
-    host_answer_in(&h, h.host.request_id, 200);
+    host_answer_in(&h, usbredir_peer_get_control(h.host.peer)->id, 200);
     assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "200 bytes, 4 were asked for");
     g_assert_cmpuint(h.qemu.control_answers, ==, 0);
     harness_clear(&h);
@@ -622,7 +601,8 @@ test_garbage(void)
 
     harness_init(&h);
     g_assert_true(harness_run(&h, done_hellos));
-    g_assert_cmpint(send(h.host.base.fd, junk, sizeof(junk), MSG_NOSIGNAL), ==, sizeof(junk));
+    g_assert_cmpint(send(usbredir_peer_get_fd(h.host.peer), junk, sizeof(junk), MSG_NOSIGNAL), ==,
+                    sizeof(junk));
     assert_ended(&h, GW_PROXY_END_CLIENT_PROTOCOL, "malformed");
     g_assert_cmpuint(h.qemu.connects, ==, 0);
     harness_clear(&h);
@@ -635,7 +615,7 @@ test_client_gone(void)
 
     harness_init(&h);
     lend_device(&h);
-    shutdown(h.host.base.fd, SHUT_RDWR);
+    shutdown(usbredir_peer_get_fd(h.host.peer), SHUT_RDWR);
     assert_ended(&h, GW_PROXY_END_CLIENT_CLOSED, NULL);
     /* QEMU was told before the connection closed */
     g_assert_cmpuint(h.qemu.disconnects, ==, 1);
@@ -661,13 +641,13 @@ test_backpressure(void)
     ep.type[0] = ep.type[16] = usb_redir_type_control;
     ep.type[17] = usb_redir_type_interrupt;
     ep.max_packet_size[17] = 64;
-    usbredirparser_send_ep_info(h.host.base.parser, &ep);
+    usbredirparser_send_ep_info(fake_parser(&h.host), &ep);
     send_connect(&h);
     g_assert_true(harness_run(&h, done_connected));
 
     h.qemu.reading = FALSE;
     for (guint i = 0; i < TEST_FLOOD_COUNT; i++)
-        usbredirparser_send_interrupt_packet(h.host.base.parser, i, &ip, data, TEST_FLOOD_PACKET);
+        usbredirparser_send_interrupt_packet(fake_parser(&h.host), i, &ip, data, TEST_FLOOD_PACKET);
     harness_settle(&h, 300);
     g_assert_false(h.ended);
     gw_proxy_get_stats(h.proxy, &stats);

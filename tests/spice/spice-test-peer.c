@@ -2,9 +2,10 @@
  * for the tests.
  *
  * Starts the worker with one end of a socketpair, speaks the frames of
- * spice/sw-frame.h, and runs one usbredirparser (usbredir guest side, as
- * QEMU or usbgwd's proxy would) per open channel: it sends the hello the
- * client's usbredirhost waits for, and reports what the client sends.
+ * spice/sw-frame.h, and runs one buffered tests/usbredir-peer (the guest
+ * role, as QEMU or usbgwd's proxy would) per open channel: it sends the
+ * hello the client's usbredirhost waits for, and reports what the client
+ * sends.
  * One line per event on stdout:
  *
  *   READY version=V channels=N
@@ -29,10 +30,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
-#include <usbredirfilter.h>
-#include <usbredirparser.h>
 
 #include "sw-frame.h"
+#include "usbredir-peer.h"
 
 #define PEER_EXIT_FAILURE      1
 #define PEER_TICKET_LIFETIME_S 600
@@ -42,8 +42,7 @@ typedef struct Peer Peer;
 typedef struct {
     Peer *peer; /* not owned */
     guint index;
-    struct usbredirparser *parser; /* owned, nullable: while open */
-    GByteArray *in;                /* owned: from the client, for the parser */
+    UsbredirPeer *usbredir; /* owned, nullable: while open */
 } PeerChannel;
 
 struct Peer {
@@ -108,153 +107,101 @@ peer_send(Peer *peer, SwFrameType type, guint channel, const guint8 *payload, gs
 }
 
 static void
-peer_parser_log(void *priv, int level, const char *msg)
+peer_channel_send(UsbredirPeer *usbredir, const guint8 *data, gsize length, gpointer user_data)
 {
-    if (level <= usbredirparser_warning)
-        g_printerr("spice-test-peer: usbredirparser: %s\n", msg);
-}
+    PeerChannel *channel = user_data;
+    gsize offset = 0;
 
-static int
-peer_parser_read(void *priv, uint8_t *data, int count)
-{
-    PeerChannel *channel = priv;
-    guint n = MIN((guint)count, channel->in->len);
-
-    memcpy(data, channel->in->data, n);
-    g_byte_array_remove_range(channel->in, 0, n);
-    return (int)n;
-}
-
-static int
-peer_parser_write(void *priv, uint8_t *data, int count)
-{
-    PeerChannel *channel = priv;
-    int offset = 0;
-
-    while (offset < count) {
-        gsize chunk = MIN((gsize)(count - offset), SW_FRAME_MAX_PAYLOAD);
+    while (offset < length) {
+        gsize chunk = MIN(length - offset, SW_FRAME_MAX_PAYLOAD);
 
         peer_send(channel->peer, SW_FRAME_DATA, channel->index, data + offset, chunk);
-        offset += (int)chunk;
+        offset += chunk;
     }
-    return count;
 }
 
 static void
-peer_parser_hello(void *priv, struct usb_redir_hello_header *hello)
+peer_channel_hello(UsbredirPeer *usbredir, const struct usb_redir_hello_header *hello,
+                   gpointer user_data)
 {
-    PeerChannel *channel = priv;
+    PeerChannel *channel = user_data;
 
     peer_say("HELLO %u %.64s", channel->index, hello->version);
 }
 
 static void
-peer_parser_device_connect(void *priv, struct usb_redir_device_connect_header *connect)
+peer_channel_device_connect(UsbredirPeer *usbredir,
+                            const struct usb_redir_device_connect_header *connect,
+                            gpointer user_data)
 {
-    PeerChannel *channel = priv;
+    PeerChannel *channel = user_data;
 
     peer_say("DEVICE_CONNECT %u %04x:%04x", channel->index, connect->vendor_id,
              connect->product_id);
 }
 
 static void
-peer_parser_device_disconnect(void *priv)
+peer_channel_device_disconnect(UsbredirPeer *usbredir, gpointer user_data)
 {
-    PeerChannel *channel = priv;
+    PeerChannel *channel = user_data;
 
     peer_say("DEVICE_DISCONNECT %u", channel->index);
 }
 
 static void
-peer_parser_interface_info(void *priv, struct usb_redir_interface_info_header *info)
+peer_channel_interface_info(UsbredirPeer *usbredir,
+                            const struct usb_redir_interface_info_header *info, gpointer user_data)
 {
-    PeerChannel *channel = priv;
+    PeerChannel *channel = user_data;
 
     peer_say("INTERFACE_INFO %u count=%u class=%02x", channel->index, info->interface_count,
              info->interface_count > 0 ? info->interface_class[0] : 0);
 }
 
 static void
-peer_parser_ep_info(void *priv, struct usb_redir_ep_info_header *ep_info)
+peer_channel_ep_info(UsbredirPeer *usbredir, const struct usb_redir_ep_info_header *ep_info,
+                     gpointer user_data)
 {
-    PeerChannel *channel = priv;
+    PeerChannel *channel = user_data;
 
     peer_say("EP_INFO %u", channel->index);
 }
 
-static void
-peer_parser_filter_filter(void *priv, struct usbredirfilter_rule *rules, int rules_count)
-{
-    usbredirfilter_free(rules);
-}
-
-static void
-peer_parser_filter_reject(void *priv)
-{
-}
-
-static void
-peer_parser_device_disconnect_ack(void *priv)
-{
-}
-
-static void
-peer_channel_flush(PeerChannel *channel)
-{
-    while (channel->parser != NULL && usbredirparser_has_data_to_write(channel->parser))
-        if (usbredirparser_do_write(channel->parser) < 0)
-            break;
-}
-
+/* A new usbredir stream: the hello goes out at once. */
 static void
 peer_channel_open(PeerChannel *channel)
 {
-    uint32_t caps[USB_REDIR_CAPS_SIZE] = {0};
-    struct usbredirparser *parser = usbredirparser_create();
+    static const UsbredirPeerEvents events = {
+        .hello = peer_channel_hello,
+        .device_connect = peer_channel_device_connect,
+        .device_disconnect = peer_channel_device_disconnect,
+        .interface_info = peer_channel_interface_info,
+        .ep_info = peer_channel_ep_info,
+    };
+    g_autofree gchar *label = g_strdup_printf("spice-test-peer: channel %u", channel->index);
+    const UsbredirPeerConfig config = {
+        .role = USBREDIR_PEER_GUEST,
+        .version = "usbgw-spice-test-peer",
+        .label = label,
+        .log_level = usbredirparser_warning,
+    };
 
-    g_clear_pointer(&channel->parser, usbredirparser_destroy);
-    g_byte_array_set_size(channel->in, 0);
-    parser->priv = channel;
-    parser->log_func = peer_parser_log;
-    parser->read_func = peer_parser_read;
-    parser->write_func = peer_parser_write;
-    parser->hello_func = peer_parser_hello;
-    parser->device_connect_func = peer_parser_device_connect;
-    parser->device_disconnect_func = peer_parser_device_disconnect;
-    parser->interface_info_func = peer_parser_interface_info;
-    parser->ep_info_func = peer_parser_ep_info;
-    parser->filter_reject_func = peer_parser_filter_reject;
-    parser->filter_filter_func = peer_parser_filter_filter;
-    parser->device_disconnect_ack_func = peer_parser_device_disconnect_ack;
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_connect_device_version);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_ep_info_max_packet_size);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_64bits_ids);
-    usbredirparser_caps_set_cap(caps, usb_redir_cap_32bits_bulk_length);
-    /* Guest side (no usbredirparser_fl_usb_host): the hello is queued now. */
-    usbredirparser_init(parser, "usbgw-spice-test-peer", caps, USB_REDIR_CAPS_SIZE, 0);
-    channel->parser = parser;
-    peer_channel_flush(channel);
+    g_clear_pointer(&channel->usbredir, usbredir_peer_free);
+    channel->usbredir = usbredir_peer_new_buffered(&config, peer_channel_send, &events, channel);
 }
 
 static void
 peer_channel_data(PeerChannel *channel, const guint8 *data, gsize length)
 {
-    if (channel->parser == NULL) {
+    g_autoptr(GError) error = NULL;
+
+    if (channel->usbredir == NULL) {
         g_printerr("spice-test-peer: %zu bytes on channel %u, which is not open\n", length,
                    channel->index);
         return;
     }
-    g_byte_array_append(channel->in, data, (guint)length);
-    while (channel->in->len > 0) {
-        int ret = usbredirparser_do_read(channel->parser);
-
-        if (ret != 0) {
-            g_printerr("spice-test-peer: usbredirparser_do_read on channel %u: %d\n",
-                       channel->index, ret);
-            break;
-        }
-    }
-    peer_channel_flush(channel);
+    if (!usbredir_peer_feed(channel->usbredir, data, length, &error))
+        g_printerr("%s\n", error->message);
 }
 
 static gboolean
@@ -293,7 +240,7 @@ peer_on_frame(Peer *peer, const SwFrameHeader *header, const guint8 *payload, GE
         return TRUE;
     case SW_FRAME_CLOSE:
         peer_say("CLOSE %u", channel->index);
-        g_clear_pointer(&channel->parser, usbredirparser_destroy);
+        g_clear_pointer(&channel->usbredir, usbredir_peer_free);
         peer_send(peer, SW_FRAME_CLOSE, channel->index, NULL, 0);
         return TRUE;
     case SW_FRAME_DATA:
@@ -355,7 +302,7 @@ peer_close_link(Peer *peer)
     peer->fd = -1;
     g_byte_array_set_size(peer->in, 0);
     for (guint i = 0; i < SW_FRAME_MAX_CHANNELS; i++)
-        g_clear_pointer(&peer->channels[i].parser, usbredirparser_destroy);
+        g_clear_pointer(&peer->channels[i].usbredir, usbredir_peer_free);
 }
 
 static gboolean
@@ -500,7 +447,6 @@ main(int argc, char **argv)
     for (guint i = 0; i < SW_FRAME_MAX_CHANNELS; i++) {
         peer.channels[i].peer = &peer;
         peer.channels[i].index = i;
-        peer.channels[i].in = g_byte_array_new();
     }
     stdin_raw = g_unix_input_stream_new(STDIN_FILENO, FALSE);
     peer.stdin_stream = g_data_input_stream_new(stdin_raw);
@@ -515,8 +461,6 @@ main(int argc, char **argv)
     peer_close_link(&peer);
     if (peer_wait_worker(&peer) != 0)
         peer.exit_status = PEER_EXIT_FAILURE;
-    for (guint i = 0; i < SW_FRAME_MAX_CHANNELS; i++)
-        g_byte_array_unref(peer.channels[i].in);
     g_byte_array_unref(peer.in);
     g_object_unref(peer.stdin_stream);
     g_strfreev(peer.worker_argv);
