@@ -1,7 +1,8 @@
-/* What the daemon's own files share: gw-daemon.c (wiring, the binder's
- * intents, inventory and libvirt events, teardown), gw-daemon-commands.c
- * (the control socket's command table) and gw-daemon-shares.c (shares by
- * VM). Nothing outside gateway/daemon/ includes it. Main thread only. */
+/* What the daemon's own files share: gw-daemon.c (wiring, inventory and
+ * libvirt events, teardown), gw-daemon-serve.c (the binder's intents),
+ * gw-daemon-commands.c (the control socket's command table) and
+ * gw-daemon-shares.c (shares wired to the rest). Nothing outside
+ * gateway/daemon/ includes it. Main thread only. */
 #pragma once
 
 #include <json-glib/json-glib.h>
@@ -48,6 +49,14 @@ struct _GwDaemon {
 };
 
 gchar *gw_daemon_now(void) G_GNUC_WARN_UNUSED_RESULT;
+
+/* Serving (gw-daemon-serve.c). */
+extern const GwBinderOps gw_daemon_binder_ops;
+void gw_daemon_served_free(gpointer data);
+/* libvirt plugged a device in (or refused): GwRedirdevPlugged. */
+void gw_daemon_plugged(const gchar *id, const gchar *vm, const GError *error, gpointer user_data);
+/* Whether QEMU is connected to one of usbgwd's sockets: GwRedirdevHasPeer. */
+gboolean gw_daemon_path_has_peer(const gchar *path, gpointer user_data);
 /* "file:line" of a decision, NULL when no rule decided. */
 gchar *gw_daemon_rule_of(const PolicyDecision *decision) G_GNUC_WARN_UNUSED_RESULT;
 GwDaemonServed *gw_daemon_lookup_served(GwDaemon *daemon, const gchar *id);

@@ -1,6 +1,7 @@
 /* The inventory: hotplug → identities, lookup, find. See gw-inventory.h. */
 #include "gw-inventory.h"
 
+#include <gio/gio.h>
 #include <string.h>
 
 #include "gw-device.h"
@@ -10,8 +11,21 @@
 G_DEFINE_QUARK(usbgw-inventory-error-quark, gw_inventory_error)
 /* clang-format on */
 
+/* A device being described in the worker thread. */
+typedef struct {
+    libusb_device *usb;        /* owned ref */
+    GCancellable *cancellable; /* owned: it left, or usbgwd is going */
+    PolicyDevice *desc;        /* owned, set by the worker */
+    GError *error;             /* owned, set by the worker */
+} GwInventoryJob;
+
 struct _GwInventory {
     GwUsb *usb;                            /* owned */
+    GMainContext *context;                 /* owned ref: where results are told */
+    GThreadPool *pool;                     /* owned: one thread, jobs in arrival order */
+    GAsyncQueue *done;                     /* owned: GwInventoryJob the worker finished */
+    GSource *done_source;                  /* owned: tells the finished jobs on @context */
+    GHashTable *describing;                /* libusb_device* → GwInventoryJob (borrowed) */
     GHashTable *devices;                   /* id → GwInventoryDevice (owned) */
     GHashTable *by_usb;                    /* libusb_device* → GwInventoryDevice (borrowed) */
     const GwInventoryCallbacks *callbacks; /* borrowed */
@@ -39,6 +53,69 @@ gw_inventory_touch(GwInventoryDevice *device)
     device->since = g_date_time_format_iso8601(now);
 }
 
+static void
+gw_inventory_job_free(GwInventoryJob *job)
+{
+    libusb_unref_device(job->usb);
+    g_object_unref(job->cancellable);
+    policy_device_free(job->desc);
+    g_clear_error(&job->error);
+    g_free(job);
+}
+
+/* Worker thread: reading descriptors and strings opens the device and
+ * waits for it, so a slow or hung device never stalls the main loop. */
+static void
+gw_inventory_describe(gpointer data, gpointer user_data)
+{
+    GwInventoryJob *job = data;
+    GwInventory *inventory = user_data;
+
+    if (!g_cancellable_is_cancelled(job->cancellable))
+        job->desc = gw_device_describe(job->usb, &job->error);
+    g_async_queue_push(inventory->done, job);
+    g_main_context_wakeup(inventory->context);
+}
+
+static gboolean
+gw_inventory_done_ready(GSource *source, gint *timeout)
+{
+    GwInventory *inventory = ((GwInventory **)(source + 1))[0];
+    *timeout = -1;
+    return g_async_queue_length(inventory->done) > 0;
+}
+
+static gboolean
+gw_inventory_done_check(GSource *source)
+{
+    gint timeout;
+    return gw_inventory_done_ready(source, &timeout);
+}
+
+static void gw_inventory_described(GwInventory *inventory, GwInventoryJob *job);
+
+static gboolean
+gw_inventory_done_dispatch(GSource *source, GSourceFunc callback, gpointer user_data)
+{
+    GwInventory *inventory = ((GwInventory **)(source + 1))[0];
+    GwInventoryJob *job;
+
+    while ((job = g_async_queue_try_pop(inventory->done)) != NULL) {
+        if (!g_cancellable_is_cancelled(job->cancellable)) {
+            g_hash_table_remove(inventory->describing, job->usb);
+            gw_inventory_described(inventory, job);
+        }
+        gw_inventory_job_free(job);
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+static GSourceFuncs gw_inventory_done_funcs = {
+    .prepare = gw_inventory_done_ready,
+    .check = gw_inventory_done_check,
+    .dispatch = gw_inventory_done_dispatch,
+};
+
 GwInventory *
 gw_inventory_new(GMainContext *context, GError **error)
 {
@@ -49,21 +126,44 @@ gw_inventory_new(GMainContext *context, GError **error)
         return NULL;
     inventory = g_new0(GwInventory, 1);
     inventory->usb = g_steal_pointer(&usb);
+    inventory->context = g_main_context_ref(context);
     inventory->devices =
         g_hash_table_new_full(g_str_hash, g_str_equal, NULL, gw_inventory_device_free);
     inventory->by_usb = g_hash_table_new(g_direct_hash, g_direct_equal);
+    inventory->describing = g_hash_table_new(g_direct_hash, g_direct_equal);
+    inventory->done = g_async_queue_new();
+    inventory->pool = g_thread_pool_new(gw_inventory_describe, inventory, 1, FALSE, NULL);
+    inventory->done_source =
+        g_source_new(&gw_inventory_done_funcs, sizeof(GSource) + sizeof(GwInventory *));
+    ((GwInventory **)(inventory->done_source + 1))[0] = inventory;
+    g_source_set_name(inventory->done_source, "usbgw inventory descriptions");
+    g_source_attach(inventory->done_source, context);
     return inventory;
 }
 
 void
 gw_inventory_free(GwInventory *inventory)
 {
+    GwInventoryJob *job;
+
     if (inventory == NULL)
         return;
-    /* the event thread first: no hotplug reaches the tables below */
+    gw_inventory_stop(inventory);
+    /* the description in flight finishes (libusb's own timeouts bound
+     * it); what it and the others left is dropped here, before the libusb
+     * context goes */
+    g_source_destroy(inventory->done_source);
+    g_source_unref(inventory->done_source);
+    g_thread_pool_free(inventory->pool, TRUE, TRUE);
+    while ((job = g_async_queue_try_pop(inventory->done)) != NULL)
+        gw_inventory_job_free(job);
+    g_async_queue_unref(inventory->done);
+    /* the event thread: no hotplug reaches the tables below */
     g_clear_pointer(&inventory->usb, gw_usb_free);
+    g_hash_table_unref(inventory->describing);
     g_hash_table_unref(inventory->by_usb);
     g_hash_table_unref(inventory->devices);
+    g_main_context_unref(inventory->context);
     g_free(inventory);
 }
 
@@ -73,20 +173,31 @@ gw_inventory_get_context(GwInventory *inventory)
     return gw_usb_get_context(inventory->usb);
 }
 
+/* Arrivals of one device are told in order, one worker thread: a device
+ * that leaves while it is read is dropped (it was never reported). */
 static void
 gw_inventory_arrived(GwInventory *inventory, libusb_device *usb)
 {
-    g_autoptr(GError) error = NULL;
-    g_autoptr(PolicyDevice) desc = gw_device_describe(usb, &error);
+    GwInventoryJob *job = g_new0(GwInventoryJob, 1);
+
+    job->usb = libusb_ref_device(usb);
+    job->cancellable = g_cancellable_new();
+    g_hash_table_insert(inventory->describing, job->usb, job);
+    g_thread_pool_push(inventory->pool, job, NULL);
+}
+
+static void
+gw_inventory_described(GwInventory *inventory, GwInventoryJob *job)
+{
     g_autofree gchar *id = NULL;
     GwInventoryDevice *dev;
 
-    if (desc == NULL) {
-        g_autofree gchar *port = gw_device_port_path(usb);
-        g_warning("device at %s ignored: %s", port, error->message);
+    if (job->desc == NULL) {
+        g_autofree gchar *port = gw_device_port_path(job->usb);
+        g_warning("device at %s ignored: %s", port, job->error->message);
         return;
     }
-    id = gw_device_identity(desc);
+    id = gw_device_identity(job->desc);
     dev = g_hash_table_lookup(inventory->devices, id);
     if (dev == NULL) {
         dev = g_new0(GwInventoryDevice, 1);
@@ -97,8 +208,8 @@ gw_inventory_arrived(GwInventory *inventory, libusb_device *usb)
         g_clear_pointer(&dev->usb, libusb_unref_device);
     }
     policy_device_free(dev->desc);
-    dev->desc = g_steal_pointer(&desc);
-    dev->usb = libusb_ref_device(usb);
+    dev->desc = g_steal_pointer(&job->desc);
+    dev->usb = libusb_ref_device(job->usb);
     g_hash_table_insert(inventory->by_usb, dev->usb, dev);
     gw_inventory_touch(dev);
     inventory->callbacks->arrived(dev, inventory->user_data);
@@ -108,7 +219,14 @@ static void
 gw_inventory_left(GwInventory *inventory, libusb_device *usb)
 {
     GwInventoryDevice *dev = g_hash_table_lookup(inventory->by_usb, usb);
+    GwInventoryJob *job = g_hash_table_lookup(inventory->describing, usb);
 
+    if (job != NULL) {
+        /* still being read: never reported, so nobody hears it left */
+        g_cancellable_cancel(job->cancellable);
+        g_hash_table_remove(inventory->describing, usb);
+        return;
+    }
     if (dev == NULL)
         return;
     g_message("%s left", dev->id);
@@ -121,7 +239,14 @@ gw_inventory_left(GwInventory *inventory, libusb_device *usb)
 void
 gw_inventory_stop(GwInventory *inventory)
 {
+    GHashTableIter iter;
+    gpointer job;
+
     inventory->stopped = TRUE;
+    g_hash_table_iter_init(&iter, inventory->describing);
+    while (g_hash_table_iter_next(&iter, NULL, &job))
+        g_cancellable_cancel(((GwInventoryJob *)job)->cancellable);
+    g_hash_table_remove_all(inventory->describing);
 }
 
 static void

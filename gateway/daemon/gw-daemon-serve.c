@@ -1,0 +1,235 @@
+/* How usbgwd serves a device: the binder's intents (claim, bind, unbind,
+ * unclaim) carried out on attachments (gateway/serve) and libvirt
+ * redirdevs (the plugger), and the "attach" audit once libvirt plugged a
+ * device in. */
+#include "gw-daemon-private.h"
+
+#include "gw-device.h"
+
+void
+gw_daemon_served_free(gpointer data)
+{
+    GwDaemonServed *served = data;
+    gw_attachment_free(served->attachment);
+    g_free(served->audited_vm);
+    g_free(served);
+}
+
+GwDaemonServed *
+gw_daemon_lookup_served(GwDaemon *daemon, const gchar *id)
+{
+    GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
+    if (served == NULL) {
+        served = g_new0(GwDaemonServed, 1);
+        g_hash_table_insert(daemon->served, g_strdup(id), served);
+    }
+    return served;
+}
+
+/* ---- redirdevs (libvirt) ---------------------------------------------------- */
+
+/* libvirt plugged a device in (or refused): "attach" is recorded once. */
+void
+gw_daemon_plugged(const gchar *id, const gchar *vm, const GError *error, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    const GwBinderDevice *dev = gw_binder_lookup(daemon->binder, id);
+    GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
+
+    if (error != NULL) {
+        if (dev != NULL)
+            gw_daemon_audit(daemon, GW_AUDIT_ATTACH_FAILED, id, vm, "libvirt", error->message);
+        return;
+    }
+    if (dev == NULL || served == NULL || g_strcmp0(dev->vm, vm) != 0 ||
+        g_strcmp0(served->audited_vm, vm) == 0)
+        return;
+    g_free(served->audited_vm);
+    served->audited_vm = g_strdup(vm);
+    g_message("%s → vm %s: attached through libvirt", id, vm);
+    gw_daemon_audit(daemon, GW_AUDIT_ATTACH, id, vm, "libvirt",
+                    gw_attachment_get_socket_path(served->attachment));
+}
+
+/* Makes libvirt plug the device's socket into the running VM, if both are
+ * known; QEMU then connects and the device appears in the guest. */
+static void
+gw_daemon_libvirt_attach(GwDaemon *daemon, const gchar *id, const gchar *vm)
+{
+    GwInventoryDevice *inv = gw_inventory_lookup(daemon->inventory, id);
+    GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
+    const gchar *path = served != NULL && served->attachment != NULL
+                            ? gw_attachment_get_socket_path(served->attachment)
+                            : NULL;
+    g_autofree gchar *slot_name = NULL;
+
+    if (path == NULL || inv == NULL)
+        return;
+    slot_name = gw_device_slot_name(inv->desc);
+    gw_redirdev_plugger_plug_device(daemon->plugger, id, slot_name, vm,
+                                    gw_binder_get_vm_uuid(daemon->binder, vm), path);
+}
+
+/* ---- the binder's intents --------------------------------------------------- */
+
+static GwAttachment *
+gw_daemon_attachment(GwDaemon *daemon, GwDaemonServed *served, const gchar *id)
+{
+    if (served->attachment == NULL)
+        served->attachment = gw_attachment_new(gw_inventory_get_context(daemon->inventory), id);
+    return served->attachment;
+}
+
+static gboolean
+gw_daemon_op_claim(const gchar *id, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    GwInventoryDevice *inv = gw_inventory_lookup(daemon->inventory, id);
+    GwDaemonServed *served = gw_daemon_lookup_served(daemon, id);
+    g_autoptr(GError) error = NULL;
+
+    if (inv == NULL || inv->usb == NULL)
+        return FALSE;
+    if (!gw_attachment_set_device(gw_daemon_attachment(daemon, served, id), inv->usb, &error)) {
+        g_warning("%s", error->message);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean
+gw_daemon_op_unclaim(const gchar *id, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
+    GwInventoryDevice *inv = gw_inventory_lookup(daemon->inventory, id);
+
+    if (inv != NULL)
+        gw_inventory_touch(inv);
+    if (served == NULL || served->attachment == NULL)
+        return FALSE;
+    g_clear_pointer(&served->attachment, gw_attachment_free);
+    return TRUE;
+}
+
+/* Serves the device on <rundir>/vm/<vm>/<slot>.sock; claims it first if
+ * it is present. */
+static gboolean
+gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    GwInventoryDevice *inv = gw_inventory_lookup(daemon->inventory, id);
+    const GwBinderDevice *dev = gw_binder_lookup(daemon->binder, id);
+    GwDaemonServed *served = gw_daemon_lookup_served(daemon, id);
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *slot_name = NULL;
+    g_autofree gchar *path = NULL;
+    GwAttachment *attachment;
+    gboolean tcp;
+
+    g_return_val_if_fail(inv != NULL && dev != NULL, FALSE);
+    if (g_strcmp0(dev->vm, vm) == 0 && served->attachment != NULL &&
+        gw_attachment_get_socket_path(served->attachment) != NULL) {
+        gw_daemon_libvirt_attach(daemon, id, vm);
+        return TRUE;
+    }
+    attachment = gw_daemon_attachment(daemon, served, id);
+    gw_attachment_set_access(attachment, daemon->socket_uid, daemon->socket_gid);
+    if (inv->usb != NULL && !gw_attachment_set_device(attachment, inv->usb, &error)) {
+        g_warning("%s", error->message);
+        g_clear_error(&error);
+    }
+    if (served->tcp_port == 0 && daemon->next_tcp_port != 0 && daemon->next_tcp_port <= G_MAXUINT16)
+        served->tcp_port = (guint16)daemon->next_tcp_port++;
+    tcp = served->tcp_port != 0;
+    slot_name = gw_device_slot_name(inv->desc);
+    path = gw_redirdev_plugger_device_socket(daemon->plugger, vm, id, slot_name);
+    if (!gw_attachment_bind(attachment, path, tcp ? daemon->config.tcp_address : NULL,
+                            served->tcp_port, &error)) {
+        g_warning("%s: %s", id, error->message);
+        return FALSE;
+    }
+    gw_inventory_touch(inv);
+    g_message("%s: bound to vm \"%s\", served on %s", id, vm, path);
+    /* with libvirt, "attach" is recorded once libvirt plugged it in */
+    if (daemon->libvirt == NULL) {
+        g_free(served->audited_vm);
+        served->audited_vm = g_strdup(vm);
+        gw_daemon_audit(daemon, GW_AUDIT_ATTACH, id, vm, actor, path);
+    }
+    gw_daemon_libvirt_attach(daemon, id, vm);
+    return TRUE;
+}
+
+static void
+gw_daemon_op_unbind(const gchar *id, const gchar *vm, gboolean detach, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    GwDaemonServed *served = gw_daemon_lookup_served(daemon, id);
+    GwInventoryDevice *inv = gw_inventory_lookup(daemon->inventory, id);
+    const gchar *uuid = gw_binder_get_vm_uuid(daemon->binder, vm);
+    const gchar *path =
+        served->attachment != NULL ? gw_attachment_get_socket_path(served->attachment) : NULL;
+
+    if (detach && path != NULL)
+        gw_redirdev_plugger_unplug(daemon->plugger, vm, uuid, path);
+    if (served->attachment != NULL)
+        gw_attachment_unbind(served->attachment);
+    g_clear_pointer(&served->audited_vm, g_free);
+    if (inv != NULL)
+        gw_inventory_touch(inv);
+}
+
+static void
+gw_daemon_op_event(GwBinderEvent event, const gchar *id, const gchar *vm, const gchar *actor,
+                   const gchar *reason, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    GwDaemonServed *served;
+
+    switch (event) {
+    case GW_BINDER_EVENT_DENY:
+        gw_daemon_audit(daemon, GW_AUDIT_DENY, id, vm, actor, reason);
+        break;
+    case GW_BINDER_EVENT_ASSIGN:
+        gw_daemon_audit(daemon, GW_AUDIT_ASSIGN, id, vm, actor, reason);
+        break;
+    case GW_BINDER_EVENT_RELEASE:
+        gw_daemon_audit(daemon, GW_AUDIT_RELEASE, id, vm, actor, reason);
+        break;
+    case GW_BINDER_EVENT_DETACH:
+        gw_daemon_audit(daemon, GW_AUDIT_DETACH, id, vm, actor, reason);
+        break;
+    case GW_BINDER_EVENT_KEPT:
+        gw_daemon_audit(daemon, GW_AUDIT_DETACH, id, vm, actor, reason);
+        served = g_hash_table_lookup(daemon->served, id);
+        if (served != NULL)
+            g_clear_pointer(&served->audited_vm, g_free);
+        break;
+    }
+}
+
+const GwBinderOps gw_daemon_binder_ops = {
+    .claim = gw_daemon_op_claim,
+    .unclaim = gw_daemon_op_unclaim,
+    .bind = gw_daemon_op_bind,
+    .unbind = gw_daemon_op_unbind,
+    .event = gw_daemon_op_event,
+};
+
+gboolean
+gw_daemon_path_has_peer(const gchar *path, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    GHashTableIter iter;
+    gpointer value;
+
+    g_hash_table_iter_init(&iter, daemon->served);
+    while (g_hash_table_iter_next(&iter, NULL, &value)) {
+        GwDaemonServed *served = value;
+        if (served->attachment != NULL &&
+            g_strcmp0(gw_attachment_get_socket_path(served->attachment), path) == 0)
+            return gw_attachment_has_peer(served->attachment);
+    }
+    return gw_share_registry_has_qemu(daemon->shares, path);
+}
