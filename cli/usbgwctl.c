@@ -1,5 +1,8 @@
-/* usbgwctl: the admin's command line. For now it checks policies offline;
- * commands that talk to usbgwd over the control socket join it later. */
+/* usbgwctl: the admin's command line. `policy check` and `policy filter`
+ * work offline on a policy file; every other command (status, list, vms,
+ * assign, release, events, share, unshare, shares, policy reload) is a
+ * request to usbgwd over its control socket (gw-control-client.c,
+ * docs/control.md). */
 #include <gio/gio.h>
 #include <json-glib/json-glib.h>
 #include <locale.h>

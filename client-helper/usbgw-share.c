@@ -512,8 +512,12 @@ main(int argc, char **argv)
     const GOptionEntry entries[] = {
         {"ticket-file", 0, 0, G_OPTION_ARG_FILENAME, &ticket_file,
          "Read the SPICE ticket (password) from FILE", "FILE"},
+        /* an array only so that a second --device is refused, not
+         * silently taken instead of the first */
         {"device", 0, 0, G_OPTION_ARG_STRING_ARRAY, &devices,
-         "Lend the device with this VID:PID (hex) or serial number (repeatable)", "ID"},
+         "Lend the device with this VID:PID (hex) or serial number (once; for more devices "
+         "use --filter)",
+         "ID"},
         {"filter", 0, 0, G_OPTION_ARG_STRING, &filter,
          "Lend devices matching a usbredir filter (class,vid,pid,version,allow|...)", "FILTER"},
         {"min-interval", 0, 0, G_OPTION_ARG_INT, &min_interval,
@@ -532,7 +536,12 @@ main(int argc, char **argv)
         return SHARE_EXIT_USAGE;
     }
     n_devices = devices != NULL ? g_strv_length(devices) : 0;
-    if (argc != 2 || ticket_file == NULL || (n_devices == 0) == (filter == NULL) || n_devices > 1 ||
+    if (n_devices > 1) {
+        g_printerr("usbgw-share: --device is taken once; to lend several devices, give a "
+                   "--filter that matches them\n");
+        return SHARE_EXIT_USAGE;
+    }
+    if (argc != 2 || ticket_file == NULL || (n_devices == 0) == (filter == NULL) ||
         min_interval < 1) {
         g_printerr("usbgw-share: usage: usbgw-share spice://HOST:PORT --ticket-file F "
                    "(--device VID:PID | --device SERIAL | --filter USBREDIRFILTER) "

@@ -1,75 +1,7 @@
 /* sw-core: spice-server's SpiceCoreInterface on a GLib main context. */
 #include "sw-core.h"
 
-struct SwFdWatch {
-    GSource source; /* first: the GSource allocation is the watch */
-    gpointer tag;   /* from g_source_add_unix_fd(), NULL while condition is 0 */
-    GIOCondition condition;
-    SwFdWatchFunc func;
-    gpointer user_data;
-    int fd;
-};
-
-static gboolean
-sw_fd_watch_dispatch(GSource *source, GSourceFunc callback, gpointer user_data)
-{
-    SwFdWatch *watch = (SwFdWatch *)source;
-    GIOCondition revents;
-
-    if (watch->tag == NULL)
-        return G_SOURCE_CONTINUE;
-    revents = g_source_query_unix_fd(source, watch->tag) & watch->condition;
-    if (revents != 0)
-        watch->func(watch->fd, revents, watch->user_data);
-    return G_SOURCE_CONTINUE;
-}
-
-static GSourceFuncs sw_fd_watch_funcs = {
-    .dispatch = sw_fd_watch_dispatch,
-};
-
-SwFdWatch *
-sw_fd_watch_new(GMainContext *context, int fd, GIOCondition condition, SwFdWatchFunc func,
-                gpointer user_data)
-{
-    GSource *source = g_source_new(&sw_fd_watch_funcs, sizeof(SwFdWatch));
-    SwFdWatch *watch = (SwFdWatch *)source;
-
-    watch->fd = fd;
-    watch->func = func;
-    watch->user_data = user_data;
-    sw_fd_watch_set_condition(watch, condition);
-    g_source_set_name(source, "usbgw-spice-worker fd");
-    g_source_attach(source, context);
-    return watch;
-}
-
-/* poll() reports HUP and ERR even for an fd polled with no events, and
- * GLib then dispatches the source on every iteration, starving every
- * lower-priority source: an fd with nothing to wait for is taken out of
- * the poll set instead. */
-void
-sw_fd_watch_set_condition(SwFdWatch *watch, GIOCondition condition)
-{
-    watch->condition = condition;
-    if (condition == 0 && watch->tag != NULL) {
-        g_source_remove_unix_fd(&watch->source, watch->tag);
-        watch->tag = NULL;
-    } else if (condition != 0 && watch->tag == NULL) {
-        watch->tag = g_source_add_unix_fd(&watch->source, watch->fd, condition);
-    } else if (condition != 0) {
-        g_source_modify_unix_fd(&watch->source, watch->tag, condition);
-    }
-}
-
-void
-sw_fd_watch_free(SwFdWatch *watch)
-{
-    if (watch == NULL)
-        return;
-    g_source_destroy(&watch->source);
-    g_source_unref(&watch->source);
-}
+#include "gw-fd-watch.h"
 
 /* The core's one context; spice-server's callbacks carry no user data. */
 static GMainContext *sw_core_context;
@@ -81,7 +13,7 @@ struct SpiceTimer {
 };
 
 struct SpiceWatch {
-    SwFdWatch *fd_watch; /* owned */
+    GwFdWatch *fd_watch; /* owned */
     SpiceWatchFunc func;
     void *opaque;
 };
@@ -167,21 +99,22 @@ sw_core_watch_add(int fd, int event_mask, SpiceWatchFunc func, void *opaque)
 
     watch->func = func;
     watch->opaque = opaque;
-    watch->fd_watch = sw_fd_watch_new(sw_core_context, fd, sw_core_mask_to_condition(event_mask),
-                                      sw_core_watch_ready, watch);
+    watch->fd_watch =
+        gw_fd_watch_new(sw_core_context, "spice-server watch", fd,
+                        sw_core_mask_to_condition(event_mask), sw_core_watch_ready, watch);
     return watch;
 }
 
 static void
 sw_core_watch_update_mask(SpiceWatch *watch, int event_mask)
 {
-    sw_fd_watch_set_condition(watch->fd_watch, sw_core_mask_to_condition(event_mask));
+    gw_fd_watch_set_condition(watch->fd_watch, sw_core_mask_to_condition(event_mask));
 }
 
 static void
 sw_core_watch_remove(SpiceWatch *watch)
 {
-    sw_fd_watch_free(watch->fd_watch);
+    gw_fd_watch_free(watch->fd_watch);
     g_free(watch);
 }
 

@@ -6,14 +6,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "sw-core.h"
+#include "gw-fd-watch.h"
 
 /* Bytes taken from the socket per read(). */
 #define SW_LINK_READ_CHUNK (64 * 1024)
 
 struct SwLink {
     int fd;           /* owned */
-    SwFdWatch *watch; /* owned, nullable: after close */
+    GwFdWatch *watch; /* owned, nullable: after close */
     GByteArray *in;   /* owned: received, not yet dispatched */
     GByteArray *out;  /* owned: queued for usbgwd */
     guint idle_id;    /* pending sw_link_idle(), 0 if none */
@@ -39,7 +39,7 @@ sw_link_update_watch(SwLink *link)
         condition |= G_IO_IN | G_IO_HUP | G_IO_ERR;
     if (link->out->len > 0)
         condition |= G_IO_OUT | G_IO_ERR;
-    sw_fd_watch_set_condition(link->watch, condition);
+    gw_fd_watch_set_condition(link->watch, condition);
 }
 
 static void
@@ -49,7 +49,7 @@ sw_link_fail(SwLink *link, GError *error)
         link->error = error;
     else
         g_error_free(error);
-    g_clear_pointer(&link->watch, sw_fd_watch_free);
+    g_clear_pointer(&link->watch, gw_fd_watch_free);
     sw_link_schedule(link);
 }
 
@@ -89,7 +89,7 @@ static void
 sw_link_hang_up(SwLink *link)
 {
     link->eof = TRUE;
-    g_clear_pointer(&link->watch, sw_fd_watch_free);
+    g_clear_pointer(&link->watch, gw_fd_watch_free);
     sw_link_schedule(link);
 }
 
@@ -181,7 +181,7 @@ sw_link_idle(gpointer user_data)
                                       "(%u bytes left)",
                                       link->in->len);
         link->closed = TRUE;
-        g_clear_pointer(&link->watch, sw_fd_watch_free);
+        g_clear_pointer(&link->watch, gw_fd_watch_free);
         link->callbacks->closed(link->error, link->user_data);
         return G_SOURCE_REMOVE;
     }
@@ -213,7 +213,7 @@ sw_link_new(int fd, const SwLinkCallbacks *callbacks, gpointer user_data)
     link->callbacks = callbacks;
     link->user_data = user_data;
     link->reading = TRUE;
-    link->watch = sw_fd_watch_new(NULL, fd, 0, sw_link_ready, link);
+    link->watch = gw_fd_watch_new(NULL, "usbgw-spice-worker link", fd, 0, sw_link_ready, link);
     sw_link_update_watch(link);
     return link;
 }
@@ -224,7 +224,7 @@ sw_link_free(SwLink *link)
     if (link == NULL)
         return;
     g_clear_handle_id(&link->idle_id, g_source_remove);
-    g_clear_pointer(&link->watch, sw_fd_watch_free);
+    g_clear_pointer(&link->watch, gw_fd_watch_free);
     g_byte_array_unref(link->in);
     g_byte_array_unref(link->out);
     g_clear_error(&link->error);

@@ -7,8 +7,8 @@
  * Teardown order (gw_daemon_free), each step before what it uses:
  *   1. cancel pending libvirt calls, stop hotplug delivery (no event can
  *      reach the daemon while it is taken apart);
- *   2. the redirdev plugger, libvirt (its threads), shares (workers,
- *      proxies: they audit);
+ *   2. the redirdev plugger, libvirt (its threads), shares (workers and
+ *      proxies; freeing them records nothing);
  *   3. the control socket (it spins the main context to close clients);
  *   4. attachments (they hold libusb handles), then the inventory (the
  *      libusb context and its event thread);

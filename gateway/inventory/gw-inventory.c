@@ -158,11 +158,14 @@ gw_inventory_free(GwInventory *inventory)
     while ((job = g_async_queue_try_pop(inventory->done)) != NULL)
         gw_inventory_job_free(job);
     g_async_queue_unref(inventory->done);
-    /* the event thread: no hotplug reaches the tables below */
-    g_clear_pointer(&inventory->usb, gw_usb_free);
+    /* the devices' libusb references go while their context lives (events
+     * the usb thread still queues are not dispatched: nothing iterates
+     * the main context here) */
     g_hash_table_unref(inventory->describing);
     g_hash_table_unref(inventory->by_usb);
     g_hash_table_unref(inventory->devices);
+    /* then the event thread and the context; queued events are dropped */
+    g_clear_pointer(&inventory->usb, gw_usb_free);
     g_main_context_unref(inventory->context);
     g_free(inventory);
 }

@@ -1,7 +1,8 @@
 /* libusb context, event thread and hotplug forwarding. */
 #include "gw-usb.h"
 
-/* clang-format off: it would space the quark's name out */
+/* the quark's name has dashes, which clang-format would space out */
+/* clang-format off */
 G_DEFINE_QUARK(usbgw-usb-error-quark, gw_usb_error)
 /* clang-format on */
 
@@ -14,6 +15,8 @@ struct _GwUsb {
     GMainContext *context; /* owned ref: where hotplug callbacks run */
     GThread *thread;       /* owned, nullable */
     gint stop;             /* atomic */
+    GMutex lock;           /* guards pending: the usb thread adds, the main thread removes */
+    GQueue pending;        /* GSource refs: hotplug events queued on @context, not yet run */
     gboolean hotplug_registered;
     libusb_hotplug_callback_handle hotplug_handle;
     GwUsbHotplugFunc func;
@@ -76,6 +79,7 @@ typedef struct {
     GwUsb *usb;
     libusb_device *device; /* owned ref */
     gboolean arrived;
+    GSource *source; /* the idle that carries the event; its ref is in usb->pending */
 } GwUsbEvent;
 
 static void
@@ -90,9 +94,15 @@ static gboolean
 gw_usb_event_dispatch(gpointer data)
 {
     GwUsbEvent *event = data;
-    if (g_atomic_int_get(&event->usb->stop))
-        return G_SOURCE_REMOVE;
-    event->usb->func(libusb_ref_device(event->device), event->arrived, event->usb->user_data);
+    GwUsb *usb = event->usb;
+
+    /* no longer gw_usb_free()'s to drop; GLib holds the source while it
+     * runs, and @usb is not touched after the call (it may free @usb) */
+    g_mutex_lock(&usb->lock);
+    g_queue_remove(&usb->pending, event->source);
+    g_mutex_unlock(&usb->lock);
+    g_source_unref(event->source);
+    usb->func(libusb_ref_device(event->device), event->arrived, usb->user_data);
     return G_SOURCE_REMOVE;
 }
 
@@ -110,9 +120,15 @@ gw_usb_hotplug_cb(libusb_context *ctx, libusb_device *device, libusb_hotplug_eve
     event->usb = usb;
     event->device = libusb_ref_device(device);
     event->arrived = what == LIBUSB_HOTPLUG_EVENT_DEVICE_ARRIVED;
+    event->source = source;
     g_source_set_priority(source, G_PRIORITY_DEFAULT);
+    g_source_set_name(source, "usbgw-usb-hotplug");
     g_source_set_callback(source, gw_usb_event_dispatch, event, gw_usb_event_free);
+    /* listed before it can run, so that the dispatch finds it */
+    g_mutex_lock(&usb->lock);
+    g_queue_push_tail(&usb->pending, g_source_ref(source));
     g_source_attach(source, usb->context);
+    g_mutex_unlock(&usb->lock);
     return 0;
 }
 
@@ -198,6 +214,8 @@ gw_usb_new(GMainContext *context, GError **error)
     libusb_set_log_cb(NULL, gw_usb_log_cb, LIBUSB_LOG_CB_GLOBAL);
     libusb_set_log_cb(usb->ctx, gw_usb_log_cb, LIBUSB_LOG_CB_CONTEXT);
     usb->context = g_main_context_ref(context);
+    g_mutex_init(&usb->lock);
+    g_queue_init(&usb->pending);
     return usb;
 }
 
@@ -244,10 +262,15 @@ gw_usb_free(GwUsb *usb)
         libusb_interrupt_event_handler(usb->ctx);
         g_thread_join(usb->thread);
     }
-    /* Forwarded events still queued hold device refs and point here: run
-     * them down (they see `stop` and do nothing) before the context goes. */
-    while (g_main_context_iteration(usb->context, FALSE))
-        ;
+    /* No hotplug callback runs any more. Events still queued hold device
+     * refs and point here: destroy them (their destroy notify drops the
+     * device ref) before the libusb context goes. No main context is
+     * iterated: the owner's other sources must not run inside a free. */
+    for (GSource *source; (source = g_queue_pop_head(&usb->pending)) != NULL;) {
+        g_source_destroy(source);
+        g_source_unref(source);
+    }
+    g_mutex_clear(&usb->lock);
     libusb_exit(usb->ctx);
     g_main_context_unref(usb->context);
     g_free(usb);

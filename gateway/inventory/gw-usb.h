@@ -46,8 +46,10 @@ GwUsb *gw_usb_new(GMainContext *context, GError **error) G_GNUC_WARN_UNUSED_RESU
 gboolean gw_usb_start(GwUsb *usb, GwUsbHotplugFunc func, gpointer user_data,
                       GError **error) G_GNUC_WARN_UNUSED_RESULT;
 libusb_context *gw_usb_get_context(GwUsb *usb);
-/* Stops the event thread (atomic flag + libusb_interrupt_event_handler)
- * and frees the context. Every device handle must be closed before. */
+/* Stops the event thread (atomic flag + libusb_interrupt_event_handler),
+ * drops the hotplug events still queued on the main context (their
+ * GwUsbHotplugFunc never runs) and frees the context. Iterates no main
+ * context. Every device handle must be closed before. Main thread. */
 void gw_usb_free(GwUsb *usb);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwUsb, gw_usb_free)

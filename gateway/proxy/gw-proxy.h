@@ -77,9 +77,10 @@
  *
  * Threading: create, use and free a GwProxy on one thread, the thread whose
  * thread-default GMainContext is current at gw_proxy_new() (the main thread
- * in usbgwd, docs/threading.md). All I/O is non-blocking from one custom
- * GSource on that context; it polls for G_IO_OUT only while output is
- * pending, so an idle proxy costs no CPU. Callbacks run on that thread from
+ * in usbgwd, docs/threading.md). All I/O is non-blocking, from one fd
+ * watch per socket on that context (GwFdWatch, common/gw-fd-watch.h); a
+ * socket is polled for G_IO_OUT only while output is pending, so an idle
+ * proxy costs no CPU. Callbacks run on that thread from
  * a fresh idle callback, never from inside a gw_proxy_* call; the owner
  * may free the proxy from closed().
  */
@@ -162,7 +163,6 @@ GwProxy *gw_proxy_new(GSocket *client, GSocket *qemu, const gchar *label,
                       GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* Stops the session without notifying (no callback runs after this). */
 void gw_proxy_free(GwProxy *proxy);
-const gchar *gw_proxy_get_label(GwProxy *proxy);
 void gw_proxy_get_stats(GwProxy *proxy, GwProxyStats *stats);
 /* Whether QEMU has the client's device now. */
 gboolean gw_proxy_has_device(GwProxy *proxy);

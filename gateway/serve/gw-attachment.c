@@ -321,12 +321,6 @@ gw_attachment_has_peer(GwAttachment *attachment)
     return attachment->session != NULL;
 }
 
-gboolean
-gw_attachment_is_present(GwAttachment *attachment)
-{
-    return attachment->device != NULL;
-}
-
 void
 gw_attachment_free(GwAttachment *attachment)
 {

@@ -43,7 +43,6 @@ void gw_attachment_device_left(GwAttachment *attachment);
 /* The socket while bound, else NULL. */
 const gchar *gw_attachment_get_socket_path(GwAttachment *attachment);
 gboolean gw_attachment_has_peer(GwAttachment *attachment);
-gboolean gw_attachment_is_present(GwAttachment *attachment);
 /* Closes the peer's session, hands the device back to the host (kernel
  * drivers reattached) and removes the socket. */
 void gw_attachment_free(GwAttachment *attachment);

@@ -5,14 +5,8 @@
 #include <sys/socket.h>
 #include <usbredirhost.h>
 
-#include "gw-usb.h"
-
-typedef struct {
-    GSource source;
-    GwSession *session;
-    gpointer tag;
-    GIOCondition events; /* what the fd is polled for now */
-} GwSessionSource;
+#include "gw-fd-watch.h"
+#include "gw-usbredir-error.h"
 
 struct _GwSession {
     gchar *label;              /* owned */
@@ -20,15 +14,13 @@ struct _GwSession {
     int fd;                    /* borrowed from socket */
     struct usbredirhost *host; /* owned */
     GMainContext *context;     /* owned ref */
-    GSource *io_source;        /* owned */
+    GwFdWatch *watch;          /* owned, nullable: the peer's socket, until the session closes */
     GSource *close_source;     /* owned, nullable: the pending close notification */
     GwSessionClosedFunc closed;
     gpointer user_data;
     gboolean has_device;
     gint write_failed;   /* atomic: set by the writer on any thread */
     gchar *close_reason; /* owned, nullable */
-    gsize bytes_in;      /* atomic */
-    gsize bytes_out;     /* atomic */
 };
 
 static void
@@ -57,10 +49,8 @@ gw_session_read_cb(void *priv, uint8_t *data, int count)
     GwSession *session = priv;
     ssize_t n = recv(session->fd, data, (size_t)count, MSG_DONTWAIT);
 
-    if (n > 0) {
-        g_atomic_pointer_add(&session->bytes_in, n);
+    if (n > 0)
         return (int)n;
-    }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
     /* 0: the peer closed; <0: a socket error. usbredirhost stops reading
@@ -74,10 +64,8 @@ gw_session_write_cb(void *priv, uint8_t *data, int count)
     GwSession *session = priv;
     ssize_t n = send(session->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
 
-    if (n >= 0) {
-        g_atomic_pointer_add(&session->bytes_out, n);
+    if (n >= 0)
         return (int)n;
-    }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
         return 0;
     g_atomic_int_set(&session->write_failed, 1);
@@ -146,90 +134,70 @@ gw_session_close_later(GwSession *session, const gchar *reason)
         return;
     g_info("%s: closing: %s", session->label, reason);
     session->close_reason = g_strdup(reason);
-    g_source_destroy(session->io_source);
+    g_clear_pointer(&session->watch, gw_fd_watch_free);
     session->close_source = g_idle_source_new();
     g_source_set_callback(session->close_source, gw_session_notify_closed, session, NULL);
     g_source_attach(session->close_source, session->context);
 }
 
+/* Before each poll: output queued by the usb thread (which woke the
+ * context) makes the socket watched for G_IO_OUT; a write that failed
+ * there is handled at once. */
 static gboolean
-gw_session_source_prepare(GSource *source, gint *timeout)
+gw_session_prepare(gpointer data)
 {
-    GwSessionSource *s = (GwSessionSource *)source;
-    GwSession *session = s->session;
-    GIOCondition events = G_IO_IN | G_IO_HUP | G_IO_ERR;
+    GwSession *session = data;
+    GIOCondition condition = G_IO_IN | G_IO_HUP | G_IO_ERR;
 
-    *timeout = -1;
     if (g_atomic_int_get(&session->write_failed))
         return TRUE;
     if (usbredirhost_has_data_to_write(session->host) > 0)
-        events |= G_IO_OUT;
-    /* g_source_modify_unix_fd() wakes the context: calling it on every
-     * iteration would keep the main loop spinning */
-    if (events != s->events) {
-        g_source_modify_unix_fd(source, s->tag, events);
-        s->events = events;
-    }
+        condition |= G_IO_OUT;
+    gw_fd_watch_set_condition(session->watch, condition);
     return FALSE;
 }
 
-static gboolean
-gw_session_source_dispatch(GSource *source, GSourceFunc callback, gpointer user_data)
+static void
+gw_session_ready(int fd, GIOCondition revents, gpointer data)
 {
-    GwSessionSource *s = (GwSessionSource *)source;
-    GwSession *session = s->session;
-    GIOCondition revents = g_source_query_unix_fd(source, s->tag);
+    GwSession *session = data;
+    g_autoptr(GError) error = NULL;
 
     if (g_atomic_int_get(&session->write_failed)) {
         gw_session_close_later(session, "write to peer failed");
-        return G_SOURCE_CONTINUE;
+        return;
     }
-    if (revents & G_IO_OUT && usbredirhost_write_guest_data(session->host) < 0) {
-        gw_session_close_later(session, "write to peer failed");
-        return G_SOURCE_CONTINUE;
+    if (revents & G_IO_OUT &&
+        !gw_usbredir_write_result_to_error(usbredirhost_write_guest_data(session->host), &error)) {
+        gw_session_close_later(session, error->message);
+        return;
     }
     if (revents & (G_IO_IN | G_IO_HUP | G_IO_ERR)) {
-        int rc = usbredirhost_read_guest_data(session->host);
-        switch (rc) {
-        case 0:
-            break;
-        case usbredirhost_read_io_error:
-            gw_session_close_later(session, "peer closed the connection");
-            return G_SOURCE_CONTINUE;
-        case usbredirhost_read_parse_error:
-            gw_session_close_later(session, "peer sent malformed usbredir data");
-            return G_SOURCE_CONTINUE;
-        case usbredirhost_read_device_rejected:
-            g_message("%s: peer rejected the device (its filter refused it)", session->label);
-            gw_session_clear_device(session);
-            break;
-        case usbredirhost_read_device_lost:
-            g_message("%s: device lost", session->label);
-            session->has_device = FALSE;
-            break;
-        default:
-            gw_session_close_later(session, "unexpected usbredirhost error");
-            return G_SOURCE_CONTINUE;
+        if (!gw_usbredir_read_result_to_error(usbredirhost_read_guest_data(session->host),
+                                              &error)) {
+            if (g_error_matches(error, GW_USBREDIR_ERROR, GW_USBREDIR_ERROR_DEVICE_REJECTED)) {
+                /* usbredirhost expects us to release the device */
+                g_message("%s: %s", session->label, error->message);
+                gw_session_clear_device(session);
+            } else if (g_error_matches(error, GW_USBREDIR_ERROR, GW_USBREDIR_ERROR_DEVICE_LOST)) {
+                /* usbredirhost released it itself */
+                g_message("%s: %s", session->label, error->message);
+                session->has_device = FALSE;
+            } else {
+                gw_session_close_later(session, error->message);
+                return;
+            }
         }
-        if (revents & (G_IO_HUP | G_IO_ERR) && !(revents & G_IO_IN)) {
+        if (revents & (G_IO_HUP | G_IO_ERR) && !(revents & G_IO_IN))
             gw_session_close_later(session, "peer hung up");
-            return G_SOURCE_CONTINUE;
-        }
     }
-    return G_SOURCE_CONTINUE;
 }
-
-static GSourceFuncs gw_session_source_funcs = {
-    .prepare = gw_session_source_prepare,
-    .dispatch = gw_session_source_dispatch,
-};
 
 GwSession *
 gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label, GwSessionClosedFunc closed,
                gpointer user_data, GError **error)
 {
     g_autoptr(GwSession) session = g_new0(GwSession, 1);
-    GwSessionSource *source;
 
     session->label = g_strdup(label);
     session->socket = g_object_ref(socket);
@@ -249,25 +217,21 @@ gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label, GwSessi
         return NULL;
     }
 
-    session->io_source = g_source_new(&gw_session_source_funcs, sizeof(GwSessionSource));
-    source = (GwSessionSource *)session->io_source;
-    source->session = session;
-    source->events = G_IO_IN;
-    source->tag = g_source_add_unix_fd(session->io_source, session->fd, source->events);
-    g_source_set_name(session->io_source, "usbgw-session");
-    g_source_attach(session->io_source, session->context);
+    session->watch = gw_fd_watch_new(session->context, "usbgw-session", session->fd, G_IO_IN,
+                                     gw_session_ready, session);
+    gw_fd_watch_set_prepare(session->watch, gw_session_prepare);
     return g_steal_pointer(&session);
 }
 
 gboolean
 gw_session_set_device(GwSession *session, libusb_device_handle *handle, GError **error)
 {
-    int rc = usbredirhost_set_device(session->host, handle);
-    if (rc != 0) {
+    g_autoptr(GError) local = NULL;
+
+    if (!gw_usbredir_status_to_error(usbredirhost_set_device(session->host, handle), &local)) {
         session->has_device = FALSE;
-        g_set_error(error, GW_USB_ERROR, GW_USB_ERROR_IO,
-                    "%s: cannot offer the device to the peer (usbredirhost error %d)",
-                    session->label, rc);
+        g_propagate_prefixed_error(error, g_steal_pointer(&local),
+                                   "%s: cannot offer the device to the peer: ", session->label);
         return FALSE;
     }
     session->has_device = TRUE;
@@ -293,27 +257,12 @@ gw_session_get_label(GwSession *session)
     return session->label;
 }
 
-guint64
-gw_session_get_bytes_in(GwSession *session)
-{
-    return (guint64)g_atomic_pointer_get(&session->bytes_in);
-}
-
-guint64
-gw_session_get_bytes_out(GwSession *session)
-{
-    return (guint64)g_atomic_pointer_get(&session->bytes_out);
-}
-
 void
 gw_session_free(GwSession *session)
 {
     if (session == NULL)
         return;
-    if (session->io_source != NULL) {
-        g_source_destroy(session->io_source);
-        g_source_unref(session->io_source);
-    }
+    g_clear_pointer(&session->watch, gw_fd_watch_free);
     if (session->close_source != NULL) {
         g_source_destroy(session->close_source);
         g_source_unref(session->close_source);

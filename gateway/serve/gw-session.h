@@ -27,15 +27,14 @@ GwSession *gw_session_new(libusb_context *usb, GSocket *socket, const gchar *lab
                           GwSessionClosedFunc closed, gpointer user_data,
                           GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* Takes ownership of @handle (closed on failure too) and offers the
- * device to the peer (interface_info, ep_info, device_connect). */
+ * device to the peer (interface_info, ep_info, device_connect). On
+ * failure @error is in GW_USBREDIR_ERROR (gw-usbredir-error.h). */
 gboolean gw_session_set_device(GwSession *session, libusb_device_handle *handle,
                                GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* Sends device_disconnect and closes the device handle, if any. */
 void gw_session_clear_device(GwSession *session);
 gboolean gw_session_has_device(GwSession *session);
 const gchar *gw_session_get_label(GwSession *session);
-guint64 gw_session_get_bytes_in(GwSession *session);
-guint64 gw_session_get_bytes_out(GwSession *session);
 void gw_session_free(GwSession *session);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwSession, gw_session_free)

@@ -373,6 +373,7 @@ gw_share_registry_unshare(GwShareRegistry *registry, const gchar *vm, const gcha
                           const gchar *reason)
 {
     GwShare *share = g_hash_table_lookup(registry->shares, vm);
+    g_autoptr(GPtrArray) lent = NULL;
     const gchar *const *paths;
 
     if (share == NULL)
@@ -383,6 +384,13 @@ gw_share_registry_unshare(GwShareRegistry *registry, const gchar *vm, const gcha
     paths = gw_share_get_socket_paths(share);
     for (guint i = 0; paths[i] != NULL; i++)
         registry->ops->unplug(vm, paths[i], registry->user_data);
+    /* what the client lent leaves the VM with the share; gw_share_free()
+     * reports nothing itself */
+    lent = gw_share_list_lent(share);
+    for (guint i = 0; i < lent->len; i++)
+        gw_share_registry_event_cb(share, "return", g_ptr_array_index(lent, i), NULL, "share ended",
+                                   registry);
+    g_clear_pointer(&lent, g_ptr_array_unref);
     g_hash_table_remove(registry->shares, vm);
     registry->ops->changed(registry->user_data);
     return TRUE;

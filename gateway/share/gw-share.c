@@ -436,6 +436,7 @@ JsonNode *
 gw_share_to_json(GwShare *share)
 {
     g_autoptr(JsonBuilder) builder = json_builder_new();
+    g_autoptr(GPtrArray) lent = gw_share_list_lent(share);
     const gchar *state;
 
     state = gw_share_has_client(share)                ? "connected"
@@ -460,11 +461,8 @@ gw_share_to_json(GwShare *share)
         json_builder_add_string_value(builder, share->expires_iso);
     json_builder_set_member_name(builder, "devices");
     json_builder_begin_array(builder);
-    for (guint i = 0; i < share->n_slots; i++) {
-        g_autofree gchar *what = NULL;
-        if (share->slots[i].lent == NULL)
-            continue;
-        what = policy_device_describe(share->slots[i].lent);
+    for (guint i = 0; i < lent->len; i++) {
+        g_autofree gchar *what = policy_device_describe(g_ptr_array_index(lent, i));
         json_builder_add_string_value(builder, what);
     }
     json_builder_end_array(builder);
@@ -472,6 +470,19 @@ gw_share_to_json(GwShare *share)
     return json_builder_get_root(builder);
 }
 
+GPtrArray *
+gw_share_list_lent(GwShare *share)
+{
+    GPtrArray *lent = g_ptr_array_new();
+
+    for (guint i = 0; i < share->n_slots; i++)
+        if (share->slots[i].lent != NULL)
+            g_ptr_array_add(lent, share->slots[i].lent);
+    return lent;
+}
+
+/* Calls back nobody: whatever the owner records about the end (the lent
+ * devices' "return") it does before, with gw_share_list_lent(). */
 void
 gw_share_free(GwShare *share)
 {
@@ -484,9 +495,6 @@ gw_share_free(GwShare *share)
     for (guint i = 0; share->slots != NULL && i < share->n_slots; i++) {
         GwShareSlot *slot = &share->slots[i];
 
-        if (slot->lent != NULL)
-            share->callbacks.event(share, "return", slot->lent, NULL, "share ended",
-                                   share->user_data);
         g_clear_pointer(&slot->proxy, gw_proxy_free);
         g_clear_pointer(&slot->lent, policy_device_free);
         g_clear_handle_id(&slot->qemu_watch, g_source_remove);

@@ -49,8 +49,9 @@ typedef struct {
     gboolean (*check)(GwShare *share, const PolicyDevice *device, gchar **rule, gchar **reason,
                       gpointer user_data);
     /* Required: something for the audit trail: "lend" (QEMU got the
-     * device), "deny", "return" (the lent device left the VM), with the
-     * device as the client described it (may be NULL for "return"). */
+     * device), "deny", "return" (the lent device left the VM while the
+     * share lasts; gw_share_free() reports none), with the device as the
+     * client described it (may be NULL for "return"). */
     void (*event)(GwShare *share, const gchar *event, const PolicyDevice *device, const gchar *rule,
                   const gchar *reason, gpointer user_data);
     /* Optional: the first client logged in (the ticket no longer expires). */
@@ -84,8 +85,15 @@ const gchar *const *gw_share_get_socket_paths(GwShare *share);
 gboolean gw_share_socket_has_qemu(GwShare *share, const gchar *path);
 /* {vm, user, port, channels, state, expires, devices:[…]} for usbgwctl. */
 JsonNode *gw_share_to_json(GwShare *share) G_GNUC_WARN_UNUSED_RESULT;
+/* The devices QEMU has from the client now (the last "lend" of each
+ * channel not yet returned), as const PolicyDevice *: a new array of
+ * borrowed devices, valid until the main loop runs again or the share is
+ * freed. An owner that ends a share with devices lent records their
+ * "return" from this before gw_share_free(). */
+GPtrArray *gw_share_list_lent(GwShare *share) G_GNUC_WARN_UNUSED_RESULT;
 /* Ends the share now: the client is dropped, the lent devices leave the
- * VM, the sockets are removed, the worker exits. */
+ * VM, the sockets are removed, the worker exits. Calls no callback (no
+ * "return" event for the devices lent: see gw_share_list_lent()). */
 void gw_share_free(GwShare *share);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwShare, gw_share_free)

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "gw-fd-watch.h"
 #include "sw-frame.h"
 
 /* Bytes queued for the worker beyond which the channel sockets are not
@@ -24,20 +25,18 @@
 typedef struct {
     GwSpiceWorker *worker; /* not owned */
     guint index;
-    int fd;                 /* owned, -1: our end of the channel's socketpair */
-    guint watch;            /* fd source on @fd, 0 if none */
-    GIOCondition condition; /* what @watch waits for */
-    GByteArray *out;        /* owned: from the client, for the proxy */
-    gboolean open;          /* the worker said OPEN and not yet CLOSE */
+    int fd;           /* owned, -1: our end of the channel's socketpair */
+    GwFdWatch *watch; /* owned, nullable: on @fd while it is open */
+    GByteArray *out;  /* owned: from the client, for the proxy */
+    gboolean open;    /* the worker said OPEN and not yet CLOSE */
 } GwSpiceChannel;
 
 struct _GwSpiceWorker {
-    GSubprocess *process;   /* owned */
-    int fd;                 /* owned, -1 once closed: our end of the socketpair */
-    guint watch;            /* fd source on @fd */
-    GIOCondition condition; /* what @watch waits for */
-    GByteArray *in;         /* owned: from the worker, not yet a whole frame */
-    GByteArray *out;        /* owned: frames for the worker */
+    GSubprocess *process; /* owned */
+    int fd;               /* owned, -1 once closed: our end of the socketpair */
+    GwFdWatch *watch;     /* owned, nullable: on @fd until the worker is gone */
+    GByteArray *in;       /* owned: from the worker, not yet a whole frame */
+    GByteArray *out;      /* owned: frames for the worker */
     GwSpiceChannel *channels;
     guint n_channels;
     gboolean ready;
@@ -52,7 +51,7 @@ struct _GwSpiceWorker {
 };
 
 static void gw_spice_worker_update_watches(GwSpiceWorker *worker);
-static gboolean gw_spice_worker_ready_cb(gint fd, GIOCondition condition, gpointer data);
+static void gw_spice_worker_ready_cb(int fd, GIOCondition condition, gpointer data);
 
 static gboolean
 gw_spice_worker_report_gone(gpointer data)
@@ -67,7 +66,7 @@ gw_spice_worker_report_gone(gpointer data)
 static void
 gw_spice_channel_close_fd(GwSpiceChannel *channel)
 {
-    g_clear_handle_id(&channel->watch, g_source_remove);
+    g_clear_pointer(&channel->watch, gw_fd_watch_free);
     if (channel->fd >= 0)
         close(channel->fd);
     channel->fd = -1;
@@ -89,7 +88,7 @@ gw_spice_worker_fail(GwSpiceWorker *worker, const gchar *format, ...)
     va_start(args, format);
     worker->why_gone = g_strdup_vprintf(format, args);
     va_end(args);
-    g_clear_handle_id(&worker->watch, g_source_remove);
+    g_clear_pointer(&worker->watch, gw_fd_watch_free);
     g_clear_handle_id(&worker->hang_up_id, g_source_remove);
     for (guint i = 0; i < worker->n_channels; i++)
         gw_spice_channel_close_fd(&worker->channels[i]);
@@ -154,25 +153,27 @@ gw_spice_worker_flush(GwSpiceWorker *worker)
 
 /* ---- channel sockets ---------------------------------------------------- */
 
-static gboolean gw_spice_channel_ready(gint fd, GIOCondition condition, gpointer data);
+/* What an fd is watched for: input while @read, output while @out holds
+ * bytes. A hang-up is heard while writing too (HUP with OUT), so that a
+ * socket only written learns of a closed peer as it did when these were
+ * g_unix_fd_add() watches, which pass on whatever poll() reported. */
+static GIOCondition
+gw_spice_condition(gboolean read, GByteArray *out)
+{
+    GIOCondition condition = 0;
+
+    if (read)
+        condition |= G_IO_IN | G_IO_HUP | G_IO_ERR;
+    if (out->len > 0)
+        condition |= G_IO_OUT | G_IO_HUP | G_IO_ERR;
+    return condition;
+}
 
 static void
 gw_spice_channel_update_watch(GwSpiceChannel *channel, gboolean read)
 {
-    GIOCondition condition = 0;
-
-    if (channel->fd < 0)
-        return;
-    if (read)
-        condition |= G_IO_IN | G_IO_HUP | G_IO_ERR;
-    if (channel->out->len > 0)
-        condition |= G_IO_OUT | G_IO_ERR;
-    if (channel->watch != 0 && condition == channel->condition)
-        return;
-    g_clear_handle_id(&channel->watch, g_source_remove);
-    channel->condition = condition;
-    if (condition != 0)
-        channel->watch = g_unix_fd_add(channel->fd, condition, gw_spice_channel_ready, channel);
+    if (channel->watch != NULL)
+        gw_fd_watch_set_condition(channel->watch, gw_spice_condition(read, channel->out));
 }
 
 static void
@@ -180,7 +181,6 @@ gw_spice_worker_update_watches(GwSpiceWorker *worker)
 {
     gboolean read_channels = worker->out->len < GW_SPICE_OUT_MAX;
     gboolean read_worker = TRUE;
-    GIOCondition condition;
 
     if (worker->gone)
         return;
@@ -189,27 +189,16 @@ gw_spice_worker_update_watches(GwSpiceWorker *worker)
         if (worker->channels[i].out->len >= GW_SPICE_CHANNEL_MAX)
             read_worker = FALSE;
     }
-    condition = read_worker ? G_IO_IN | G_IO_HUP | G_IO_ERR : 0;
-    if (worker->out->len > 0)
-        condition |= G_IO_OUT | G_IO_ERR;
-    if (worker->hung_up)
-        condition = 0;
-    if (worker->watch != 0 && condition == worker->condition)
-        return;
-    g_clear_handle_id(&worker->watch, g_source_remove);
-    worker->condition = condition;
-    if (condition != 0)
-        worker->watch = g_unix_fd_add(worker->fd, condition, gw_spice_worker_ready_cb, worker);
+    gw_fd_watch_set_condition(worker->watch,
+                              worker->hung_up ? 0 : gw_spice_condition(read_worker, worker->out));
 }
 
-/* The proxy's side can take more, wrote, or hung up. Watches are made
- * anew for the current condition after each event. */
-static gboolean
-gw_spice_channel_ready(gint fd, GIOCondition condition, gpointer data)
+/* The proxy's side can take more, wrote, or hung up. */
+static void
+gw_spice_channel_ready(int fd, GIOCondition condition, gpointer data)
 {
     GwSpiceChannel *channel = data;
     GwSpiceWorker *worker = channel->worker;
-    guint self = channel->watch;
     int error_number = 0;
 
     if ((condition & G_IO_OUT) && !gw_spice_flush(fd, channel->out, &error_number)) {
@@ -232,7 +221,6 @@ gw_spice_channel_ready(gint fd, GIOCondition condition, gpointer data)
         }
     }
     gw_spice_worker_flush(worker); /* also updates every watch */
-    return channel->watch == self ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
 }
 
 /* ---- frames from the worker ---------------------------------------------- */
@@ -263,6 +251,8 @@ gw_spice_worker_on_open(GwSpiceWorker *worker, GwSpiceChannel *channel)
     }
     channel->open = TRUE;
     channel->fd = fds[1];
+    channel->watch = gw_fd_watch_new(NULL, "usbgw-spice-channel", channel->fd, 0,
+                                     gw_spice_channel_ready, channel);
     gw_spice_worker_update_watches(worker);
     worker->callbacks.channel_opened(worker, channel->index, g_steal_pointer(&client),
                                      worker->user_data);
@@ -363,8 +353,7 @@ gw_spice_worker_read(GwSpiceWorker *worker)
             return;
         }
         worker->hung_up = TRUE;
-        g_clear_handle_id(&worker->watch, g_source_remove);
-        worker->condition = 0;
+        gw_fd_watch_set_condition(worker->watch, 0);
         worker->hang_up_id =
             g_timeout_add(GW_SPICE_EXIT_WAIT_MS, gw_spice_worker_hang_up_timeout, worker);
         return;
@@ -391,18 +380,14 @@ gw_spice_worker_read(GwSpiceWorker *worker)
         g_byte_array_remove_range(worker->in, 0, (guint)offset);
 }
 
-static gboolean
-gw_spice_worker_ready_cb(gint fd, GIOCondition condition, gpointer data)
+static void
+gw_spice_worker_ready_cb(int fd, GIOCondition condition, gpointer data)
 {
     GwSpiceWorker *worker = data;
-    guint self = worker->watch;
 
     if (condition & (G_IO_IN | G_IO_HUP | G_IO_ERR))
         gw_spice_worker_read(worker);
     gw_spice_worker_flush(worker); /* also updates every watch */
-    /* the worker may be freed by now only if it is gone: then the watch
-     * was removed, and @worker is not touched */
-    return !worker->gone && worker->watch == self ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
 }
 
 static void
@@ -493,6 +478,8 @@ gw_spice_worker_new_for_fd(int fd, guint channels, const GwSpiceWorkerCallbacks 
     worker->callbacks = *callbacks;
     worker->user_data = user_data;
     worker->cancellable = g_cancellable_new();
+    worker->watch = gw_fd_watch_new(NULL, "usbgw-spice-worker", worker->fd, 0,
+                                    gw_spice_worker_ready_cb, worker);
     gw_spice_worker_update_watches(worker);
     return worker;
 }
@@ -526,7 +513,7 @@ gw_spice_worker_free(GwSpiceWorker *worker)
         return;
     g_cancellable_cancel(worker->cancellable);
     g_clear_handle_id(&worker->gone_id, g_source_remove);
-    g_clear_handle_id(&worker->watch, g_source_remove);
+    g_clear_pointer(&worker->watch, gw_fd_watch_free);
     g_clear_handle_id(&worker->hang_up_id, g_source_remove);
     for (guint i = 0; i < worker->n_channels; i++) {
         gw_spice_channel_close_fd(&worker->channels[i]);
