@@ -1,6 +1,8 @@
 /* The client side of the control socket (docs/control.md), for usbgwctl:
  * connect, send a request line, read reply or event lines. Blocking, with
- * a bound on line length. */
+ * a bound on line length.
+ *
+ * Threading: one GwControlClient per thread; calls block that thread. */
 #pragma once
 
 #include <gio/gio.h>

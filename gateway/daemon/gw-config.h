@@ -1,5 +1,8 @@
 /* usbgwd's configuration: the [usbgwd] group of a GKeyFile
- * (/etc/usbgw/usbgwd.conf; every key documented in data/usbgwd.conf). */
+ * (/etc/usbgw/usbgwd.conf; every key documented in data/usbgwd.conf).
+ *
+ * Threading: main thread, at start; a loaded GwConfig is only read
+ * afterwards (the daemon keeps its own copy). */
 #pragma once
 
 #include <glib.h>

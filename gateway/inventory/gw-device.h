@@ -1,5 +1,10 @@
 /* A USB device as usbgwd knows it: its policy description and identity,
- * read from libusb descriptors. */
+ * read from libusb descriptors.
+ *
+ * Threading: any thread, one call per device at a time. usbgwd calls
+ * gw_device_describe() on the inventory's describer thread (it opens the
+ * device and waits for it) and the naming functions on the main thread;
+ * the naming functions are pure. */
 #pragma once
 
 #include <libusb.h>
