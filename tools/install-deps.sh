@@ -10,10 +10,14 @@ packages=(
     libglib2.0-dev libjson-glib-dev libusb-1.0-0-dev
     libusbredirparser-dev libusbredirhost-dev libvirt-dev libspice-server-dev
     libspice-client-glib-2.0-dev
+    # sd_notify() for the Type=notify unit
+    libsystemd-dev
     # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing,
     # test helpers (python3 scripts, pgrep, setpriv)
     umockdev libumockdev-dev qemu-system-x86 busybox-static cpio
     usbredirect libclang-rt-14-dev python3 procps util-linux openssl
+    # systemd-analyze verify/security on the unit (not systemd-sysv: init stays)
+    systemd
     # a stock SPICE client (remote-viewer) lending a key, on a virtual X server
     virt-viewer xvfb
     # libvirt without libvirt-daemon-system (that one replaces init)

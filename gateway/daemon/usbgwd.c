@@ -5,12 +5,31 @@
 #include <errno.h>
 #include <unistd.h>
 
+#if HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
 #include "gw-daemon.h"
+
+/* Tells the service manager (systemd's Type=notify, NOTIFY_SOCKET) how
+ * usbgwd is doing: READY=1 once the control socket answers and hotplug
+ * runs, STOPPING=1 when a signal asks it to go. Nothing without
+ * NOTIFY_SOCKET or without libsystemd. */
+static void
+usbgwd_notify(const gchar *state)
+{
+#if HAVE_LIBSYSTEMD
+    int rc = sd_notify(0, state);
+    if (rc < 0)
+        g_warning("cannot tell the service manager \"%s\": %s", state, g_strerror(-rc));
+#endif
+}
 
 static gboolean
 usbgwd_quit(gpointer data)
 {
     g_message("stopping");
+    usbgwd_notify("STOPPING=1");
     g_main_loop_quit(data);
     return G_SOURCE_CONTINUE;
 }
@@ -78,6 +97,7 @@ main(int argc, char **argv)
         status = 1;
     } else {
         g_message("ready");
+        usbgwd_notify("READY=1\nSTATUS=serving");
         g_main_loop_run(loop);
     }
     g_clear_pointer(&gateway, gw_daemon_free);

@@ -94,8 +94,10 @@ PY
 # what "usbgwd is ready" looks like in usbgwctl list
 ready_pattern='^0529:0001@1-1 .* bound '
 
+# caps: usbgwd runs with exactly the systemd unit's capability bounding set
+usbgwd_wrap=()
 start_usbgwd() {
-    "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
+    "${usbgwd_wrap[@]}" "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
         --config "$work/usbgwd.conf" >> "$work/usbgwd.log" 2>&1 &
     gw_pid=$!
     # ready when it answers on its control socket and serves the key
@@ -137,9 +139,18 @@ if [ "$scenario" = pool ]; then
     printf 'pool "p" vms "vm-*"\nassign id 0529:0001 to pool "p"\n' > "$work/policy"
     ready_pattern='^0529:0001@1-1 +claimed '
 fi
-if [ "$scenario" = access ]; then
+if [ "$scenario" = access ] || [ "$scenario" = caps ]; then
     printf 'socket-user=nobody\n' >> "$work/usbgwd.conf"
     chmod 755 "$work"
+fi
+if [ "$scenario" = caps ]; then
+    command -v setpriv >/dev/null || { echo "SKIP: setpriv (util-linux) missing"; exit 77; }
+    # CAP_CHOWN CAP_SETUID … from the unit, as setpriv's +chown,+setuid,…
+    unit_caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$here/../../data/usbgwd.service.in")
+    [ -n "$unit_caps" ] || fail "no CapabilityBoundingSet in data/usbgwd.service.in"
+    setpriv_caps=$(tr ' ' '\n' <<<"$unit_caps" | sed 's/^CAP_//' | tr 'A-Z' 'a-z' | sed 's/^/+/' | paste -sd, -)
+    # root's permitted set after exec is the bounding set: nothing beyond it
+    usbgwd_wrap=(setpriv --bounding-set "-all,$setpriv_caps" --inh-caps -all --)
 fi
 if [ "$scenario" = tcp ]; then
     printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" >> "$work/usbgwd.conf"
@@ -242,6 +253,31 @@ access)
     out=$(setpriv --reuid=1 --regid=1 --clear-groups "$peer" --timeout 5 "$sock" closed) ||
         fail "a foreign uid was not refused: $out"
     grep -q 'refused a peer with uid 1 ' "$work/usbgwd.log" || fail "no log line for the refused uid"
+    stop_usbgwd
+    ;;
+caps)
+    # usbgwd really runs with the unit's set, and serves QEMU's user with it
+    want=$(python3 -c '
+import sys
+bits = {"CAP_CHOWN": 0, "CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7}
+mask = 0
+for cap in sys.argv[1].split():
+    if cap not in bits:
+        sys.exit("caps: the test does not know " + cap + ": add its bit")
+    mask |= 1 << bits[cap]
+print("%016x" % mask)' "$unit_caps") || fail "$want"
+    eff=$(awk '$1 == "CapEff:" { print $2 }' /proc/$gw_pid/status)
+    bnd=$(awk '$1 == "CapBnd:" { print $2 }' /proc/$gw_pid/status)
+    [ "$eff" = "$want" ] && [ "$bnd" = "$want" ] ||
+        fail "usbgwd's capabilities: effective $eff, bounding $bnd; the unit's $unit_caps is $want"
+    [ "$(stat -c %U "$sock")" = nobody ] || fail "the socket is not nobody's: $(stat -c %U "$sock")"
+    out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+        fail "with the unit's capabilities QEMU's user could not use the key: $out"
+    # a release hands the key back and an assign claims it again
+    usbgwctl release 1-1 >/dev/null || fail "release"
+    usbgwctl assign 1-1 test-vm >/dev/null || fail "assign"
+    out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$peer" --timeout 10 "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+        fail "after release and assign: $out"
     stop_usbgwd
     ;;
 control)
