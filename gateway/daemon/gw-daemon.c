@@ -298,6 +298,19 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
 }
 
 void
+gw_daemon_reopen_logs(GwDaemon *daemon)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (daemon->audit == NULL || daemon->config.audit_log == NULL)
+        return;
+    if (gw_audit_reopen(daemon->audit, &error))
+        g_message("audit log %s reopened", daemon->config.audit_log);
+    else
+        g_warning("%s; still writing to the file opened before", error->message);
+}
+
+void
 gw_daemon_free(GwDaemon *daemon)
 {
     if (daemon == NULL)

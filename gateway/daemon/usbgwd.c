@@ -7,6 +7,14 @@
 
 #include "gw-daemon.h"
 
+/* SIGHUP: logrotate moved the audit log (data/usbgw.logrotate). */
+static gboolean
+usbgwd_reopen_logs(gpointer data)
+{
+    gw_daemon_reopen_logs(data);
+    return G_SOURCE_CONTINUE;
+}
+
 static gboolean
 usbgwd_quit(gpointer data)
 {
@@ -40,6 +48,7 @@ main(int argc, char **argv)
     g_autoptr(GwDaemon) gateway = NULL;
     g_autoptr(GMainLoop) loop = NULL;
     GwConfig config = {0};
+    guint hup_source = 0;
     int status = 0;
 
     setlocale(LC_ALL, "");
@@ -73,6 +82,8 @@ main(int argc, char **argv)
     g_unix_signal_add(SIGTERM, usbgwd_quit, loop);
     g_unix_signal_add(SIGINT, usbgwd_quit, loop);
     gateway = gw_daemon_new(&config, &error);
+    if (gateway != NULL)
+        hup_source = g_unix_signal_add(SIGHUP, usbgwd_reopen_logs, gateway);
     if (gateway == NULL || !gw_daemon_start(gateway, &error)) {
         g_printerr("usbgwd: %s\n", error->message);
         status = 1;
@@ -80,6 +91,7 @@ main(int argc, char **argv)
         g_message("ready");
         g_main_loop_run(loop);
     }
+    g_clear_handle_id(&hup_source, g_source_remove);
     g_clear_pointer(&gateway, gw_daemon_free);
     gw_config_clear(&config);
     return status;

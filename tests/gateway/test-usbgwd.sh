@@ -152,6 +152,11 @@ if [ "$scenario" = admin-groups ]; then
     echo "usbgw:x:$admin_gid:nobody" >> "$work/group"
     gw_wrap=(unshare --mount --propagation private sh -c 'mount --bind "$0" /etc/group && exec "$@"' "$work/group")
 fi
+if [ "$scenario" = audit-reopen ]; then
+    # the audit log lives in a directory others may write to
+    mkdir -m 1777 "$work/log"
+    sed -i "s|^audit-log=.*|audit-log=$work/log/audit.log|" "$work/usbgwd.conf"
+fi
 if [ "$scenario" = tcp ]; then
     printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" >> "$work/usbgwd.conf"
 fi
@@ -409,6 +414,56 @@ admin-groups)
     out=$(ctl_as --reuid=65534 --regid=65534 --groups="$admin_gid" -- list) ||
         fail "nobody with the group is not admin: $out"
     stop_usbgwd
+    ;;
+audit-reopen)
+    # point 10d: SIGHUP reopens the audit log (logrotate), never through a
+    # symlink planted in a directory others can write
+    log=$work/log/audit.log
+    [ "$(stat -c %a "$log")" = 640 ] || fail "audit log mode $(stat -c %a "$log")"
+    mv "$log" "$log.1"
+    kill -HUP $gw_pid
+    wait_for "$work/usbgwd.log" "audit log $log reopened"
+    kill -0 $gw_pid || fail "usbgwd died on SIGHUP"
+    usbgwctl release 0529:0001 >/dev/null || fail "release"
+    grep -q '"event":"release"' "$log" || fail "the new audit log lacks the release: $(cat "$log")"
+    grep -q '"event":"release"' "$log.1" && fail "the rotated audit log got the release"
+    [ "$(stat -c '%a %U' "$log")" = "640 root" ] || fail "new audit log: $(stat -c '%a %U' "$log")"
+    # someone plants a symlink where the log was: the reopen refuses it
+    # and usbgwd keeps writing to the file it has
+    mv "$log" "$log.2"
+    echo precious > "$work/target"
+    ln -s "$work/target" "$log"
+    kill -HUP $gw_pid
+    wait_for "$work/usbgwd.log" "cannot open audit log $log: it is a symbolic link"
+    kill -0 $gw_pid || fail "usbgwd died on SIGHUP"
+    usbgwctl assign 1-1 test-vm >/dev/null || fail "assign"
+    [ "$(cat "$work/target")" = precious ] || fail "usbgwd wrote through the planted symlink: $(cat "$work/target")"
+    [ -L "$log" ] || fail "the symlink was replaced"
+    grep -q '"event":"assign"' "$log.2" || fail "the audit record of the assign is lost"
+    # a file another user planted there, and a FIFO (that would block
+    # the open): refused too
+    rm "$log"
+    chmod 755 "$work"
+    setpriv --reuid=65534 --regid=65534 --clear-groups touch "$log"
+    kill -HUP $gw_pid
+    wait_for "$work/usbgwd.log" "cannot open audit log $log: owned by another user"
+    rm "$log"
+    mkfifo "$log"
+    kill -HUP $gw_pid
+    wait_for "$work/usbgwd.log" "cannot open audit log $log: No such device or address"
+    kill -0 $gw_pid || fail "usbgwd died on a FIFO"
+    # once the path is clear, the next SIGHUP opens a fresh file
+    rm "$log"
+    kill -HUP $gw_pid
+    for _ in $(seq 100); do [ "$(grep -c "audit log $log reopened" "$work/usbgwd.log")" -ge 2 ] && break; sleep 0.05; done
+    usbgwctl release 1-1 >/dev/null || fail "release"
+    grep -q '"event":"release"' "$log" || fail "no release in the fresh audit log"
+    stop_usbgwd
+    # the installed logrotate snippet rotates the default audit log and
+    # signals usbgwd (its main process) with SIGHUP
+    default_log=$(sed -n 's/^#define GW_DEFAULT_AUDIT_LOG *"\(.*\)"/\1/p' "$here/../../common/gw-defaults.h")
+    grep -q "^$default_log {" "$here/../../data/usbgw.logrotate" || fail "logrotate does not name $default_log"
+    grep -q 'kill-who=main --signal=HUP usbgwd.service' "$here/../../data/usbgw.logrotate" || fail "logrotate: no SIGHUP"
     ;;
 control)
     out=$(usbgwctl status) || fail "status: $out"
