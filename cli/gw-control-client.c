@@ -84,6 +84,7 @@ gw_control_client_call(GwControlClient *client, const gchar *command, JsonObject
     g_autofree gchar *line = NULL;
     GOutputStream *out = g_io_stream_get_output_stream(G_IO_STREAM(client->connection));
     g_autoptr(GList) members = args != NULL ? json_object_get_members(args) : NULL;
+    g_autoptr(GError) write_error = NULL;
 
     json_object_set_string_member(request, "command", command);
     for (GList *l = members; l != NULL; l = l->next)
@@ -93,8 +94,13 @@ gw_control_client_call(GwControlClient *client, const gchar *command, JsonObject
     json_generator_set_root(generator, node);
     text = json_generator_to_data(generator, NULL);
     line = g_strconcat(text, "\n", NULL);
-    if (!g_output_stream_write_all(out, line, strlen(line), NULL, NULL, error)) {
-        g_prefix_error(error, "writing to usbgwd: ");
+    if (!g_output_stream_write_all(out, line, strlen(line), NULL, NULL, &write_error)) {
+        /* usbgwd may have refused the connection before reading the
+         * request (too many connections): its reply says why */
+        g_autoptr(JsonObject) reason = gw_control_client_read(client, NULL);
+        if (reason != NULL)
+            return g_steal_pointer(&reason);
+        g_propagate_prefixed_error(error, g_steal_pointer(&write_error), "writing to usbgwd: ");
         return NULL;
     }
     return gw_control_client_read(client, error);

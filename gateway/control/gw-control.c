@@ -4,13 +4,12 @@
 #include <errno.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
-#include <grp.h>
-#include <pwd.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
-/* The admin group; its members may send every command. */
-#define GW_CONTROL_GROUP "usbgw"
+#include "gw-users.h"
+
 /* Bytes read from a client per read call. */
 #define GW_CONTROL_READ_CHUNK 4096
 /* After refusing an oversized request, read and drop at most this much
@@ -19,8 +18,23 @@
 #define GW_CONTROL_DISCARD_MAX (1024 * 1024)
 /* Internal marker member on a reply that asks for a subscription. */
 #define GW_CONTROL_SUBSCRIBE_MARK "__subscribe"
+/* Supplementary groups read with SO_PEERGROUPS without a heap buffer. */
+#define GW_CONTROL_PEER_GROUPS_INLINE 64
+/* A refused connection: bytes of its request read and dropped before the
+ * close, so the refusal line reaches the client (see DISCARD_MAX). */
+#define GW_CONTROL_REFUSE_DRAIN (16 * 1024)
+/* Refusals and idle closes are logged at most once per this many seconds
+ * (a flood must not flood the log); the next line counts the others. */
+#define GW_CONTROL_LOG_INTERVAL 10
 
 typedef struct _GwControlConn GwControlConn;
+
+/* Which connection pool a peer counts in (GwControlLimits). */
+typedef enum {
+    GW_CONTROL_POOL_USER,
+    GW_CONTROL_POOL_ADMIN,
+    GW_CONTROL_POOL_ROOT,
+} GwControlPool;
 
 struct _GwControl {
     gchar *socket_path;      /* owned */
@@ -28,6 +42,11 @@ struct _GwControl {
     GwControlHandler handler;
     gpointer user_data;
     GList *clients; /* GwControlConn, owned */
+    GwControlLimits limits;
+    gboolean has_admin_gid; /* the admin group exists */
+    gid_t admin_gid;
+    gint64 last_log;    /* monotonic µs of the last refusal/idle log line */
+    guint logs_dropped; /* lines not logged since */
 };
 
 struct _GwControlConn {
@@ -37,6 +56,8 @@ struct _GwControlConn {
     GByteArray *buffer;            /* owned: bytes read, not yet a full line */
     guint8 chunk[GW_CONTROL_READ_CHUNK];
     GwControlPeer peer;
+    GwControlPool pool;
+    guint idle_source; /* 0 once subscribed or closing */
     gboolean subscribed;
     gboolean closing;
     gsize discard; /* after a refused request: bytes still read and dropped */
@@ -77,26 +98,88 @@ gw_control_reply_set_subscribe(JsonNode *reply)
     json_object_set_boolean_member(json_node_get_object(reply), GW_CONTROL_SUBSCRIBE_MARK, TRUE);
 }
 
-/* uid 0, or uid whose user is a member of the admin group (primary or
- * supplementary). */
-static gboolean
-gw_control_is_admin(uid_t uid)
-{
-    struct group *grp;
-    struct passwd *pw;
+/* Logs a refusal or an idle close, at most once per LOG_INTERVAL. */
+static void gw_control_log_limited(GwControl *control, const gchar *format, ...)
+    G_GNUC_PRINTF(2, 3);
 
-    if (uid == 0)
-        return TRUE;
-    grp = getgrnam(GW_CONTROL_GROUP);
-    pw = getpwuid(uid);
-    if (grp == NULL || pw == NULL)
-        return FALSE;
-    if (pw->pw_gid == grp->gr_gid)
-        return TRUE;
-    for (gchar **member = grp->gr_mem; member != NULL && *member != NULL; member++) {
-        if (g_strcmp0(*member, pw->pw_name) == 0)
+static void
+gw_control_log_limited(GwControl *control, const gchar *format, ...)
+{
+    gint64 now = g_get_monotonic_time();
+    g_autofree gchar *message = NULL;
+    va_list args;
+
+    if (control->last_log != 0 &&
+        now - control->last_log < GW_CONTROL_LOG_INTERVAL * G_USEC_PER_SEC) {
+        control->logs_dropped++;
+        return;
+    }
+    va_start(args, format);
+    message = g_strdup_vprintf(format, args);
+    va_end(args);
+    if (control->logs_dropped > 0)
+        g_message("control: %s (and %u more refused or idle connections in the last %d s)", message,
+                  control->logs_dropped, GW_CONTROL_LOG_INTERVAL);
+    else
+        g_message("control: %s", message);
+    control->last_log = now;
+    control->logs_dropped = 0;
+}
+
+/* Whether @gid is among the supplementary groups the peer of @fd had when
+ * it connected (SO_PEERGROUPS, Linux 4.13). */
+static gboolean
+gw_control_peer_has_group(int fd, gid_t gid, GError **error)
+{
+    gid_t inline_groups[GW_CONTROL_PEER_GROUPS_INLINE];
+    g_autofree gid_t *heap_groups = NULL;
+    gid_t *groups = inline_groups;
+    socklen_t len = sizeof(inline_groups);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0) {
+        int saved = errno;
+        if (saved == ERANGE) {
+            /* @len is the size needed now */
+            heap_groups = g_malloc(MAX(len, sizeof(gid_t)));
+            groups = heap_groups;
+            if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0)
+                saved = 0;
+            else
+                saved = errno;
+        }
+        if (saved != 0) {
+            g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "SO_PEERGROUPS: %s",
+                        g_strerror(saved));
+            return FALSE;
+        }
+    }
+    for (gsize i = 0; i < len / sizeof(gid_t); i++) {
+        if (groups[i] == gid)
             return TRUE;
     }
+    return FALSE;
+}
+
+/* uid 0, or a peer whose gid or supplementary groups at connect time hold
+ * the admin group. A user name listed in /etc/group's usbgw does not
+ * count by itself: the process that connects must have the group (a new
+ * login, or `sg usbgw`, after usermod -aG). */
+static gboolean
+gw_control_peer_is_admin(GwControl *control, int fd, const GwControlPeer *peer)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (peer->uid == 0)
+        return TRUE;
+    if (!control->has_admin_gid)
+        return FALSE;
+    if (peer->gid == control->admin_gid)
+        return TRUE;
+    if (gw_control_peer_has_group(fd, control->admin_gid, &error))
+        return TRUE;
+    if (error != NULL)
+        g_warning("control: cannot read the groups of uid %u (pid %d), not an admin: %s",
+                  (guint)peer->uid, (int)peer->pid, error->message);
     return FALSE;
 }
 
@@ -117,6 +200,7 @@ gw_control_conn_close(GwControlConn *client)
     if (client->closing)
         return;
     client->closing = TRUE;
+    g_clear_handle_id(&client->idle_source, g_source_remove);
     client->control->clients = g_list_remove(client->control->clients, client);
     /* a pending read completes with CANCELLED and frees the client */
     g_cancellable_cancel(client->cancellable);
@@ -126,12 +210,10 @@ gw_control_conn_close(GwControlConn *client)
  * are far smaller than a unix socket's send buffer; a client that lets
  * them pile up (never reads) is dropped rather than waited for. */
 static gboolean
-gw_control_conn_send(GwControlConn *client, JsonNode *node)
+gw_control_send_line(GSocket *socket, JsonNode *node, GError **error)
 {
     g_autoptr(JsonGenerator) generator = json_generator_new();
     g_autofree gchar *text = NULL;
-    GSocket *socket = g_socket_connection_get_socket(client->connection);
-    g_autoptr(GError) error = NULL;
     gsize len;
     gsize written = 0;
 
@@ -142,15 +224,54 @@ gw_control_conn_send(GwControlConn *client, JsonNode *node)
     text[len + 1] = '\0';
     while (written < len + 1) {
         gssize n = g_socket_send_with_blocking(socket, text + written, len + 1 - written, FALSE,
-                                               NULL, &error);
-        if (n < 0) {
-            g_message("control: dropping a client (uid %u): %s", (guint)client->peer.uid,
-                      error->message);
+                                               NULL, error);
+        if (n < 0)
             return FALSE;
-        }
         written += (gsize)n;
     }
     return TRUE;
+}
+
+static gboolean
+gw_control_conn_send(GwControlConn *client, JsonNode *node)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (gw_control_send_line(g_socket_connection_get_socket(client->connection), node, &error))
+        return TRUE;
+    g_message("control: dropping a client (uid %u): %s", (guint)client->peer.uid, error->message);
+    return FALSE;
+}
+
+/* No complete request line for control-idle-timeout seconds. */
+static gboolean
+gw_control_conn_idle(gpointer user_data)
+{
+    GwControlConn *client = user_data;
+    GwControl *control = client->control;
+    g_autoptr(JsonNode) reply = gw_control_reply_error(
+        "timeout", "no complete request line within %u s (control-idle-timeout); closing",
+        control->limits.idle_timeout);
+
+    client->idle_source = 0;
+    gw_control_log_limited(control, "closing an idle connection (uid %u, pid %d) after %u s",
+                           (guint)client->peer.uid, (int)client->peer.pid,
+                           control->limits.idle_timeout);
+    /* best effort: the client may not read it */
+    (void)gw_control_send_line(g_socket_connection_get_socket(client->connection), reply, NULL);
+    gw_control_conn_close(client);
+    return G_SOURCE_REMOVE;
+}
+
+/* (Re)starts the idle bound: a complete line came, or the connection is new. */
+static void
+gw_control_conn_arm_idle(GwControlConn *client)
+{
+    g_clear_handle_id(&client->idle_source, g_source_remove);
+    if (client->closing || client->subscribed)
+        return;
+    client->idle_source =
+        g_timeout_add_seconds(client->control->limits.idle_timeout, gw_control_conn_idle, client);
 }
 
 static void
@@ -236,6 +357,7 @@ gw_control_conn_read_cb(GObject *source, GAsyncResult *result, gpointer user_dat
         if (len > 0)
             gw_control_conn_handle_line(client, (const gchar *)client->buffer->data, len);
         g_byte_array_remove_range(client->buffer, 0, (guint)len + 1);
+        gw_control_conn_arm_idle(client);
     }
     if (!client->closing && client->buffer->len > GW_CONTROL_MAX_LINE) {
         g_autoptr(JsonNode) reply = gw_control_reply_error(
@@ -264,6 +386,77 @@ gw_control_conn_read(GwControlConn *client)
                               client->cancellable, gw_control_conn_read_cb, client);
 }
 
+static GwControlPool
+gw_control_pool_of(const GwControlPeer *peer)
+{
+    if (peer->uid == 0)
+        return GW_CONTROL_POOL_ROOT;
+    return peer->admin ? GW_CONTROL_POOL_ADMIN : GW_CONTROL_POOL_USER;
+}
+
+/* Why @peer may not have one more connection, or NULL. */
+static gchar *
+gw_control_over_limit(GwControl *control, const GwControlPeer *peer, GwControlPool pool)
+{
+    guint in_pool = 0;
+    guint of_uid = 0;
+
+    for (GList *l = control->clients; l != NULL; l = l->next) {
+        const GwControlConn *other = l->data;
+        if (other->pool != pool)
+            continue;
+        in_pool++;
+        of_uid += other->peer.uid == peer->uid;
+    }
+    switch (pool) {
+    case GW_CONTROL_POOL_ROOT:
+        if (in_pool >= GW_CONTROL_MAX_ROOT_CLIENTS)
+            return g_strdup_printf("root has %u connections open already (at most %d)", in_pool,
+                                   GW_CONTROL_MAX_ROOT_CLIENTS);
+        return NULL;
+    case GW_CONTROL_POOL_ADMIN:
+        if (in_pool >= GW_CONTROL_MAX_ADMIN_CLIENTS)
+            return g_strdup_printf("members of group %s have %u connections open already (at "
+                                   "most %d)",
+                                   GW_CONTROL_ADMIN_GROUP, in_pool, GW_CONTROL_MAX_ADMIN_CLIENTS);
+        return NULL;
+    case GW_CONTROL_POOL_USER:
+        if (of_uid >= control->limits.max_per_user)
+            return g_strdup_printf("uid %u has %u connections open already "
+                                   "(control-max-per-user=%u); close one and try again",
+                                   (guint)peer->uid, of_uid, control->limits.max_per_user);
+        if (in_pool >= control->limits.max_clients)
+            return g_strdup_printf("users outside group %s have %u connections open already "
+                                   "(control-max-clients=%u); try again later",
+                                   GW_CONTROL_ADMIN_GROUP, in_pool, control->limits.max_clients);
+        return NULL;
+    }
+    return NULL;
+}
+
+/* Sends a "busy" line and closes, without making @connection a client.
+ * What the client already sent is read and dropped first, so that the
+ * close does not reset the connection before the client reads why. */
+static void
+gw_control_refuse(GSocketConnection *connection, const gchar *reason)
+{
+    GSocket *socket = g_socket_connection_get_socket(connection);
+    g_autoptr(JsonNode) reply = gw_control_reply_error("busy", "%s", reason);
+    guint8 sink[GW_CONTROL_READ_CHUNK];
+    gsize drained = 0;
+
+    if (gw_control_send_line(socket, reply, NULL)) {
+        while (drained < GW_CONTROL_REFUSE_DRAIN) {
+            gssize n = g_socket_receive_with_blocking(socket, (gchar *)sink, sizeof(sink), FALSE,
+                                                      NULL, NULL);
+            if (n <= 0)
+                break;
+            drained += (gsize)n;
+        }
+    }
+    g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+}
+
 static gboolean
 gw_control_incoming(GSocketService *service, GSocketConnection *connection, GObject *source,
                     gpointer user_data)
@@ -272,17 +465,30 @@ gw_control_incoming(GSocketService *service, GSocketConnection *connection, GObj
     GSocket *socket = g_socket_connection_get_socket(connection);
     g_autoptr(GCredentials) creds = NULL;
     g_autoptr(GError) error = NULL;
+    g_autofree gchar *refusal = NULL;
+    const struct ucred *ucred;
+    GwControlPeer peer = {0};
+    GwControlPool pool;
     GwControlConn *client;
 
-    if (g_list_length(control->clients) >= GW_CONTROL_MAX_CLIENTS) {
-        g_warning("control: refusing a connection: %d clients already", GW_CONTROL_MAX_CLIENTS);
+    creds = g_socket_get_credentials(socket, &error);
+    ucred = creds != NULL ? g_credentials_get_native(creds, G_CREDENTIALS_TYPE_LINUX_UCRED) : NULL;
+    if (ucred == NULL) {
+        g_warning("control: no peer credentials, refusing: %s",
+                  error != NULL ? error->message : "not SO_PEERCRED");
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return TRUE;
     }
-    creds = g_socket_get_credentials(socket, &error);
-    if (creds == NULL) {
-        g_warning("control: no peer credentials, refusing: %s", error->message);
-        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+    peer.uid = ucred->uid;
+    peer.gid = ucred->gid;
+    peer.pid = ucred->pid;
+    peer.admin = gw_control_peer_is_admin(control, g_socket_get_fd(socket), &peer);
+    pool = gw_control_pool_of(&peer);
+    refusal = gw_control_over_limit(control, &peer, pool);
+    if (refusal != NULL) {
+        gw_control_log_limited(control, "refusing a connection from uid %u (pid %d): %s",
+                               (guint)peer.uid, (int)peer.pid, refusal);
+        gw_control_refuse(connection, refusal);
         return TRUE;
     }
     client = g_new0(GwControlConn, 1);
@@ -290,25 +496,36 @@ gw_control_incoming(GSocketService *service, GSocketConnection *connection, GObj
     client->connection = g_object_ref(connection);
     client->cancellable = g_cancellable_new();
     client->buffer = g_byte_array_new();
-    client->peer.uid = g_credentials_get_unix_user(creds, NULL);
-    client->peer.pid = g_credentials_get_unix_pid(creds, NULL);
-    client->peer.admin = gw_control_is_admin(client->peer.uid);
+    client->peer = peer;
+    client->pool = pool;
     control->clients = g_list_prepend(control->clients, client);
+    gw_control_conn_arm_idle(client);
     gw_control_conn_read(client);
     return TRUE;
 }
 
 GwControl *
-gw_control_new(const gchar *socket_path, GwControlHandler handler, gpointer user_data,
-               GError **error)
+gw_control_new(const gchar *socket_path, const GwControlLimits *limits, GwControlHandler handler,
+               gpointer user_data, GError **error)
 {
+    static const GwControlLimits defaults = {
+        .max_clients = GW_CONTROL_DEFAULT_MAX_CLIENTS,
+        .max_per_user = GW_CONTROL_DEFAULT_MAX_PER_USER,
+        .idle_timeout = GW_CONTROL_DEFAULT_IDLE_TIMEOUT,
+    };
     g_autoptr(GwControl) control = g_new0(GwControl, 1);
     g_autoptr(GSocketAddress) address = g_unix_socket_address_new(socket_path);
     g_autofree gchar *dir = g_path_get_dirname(socket_path);
+    g_autoptr(GError) group_error = NULL;
 
     control->socket_path = g_strdup(socket_path);
     control->handler = handler;
     control->user_data = user_data;
+    control->limits = limits != NULL ? *limits : defaults;
+    control->has_admin_gid =
+        gw_users_group_id(GW_CONTROL_ADMIN_GROUP, &control->admin_gid, &group_error);
+    if (!control->has_admin_gid)
+        g_message("control: %s; only root may send admin commands", group_error->message);
     if (g_mkdir_with_parents(dir, 0755) != 0) {
         int saved = errno;
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot create %s: %s", dir,

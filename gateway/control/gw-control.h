@@ -1,7 +1,8 @@
 /* The control socket: newline-delimited JSON requests from usbgwctl and
  * usbgw-hook, one reply per request, plus event subscriptions (protocol in
- * docs/control.md). This module does transport, framing, limits and peer
- * credentials; what a command does is the handler's business. Main thread. */
+ * docs/control.md). This module does transport, framing, peer credentials,
+ * connection limits and idle timeouts; what a command does is the
+ * handler's business. Main thread. */
 #pragma once
 
 #include <gio/gio.h>
@@ -13,13 +14,40 @@ G_BEGIN_DECLS
 
 /* A request line longer than this is refused and the connection closed. */
 #define GW_CONTROL_MAX_LINE GW_CONTROL_MAX_REQUEST
-/* Connections at once; more are refused at accept. */
-#define GW_CONTROL_MAX_CLIENTS 64
+/* The admin group: its members may send every command. */
+#define GW_CONTROL_ADMIN_GROUP "usbgw"
+
+/* Connection limits (docs/control.md, "Limits"). Connections are counted
+ * in three pools, so that no pool can crowd out another: users outside the
+ * admin group (config keys control-max-clients, control-max-per-user),
+ * members of the admin group, and root (the hook, usbgwctl as root). A
+ * connection over its pool's limit gets a "busy" error line and is
+ * closed. */
+#define GW_CONTROL_DEFAULT_MAX_CLIENTS  64
+#define GW_CONTROL_DEFAULT_MAX_PER_USER 8
+/* Connections of non-root admin group members, together. */
+#define GW_CONTROL_MAX_ADMIN_CLIENTS 32
+/* Connections of uid 0, together. */
+#define GW_CONTROL_MAX_ROOT_CLIENTS 32
+/* Seconds a connection may go without sending a complete request line
+ * (config key control-idle-timeout); then it gets a "timeout" error line
+ * and is closed. Subscribers are exempt once subscribed. */
+#define GW_CONTROL_DEFAULT_IDLE_TIMEOUT 10
+
+typedef struct {
+    guint max_clients;  /* connections of users outside the admin group, together */
+    guint max_per_user; /* connections of one such uid */
+    guint idle_timeout; /* seconds */
+} GwControlLimits;
 
 typedef struct {
     uid_t uid;
+    gid_t gid; /* SO_PEERCRED's */
     pid_t pid;
-    gboolean admin; /* uid 0 or a member of group "usbgw" */
+    /* uid 0, or the admin group is the peer's gid or one of its
+     * supplementary groups when it connected (SO_PEERGROUPS): the
+     * process's real groups, not what NSS lists for its user name */
+    gboolean admin;
 } GwControlPeer;
 
 /* Handles one well-formed request object; returns the whole reply object
@@ -29,7 +57,10 @@ typedef JsonNode *(*GwControlHandler)(JsonObject *request, const GwControlPeer *
 
 typedef struct _GwControl GwControl;
 
-GwControl *gw_control_new(const gchar *socket_path, GwControlHandler handler, gpointer user_data,
+/* @limits NULL: the defaults. The admin group's id is looked up here,
+ * once (a group created later counts after a restart). */
+GwControl *gw_control_new(const gchar *socket_path, const GwControlLimits *limits,
+                          GwControlHandler handler, gpointer user_data,
                           GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* Sends an event line to every subscribed connection. */
 void gw_control_broadcast(GwControl *control, JsonNode *event);

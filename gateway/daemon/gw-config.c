@@ -3,6 +3,8 @@
 
 #include <gio/gio.h>
 
+#include "gw-control.h"
+
 #define GW_CONFIG_GROUP "usbgwd"
 
 typedef struct {
@@ -50,6 +52,14 @@ static const GwConfigNumber gw_config_numbers[] = {
      "devices one client may lend at once, 1 to 32"},
     {"share-ttl", G_STRUCT_OFFSET(GwConfig, share_ttl), 600, 1, 7 * 24 * 3600,
      "seconds a share's ticket waits for its first use, 1 to 604800"},
+    {"control-max-clients", G_STRUCT_OFFSET(GwConfig, control_max_clients),
+     GW_CONTROL_DEFAULT_MAX_CLIENTS, 1, 1024,
+     "connections of users outside group " GW_CONTROL_ADMIN_GROUP ", 1 to 1024"},
+    {"control-max-per-user", G_STRUCT_OFFSET(GwConfig, control_max_per_user),
+     GW_CONTROL_DEFAULT_MAX_PER_USER, 1, 1024, "connections of one such user, 1 to 1024"},
+    {"control-idle-timeout", G_STRUCT_OFFSET(GwConfig, control_idle_timeout),
+     GW_CONTROL_DEFAULT_IDLE_TIMEOUT, 1, 3600,
+     "seconds a control connection may go without a complete request, 1 to 3600"},
 };
 
 static gchar **

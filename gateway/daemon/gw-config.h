@@ -41,6 +41,10 @@ typedef struct {
     gchar *spice_tls_cert;
     gchar *spice_tls_key;
     gchar *spice_tls_ca;
+    /* the control socket's limits (gw-control.h, docs/control.md) */
+    guint control_max_clients;  /* connections of users outside group usbgw */
+    guint control_max_per_user; /* connections of one such user */
+    guint control_idle_timeout; /* seconds without a complete request line */
 } GwConfig;
 
 /* Fills @config with the defaults, then the file's values; a missing file

@@ -247,6 +247,7 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
     g_autoptr(GPtrArray) diagnostics = NULL;
     g_autoptr(Policy) policy = NULL;
     GwBinderState saved;
+    GwControlLimits limits;
 
     if (!gw_daemon_resolve_access(daemon, error))
         return FALSE;
@@ -268,8 +269,11 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
     daemon->audit = gw_audit_new(daemon->config.audit_log, error);
     if (daemon->audit == NULL)
         return FALSE;
-    daemon->control =
-        gw_control_new(daemon->config.control_socket, gw_daemon_control_handler, daemon, error);
+    limits.max_clients = daemon->config.control_max_clients;
+    limits.max_per_user = daemon->config.control_max_per_user;
+    limits.idle_timeout = daemon->config.control_idle_timeout;
+    daemon->control = gw_control_new(daemon->config.control_socket, &limits,
+                                     gw_daemon_control_handler, daemon, error);
     if (daemon->control == NULL)
         return FALSE;
     if (daemon->config.libvirt_uri != NULL) {
@@ -291,6 +295,19 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
         /* no libvirt tells which VMs run: only the hook does, as they start */
         gw_binder_settle(daemon->binder);
     return gw_inventory_start(daemon->inventory, &gw_daemon_inventory_callbacks, daemon, error);
+}
+
+void
+gw_daemon_reopen_logs(GwDaemon *daemon)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (daemon->audit == NULL || daemon->config.audit_log == NULL)
+        return;
+    if (gw_audit_reopen(daemon->audit, &error))
+        g_message("audit log %s reopened", daemon->config.audit_log);
+    else
+        g_warning("%s; still writing to the file opened before", error->message);
 }
 
 void

@@ -15,6 +15,9 @@ GwDaemon *gw_daemon_new(const GwConfig *config, GError **error) G_GNUC_WARN_UNUS
 /* Loads the policy and the saved state, opens the control socket and the
  * audit log, starts the inventory (initial scan + hotplug) and libvirt. */
 gboolean gw_daemon_start(GwDaemon *daemon, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Opens the audit log again (SIGHUP, after logrotate moved it); logs the
+ * outcome. Before gw_daemon_start succeeded it does nothing. */
+void gw_daemon_reopen_logs(GwDaemon *daemon);
 /* Hands every device back to the host and removes the sockets. */
 void gw_daemon_free(GwDaemon *daemon);
 

@@ -25,6 +25,14 @@ usbgwd_notify(const gchar *state)
 #endif
 }
 
+/* SIGHUP: logrotate moved the audit log (data/usbgw.logrotate). */
+static gboolean
+usbgwd_reopen_logs(gpointer data)
+{
+    gw_daemon_reopen_logs(data);
+    return G_SOURCE_CONTINUE;
+}
+
 static gboolean
 usbgwd_quit(gpointer data)
 {
@@ -59,6 +67,7 @@ main(int argc, char **argv)
     g_autoptr(GwDaemon) gateway = NULL;
     g_autoptr(GMainLoop) loop = NULL;
     GwConfig config = {0};
+    guint hup_source = 0;
     int status = 0;
 
     setlocale(LC_ALL, "");
@@ -92,6 +101,8 @@ main(int argc, char **argv)
     g_unix_signal_add(SIGTERM, usbgwd_quit, loop);
     g_unix_signal_add(SIGINT, usbgwd_quit, loop);
     gateway = gw_daemon_new(&config, &error);
+    if (gateway != NULL)
+        hup_source = g_unix_signal_add(SIGHUP, usbgwd_reopen_logs, gateway);
     if (gateway == NULL || !gw_daemon_start(gateway, &error)) {
         g_printerr("usbgwd: %s\n", error->message);
         status = 1;
@@ -100,6 +111,7 @@ main(int argc, char **argv)
         usbgwd_notify("READY=1\nSTATUS=serving");
         g_main_loop_run(loop);
     }
+    g_clear_handle_id(&hup_source, g_source_remove);
     g_clear_pointer(&gateway, gw_daemon_free);
     gw_config_clear(&config);
     return status;

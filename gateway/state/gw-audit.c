@@ -5,12 +5,57 @@
 #include <fcntl.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+/* Mode of a new audit log: root and the log's group may read it. */
+#define GW_AUDIT_MODE 0640
 
 struct _GwAudit {
     gchar *path; /* owned, nullable */
     int fd;      /* -1 when path is NULL */
 };
+
+/* Opens @path for appending, creating it GW_AUDIT_MODE. Never through a
+ * symlink (O_NOFOLLOW), never a FIFO or device (O_NONBLOCK, then must be a
+ * regular file), never a file someone else owns or a second name of one
+ * (the log's directory may be writable by others). */
+static int
+gw_audit_open(const gchar *path, GError **error)
+{
+    struct stat st;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+                  GW_AUDIT_MODE);
+    int saved;
+
+    if (fd < 0) {
+        saved = errno;
+        g_set_error(
+            error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot open audit log %s: %s", path,
+            saved == ELOOP ? "it is a symbolic link, which is not followed" : g_strerror(saved));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        saved = errno;
+        close(fd);
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot open audit log %s: %s",
+                    path, g_strerror(saved));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1) {
+        close(fd);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED, "cannot open audit log %s: %s",
+                    path,
+                    !S_ISREG(st.st_mode)     ? "not a regular file"
+                    : st.st_uid != geteuid() ? "owned by another user"
+                                             : "it has other names (hard links)");
+        return -1;
+    }
+    /* writes to a regular file do not block anyway; clear it for clarity */
+    if (fcntl(fd, F_SETFL, O_APPEND) != 0)
+        g_debug("audit log %s: cannot clear O_NONBLOCK: %s", path, g_strerror(errno));
+    return fd;
+}
 
 GwAudit *
 gw_audit_new(const gchar *path, GError **error)
@@ -30,14 +75,26 @@ gw_audit_new(const gchar *path, GError **error)
             return NULL;
         }
     }
-    audit->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (audit->fd < 0) {
-        int saved = errno;
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved), "cannot open audit log %s: %s",
-                    path, g_strerror(saved));
+    audit->fd = gw_audit_open(path, error);
+    if (audit->fd < 0)
         return NULL;
-    }
     return g_steal_pointer(&audit);
+}
+
+gboolean
+gw_audit_reopen(GwAudit *audit, GError **error)
+{
+    int fd;
+
+    if (audit->path == NULL)
+        return TRUE;
+    fd = gw_audit_open(audit->path, error);
+    if (fd < 0)
+        return FALSE;
+    if (audit->fd >= 0)
+        close(audit->fd);
+    audit->fd = fd;
+    return TRUE;
 }
 
 static void

@@ -42,8 +42,14 @@ typedef struct {
 } GwAuditEvent;
 
 /* @path NULL: structured log only. The file is opened for appending
- * (created 0640) and each record is written with one write(). */
+ * (created 0640) and each record is written with one write(). It is never
+ * opened through a symlink, and must be a regular file of usbgwd's own
+ * user with one name: its directory may be writable by others. */
 GwAudit *gw_audit_new(const gchar *path, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Opens the path again (after logrotate moved the file; usbgwd does it on
+ * SIGHUP), with gw_audit_new's checks. On error the file already open
+ * stays in use, so no record is lost. */
+gboolean gw_audit_reopen(GwAudit *audit, GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* Records the event; returns it as a JSON object (with "time") for the
  * control socket's subscribers. */
 JsonNode *gw_audit_record(GwAudit *audit, const GwAuditEvent *event) G_GNUC_WARN_UNUSED_RESULT;

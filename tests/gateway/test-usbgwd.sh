@@ -94,10 +94,12 @@ PY
 # what "usbgwd is ready" looks like in usbgwctl list
 ready_pattern='^0529:0001@1-1 .* bound '
 
-# caps: usbgwd runs with exactly the systemd unit's capability bounding set
-usbgwd_wrap=()
+# a command usbgwd is started through (admin-groups: its own /etc/group;
+# caps: exactly the systemd unit's capability bounding set)
+gw_wrap=()
+
 start_usbgwd() {
-    "${usbgwd_wrap[@]}" "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
+    "${gw_wrap[@]}" "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
         --config "$work/usbgwd.conf" >> "$work/usbgwd.log" 2>&1 &
     gw_pid=$!
     # ready when it answers on its control socket and serves the key
@@ -150,7 +152,20 @@ if [ "$scenario" = caps ]; then
     [ -n "$unit_caps" ] || fail "no CapabilityBoundingSet in data/usbgwd.service.in"
     setpriv_caps=$(tr ' ' '\n' <<<"$unit_caps" | sed 's/^CAP_//' | tr 'A-Z' 'a-z' | sed 's/^/+/' | paste -sd, -)
     # root's permitted set after exec is the bounding set: nothing beyond it
-    usbgwd_wrap=(setpriv --bounding-set "-all,$setpriv_caps" --inh-caps -all --)
+    gw_wrap=(setpriv --bounding-set "-all,$setpriv_caps" --inh-caps -all --)
+fi
+if [ "$scenario" = admin-groups ]; then
+    # usbgwd sees its own /etc/group (a private mount namespace): a group
+    # usbgw that lists nobody, and no other member
+    admin_gid=$(python3 -c 'import grp; used={g.gr_gid for g in grp.getgrall()}; print(next(g for g in range(4200, 60000) if g not in used))')
+    grep -v '^usbgw:' /etc/group > "$work/group"
+    echo "usbgw:x:$admin_gid:nobody" >> "$work/group"
+    gw_wrap=(unshare --mount --propagation private sh -c 'mount --bind "$0" /etc/group && exec "$@"' "$work/group")
+fi
+if [ "$scenario" = audit-reopen ]; then
+    # the audit log lives in a directory others may write to
+    mkdir -m 1777 "$work/log"
+    sed -i "s|^audit-log=.*|audit-log=$work/log/audit.log|" "$work/usbgwd.conf"
 fi
 if [ "$scenario" = tcp ]; then
     printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" >> "$work/usbgwd.conf"
@@ -279,6 +294,211 @@ print("%016x" % mask)' "$unit_caps") || fail "$want"
     out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$peer" --timeout 10 "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
         fail "after release and assign: $out"
     stop_usbgwd
+    ;;
+exhaust)
+    # point 4 of the security issue: a local user holding idle connections
+    # must lock out neither root (usbgwctl, the hook) nor other users
+    command -v setpriv >/dev/null || { echo "SKIP: setpriv (util-linux) missing"; stop_usbgwd; exit 77; }
+    chmod 755 "$work"
+    as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+    mkdir -m 1777 "$work/flood"
+    "${as_nobody[@]}" /usr/bin/python3 "$here/control-flood.py" "$work/control.sock" "$work/flood/flood.json" 2000 &
+    flood=$!
+    for _ in $(seq 400); do [ -f "$work/flood/flood.json" ] && break; sleep 0.05; done
+    [ -f "$work/flood/flood.json" ] || fail "the flood did not report"
+    echo "nobody's connections: $(cat "$work/flood/flood.json")"
+    out=$(timeout 5 "$usbgwctl_bin" --socket "$work/control.sock" status 2>&1) ||
+        fail "root's usbgwctl status was locked out by nobody's idle connections: $out"
+    grep -q 'policy: .*(3 rules)' <<<"$out" || fail "root's status: $out"
+    uuid=8c1f0a2e-5d2b-4c1e-9a57-3f6b1e2d4c5a
+    reply=$(timeout 5 python3 - "$work/control.sock" "$uuid" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(4)
+s.connect(sys.argv[1])
+s.sendall(b'{"command":"hook","domain":"test-vm","uuid":"%s","op":"prepare","sub_op":"begin"}\n' % sys.argv[2].encode())
+print(s.makefile("rb").readline().decode().strip())
+PY
+) || fail "the hook's request was locked out: $reply"
+    grep -q '"ok" *: *true' <<<"$reply" || fail "the hook's request: $reply"
+    # another unprivileged user still has its own slots
+    out=$(timeout 5 setpriv --reuid=1 --regid=1 --clear-groups "$usbgwctl_bin" --socket "$work/control.sock" status 2>&1) ||
+        fail "uid 1 was locked out by nobody: $out"
+    # nobody kept its cap (default control-max-per-user=8), the rest were
+    # refused with the reason
+    python3 - "$work/flood/flood.json" <<'PY' || fail "nobody's connections beyond its cap: $(cat "$work/flood/flood.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["opened"] > 64, r
+assert r["open"] == 8, r
+assert r["closed"] == r["opened"] - 8, r
+assert any('"code":"busy"' in x.replace(" ", "") and "uid 65534" in x and "control-max-per-user" in x
+           for x in r["replies"]), r
+PY
+    out=$(timeout 5 "${as_nobody[@]}" "$usbgwctl_bin" --socket "$work/control.sock" status 2>&1) &&
+        fail "nobody got a ninth connection: $out"
+    grep -q 'connections open' <<<"$out" || fail "no clear reason for nobody's refused status: $out"
+    grep -q 'refusing a connection from uid 65534' "$work/usbgwd.log" || fail "no log line for the refusal"
+    kill $flood
+    wait $flood 2>/dev/null || true
+    # idle connections are closed after control-idle-timeout; a subscriber is not
+    stop_usbgwd
+    printf 'control-idle-timeout=1\n' >> "$work/usbgwd.conf"
+    start_usbgwd
+    "$usbgwctl_bin" --socket "$work/control.sock" events --json > "$work/events.out" 2>&1 &
+    events_pid=$!
+    "${as_nobody[@]}" /usr/bin/python3 "$here/control-flood.py" "$work/control.sock" "$work/flood/idle.json" 3 &
+    flood=$!
+    # a request trickled without its newline is idle too: bytes that are
+    # not a complete line do not keep a connection
+    partial=$(timeout 8 python3 - "$work/control.sock" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(0.1)
+start = time.monotonic()
+data, eof = b"", False
+for b in b'{"command":"status"' * 3:
+    try:
+        s.sendall(bytes([b]))
+        chunk = s.recv(4096)
+        if not chunk:
+            eof = True
+            break
+        data += chunk
+    except socket.timeout:
+        pass
+    except OSError:
+        break
+s.settimeout(2)
+while not eof:
+    try:
+        chunk = s.recv(4096)
+    except OSError:
+        break
+    eof = not chunk
+    data += chunk
+print("%.1f %s" % (time.monotonic() - start, data.decode().strip()))
+PY
+) || fail "a trickling client was not closed: $partial"
+    t=${partial%% *}
+    [ "${t%.*}" -lt 3 ] || fail "a trickling client kept its connection for $t s: $partial"
+    echo "trickling client: $partial"
+    grep -q '"code":"timeout"' <<<"${partial// /}" || fail "no timeout reply for the trickling client: $partial"
+    for _ in $(seq 100); do [ -f "$work/flood/idle.json.idle" ] && break; sleep 0.05; done
+    [ -f "$work/flood/idle.json.idle" ] || fail "nobody's idle connections were not closed: $(cat "$work/flood/idle.json" 2>/dev/null)"
+    echo "idle connections: $(cat "$work/flood/idle.json.idle")"
+    python3 - "$work/flood/idle.json.idle" <<'PY' || fail "idle close: $(cat "$work/flood/idle.json.idle")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["after"] < 4, r
+assert any('"code":"timeout"' in x.replace(" ", "") and "control-idle-timeout" in x for x in r["replies"]), r
+PY
+    wait $flood || fail "the idle flood failed"
+    # (one line per 10 s: the trickling client's may be the one logged)
+    grep -q 'closing an idle connection (uid ' "$work/usbgwd.log" || fail "no log line for the idle close"
+    sleep 1.5
+    usbgwctl release 0529:0001 >/dev/null || fail "release"
+    wait_for "$work/events.out" '"event":"release"'
+    kill -0 $events_pid || fail "the subscriber was closed"
+    kill $events_pid
+    # a client that sends requests and never reads the replies: usbgwd
+    # queues nothing, the socket buffer fills and the client is dropped
+    rss() { awk '/^VmRSS/ { print $2 }' /proc/$gw_pid/status; }
+    rss_before=$(rss)
+    sent=$(timeout 20 "${as_nobody[@]}" /usr/bin/python3 - "$work/control.sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+sent = 0
+try:
+    for _ in range(20000):
+        s.sendall(b'{"command":"status"}\n')
+        sent += 1
+except OSError:
+    pass
+print(sent)
+PY
+) || fail "the non-reading client hung"
+    wait_for "$work/usbgwd.log" 'dropping a client (uid 65534)'
+    rss_after=$(rss)
+    echo "non-reading client: sent $sent requests; usbgwd RSS ${rss_before} -> ${rss_after} KiB"
+    [ $((rss_after - rss_before)) -lt 4096 ] || fail "usbgwd grew by $((rss_after - rss_before)) KiB for a client that does not read"
+    out=$(usbgwctl status) || fail "status after the non-reading client: $out"
+    stop_usbgwd
+    ;;
+admin-groups)
+    # point 10c: "admin" is the peer's groups at connect time (SO_PEERCRED's
+    # gid, SO_PEERGROUPS), not what /etc/group says of its user name
+    command -v setpriv >/dev/null || { echo "SKIP: setpriv (util-linux) missing"; stop_usbgwd; exit 77; }
+    chmod 755 "$work"
+    ctl_as() { # SETPRIV-ARGS… -- USBGWCTL-ARGS…
+        local args=()
+        while [ "$1" != -- ]; do args+=("$1"); shift; done
+        shift
+        setpriv "${args[@]}" "$usbgwctl_bin" --socket "$work/control.sock" "$@" 2>&1
+    }
+    out=$(ctl_as --reuid=1 --regid=1 --groups="$admin_gid" -- list) ||
+        fail "a process with group usbgw in its supplementary groups is not admin: $out"
+    grep -Eq '^0529:0001@1-1 +bound' <<<"$out" || fail "list: $out"
+    out=$(ctl_as --reuid=1 --regid="$admin_gid" --clear-groups -- list) ||
+        fail "a process whose gid is usbgw is not admin: $out"
+    out=$(ctl_as --reuid=65534 --regid=65534 --clear-groups -- list) &&
+        fail "nobody, listed in /etc/group's usbgw but without the group, was admin: $out"
+    grep -q 'may not use .list.' <<<"$out" || fail "no clear permission error: $out"
+    out=$(ctl_as --reuid=65534 --regid=65534 --groups="$admin_gid" -- list) ||
+        fail "nobody with the group is not admin: $out"
+    stop_usbgwd
+    ;;
+audit-reopen)
+    # point 10d: SIGHUP reopens the audit log (logrotate), never through a
+    # symlink planted in a directory others can write
+    log=$work/log/audit.log
+    [ "$(stat -c %a "$log")" = 640 ] || fail "audit log mode $(stat -c %a "$log")"
+    mv "$log" "$log.1"
+    kill -HUP $gw_pid
+    wait_for "$work/usbgwd.log" "audit log $log reopened"
+    kill -0 $gw_pid || fail "usbgwd died on SIGHUP"
+    usbgwctl release 0529:0001 >/dev/null || fail "release"
+    grep -q '"event":"release"' "$log" || fail "the new audit log lacks the release: $(cat "$log")"
+    grep -q '"event":"release"' "$log.1" && fail "the rotated audit log got the release"
+    [ "$(stat -c '%a %U' "$log")" = "640 root" ] || fail "new audit log: $(stat -c '%a %U' "$log")"
+    # someone plants a symlink where the log was: the reopen refuses it
+    # and usbgwd keeps writing to the file it has
+    mv "$log" "$log.2"
+    echo precious > "$work/target"
+    ln -s "$work/target" "$log"
+    kill -HUP $gw_pid
+    wait_for "$work/usbgwd.log" "cannot open audit log $log: it is a symbolic link"
+    kill -0 $gw_pid || fail "usbgwd died on SIGHUP"
+    usbgwctl assign 1-1 test-vm >/dev/null || fail "assign"
+    [ "$(cat "$work/target")" = precious ] || fail "usbgwd wrote through the planted symlink: $(cat "$work/target")"
+    [ -L "$log" ] || fail "the symlink was replaced"
+    grep -q '"event":"assign"' "$log.2" || fail "the audit record of the assign is lost"
+    # a file another user planted there, and a FIFO (that would block
+    # the open): refused too
+    rm "$log"
+    chmod 755 "$work"
+    setpriv --reuid=65534 --regid=65534 --clear-groups touch "$log"
+    kill -HUP $gw_pid
+    wait_for "$work/usbgwd.log" "cannot open audit log $log: owned by another user"
+    rm "$log"
+    mkfifo "$log"
+    kill -HUP $gw_pid
+    wait_for "$work/usbgwd.log" "cannot open audit log $log: No such device or address"
+    kill -0 $gw_pid || fail "usbgwd died on a FIFO"
+    # once the path is clear, the next SIGHUP opens a fresh file
+    rm "$log"
+    kill -HUP $gw_pid
+    for _ in $(seq 100); do [ "$(grep -c "audit log $log reopened" "$work/usbgwd.log")" -ge 2 ] && break; sleep 0.05; done
+    usbgwctl release 1-1 >/dev/null || fail "release"
+    grep -q '"event":"release"' "$log" || fail "no release in the fresh audit log"
+    stop_usbgwd
+    # the installed logrotate snippet rotates the default audit log and
+    # signals usbgwd (its main process) with SIGHUP
+    default_log=$(sed -n 's/^#define GW_DEFAULT_AUDIT_LOG *"\(.*\)"/\1/p' "$here/../../common/gw-defaults.h")
+    grep -q "^$default_log {" "$here/../../data/usbgw.logrotate" || fail "logrotate does not name $default_log"
+    grep -q 'kill-who=main --signal=HUP usbgwd.service' "$here/../../data/usbgw.logrotate" || fail "logrotate: no SIGHUP"
     ;;
 control)
     out=$(usbgwctl status) || fail "status: $out"
