@@ -231,6 +231,13 @@ harness_accept_worker(Harness *h)
     g_assert_cmpint(h->worker_fd, >=, 0);
 }
 
+/* The test's own user plays QEMU's user (set in harness_init). */
+static GwVmSocketAccess harness_access = {
+    .uid = (uid_t)-1,
+    .gid = (gid_t)-1,
+    .check = GW_VM_PEER_CHECK_UID,
+};
+
 static void
 harness_init(Harness *h, const gchar *program)
 {
@@ -247,8 +254,7 @@ harness_init(Harness *h, const gchar *program)
         .vm = "test-vm",
         .user = "alice",
         .ttl_s = 60,
-        .socket_uid = getuid(),
-        .socket_gid = (gid_t)-1,
+        .access = &harness_access,
         .worker =
             {
                 .program = program,
@@ -258,6 +264,7 @@ harness_init(Harness *h, const gchar *program)
             },
     };
 
+    harness_access.uid = getuid();
     memset(h, 0, sizeof(*h));
     h->worker_fd = -1;
     h->from_share = g_byte_array_new();
