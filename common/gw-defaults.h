@@ -12,6 +12,10 @@
 #define GW_DEFAULT_CONTROL_SOCKET "/run/usbgw/control.sock"
 #define GW_DEFAULT_STATE_PATH     "/var/lib/usbgw/state.json"
 #define GW_DEFAULT_AUDIT_LOG      "/var/log/usbgw/audit.log"
+/* libvirt's pid file of a running VM's QEMU (qemu:///system: libvirtd
+ * writes it as root); {vm} is the domain's name. usbgwd serves a VM's
+ * socket only to the process whose pid it holds (vm-peer-check). */
+#define GW_DEFAULT_VM_PID_FILE "/run/libvirt/qemu/{vm}.pid"
 
 /* A control request line (usbgwctl, the hook) longer than this is refused
  * and its connection closed. */

@@ -2,6 +2,7 @@
 #include "gw-control.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
 #include <string.h>
@@ -541,7 +542,7 @@ gw_control_new(const gchar *socket_path, const GwControlLimits *limits, GwContro
         return NULL;
     }
     /* everyone may connect and ask for status; commands check credentials */
-    if (g_chmod(socket_path, 0666) != 0)
+    if (fchmodat(AT_FDCWD, socket_path, 0666, AT_SYMLINK_NOFOLLOW) != 0)
         g_warning("cannot chmod %s: %s", socket_path, g_strerror(errno));
     g_signal_connect(control->service, "incoming", G_CALLBACK(gw_control_incoming), control);
     g_socket_service_start(control->service);

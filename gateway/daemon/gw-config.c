@@ -1,6 +1,7 @@
 /* Configuration file reading. */
 #include "gw-config.h"
 
+#include <string.h>
 #include <gio/gio.h>
 
 #include "gw-control.h"
@@ -24,6 +25,7 @@ static const GwConfigString gw_config_strings[] = {
     {"tcp-address", G_STRUCT_OFFSET(GwConfig, tcp_address), "127.0.0.1", FALSE},
     {"socket-user", G_STRUCT_OFFSET(GwConfig, socket_user), NULL, TRUE},
     {"socket-group", G_STRUCT_OFFSET(GwConfig, socket_group), NULL, TRUE},
+    {"vm-pid-file", G_STRUCT_OFFSET(GwConfig, vm_pid_file), GW_DEFAULT_VM_PID_FILE, FALSE},
     {"spice-address", G_STRUCT_OFFSET(GwConfig, spice_address), "127.0.0.1", FALSE},
     {"spice-host", G_STRUCT_OFFSET(GwConfig, spice_host), NULL, TRUE},
     {"spice-worker", G_STRUCT_OFFSET(GwConfig, spice_worker), GW_CONFIG_SPICE_WORKER, FALSE},
@@ -62,6 +64,28 @@ static const GwConfigNumber gw_config_numbers[] = {
      "seconds a control connection may go without a complete request, 1 to 3600"},
 };
 
+/* vm-peer-check values, in GwVmPeerCheck order. */
+static const gchar *const gw_config_peer_checks[] = {
+    [GW_VM_PEER_CHECK_PID_FILE] = "pid-file",
+    [GW_VM_PEER_CHECK_UID] = "uid",
+};
+
+static gboolean
+gw_config_parse_peer_check(GwConfig *config, const gchar *path, const gchar *value, GError **error)
+{
+    for (guint i = 0; i < G_N_ELEMENTS(gw_config_peer_checks); i++) {
+        if (g_strcmp0(value, gw_config_peer_checks[i]) == 0) {
+            config->vm_peer_check = (GwVmPeerCheck)i;
+            return TRUE;
+        }
+    }
+    g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                "%s: [%s] vm-peer-check=%s: expected pid-file (the VM's QEMU only) or uid "
+                "(any process of socket-user)",
+                path, GW_CONFIG_GROUP, value);
+    return FALSE;
+}
+
 static gchar **
 gw_config_slot(GwConfig *config, const GwConfigString *entry)
 {
@@ -79,6 +103,7 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
         *gw_config_slot(config, &gw_config_strings[i]) = g_strdup(gw_config_strings[i].fallback);
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_numbers); i++)
         G_STRUCT_MEMBER(guint, config, gw_config_numbers[i].offset) = gw_config_numbers[i].fallback;
+    config->vm_peer_check = GW_VM_PEER_CHECK_PID_FILE;
     if (!g_key_file_load_from_file(keyfile, path, G_KEY_FILE_NONE, &local_error)) {
         if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
             return TRUE;
@@ -93,6 +118,11 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
 
         if (value == NULL)
             continue;
+        if (g_strcmp0(keys[i], "vm-peer-check") == 0) {
+            if (!gw_config_parse_peer_check(config, path, value, error))
+                return FALSE;
+            continue;
+        }
         for (guint k = 0; k < G_N_ELEMENTS(gw_config_strings); k++) {
             const GwConfigString *entry = &gw_config_strings[k];
             gchar **slot = gw_config_slot(config, entry);
@@ -124,6 +154,15 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
         if (!known)
             g_warning("%s: unknown key '%s' in [%s] ignored", path, keys[i], GW_CONFIG_GROUP);
     }
+    if (!g_path_is_absolute(config->vm_pid_file) ||
+        strstr(config->vm_pid_file, GW_VM_SOCKET_PID_FILE_VM) == NULL) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] vm-pid-file=%s: expected an absolute path with %s for the VM's "
+                    "name (libvirt: %s)",
+                    path, GW_CONFIG_GROUP, config->vm_pid_file, GW_VM_SOCKET_PID_FILE_VM,
+                    GW_DEFAULT_VM_PID_FILE);
+        return FALSE;
+    }
     if ((config->spice_tls_cert != NULL) != (config->spice_tls_key != NULL) ||
         (config->spice_tls_cert != NULL) != (config->spice_tls_ca != NULL)) {
         g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
@@ -144,6 +183,7 @@ gw_config_copy(GwConfig *dest, const GwConfig *src)
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_numbers); i++)
         G_STRUCT_MEMBER(guint, dest, gw_config_numbers[i].offset) =
             G_STRUCT_MEMBER(guint, (GwConfig *)src, gw_config_numbers[i].offset);
+    dest->vm_peer_check = src->vm_peer_check;
 }
 
 void

@@ -8,6 +8,7 @@
 #include <glib.h>
 
 #include "gw-defaults.h"
+#include "gw-vm-socket.h"
 
 #ifndef GW_CONFIG_SPICE_WORKER
 #define GW_CONFIG_SPICE_WORKER "/usr/libexec/usbgw-spice-worker"
@@ -18,16 +19,18 @@ G_BEGIN_DECLS
 #define GW_CONFIG_DEFAULT_PATH GW_DEFAULT_CONFIG_PATH
 
 typedef struct {
-    gchar *policy_path;    /* owned */
-    gchar *rundir;         /* owned: sockets live in <rundir>/vm/<vm>/<slot>.sock */
-    gchar *control_socket; /* owned */
-    gchar *state_path;     /* owned */
-    gchar *audit_log;      /* owned, nullable (empty in the file): structured log only */
-    gchar *libvirt_uri;    /* owned, nullable (empty in the file): no libvirt */
-    gchar *socket_user;    /* owned, nullable: QEMU's user, owner of attachment sockets */
-    gchar *socket_group;   /* owned, nullable: QEMU's group */
-    gchar *tcp_address;    /* owned: where TCP listeners bind */
-    guint tcp_port_base;   /* 0: no TCP; else attachments get ports base, base+1, … */
+    gchar *policy_path;          /* owned */
+    gchar *rundir;               /* owned: sockets live in <rundir>/vm/<vm>/<slot>.sock */
+    gchar *control_socket;       /* owned */
+    gchar *state_path;           /* owned */
+    gchar *audit_log;            /* owned, nullable (empty in the file): structured log only */
+    gchar *libvirt_uri;          /* owned, nullable (empty in the file): no libvirt */
+    gchar *socket_user;          /* owned, nullable: QEMU's user, owner of attachment sockets */
+    gchar *socket_group;         /* owned, nullable: QEMU's group */
+    GwVmPeerCheck vm_peer_check; /* which peer of QEMU's user is the VM's QEMU */
+    gchar *vm_pid_file;          /* owned: pattern with {vm}, for GW_VM_PEER_CHECK_PID_FILE */
+    gchar *tcp_address;          /* owned: where TCP listeners bind */
+    guint tcp_port_base;         /* 0: no TCP; else attachments get ports base, base+1, … */
     /* SPICE ingress (shares): off while spice_port_base is 0 */
     guint spice_port_base; /* shares get ports base … base+spice_ports-1 */
     guint spice_ports;

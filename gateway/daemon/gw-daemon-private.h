@@ -44,8 +44,8 @@ struct _GwDaemon {
     gchar *started;                /* owned: ISO 8601 */
     gchar *hook_last_call;         /* owned, nullable */
     GCancellable *cancellable;     /* owned: cancelled when the daemon goes */
-    uid_t socket_uid;              /* (uid_t)-1: root only */
-    gid_t socket_gid;
+    GwVmSocketAccess
+        socket_access; /* who may use the VM sockets; attachments and shares borrow it */
 };
 
 gchar *gw_daemon_now(void) G_GNUC_WARN_UNUSED_RESULT;

@@ -134,7 +134,7 @@ gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer
         return TRUE;
     }
     attachment = gw_daemon_attachment(daemon, served, id);
-    gw_attachment_set_access(attachment, daemon->socket_uid, daemon->socket_gid);
+    gw_attachment_set_access(attachment, &daemon->socket_access);
     if (inv->usb != NULL && !gw_attachment_set_device(attachment, inv->usb, &error)) {
         g_warning("%s", error->message);
         g_clear_error(&error);
@@ -144,7 +144,7 @@ gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer
     tcp = served->tcp_port != 0;
     slot_name = gw_device_slot_name(inv->desc);
     path = gw_redirdev_plugger_device_socket(daemon->plugger, vm, id, slot_name);
-    if (!gw_attachment_bind(attachment, path, tcp ? daemon->config.tcp_address : NULL,
+    if (!gw_attachment_bind(attachment, vm, path, tcp ? daemon->config.tcp_address : NULL,
                             served->tcp_port, &error)) {
         g_warning("%s: %s", id, error->message);
         return FALSE;

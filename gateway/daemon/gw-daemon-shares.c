@@ -94,8 +94,7 @@ gw_daemon_start_shares(GwDaemon *daemon)
     GwShareRegistryConfig shares = {
         .port_base = config->spice_port_base,
         .ports = config->spice_ports,
-        .socket_uid = daemon->socket_uid,
-        .socket_gid = daemon->socket_gid,
+        .access = &daemon->socket_access,
         .worker =
             {
                 .program = config->spice_worker,

@@ -207,6 +207,8 @@ gw_daemon_new(const GwConfig *config, GError **error)
     daemon->served = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gw_daemon_served_free);
     daemon->next_tcp_port = config->tcp_port_base;
     daemon->started = gw_daemon_now();
+    daemon->socket_access.uid = (uid_t)-1;
+    daemon->socket_access.gid = (gid_t)-1;
     daemon->cancellable = g_cancellable_new();
     daemon->inventory = gw_inventory_new(g_main_context_default(), error);
     if (daemon->inventory == NULL)
@@ -214,14 +216,31 @@ gw_daemon_new(const GwConfig *config, GError **error)
     return g_steal_pointer(&daemon);
 }
 
-/* socket-user / socket-group: names to ids, once, at start. */
+/* A process that is not the VM's QEMU tried a VM socket: GwVmSocketRefused. */
+static void
+gw_daemon_peer_refused(const gchar *vm, const gchar *device_id, const gchar *path,
+                       const gchar *actor, const gchar *reason, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    g_autofree gchar *why = g_strdup_printf("%s: %s", path, reason);
+
+    gw_daemon_audit(daemon, GW_AUDIT_PEER_REFUSED, device_id, vm, actor, why);
+}
+
+/* socket-user / socket-group: names to ids, once, at start; with
+ * vm-peer-check, who may use the VM sockets. */
 static gboolean
 gw_daemon_resolve_access(GwDaemon *daemon, GError **error)
 {
+    GwVmSocketAccess *access = &daemon->socket_access;
     g_autoptr(GError) local_error = NULL;
 
-    daemon->socket_uid = (uid_t)-1;
-    daemon->socket_gid = (gid_t)-1;
+    access->uid = (uid_t)-1;
+    access->gid = (gid_t)-1;
+    access->check = daemon->config.vm_peer_check;
+    access->pid_file = g_strdup(daemon->config.vm_pid_file);
+    access->refused = gw_daemon_peer_refused;
+    access->user_data = daemon;
     if (daemon->config.socket_user != NULL) {
         g_autoptr(GwUser) user = gw_users_lookup(daemon->config.socket_user, &local_error);
         if (user == NULL) {
@@ -229,15 +248,20 @@ gw_daemon_resolve_access(GwDaemon *daemon, GError **error)
                         "socket-user '%s' is not a user on this host", daemon->config.socket_user);
             return FALSE;
         }
-        daemon->socket_uid = user->uid;
-        daemon->socket_gid = user->gid;
+        access->uid = user->uid;
+        access->gid = user->gid;
     }
     if (daemon->config.socket_group != NULL &&
-        !gw_users_group_id(daemon->config.socket_group, &daemon->socket_gid, &local_error)) {
+        !gw_users_group_id(daemon->config.socket_group, &access->gid, &local_error)) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
                     "socket-group '%s' is not a group on this host", daemon->config.socket_group);
         return FALSE;
     }
+    if (access->uid != (uid_t)-1)
+        g_message("VM sockets: QEMU's user uid %d may connect, %s", (int)access->uid,
+                  access->check == GW_VM_PEER_CHECK_UID
+                      ? "any of its processes (vm-peer-check=uid)"
+                      : "only the VM's own QEMU (its pid in vm-pid-file)");
     return TRUE;
 }
 
@@ -337,6 +361,7 @@ gw_daemon_free(GwDaemon *daemon)
     g_clear_object(&daemon->cancellable);
     g_free(daemon->started);
     g_free(daemon->hook_last_call);
+    gw_vm_socket_access_clear(&daemon->socket_access);
     gw_config_clear(&daemon->config);
     g_free(daemon);
 }

@@ -34,8 +34,15 @@ struct _GwAttachment {
     guint peer_count;
     guint offer_retry_id; /* GSource id, 0 when no retry is pending */
     guint offer_retries;
-    uid_t owner; /* (uid_t)-1: root only */
-    gid_t group; /* (gid_t)-1: root's */
+    const GwVmSocketAccess *access; /* borrowed: who may connect */
+    gchar *vm;                      /* owned, nullable: while bound */
+};
+
+/* Before gw_attachment_set_access(): root only. */
+static const GwVmSocketAccess gw_attachment_root_only = {
+    .uid = (uid_t)-1,
+    .gid = (gid_t)-1,
+    .check = GW_VM_PEER_CHECK_UID,
 };
 
 /* Opens the device, detaches kernel drivers and claims every interface, so
@@ -176,8 +183,8 @@ gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return TRUE;
     }
-    if (!gw_vm_socket_peer_allowed(connection, attachment->owner, attachment->identity,
-                                   attachment->socket_path)) {
+    if (!gw_vm_socket_peer_allowed(attachment->access, connection, attachment->vm,
+                                   attachment->identity, attachment->socket_path)) {
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return TRUE;
     }
@@ -209,28 +216,26 @@ gw_attachment_new(libusb_context *usb, const gchar *identity)
     GwAttachment *attachment = g_new0(GwAttachment, 1);
     attachment->identity = g_strdup(identity);
     attachment->usb = usb;
-    attachment->owner = (uid_t)-1;
-    attachment->group = (gid_t)-1;
+    attachment->access = &gw_attachment_root_only;
     return attachment;
 }
 
 void
-gw_attachment_set_access(GwAttachment *attachment, uid_t uid, gid_t gid)
+gw_attachment_set_access(GwAttachment *attachment, const GwVmSocketAccess *access)
 {
-    attachment->owner = uid;
-    attachment->group = gid;
+    attachment->access = access;
 }
 
 gboolean
-gw_attachment_bind(GwAttachment *attachment, const gchar *socket_path, const gchar *tcp_address,
-                   guint16 tcp_port, GError **error)
+gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gchar *socket_path,
+                   const gchar *tcp_address, guint16 tcp_port, GError **error)
 {
     g_autoptr(GSocketService) service = NULL;
 
     if (g_strcmp0(attachment->socket_path, socket_path) == 0)
         return TRUE;
     gw_attachment_unbind(attachment);
-    service = gw_vm_socket_listen(socket_path, attachment->owner, attachment->group, error);
+    service = gw_vm_socket_listen(attachment->access, socket_path, error);
     if (service == NULL)
         return FALSE;
     if (tcp_address != NULL) {
@@ -255,6 +260,7 @@ gw_attachment_bind(GwAttachment *attachment, const gchar *socket_path, const gch
     g_socket_service_start(service);
     attachment->service = g_steal_pointer(&service);
     attachment->socket_path = g_strdup(socket_path);
+    attachment->vm = g_strdup(vm);
     return TRUE;
 }
 
@@ -271,6 +277,7 @@ gw_attachment_unbind(GwAttachment *attachment)
     g_clear_object(&attachment->service);
     g_unlink(attachment->socket_path);
     g_clear_pointer(&attachment->socket_path, g_free);
+    g_clear_pointer(&attachment->vm, g_free);
     if (attachment->session != NULL) {
         gw_attachment_end_session(attachment);
         /* usbredirhost closed the handle: keep the device claimed */
@@ -343,5 +350,6 @@ gw_attachment_free(GwAttachment *attachment)
     g_clear_pointer(&attachment->device, libusb_unref_device);
     g_free(attachment->identity);
     g_free(attachment->socket_path);
+    g_free(attachment->vm);
     g_free(attachment);
 }

@@ -14,6 +14,8 @@
 #include <gio/gio.h>
 #include <libusb.h>
 
+#include "gw-vm-socket.h"
+
 G_BEGIN_DECLS
 
 typedef struct _GwAttachment GwAttachment;
@@ -21,16 +23,17 @@ typedef struct _GwAttachment GwAttachment;
 /* An attachment for the device with this identity; nothing is claimed
  * or listened on until gw_attachment_set_device()/gw_attachment_bind(). */
 GwAttachment *gw_attachment_new(libusb_context *usb, const gchar *identity);
-/* Serves the device to one VM: listens on @socket_path (mode 0600; its
- * directory is created 0700) and, when @tcp_address is not NULL, on that
- * TCP address and port too. Binding to another path unbinds first. */
-gboolean gw_attachment_bind(GwAttachment *attachment, const gchar *socket_path,
+/* Serves the device to @vm: listens on @socket_path (see gw-vm-socket.h
+ * for its directory, mode and owner) and, when @tcp_address is not NULL,
+ * on that TCP address and port too. Binding to another path unbinds first. */
+gboolean gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gchar *socket_path,
                             const gchar *tcp_address, guint16 tcp_port,
                             GError **error) G_GNUC_WARN_UNUSED_RESULT;
-/* Who may connect: the socket and its directory are given to @uid/@gid
- * ((uid_t)-1 / (gid_t)-1: leave root's) and a unix peer whose SO_PEERCRED
- * uid is neither @uid nor 0 is refused and logged. Applies to later binds. */
-void gw_attachment_set_access(GwAttachment *attachment, uid_t uid, gid_t gid);
+/* Who may connect (gw-vm-socket.h): QEMU's user and group, how a peer is
+ * recognized as the VM's QEMU. @access is borrowed and must outlive the
+ * attachment; until this is called only root may connect. Applies to later
+ * binds and accepts. */
+void gw_attachment_set_access(GwAttachment *attachment, const GwVmSocketAccess *access);
 /* Stops serving: closes the peer's session and the listener, removes the
  * socket. The device stays claimed (for the next VM of its pool). */
 void gw_attachment_unbind(GwAttachment *attachment);

@@ -301,8 +301,7 @@ gw_share_registry_start(GwShareRegistry *registry, const gchar *vm, const gchar 
     options.ticket = ticket;
     options.used = used;
     options.socket_dir = dir;
-    options.socket_uid = registry->config.socket_uid;
-    options.socket_gid = registry->config.socket_gid;
+    options.access = registry->config.access;
     options.worker = registry->config.worker;
     options.worker.port = port;
     share = gw_share_new(&options, &callbacks, registry, error);

@@ -37,11 +37,10 @@ typedef enum {
 typedef struct _GwShareRegistry GwShareRegistry;
 
 typedef struct {
-    guint port_base;  /* 0: SPICE ingress is off */
-    guint ports;      /* ports base … base+ports-1 */
-    uid_t socket_uid; /* QEMU's user and group: owners of the VM sockets */
-    gid_t socket_gid;
-    GwSpiceWorkerOptions worker; /* copied; .port is the registry's */
+    guint port_base;                /* 0: SPICE ingress is off */
+    guint ports;                    /* ports base … base+ports-1 */
+    const GwVmSocketAccess *access; /* borrowed, outlives the registry: the VM sockets */
+    GwSpiceWorkerOptions worker;    /* copied; .port is the registry's */
 } GwShareRegistryConfig;
 
 typedef struct {

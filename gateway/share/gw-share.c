@@ -37,8 +37,8 @@ struct _GwShare {
     gint64 expires_unix; /* wall clock, seconds */
     gchar *expires_iso;
     guint expiry_id;
-    gboolean used; /* a client logged in once */
-    uid_t socket_uid;
+    gboolean used;                  /* a client logged in once */
+    const GwVmSocketAccess *access; /* borrowed */
     GwSpiceWorker *worker;
     GwShareSlot *slots;
     guint n_slots;
@@ -205,7 +205,7 @@ gw_share_incoming(GSocketService *service, GSocketConnection *connection, GObjec
     GwShareSlot *slot = user_data;
     GSocket *socket = g_socket_connection_get_socket(connection);
 
-    if (!gw_vm_socket_peer_allowed(connection, slot->share->socket_uid, slot->share->vm,
+    if (!gw_vm_socket_peer_allowed(slot->share->access, connection, slot->share->vm, NULL,
                                    slot->path)) {
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return TRUE;
@@ -332,7 +332,7 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks, g
     share->user = g_strdup(options->user);
     share->port = options->worker.port;
     share->ttl_s = options->ttl_s;
-    share->socket_uid = options->socket_uid;
+    share->access = options->access;
     share->callbacks = *callbacks;
     share->user_data = user_data;
     share->used = options->used;
@@ -351,8 +351,7 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks, g
         slot->index = i;
         slot->path = g_build_filename(options->socket_dir, file, NULL);
         share->paths[i] = g_strdup(slot->path);
-        slot->service =
-            gw_vm_socket_listen(slot->path, options->socket_uid, options->socket_gid, error);
+        slot->service = gw_vm_socket_listen(options->access, slot->path, error);
         if (slot->service == NULL)
             return NULL;
         g_signal_connect(slot->service, "incoming", G_CALLBACK(gw_share_incoming), slot);

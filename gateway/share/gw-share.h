@@ -24,6 +24,7 @@
 #include <json-glib/json-glib.h>
 
 #include "gw-spice.h"
+#include "gw-vm-socket.h"
 #include "policy.h"
 
 G_BEGIN_DECLS
@@ -37,8 +38,9 @@ typedef struct {
     const gchar *ticket;     /* nullable: a fresh random one (else restored) */
     gboolean used;           /* restored: a client logged in before */
     const gchar *socket_dir; /* <rundir>/vm/<vm> */
-    uid_t socket_uid;        /* QEMU's user: owner of the VM sockets, (uid_t)-1 root */
-    gid_t socket_gid;
+    /* borrowed, must outlive the share: who may connect to the VM
+     * sockets (gw-vm-socket.h) */
+    const GwVmSocketAccess *access;
     GwSpiceWorkerOptions worker;
 } GwShareOptions;
 

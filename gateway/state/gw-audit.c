@@ -132,6 +132,8 @@ gw_audit_kind_to_string(GwAuditKind kind)
         return "lend";
     case GW_AUDIT_RETURN:
         return "return";
+    case GW_AUDIT_PEER_REFUSED:
+        return "peer-refused";
     }
     return "unknown";
 }

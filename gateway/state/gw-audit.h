@@ -1,7 +1,7 @@
 /* The audit trail: one JSON line per attach, detach, deny, veto, release,
- * assign and share event, for admins ("which VM held license key X on that day"), plus
- * the same event as a structured log entry (USBGW_* journal fields).
- * Debug logging stays out of it. Main thread. */
+ * assign, share and refused-peer event, for admins ("which VM held license key X on that day"),
+ * plus the same event as a structured log entry (USBGW_* journal fields). Debug logging stays out
+ * of it. Main thread. */
 #pragma once
 
 #include <json-glib/json-glib.h>
@@ -26,6 +26,7 @@ typedef enum {
     GW_AUDIT_UNSHARE,         /* a share ended */
     GW_AUDIT_LEND,            /* a client lent a device through a share */
     GW_AUDIT_RETURN,          /* the lent device went back */
+    GW_AUDIT_PEER_REFUSED,    /* a process that is not the VM's QEMU connected to its socket */
 } GwAuditKind;
 
 const gchar *gw_audit_kind_to_string(GwAuditKind kind);

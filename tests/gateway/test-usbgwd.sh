@@ -97,9 +97,11 @@ ready_pattern='^0529:0001@1-1 .* bound '
 # a command usbgwd is started through (admin-groups: its own /etc/group;
 # caps: exactly the systemd unit's capability bounding set)
 gw_wrap=()
+# an LD_PRELOAD library for usbgwd only (the symlink scenarios' shim)
+gw_preload=''
 
 start_usbgwd() {
-    "${gw_wrap[@]}" "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
+    LD_PRELOAD="${gw_preload:+$gw_preload:}${LD_PRELOAD:-}" "${gw_wrap[@]}" "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
         --config "$work/usbgwd.conf" >> "$work/usbgwd.log" 2>&1 &
     gw_pid=$!
     # ready when it answers on its control socket and serves the key
@@ -120,6 +122,16 @@ stop_usbgwd() {
     gw_pid=''
 }
 
+# as_qemu VM CMD…: CMD as QEMU's user (nobody) and as VM's QEMU: root
+# writes the pid CMD will run as to the VM's pid file first, as libvirtd
+# does before QEMU starts
+as_qemu() {
+    local vm=$1
+    shift
+    sh -c 'echo $$ > "$0" && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"' \
+        "$work/pids/$vm.pid" "$@"
+}
+
 wait_for() { # FILE PATTERN
     for _ in $(seq 200); do
         grep -q "$2" "$1" 2>/dev/null && return 0
@@ -136,12 +148,15 @@ control-socket=$work/control.sock
 state=$work/state.json
 audit-log=$work/audit.log
 libvirt-uri=
+vm-pid-file=$work/pids/{vm}.pid
 CONF
+# where "libvirtd" (this script, as root) writes each VM's QEMU pid
+mkdir -m 755 "$work/pids"
 if [ "$scenario" = pool ]; then
     printf 'pool "p" vms "vm-*"\nassign id 0529:0001 to pool "p"\n' > "$work/policy"
     ready_pattern='^0529:0001@1-1 +claimed '
 fi
-if [ "$scenario" = access ] || [ "$scenario" = caps ]; then
+if [ "$scenario" = access ] || [ "$scenario" = caps ] || [ "$scenario" = peer-pid ]; then
     printf 'socket-user=nobody\n' >> "$work/usbgwd.conf"
     chmod 755 "$work"
 fi
@@ -166,6 +181,26 @@ if [ "$scenario" = audit-reopen ]; then
     # the audit log lives in a directory others may write to
     mkdir -m 1777 "$work/log"
     sed -i "s|^audit-log=.*|audit-log=$work/log/audit.log|" "$work/usbgwd.conf"
+fi
+if [ "$scenario" = symlink-race ] || [ "$scenario" = symlink-planted ]; then
+    # QEMU's user (nobody) replaces a socket with a link to a file of
+    # root's right after usbgwd's bind(): tests/serve/vm-socket-swap-shim.c
+    [ -n "${USBGW_TEST_SWAP_SHIM:-}" ] || fail "USBGW_TEST_SWAP_SHIM is not set"
+    printf 'socket-user=nobody\n' >> "$work/usbgwd.conf"
+    chmod 755 "$work"
+    target=$work/target # stands for state.json, /etc/shadow, a device node
+    echo 'tickets of every share' > "$target"
+    chmod 640 "$target"
+    export USBGW_SWAP_TARGET=$target USBGW_SWAP_LOG=$work/swap.log
+    if [ "$scenario" = symlink-race ]; then
+        # every socket of the VM, as nobody: whichever bind comes second
+        # finds the VM directory as it is after the first
+        export USBGW_SWAP_MATCH=/vm/test-vm/ USBGW_SWAP_UID=65534 USBGW_SWAP_GID=65534
+    else
+        # the HID key's socket, as root: a path usbgwd did not check
+        export USBGW_SWAP_MATCH=064f-2af9
+    fi
+    gw_preload=$USBGW_TEST_SWAP_SHIM
 fi
 if [ "$scenario" = tcp ]; then
     printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" >> "$work/usbgwd.conf"
@@ -258,9 +293,10 @@ PY
     ;;
 access)
     command -v setpriv >/dev/null || { echo "SKIP: setpriv (util-linux) missing"; stop_usbgwd; exit 77; }
-    [ "$(stat -c %U "$sock")" = nobody ] || fail "the socket is not nobody's: $(stat -c %U "$sock")"
-    [ "$(stat -c '%U %a' "$(dirname "$sock")")" = "nobody 700" ] || fail "VM dir: $(stat -c '%U %a' "$(dirname "$sock")")"
-    out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+    # QEMU's group may connect; the socket and its directory stay root's
+    [ "$(stat -c '%U %G %a' "$sock")" = "root nogroup 660" ] || fail "socket: $(stat -c '%U %G %a' "$sock")"
+    [ "$(stat -c '%U %G %a' "$(dirname "$sock")")" = "root nogroup 710" ] || fail "VM dir: $(stat -c '%U %G %a' "$(dirname "$sock")")"
+    out=$(as_qemu test-vm "$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
         fail "QEMU's user could not use the key: $out"
     # another user who got hold of the socket is refused by SO_PEERCRED
     chmod 666 "$sock"
@@ -285,13 +321,13 @@ print("%016x" % mask)' "$unit_caps") || fail "$want"
     bnd=$(awk '$1 == "CapBnd:" { print $2 }' /proc/$gw_pid/status)
     [ "$eff" = "$want" ] && [ "$bnd" = "$want" ] ||
         fail "usbgwd's capabilities: effective $eff, bounding $bnd; the unit's $unit_caps is $want"
-    [ "$(stat -c %U "$sock")" = nobody ] || fail "the socket is not nobody's: $(stat -c %U "$sock")"
-    out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+    [ "$(stat -c '%U %G %a' "$sock")" = "root nogroup 660" ] || fail "socket: $(stat -c '%U %G %a' "$sock")"
+    out=$(as_qemu test-vm "$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
         fail "with the unit's capabilities QEMU's user could not use the key: $out"
     # a release hands the key back and an assign claims it again
     usbgwctl release 1-1 >/dev/null || fail "release"
     usbgwctl assign 1-1 test-vm >/dev/null || fail "assign"
-    out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$peer" --timeout 10 "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+    out=$(as_qemu test-vm "$peer" --timeout 10 "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
         fail "after release and assign: $out"
     stop_usbgwd
     ;;
@@ -499,6 +535,98 @@ audit-reopen)
     default_log=$(sed -n 's/^#define GW_DEFAULT_AUDIT_LOG *"\(.*\)"/\1/p' "$here/../../common/gw-defaults.h")
     grep -q "^$default_log {" "$here/../../data/usbgw.logrotate" || fail "logrotate does not name $default_log"
     grep -q 'kill-who=main --signal=HUP usbgwd.service' "$here/../../data/usbgw.logrotate" || fail "logrotate: no SIGHUP"
+    ;;
+symlink-race | symlink-planted)
+    command -v setpriv >/dev/null || { echo "SKIP: setpriv (util-linux) missing"; stop_usbgwd; exit 77; }
+    hid_sock=$rundir/vm/test-vm/064f-2af9-sn-3-1234567.sock
+    cat "$work/swap.log"
+    # whatever happened, the file of root's kept its owner, mode and bytes
+    [ "$(stat -c '%U %G %a' "$target")" = "root root 640" ] ||
+        fail "usbgwd followed the link: the target is now $(stat -c '%U %G %a' "$target")"
+    [ "$(cat "$target")" = 'tickets of every share' ] || fail "the target's contents changed"
+    # directories usbgwd writes in are root's: QEMU's group may only pass
+    [ "$(stat -c '%U %G %a' "$(dirname "$sock")")" = "root nogroup 710" ] ||
+        fail "VM dir: $(stat -c '%U %G %a' "$(dirname "$sock")")"
+    setpriv --reuid=65534 --regid=65534 --clear-groups touch "$(dirname "$sock")/planted" 2>/dev/null &&
+        fail "QEMU's user can create files in the VM directory"
+    if [ "$scenario" = symlink-race ]; then
+        grep -q '^not swapped .*: Permission denied$' "$work/swap.log" || fail "the shim did not try"
+        grep -q '^swapped ' "$work/swap.log" && fail "QEMU's user replaced a socket"
+        [ -S "$sock" ] && [ -S "$hid_sock" ] || fail "a socket is missing"
+        [ "$(stat -c '%U %G %a' "$sock")" = "root nogroup 660" ] || fail "socket: $(stat -c '%U %G %a' "$sock")"
+    else
+        grep -q "^swapped $hid_sock\$" "$work/swap.log" || fail "the shim did not swap $hid_sock"
+        grep -q "cannot listen on $hid_sock: .*not the socket usbgwd bound" "$work/usbgwd.log" ||
+            fail "no clear refusal for the replaced socket"
+        [ -L "$hid_sock" ] && fail "the planted link was left in place"
+    fi
+    out=$(as_qemu test-vm "$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+        fail "QEMU's user could not use the key: $out"
+    stop_usbgwd
+    [ "$(stat -c '%U %G %a' "$target")" = "root root 640" ] || fail "the target changed on stop"
+    ;;
+peer-pid)
+    # every VM's QEMU runs as QEMU's user: another one (VM B's) must not get
+    # VM A's key while A is not connected
+    command -v setpriv >/dev/null || { echo "SKIP: setpriv (util-linux) missing"; stop_usbgwd; exit 77; }
+    pid_file=$work/pids/test-vm.pid
+    impostor() {
+        setpriv --reuid=65534 --regid=65534 --clear-groups "$peer" --timeout 5 "$sock" closed
+    }
+    refused() { # REASON-PATTERN
+        wait_for "$work/usbgwd.log" "0529:0001@1-1: refused a peer with uid 65534 pid [0-9]* on $sock: $1"
+    }
+    # no pid file: nobody is the VM's QEMU
+    out=$(impostor) || fail "a process of QEMU's user was not refused without a pid file: $out"
+    grep -q '^CLOSED$' <<<"$out" || fail "impostor: $out"
+    grep -q CONNECT <<<"$out" && fail "the impostor saw the key"
+    refused "cannot tell vm \"test-vm\"'s QEMU: cannot read $pid_file"
+    # the VM's QEMU is another process
+    echo $$ > "$pid_file"
+    out=$(impostor) || fail "a process of QEMU's user that is not the VM's QEMU was not refused: $out"
+    refused "not vm \"test-vm\"'s QEMU (pid $$ in $pid_file)"
+    grep '"event":"peer-refused"' "$work/audit.log" | grep '"device":"0529:0001@1-1"' |
+        grep '"vm":"test-vm"' | grep '"actor":"peer uid=65534 pid=' | grep -q "pid $$ in $pid_file" ||
+        fail "no audit line for the refused peer: $(cat "$work/audit.log")"
+    # a pid file QEMU's user could have written proves nothing
+    chown 65534 "$pid_file"
+    out=$(impostor) || fail "a pid file of QEMU's user was trusted: $out"
+    refused "cannot tell vm \"test-vm\"'s QEMU: $pid_file is not a pid file to trust"
+    # nor one reached through a symbolic link, nor one that is not a pid
+    rm "$pid_file"
+    echo $$ > "$work/other.pid"
+    ln -s "$work/other.pid" "$pid_file"
+    out=$(impostor) || fail "a pid file behind a symbolic link was followed: $out"
+    refused "cannot tell vm \"test-vm\"'s QEMU: cannot read $pid_file (no symbolic links"
+    rm "$pid_file"
+    printf '%s junk\n' $$ > "$pid_file"
+    out=$(impostor) || fail "a malformed pid file was taken: $out"
+    refused "cannot tell vm \"test-vm\"'s QEMU: $pid_file: not a pid"
+    # the VM's QEMU (its pid in the pid file) gets the key and its answer
+    out=$(as_qemu test-vm "$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+        fail "the VM's QEMU was refused: $out"
+    grep -q '^MATCH$' <<<"$out" || fail "the VM's QEMU got no correct answer: $out"
+    stop_usbgwd
+    # bad values are refused at start, naming the key
+    for bad in 'vm-peer-check=nobody' 'vm-pid-file=relative/{vm}.pid' 'vm-pid-file=/run/no-vm.pid'; do
+        { cat "$work/usbgwd.conf"; echo "$bad"; } > "$work/bad.conf"
+        out=$("$usbgwd" --foreground --policy "$work/policy" --rundir "$work/bad-run" --config "$work/bad.conf" 2>&1) &&
+            fail "usbgwd started with $bad"
+        grep -q "bad.conf: \[usbgwd\] ${bad%%=*}=.*: expected" <<<"$out" || fail "no clear error for $bad: $out"
+    done
+    # vm-peer-check=uid keeps the old rule, when an admin says so
+    printf 'vm-peer-check=uid\n' >> "$work/usbgwd.conf"
+    rm -f "$pid_file"
+    start_usbgwd
+    out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) ||
+        fail "vm-peer-check=uid: QEMU's user was refused: $out"
+    chmod 666 "$sock"
+    chmod 755 "$(dirname "$sock")"
+    out=$(setpriv --reuid=1 --regid=1 --clear-groups "$peer" --timeout 5 "$sock" closed) ||
+        fail "vm-peer-check=uid: another user was not refused: $out"
+    grep -q 'refused a peer with uid 1 pid [0-9]* on .*: only QEMU' "$work/usbgwd.log" ||
+        fail "vm-peer-check=uid: no log line for the other user"
+    stop_usbgwd
     ;;
 control)
     out=$(usbgwctl status) || fail "status: $out"

@@ -2,7 +2,9 @@
  * it to a QEMU-role peer on the share's VM socket), then the share is
  * freed. gw_share_free() must call back nobody: no "return" event, no
  * ended(), in the free or after it; gw_share_list_lent() names the lent
- * device before.
+ * device before. And on a share socket, a process of QEMU's user that
+ * is not the VM's QEMU (its pid not in the VM's pid file) is refused,
+ * the one whose pid is there is taken as QEMU.
  *
  * The fake worker is this program, run by gw_share_new() as the worker
  * ("--fd=3 …"): it hands its socketpair end to the test over a unix
@@ -14,9 +16,13 @@
 #include <gio/gunixconnection.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
+#include <grp.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "gw-share.h"
@@ -28,6 +34,8 @@
 #define TEST_WORKER_SOCKET_ENV "USBGW_TEST_FAKE_WORKER_SOCKET"
 #define TEST_VID               0x0529
 #define TEST_PID               0x0001
+/* QEMU's user and group in the peer test (nobody, nogroup on Debian) */
+#define TEST_QEMU_ID 65534
 
 /* ---- the fake worker (a process of its own) ------------------------------ */
 
@@ -231,6 +239,14 @@ harness_accept_worker(Harness *h)
     g_assert_cmpint(h->worker_fd, >=, 0);
 }
 
+/* The test's own user plays QEMU's user (set in main); the peer test
+ * changes it. */
+static GwVmSocketAccess harness_access = {
+    .uid = (uid_t)-1,
+    .gid = (gid_t)-1,
+    .check = GW_VM_PEER_CHECK_UID,
+};
+
 static void
 harness_init(Harness *h, const gchar *program)
 {
@@ -247,8 +263,7 @@ harness_init(Harness *h, const gchar *program)
         .vm = "test-vm",
         .user = "alice",
         .ttl_s = 60,
-        .socket_uid = getuid(),
-        .socket_gid = (gid_t)-1,
+        .access = &harness_access,
         .worker =
             {
                 .program = program,
@@ -370,6 +385,137 @@ harness_clear(Harness *h)
 
 static gchar *test_program; /* this program, run as the fake worker */
 
+/* ---- only the VM's QEMU on a share socket ----------------------------------- */
+
+static guint refused_count;
+static gchar *refused_reason;
+
+static void
+harness_refused(const gchar *vm, const gchar *device_id, const gchar *path, const gchar *actor,
+                const gchar *reason, gpointer user_data)
+{
+    g_test_message("refused %s on %s: %s", actor, path, reason);
+    g_assert_cmpstr(vm, ==, "test-vm");
+    g_assert_null(device_id);
+    refused_count++;
+    g_free(refused_reason);
+    refused_reason = g_strdup(reason);
+}
+
+/* A child of QEMU's user that connects to @path when it reads a byte from
+ * @go, then exits 0 when the connection is closed on it (refused). Only
+ * async-signal-safe calls after fork (the test has GLib threads). */
+static pid_t
+spawn_qemu_user_peer(const gchar *path, int go)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    pid_t child;
+
+    g_assert_cmpuint(strlen(path), <, sizeof(sun.sun_path));
+    strcpy(sun.sun_path, path);
+    child = fork();
+    g_assert_cmpint(child, >=, 0);
+    if (child == 0) {
+        char byte;
+        int fd;
+
+        if (setgroups(0, NULL) != 0 || setgid(TEST_QEMU_ID) != 0 || setuid(TEST_QEMU_ID) != 0 ||
+            read(go, &byte, 1) != 1)
+            _exit(3);
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0)
+            _exit(2);
+        /* EOF: usbgwd closed it */
+        _exit(read(fd, &byte, 1) == 0 ? 0 : 1);
+    }
+    return child;
+}
+
+static gboolean
+child_exited(pid_t child, int *status)
+{
+    return waitpid(child, status, WNOHANG) == child;
+}
+
+/* Every VM's QEMU runs as QEMU's user: a process of that user whose pid is
+ * not in the VM's pid file is refused on the share socket (the owner hears
+ * of it), the one whose pid is there is taken as QEMU. */
+static void
+test_share_socket_only_the_vm_qemu(void)
+{
+    Harness h;
+    g_autofree gchar *pid_file = NULL;
+    g_autofree gchar *pid_text = NULL;
+    g_autoptr(GError) error = NULL;
+    const gchar *path;
+    gint64 deadline;
+    int go[2];
+    int status = -1;
+    pid_t child;
+
+    if (geteuid() != 0) {
+        g_test_skip("needs root (a peer of another user)");
+        return;
+    }
+    harness_access.uid = TEST_QEMU_ID;
+    harness_access.gid = TEST_QEMU_ID;
+    harness_access.check = GW_VM_PEER_CHECK_PID_FILE;
+    harness_access.refused = harness_refused;
+    harness_init(&h, test_program);
+    g_assert_cmpint(g_chmod(h.dir, 0755), ==, 0);
+    path = gw_share_get_socket_paths(h.share)[0];
+    harness_access.pid_file = g_build_filename(h.dir, "{vm}.pid", NULL);
+    pid_file = g_build_filename(h.dir, "test-vm.pid", NULL);
+
+    /* the VM's QEMU is some other process: refused */
+    g_assert_true(g_file_set_contents(pid_file, "4194304\n", -1, &error));
+    g_assert_cmpint(pipe(go), ==, 0);
+    g_test_expect_message("usbgw-serve", G_LOG_LEVEL_WARNING,
+                          "test-vm: refused a peer with uid 65534 pid * on *share0.sock: not vm "
+                          "\"test-vm\"'s QEMU (pid 4194304 in *test-vm.pid)");
+    child = spawn_qemu_user_peer(path, go[0]);
+    g_assert_cmpint(write(go[1], "x", 1), ==, 1);
+    deadline = g_get_monotonic_time() + TEST_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+    while (!child_exited(child, &status)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_main_context_iteration(NULL, FALSE);
+        g_usleep(2 * G_TIME_SPAN_MILLISECOND);
+    }
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    g_test_assert_expected_messages();
+    g_assert_cmpuint(refused_count, ==, 1);
+    g_assert_nonnull(strstr(refused_reason, "not vm \"test-vm\"'s QEMU (pid 4194304"));
+    g_assert_false(gw_share_socket_has_qemu(h.share, path));
+
+    /* the process whose pid libvirt wrote: QEMU */
+    child = spawn_qemu_user_peer(path, go[0]);
+    pid_text = g_strdup_printf("%d\n", (int)child);
+    g_assert_true(g_file_set_contents(pid_file, pid_text, -1, &error));
+    g_assert_cmpint(write(go[1], "x", 1), ==, 1);
+    deadline = g_get_monotonic_time() + TEST_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+    while (!gw_share_socket_has_qemu(h.share, path)) {
+        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
+        g_assert_false(child_exited(child, &status));
+        g_main_context_iteration(NULL, FALSE);
+        g_usleep(2 * G_TIME_SPAN_MILLISECOND);
+    }
+    g_assert_cmpuint(refused_count, ==, 1);
+    kill(child, SIGKILL);
+    g_assert_cmpint(waitpid(child, &status, 0), ==, child);
+
+    close(go[0]);
+    close(go[1]);
+    g_unlink(pid_file);
+    gw_vm_socket_access_clear(&harness_access);
+    harness_access.uid = getuid();
+    harness_access.gid = (gid_t)-1;
+    harness_access.check = GW_VM_PEER_CHECK_UID;
+    harness_access.refused = NULL;
+    g_clear_pointer(&refused_reason, g_free);
+    harness_clear(&h);
+}
+
 /* The lent device is listed while lent; freeing the share reports nothing
  * to its owner, neither inside gw_share_free() nor from the main loop
  * afterwards. */
@@ -418,7 +564,9 @@ main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     test_program = g_file_read_link("/proc/self/exe", NULL);
     g_assert_nonnull(test_program);
+    harness_access.uid = getuid();
     g_test_add_func("/gw-share/free/calls-back-nobody", test_free_calls_back_nobody);
+    g_test_add_func("/gw-share/socket/only-the-vm-qemu", test_share_socket_only_the_vm_qemu);
     status = g_test_run();
     g_free(test_program);
     return status;
