@@ -52,6 +52,16 @@ static const GwConfigNumber gw_config_numbers[] = {
      "seconds a share's ticket waits for its first use, 1 to 604800"},
 };
 
+typedef struct {
+    const gchar *key;
+    gsize offset; /* of the gboolean in GwConfig */
+    gboolean fallback;
+} GwConfigSwitch;
+
+static const GwConfigSwitch gw_config_switches[] = {
+    {"tcp-insecure", G_STRUCT_OFFSET(GwConfig, tcp_insecure), FALSE},
+};
+
 static gchar **
 gw_config_slot(GwConfig *config, const GwConfigString *entry)
 {
@@ -69,6 +79,9 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
         *gw_config_slot(config, &gw_config_strings[i]) = g_strdup(gw_config_strings[i].fallback);
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_numbers); i++)
         G_STRUCT_MEMBER(guint, config, gw_config_numbers[i].offset) = gw_config_numbers[i].fallback;
+    for (guint i = 0; i < G_N_ELEMENTS(gw_config_switches); i++)
+        G_STRUCT_MEMBER(gboolean, config, gw_config_switches[i].offset) =
+            gw_config_switches[i].fallback;
     if (!g_key_file_load_from_file(keyfile, path, G_KEY_FILE_NONE, &local_error)) {
         if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
             return TRUE;
@@ -111,6 +124,22 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
             }
             G_STRUCT_MEMBER(guint, config, entry->offset) = (guint)number;
         }
+        for (guint k = 0; k < G_N_ELEMENTS(gw_config_switches); k++) {
+            const GwConfigSwitch *entry = &gw_config_switches[k];
+            g_autoptr(GError) bool_error = NULL;
+            gboolean on;
+            if (value == NULL || g_strcmp0(keys[i], entry->key) != 0)
+                continue;
+            known = TRUE;
+            on = g_key_file_get_boolean(keyfile, GW_CONFIG_GROUP, entry->key, &bool_error);
+            if (bool_error != NULL) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "%s: [%s] %s=%s: expected true or false", path, GW_CONFIG_GROUP,
+                            entry->key, value);
+                return FALSE;
+            }
+            G_STRUCT_MEMBER(gboolean, config, entry->offset) = on;
+        }
         if (!known)
             g_warning("%s: unknown key '%s' in [%s] ignored", path, keys[i], GW_CONFIG_GROUP);
     }
@@ -120,6 +149,15 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
                     "%s: [%s] spice-tls-cert, spice-tls-key and spice-tls-ca go together "
                     "(set all three for TLS, or none)",
                     path, GW_CONFIG_GROUP);
+        return FALSE;
+    }
+    if (config->tcp_port_base != 0 && !config->tcp_insecure) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] tcp-port-base=%u would serve every attached device on TCP "
+                    "without TLS or authentication (whoever reaches %s:%u first gets the "
+                    "device); set tcp-insecure=true to accept that, or tcp-port-base=0",
+                    path, GW_CONFIG_GROUP, config->tcp_port_base, config->tcp_address,
+                    config->tcp_port_base);
         return FALSE;
     }
     return TRUE;
@@ -134,6 +172,9 @@ gw_config_copy(GwConfig *dest, const GwConfig *src)
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_numbers); i++)
         G_STRUCT_MEMBER(guint, dest, gw_config_numbers[i].offset) =
             G_STRUCT_MEMBER(guint, (GwConfig *)src, gw_config_numbers[i].offset);
+    for (guint i = 0; i < G_N_ELEMENTS(gw_config_switches); i++)
+        G_STRUCT_MEMBER(gboolean, dest, gw_config_switches[i].offset) =
+            G_STRUCT_MEMBER(gboolean, (GwConfig *)src, gw_config_switches[i].offset);
 }
 
 void

@@ -142,7 +142,30 @@ if [ "$scenario" = access ]; then
     chmod 755 "$work"
 fi
 if [ "$scenario" = tcp ]; then
+    printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\ntcp-insecure=true\n' "$tcp_port" >> "$work/usbgwd.conf"
+fi
+if [ "$scenario" = tcp-refused ]; then
+    # the unauthenticated TCP listener needs the admin's explicit yes:
+    # without tcp-insecure=true usbgwd must not start (nor listen)
     printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" >> "$work/usbgwd.conf"
+    rc=0
+    timeout 20 "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
+        --config "$work/usbgwd.conf" > "$work/usbgwd.log" 2>&1 || rc=$?
+    cat "$work/usbgwd.log"
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "usbgwd started (status $rc) with tcp-port-base and no tcp-insecure"
+    grep -q "tcp-port-base=$tcp_port.*without TLS or authentication.*set tcp-insecure=true" "$work/usbgwd.log" ||
+        fail "the refusal does not name tcp-port-base and tcp-insecure"
+    [ -e "$sock" ] && fail "usbgwd served the key although it refused to start"
+    python3 -c 'import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0 else 1)' "$tcp_port" ||
+        fail "something listens on the refused TCP port"
+    # a value that is not a boolean is an error naming the key too
+    printf 'tcp-insecure=maybe\n' >> "$work/usbgwd.conf"
+    rc=0
+    timeout 20 "$usbgwd" --foreground --config "$work/usbgwd.conf" > "$work/usbgwd.log" 2>&1 || rc=$?
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "usbgwd accepted tcp-insecure=maybe"
+    grep -q 'tcp-insecure=maybe: expected true or false' "$work/usbgwd.log" || fail "tcp-insecure=maybe: $(cat "$work/usbgwd.log")"
+    echo "PASS: $scenario"
+    exit 0
 fi
 
 start_usbgwd
