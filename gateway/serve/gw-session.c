@@ -26,7 +26,10 @@
 /* A peer that has not sent its usbredir hello this long after connecting
  * is dropped, so that a connection that never starts the protocol (a port
  * scan, a wedged client) does not hold the device: QEMU sends its hello as
- * soon as it connects. */
+ * soon as it connects, if the VM runs. A paused VM's usb-redir neither
+ * reads nor writes (RIG-NOTES), so its QEMU is dropped too and connects
+ * again (usbgwd's redirdevs have <reconnect>); it gets the device once
+ * the VM runs, as it would have anyway. */
 #define GW_SESSION_HELLO_TIMEOUT_S 5
 /* The fewest bytes that hold a hello: usbredir's packet header with a
  * 32-bit id (ids are 64-bit only once both hellos said so) and the version
