@@ -86,6 +86,16 @@ gw_config_parse_peer_check(GwConfig *config, const gchar *path, const gchar *val
     return FALSE;
 }
 
+typedef struct {
+    const gchar *key;
+    gsize offset; /* of the gboolean in GwConfig */
+    gboolean fallback;
+} GwConfigSwitch;
+
+static const GwConfigSwitch gw_config_switches[] = {
+    {"tcp-insecure", G_STRUCT_OFFSET(GwConfig, tcp_insecure), FALSE},
+};
+
 static gchar **
 gw_config_slot(GwConfig *config, const GwConfigString *entry)
 {
@@ -104,6 +114,9 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_numbers); i++)
         G_STRUCT_MEMBER(guint, config, gw_config_numbers[i].offset) = gw_config_numbers[i].fallback;
     config->vm_peer_check = GW_VM_PEER_CHECK_PID_FILE;
+    for (guint i = 0; i < G_N_ELEMENTS(gw_config_switches); i++)
+        G_STRUCT_MEMBER(gboolean, config, gw_config_switches[i].offset) =
+            gw_config_switches[i].fallback;
     if (!g_key_file_load_from_file(keyfile, path, G_KEY_FILE_NONE, &local_error)) {
         if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
             return TRUE;
@@ -151,6 +164,22 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
             }
             G_STRUCT_MEMBER(guint, config, entry->offset) = (guint)number;
         }
+        for (guint k = 0; k < G_N_ELEMENTS(gw_config_switches); k++) {
+            const GwConfigSwitch *entry = &gw_config_switches[k];
+            g_autoptr(GError) bool_error = NULL;
+            gboolean on;
+            if (value == NULL || g_strcmp0(keys[i], entry->key) != 0)
+                continue;
+            known = TRUE;
+            on = g_key_file_get_boolean(keyfile, GW_CONFIG_GROUP, entry->key, &bool_error);
+            if (bool_error != NULL) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "%s: [%s] %s=%s: expected true or false", path, GW_CONFIG_GROUP,
+                            entry->key, value);
+                return FALSE;
+            }
+            G_STRUCT_MEMBER(gboolean, config, entry->offset) = on;
+        }
         if (!known)
             g_warning("%s: unknown key '%s' in [%s] ignored", path, keys[i], GW_CONFIG_GROUP);
     }
@@ -171,6 +200,15 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
                     path, GW_CONFIG_GROUP);
         return FALSE;
     }
+    if (config->tcp_port_base != 0 && !config->tcp_insecure) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] tcp-port-base=%u would serve every attached device on TCP "
+                    "without TLS or authentication (whoever reaches %s:%u first gets the "
+                    "device); set tcp-insecure=true to accept that, or tcp-port-base=0",
+                    path, GW_CONFIG_GROUP, config->tcp_port_base, config->tcp_address,
+                    config->tcp_port_base);
+        return FALSE;
+    }
     return TRUE;
 }
 
@@ -184,6 +222,9 @@ gw_config_copy(GwConfig *dest, const GwConfig *src)
         G_STRUCT_MEMBER(guint, dest, gw_config_numbers[i].offset) =
             G_STRUCT_MEMBER(guint, (GwConfig *)src, gw_config_numbers[i].offset);
     dest->vm_peer_check = src->vm_peer_check;
+    for (guint i = 0; i < G_N_ELEMENTS(gw_config_switches); i++)
+        G_STRUCT_MEMBER(gboolean, dest, gw_config_switches[i].offset) =
+            G_STRUCT_MEMBER(gboolean, (GwConfig *)src, gw_config_switches[i].offset);
 }
 
 void

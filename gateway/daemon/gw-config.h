@@ -31,6 +31,10 @@ typedef struct {
     gchar *vm_pid_file;          /* owned: pattern with {vm}, for GW_VM_PEER_CHECK_PID_FILE */
     gchar *tcp_address;          /* owned: where TCP listeners bind */
     guint tcp_port_base;         /* 0: no TCP; else attachments get ports base, base+1, … */
+    /* The admin's explicit yes to tcp-port-base: those listeners have no TLS
+     * and no authentication (whoever connects first gets the device), so
+     * gw_config_load() refuses tcp-port-base without it. */
+    gboolean tcp_insecure;
     /* SPICE ingress (shares): off while spice_port_base is 0 */
     guint spice_port_base; /* shares get ports base … base+spice_ports-1 */
     guint spice_ports;
@@ -52,7 +56,8 @@ typedef struct {
 
 /* Fills @config with the defaults, then the file's values; a missing file
  * leaves the defaults. Unknown keys are warnings; bad values are errors
- * naming file, key and value. */
+ * naming file, key and value, and so is tcp-port-base without
+ * tcp-insecure=true. */
 gboolean gw_config_load(GwConfig *config, const gchar *path,
                         GError **error) G_GNUC_WARN_UNUSED_RESULT;
 void gw_config_copy(GwConfig *dest, const GwConfig *src);

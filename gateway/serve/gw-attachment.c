@@ -254,7 +254,8 @@ gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gchar *socke
             g_unlink(socket_path);
             return FALSE;
         }
-        g_message("%s: also served on TCP %s:%u", attachment->identity, tcp_address, tcp_port);
+        g_message("%s: also served on TCP %s:%u (tcp-insecure: no TLS, no authentication)",
+                  attachment->identity, tcp_address, tcp_port);
     }
     g_signal_connect(service, "incoming", G_CALLBACK(gw_attachment_incoming), attachment);
     g_socket_service_start(service);

@@ -8,6 +8,35 @@
 #include "gw-fd-watch.h"
 #include "gw-usbredir-error.h"
 
+/* Bounded memory per peer. What usbgwd queues for a peer that does not
+ * read is bounded in two places:
+ *   - stream data (interrupt and bulk receiving, iso): usbredirhost drops
+ *     it once more than 800 packets wait to be written, and iso packets
+ *     earlier, by bytes queued in its parser. usbredirhost_set_buffered_
+ *     output_size_cb() is not set: usbredirhost (0.11 and later) only asks
+ *     it when opened with usbredirhost_fl_write_cb_owns_buffer, that is
+ *     when the application, not the parser, holds the queue (spice-gtk);
+ *     here the parser does, and usbredirhost measures it itself;
+ *   - answers to the peer's own requests, which usbredirhost never drops:
+ *     the peer is not read while more than this many packets wait for it,
+ *     so one that sends requests without reading the answers stalls
+ *     itself. A peer that reads gets answers as they come and is never
+ *     held back (the socket buffer absorbs them). */
+#define GW_SESSION_MAX_QUEUED_PACKETS 128
+/* A peer that has not sent its usbredir hello this long after connecting
+ * is dropped, so that a connection that never starts the protocol (a port
+ * scan, a wedged client) does not hold the device: QEMU sends its hello as
+ * soon as it connects, if the VM runs. A paused VM's usb-redir neither
+ * reads nor writes (RIG-NOTES), so its QEMU is dropped too and connects
+ * again (usbgwd's redirdevs have <reconnect>); it gets the device once
+ * the VM runs, as it would have anyway. */
+#define GW_SESSION_HELLO_TIMEOUT_S 5
+/* The fewest bytes that hold a hello: usbredir's packet header with a
+ * 32-bit id (ids are 64-bit only once both hellos said so) and the version
+ * string. Only counted: usbredirhost's parser checks what they say. */
+#define GW_SESSION_HELLO_MIN_BYTES                                                                 \
+    (sizeof(struct usb_redir_header) - sizeof(uint32_t) + sizeof(struct usb_redir_hello_header))
+
 struct _GwSession {
     gchar *label;              /* owned */
     GSocket *socket;           /* owned ref */
@@ -16,6 +45,8 @@ struct _GwSession {
     GMainContext *context;     /* owned ref */
     GwFdWatch *watch;          /* owned, nullable: the peer's socket, until the session closes */
     GSource *close_source;     /* owned, nullable: the pending close notification */
+    GSource *hello_timeout;    /* owned, nullable: until a hello's worth of bytes came */
+    guint64 bytes_read;        /* from the peer; main thread */
     GwSessionClosedFunc closed;
     gpointer user_data;
     gboolean has_device;
@@ -47,10 +78,17 @@ static int
 gw_session_read_cb(void *priv, uint8_t *data, int count)
 {
     GwSession *session = priv;
-    ssize_t n = recv(session->fd, data, (size_t)count, MSG_DONTWAIT);
+    ssize_t n;
 
-    if (n > 0)
+    /* too much waits for the peer already: read on once it took some
+     * (usbredirparser reads until the socket would block; 0 is that) */
+    if (usbredirhost_has_data_to_write(session->host) > GW_SESSION_MAX_QUEUED_PACKETS)
+        return 0;
+    n = recv(session->fd, data, (size_t)count, MSG_DONTWAIT);
+    if (n > 0) {
+        session->bytes_read += (guint64)n;
         return (int)n;
+    }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
     /* 0: the peer closed; <0: a socket error. usbredirhost stops reading
@@ -126,6 +164,33 @@ gw_session_notify_closed(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
+static void
+gw_session_clear_hello_timeout(GwSession *session)
+{
+    if (session->hello_timeout == NULL)
+        return;
+    g_source_destroy(session->hello_timeout);
+    g_clear_pointer(&session->hello_timeout, g_source_unref);
+}
+
+static void gw_session_close_later(GwSession *session, const gchar *reason);
+
+static gboolean
+gw_session_hello_timed_out(gpointer data)
+{
+    GwSession *session = data;
+    g_autofree gchar *reason = NULL;
+
+    g_clear_pointer(&session->hello_timeout, g_source_unref);
+    if (session->bytes_read >= GW_SESSION_HELLO_MIN_BYTES)
+        return G_SOURCE_REMOVE;
+    reason =
+        g_strdup_printf("peer sent no usbredir hello within %d s (%" G_GUINT64_FORMAT " bytes)",
+                        GW_SESSION_HELLO_TIMEOUT_S, session->bytes_read);
+    gw_session_close_later(session, reason);
+    return G_SOURCE_REMOVE;
+}
+
 /* Stops I/O and tells the owner from a fresh main-loop iteration. */
 static void
 gw_session_close_later(GwSession *session, const gchar *reason)
@@ -135,6 +200,7 @@ gw_session_close_later(GwSession *session, const gchar *reason)
     g_info("%s: closing: %s", session->label, reason);
     session->close_reason = g_strdup(reason);
     g_clear_pointer(&session->watch, gw_fd_watch_free);
+    gw_session_clear_hello_timeout(session);
     session->close_source = g_idle_source_new();
     g_source_set_callback(session->close_source, gw_session_notify_closed, session, NULL);
     g_source_attach(session->close_source, session->context);
@@ -148,11 +214,15 @@ gw_session_prepare(gpointer data)
 {
     GwSession *session = data;
     GIOCondition condition = G_IO_IN | G_IO_HUP | G_IO_ERR;
+    int queued;
 
     if (g_atomic_int_get(&session->write_failed))
         return TRUE;
-    if (usbredirhost_has_data_to_write(session->host) > 0)
+    queued = usbredirhost_has_data_to_write(session->host);
+    if (queued > 0)
         condition |= G_IO_OUT;
+    if (queued > GW_SESSION_MAX_QUEUED_PACKETS)
+        condition &= ~G_IO_IN; /* read on once the peer took some (a hang-up still wakes us) */
     gw_fd_watch_set_condition(session->watch, condition);
     return FALSE;
 }
@@ -220,6 +290,9 @@ gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label, GwSessi
     session->watch = gw_fd_watch_new(session->context, "usbgw-session", session->fd, G_IO_IN,
                                      gw_session_ready, session);
     gw_fd_watch_set_prepare(session->watch, gw_session_prepare);
+    session->hello_timeout = g_timeout_source_new_seconds(GW_SESSION_HELLO_TIMEOUT_S);
+    g_source_set_callback(session->hello_timeout, gw_session_hello_timed_out, session, NULL);
+    g_source_attach(session->hello_timeout, session->context);
     return g_steal_pointer(&session);
 }
 
@@ -263,6 +336,7 @@ gw_session_free(GwSession *session)
     if (session == NULL)
         return;
     g_clear_pointer(&session->watch, gw_fd_watch_free);
+    gw_session_clear_hello_timeout(session);
     if (session->close_source != NULL) {
         g_source_destroy(session->close_source);
         g_source_unref(session->close_source);

@@ -3,6 +3,11 @@
  * most one device at a time. The socket outlives device replugs: a device
  * that leaves sends device_disconnect, one that comes back device_connect.
  *
+ * Bounded per peer (gw-session.c): a peer that sent no hello within
+ * GW_SESSION_HELLO_TIMEOUT_S is closed (GwSessionClosedFunc), so its device
+ * is free for the next peer; a peer that does not read its answers is not
+ * read either, and usbredirhost drops stream data it does not take.
+ *
  * Threading (docs/threading.md): create, feed and free a session on the
  * main thread. usbredirhost's transfer callbacks run on the usb thread and
  * write to the socket from there (writes are serialized by usbredirhost's

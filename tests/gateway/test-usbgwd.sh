@@ -17,14 +17,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 HASP_SECRET=000102030405060708090a0b0c0d0e0f
 HID_SECRET=f0e1d2c3b4a5968778695a4b3c2d1e0f
 CHALLENGE=00112233445566778899aabbccddeeff
+# stall: how much usbgwd may grow for a peer that stops reading. Bounded,
+# it grows ~0.1 MB (usbredirhost's 800 queued stream packets of the key's
+# 16-byte reports, GW_SESSION_MAX_QUEUED_PACKETS answers); unbounded, the
+# flooding peer's answers grew it by 0.5-0.8 MB a second (3.8 MB in 8 s).
+STALL_MAX_GROWTH_KB=1024
+STALL_FLOOD_REQUESTS=1000000
+STALL_FLOOD_MS=8000
 
 if [ -z "${USBGW_TEST_INNER:-}" ]; then
     work=$(mktemp -d /tmp/usbgwd-test.XXXXXX)
     trap 'rm -rf "$work"' EXIT
     export USBGW_TEST_INNER=$work
     status=0
+    extra_plugs=()
+    [ "$scenario" = stall ] && extra_plugs=(--plug hid-stream)
     "$sim" --secret "hasp=$HASP_SECRET" --secret "hid=$HID_SECRET" \
-        --plug hasp --plug hid --plug stick --control "$work/sim.sock" \
+        --plug hasp --plug hid --plug stick "${extra_plugs[@]}" --control "$work/sim.sock" \
         -- bash "$0" "$@" || status=$?
     if [ $status -ne 0 ] && [ -f "$work/usbgwd.log" ]; then
         echo "--- usbgwd log"
@@ -156,6 +165,9 @@ if [ "$scenario" = pool ]; then
     printf 'pool "p" vms "vm-*"\nassign id 0529:0001 to pool "p"\n' > "$work/policy"
     ready_pattern='^0529:0001@1-1 +claimed '
 fi
+if [ "$scenario" = stall ]; then
+    echo 'assign id 064f:2afa serial "3-7654321" to vm "test-vm"' >> "$work/policy"
+fi
 if [ "$scenario" = access ] || [ "$scenario" = caps ] || [ "$scenario" = peer-pid ]; then
     printf 'socket-user=nobody\n' >> "$work/usbgwd.conf"
     chmod 755 "$work"
@@ -203,7 +215,30 @@ if [ "$scenario" = symlink-race ] || [ "$scenario" = symlink-planted ]; then
     gw_preload=$USBGW_TEST_SWAP_SHIM
 fi
 if [ "$scenario" = tcp ]; then
+    printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\ntcp-insecure=true\n' "$tcp_port" >> "$work/usbgwd.conf"
+fi
+if [ "$scenario" = tcp-refused ]; then
+    # the unauthenticated TCP listener needs the admin's explicit yes:
+    # without tcp-insecure=true usbgwd must not start (nor listen)
     printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" >> "$work/usbgwd.conf"
+    rc=0
+    timeout 20 "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
+        --config "$work/usbgwd.conf" > "$work/usbgwd.log" 2>&1 || rc=$?
+    cat "$work/usbgwd.log"
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "usbgwd started (status $rc) with tcp-port-base and no tcp-insecure"
+    grep -q "tcp-port-base=$tcp_port.*without TLS or authentication.*set tcp-insecure=true" "$work/usbgwd.log" ||
+        fail "the refusal does not name tcp-port-base and tcp-insecure"
+    [ -e "$sock" ] && fail "usbgwd served the key although it refused to start"
+    python3 -c 'import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0 else 1)' "$tcp_port" ||
+        fail "something listens on the refused TCP port"
+    # a value that is not a boolean is an error naming the key too
+    printf 'tcp-insecure=maybe\n' >> "$work/usbgwd.conf"
+    rc=0
+    timeout 20 "$usbgwd" --foreground --config "$work/usbgwd.conf" > "$work/usbgwd.log" 2>&1 || rc=$?
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "usbgwd accepted tcp-insecure=maybe"
+    grep -q 'tcp-insecure=maybe: expected true or false' "$work/usbgwd.log" || fail "tcp-insecure=maybe: $(cat "$work/usbgwd.log")"
+    echo "PASS: $scenario"
+    exit 0
 fi
 
 start_usbgwd
@@ -728,6 +763,62 @@ tcp)
     wait_for "$work/peer1.out" '^CONNECT'
     out=$("$peer" --timeout 5 "tcp:127.0.0.1:$port" closed) || fail "second peer over TCP not closed"
     wait $p1 || fail "unix peer failed"
+    stop_usbgwd
+    ;;
+stall)
+    # a peer that stops reading must not make usbgwd grow without bound:
+    # the streaming HID key has interrupt data on every poll
+    ssock=$rundir/vm/test-vm/064f-2afa-sn-3-7654321.sock
+    for _ in $(seq 100); do [ -S "$ssock" ] && break; sleep 0.05; done
+    [ -S "$ssock" ] || fail "no socket for the streaming HID key"
+    rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$gw_pid/status"; }
+    # runs the peer with STEPS, sampling usbgwd's VmRSS; sets growth (kB)
+    stalled_peer() { # NAME STEPS…
+        local name=$1 base max r p
+        shift
+        base=$(rss)
+        max=$base
+        "$peer" --timeout 30 "$ssock" "$@" > "$work/$name.out" 2>&1 &
+        p=$!
+        while kill -0 $p 2>/dev/null; do
+            r=$(rss)
+            [ "$r" -gt "$max" ] && max=$r
+            sleep 0.1
+        done
+        wait $p || { cat "$work/$name.out"; fail "$name: the peer failed"; }
+        cat "$work/$name.out"
+        growth=$((max - base))
+        echo "$name: usbgwd VmRSS $base kB before, at most $max kB while the peer stalled (+$growth kB)"
+    }
+    # 1: interrupt data for a reader that stopped (a paused QEMU)
+    stalled_peer interrupt connect interrupt 0x81 stall 5000 drain 1000
+    grep -q '^INTERRUPT 16$' "$work/interrupt.out" || fail "no interrupt data from the streaming key"
+    [ $growth -lt $STALL_MAX_GROWTH_KB ] || fail "interrupt data for a stalled reader grew usbgwd by $growth kB"
+    # bounded by usbredirhost dropping stream data beyond 800 queued packets
+    grep -q 'buffered stream on endpoint 81, connection too slow, dropping packets' "$work/usbgwd.log" ||
+        fail "usbredirhost did not drop interrupt data for the stalled reader"
+    # 2: the same, and requests keep coming while nothing is read
+    stalled_peer flood connect interrupt 0x81 flood $STALL_FLOOD_REQUESTS $STALL_FLOOD_MS stall 500 drain 2000
+    [ $growth -lt $STALL_MAX_GROWTH_KB ] || fail "answers for a peer that does not read grew usbgwd by $growth kB"
+    # the session survived and serves again once the peer reads
+    grep -q '^DRAINED [1-9]' "$work/flood.out" || fail "the session did not recover"
+    kill -0 $gw_pid || fail "usbgwd died"
+    stop_usbgwd
+    ;;
+no-hello)
+    # a peer that connects and says nothing (not even its hello) must not
+    # hold the key: usbgwd drops it after its hello bound, and the next
+    # peer gets the key
+    start=$(date +%s%N)
+    out=$("$peer" --timeout 20 --silent "$sock") || fail "a silent peer kept the key: $out"
+    grep -q '^CLOSED$' <<<"$out" || fail "silent peer: $out"
+    elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+    echo "the silent peer was dropped after $elapsed_ms ms"
+    [ $elapsed_ms -lt 15000 ] || fail "the silent peer was dropped only after $elapsed_ms ms"
+    grep -q 'peer session ended: peer sent no usbredir hello within [0-9]* s (0 bytes)' "$work/usbgwd.log" ||
+        fail "no log line naming the missing hello"
+    out=$("$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) || fail "the next peer: $out"
+    grep -q '^MATCH$' <<<"$out" || fail "the next peer did not get the key"
     stop_usbgwd
     ;;
 serve)

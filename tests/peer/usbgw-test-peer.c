@@ -21,6 +21,21 @@
  *   garbage            send bytes that are not usbredir
  *   sleep MS           keep serving for MS milliseconds
  *   closed             wait for the gateway to close the connection; prints "CLOSED"
+ *   interrupt EP       start interrupt receiving on IN endpoint EP (0x81) and
+ *                      serve until its first packet; prints "INTERRUPT <len>"
+ *   stall MS           neither read nor write for MS milliseconds (a peer
+ *                      that stopped reading: a paused or wedged QEMU)
+ *   flood N MS         queue N get_configuration requests and write them,
+ *                      reading nothing, for at most MS milliseconds;
+ *                      prints "FLOOD <bytes> bytes sent" (what the gateway
+ *                      took off the socket is what it could answer)
+ *   drain MS           serve (read and write) for MS milliseconds; prints
+ *                      "DRAINED <n> interrupt packets" that came meanwhile
+ *
+ *   usbgw-test-peer [--timeout S] --silent SOCKET
+ *
+ * connects and sends nothing, not even the usbredir hello, and waits for
+ * the gateway to close the connection; prints "CLOSED".
  *
  *   usbgw-test-peer --key-answer SECRET32 CHALLENGE32
  *
@@ -32,6 +47,7 @@
  * The usbredir end is tests/usbredir-peer in the guest role. */
 #include <gio/gio.h>
 #include <gio/gunixsocketaddress.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -43,10 +59,82 @@
 #include "sim-hex.h"
 #include "usbredir-peer.h"
 
+/* Requests queued in the peer's parser at a time while flooding. */
+#define PEER_FLOOD_BATCH 1024
+
 typedef struct {
     guint8 challenge[USBGW_KEY_LEN]; /* the last one sent */
     gboolean have_response;          /* the last challenge got a key-sized response */
+    guint interrupt_packets;         /* interrupt IN packets received */
+    gint interrupt_length;           /* length of the last one */
 } Peer;
+
+static void
+peer_on_interrupt_packet(UsbredirPeer *usbredir, guint64 id,
+                         const struct usb_redir_interrupt_packet_header *header, const guint8 *data,
+                         gint length, gpointer user_data)
+{
+    Peer *peer = user_data;
+    peer->interrupt_packets++;
+    peer->interrupt_length = length;
+}
+
+static gboolean
+peer_has_interrupt_packet(UsbredirPeer *usbredir)
+{
+    Peer *peer = usbredir_peer_get_user_data(usbredir);
+    return peer->interrupt_packets > 0;
+}
+
+/* Writes @n get_configuration requests (answered by the gateway without
+ * touching the device) for at most until @deadline, never reading; returns
+ * the bytes the socket took. */
+static guint64
+peer_flood(UsbredirPeer *usbredir, guint n, gint64 deadline)
+{
+    struct usbredirparser *parser = usbredir_peer_get_parser(usbredir);
+    guint64 sent = 0;
+    guint queued = 0;
+
+    while (g_get_monotonic_time() < deadline) {
+        int before;
+        while (queued < n && usbredirparser_has_data_to_write(parser) < PEER_FLOOD_BATCH) {
+            usbredirparser_send_get_configuration(parser, 0x10000 + queued);
+            queued++;
+        }
+        before = usbredirparser_has_data_to_write(parser);
+        if (before == 0)
+            break;
+        if (!usbredir_peer_flush(usbredir))
+            break;
+        if (usbredirparser_has_data_to_write(parser) == before)
+            g_usleep(1000); /* the socket is full: the gateway is not reading */
+        /* every request is the same size: count whole packets written */
+        sent += (guint64)(before - usbredirparser_has_data_to_write(parser)) *
+                sizeof(struct usb_redir_header);
+    }
+    return sent;
+}
+
+/* --silent: connect, say nothing, wait for the close. */
+static int
+peer_silent(int fd, gint64 deadline)
+{
+    for (;;) {
+        guint8 buf[256];
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            printf("CLOSED\n");
+            return 0;
+        }
+        if (g_get_monotonic_time() > deadline) {
+            fprintf(stderr, "peer: the gateway did not close a silent connection\n");
+            return 1;
+        }
+        if (n < 0)
+            g_usleep(20 * 1000);
+    }
+}
 
 static void
 peer_on_device_connect(UsbredirPeer *usbredir, const struct usb_redir_device_connect_header *h,
@@ -81,6 +169,7 @@ static const UsbredirPeerEvents peer_events = {
     .device_connect = peer_on_device_connect,
     .interface_info = peer_on_interface_info,
     .device_disconnect = peer_on_device_disconnect,
+    .interrupt_packet = peer_on_interrupt_packet,
 };
 
 /* The key's challenge: vendor OUT with @challenge, then, if that
@@ -145,8 +234,10 @@ main(int argc, char **argv)
         .log_level = usbredirparser_warning,
     };
     gint timeout_s = 20;
+    gboolean silent = FALSE;
     const GOptionEntry entries[] = {
         {"timeout", 't', 0, G_OPTION_ARG_INT, &timeout_s, "Seconds for each step (20)", "S"},
+        {"silent", 0, 0, G_OPTION_ARG_NONE, &silent, "Send nothing, wait for the close", NULL},
         G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new("SOCKET STEP… — usbredir test peer");
@@ -179,7 +270,9 @@ main(int argc, char **argv)
         fprintf(stderr, "peer: cannot connect to %s\n", argv[1]);
         return 1;
     }
-    usbredir = usbredir_peer_new(fd, &config, &peer_events, NULL);
+    if (silent)
+        return peer_silent(fd, g_get_monotonic_time() + timeout_s * G_USEC_PER_SEC);
+    usbredir = usbredir_peer_new(fd, &config, &peer_events, &peer);
 
     for (int i = 2; i < argc; i++) {
         const gchar *step = argv[i];
@@ -205,6 +298,29 @@ main(int argc, char **argv)
         } else if (g_strcmp0(step, "sleep") == 0 && i + 1 < argc) {
             gint64 until = g_get_monotonic_time() + g_ascii_strtoll(argv[++i], NULL, 10) * 1000;
             ok = usbredir_peer_run_until(usbredir, NULL, until, &step_error);
+        } else if (g_strcmp0(step, "interrupt") == 0 && i + 1 < argc) {
+            struct usb_redir_start_interrupt_receiving_header start = {
+                .endpoint = (guint8)g_ascii_strtoull(argv[++i], NULL, 0),
+            };
+            usbredirparser_send_start_interrupt_receiving(usbredir_peer_get_parser(usbredir), 1,
+                                                          &start);
+            ok =
+                usbredir_peer_run_until(usbredir, peer_has_interrupt_packet, deadline, &step_error);
+            if (ok)
+                printf("INTERRUPT %d\n", peer.interrupt_length);
+        } else if (g_strcmp0(step, "stall") == 0 && i + 1 < argc) {
+            g_usleep((gulong)g_ascii_strtoull(argv[++i], NULL, 10) * 1000);
+        } else if (g_strcmp0(step, "flood") == 0 && i + 2 < argc) {
+            guint n = (guint)g_ascii_strtoull(argv[i + 1], NULL, 10);
+            gint64 until = g_get_monotonic_time() + g_ascii_strtoll(argv[i + 2], NULL, 10) * 1000;
+            i += 2;
+            printf("FLOOD %" G_GUINT64_FORMAT " bytes sent\n", peer_flood(usbredir, n, until));
+        } else if (g_strcmp0(step, "drain") == 0 && i + 1 < argc) {
+            gint64 until = g_get_monotonic_time() + g_ascii_strtoll(argv[++i], NULL, 10) * 1000;
+            guint before = peer.interrupt_packets;
+            ok = usbredir_peer_run_until(usbredir, NULL, until, &step_error);
+            if (ok)
+                printf("DRAINED %u interrupt packets\n", peer.interrupt_packets - before);
         } else if (g_strcmp0(step, "challenge") == 0 && i + 1 < argc) {
             guint8 challenge[USBGW_KEY_LEN];
             peer.have_response = FALSE;

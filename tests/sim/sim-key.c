@@ -131,6 +131,23 @@ static const SimKeyModel sim_key_model_table[] = {
                    0xd2, 0xe1, 0xf0},
     },
     {
+        /* a HID key whose interrupt IN endpoint never runs dry: a peer that
+         * starts interrupt receiving and stops reading makes the gateway
+         * queue data for it without pause */
+        .name = "hid-stream",
+        .kind = SIM_KEY_KIND_HID,
+        .vendor_id = 0x064f,
+        .product_id = 0x2afa,
+        .bcd_device = 0x0100,
+        .manufacturer = "usbgw sim",
+        .product = "HID-like streaming key",
+        .serial = "3-7654321",
+        .port = "1-3.3",
+        .secret = {0x1f, 0x2e, 0x3d, 0x4c, 0x5b, 0x6a, 0x79, 0x88, 0x97, 0xa6, 0xb5, 0xc4, 0xd3,
+                   0xe2, 0xf1, 0x00},
+        .streams = TRUE,
+    },
+    {
         /* a serial-less key behind the hub at 1-3: a port path with a '.' */
         .name = "hasp-hub",
         .kind = SIM_KEY_KIND_VENDOR,
@@ -168,6 +185,7 @@ struct _SimKey {
     gboolean have_response; /* vendor: a challenge came, response[] is valid */
     gboolean report_queued; /* HID: response[] waits for an interrupt IN URB */
     guint8 response[USBGW_KEY_LEN];
+    guint32 reports; /* streaming HID: reports sent, the running count */
 };
 
 const SimKeyModel *
@@ -548,6 +566,12 @@ sim_key_transfer(SimKey *self, guint8 endpoint, guint8 *data, gsize *len)
         return SIM_KEY_XFER_STALL;
     if ((endpoint & USB_DIR_IN) == 0)
         return SIM_KEY_XFER_DONE; /* storage OUT: accepted and dropped */
+    if (self->model->kind == SIM_KEY_KIND_HID && self->model->streams && !self->report_queued) {
+        guint8 report[USBGW_KEY_LEN] = {0};
+        guint32 count = GUINT32_TO_LE(++self->reports);
+        memcpy(report, &count, sizeof(count));
+        return sim_key_reply(data, len, report, sizeof(report));
+    }
     if (self->model->kind != SIM_KEY_KIND_HID || !self->report_queued)
         return SIM_KEY_XFER_PENDING; /* NAK until there is something to say */
     self->report_queued = FALSE;

@@ -29,6 +29,10 @@ typedef struct {
     const char *serial;           /* nullable: no iSerialNumber */
     const char *port;             /* sysfs name on bus 1, "1-3.1" */
     guint8 secret[USBGW_KEY_LEN]; /* default secret */
+    /* HID only: the interrupt IN endpoint always has a report (a running
+     * count when no challenge's response waits), as a device that reports
+     * continuously; a host polling it gets data at once, every time. */
+    gboolean streams;
 } SimKeyModel;
 
 /* Outcome of a transfer, as the host controller would report it. */

@@ -395,7 +395,8 @@ main(int argc, char **argv)
     g_option_context_add_main_entries(context, entries, NULL);
     g_option_context_set_summary(context,
                                  "Simulated USB license keys on a umockdev bus.\n"
-                                 "Keys: hasp, hasp2 (0529:0001), hid (064f:2af9), stick "
+                                 "Keys: hasp, hasp2 (0529:0001), hid (064f:2af9), hid-stream "
+                                 "(064f:2afa, interrupt data without pause), stick "
                                  "(0781:5567).\n"
                                  "With COMMAND: runs it and exits with its status; else runs "
                                  "until stdin closes.");
