@@ -202,6 +202,17 @@ gw_inventory_described(GwInventory *inventory, GwInventoryJob *job)
     }
     id = gw_device_identity(job->desc);
     dev = g_hash_table_lookup(inventory->devices, id);
+    if (dev != NULL && dev->usb != NULL && g_strcmp0(dev->desc->port, job->desc->port) != 0) {
+        /* another present device has this serial (clones, or a vendor
+         * that gives every unit one string): this one is known by its port
+         * too, and the first keeps the plain identity while it stays */
+        g_autofree gchar *twin = g_strdup_printf("%s@%s", id, job->desc->port);
+        g_warning("%s at %s has the serial of the device at %s: this one is %s", id,
+                  job->desc->port, dev->desc->port, twin);
+        g_free(id);
+        id = g_steal_pointer(&twin);
+        dev = g_hash_table_lookup(inventory->devices, id);
+    }
     if (dev == NULL) {
         dev = g_new0(GwInventoryDevice, 1);
         dev->id = g_steal_pointer(&id);

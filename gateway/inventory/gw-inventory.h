@@ -3,7 +3,9 @@
  * "arrived"/"left" of an identity — a replugged device is the same entry,
  * with a new libusb device — and finds a device by the forms usbgwctl
  * accepts. Devices that left stay listed (absent) with their last
- * description.
+ * description. Two present devices never share an identity: a device
+ * whose serial a present device at another port already has is known as
+ * "VID:PID#SERIAL@PORT" (logged as a warning).
  *
  * Threading: main thread only; the callbacks run on the main context given
  * to gw_inventory_new(). Ownership: entries live until the inventory is

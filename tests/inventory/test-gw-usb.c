@@ -10,8 +10,8 @@
 #include <gio/gunixsocketaddress.h>
 
 #include "gw-usb.h"
+#include "inventory-test.h"
 
-#define TEST_TIMEOUT_MS 10000
 /* the simulated HID key (tests/sim/sim-key.c), plugged and unplugged here */
 #define TEST_HID_NAME "hid"
 #define TEST_HID_VID  0x064f
@@ -47,63 +47,6 @@ count_cb(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
-static gboolean
-set_flag_cb(gpointer data)
-{
-    *(gboolean *)data = TRUE;
-    return G_SOURCE_REMOVE;
-}
-
-/* Runs the default context until *@counter is not 0 (or the timeout). */
-static void
-run_until_nonzero(const guint *counter)
-{
-    gboolean timed_out = FALSE;
-    guint timeout_id = g_timeout_add(TEST_TIMEOUT_MS, set_flag_cb, &timed_out);
-
-    while (*counter == 0 && !timed_out)
-        g_main_context_iteration(NULL, TRUE);
-    if (!timed_out)
-        g_source_remove(timeout_id);
-}
-
-/* Runs everything ready on the default context. */
-static void
-drain(void)
-{
-    while (g_main_context_iteration(NULL, FALSE))
-        ;
-}
-
-/* Sends one usbgw-sim command ("plug hid") and checks its "ok". */
-static void
-sim_command(const gchar *command)
-{
-    const gchar *path = g_getenv("USBGW_TEST_SIM_CONTROL");
-    g_autoptr(GError) error = NULL;
-    g_autoptr(GSocketClient) client = g_socket_client_new();
-    g_autoptr(GSocketAddress) address = g_unix_socket_address_new(path);
-    g_autoptr(GSocketConnection) connection = NULL;
-    g_autoptr(GDataInputStream) in = NULL;
-    g_autofree gchar *line = NULL;
-    g_autofree gchar *request = g_strdup_printf("%s\n", command);
-
-    connection = g_socket_client_connect(client, G_SOCKET_CONNECTABLE(address), NULL, &error);
-    g_assert_no_error(error);
-    g_output_stream_write_all(g_io_stream_get_output_stream(G_IO_STREAM(connection)), request,
-                              strlen(request), NULL, NULL, &error);
-    g_assert_no_error(error);
-    in = g_data_input_stream_new(g_io_stream_get_input_stream(G_IO_STREAM(connection)));
-    /* the reply's last line is "ok[ …]" or "error: …" */
-    do {
-        g_clear_pointer(&line, g_free);
-        line = g_data_input_stream_read_line_utf8(in, NULL, NULL, &error);
-        g_assert_no_error(error);
-        g_assert_nonnull(line);
-    } while (!g_str_has_prefix(line, "ok") && !g_str_has_prefix(line, "error"));
-    g_assert_cmpstr(line, ==, "ok");
-}
-
 /* A started GwUsb whose start-up events (present devices) ran. */
 static GwUsb *
 started_usb(Seen *seen)
@@ -114,7 +57,7 @@ started_usb(Seen *seen)
     g_assert_no_error(error);
     g_assert_true(gw_usb_start(usb, seen_hotplug, seen, &error));
     g_assert_no_error(error);
-    drain();
+    inventory_test_drain();
     g_assert_cmpuint(seen->calls, >, 0); /* hasp and the hubs */
     return g_steal_pointer(&usb);
 }
@@ -124,7 +67,7 @@ started_usb(Seen *seen)
 static void
 wait_pending(void)
 {
-    gint64 deadline = g_get_monotonic_time() + TEST_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+    gint64 deadline = g_get_monotonic_time() + INVENTORY_TEST_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
 
     while (!g_main_context_pending(NULL)) {
         g_assert_cmpint(g_get_monotonic_time(), <, deadline);
@@ -144,18 +87,9 @@ free_with_events_queued(GwUsb *usb, Seen *seen)
     gw_usb_free(usb);
     g_assert_cmpuint(owner_idle, ==, 0); /* gw_usb_free iterated the main context */
     g_assert_cmpuint(seen->calls, ==, calls);
-    drain();
+    inventory_test_drain();
     g_assert_cmpuint(owner_idle, ==, 1);
     g_assert_cmpuint(seen->calls, ==, calls); /* a queued event ran after the free */
-}
-
-static gboolean
-skip_without_sim(void)
-{
-    if (g_getenv("USBGW_TEST_SIM_CONTROL") != NULL)
-        return FALSE;
-    g_test_skip("needs usbgw-sim (run through meson test)");
-    return TRUE;
 }
 
 /* A key plugged in while GwUsb runs: "arrived" on the main context; pulled
@@ -166,14 +100,14 @@ test_hotplug_delivered(void)
     Seen seen = {0};
     g_autoptr(GwUsb) usb = NULL;
 
-    if (skip_without_sim())
+    if (inventory_test_skip_without_sim())
         return;
     usb = started_usb(&seen);
-    sim_command("plug " TEST_HID_NAME);
-    run_until_nonzero(&seen.hid_arrived);
+    inventory_test_sim_command("plug " TEST_HID_NAME);
+    inventory_test_run_until_nonzero(&seen.hid_arrived);
     g_assert_cmpuint(seen.hid_arrived, ==, 1);
-    sim_command("unplug " TEST_HID_NAME);
-    run_until_nonzero(&seen.hid_left);
+    inventory_test_sim_command("unplug " TEST_HID_NAME);
+    inventory_test_run_until_nonzero(&seen.hid_left);
     g_assert_cmpuint(seen.hid_left, ==, 1);
 }
 
@@ -186,7 +120,7 @@ test_free_drops_startup_events(void)
     g_autoptr(GError) error = NULL;
     GwUsb *usb;
 
-    if (skip_without_sim())
+    if (inventory_test_skip_without_sim())
         return;
     usb = gw_usb_new(g_main_context_default(), &error);
     g_assert_no_error(error);
@@ -204,14 +138,14 @@ test_free_drops_hotplug_event(void)
     Seen seen = {0};
     GwUsb *usb;
 
-    if (skip_without_sim())
+    if (inventory_test_skip_without_sim())
         return;
     usb = started_usb(&seen);
-    sim_command("plug " TEST_HID_NAME);
+    inventory_test_sim_command("plug " TEST_HID_NAME);
     wait_pending(); /* the usb thread queued the arrival */
     free_with_events_queued(usb, &seen);
     g_assert_cmpuint(seen.hid_arrived, ==, 0);
-    sim_command("unplug " TEST_HID_NAME);
+    inventory_test_sim_command("unplug " TEST_HID_NAME);
 }
 
 int

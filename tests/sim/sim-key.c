@@ -148,6 +148,36 @@ static const SimKeyModel sim_key_model_table[] = {
         .streams = TRUE,
     },
     {
+        /* the HID key's twin: another key with the same serial (clones, or
+         * a vendor that gives every unit one string) */
+        .name = "hid-twin",
+        .kind = SIM_KEY_KIND_HID,
+        .vendor_id = 0x064f,
+        .product_id = 0x2af9,
+        .bcd_device = 0x0100,
+        .manufacturer = "usbgw sim",
+        .product = "HID-like key",
+        .serial = "3-1234567",
+        .port = "1-3.4",
+        .secret = {0x2f, 0x3e, 0x4d, 0x5c, 0x6b, 0x7a, 0x89, 0x98, 0xa7, 0xb6, 0xc5, 0xd4, 0xe3,
+                   0xf2, 0x01, 0x10},
+    },
+    {
+        /* a key that never answers a string request */
+        .name = "mute",
+        .kind = SIM_KEY_KIND_VENDOR,
+        .vendor_id = 0x0529,
+        .product_id = 0x0002,
+        .bcd_device = 0x0100,
+        .manufacturer = "usbgw sim",
+        .product = "Mute key",
+        .serial = "MUTE0001",
+        .port = "1-3.5",
+        .secret = {0x6d, 0x75, 0x74, 0x65, 0x6d, 0x75, 0x74, 0x65, 0x6d, 0x75, 0x74, 0x65, 0x6d,
+                   0x75, 0x74, 0x65},
+        .mute_strings = TRUE,
+    },
+    {
         /* a serial-less key behind the hub at 1-3: a port path with a '.' */
         .name = "hasp-hub",
         .kind = SIM_KEY_KIND_VENDOR,
@@ -413,6 +443,8 @@ sim_key_get_descriptor(SimKey *self, const struct usb_ctrlrequest *setup, guint8
             return SIM_KEY_XFER_STALL;
         return sim_key_reply_bytes(data, len, self->config_desc);
     case USB_DT_STRING:
+        if (self->model->mute_strings)
+            return SIM_KEY_XFER_PENDING;
         return sim_key_reply_string(self, index, data, len);
     case USB_DT_DEVICE_QUALIFIER: {
         /* Only a high-speed capable device has one; full-speed ones STALL. */

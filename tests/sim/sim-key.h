@@ -33,6 +33,10 @@ typedef struct {
      * count when no challenge's response waits), as a device that reports
      * continuously; a host polling it gets data at once, every time. */
     gboolean streams;
+    /* Never answers a GET_DESCRIPTOR for a string: the control transfer
+     * stays pending (NAKed) until the host gives up and cancels it, as a
+     * broken or hostile device may do. */
+    gboolean mute_strings;
 } SimKeyModel;
 
 /* Outcome of a transfer, as the host controller would report it. */

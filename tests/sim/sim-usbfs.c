@@ -134,6 +134,11 @@ sim_usbfs_poll_waiting(SimUsbfs *self)
         gsize len = u->buffer != NULL ? (gsize)u->buffer->data_len : 0;
         guint8 *data = u->buffer != NULL ? u->buffer->data : NULL;
 
+        if (sim_urb_get(u)->type == USBDEVFS_URB_TYPE_CONTROL) {
+            /* a request the device never answers: only a discard ends it */
+            l = next;
+            continue;
+        }
         switch (sim_key_transfer(self->key, sim_urb_get(u)->endpoint, data, &len)) {
         case SIM_KEY_XFER_PENDING:
             break;
@@ -171,7 +176,11 @@ sim_usbfs_submit_control(SimUsbfs *self, SimUrb *u)
     case SIM_KEY_XFER_DONE:
         u->actual_length = (int)len;
         break;
-    case SIM_KEY_XFER_PENDING: /* EP0 answers at once; not a case the key has */
+    case SIM_KEY_XFER_PENDING:
+        /* the device NAKs for good: the URB waits until it is discarded */
+        g_queue_push_tail(&self->waiting, u);
+        sim_usbfs_poll_waiting(self);
+        return 0;
     case SIM_KEY_XFER_STALL:
         u->status = -EPIPE;
         break;
@@ -282,6 +291,8 @@ sim_usbfs_control(SimUsbfs *self, UMockdevIoctlData *arg)
 
     SimKeyXfer xfer = sim_key_control(self->key, &setup, buffer ? buffer->data : NULL, &len);
     sim_usbfs_poll_waiting(self);
+    if (xfer == SIM_KEY_XFER_PENDING) /* the kernel's timeout, without the wait */
+        return -ETIMEDOUT;
     return xfer == SIM_KEY_XFER_DONE ? (long)len : -EPIPE;
 }
 
