@@ -6,7 +6,6 @@
 #include <gio/gio.h>
 
 /* bmRequestType: direction, type (standard 0), recipient */
-#define GW_USB_RT_DIR_IN          0x80
 #define GW_USB_RT_TYPE_MASK       0x60
 #define GW_USB_RT_RECIPIENT_MASK  0x1f
 #define GW_USB_RT_RECIPIENT_DEV   0x00
@@ -89,8 +88,9 @@ gw_proxy_descriptor_is_checked(guint8 requesttype, guint8 request)
 {
     guint8 recipient = requesttype & GW_USB_RT_RECIPIENT_MASK;
 
-    return request == GW_USB_REQUEST_GET_DESCRIPTOR && (requesttype & GW_USB_RT_DIR_IN) &&
-           (requesttype & GW_USB_RT_TYPE_MASK) == 0 &&
+    /* no look at the direction bit: GET_DESCRIPTOR is IN whatever a
+     * request says, and any answer with data is checked */
+    return request == GW_USB_REQUEST_GET_DESCRIPTOR && (requesttype & GW_USB_RT_TYPE_MASK) == 0 &&
            (recipient == GW_USB_RT_RECIPIENT_DEV || recipient == GW_USB_RT_RECIPIENT_IFACE);
 }
 

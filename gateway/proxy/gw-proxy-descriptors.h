@@ -7,7 +7,7 @@
  * against the approved device, so that a client cannot announce a vendor
  * class dongle and then describe a HID keyboard to the guest.
  *
- * Checked: standard GET_DESCRIPTOR requests, IN, to the device or to an
+ * Checked: standard GET_DESCRIPTOR requests to the device or to an
  * interface (gw_proxy_descriptor_is_checked()); nothing else (bulk,
  * interrupt, iso data and other control requests stay unparsed). An
  * answer with no data passes. The rules:
@@ -81,8 +81,9 @@ typedef struct {
 } GwProxyApproved;
 
 /* Whether the answer to a control request with these setup fields is
- * checked: a standard GET_DESCRIPTOR, IN, to the device or an interface.
- * Cheap; called on every control request from QEMU. */
+ * checked: a standard GET_DESCRIPTOR to the device or an interface
+ * (whatever the direction bit says: the answer's data is checked). Cheap;
+ * called on every control request from QEMU. */
 gboolean gw_proxy_descriptor_is_checked(guint8 requesttype, guint8 request);
 
 /* Checks the client's answer @data (@length bytes, what QEMU would get) to

@@ -224,7 +224,7 @@ test_is_checked(void)
 {
     g_assert_true(gw_proxy_descriptor_is_checked(0x80, 6));
     g_assert_true(gw_proxy_descriptor_is_checked(0x81, 6));
-    g_assert_false(gw_proxy_descriptor_is_checked(0x00, 6)); /* SET_DESCRIPTOR direction */
+    g_assert_true(gw_proxy_descriptor_is_checked(0x00, 6));  /* the direction bit is not trusted */
     g_assert_false(gw_proxy_descriptor_is_checked(0xc0, 6)); /* vendor */
     g_assert_false(gw_proxy_descriptor_is_checked(0xa1, 6)); /* class */
     g_assert_false(gw_proxy_descriptor_is_checked(0x82, 6)); /* to an endpoint */
