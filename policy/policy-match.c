@@ -203,6 +203,11 @@ policy_decide(const Policy *policy, PolicyOrigin origin, const PolicyDevice *dev
             continue;
         if (origin == POLICY_ORIGIN_SHARE && rule->action == POLICY_ACTION_ASSIGN)
             continue;
+        /* a lent device's serial, name, port and hash are unknown: "no
+         * serial" (serial "") must not match it, nor anything a caller
+         * filled in from the client's word */
+        if (origin == POLICY_ORIGIN_SHARE && (rule->matchers & POLICY_MATCH_CLAIMED))
+            continue;
         if (!policy_rule_match_device(rule, device))
             continue;
         if (rule->action == POLICY_ACTION_SHARE &&

@@ -504,6 +504,14 @@ policy_parse_rule(PolicyParser *parser, const PolicyToken *action_token, PolicyA
                                    token->text, action_token->text);
             return NULL;
         }
+        if ((flag & POLICY_MATCH_CLAIMED) && action == POLICY_ACTION_SHARE) {
+            policy_parser_error_at(parser, token->column,
+                                   "'%s' cannot apply to share rules: a lent device's serial, "
+                                   "name, port and descriptor hash are only what its client "
+                                   "claims (match it by id, class or with-interface)",
+                                   token->text);
+            return NULL;
+        }
         policy_parser_next(parser);
         if (!policy_parse_matcher(parser, token, flag, rule))
             return NULL;

@@ -71,6 +71,12 @@ typedef enum {
     POLICY_MATCH_GROUP = 1 << 8,
 } PolicyMatchFlags;
 
+/* Matchers on what usbgwd reads of a host device itself: for a lent device
+ * they would be whatever its client claims, so share rules cannot use them
+ * and no rule with them matches a lent device. */
+#define POLICY_MATCH_CLAIMED                                                                       \
+    (POLICY_MATCH_SERIAL | POLICY_MATCH_NAME | POLICY_MATCH_PORT | POLICY_MATCH_HASH)
+
 typedef struct {
     PolicyAction action;
     guint line;

@@ -141,7 +141,10 @@ typedef struct {
 /* Host devices: the first assign or deny rule whose matchers all match
  * decides; the context is not used. Shared devices: the first deny rule or
  * share rule that matches the device, the user or one of the groups, and
- * the VM (context vm_name/vm_uuid) decides; no match means deny. */
+ * the VM (context vm_name/vm_uuid) decides; no match means deny. A rule
+ * that matches on serial, name, via-port or hash never decides for a
+ * shared device: those are only what the lending client claims (share
+ * rules cannot have them; deny rules with them stop host devices only). */
 void policy_decide(const Policy *policy, PolicyOrigin origin, const PolicyDevice *device,
                    const PolicyContext *ctx, PolicyDecision *decision);
 

@@ -152,6 +152,18 @@ gw_proxy_build_device(GwProxy *proxy, const struct usb_redir_interface_info_head
     return device;
 }
 
+/* Ends the session: @device (taken) is denied for @reason. */
+static void
+gw_proxy_deny(GwProxy *proxy, PolicyDevice *device, const gchar *reason)
+{
+    g_autofree gchar *description = policy_device_describe(device);
+    g_autofree gchar *message = g_strdup_printf("device %s denied: %s", description, reason);
+
+    g_clear_pointer(&proxy->denied_device, policy_device_free);
+    proxy->denied_device = device;
+    gw_proxy_end(proxy, GW_PROXY_END_DENIED, message);
+}
+
 /* Asks the owner; on deny the session ends. */
 static gboolean
 gw_proxy_check_device(GwProxy *proxy, const struct usb_redir_interface_info_header *interfaces)
@@ -159,16 +171,40 @@ gw_proxy_check_device(GwProxy *proxy, const struct usb_redir_interface_info_head
     g_autoptr(PolicyDevice) device = gw_proxy_build_device(proxy, interfaces);
     g_autofree gchar *description = policy_device_describe(device);
     g_autofree gchar *reason = NULL;
-    g_autofree gchar *message = NULL;
 
     if (proxy->cb.check(proxy, device, &reason, proxy->user_data)) {
         g_info("%s: device %s allowed", proxy->label, description);
         return TRUE;
     }
-    message = g_strdup_printf("device %s denied: %s", description,
-                              reason != NULL ? reason : "refused by the check");
-    proxy->denied_device = g_steal_pointer(&device);
-    gw_proxy_end(proxy, GW_PROXY_END_DENIED, message);
+    gw_proxy_deny(proxy, g_steal_pointer(&device),
+                  reason != NULL ? reason : "refused by the check");
+    return FALSE;
+}
+
+static void
+gw_proxy_get_approved(GwProxy *proxy, GwProxyApproved *approved)
+{
+    approved->connect = &proxy->connect;
+    approved->check_bcd =
+        usbredirparser_peer_has_cap(proxy->client.parser, usb_redir_cap_connect_device_version);
+    approved->interfaces = &proxy->approved_interfaces;
+    approved->endpoints = &proxy->approved_endpoints;
+}
+
+/* What QEMU reads of the device must agree with what was approved; the
+ * device as approved is denied otherwise. */
+static gboolean
+gw_proxy_check_descriptor_answer(GwProxy *proxy, const GwProxyPending *pending, const guint8 *data,
+                                 int data_len)
+{
+    GwProxyApproved approved;
+    g_autoptr(GError) error = NULL;
+
+    gw_proxy_get_approved(proxy, &approved);
+    if (gw_proxy_descriptor_check(&approved, &pending->control, data, (gsize)MAX(data_len, 0),
+                                  &error))
+        return TRUE;
+    gw_proxy_deny(proxy, gw_proxy_build_device(proxy, &proxy->approved_interfaces), error->message);
     return FALSE;
 }
 
@@ -238,15 +274,25 @@ gw_proxy_client_interface_info(void *priv, struct usb_redir_interface_info_heade
     case GW_PROXY_DEV_ALLOWED:
         gw_proxy_client_violation(proxy, "interface_info twice before QEMU got the device");
         break;
-    case GW_PROXY_DEV_IN_QEMU:
-        /* a new configuration: the device must still pass with its new
-         * interfaces */
+    case GW_PROXY_DEV_IN_QEMU: {
+        /* a new configuration or alternate setting: only approved
+         * interfaces with their approved classes, and the device must
+         * still pass with them */
+        GwProxyApproved approved;
+        g_autoptr(GError) error = NULL;
+        gw_proxy_get_approved(proxy, &approved);
+        if (!gw_proxy_interfaces_check_approved(&approved, h, &error)) {
+            gw_proxy_deny(proxy, gw_proxy_build_device(proxy, &proxy->approved_interfaces),
+                          error->message);
+            return;
+        }
         if (!gw_proxy_check_device(proxy, h))
             return;
         proxy->interfaces = *h;
         usbredirparser_send_interface_info(proxy->qemu.parser, &proxy->interfaces);
         gw_proxy_count_to_qemu(proxy);
         break;
+    }
     }
 }
 
@@ -322,6 +368,8 @@ gw_proxy_client_device_connect(void *priv, struct usb_redir_device_connect_heade
         proxy->connect.device_version_bcd = 0;
     if (!gw_proxy_check_device(proxy, &proxy->interfaces))
         return;
+    proxy->approved_interfaces = proxy->interfaces;
+    proxy->approved_endpoints = proxy->endpoints;
     proxy->dev = GW_PROXY_DEV_ALLOWED;
     gw_proxy_try_forward(proxy);
 }
@@ -347,6 +395,8 @@ gw_proxy_client_device_disconnect(void *priv)
     proxy->dev = GW_PROXY_DEV_NONE;
     memset(&proxy->interfaces, 0, sizeof(proxy->interfaces));
     memset(&proxy->endpoints, 0, sizeof(proxy->endpoints));
+    memset(&proxy->approved_interfaces, 0, sizeof(proxy->approved_interfaces));
+    memset(&proxy->approved_endpoints, 0, sizeof(proxy->approved_endpoints));
     memset(proxy->bulk_receiving_bytes, 0, sizeof(proxy->bulk_receiving_bytes));
 }
 
@@ -430,7 +480,9 @@ gw_proxy_client_control_packet(void *priv, uint64_t id, struct usb_redir_control
     if (gw_proxy_client_packet(proxy, "control packet") &&
         gw_proxy_take_answer(proxy, id, usb_redir_control_packet, h->endpoint, "control packet",
                              &pending) &&
-        gw_proxy_check_answer_length(proxy, &pending, h->length, "control packet")) {
+        gw_proxy_check_answer_length(proxy, &pending, h->length, "control packet") &&
+        (!pending.check_descriptor ||
+         gw_proxy_check_descriptor_answer(proxy, &pending, data, data_len))) {
         usbredirparser_send_control_packet(proxy->qemu.parser, pending.qemu_id, h, data, data_len);
         gw_proxy_count_to_qemu(proxy);
     }

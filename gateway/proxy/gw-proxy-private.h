@@ -8,6 +8,7 @@
 #include <usbredirparser.h>
 
 #include "gw-fd-watch.h"
+#include "gw-proxy-descriptors.h"
 #include "gw-proxy.h"
 
 G_BEGIN_DECLS
@@ -66,6 +67,9 @@ typedef struct {
     guint32 length;    /* data packets: the length asked for */
     guint32 stream_id; /* bulk packets */
     gboolean stale;    /* the device left: drop the answer */
+    /* a GET_DESCRIPTOR whose answer is checked (gw-proxy-descriptors.h) */
+    gboolean check_descriptor;
+    struct usb_redir_control_packet_header control; /* QEMU's request, when checked */
 } GwProxyPending;
 
 struct _GwProxy {
@@ -81,7 +85,11 @@ struct _GwProxy {
     struct usb_redir_interface_info_header interfaces; /* validated copy */
     struct usb_redir_ep_info_header endpoints;         /* validated copy */
     struct usb_redir_device_connect_header connect;    /* validated copy */
-    guint32 bulk_receiving_bytes[GW_PROXY_EP_COUNT];   /* per IN endpoint, 0: never started */
+    /* what the check allowed at device_connect: QEMU's descriptor reads and
+     * later interface_info are held against it (gw-proxy-descriptors.h) */
+    struct usb_redir_interface_info_header approved_interfaces;
+    struct usb_redir_ep_info_header approved_endpoints;
+    guint32 bulk_receiving_bytes[GW_PROXY_EP_COUNT]; /* per IN endpoint, 0: never started */
     gboolean qemu_awaiting_ack; /* device_disconnect sent to QEMU, no ack yet */
 
     GHashTable *pending;         /* guint64 client id -> GwProxyPending, owned */
@@ -109,6 +117,8 @@ void gw_proxy_end(GwProxy *proxy, GwProxyEnd end, const gchar *reason);
 void gw_proxy_pending_make_stale(GwProxy *proxy);
 gboolean gw_proxy_qemu_request(GwProxy *proxy, uint64_t qemu_id, guint32 answer, gint endpoint,
                                guint32 length, guint32 stream_id, uint64_t *client_id);
+void gw_proxy_pending_check_descriptor(GwProxy *proxy, uint64_t client_id,
+                                       const struct usb_redir_control_packet_header *request);
 gboolean gw_proxy_take_answer(GwProxy *proxy, uint64_t id, guint32 answer, gint endpoint,
                               const gchar *what, GwProxyPending *out);
 gboolean gw_proxy_try_take_stream_answer(GwProxy *proxy, uint64_t id, guint32 answer, gint endpoint,

@@ -174,6 +174,8 @@ gw_proxy_qemu_control_packet(void *priv, uint64_t id, struct usb_redir_control_p
     if (gw_proxy_qemu_packet(proxy) &&
         gw_proxy_qemu_request(proxy, id, usb_redir_control_packet, h->endpoint, h->length, 0,
                               &client_id)) {
+        if (gw_proxy_descriptor_is_checked(h->requesttype, h->request))
+            gw_proxy_pending_check_descriptor(proxy, client_id, h);
         usbredirparser_send_control_packet(proxy->client.parser, client_id, h, data, data_len);
         gw_proxy_count_to_client(proxy);
     }

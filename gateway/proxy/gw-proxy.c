@@ -370,6 +370,19 @@ gw_proxy_qemu_request(GwProxy *proxy, uint64_t qemu_id, guint32 answer, gint end
     return TRUE;
 }
 
+/* The answer to this recorded control request is a descriptor to check. */
+void
+gw_proxy_pending_check_descriptor(GwProxy *proxy, uint64_t client_id,
+                                  const struct usb_redir_control_packet_header *request)
+{
+    GwProxyPending *pending = g_hash_table_lookup(proxy->pending, &client_id);
+
+    if (pending == NULL)
+        return;
+    pending->check_descriptor = TRUE;
+    pending->control = *request;
+}
+
 /* The request a client answer refers to. Returns TRUE with *out filled (and
  * the request forgotten) when the answer is to be relayed; FALSE when it is
  * dropped (a request of a device that left) or is a protocol violation

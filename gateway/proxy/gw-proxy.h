@@ -55,7 +55,17 @@
  * was asked for. Then a PolicyDevice (vid/pid/bcd/class from
  * device_connect, interface classes from interface_info; no strings, no
  * port) goes to GwProxyCallbacks.check. A new interface_info while the
- * device is in QEMU (after set_configuration) is checked again.
+ * device is in QEMU (after set_configuration or set_alt_setting, or unasked)
+ * may list only approved interfaces with their approved classes, and is
+ * checked again.
+ *
+ * What QEMU reads: the client's answers to QEMU's standard GET_DESCRIPTOR
+ * requests (device, configuration, string, HID class descriptors) are
+ * parsed and must agree with the approved device_connect, interface_info
+ * and ep_info (gw-proxy-descriptors.h has the rules, alternate settings
+ * included); an answer that contradicts them, or is truncated or
+ * malformed, never reaches QEMU: the device is denied as below. Only these
+ * control answers are parsed, never bulk, interrupt or iso data.
  *
  * Denied device: nothing of it goes to QEMU; the client gets filter_reject
  * (when it has usb_redir_cap_filter, so a stock usbredirhost reports

@@ -25,6 +25,7 @@ typedef struct {
     GwProxy *proxy;          /* owned, nullable: relaying */
     PolicyDevice *lent;      /* owned, nullable: what QEMU has from the client */
     gchar *rule;             /* owned, nullable: the rule the last check named */
+    gboolean check_denied;   /* the last refusal was the check's, already reported */
     gboolean open;           /* a client holds this channel */
 } GwShareSlot;
 
@@ -109,11 +110,27 @@ gw_share_proxy_check(GwProxy *proxy, const PolicyDevice *device, gchar **reason,
 
     g_free(slot->rule);
     slot->rule = g_strdup(rule);
+    slot->check_denied = !allowed;
     if (!allowed) {
         share->callbacks.event(share, "deny", device, rule, why, share->user_data);
         *reason = g_steal_pointer(&why);
     }
     return allowed;
+}
+
+/* The session ends denied: a refusal of the check was reported there; one
+ * of the proxy's own (what QEMU read of the lent device contradicted the
+ * device as checked) is reported here, with the proxy's reason. */
+static void
+gw_share_proxy_denied(GwProxy *proxy, const PolicyDevice *device, const gchar *reason,
+                      gpointer user_data)
+{
+    GwShareSlot *slot = user_data;
+    GwShare *share = slot->share;
+
+    if (slot->check_denied)
+        return;
+    share->callbacks.event(share, "deny", device, slot->rule, reason, share->user_data);
 }
 
 static void
@@ -160,6 +177,7 @@ gw_share_slot_try_start(GwShareSlot *slot)
 {
     static const GwProxyCallbacks callbacks = {
         .check = gw_share_proxy_check,
+        .denied = gw_share_proxy_denied,
         .connected = gw_share_proxy_connected,
         .closed = gw_share_proxy_closed,
     };

@@ -2,14 +2,20 @@
  * usbredir proxy: the input is what an untrusted lending client sends. It
  * goes into a GwProxy over a socketpair in small chunks, the main context
  * running between chunks; a fake QEMU (tests/usbredir-peer, a guest) on the other
- * socketpair says hello and, once it has a device, asks for a control and a
- * bulk transfer and starts interrupt and bulk receiving, so answers later in
- * the input find requests (the proxy numbers them 1, 2, 3, 4 on the client
- * side). Never a crash, a leak, a sanitizer report or a broken invariant:
+ * socketpair says hello and, once it has a device, asks for the device
+ * descriptor and a bulk transfer, starts interrupt and bulk receiving, and
+ * asks for the configuration descriptor, interface 0's HID report
+ * descriptor and string 2, so answers later in the input find requests
+ * (the proxy numbers them 1 to 7 on the client side, 1 to 6 when the
+ * client lacks bulk_receiving). Never a crash, a leak, a sanitizer report
+ * or a broken invariant:
  *
  *   - QEMU never sees a device with a mass-storage (08) interface: the
  *     check refuses them;
  *   - QEMU never sees device_connect without interface_info before it;
+ *   - a device descriptor QEMU gets has device_connect's ids; a HID report
+ *     descriptor QEMU gets is of an interface announced as HID
+ *     (gw-proxy-descriptors.h);
  *   - the session ends exactly once.
  *
  * Run the fuzzer (clang):
@@ -40,11 +46,18 @@
  * proxy and the fake QEMU's answer to come back. */
 #define FUZZ_ROUNDS 4
 
+/* QEMU's ids of its GET_DESCRIPTOR requests */
+#define FUZZ_ID_DEVICE_DESCRIPTOR 1000
+#define FUZZ_ID_HID_REPORT        1005
+
 typedef struct {
     UsbredirPeer *peer;     /* owned: QEMU's end */
     gboolean interfaces_ok; /* interface_info came and had no 08 interface */
     gboolean asked;
     guint ends;
+    gint interface0_class; /* from the last interface_info; -1: not listed */
+    guint16 vendor_id;     /* from device_connect */
+    guint16 product_id;
 } FuzzQemu;
 
 static void
@@ -53,9 +66,27 @@ fuzz_interface_info(UsbredirPeer *peer, const struct usb_redir_interface_info_he
 {
     FuzzQemu *q = user_data;
     FUZZ_CHECK(h->interface_count <= 32);
-    for (guint32 i = 0; i < h->interface_count; i++)
+    q->interface0_class = -1;
+    for (guint32 i = 0; i < h->interface_count; i++) {
         FUZZ_CHECK(h->interface_class[i] != 0x08);
+        if (h->interface[i] == 0)
+            q->interface0_class = h->interface_class[i];
+    }
     q->interfaces_ok = TRUE;
+}
+
+/* The answers QEMU gets to its descriptor requests agree with the device. */
+static void
+fuzz_control_packet(UsbredirPeer *peer, const UsbredirPeerControl *control, gpointer user_data)
+{
+    FuzzQemu *q = user_data;
+
+    if (control->id == FUZZ_ID_DEVICE_DESCRIPTOR && control->length >= 12) {
+        FUZZ_CHECK((control->data[8] | control->data[9] << 8) == q->vendor_id);
+        FUZZ_CHECK((control->data[10] | control->data[11] << 8) == q->product_id);
+    }
+    if (control->id == FUZZ_ID_HID_REPORT && control->length > 0)
+        FUZZ_CHECK(q->interface0_class == 0x03);
 }
 
 static void
@@ -66,20 +97,35 @@ fuzz_device_connect(UsbredirPeer *peer, const struct usb_redir_device_connect_he
     struct usbredirparser *parser = usbredir_peer_get_parser(peer);
     struct usb_redir_control_packet_header control = {
         .endpoint = 0x80, .request = 6, .requesttype = 0x80, .value = 0x0100, .length = 18};
+    struct usb_redir_control_packet_header config = {
+        .endpoint = 0x80, .request = 6, .requesttype = 0x80, .value = 0x0200, .length = 255};
+    struct usb_redir_control_packet_header report = {
+        .endpoint = 0x80, .request = 6, .requesttype = 0x81, .value = 0x2200, .length = 64};
+    struct usb_redir_control_packet_header string = {.endpoint = 0x80,
+                                                     .request = 6,
+                                                     .requesttype = 0x80,
+                                                     .value = 0x0302,
+                                                     .index = 0x0409,
+                                                     .length = 255};
     struct usb_redir_bulk_packet_header bulk = {.endpoint = 0x82, .length = 512};
     struct usb_redir_start_interrupt_receiving_header interrupt = {.endpoint = 0x81};
     struct usb_redir_start_bulk_receiving_header bulk_rx = {
         .endpoint = 0x83, .bytes_per_transfer = 1024, .no_transfers = 2};
 
     FUZZ_CHECK(q->interfaces_ok);
+    q->vendor_id = h->vendor_id;
+    q->product_id = h->product_id;
     if (q->asked)
         return;
     q->asked = TRUE;
-    usbredirparser_send_control_packet(parser, 1000, &control, NULL, 0);
+    usbredirparser_send_control_packet(parser, FUZZ_ID_DEVICE_DESCRIPTOR, &control, NULL, 0);
     usbredirparser_send_bulk_packet(parser, 1001, &bulk, NULL, 0);
     usbredirparser_send_start_interrupt_receiving(parser, 1002, &interrupt);
     if (usbredirparser_peer_has_cap(parser, usb_redir_cap_bulk_receiving))
         usbredirparser_send_start_bulk_receiving(parser, 1003, &bulk_rx);
+    usbredirparser_send_control_packet(parser, 1004, &config, NULL, 0);
+    usbredirparser_send_control_packet(parser, FUZZ_ID_HID_REPORT, &report, NULL, 0);
+    usbredirparser_send_control_packet(parser, 1006, &string, NULL, 0);
 }
 
 static void
@@ -98,6 +144,7 @@ fuzz_qemu_init(FuzzQemu *q, int fd)
         .device_connect = fuzz_device_connect,
         .device_disconnect = fuzz_device_disconnect,
         .interface_info = fuzz_interface_info,
+        .control_packet = fuzz_control_packet,
     };
     static const UsbredirPeerConfig config = {
         .role = USBREDIR_PEER_GUEST,

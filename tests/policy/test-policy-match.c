@@ -205,6 +205,17 @@ static const DecideCase decide_cases[] = {
      UUID_OTHER, "bob", NULL, "deny"},
     {"share-deny-first", "deny with-interface 08:*:*\nshare user \"alice\" to vm \"ws-alice\"",
      SHARE, STICK, "ws-alice", NULL, "alice", NULL, "deny @m.rules:1"},
+    /* a lent device's serial is unknown (only its client could claim one):
+     * serial "" must not take it for "has none", nor name/via-port/hash
+     * match what a caller filled in */
+    {"share-deny-serial-empty-skips-lent-device",
+     "deny serial \"\"\nshare id 0529:0001 user \"alice\" to vm \"ws-alice\"", SHARE, HASP,
+     "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2"},
+    {"share-deny-name-skips-lent-device",
+     "deny name \"HASP*\"\nshare id 0529:0001 user \"alice\" to vm \"ws-alice\"", SHARE, HASP,
+     "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2"},
+    {"host-deny-serial-empty-still-holds", "deny serial \"\"", HOST, HASP,
+     .want = "deny @m.rules:1"},
     {"share-skips-assign-rules", "assign id *:* to vm \"ws-alice\"", SHARE, SMARTCARD, "ws-alice",
      NULL, "alice", NULL, "deny"},
     {"share-skips-rule-for-other-vm",

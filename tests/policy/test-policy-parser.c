@@ -221,6 +221,18 @@ static const BadCase bad_cases[] = {
     BAD("share-to-pool", "share user \"a\" to pool \"p\"\npool \"p\" vms \"*\"", 1, 19,
         "expected a target: vm \"NAME\" or vm-uuid \"UUID\", got 'pool'"),
     BAD("share-user-empty", "share user \"\" to vm \"x\"", 1, 12, "'user' needs a non-empty value"),
+    /* a lent device's serial, name, port and hash are only what its client
+     * claims: share rules cannot use them */
+    BAD("share-serial-empty", "share id 0529:0001 serial \"\" user \"a\" to vm \"x\"", 1, 20,
+        "'serial' cannot apply to share rules"),
+    BAD("share-serial", "share user \"a\" serial \"A1B2\" to vm \"x\"", 1, 16,
+        "'serial' cannot apply to share rules"),
+    BAD("share-name", "share name \"HASP*\" user \"a\" to vm \"x\"", 1, 7,
+        "'name' cannot apply to share rules"),
+    BAD("share-via-port", "share via-port 1-1 user \"a\" to vm \"x\"", 1, 7,
+        "'via-port' cannot apply to share rules"),
+    BAD("share-hash", "share hash \"0a1b\" user \"a\" to vm \"x\"", 1, 7,
+        "'hash' cannot apply to share rules"),
     BAD("share-unknown-word", "share user \"a\" vm \"x\"", 1, 16,
         "expected a matcher, user, group or 'to', got 'vm'"),
     /* targets */

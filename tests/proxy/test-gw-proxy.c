@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "gw-proxy.h"
+#include "sim-hex.h"
 #include "usbredir-peer.h"
 
 #define TEST_TIMEOUT_MS   3000
@@ -669,6 +670,279 @@ test_backpressure(void)
     harness_clear(&h);
 }
 
+/* ---- Descriptors (QEMU's GET_DESCRIPTOR reads and the client's answers) -- */
+
+#define USB_REQ_GET_DESCRIPTOR 0x06
+#define USB_RT_IN_DEVICE       0x80
+#define USB_RT_IN_INTERFACE    0x81
+
+/* What send_connect()/send_interfaces(ff)/send_endpoints() announce:
+ * 0529:0001 class ff bcd 0x0100, interface 0 ff:00:00, interrupt IN 0x81. */
+#define DESC_DEVICE_HASP "12 01 00 02 ff 00 00 40 29 05 01 00 00 01 01 02 03 01"
+#define DESC_CONFIG_HASP                                                                           \
+    "09 02 19 00 01 01 00 80 32"                                                                   \
+    " 09 04 00 00 01 ff 00 00 00"                                                                  \
+    " 07 05 81 03 40 00 0a"
+/* A USB keyboard's device descriptor: 046d:c31c, class 00 (per interface). */
+#define DESC_DEVICE_KEYBOARD "12 01 00 02 00 00 00 08 6d 04 1c c3 00 01 01 02 00 01"
+/* A configuration with a HID boot-keyboard interface 0 (03:01:01), its HID
+ * descriptor and interrupt IN 0x81. */
+#define DESC_CONFIG_BOOT_KEYBOARD                                                                  \
+    "09 02 22 00 01 01 00 a0 32"                                                                   \
+    " 09 04 00 00 01 03 01 01 00"                                                                  \
+    " 09 21 11 01 00 01 22 3f 00"                                                                  \
+    " 07 05 81 03 08 00 0a"
+/* The approved vendor interface, but with a HID descriptor in it. */
+#define DESC_CONFIG_VENDOR_WITH_HID                                                                \
+    "09 02 22 00 01 01 00 80 32"                                                                   \
+    " 09 04 00 00 01 ff 00 00 00"                                                                  \
+    " 09 21 11 01 00 01 22 3f 00"                                                                  \
+    " 07 05 81 03 40 00 0a"
+/* Alternate setting 1 of interface 0 turns it into a boot keyboard. */
+#define DESC_CONFIG_ALT_KEYBOARD                                                                   \
+    "09 02 29 00 01 01 00 80 32"                                                                   \
+    " 09 04 00 00 01 ff 00 00 00"                                                                  \
+    " 07 05 81 03 40 00 0a"                                                                        \
+    " 09 04 00 01 01 03 01 01 00"                                                                  \
+    " 07 05 81 03 08 00 0a"
+/* The endpoint descriptor's bLength (12) runs past wTotalLength. */
+#define DESC_CONFIG_TRUNCATED                                                                      \
+    "09 02 19 00 01 01 00 80 32"                                                                   \
+    " 09 04 00 00 01 ff 00 00 00"                                                                  \
+    " 0c 05 81 03 40 00 0a"
+/* The boot keyboard report descriptor of the HID specification (B.1). */
+#define DESC_REPORT_KEYBOARD                                                                       \
+    "05 01 09 06 a1 01 05 07 19 e0 29 e7 15 00 25 01 75 01 95 08 81 02 95 01 75 08 81 01"          \
+    " 95 05 75 01 05 08 19 01 29 05 91 02 95 01 75 03 91 01 95 06 75 08 15 00 25 65 05 07"         \
+    " 19 00 29 65 81 00 c0"
+
+/* "12 01 00 02" -> bytes */
+static GByteArray *
+hex_bytes(const gchar *hex)
+{
+    g_auto(GStrv) parts = g_strsplit(hex, " ", -1);
+    g_autofree gchar *digits = g_strjoinv("", parts);
+    guint len = (guint)strlen(digits) / 2;
+    GByteArray *out = g_byte_array_sized_new(len);
+
+    g_byte_array_set_size(out, len);
+    g_assert_true(sim_hex_decode(digits, out->data, len, NULL));
+    return out;
+}
+
+/* QEMU asks GET_DESCRIPTOR(@type, @index) with @windex for @length bytes;
+ * waits until the host saw the request. */
+static void
+qemu_get_descriptor(Harness *h, guint8 requesttype, guint8 type, guint8 index, guint16 windex,
+                    guint16 length)
+{
+    struct usb_redir_control_packet_header c = {
+        .endpoint = 0x80,
+        .request = USB_REQ_GET_DESCRIPTOR,
+        .requesttype = requesttype,
+        .value = (guint16)(type << 8 | index),
+        .index = windex,
+        .length = length,
+    };
+    h->host.control_requests = 0;
+    h->qemu.control_answers = 0;
+    usbredirparser_send_control_packet(fake_parser(&h->qemu), 0x4242, &c, NULL, 0);
+    g_assert_true(harness_run(h, done_request));
+    g_assert_false(h->ended);
+}
+
+/* The host answers the last request with @hex. */
+static void
+host_answer_hex(Harness *h, const gchar *hex)
+{
+    g_autoptr(GByteArray) data = hex_bytes(hex);
+    const UsbredirPeerControl *request = usbredir_peer_get_control(h->host.peer);
+    struct usb_redir_control_packet_header c = request->header;
+    c.status = usb_redir_success;
+    c.length = (guint16)data->len;
+    usbredirparser_send_control_packet(fake_parser(&h->host), request->id, &c, data->data,
+                                       (int)data->len);
+}
+
+/* The answer @hex reaches QEMU unchanged and the session goes on. */
+static void
+assert_descriptor_passes(Harness *h, const gchar *hex)
+{
+    g_autoptr(GByteArray) want = hex_bytes(hex);
+    const UsbredirPeerControl *answer;
+
+    host_answer_hex(h, hex);
+    g_assert_true(harness_run(h, done_answer));
+    g_assert_false(h->ended);
+    answer = usbredir_peer_get_control(h->qemu.peer);
+    g_assert_cmpuint(answer->id, ==, 0x4242);
+    g_assert_cmpint(answer->header.status, ==, usb_redir_success);
+    g_assert_cmpmem(answer->data, answer->length, want->data, want->len);
+}
+
+/* The answer @hex ends the session as a denial naming @reason_part; QEMU
+ * never gets it and loses the device. */
+static void
+assert_descriptor_denied(Harness *h, const gchar *hex, const gchar *reason_part)
+{
+    host_answer_hex(h, hex);
+    assert_ended(h, GW_PROXY_END_DENIED, reason_part);
+    g_assert_cmpuint(h->qemu.control_answers, ==, 0);
+    g_assert_cmpuint(h->qemu.disconnects, ==, 1);
+    g_assert_cmpuint(h->host.filter_rejects, ==, 1);
+}
+
+static void
+test_descriptor_honest(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    /* as Linux enumerates: 64 bytes of the device descriptor, then the
+     * configuration's header, then all of it, then strings */
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 1, 0, 0, 64);
+    assert_descriptor_passes(&h, DESC_DEVICE_HASP);
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 2, 0, 0, 9);
+    assert_descriptor_passes(&h, "09 02 19 00 01 01 00 80 32");
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 2, 0, 0, 0x19);
+    assert_descriptor_passes(&h, DESC_CONFIG_HASP);
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 3, 0, 0, 255);
+    assert_descriptor_passes(&h, "04 03 09 04");
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 3, 2, 0x0409, 255);
+    assert_descriptor_passes(&h, "0a 03 48 00 41 00 53 00 50 00");
+    harness_clear(&h);
+}
+
+static void
+test_descriptor_device_keyboard(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 1, 0, 0, 64);
+    assert_descriptor_denied(&h, DESC_DEVICE_KEYBOARD, "046d:c31c");
+    g_test_message("reason: %s", h.reason);
+    g_assert_nonnull(strstr(h.reason, "device descriptor"));
+    harness_clear(&h);
+}
+
+static void
+test_descriptor_config_boot_keyboard(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 2, 0, 0, 255);
+    assert_descriptor_denied(&h, DESC_CONFIG_BOOT_KEYBOARD, "interface 0");
+    g_assert_nonnull(strstr(h.reason, "03:01:01"));
+    harness_clear(&h);
+}
+
+static void
+test_descriptor_config_vendor_with_hid(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 2, 0, 0, 255);
+    assert_descriptor_denied(&h, DESC_CONFIG_VENDOR_WITH_HID, "HID descriptor");
+    harness_clear(&h);
+}
+
+static void
+test_descriptor_config_alt_keyboard(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 2, 0, 0, 255);
+    assert_descriptor_denied(&h, DESC_CONFIG_ALT_KEYBOARD, "alternate setting 1");
+    harness_clear(&h);
+}
+
+static void
+test_descriptor_config_truncated(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 2, 0, 0, 255);
+    assert_descriptor_denied(&h, DESC_CONFIG_TRUNCATED, "malformed");
+    harness_clear(&h);
+}
+
+static void
+test_descriptor_hid_report(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    qemu_get_descriptor(&h, USB_RT_IN_INTERFACE, 0x22, 0, 0, 63);
+    assert_descriptor_denied(&h, DESC_REPORT_KEYBOARD, "HID report descriptor");
+    g_assert_nonnull(strstr(h.reason, "ff:00:00"));
+    harness_clear(&h);
+}
+
+/* An answer longer than its own length field says (asked for more). */
+static void
+test_descriptor_longer_than_its_length(void)
+{
+    Harness h;
+
+    harness_init(&h);
+    lend_device(&h);
+    qemu_get_descriptor(&h, USB_RT_IN_DEVICE, 3, 2, 0x0409, 255);
+    assert_descriptor_denied(&h, "04 03 48 00 41 00 53 00 50 00", "string descriptor");
+    harness_clear(&h);
+}
+
+/* QEMU switches interface 0 to an alternate setting; the client says the
+ * interface is now a boot keyboard: refused although the policy check
+ * (which only refuses mass storage here) would let it pass. */
+static void
+test_alt_setting_to_keyboard(void)
+{
+    Harness h;
+    struct usb_redir_set_alt_setting_header alt = {.interface = 0, .alt = 1};
+
+    harness_init(&h);
+    lend_device(&h);
+    usbredirparser_send_set_alt_setting(fake_parser(&h.qemu), 7, &alt);
+    harness_settle(&h, 20);
+    g_assert_false(h.ended);
+    send_interfaces(&h, 0x03, 0x01, 0x01);
+    assert_ended(&h, GW_PROXY_END_DENIED, "03:01:01");
+    g_assert_cmpuint(h.qemu.interface_infos, ==, 1);
+    g_assert_cmphex(h.qemu.interfaces.interface_class[0], ==, 0xff);
+    harness_clear(&h);
+}
+
+/* A new configuration that adds an interface nobody approved. */
+static void
+test_reconfigure_adds_interface(void)
+{
+    Harness h;
+    struct usb_redir_interface_info_header info = {.interface_count = 2};
+
+    harness_init(&h);
+    lend_device(&h);
+    info.interface[0] = 0;
+    info.interface_class[0] = 0xff;
+    info.interface[1] = 1;
+    info.interface_class[1] = 0xff;
+    usbredirparser_send_interface_info(fake_parser(&h.host), &info);
+    assert_ended(&h, GW_PROXY_END_DENIED, "interface 1");
+    g_assert_cmpuint(h.qemu.interface_infos, ==, 1);
+    harness_clear(&h);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -689,5 +963,17 @@ main(int argc, char **argv)
     g_test_add_func("/proxy/garbage", test_garbage);
     g_test_add_func("/proxy/client-gone", test_client_gone);
     g_test_add_func("/proxy/backpressure", test_backpressure);
+    g_test_add_func("/proxy/descriptor/honest", test_descriptor_honest);
+    g_test_add_func("/proxy/descriptor/device-keyboard", test_descriptor_device_keyboard);
+    g_test_add_func("/proxy/descriptor/config-boot-keyboard", test_descriptor_config_boot_keyboard);
+    g_test_add_func("/proxy/descriptor/config-vendor-with-hid",
+                    test_descriptor_config_vendor_with_hid);
+    g_test_add_func("/proxy/descriptor/config-alt-keyboard", test_descriptor_config_alt_keyboard);
+    g_test_add_func("/proxy/descriptor/config-truncated", test_descriptor_config_truncated);
+    g_test_add_func("/proxy/descriptor/hid-report", test_descriptor_hid_report);
+    g_test_add_func("/proxy/descriptor/longer-than-its-length",
+                    test_descriptor_longer_than_its_length);
+    g_test_add_func("/proxy/alt-setting-to-keyboard", test_alt_setting_to_keyboard);
+    g_test_add_func("/proxy/reconfigure-adds-interface", test_reconfigure_adds_interface);
     return g_test_run();
 }

@@ -80,6 +80,8 @@ typedef struct {
     guint events;           /* event() calls */
     guint lends;
     guint returns;
+    guint denies;
+    gchar *deny_reason; /* owned, nullable: the last "deny" event's */
     guint ended;
     gboolean freeing;  /* inside gw_share_free() */
     guint during_free; /* callbacks from inside gw_share_free() */
@@ -106,6 +108,11 @@ harness_event(GwShare *share, const gchar *event, const PolicyDevice *device, co
         h->lends++;
     else if (g_strcmp0(event, "return") == 0)
         h->returns++;
+    else if (g_strcmp0(event, "deny") == 0) {
+        h->denies++;
+        g_free(h->deny_reason);
+        h->deny_reason = g_strdup(reason);
+    }
 }
 
 static void
@@ -370,6 +377,7 @@ harness_clear(Harness *h)
     g_clear_object(&h->fw);
     g_clear_object(&h->listener);
     g_byte_array_unref(h->from_share);
+    g_free(h->deny_reason);
     if (h->dir != NULL) {
         g_autofree gchar *worker_socket = g_build_filename(h->dir, "worker.sock", NULL);
         g_autofree gchar *vm_dir = g_build_filename(h->dir, "vm", "test-vm", NULL);
@@ -553,6 +561,50 @@ test_free_calls_back_nobody(void)
     harness_clear(&h);
 }
 
+static gboolean
+done_client_request(Harness *h)
+{
+    return usbredir_peer_get_control(h->client)->id != 0;
+}
+
+static gboolean
+done_denied(Harness *h)
+{
+    return h->denies > 0 && usbredir_peer_is_closed(h->qemu);
+}
+
+/* The lent device (class ff, HID interface) answers QEMU's
+ * GET_DESCRIPTOR(device) with a keyboard's ids: the lending ends, QEMU
+ * never gets the answer, and the audit trail has a "deny" naming why. */
+static void
+test_descriptor_denied_is_audited(void)
+{
+    static const guint8 keyboard[] = {0x12, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x08, 0x6d,
+                                      0x04, 0x1c, 0xc3, 0x00, 0x01, 0x01, 0x02, 0x00, 0x01};
+    struct usb_redir_control_packet_header request = {
+        .endpoint = 0x80, .request = 0x06, .requesttype = 0x80, .value = 0x0100, .length = 64};
+    struct usb_redir_control_packet_header answer;
+    const UsbredirPeerControl *asked;
+    Harness h;
+
+    harness_init(&h, test_program);
+    harness_lend(&h);
+    usbredirparser_send_control_packet(usbredir_peer_get_parser(h.qemu), 77, &request, NULL, 0);
+    harness_run_until(&h, done_client_request);
+    asked = usbredir_peer_get_control(h.client);
+    answer = asked->header;
+    answer.status = usb_redir_success;
+    answer.length = sizeof(keyboard);
+    usbredirparser_send_control_packet(usbredir_peer_get_parser(h.client), asked->id, &answer,
+                                       (guint8 *)keyboard, sizeof(keyboard));
+    harness_run_until(&h, done_denied);
+    g_assert_cmpuint(h.denies, ==, 1);
+    g_assert_nonnull(strstr(h.deny_reason, "device descriptor says 046d:c31c"));
+    g_assert_cmpuint(h.returns, ==, 1);
+    g_assert_cmpuint(usbredir_peer_get_control(h.qemu)->id, ==, 0);
+    harness_clear(&h);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -567,6 +619,7 @@ main(int argc, char **argv)
     harness_access.uid = getuid();
     g_test_add_func("/gw-share/free/calls-back-nobody", test_free_calls_back_nobody);
     g_test_add_func("/gw-share/socket/only-the-vm-qemu", test_share_socket_only_the_vm_qemu);
+    g_test_add_func("/gw-share/descriptor-denied-is-audited", test_descriptor_denied_is_audited);
     status = g_test_run();
     g_free(test_program);
     return status;
