@@ -50,7 +50,31 @@ static const GwConfigNumber gw_config_numbers[] = {
      "devices one client may lend at once, 1 to 32"},
     {"share-ttl", G_STRUCT_OFFSET(GwConfig, share_ttl), 600, 1, 7 * 24 * 3600,
      "seconds a share's ticket waits for its first use, 1 to 604800"},
+    {"share-max-life", G_STRUCT_OFFSET(GwConfig, share_max_life), 12 * 3600, 1, 30 * 24 * 3600,
+     "seconds a share lasts after its first use, 1 to 2592000"},
 };
+
+typedef struct {
+    const gchar *key;
+    gsize offset; /* of the gboolean in GwConfig */
+    gboolean fallback;
+} GwConfigBoolean;
+
+static const GwConfigBoolean gw_config_booleans[] = {
+    {"spice-allow-plain-network", G_STRUCT_OFFSET(GwConfig, spice_allow_plain_network), FALSE},
+};
+
+/* Whether @address (spice-address: an IP address or a host name) only
+ * listens on this host: a loopback IP address or "localhost". */
+static gboolean
+gw_config_address_is_loopback(const gchar *address)
+{
+    g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(address);
+
+    if (inet == NULL)
+        return g_ascii_strcasecmp(address, "localhost") == 0;
+    return g_inet_address_get_is_loopback(inet);
+}
 
 static gchar **
 gw_config_slot(GwConfig *config, const GwConfigString *entry)
@@ -69,6 +93,9 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
         *gw_config_slot(config, &gw_config_strings[i]) = g_strdup(gw_config_strings[i].fallback);
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_numbers); i++)
         G_STRUCT_MEMBER(guint, config, gw_config_numbers[i].offset) = gw_config_numbers[i].fallback;
+    for (guint i = 0; i < G_N_ELEMENTS(gw_config_booleans); i++)
+        G_STRUCT_MEMBER(gboolean, config, gw_config_booleans[i].offset) =
+            gw_config_booleans[i].fallback;
     if (!g_key_file_load_from_file(keyfile, path, G_KEY_FILE_NONE, &local_error)) {
         if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
             return TRUE;
@@ -111,6 +138,19 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
             }
             G_STRUCT_MEMBER(guint, config, entry->offset) = (guint)number;
         }
+        for (guint k = 0; k < G_N_ELEMENTS(gw_config_booleans); k++) {
+            const GwConfigBoolean *entry = &gw_config_booleans[k];
+            if (value == NULL || g_strcmp0(keys[i], entry->key) != 0)
+                continue;
+            known = TRUE;
+            if (g_strcmp0(value, "true") != 0 && g_strcmp0(value, "false") != 0) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "%s: [%s] %s=%s: expected true or false", path, GW_CONFIG_GROUP,
+                            entry->key, value);
+                return FALSE;
+            }
+            G_STRUCT_MEMBER(gboolean, config, entry->offset) = g_strcmp0(value, "true") == 0;
+        }
         if (!known)
             g_warning("%s: unknown key '%s' in [%s] ignored", path, keys[i], GW_CONFIG_GROUP);
     }
@@ -120,6 +160,17 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
                     "%s: [%s] spice-tls-cert, spice-tls-key and spice-tls-ca go together "
                     "(set all three for TLS, or none)",
                     path, GW_CONFIG_GROUP);
+        return FALSE;
+    }
+    if (config->spice_port_base != 0 && config->spice_tls_cert == NULL &&
+        !config->spice_allow_plain_network &&
+        !gw_config_address_is_loopback(config->spice_address)) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] spice-address=%s is not a loopback address and shares have no TLS: "
+                    "tickets and lent devices would cross the network in clear; set "
+                    "spice-tls-cert, spice-tls-key and spice-tls-ca (or "
+                    "spice-allow-plain-network=true to accept that)",
+                    path, GW_CONFIG_GROUP, config->spice_address);
         return FALSE;
     }
     return TRUE;
@@ -134,6 +185,9 @@ gw_config_copy(GwConfig *dest, const GwConfig *src)
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_numbers); i++)
         G_STRUCT_MEMBER(guint, dest, gw_config_numbers[i].offset) =
             G_STRUCT_MEMBER(guint, (GwConfig *)src, gw_config_numbers[i].offset);
+    for (guint i = 0; i < G_N_ELEMENTS(gw_config_booleans); i++)
+        G_STRUCT_MEMBER(gboolean, dest, gw_config_booleans[i].offset) =
+            G_STRUCT_MEMBER(gboolean, (GwConfig *)src, gw_config_booleans[i].offset);
 }
 
 void
