@@ -14,6 +14,7 @@
 /* Random bytes in a ticket; base64url makes 32 characters of them
  * (spice-server takes up to 60). */
 #define GW_SHARE_TICKET_BYTES 24
+#define GW_SHARE_MS_PER_S     1000
 
 typedef struct {
     GwShare *share; /* not owned */
@@ -104,13 +105,14 @@ gw_share_has_client(GwShare *share)
 }
 
 /* Seconds until a used share ends (at least 1: 0 means "never" to the
- * worker; the share's own timeout ends it). */
+ * worker; the share's own timeout ends it; at most what a millisecond
+ * timeout holds, ~49 days, beyond the largest share-max-life). */
 static guint
 gw_share_life_left(GwShare *share)
 {
     gint64 left = share->ends_unix - g_get_real_time() / G_USEC_PER_SEC;
 
-    return (guint)CLAMP(left, 1, G_MAXUINT);
+    return (guint)CLAMP(left, 1, G_MAXUINT / GW_SHARE_MS_PER_S);
 }
 
 /* ---- the proxy of one lending --------------------------------------------- */
@@ -270,7 +272,9 @@ static void
 gw_share_start_life(GwShare *share)
 {
     g_clear_handle_id(&share->life_id, g_source_remove);
-    share->life_id = g_timeout_add_seconds(gw_share_life_left(share), gw_share_life_over, share);
+    /* milliseconds: g_timeout_add_seconds() may fire up to a second early */
+    share->life_id =
+        g_timeout_add(gw_share_life_left(share) * GW_SHARE_MS_PER_S, gw_share_life_over, share);
 }
 
 /* The first login (or, from a worker that does not report logins, the
