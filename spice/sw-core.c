@@ -5,6 +5,8 @@
 
 /* The core's one context; spice-server's callbacks carry no user data. */
 static GMainContext *sw_core_context;
+static SwCoreChannelEventFunc sw_core_event_func;
+static gpointer sw_core_event_data;
 
 struct SpiceTimer {
     GSource *source; /* owned, nullable: armed */
@@ -136,11 +138,18 @@ sw_core_channel_event_name(int event)
 static void
 sw_core_channel_event(int event, SpiceChannelEventInfo *info)
 {
-    /* Only logged: usbgwd learns about channels from the char devices'
-     * state callbacks, which carry our channel index. */
     g_debug("spice channel type %d id %d connection %d %s%s", info->type, info->id,
             info->connection_id, sw_core_channel_event_name(event),
             (info->flags & SPICE_CHANNEL_EVENT_FLAG_TLS) ? " (TLS)" : "");
+    if (sw_core_event_func != NULL)
+        sw_core_event_func(event, info, sw_core_event_data);
+}
+
+void
+sw_core_set_channel_event_func(SwCoreChannelEventFunc func, gpointer user_data)
+{
+    sw_core_event_func = func;
+    sw_core_event_data = user_data;
 }
 
 static SpiceCoreInterface sw_core_interface = {

@@ -15,3 +15,13 @@
  * so it is static; `context` (NULL = the default context) is where timers
  * and watches are attached. Call once. */
 SpiceCoreInterface *sw_core_get(GMainContext *context);
+
+/* spice-server's channel events (SPICE_CHANNEL_EVENT_*): CONNECTED when a
+ * connection is accepted (info has the peer's address, no channel yet),
+ * INITIALIZED once its link is done (ticket accepted; info has the
+ * channel type and connection_id), DISCONNECTED when it closes, linked or
+ * not. @info stays the same pointer for one connection and is freed
+ * after DISCONNECTED. */
+typedef void (*SwCoreChannelEventFunc)(int event, SpiceChannelEventInfo *info, gpointer user_data);
+/* Where the events go (besides a debug line); call before spice_server_init(). */
+void sw_core_set_channel_event_func(SwCoreChannelEventFunc func, gpointer user_data);

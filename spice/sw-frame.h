@@ -24,12 +24,21 @@
  * frames. 64 KiB is the size of spice-server's own char device buffers. */
 #define SW_FRAME_MAX_PAYLOAD (64 * 1024)
 /* Version sent in READY; bump on any incompatible change of this file. */
-#define SW_FRAME_VERSION 1
+#define SW_FRAME_VERSION 2
 /* Highest number of usbredir channels one worker offers (channel is a byte
  * in the header; spice clients rarely have more than a handful). */
 #define SW_FRAME_MAX_CHANNELS 32
 /* spice-server's limit for a ticket (SPICE_MAX_PASSWORD_LENGTH). */
 #define SW_FRAME_MAX_TICKET 60
+/* Longest client address in a CLIENT frame: "[IPv6%scope]:port" fits. */
+#define SW_FRAME_MAX_ADDRESS 80
+
+/* What a CLIENT frame reports (its first payload byte). */
+typedef enum {
+    SW_CLIENT_LOGIN = 1,   /* a client's main channel linked: it holds the share */
+    SW_CLIENT_LEFT = 2,    /* that client's main channel closed */
+    SW_CLIENT_REFUSED = 3, /* a connection closed unlinked while a client held the share */
+} SwClientEvent;
 
 typedef enum {
     /* worker -> usbgwd, once, after the port is bound and privileges are
@@ -54,7 +63,17 @@ typedef enum {
      * client, if any, is disconnected; it must log in with the new ticket
      * (usbgwd uses it to make a client start over, or to revoke a share). */
     SW_FRAME_DISCONNECT = 6,
+    /* worker -> usbgwd, channel 0: who uses the share. Payload: u8
+     * SwClientEvent, then the client's address as spice-server saw its
+     * socket ("IP:port", "[IPv6]:port"; 1..SW_FRAME_MAX_ADDRESS printable
+     * ASCII bytes, no NUL). One client per share: while a client is
+     * logged in (LOGIN, not yet LEFT) the worker withdraws the ticket from
+     * spice-server once that client's channels are linked, so a second
+     * login is refused (REFUSED names it); after LEFT the ticket is
+     * accepted again (the client reconnecting after a network loss). */
+    SW_FRAME_CLIENT = 7,
 } SwFrameType;
+#define SW_FRAME_TYPE_LAST SW_FRAME_CLIENT
 
 typedef struct {
     guint32 length;
@@ -85,7 +104,7 @@ sw_frame_header_unpack(const guint8 in[SW_FRAME_HEADER_SIZE], SwFrameHeader *hea
         (guint32)in[0] | (guint32)in[1] << 8 | (guint32)in[2] << 16 | (guint32)in[3] << 24;
     header->type = in[4];
     header->channel = in[5];
-    if (header->type < SW_FRAME_READY || header->type > SW_FRAME_DISCONNECT) {
+    if (header->type < SW_FRAME_READY || header->type > SW_FRAME_TYPE_LAST) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "frame type %u is unknown",
                     header->type);
         return FALSE;

@@ -8,6 +8,7 @@
  * spice-server serves one client per instance and parses network input;
  * it drops root right after binding its ports. */
 #include <errno.h>
+#include <netdb.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 #include <grp.h>
@@ -37,6 +38,25 @@
 /* Bytes queued towards usbgwd before char device writes are refused
  * (spice-server then holds the client's data and retries). */
 #define SW_LINK_QUEUE_MAX (1024 * 1024)
+/* Longest wait, after a client's main channel linked, for its other
+ * channels before the ticket is withdrawn anyway (a client that links
+ * fewer usbredir channels, or a connection that never finishes its
+ * link). Until then a second login replaces the first, as spice-server
+ * does. */
+#define SW_LOCK_GRACE_MS 3000
+
+/* One connection spice-server accepted (SPICE_CHANNEL_EVENT_CONNECTED). */
+typedef struct {
+    gchar *address;  /* owned: the peer, "IP:port" */
+    gboolean linked; /* INITIALIZED seen: its ticket was accepted */
+} SwConnection;
+
+static void
+sw_connection_free(SwConnection *connection)
+{
+    g_free(connection->address);
+    g_free(connection);
+}
 
 typedef struct SwWorker SwWorker;
 
@@ -59,6 +79,18 @@ struct SwWorker {
     guint n_channels;
     guint wakeup_id; /* pending sw_worker_wakeup_idle() */
     int exit_status;
+    /* SpiceChannelEventInfo * (spice-server's, valid until DISCONNECTED)
+     * -> SwConnection *: owned */
+    GHashTable *connections;
+    /* The share's ticket as usbgwd last set it, kept to hand it back to
+     * spice-server when the client leaves. */
+    char *ticket;             /* owned, nullable */
+    gint64 ticket_expires_us; /* monotonic; 0: never */
+    int client_id;            /* connection_id of the logged-in client's main channel; 0 none */
+    char *client_address;     /* owned, nullable: its address */
+    guint client_channels;    /* its usbredir channels linked */
+    gboolean locked;          /* the ticket is withdrawn while it is connected */
+    guint lock_id;            /* SW_LOCK_GRACE_MS timeout */
 };
 
 /* Command line. */
@@ -219,18 +251,212 @@ sw_worker_schedule_wakeup(SwWorker *worker)
         worker->wakeup_id = g_idle_add(sw_worker_wakeup_idle, worker);
 }
 
+static void
+sw_worker_send_client(SwWorker *worker, SwClientEvent event, const char *address)
+{
+    guint8 payload[1 + SW_FRAME_MAX_ADDRESS];
+    gsize length = MIN(strlen(address), (gsize)SW_FRAME_MAX_ADDRESS);
+
+    if (worker->link == NULL || length == 0)
+        return;
+    payload[0] = (guint8)event;
+    memcpy(payload + 1, address, length);
+    sw_link_send(worker->link, SW_FRAME_CLIENT, 0, payload, 1 + length);
+}
+
+/* Hands the share's ticket to spice-server (with what is left of its
+ * lifetime); FALSE when it has expired. */
+static gboolean
+sw_worker_apply_ticket(SwWorker *worker, gboolean disconnect)
+{
+    gint64 left_us = worker->ticket_expires_us - g_get_monotonic_time();
+    int lifetime_s = 0;
+
+    if (worker->ticket == NULL)
+        return TRUE;
+    if (worker->ticket_expires_us != 0) {
+        if (left_us <= 0)
+            return FALSE;
+        lifetime_s = (int)MAX((left_us + G_USEC_PER_SEC - 1) / G_USEC_PER_SEC, 1);
+    }
+    return spice_server_set_ticket(worker->server, worker->ticket, lifetime_s, 0,
+                                   disconnect ? 1 : 0) == 0;
+}
+
+/* No new login while the client is connected: spice-server gets an empty
+ * ticket, which refuses every link (its own channels are linked). */
+static void
+sw_worker_lock(SwWorker *worker)
+{
+    g_clear_handle_id(&worker->lock_id, g_source_remove);
+    if (worker->locked || worker->client_id == 0)
+        return;
+    worker->locked = TRUE;
+    (void)spice_server_set_ticket(worker->server, NULL, 0, 0, 0);
+    g_info("client %s: %u usbredir channels linked, ticket withdrawn while it is connected",
+           worker->client_address, worker->client_channels);
+}
+
+/* The client is complete once all its usbredir channels are linked and no
+ * other connection is still in its link (a client links its channels
+ * together: its inputs channel, say, is in flight with them). */
+static void
+sw_worker_maybe_lock(SwWorker *worker)
+{
+    GHashTableIter iter;
+    SwConnection *connection;
+
+    if (worker->locked || worker->client_id == 0 || worker->client_channels < worker->n_channels)
+        return;
+    g_hash_table_iter_init(&iter, worker->connections);
+    while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&connection))
+        if (!connection->linked)
+            return;
+    sw_worker_lock(worker);
+}
+
+static gboolean
+sw_worker_lock_timeout(gpointer user_data)
+{
+    SwWorker *worker = user_data;
+
+    worker->lock_id = 0;
+    sw_worker_lock(worker);
+    return G_SOURCE_REMOVE;
+}
+
+static void
+sw_worker_unlock(SwWorker *worker)
+{
+    g_clear_handle_id(&worker->lock_id, g_source_remove);
+    if (!worker->locked)
+        return;
+    worker->locked = FALSE;
+    if (!sw_worker_apply_ticket(worker, FALSE))
+        g_info("the ticket expired while the client was connected: no new login");
+}
+
 static gboolean
 sw_worker_set_ticket(SwWorker *worker, const char *ticket, guint lifetime_s, gboolean disconnect,
                      GError **error)
 {
-    if (spice_server_set_ticket(worker->server, ticket, (int)lifetime_s, 0, disconnect ? 1 : 0) !=
-        0) {
+    if (worker->ticket != NULL)
+        explicit_bzero(worker->ticket, strlen(worker->ticket));
+    g_free(worker->ticket);
+    worker->ticket = g_strdup(ticket);
+    worker->ticket_expires_us =
+        lifetime_s == 0 ? 0 : g_get_monotonic_time() + (gint64)lifetime_s * G_USEC_PER_SEC;
+    /* while a client is connected the new ticket waits for it to leave,
+     * unless it is dropped now (then spice-server's disconnect reports
+     * it gone before the ticket is set) */
+    if (worker->locked && !disconnect) {
+        g_info("ticket stored, lifetime %u s: in force once the client leaves", lifetime_s);
+        return TRUE;
+    }
+    if (!sw_worker_apply_ticket(worker, disconnect)) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "spice-server refused the ticket");
         return FALSE;
     }
     g_info("ticket set, lifetime %u s%s", lifetime_s,
            disconnect ? ", connected client dropped" : "");
     return TRUE;
+}
+
+/* "IP:port" ("[IPv6]:port") of the peer spice-server saw; NULL if unknown
+ * (spice-server fills the _ext fields since 0.12.6; the others are
+ * deprecated). */
+static char *
+sw_peer_address(const SpiceChannelEventInfo *info)
+{
+    const struct sockaddr *addr = (const struct sockaddr *)&info->paddr_ext;
+    char host[NI_MAXHOST];
+    char port[NI_MAXSERV];
+
+    if (!(info->flags & SPICE_CHANNEL_EVENT_FLAG_ADDR_EXT) || info->plen_ext == 0 ||
+        getnameinfo(addr, info->plen_ext, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return NULL;
+    return addr->sa_family == AF_INET6 ? g_strdup_printf("[%s]:%s", host, port)
+                                       : g_strdup_printf("%s:%s", host, port);
+}
+
+static void
+sw_worker_on_linked(SwWorker *worker, SpiceChannelEventInfo *info, SwConnection *connection)
+{
+    connection->linked = TRUE;
+    if (info->type == SPICE_CHANNEL_MAIN) {
+        /* spice-server dropped any earlier client before linking this one
+         * (its DISCONNECTED came first): only inside the grace window */
+        worker->client_id = info->connection_id;
+        g_free(worker->client_address);
+        worker->client_address = g_strdup(connection->address);
+        worker->client_channels = 0;
+        g_message("client %s logged in (connection %d)", connection->address, info->connection_id);
+        sw_worker_send_client(worker, SW_CLIENT_LOGIN, connection->address);
+        g_clear_handle_id(&worker->lock_id, g_source_remove);
+        worker->lock_id = g_timeout_add(SW_LOCK_GRACE_MS, sw_worker_lock_timeout, worker);
+        return;
+    }
+    if (worker->client_id != 0 && info->connection_id == worker->client_id &&
+        info->type == SPICE_CHANNEL_USBREDIR)
+        worker->client_channels++;
+    sw_worker_maybe_lock(worker);
+}
+
+static void
+sw_worker_on_closed_connection(SwWorker *worker, SpiceChannelEventInfo *info,
+                               SwConnection *connection)
+{
+    if (!connection->linked) {
+        /* its login failed (ticket refused or expired, TLS failed) or
+         * it gave up before */
+        if (worker->locked) {
+            g_message("login from %s refused: client %s holds the share", connection->address,
+                      worker->client_address);
+            sw_worker_send_client(worker, SW_CLIENT_REFUSED, connection->address);
+        } else {
+            g_message("connection from %s closed before its login completed", connection->address);
+        }
+        return;
+    }
+    if (info->type != SPICE_CHANNEL_MAIN || info->connection_id != worker->client_id)
+        return;
+    g_message("client %s left", worker->client_address);
+    sw_worker_send_client(worker, SW_CLIENT_LEFT, worker->client_address);
+    worker->client_id = 0;
+    sw_worker_unlock(worker);
+}
+
+static void
+sw_worker_on_channel_event(int event, SpiceChannelEventInfo *info, gpointer user_data)
+{
+    SwWorker *worker = user_data;
+    SwConnection *connection = g_hash_table_lookup(worker->connections, info);
+
+    switch (event) {
+    case SPICE_CHANNEL_EVENT_CONNECTED: {
+        char *address = sw_peer_address(info);
+
+        connection = g_new0(SwConnection, 1);
+        connection->address = address != NULL ? address : g_strdup("unknown");
+        g_hash_table_replace(worker->connections, info, connection);
+        g_debug("connection from %s", connection->address);
+        break;
+    }
+    case SPICE_CHANNEL_EVENT_INITIALIZED:
+        if (connection != NULL)
+            sw_worker_on_linked(worker, info, connection);
+        break;
+    case SPICE_CHANNEL_EVENT_DISCONNECTED:
+        if (connection != NULL) {
+            sw_worker_on_closed_connection(worker, info, connection);
+            g_hash_table_remove(worker->connections, info);
+            sw_worker_maybe_lock(worker);
+        }
+        break;
+    default:
+        break;
+    }
 }
 
 static gboolean
@@ -474,6 +700,7 @@ static gboolean
 sw_worker_start_server(SwWorker *worker, const char *ticket, GError **error)
 {
     worker->server = spice_server_new();
+    sw_core_set_channel_event_func(sw_worker_on_channel_event, worker);
     spice_server_set_addr(worker->server, opt_addr != NULL ? opt_addr : SW_DEFAULT_ADDR, 0);
     if (opt_port > 0)
         spice_server_set_port(worker->server, opt_port);
@@ -547,6 +774,8 @@ main(int argc, char **argv)
     worker.loop = g_main_loop_new(NULL, FALSE);
     worker.n_channels = (guint)opt_channels;
     worker.channels = g_new0(SwChannel, worker.n_channels);
+    worker.connections =
+        g_hash_table_new_full(NULL, NULL, NULL, (GDestroyNotify)sw_connection_free);
     for (guint i = 0; i < worker.n_channels; i++) {
         worker.channels[i].worker = &worker;
         worker.channels[i].index = i;
@@ -578,7 +807,14 @@ main(int argc, char **argv)
 
     /* The server first: destroying it may still report channels closed. */
     spice_server_destroy(worker.server);
+    sw_core_set_channel_event_func(NULL, NULL);
     g_clear_handle_id(&worker.wakeup_id, g_source_remove);
+    g_clear_handle_id(&worker.lock_id, g_source_remove);
+    g_hash_table_unref(worker.connections);
+    if (worker.ticket != NULL)
+        explicit_bzero(worker.ticket, strlen(worker.ticket));
+    g_free(worker.ticket);
+    g_free(worker.client_address);
     g_clear_pointer(&worker.link, sw_link_free);
     for (guint i = 0; i < worker.n_channels; i++)
         g_byte_array_unref(worker.channels[i].to_client);

@@ -62,6 +62,8 @@ static const GwConfigNumber gw_config_numbers[] = {
     {"control-idle-timeout", G_STRUCT_OFFSET(GwConfig, control_idle_timeout),
      GW_CONTROL_DEFAULT_IDLE_TIMEOUT, 1, 3600,
      "seconds a control connection may go without a complete request, 1 to 3600"},
+    {"share-max-life", G_STRUCT_OFFSET(GwConfig, share_max_life), 12 * 3600, 1, 30 * 24 * 3600,
+     "seconds a share lasts after its first use, 1 to 2592000"},
 };
 
 /* vm-peer-check values, in GwVmPeerCheck order. */
@@ -94,7 +96,20 @@ typedef struct {
 
 static const GwConfigSwitch gw_config_switches[] = {
     {"tcp-insecure", G_STRUCT_OFFSET(GwConfig, tcp_insecure), FALSE},
+    {"spice-allow-plain-network", G_STRUCT_OFFSET(GwConfig, spice_allow_plain_network), FALSE},
 };
+
+/* Whether @address (spice-address: an IP address or a host name) only
+ * listens on this host: a loopback IP address or "localhost". */
+static gboolean
+gw_config_address_is_loopback(const gchar *address)
+{
+    g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(address);
+
+    if (inet == NULL)
+        return g_ascii_strcasecmp(address, "localhost") == 0;
+    return g_inet_address_get_is_loopback(inet);
+}
 
 static gchar **
 gw_config_slot(GwConfig *config, const GwConfigString *entry)
@@ -207,6 +222,17 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
                     "device); set tcp-insecure=true to accept that, or tcp-port-base=0",
                     path, GW_CONFIG_GROUP, config->tcp_port_base, config->tcp_address,
                     config->tcp_port_base);
+        return FALSE;
+    }
+    if (config->spice_port_base != 0 && config->spice_tls_cert == NULL &&
+        !config->spice_allow_plain_network &&
+        !gw_config_address_is_loopback(config->spice_address)) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] spice-address=%s is not a loopback address and shares have no TLS: "
+                    "tickets and lent devices would cross the network in clear; set "
+                    "spice-tls-cert, spice-tls-key and spice-tls-ca (or "
+                    "spice-allow-plain-network=true to accept that)",
+                    path, GW_CONFIG_GROUP, config->spice_address);
         return FALSE;
     }
     return TRUE;

@@ -40,6 +40,7 @@ typedef struct {
     guint spice_ports;
     guint spice_channels; /* usbredir channels per share */
     guint share_ttl;      /* seconds a ticket waits for its first use */
+    guint share_max_life; /* seconds a share lasts after its first use */
     gchar *spice_address; /* owned: where the workers listen */
     gchar *spice_host;    /* owned, nullable: host name in share URIs (default: this host's) */
     gchar *spice_worker;  /* owned: the usbgw-spice-worker program */
@@ -52,12 +53,16 @@ typedef struct {
     guint control_max_clients;  /* connections of users outside group usbgw */
     guint control_max_per_user; /* connections of one such user */
     guint control_idle_timeout; /* seconds without a complete request line */
+    /* a spice-address other than loopback without TLS (tickets and the
+     * lent devices' traffic in clear): refused unless this is set */
+    gboolean spice_allow_plain_network;
 } GwConfig;
 
 /* Fills @config with the defaults, then the file's values; a missing file
  * leaves the defaults. Unknown keys are warnings; bad values are errors
- * naming file, key and value, and so is tcp-port-base without
- * tcp-insecure=true. */
+ * naming file, key and value, and so are tcp-port-base without
+ * tcp-insecure=true and SPICE ingress on a non-loopback spice-address
+ * without TLS (unless spice-allow-plain-network=true). */
 gboolean gw_config_load(GwConfig *config, const gchar *path,
                         GError **error) G_GNUC_WARN_UNUSED_RESULT;
 void gw_config_copy(GwConfig *dest, const GwConfig *src);

@@ -94,6 +94,7 @@ gw_daemon_start_shares(GwDaemon *daemon)
     GwShareRegistryConfig shares = {
         .port_base = config->spice_port_base,
         .ports = config->spice_ports,
+        .max_life_s = config->share_max_life,
         .access = &daemon->socket_access,
         .worker =
             {
@@ -113,7 +114,7 @@ gw_daemon_start_shares(GwDaemon *daemon)
     for (guint i = 0; i < saved->len; i++) {
         const GwStateShare *entry = g_ptr_array_index(saved, i);
         (void)gw_share_registry_restore(daemon->shares, entry->vm, entry->user, entry->ticket,
-                                        entry->port, entry->expires);
+                                        entry->port, entry->expires, entry->ends);
     }
 }
 
@@ -135,6 +136,7 @@ gw_daemon_save_shares(GwDaemon *daemon)
         entry->ticket = g_strdup(gw_share_get_ticket(share));
         entry->port = gw_share_get_port(share);
         entry->expires = gw_share_get_expires_unix(share);
+        entry->ends = gw_share_get_ends_unix(share);
         g_ptr_array_add(entries, entry);
     }
     gw_state_store_set_shares(daemon->state, entries);

@@ -115,16 +115,21 @@ gw_share_registry_check(GwShare *share, const PolicyDevice *device, gchar **rule
 
 static void
 gw_share_registry_event_cb(GwShare *share, const gchar *event, const PolicyDevice *device,
-                           const gchar *rule, const gchar *reason, gpointer user_data)
+                           const gchar *rule, const gchar *reason, const gchar *client,
+                           gpointer user_data)
 {
     GwShareRegistry *registry = user_data;
     const gchar *vm = gw_share_get_vm(share);
     const gchar *user = gw_share_get_user(share);
-    g_autofree gchar *actor = g_strdup_printf("share user=%s", user);
+    g_autofree gchar *actor = client != NULL
+                                  ? g_strdup_printf("share user=%s client=%s", user, client)
+                                  : g_strdup_printf("share user=%s", user);
     g_autofree gchar *what = device != NULL ? policy_device_describe(device) : NULL;
     GwShareRegistryEvent kind = GW_SHARE_REGISTRY_RETURN;
 
-    if (g_strcmp0(event, "deny") == 0) {
+    if (g_strcmp0(event, "deny") == 0 && device == NULL) {
+        kind = GW_SHARE_REGISTRY_DENY; /* a login, logged by the share */
+    } else if (g_strcmp0(event, "deny") == 0) {
         kind = GW_SHARE_REGISTRY_DENY;
         g_message("vm \"%s\": refused %s lent by user \"%s\": %s", vm, what, user, reason);
     } else {
@@ -282,7 +287,8 @@ gw_share_registry_free_port(GwShareRegistry *registry)
  * @port given). */
 static GwShare *
 gw_share_registry_start(GwShareRegistry *registry, const gchar *vm, const gchar *user, guint ttl_s,
-                        const gchar *ticket, guint16 port, gboolean used, GError **error)
+                        const gchar *ticket, guint16 port, gboolean used, gint64 ends_unix,
+                        GError **error)
 {
     static const GwShareCallbacks callbacks = {
         .check = gw_share_registry_check,
@@ -300,6 +306,8 @@ gw_share_registry_start(GwShareRegistry *registry, const gchar *vm, const gchar 
     options.ttl_s = ttl_s;
     options.ticket = ticket;
     options.used = used;
+    options.max_life_s = registry->config.max_life_s;
+    options.ends_unix = ends_unix;
     options.socket_dir = dir;
     options.access = registry->config.access;
     options.worker = registry->config.worker;
@@ -352,7 +360,8 @@ gw_share_registry_share(GwShareRegistry *registry, const gchar *vm, const gchar 
                         registry->config.ports, registry->config.port_base);
             return NULL;
         }
-        share = gw_share_registry_start(registry, vm, user, ttl_s, NULL, port, FALSE, &local_error);
+        share =
+            gw_share_registry_start(registry, vm, user, ttl_s, NULL, port, FALSE, 0, &local_error);
         if (share == NULL) {
             g_set_error(error, GW_SHARE_REGISTRY_ERROR, GW_SHARE_REGISTRY_ERROR_FAILED,
                         "cannot start the share for vm \"%s\": %s", vm, local_error->message);
@@ -388,7 +397,7 @@ gw_share_registry_unshare(GwShareRegistry *registry, const gchar *vm, const gcha
     lent = gw_share_list_lent(share);
     for (guint i = 0; i < lent->len; i++)
         gw_share_registry_event_cb(share, "return", g_ptr_array_index(lent, i), NULL, "share ended",
-                                   registry);
+                                   gw_share_get_client_address(share), registry);
     g_clear_pointer(&lent, g_ptr_array_unref);
     g_hash_table_remove(registry->shares, vm);
     registry->ops->changed(registry->user_data);
@@ -397,7 +406,7 @@ gw_share_registry_unshare(GwShareRegistry *registry, const gchar *vm, const gcha
 
 gboolean
 gw_share_registry_restore(GwShareRegistry *registry, const gchar *vm, const gchar *user,
-                          const gchar *ticket, gint64 port, gint64 expires)
+                          const gchar *ticket, gint64 port, gint64 expires, gint64 ends)
 {
     const GwShareRegistryConfig *config = &registry->config;
     gint64 now = g_get_real_time() / G_USEC_PER_SEC;
@@ -410,7 +419,7 @@ gw_share_registry_restore(GwShareRegistry *registry, const gchar *vm, const gcha
     if (user == NULL || ticket == NULL || ticket[0] == '\0' ||
         strlen(ticket) > GW_SHARE_REGISTRY_MAX_TICKET || !policy_vm_name_is_valid(vm) ||
         port < config->port_base || port >= (gint64)config->port_base + config->ports ||
-        expires < 0) {
+        expires < 0 || ends < 0) {
         g_warning("share of vm \"%s\" not restored: its saved entry is malformed or its "
                   "port is outside spice-port-base/spice-ports",
                   vm);
@@ -420,11 +429,17 @@ gw_share_registry_restore(GwShareRegistry *registry, const gchar *vm, const gcha
         g_message("share of vm \"%s\" not restored: its ticket expired unused", vm);
         return FALSE;
     }
+    if (expires == 0 && ends != 0 && ends <= now) {
+        g_message("share of vm \"%s\" not restored: its share-max-life is over", vm);
+        return FALSE;
+    }
+    if (expires == 0 && ends == 0)
+        ends = now + config->max_life_s; /* saved before share-max-life existed */
     if (g_hash_table_contains(registry->shares, vm) ||
         gw_share_registry_port_used(registry, (guint)port))
         return FALSE;
     if (gw_share_registry_start(registry, vm, user, expires != 0 ? (guint)(expires - now) : 0,
-                                ticket, (guint16)port, expires == 0, &error) == NULL) {
+                                ticket, (guint16)port, expires == 0, ends, &error) == NULL) {
         g_warning("share of vm \"%s\" not restored: %s", vm, error->message);
         return FALSE;
     }

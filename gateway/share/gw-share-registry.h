@@ -39,6 +39,7 @@ typedef struct _GwShareRegistry GwShareRegistry;
 typedef struct {
     guint port_base;                /* 0: SPICE ingress is off */
     guint ports;                    /* ports base … base+ports-1 */
+    guint max_life_s;               /* a share ends this long after its first use */
     const GwVmSocketAccess *access; /* borrowed, outlives the registry: the VM sockets */
     GwSpiceWorkerOptions worker;    /* copied; .port is the registry's */
 } GwShareRegistryConfig;
@@ -81,9 +82,10 @@ gboolean gw_share_registry_unshare(GwShareRegistry *registry, const gchar *vm, c
 /* A share saved before a restart: checked (a malformed or expired entry
  * is logged and skipped) and started with its ticket and port, so a
  * lending client reconnects as after a network loss. @expires: unix
- * seconds, 0 used, -1 missing. */
+ * seconds, 0 used, -1 missing; @ends: unix seconds a used share ends
+ * (0: missing, then max_life_s from now). */
 gboolean gw_share_registry_restore(GwShareRegistry *registry, const gchar *vm, const gchar *user,
-                                   const gchar *ticket, gint64 port, gint64 expires);
+                                   const gchar *ticket, gint64 port, gint64 expires, gint64 ends);
 /* @vm started: plug its share's sockets in. */
 void gw_share_registry_vm_started(GwShareRegistry *registry, const gchar *vm);
 

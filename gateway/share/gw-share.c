@@ -8,11 +8,13 @@
 #include <glib/gstdio.h>
 
 #include "gw-proxy.h"
+#include "sw-frame.h"
 #include "gw-vm-socket.h"
 
 /* Random bytes in a ticket; base64url makes 32 characters of them
  * (spice-server takes up to 60). */
 #define GW_SHARE_TICKET_BYTES 24
+#define GW_SHARE_MS_PER_S     1000
 
 typedef struct {
     GwShare *share; /* not owned */
@@ -26,6 +28,7 @@ typedef struct {
     PolicyDevice *lent;      /* owned, nullable: what QEMU has from the client */
     gchar *rule;             /* owned, nullable: the rule the last check named */
     gboolean check_denied;   /* the last refusal was the check's, already reported */
+    gchar *lender;           /* owned, nullable: address of the client that lent @lent */
     gboolean open;           /* a client holds this channel */
 } GwShareSlot;
 
@@ -40,6 +43,11 @@ struct _GwShare {
     guint expiry_id;
     gboolean used;                  /* a client logged in once */
     const GwVmSocketAccess *access; /* borrowed */
+    guint max_life_s;
+    gint64 ends_unix;      /* wall clock, seconds: the used share ends (0 unused) */
+    guint life_id;         /* timeout ending it then */
+    gchar *client_address; /* owned, nullable: the last client that logged in */
+    gboolean client_in;    /* it has not left */
     GwSpiceWorker *worker;
     GwShareSlot *slots;
     guint n_slots;
@@ -97,6 +105,17 @@ gw_share_has_client(GwShare *share)
     return FALSE;
 }
 
+/* Seconds until a used share ends (at least 1: 0 means "never" to the
+ * worker; the share's own timeout ends it; at most what a millisecond
+ * timeout holds, ~49 days, beyond the largest share-max-life). */
+static guint
+gw_share_life_left(GwShare *share)
+{
+    gint64 left = share->ends_unix - g_get_real_time() / G_USEC_PER_SEC;
+
+    return (guint)CLAMP(left, 1, G_MAXUINT / GW_SHARE_MS_PER_S);
+}
+
 /* ---- the proxy of one lending --------------------------------------------- */
 
 static gboolean
@@ -112,7 +131,8 @@ gw_share_proxy_check(GwProxy *proxy, const PolicyDevice *device, gchar **reason,
     slot->rule = g_strdup(rule);
     slot->check_denied = !allowed;
     if (!allowed) {
-        share->callbacks.event(share, "deny", device, rule, why, share->user_data);
+        share->callbacks.event(share, "deny", device, rule, why, share->client_address,
+                               share->user_data);
         *reason = g_steal_pointer(&why);
     }
     return allowed;
@@ -130,7 +150,9 @@ gw_share_proxy_denied(GwProxy *proxy, const PolicyDevice *device, const gchar *r
 
     if (slot->check_denied)
         return;
-    share->callbacks.event(share, "deny", device, slot->rule, reason, share->user_data);
+    /* the client lending now: the lend the proxy denied was not recorded */
+    share->callbacks.event(share, "deny", device, slot->rule, reason, share->client_address,
+                           share->user_data);
 }
 
 static void
@@ -141,7 +163,10 @@ gw_share_proxy_connected(GwProxy *proxy, const PolicyDevice *device, gpointer us
 
     g_clear_pointer(&slot->lent, policy_device_free);
     slot->lent = policy_device_copy(device);
-    share->callbacks.event(share, "lend", device, slot->rule, slot->path, share->user_data);
+    g_free(slot->lender);
+    slot->lender = g_strdup(share->client_address);
+    share->callbacks.event(share, "lend", device, slot->rule, slot->path, slot->lender,
+                           share->user_data);
 }
 
 static void
@@ -155,7 +180,7 @@ gw_share_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpoin
               reason != NULL ? reason : "");
     if (slot->lent != NULL) {
         share->callbacks.event(share, "return", slot->lent, NULL, gw_proxy_end_to_string(end),
-                               share->user_data);
+                               slot->lender, share->user_data);
         g_clear_pointer(&slot->lent, policy_device_free);
     }
     g_clear_pointer(&slot->proxy, gw_proxy_free);
@@ -169,7 +194,7 @@ gw_share_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpoin
      * client's usbredir stream cannot start over on the same channel, so
      * the client logs in again and lends its devices afresh */
     if (end != GW_PROXY_END_CLIENT_CLOSED && gw_share_has_client(share) && share->worker != NULL)
-        gw_spice_worker_set_ticket(share->worker, share->ticket, 0, TRUE);
+        gw_spice_worker_set_ticket(share->worker, share->ticket, gw_share_life_left(share), TRUE);
 }
 
 static void
@@ -249,6 +274,78 @@ gw_share_incoming(GSocketService *service, GSocketConnection *connection, GObjec
 
 /* ---- the worker --------------------------------------------------------- */
 
+static gboolean
+gw_share_life_over(gpointer data)
+{
+    GwShare *share = data;
+    g_autofree gchar *why = g_strdup_printf(
+        "share-max-life: %u s since the first login are over (a new share: usbgwctl share %s)",
+        share->max_life_s, share->vm);
+
+    share->life_id = 0;
+    gw_share_end(share, why);
+    return G_SOURCE_REMOVE;
+}
+
+/* The used share ends at ends_unix. */
+static void
+gw_share_start_life(GwShare *share)
+{
+    g_clear_handle_id(&share->life_id, g_source_remove);
+    /* milliseconds: g_timeout_add_seconds() may fire up to a second early */
+    share->life_id =
+        g_timeout_add(gw_share_life_left(share) * GW_SHARE_MS_PER_S, gw_share_life_over, share);
+}
+
+/* The first login (or, from a worker that does not report logins, the
+ * first channel opened): the ticket now lasts until share-max-life, so
+ * that the client may come back after a network loss. */
+static void
+gw_share_mark_used(GwShare *share)
+{
+    if (share->used)
+        return;
+    share->used = TRUE;
+    g_clear_handle_id(&share->expiry_id, g_source_remove);
+    share->ends_unix = g_get_real_time() / G_USEC_PER_SEC + share->max_life_s;
+    gw_share_start_life(share);
+    gw_spice_worker_set_ticket(share->worker, share->ticket, gw_share_life_left(share), FALSE);
+    if (share->callbacks.used != NULL)
+        share->callbacks.used(share, share->user_data);
+}
+
+static void
+gw_share_client(GwSpiceWorker *worker, guint event, const gchar *address, gpointer user_data)
+{
+    GwShare *share = user_data;
+    g_autofree gchar *reason = NULL;
+
+    switch (event) {
+    case SW_CLIENT_LOGIN:
+        gw_share_mark_used(share);
+        g_free(share->client_address);
+        share->client_address = g_strdup(address);
+        share->client_in = TRUE;
+        g_message("share vm \"%s\" user \"%s\": client %s logged in", share->vm, share->user,
+                  address);
+        break;
+    case SW_CLIENT_LEFT:
+        share->client_in = FALSE;
+        g_message("share vm \"%s\" user \"%s\": client %s left; the ticket is accepted again "
+                  "(reconnect)",
+                  share->vm, share->user, address);
+        break;
+    default: /* SW_CLIENT_REFUSED */
+        reason = g_strdup_printf(
+            "SPICE login from %s refused: client %s holds the share (one "
+            "client per share; a fresh ticket: usbgwctl share %s)",
+            address, share->client_address != NULL ? share->client_address : "?", share->vm);
+        g_message("share vm \"%s\" user \"%s\": %s", share->vm, share->user, reason);
+        share->callbacks.event(share, "deny", NULL, NULL, reason, address, share->user_data);
+        break;
+    }
+}
+
 static void
 gw_share_worker_ready(GwSpiceWorker *worker, gpointer user_data)
 {
@@ -256,7 +353,8 @@ gw_share_worker_ready(GwSpiceWorker *worker, gpointer user_data)
 
     g_message("share vm \"%s\" user \"%s\": SPICE listening on port %u", share->vm, share->user,
               share->port);
-    gw_spice_worker_set_ticket(worker, share->ticket, share->used ? 0 : share->ttl_s, FALSE);
+    gw_spice_worker_set_ticket(worker, share->ticket,
+                               share->used ? gw_share_life_left(share) : share->ttl_s, FALSE);
 }
 
 static void
@@ -265,15 +363,7 @@ gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GSocket *client, g
     GwShare *share = user_data;
     GwShareSlot *slot = &share->slots[channel];
 
-    if (!share->used) {
-        /* the ticket now lasts as long as the share: the same client may
-         * come back after a network loss */
-        share->used = TRUE;
-        g_clear_handle_id(&share->expiry_id, g_source_remove);
-        gw_spice_worker_set_ticket(worker, share->ticket, 0, FALSE);
-        if (share->callbacks.used != NULL)
-            share->callbacks.used(share, share->user_data);
-    }
+    gw_share_mark_used(share);
     slot->open = TRUE;
     g_message("share vm \"%s\" user \"%s\": client opened channel %u", share->vm, share->user,
               channel);
@@ -342,6 +432,7 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks, g
         .ready = gw_share_worker_ready,
         .channel_opened = gw_share_channel_opened,
         .channel_closed = gw_share_channel_closed,
+        .client = gw_share_client,
         .exited = gw_share_worker_exited,
     };
     g_autoptr(GwShare) share = g_new0(GwShare, 1);
@@ -354,6 +445,8 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks, g
     share->callbacks = *callbacks;
     share->user_data = user_data;
     share->used = options->used;
+    share->max_life_s = options->max_life_s;
+    share->ends_unix = options->used ? options->ends_unix : 0;
     share->ticket =
         options->ticket != NULL ? g_strdup(options->ticket) : gw_share_make_ticket(error);
     if (share->ticket == NULL)
@@ -380,6 +473,8 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks, g
         return NULL;
     if (!share->used)
         gw_share_start_expiry(share);
+    else
+        gw_share_start_life(share);
     return g_steal_pointer(&share);
 }
 
@@ -397,6 +492,8 @@ gw_share_renew(GwShare *share, const gchar *user, guint ttl_s, GError **error)
     share->user = g_strdup(user);
     share->ttl_s = ttl_s;
     share->used = FALSE;
+    share->ends_unix = 0;
+    g_clear_handle_id(&share->life_id, g_source_remove);
     gw_share_start_expiry(share);
     /* the old client is dropped and cannot log in again */
     if (gw_spice_worker_is_ready(share->worker))
@@ -432,6 +529,18 @@ gint64
 gw_share_get_expires_unix(GwShare *share)
 {
     return share->used ? 0 : share->expires_unix;
+}
+
+gint64
+gw_share_get_ends_unix(GwShare *share)
+{
+    return share->used ? share->ends_unix : 0;
+}
+
+const gchar *
+gw_share_get_client_address(GwShare *share)
+{
+    return share->client_address;
 }
 
 const gchar *const *
@@ -476,6 +585,19 @@ gw_share_to_json(GwShare *share)
         json_builder_add_null_value(builder);
     else
         json_builder_add_string_value(builder, share->expires_iso);
+    json_builder_set_member_name(builder, "ends");
+    if (share->used) {
+        g_autoptr(GDateTime) ends = g_date_time_new_from_unix_utc(share->ends_unix);
+        g_autofree gchar *iso = ends != NULL ? g_date_time_format_iso8601(ends) : NULL;
+        json_builder_add_string_value(builder, iso);
+    } else {
+        json_builder_add_null_value(builder);
+    }
+    json_builder_set_member_name(builder, "client");
+    if (share->client_in)
+        json_builder_add_string_value(builder, share->client_address);
+    else
+        json_builder_add_null_value(builder);
     json_builder_set_member_name(builder, "devices");
     json_builder_begin_array(builder);
     for (guint i = 0; i < lent->len; i++) {
@@ -507,6 +629,7 @@ gw_share_free(GwShare *share)
         return;
     g_clear_handle_id(&share->ended_id, g_source_remove);
     g_clear_handle_id(&share->expiry_id, g_source_remove);
+    g_clear_handle_id(&share->life_id, g_source_remove);
     /* the worker first: no callback of it may see half-freed slots */
     g_clear_pointer(&share->worker, gw_spice_worker_free);
     for (guint i = 0; share->slots != NULL && i < share->n_slots; i++) {
@@ -527,6 +650,7 @@ gw_share_free(GwShare *share)
         }
         g_free(slot->path);
         g_free(slot->rule);
+        g_free(slot->lender);
     }
     if (share->ticket != NULL)
         explicit_bzero(share->ticket, strlen(share->ticket));
@@ -537,5 +661,6 @@ gw_share_free(GwShare *share)
     g_free(share->ticket);
     g_free(share->expires_iso);
     g_free(share->ended_reason);
+    g_free(share->client_address);
     g_free(share);
 }

@@ -14,10 +14,14 @@
  * client's doing the client is dropped so that it logs in again and lends
  * the device afresh.
  *
- * Ticket: valid for @ttl_s until the first client logs in, then for as
- * long as the share lasts, so the same client can reconnect after a
- * network loss; a second client with the ticket replaces the first.
- * A share never used within @ttl_s ends by itself. Main thread only. */
+ * Ticket: valid for @ttl_s until the first client logs in, then until
+ * the share ends, @max_life_s after that first login (the share ends
+ * then, reason "share-max-life"). One client at a time: while a client is
+ * connected the worker refuses any other login with the ticket (usbgwd
+ * records a "deny" naming both addresses); once it has left, the ticket
+ * is accepted again, so the client reconnects after a network loss. A
+ * client is replaced only through a fresh ticket (gw_share_renew()). A
+ * share never used within @ttl_s ends by itself. Main thread only. */
 #pragma once
 
 #include <gio/gio.h>
@@ -37,6 +41,8 @@ typedef struct {
     guint ttl_s;             /* time to first use (unused when @used) */
     const gchar *ticket;     /* nullable: a fresh random one (else restored) */
     gboolean used;           /* restored: a client logged in before */
+    guint max_life_s;        /* the share ends this long after its first use */
+    gint64 ends_unix;        /* restored and used: when it ends (unix seconds) */
     const gchar *socket_dir; /* <rundir>/vm/<vm> */
     /* borrowed, must outlive the share: who may connect to the VM
      * sockets (gw-vm-socket.h) */
@@ -53,9 +59,11 @@ typedef struct {
     /* Required: something for the audit trail: "lend" (QEMU got the
      * device), "deny", "return" (the lent device left the VM while the
      * share lasts; gw_share_free() reports none), with the device as the
-     * client described it (may be NULL for "return"). */
+     * client described it (may be NULL for "return"; NULL for a "deny"
+     * of a second client's login), and @client the address ("IP:port") of
+     * the client concerned (nullable). */
     void (*event)(GwShare *share, const gchar *event, const PolicyDevice *device, const gchar *rule,
-                  const gchar *reason, gpointer user_data);
+                  const gchar *reason, const gchar *client, gpointer user_data);
     /* Optional: the first client logged in (the ticket no longer expires). */
     void (*used)(GwShare *share, gpointer user_data);
     /* Optional: QEMU's connection to a VM socket closed (after each
@@ -81,6 +89,11 @@ const gchar *gw_share_get_ticket(GwShare *share);
 guint16 gw_share_get_port(GwShare *share);
 /* When the unused ticket expires (seconds since the epoch); 0 once used. */
 gint64 gw_share_get_expires_unix(GwShare *share);
+/* When the used share ends (share-max-life; seconds since the epoch); 0
+ * while unused. */
+gint64 gw_share_get_ends_unix(GwShare *share);
+/* The address of the last client that logged in ("IP:port"), or NULL. */
+const gchar *gw_share_get_client_address(GwShare *share);
 /* The VM sockets (one per channel), for libvirt to plug into the VM. */
 const gchar *const *gw_share_get_socket_paths(GwShare *share);
 /* Whether QEMU is connected to this VM socket. */

@@ -259,6 +259,38 @@ gw_spice_worker_on_open(GwSpiceWorker *worker, GwSpiceChannel *channel)
     return !worker->gone;
 }
 
+/* CLIENT: an event byte and a printable address (sw-frame.h). */
+static gboolean
+gw_spice_worker_on_client(GwSpiceWorker *worker, const SwFrameHeader *header, const guint8 *payload)
+{
+    g_autofree gchar *address = NULL;
+
+    if (!worker->ready || header->channel != 0 || header->length < 2 ||
+        header->length > 1 + SW_FRAME_MAX_ADDRESS) {
+        gw_spice_worker_fail(worker, "CLIENT frame %s (channel %u, %u bytes)",
+                             worker->ready ? "malformed" : "before READY", header->channel,
+                             header->length);
+        return FALSE;
+    }
+    if (payload[0] < SW_CLIENT_LOGIN || payload[0] > SW_CLIENT_REFUSED) {
+        gw_spice_worker_fail(worker, "CLIENT frame with unknown event %u", payload[0]);
+        return FALSE;
+    }
+    for (guint i = 1; i < header->length; i++) {
+        if (!g_ascii_isgraph(payload[i])) {
+            gw_spice_worker_fail(worker,
+                                 "CLIENT frame: byte %u of the address is 0x%02x, not "
+                                 "printable",
+                                 i - 1, payload[i]);
+            return FALSE;
+        }
+    }
+    address = g_strndup((const gchar *)payload + 1, header->length - 1);
+    if (worker->callbacks.client != NULL)
+        worker->callbacks.client(worker, payload[0], address, worker->user_data);
+    return !worker->gone;
+}
+
 static gboolean
 gw_spice_worker_on_frame(GwSpiceWorker *worker, const SwFrameHeader *header, const guint8 *payload)
 {
@@ -277,6 +309,8 @@ gw_spice_worker_on_frame(GwSpiceWorker *worker, const SwFrameHeader *header, con
         worker->callbacks.ready(worker, worker->user_data);
         return !worker->gone;
     }
+    if (header->type == SW_FRAME_CLIENT)
+        return gw_spice_worker_on_client(worker, header, payload);
     if (header->type != SW_FRAME_OPEN && header->type != SW_FRAME_CLOSE &&
         header->type != SW_FRAME_DATA) {
         gw_spice_worker_fail(worker, "frame type %u does not go from worker to usbgwd",

@@ -37,6 +37,10 @@ typedef struct {
                            gpointer user_data);
     /* The client closed @channel: the socket from channel_opened reads EOF. */
     void (*channel_closed)(GwSpiceWorker *worker, guint channel, gpointer user_data);
+    /* Optional: who uses the share (SwClientEvent of spice/sw-frame.h:
+     * SW_CLIENT_LOGIN, SW_CLIENT_LEFT, SW_CLIENT_REFUSED) and the
+     * client's address as spice-server saw it ("IP:port"). */
+    void (*client)(GwSpiceWorker *worker, guint event, const gchar *address, gpointer user_data);
     /* The worker is gone (exited, or its frames were malformed); no
      * callback follows. The owner frees the worker. */
     void (*exited)(GwSpiceWorker *worker, const gchar *reason, gpointer user_data);

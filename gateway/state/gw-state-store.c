@@ -114,6 +114,7 @@ gw_state_share_copy(const GwStateShare *share)
     copy->ticket = g_strdup(share->ticket);
     copy->port = share->port;
     copy->expires = share->expires;
+    copy->ends = share->ends;
     return copy;
 }
 
@@ -163,6 +164,7 @@ gw_state_store_open(const gchar *path)
         share->port = entry != NULL ? json_object_get_int_member_with_default(entry, "port", 0) : 0;
         share->expires =
             entry != NULL ? json_object_get_int_member_with_default(entry, "expires", -1) : -1;
+        share->ends = entry != NULL ? json_object_get_int_member_with_default(entry, "ends", 0) : 0;
         g_ptr_array_add(store->shares, share);
     }
     g_ptr_array_sort(store->shares, gw_state_share_compare);
@@ -245,7 +247,8 @@ gw_state_shares_equal(GPtrArray *a, GPtrArray *b)
         const GwStateShare *x = g_ptr_array_index(a, i);
         const GwStateShare *y = g_ptr_array_index(b, i);
         if (g_strcmp0(x->vm, y->vm) != 0 || g_strcmp0(x->user, y->user) != 0 ||
-            g_strcmp0(x->ticket, y->ticket) != 0 || x->port != y->port || x->expires != y->expires)
+            g_strcmp0(x->ticket, y->ticket) != 0 || x->port != y->port ||
+            x->expires != y->expires || x->ends != y->ends)
             return FALSE;
     }
     return TRUE;
@@ -296,6 +299,8 @@ gw_state_store_flush(GwStateStore *store, GError **error)
         json_object_set_string_member(entry, "ticket", share->ticket);
         json_object_set_int_member(entry, "port", share->port);
         json_object_set_int_member(entry, "expires", share->expires);
+        if (share->ends != 0)
+            json_object_set_int_member(entry, "ends", share->ends);
         json_object_set_object_member(shares, share->vm, g_steal_pointer(&entry));
     }
     json_object_set_object_member(root, "shares", g_steal_pointer(&shares));

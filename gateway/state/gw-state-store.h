@@ -28,6 +28,7 @@ typedef struct {
     gchar *ticket;  /* owned, nullable */
     gint64 port;    /* 0 when missing */
     gint64 expires; /* unix seconds; 0: used (lasts while the share does); -1 when missing */
+    gint64 ends;    /* unix seconds a used share ends (share-max-life); 0 unused or missing */
 } GwStateShare;
 
 void gw_state_share_free(GwStateShare *share);

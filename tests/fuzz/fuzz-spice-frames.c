@@ -8,7 +8,8 @@
  *
  *   - nothing is reported after exited();
  *   - exited() comes at most once;
- *   - a channel opens only when closed, and closes only when open.
+ *   - a channel opens only when closed, and closes only when open;
+ *   - a client's address (CLIENT) is printable and comes after READY.
  *
  * Run the fuzzer (clang), as tests/fuzz/fuzz-proxy.c says, with
  * tests/fuzz/corpus/spice-frames as the seed corpus. */
@@ -49,6 +50,16 @@ fuzz_opened(GwSpiceWorker *worker, guint channel, GSocket *client, gpointer user
 
     FUZZ_CHECK(owner->exits == 0 && channel < FUZZ_CHANNELS && owner->clients[channel] == NULL);
     owner->clients[channel] = client;
+}
+
+static void
+fuzz_client(GwSpiceWorker *worker, guint event, const gchar *address, gpointer user_data)
+{
+    FuzzOwner *owner = user_data;
+
+    FUZZ_CHECK(owner->exits == 0 && owner->ready && address[0] != '\0');
+    for (const gchar *p = address; *p != '\0'; p++)
+        FUZZ_CHECK(g_ascii_isgraph(*p));
 }
 
 static void
@@ -101,6 +112,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .ready = fuzz_ready,
         .channel_opened = fuzz_opened,
         .channel_closed = fuzz_closed,
+        .client = fuzz_client,
         .exited = fuzz_exited,
     };
     GMainContext *context = g_main_context_default();

@@ -12,6 +12,7 @@ does wrong is read from the file $USBGW_BAD_WORKER_MODE_FILE:
   data-closed   READY, DATA on channel 0, which no client opened
   huge          READY, a frame header announcing 16 MiB
   channel       READY, OPEN for channel 200
+  client        READY, a CLIENT frame whose address holds a newline
 """
 import os
 import re
@@ -25,7 +26,8 @@ def frame(kind, channel=0, payload=b""):
     return struct.pack("<IBBH", len(payload), kind, channel, 0) + payload
 
 
-READY, OPEN, DATA = 1, 3, 5
+READY, OPEN, DATA, CLIENT = 1, 3, 5, 7
+VERSION = 2  # SW_FRAME_VERSION
 
 
 def main():
@@ -34,7 +36,7 @@ def main():
     with open(os.environ["USBGW_BAD_WORKER_MODE_FILE"]) as f:
         mode = f.read().strip()
     sock = socket.socket(fileno=fd)
-    ready = frame(READY, 0, struct.pack("<II", 1, channels))
+    ready = frame(READY, 0, struct.pack("<II", VERSION, channels))
     sends = {
         "garbage": [ready, b"\xff" * 64],
         "bad-version": [frame(READY, 0, struct.pack("<II", 99, channels))],
@@ -42,6 +44,7 @@ def main():
         "data-closed": [ready, frame(DATA, 0, b"hello")],
         "huge": [ready, struct.pack("<IBBH", 16 << 20, DATA, 0, 0)],
         "channel": [ready, frame(OPEN, 200)],
+        "client": [ready, frame(CLIENT, 0, b"\x01127.0.0.1:1\n")],
     }
     if mode == "exit":
         return 1

@@ -35,6 +35,16 @@ is checked against the key's secret.
                  between client and usbgwd drops it): usbgwd and the VM
                  carry on, usbgw-share reconnects no sooner than its
                  --min-interval, and the guest answers again
+  second-client  while usbgw-share lends the key, a second usbgw-share with
+                 the same ticket is refused (auth error, exit 3; a "deny"
+                 audit record naming both clients' addresses); the first
+                 keeps lending: never disconnected, the guest still answers
+  max-life       share-max-life=3: 3 s after the first login the share ends
+                 (log, "unshare" audit record naming share-max-life), the
+                 client is dropped and the share is gone from usbgwctl shares
+  plain-network  spice-address=0.0.0.0 without TLS: usbgwd refuses to start
+                 with a message naming spice-address and the TLS keys;
+                 spice-allow-plain-network=true lets it start
 """
 import json
 import os
@@ -58,6 +68,7 @@ HASP_SECRET = "000102030405060708090a0b0c0d0e0f"
 CHALLENGE = "00112233445566778899aabbccddeeff"
 CHANNELS = 2
 MIN_INTERVAL_S = 2
+MAX_LIFE_S = 3
 CLOCK_SLACK_S = 0.05
 POLICY = f"""deny with-interface 08:*:*
 share id {HASP} user "alice" to vm "test-vm"
@@ -201,6 +212,19 @@ spice-worker={self.worker}
             env=env)
         wait(self.gw_out, r"usbgw[a-z-]*-Message: .*ready")
 
+    def reconfigure(self, replace=(), add="", env=None):
+        """usbgwd stopped, its usbgwd.conf edited (replace: (old, new)
+        pairs; add: lines appended) and started again."""
+        self.stop()
+        conf = os.path.join(self.work, "usbgwd.conf")
+        with open(conf) as f:
+            text = f.read()
+        for old, new in replace:
+            text = text.replace(old, new)
+        with open(conf, "w") as f:
+            f.write(text + add)
+        self.start_usbgwd(env=env)
+
     def ctl(self, *args):
         out = subprocess.run([self.usbgwctl, "--socket", self.control, *args],
                              capture_output=True, text=True)
@@ -249,6 +273,16 @@ spice-worker={self.worker}
     def audit_events(self):
         with open(self.audit) as f:
             return [json.loads(line) for line in f if line.strip()]
+
+    def audit_of(self, event, count=1):
+        """The audit records of kind event, once there are count of them
+        (usbgwd logs before it writes the record)."""
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            found = [e for e in self.audit_events() if e["event"] == event]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def check_answer(self, guest_out, start=0):
         """The guest's first answer (or error) from line start on is the key's."""
@@ -434,6 +468,8 @@ def scenario_restart(rig):
         saved = json.load(f)["shares"]["test-vm"]
     if saved["ticket"] != share["ticket"] or saved["expires"] != 0:
         fail(f"state.json after the first login: {saved}")
+    if not time.time() < saved.get("ends", 0) <= time.time() + 12 * 3600 + 5:
+        fail(f"state.json after the first login: no share-max-life end (default 12 h): {saved}")
     if os.stat(os.path.join(rig.work, "state.json")).st_mode & 0o077:
         fail("state.json holds tickets but others may read it")
     rig.gw.kill()
@@ -534,6 +570,7 @@ def scenario_bad_worker(rig):
         "data-closed": r"worker sent data on channel 0, which is not open",
         "huge": r"from the worker: frame length \d+ exceeds",
         "channel": r"frame for channel 200 that does not exist",
+        "client": r"CLIENT frame: byte 11 of the address is 0x0a",
     }
     for mode, pattern in expect.items():
         with open(mode_file, "w") as f:
@@ -591,6 +628,116 @@ def scenario_reconnect(rig):
     rig.stop()
 
 
+def client_login(rig, start=0):
+    """The address usbgwd logged for the next client login from line start."""
+    i, m = wait(rig.gw_out, r'share vm "test-vm" user "alice": client (\S+) logged in', start)
+    return i, m.group(1)
+
+
+def scenario_second_client(rig):
+    share = rig.share()
+    guest, guest_out = rig.boot(f"usbgw.dev={HASP} usbgw.challenge={CHALLENGE} usbgw.wait=50 "
+                                "usbgw.loop=1", timeout=120)
+    ticket = rig.ticket_file("ticket", share["ticket"])
+    first, first_out = rig.lender(share["uri"], ticket, [HASP], ["hasp"], name="first")
+    _, first_address = client_login(rig)
+    rig.check_answer(guest_out)
+    wait(rig.gw_out, rf'vm "test-vm": got the lent device {HASP}')
+    # the thief: same ticket, its own (simulated) key, while the first lends
+    seen_first = first_out.count()
+    second, second_out = rig.lender(share["uri"], ticket, [HASP], ["hasp"], name="second")
+    wait(second_out, r"^usbgw-share: auth error")
+    if second.wait(timeout=TIMEOUT_S) != 3:
+        fail(f"the second client exited {second.returncode}, want 3 (auth error)")
+    i, _ = wait(rig.gw_out, r"SPICE login from \S+ refused: client \S+ holds the share")
+    if first_address not in rig.gw_out.lines[i]:
+        fail(f"refusal {rig.gw_out.lines[i]!r} does not name the first client {first_address}")
+    denies = rig.audit_of("deny")
+    if len(denies) != 1 or first_address not in denies[0].get("reason", "") or \
+            "client=" not in denies[0].get("actor", "") or \
+            first_address in denies[0].get("actor", ""):
+        fail(f"want one 'deny' audit record naming the second client (actor) and the first "
+             f"(reason {first_address}), got {denies}")
+    lends = rig.audit_of("lend")
+    if len(lends) != 1 or f"client={first_address}" not in lends[0].get("actor", ""):
+        fail(f"want one 'lend' audit record with client={first_address}, got {lends}")
+    print(f"second client refused ({denies[0]['actor']}); audit names the first, {first_address}")
+    # the first still lends: never dropped, and the guest's next rounds answer
+    rig.check_answer_again(guest_out, guest_out.count())
+    if any(re.match(r"^usbgw-share: disconnected from", line)
+           for line in first_out.lines[seen_first:]):
+        fail(f"the first client was disconnected: {first_out.lines[seen_first:]}")
+    if first.poll() is not None:
+        fail("the first client is gone")
+    returns = [e for e in rig.audit_events() if e["event"] == "return"]
+    if returns:
+        fail(f"the first client's key went back while it lends: {returns}")
+    shares = json.loads(rig.ctl("shares", "--json"))["shares"]
+    if shares[0]["client"] != first_address:
+        fail(f"usbgwctl shares does not name the first client {first_address}: {shares}")
+    print("the first client kept lending: the guest still answers")
+    stop_lender(first, "usbgw-share")
+    wait(rig.gw_out, rf'vm "test-vm": gave back {HASP}')
+    returns = rig.audit_of("return")
+    if len(returns) != 1 or f"client={first_address}" not in returns[0].get("actor", ""):
+        fail(f"want one 'return' audit record with client={first_address}, got {returns}")
+    guest.kill()
+    guest.wait()
+    rig.stop()
+
+
+def scenario_max_life(rig):
+    rig.reconfigure(add=f"share-max-life={MAX_LIFE_S}\n")
+    share = rig.share()
+    lender, out = rig.lender(share["uri"], rig.ticket_file("ticket", share["ticket"]), [HASP],
+                             ["hasp"])
+    i, _ = client_login(rig)
+    used_at = rig.gw_out.times[i]
+    shares = json.loads(rig.ctl("shares", "--json"))["shares"]
+    if not shares or not shares[0].get("ends"):
+        fail(f"usbgwctl shares after the first login: no end time: {shares}")
+    j, _ = wait(rig.gw_out, r'share vm "test-vm" user "alice" ended: share-max-life', i)
+    lasted = rig.gw_out.times[j] - used_at
+    print(f"share ended {lasted:.2f} s after the first login (share-max-life={MAX_LIFE_S})")
+    if not MAX_LIFE_S - 1 <= lasted <= MAX_LIFE_S + 3:
+        fail(f"share ended {lasted:.2f} s after the first login, want about {MAX_LIFE_S}")
+    unshares = rig.audit_of("unshare")
+    if len(unshares) != 1 or "share-max-life" not in unshares[0].get("reason", ""):
+        fail(f"want one 'unshare' audit record naming share-max-life, got {unshares}")
+    if json.loads(rig.ctl("shares", "--json"))["shares"]:
+        fail("the share is still listed after its max life")
+    wait(out, r"^usbgw-share: disconnected from")
+    stop_lender(lender, "usbgw-share")
+    rig.stop()
+
+
+def scenario_plain_network(rig):
+    rig.stop()
+    conf = os.path.join(rig.work, "usbgwd.conf")
+    with open(conf) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text + "spice-address=0.0.0.0\n")
+    try:
+        out = subprocess.run([rig.usbgwd, "--foreground", "--policy",
+                              os.path.join(rig.work, "policy"), "--rundir", rig.rundir,
+                              "--config", conf], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        fail("usbgwd started (still running after 10 s) with spice-address=0.0.0.0 and no TLS")
+    said = out.stdout + out.stderr
+    if out.returncode == 0 or not re.search(r"spice-address=0\.0\.0\.0 is not a loopback", said) \
+            or "spice-tls-cert" not in said:
+        fail(f"usbgwd with spice-address=0.0.0.0 and no TLS: exit {out.returncode}, said {said!r}")
+    print(f"refused: {said.strip().splitlines()[-1]}")
+    with open(conf, "w") as f:
+        f.write(text + "spice-address=0.0.0.0\nspice-allow-plain-network=true\n")
+    rig.start_usbgwd()
+    share = rig.share()
+    if not share["uri"].startswith("spice://"):
+        fail(f"share with spice-allow-plain-network: {share}")
+    rig.stop()
+
+
 SCENARIOS = {
     "lend": scenario_lend,
     "remote-viewer": scenario_remote_viewer,
@@ -600,6 +747,9 @@ SCENARIOS = {
     "bad-worker": scenario_bad_worker,
     "bad-input": scenario_bad_input,
     "reconnect": scenario_reconnect,
+    "second-client": scenario_second_client,
+    "max-life": scenario_max_life,
+    "plain-network": scenario_plain_network,
 }
 
 

@@ -81,11 +81,18 @@ typedef struct {
     guint lends;
     guint returns;
     guint denies;
-    gchar *deny_reason; /* owned, nullable: the last "deny" event's */
     guint ended;
-    gboolean freeing;  /* inside gw_share_free() */
-    guint during_free; /* callbacks from inside gw_share_free() */
+    gboolean freeing;    /* inside gw_share_free() */
+    guint during_free;   /* callbacks from inside gw_share_free() */
+    gchar *deny_client;  /* owned, nullable: the last "deny"'s client */
+    gchar *deny_reason;  /* owned, nullable: and its reason */
+    gchar *ended_reason; /* owned, nullable */
 } Harness;
+
+/* share-max-life: long for the lending test, short for the one ending by it */
+#define TEST_LONG_LIFE_S 3600
+#define TEST_MAX_LIFE_S  1
+static guint harness_max_life_s = TEST_LONG_LIFE_S;
 
 static gboolean
 harness_check(GwShare *share, const PolicyDevice *device, gchar **rule, gchar **reason,
@@ -97,19 +104,21 @@ harness_check(GwShare *share, const PolicyDevice *device, gchar **rule, gchar **
 
 static void
 harness_event(GwShare *share, const gchar *event, const PolicyDevice *device, const gchar *rule,
-              const gchar *reason, gpointer user_data)
+              const gchar *reason, const gchar *client, gpointer user_data)
 {
     Harness *h = user_data;
 
     g_test_message("share event %s (%s)", event, reason != NULL ? reason : "");
     h->events++;
     h->during_free += h->freeing;
-    if (g_strcmp0(event, "lend") == 0)
+    if (g_strcmp0(event, "lend") == 0) {
         h->lends++;
-    else if (g_strcmp0(event, "return") == 0)
+    } else if (g_strcmp0(event, "return") == 0) {
         h->returns++;
-    else if (g_strcmp0(event, "deny") == 0) {
+    } else if (g_strcmp0(event, "deny") == 0) {
         h->denies++;
+        g_free(h->deny_client);
+        h->deny_client = g_strdup(client);
         g_free(h->deny_reason);
         h->deny_reason = g_strdup(reason);
     }
@@ -122,6 +131,8 @@ harness_ended(GwShare *share, const gchar *reason, gpointer user_data)
 
     g_test_message("share ended: %s", reason);
     h->ended++;
+    g_free(h->ended_reason);
+    h->ended_reason = g_strdup(reason);
     h->during_free += h->freeing;
 }
 
@@ -214,6 +225,18 @@ done_ticket(Harness *h)
 }
 
 static gboolean
+done_deny(Harness *h)
+{
+    return h->deny_client != NULL;
+}
+
+static gboolean
+done_ended(Harness *h)
+{
+    return h->ended > 0;
+}
+
+static gboolean
 done_lent(Harness *h)
 {
     return h->lends > 0 && usbredir_peer_is_connected(h->qemu);
@@ -271,6 +294,7 @@ harness_init(Harness *h, const gchar *program)
         .user = "alice",
         .ttl_s = 60,
         .access = &harness_access,
+        .max_life_s = harness_max_life_s,
         .worker =
             {
                 .program = program,
@@ -377,7 +401,9 @@ harness_clear(Harness *h)
     g_clear_object(&h->fw);
     g_clear_object(&h->listener);
     g_byte_array_unref(h->from_share);
+    g_free(h->deny_client);
     g_free(h->deny_reason);
+    g_free(h->ended_reason);
     if (h->dir != NULL) {
         g_autofree gchar *worker_socket = g_build_filename(h->dir, "worker.sock", NULL);
         g_autofree gchar *vm_dir = g_build_filename(h->dir, "vm", "test-vm", NULL);
@@ -605,6 +631,58 @@ test_descriptor_denied_is_audited(void)
     harness_clear(&h);
 }
 
+static void
+harness_send_client(Harness *h, SwClientEvent event, const gchar *address)
+{
+    g_autofree guint8 *payload = g_malloc(1 + strlen(address));
+
+    payload[0] = (guint8)event;
+    memcpy(payload + 1, address, strlen(address));
+    harness_send_frame(h, SW_FRAME_CLIENT, payload, (guint32)(1 + strlen(address)));
+}
+
+/* The worker reports a login, then a second client refused: the share
+ * records a "deny" naming the refused client (client) and the one holding
+ * the share (reason); the login starts share-max-life, after which the
+ * share ends with a reason naming it. */
+static void
+test_second_client_and_max_life(void)
+{
+    Harness h;
+    guint8 ready[8];
+    gint64 login_us;
+    gint64 now_s;
+
+    harness_max_life_s = TEST_MAX_LIFE_S;
+    harness_init(&h, test_program);
+    harness_max_life_s = TEST_LONG_LIFE_S;
+    sw_frame_put_u32(ready, SW_FRAME_VERSION);
+    sw_frame_put_u32(ready + 4, 1);
+    harness_send_frame(&h, SW_FRAME_READY, ready, sizeof(ready));
+    harness_run_until(&h, done_ticket);
+    g_assert_cmpint(gw_share_get_ends_unix(h.share), ==, 0);
+
+    login_us = g_get_monotonic_time();
+    now_s = g_get_real_time() / G_USEC_PER_SEC;
+    harness_send_client(&h, SW_CLIENT_LOGIN, "192.0.2.7:5000");
+    harness_send_client(&h, SW_CLIENT_REFUSED, "198.51.100.9:6000");
+    harness_run_until(&h, done_deny);
+    g_assert_cmpstr(gw_share_get_client_address(h.share), ==, "192.0.2.7:5000");
+    g_assert_cmpstr(h.deny_client, ==, "198.51.100.9:6000");
+    g_assert_nonnull(strstr(h.deny_reason, "from 198.51.100.9:6000 refused"));
+    g_assert_nonnull(strstr(h.deny_reason, "client 192.0.2.7:5000 holds the share"));
+    g_assert_cmpint(gw_share_get_ends_unix(h.share), >=, now_s + TEST_MAX_LIFE_S);
+    g_assert_cmpint(gw_share_get_ends_unix(h.share), <=, now_s + TEST_MAX_LIFE_S + 1);
+    g_assert_cmpuint(h.ended, ==, 0);
+
+    harness_run_until(&h, done_ended);
+    g_assert_nonnull(g_strstr_len(h.ended_reason, -1, "share-max-life"));
+    /* not before its life is over (g_timeout_add_seconds may round up) */
+    g_assert_cmpint(g_get_monotonic_time() - login_us, >=,
+                    (TEST_MAX_LIFE_S * G_USEC_PER_SEC) - 10 * G_TIME_SPAN_MILLISECOND);
+    harness_clear(&h);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -620,6 +698,7 @@ main(int argc, char **argv)
     g_test_add_func("/gw-share/free/calls-back-nobody", test_free_calls_back_nobody);
     g_test_add_func("/gw-share/socket/only-the-vm-qemu", test_share_socket_only_the_vm_qemu);
     g_test_add_func("/gw-share/descriptor-denied-is-audited", test_descriptor_denied_is_audited);
+    g_test_add_func("/gw-share/client/second-refused-max-life", test_second_client_and_max_life);
     status = g_test_run();
     g_free(test_program);
     return status;

@@ -15,6 +15,7 @@
  *   EP_INFO CH
  *   DEVICE_CONNECT CH VVVV:PPPP
  *   DEVICE_DISCONNECT CH
+ *   CLIENT LOGIN|LEFT|REFUSED ADDRESS
  *   WORKER_EXIT STATUS
  *
  * Commands on stdin: "restart MS" (close the socketpair, wait for the
@@ -225,6 +226,22 @@ peer_on_frame(Peer *peer, const SwFrameHeader *header, const guint8 *payload, GE
             memcpy(frame + 4, peer->ticket, length);
             peer_send(peer, SW_FRAME_TICKET, 0, frame, 4 + length);
         }
+        return TRUE;
+    }
+    if (header->type == SW_FRAME_CLIENT) {
+        static const char *const events[] = {
+            [SW_CLIENT_LOGIN] = "LOGIN",
+            [SW_CLIENT_LEFT] = "LEFT",
+            [SW_CLIENT_REFUSED] = "REFUSED",
+        };
+
+        if (header->length < 2 || payload[0] < SW_CLIENT_LOGIN || payload[0] > SW_CLIENT_REFUSED) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "CLIENT frame of %u bytes",
+                        header->length);
+            return FALSE;
+        }
+        peer_say("CLIENT %s %.*s", events[payload[0]], (int)header->length - 1,
+                 (const char *)payload + 1);
         return TRUE;
     }
     if (header->channel >= peer->n_channels) {

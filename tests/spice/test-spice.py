@@ -18,6 +18,11 @@ reports what arrives (HELLO, INTERFACE_INFO, DEVICE_CONNECT ...).
   remote-viewer the stock client (virt-viewer) on its own Xvfb lends the
                 key with --spice-usbredir-redirect-on-connect; stopping
                 it closes the channel
+  second-client while usbgw-share lends the key, a second usbgw-share with
+                the same ticket is refused (auth error, exit 3; the worker
+                reports CLIENT REFUSED with its address) and the first
+                keeps its channel; once the first has left, the ticket
+                logs a client in again (a reconnect after a network loss)
 """
 import os
 import re
@@ -90,7 +95,7 @@ class Rig:
         self.peer = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         PROCS.append(self.peer)
         self.peer_out = Reader("peer", self.peer.stdout)
-        self.peer_out.wait(r"^READY version=1 channels=4$")
+        self.peer_out.wait(r"^READY version=2 channels=4$")
 
     def peer_command(self, line):
         self.peer.stdin.write((line + "\n").encode())
@@ -264,11 +269,43 @@ def scenario_remote_viewer(rig):
     rig.stop_peer()
 
 
+def scenario_second_client(rig):
+    rig.start_peer(via_frame=True)
+    first, first_out = rig.start_share("first")
+    ch, after = expect_device(rig)
+    _, m = rig.peer_out.wait(r"^CLIENT LOGIN (127\.0\.0\.1:\d+)$")
+    first_address = m.group(1)
+    first_out.wait(r"^usbgw-share: redirecting .*0529:0001")
+    second, second_out = rig.start_share("second")
+    second_out.wait(r"^usbgw-share: auth error")
+    if wait_exit(second, "the second usbgw-share after its auth error") != 3:
+        fail(f"the second usbgw-share exited {second.returncode}, want 3 (auth error)")
+    _, m = rig.peer_out.wait(r"^CLIENT REFUSED (127\.0\.0\.1:\d+)$", after)
+    if m.group(1) == first_address:
+        fail(f"the refused client has the first client's address {first_address}")
+    print(f"second client {m.group(1)} refused while {first_address} lends", flush=True)
+    dropped = rig.peer_out.matching(rf"^(CLOSE {ch}|CLIENT LEFT|DEVICE_DISCONNECT) ?")
+    if dropped or first.poll() is not None or \
+            first_out.matching(r"^usbgw-share: disconnected from"):
+        fail(f"the first client lost its channel to the second: {dropped}")
+    # the first leaves: the ticket works again
+    first.send_signal(signal.SIGTERM)
+    wait_exit(first, "usbgw-share after SIGTERM")
+    i, _ = rig.peer_out.wait(rf"^CLIENT LEFT {re.escape(first_address)}$", after)
+    third, third_out = rig.start_share("third")
+    expect_device(rig, i)
+    rig.peer_out.wait(r"^CLIENT LOGIN 127\.0\.0\.1:\d+$", i)
+    third.send_signal(signal.SIGTERM)
+    wait_exit(third, "usbgw-share after SIGTERM")
+    rig.stop_peer()
+
+
 SCENARIOS = {
     "redirect": scenario_redirect,
     "wrong-ticket": scenario_wrong_ticket,
     "reconnect": scenario_reconnect,
     "remote-viewer": scenario_remote_viewer,
+    "second-client": scenario_second_client,
 }
 
 
