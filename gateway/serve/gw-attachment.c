@@ -61,7 +61,18 @@ gw_attachment_claim(GwAttachment *attachment, GError **error)
         return gw_usb_set_error(error, rc, what);
     }
     attachment->n_interfaces = 0;
-    if (libusb_get_active_config_descriptor(attachment->device, &config) == LIBUSB_SUCCESS) {
+    /* the active configuration's interfaces; when the device reads as
+     * unconfigured for a moment (sysfs' bConfigurationValue is empty
+     * while a reset or a configuration change settles, as after a peer's
+     * session), the first configuration's: claiming nothing would leave
+     * the device to the host */
+    rc = libusb_get_active_config_descriptor(attachment->device, &config);
+    if (rc != LIBUSB_SUCCESS) {
+        g_debug("%s: no active configuration (%s); claiming the first one's interfaces",
+                attachment->identity, libusb_strerror(rc));
+        rc = libusb_get_config_descriptor(attachment->device, 0, &config);
+    }
+    if (rc == LIBUSB_SUCCESS) {
         attachment->n_interfaces = MIN(config->bNumInterfaces, GW_ATTACHMENT_MAX_INTERFACES);
         libusb_free_config_descriptor(config);
     }

@@ -835,6 +835,12 @@ serve)
         fail "no deny line for the stick"
     grep -q '0781:5567.*claimed' "$work/usbgwd.log" && fail "the stick was claimed"
     # ask the device itself: the stick is free, the assigned key is held
+    # (again: when the peer's session ended, usbredirhost closed its handle
+    # and usbgwd claims the key anew; wait for that second claim)
+    for _ in $(seq 200); do
+        [ "$(grep -c '0529:0001@1-1: claimed' "$work/usbgwd.log")" -ge 2 ] && break
+        sleep 0.05
+    done
     "$sim_client" 0781:5567 claim >/dev/null || fail "the denied stick is not free for the host"
     rc=0
     "$sim_client" 0529:0001 --port 1-1 claim >/dev/null 2>&1 || rc=$?
