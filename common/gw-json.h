@@ -27,3 +27,13 @@ gw_json_get_string(JsonObject *obj, const gchar *member)
                ? json_node_get_string(node)
                : NULL;
 }
+
+/* An integer member, or @fallback when it is missing or not an integer
+ * (json-glib's _with_default getter is critical on an object or array). */
+static inline gint64
+gw_json_get_int(JsonObject *obj, const gchar *member, gint64 fallback)
+{
+    JsonNode *node = obj != NULL ? json_object_get_member(obj, member) : NULL;
+    return node != NULL && json_node_get_value_type(node) == G_TYPE_INT64 ? json_node_get_int(node)
+                                                                          : fallback;
+}
