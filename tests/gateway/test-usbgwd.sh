@@ -665,6 +665,23 @@ garbage)
     grep -q '^MATCH$' <<<"$out" || fail "the next peer did not get the key"
     stop_usbgwd
     ;;
+streams-no-device)
+    # usbredirhost (0.13.0) asks libusb for bulk streams on its handle without
+    # checking that it has a device: a peer asking while the key is unplugged
+    # (the session lives on for the replug) must not take usbgwd down
+    "$peer" --timeout 30 "$sock" connect disconnect streams connect challenge $CHALLENGE \
+        expect $HASP_SECRET > "$work/peer.out" &
+    p=$!
+    wait_for "$work/peer.out" '^CONNECT'
+    sim_cmd "unplug hasp" >/dev/null || fail "sim: unplug"
+    wait_for "$work/peer.out" '^STREAMS'
+    sleep 0.5
+    kill -0 $gw_pid || fail "usbgwd died when a peer asked for bulk streams with no device"
+    sim_cmd "plug hasp" >/dev/null || fail "sim: plug"
+    wait $p || { cat "$work/peer.out"; fail "peer failed across the replug"; }
+    grep -q '^MATCH$' "$work/peer.out" || fail "no correct answer after replug"
+    stop_usbgwd
+    ;;
 peer-killed)
     "$peer" "$sock" connect sleep 60000 > "$work/peer1.out" &
     p1=$!
