@@ -665,6 +665,35 @@ garbage)
     grep -q '^MATCH$' <<<"$out" || fail "the next peer did not get the key"
     stop_usbgwd
     ;;
+request-rss)
+    # every reply must be freed: 20000 requests a non-admin user may send,
+    # replies read, must not grow usbgwd (each reply object leaked one
+    # reference to its result before: status, shares, unshare, and every
+    # empty result)
+    rss() { awk '/^VmRSS/ { print $2 }' /proc/$gw_pid/status; }
+    chmod 755 "$work"
+    usbgwctl status >/dev/null || fail "status"
+    rss_before=$(rss)
+    replies=$(timeout 60 setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 - "$work/control.sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rb")
+ok = 0
+for _ in range(200):
+    s.sendall(b'{"command":"status","id":1}\n' * 100)
+    for _ in range(100):
+        ok += b'"ok":true' in f.readline()
+print(ok)
+PY
+) || fail "the requesting client failed"
+    rss_after=$(rss)
+    echo "20000 status requests ($replies ok); usbgwd RSS ${rss_before} -> ${rss_after} KiB"
+    [ "$replies" -eq 20000 ] || fail "only $replies of 20000 status replies were ok"
+    [ $((rss_after - rss_before)) -lt 2048 ] ||
+        fail "usbgwd grew by $((rss_after - rss_before)) KiB for 20000 status requests"
+    stop_usbgwd
+    ;;
 streams-no-device)
     # usbredirhost (0.13.0) asks libusb for bulk streams on its handle without
     # checking that it has a device: a peer asking while the key is unplugged
