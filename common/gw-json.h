@@ -27,3 +27,23 @@ gw_json_get_string(JsonObject *obj, const gchar *member)
                ? json_node_get_string(node)
                : NULL;
 }
+
+/* An integer member, or @fallback when it is missing or not an integer
+ * (json-glib's _with_default getter is critical on an object or array). */
+static inline gint64
+gw_json_get_int(JsonObject *obj, const gchar *member, gint64 fallback)
+{
+    JsonNode *node = obj != NULL ? json_object_get_member(obj, member) : NULL;
+    return node != NULL && json_node_get_value_type(node) == G_TYPE_INT64 ? json_node_get_int(node)
+                                                                          : fallback;
+}
+
+/* A new object node that adopts @obj. json_node_init_object() takes a
+ * reference of its own: given a new object, it leaks the caller's. */
+static inline JsonNode *
+gw_json_node_take_object(JsonObject *obj)
+{
+    JsonNode *node = json_node_new(JSON_NODE_OBJECT);
+    json_node_take_object(node, obj);
+    return node;
+}

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include "gw-json.h"
 #include "gw-users.h"
 
 /* Bytes read from a client per read call. */
@@ -69,9 +70,8 @@ gw_control_reply_ok(JsonNode *result)
 {
     g_autoptr(JsonObject) obj = json_object_new();
     json_object_set_boolean_member(obj, "ok", TRUE);
-    json_object_set_member(
-        obj, "result",
-        result != NULL ? result : json_node_init_object(json_node_alloc(), json_object_new()));
+    json_object_set_member(obj, "result",
+                           result != NULL ? result : gw_json_node_take_object(json_object_new()));
     return json_node_init_object(json_node_alloc(), obj);
 }
 

@@ -141,11 +141,17 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
     }
     keys = g_key_file_get_keys(keyfile, GW_CONFIG_GROUP, NULL, NULL);
     for (guint i = 0; keys != NULL && keys[i] != NULL; i++) {
-        g_autofree gchar *value = g_key_file_get_string(keyfile, GW_CONFIG_GROUP, keys[i], NULL);
+        g_autoptr(GError) value_error = NULL;
+        g_autofree gchar *value =
+            g_key_file_get_string(keyfile, GW_CONFIG_GROUP, keys[i], &value_error);
         gboolean known = FALSE;
 
-        if (value == NULL)
-            continue;
+        if (value == NULL) {
+            /* a bad escape or invalid UTF-8: never fall back to the default */
+            g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE, "%s: [%s] %s: %s",
+                        path, GW_CONFIG_GROUP, keys[i], value_error->message);
+            return FALSE;
+        }
         if (g_strcmp0(keys[i], "vm-peer-check") == 0) {
             if (!gw_config_parse_peer_check(config, path, value, error))
                 return FALSE;

@@ -59,10 +59,13 @@ typedef struct {
 } GwConfig;
 
 /* Fills @config with the defaults, then the file's values; a missing file
- * leaves the defaults. Unknown keys are warnings; bad values are errors
- * naming file, key and value, and so are tcp-port-base without
- * tcp-insecure=true and SPICE ingress on a non-loopback spice-address
- * without TLS (unless spice-allow-plain-network=true). */
+ * leaves the defaults. Unknown keys are warnings; bad values (a number out
+ * of range, a bad escape, invalid UTF-8) are errors naming file and key:
+ * a value the file holds never falls back to the default. So are
+ * tcp-port-base without tcp-insecure=true and SPICE ingress on a
+ * non-loopback spice-address without TLS (unless
+ * spice-allow-plain-network=true). On FALSE the caller still clears
+ * @config. */
 gboolean gw_config_load(GwConfig *config, const gchar *path,
                         GError **error) G_GNUC_WARN_UNUSED_RESULT;
 void gw_config_copy(GwConfig *dest, const GwConfig *src);

@@ -3,6 +3,7 @@
 #include "gw-daemon-private.h"
 
 #include "gw-device-json.h"
+#include "gw-json.h"
 
 typedef enum {
     GW_CALLER_ANYONE, /* any local user (read-only, no secrets) */
@@ -37,9 +38,9 @@ gw_daemon_string_arg(JsonObject *request, const gchar *name, JsonNode **error_re
 }
 
 static JsonNode *
-gw_reply_object(JsonObject *obj)
+gw_reply_object(JsonObject *obj) /* adopted */
 {
-    return gw_control_reply_ok(json_node_init_object(json_node_alloc(), obj));
+    return gw_control_reply_ok(gw_json_node_take_object(obj));
 }
 
 /* ---- devices ---------------------------------------------------------------- */

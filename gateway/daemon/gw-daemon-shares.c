@@ -5,6 +5,7 @@
  * commands. */
 #include "gw-daemon-private.h"
 
+#include "gw-json.h"
 #include "gw-users.h"
 
 static const gchar *
@@ -219,7 +220,7 @@ gw_daemon_cmd_unshare(GwDaemon *daemon, JsonObject *request, const gchar *actor)
     if (!gw_share_registry_unshare(daemon->shares, vm, actor, "revoked by an admin"))
         return gw_control_reply_error("not-found", "vm \"%s\" has no share (usbgwctl shares)", vm);
     json_object_set_string_member(obj, "vm", vm);
-    return gw_control_reply_ok(json_node_init_object(json_node_alloc(), g_steal_pointer(&obj)));
+    return gw_control_reply_ok(gw_json_node_take_object(g_steal_pointer(&obj)));
 }
 
 JsonNode *
@@ -232,5 +233,5 @@ gw_daemon_cmd_shares(GwDaemon *daemon)
     for (guint i = 0; i < shares->len; i++)
         json_array_add_element(array, gw_share_to_json(g_ptr_array_index(shares, i)));
     json_object_set_array_member(obj, "shares", g_steal_pointer(&array));
-    return gw_control_reply_ok(json_node_init_object(json_node_alloc(), g_steal_pointer(&obj)));
+    return gw_control_reply_ok(gw_json_node_take_object(g_steal_pointer(&obj)));
 }

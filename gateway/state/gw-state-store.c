@@ -53,7 +53,7 @@ gw_state_load(const gchar *path)
         return json_object_new();
     }
     obj = json_node_get_object(root);
-    if (json_object_get_int_member_with_default(obj, "version", 0) != GW_STATE_VERSION) {
+    if (gw_json_get_int(obj, "version", 0) != GW_STATE_VERSION) {
         gw_state_set_aside(path, "unknown version");
         return json_object_new();
     }
@@ -130,18 +130,34 @@ gw_state_map_new(void)
     return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 }
 
+/* A section of the file (an object), or NULL: missing, null, or of another
+ * type, which loses what it held and is said. */
+static JsonObject *
+gw_state_section(JsonObject *root, const gchar *name, const gchar *path)
+{
+    JsonNode *node = json_object_get_member(root, name);
+
+    if (node == NULL || JSON_NODE_HOLDS_NULL(node))
+        return NULL;
+    if (!JSON_NODE_HOLDS_OBJECT(node)) {
+        g_warning("state %s: \"%s\" is not an object; its entries are ignored", path, name);
+        return NULL;
+    }
+    return json_node_get_object(node);
+}
+
 GwStateStore *
 gw_state_store_open(const gchar *path)
 {
     GwStateStore *store = g_new0(GwStateStore, 1);
     g_autoptr(JsonObject) root = gw_state_load(path);
-    JsonObject *shares = gw_json_get_object(root, "shares");
+    JsonObject *shares = gw_state_section(root, "shares", path);
     g_autoptr(GList) vms = shares != NULL ? json_object_get_members(shares) : NULL;
 
     store->path = g_strdup(path);
     store->shares = g_ptr_array_new_with_free_func((GDestroyNotify)gw_state_share_free);
     for (guint m = 0; m < G_N_ELEMENTS(store->maps); m++) {
-        JsonObject *obj = gw_json_get_object(root, gw_state_map_names[m]);
+        JsonObject *obj = gw_state_section(root, gw_state_map_names[m], path);
         g_autoptr(GList) ids = obj != NULL ? json_object_get_members(obj) : NULL;
         store->maps[m] = gw_state_map_new();
         for (GList *l = ids; l != NULL; l = l->next) {
@@ -161,10 +177,9 @@ gw_state_store_open(const gchar *path)
         share->vm = g_strdup(l->data);
         share->user = g_strdup(gw_json_get_string(entry, "user"));
         share->ticket = g_strdup(gw_json_get_string(entry, "ticket"));
-        share->port = entry != NULL ? json_object_get_int_member_with_default(entry, "port", 0) : 0;
-        share->expires =
-            entry != NULL ? json_object_get_int_member_with_default(entry, "expires", -1) : -1;
-        share->ends = entry != NULL ? json_object_get_int_member_with_default(entry, "ends", 0) : 0;
+        share->port = gw_json_get_int(entry, "port", 0);
+        share->expires = gw_json_get_int(entry, "expires", -1);
+        share->ends = gw_json_get_int(entry, "ends", 0);
         g_ptr_array_add(store->shares, share);
     }
     g_ptr_array_sort(store->shares, gw_state_share_compare);

@@ -35,8 +35,11 @@ void gw_state_share_free(GwStateShare *share);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwStateShare, gw_state_share_free)
 
 /* Reads @path; a missing file gives an empty state. A file that is not
- * valid state is moved aside to PATH.corrupt-TIME with a warning and an
- * empty state used: the daemon must start. */
+ * valid state (not a JSON object, "version" not the integer
+ * GW_STATE_VERSION) is moved aside to PATH.corrupt-TIME with a warning and
+ * an empty state used: the daemon must start. In a valid file, a section
+ * that is not an object and a map entry that is not a VM name are skipped,
+ * each with a warning naming the file; everything else is loaded. */
 GwStateStore *gw_state_store_open(const gchar *path) G_GNUC_WARN_UNUSED_RESULT;
 void gw_state_store_free(GwStateStore *store);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwStateStore, gw_state_store_free)

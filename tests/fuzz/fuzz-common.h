@@ -3,6 +3,7 @@
 #pragma once
 
 #include <glib.h>
+#include <glib/gstdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -16,3 +17,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
             abort();                                                                               \
         }                                                                                          \
     } while (0)
+
+/* Removes @path and, for a directory, everything below it: the scratch
+ * directories the harnesses that need files make (called at exit). */
+static inline void
+fuzz_remove_tree(const gchar *path)
+{
+    GDir *dir = g_file_test(path, G_FILE_TEST_IS_SYMLINK) ? NULL : g_dir_open(path, 0, NULL);
+    const gchar *name;
+
+    while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
+        gchar *child = g_build_filename(path, name, NULL);
+        fuzz_remove_tree(child);
+        g_free(child);
+    }
+    if (dir != NULL)
+        g_dir_close(dir);
+    g_remove(path);
+}

@@ -27,7 +27,7 @@ STALL_FLOOD_MS=8000
 # Under AddressSanitizer freed memory sits in a quarantine (RSS keeps
 # growing with every allocation, bounded or not): without it, VmRSS shows
 # what is live, redzones included
-if [ "${1:-}" = stall ] && ldd "$2" 2>/dev/null | grep -q libasan; then
+if [ "${1:-}" = stall ] && [[ "$(ldd "$2" 2>/dev/null)" == *libasan* ]]; then
     export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
 fi
 
@@ -894,6 +894,52 @@ garbage)
     kill -0 $gw_pid || fail "usbgwd died on garbage"
     out=$("$peer" "$sock" connect challenge $CHALLENGE expect $HASP_SECRET) || fail "next peer: $out"
     grep -q '^MATCH$' <<<"$out" || fail "the next peer did not get the key"
+    stop_usbgwd
+    ;;
+request-rss)
+    # every reply must be freed: 20000 requests a non-admin user may send,
+    # replies read, must not grow usbgwd (each reply object leaked one
+    # reference to its result before: status, shares, unshare, and every
+    # empty result)
+    rss() { awk '/^VmRSS/ { print $2 }' /proc/$gw_pid/status; }
+    chmod 755 "$work"
+    usbgwctl status >/dev/null || fail "status"
+    rss_before=$(rss)
+    replies=$(timeout 60 setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 - "$work/control.sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rb")
+ok = 0
+for _ in range(200):
+    s.sendall(b'{"command":"status","id":1}\n' * 100)
+    for _ in range(100):
+        ok += b'"ok":true' in f.readline()
+print(ok)
+PY
+) || fail "the requesting client failed"
+    rss_after=$(rss)
+    echo "20000 status requests ($replies ok); usbgwd RSS ${rss_before} -> ${rss_after} KiB"
+    [ "$replies" -eq 20000 ] || fail "only $replies of 20000 status replies were ok"
+    [ $((rss_after - rss_before)) -lt 2048 ] ||
+        fail "usbgwd grew by $((rss_after - rss_before)) KiB for 20000 status requests"
+    stop_usbgwd
+    ;;
+streams-no-device)
+    # usbredirhost (0.13.0) asks libusb for bulk streams on its handle without
+    # checking that it has a device: a peer asking while the key is unplugged
+    # (the session lives on for the replug) must not take usbgwd down
+    "$peer" --timeout 30 "$sock" connect disconnect streams connect challenge $CHALLENGE \
+        expect $HASP_SECRET > "$work/peer.out" &
+    p=$!
+    wait_for "$work/peer.out" '^CONNECT'
+    sim_cmd "unplug hasp" >/dev/null || fail "sim: unplug"
+    wait_for "$work/peer.out" '^STREAMS'
+    sleep 0.5
+    kill -0 $gw_pid || fail "usbgwd died when a peer asked for bulk streams with no device"
+    sim_cmd "plug hasp" >/dev/null || fail "sim: plug"
+    wait $p || { cat "$work/peer.out"; fail "peer failed across the replug"; }
+    grep -q '^MATCH$' "$work/peer.out" || fail "no correct answer after replug"
     stop_usbgwd
     ;;
 peer-killed)

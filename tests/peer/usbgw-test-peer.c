@@ -19,6 +19,9 @@
  *                      secret, until the device disconnects mid-stream;
  *                      prints "HAMMER <n> answers" (0 answers fails)
  *   garbage            send bytes that are not usbredir
+ *   streams            ask for bulk streams on 0x82 and free them again
+ *                      (what a guest asks of a USB 3 device), also with no
+ *                      device; prints "STREAMS"
  *   sleep MS           keep serving for MS milliseconds
  *   closed             wait for the gateway to close the connection; prints "CLOSED"
  *   interrupt EP       start interrupt receiving on IN endpoint EP (0x81) and
@@ -61,6 +64,10 @@
 
 /* Requests queued in the peer's parser at a time while flooding. */
 #define PEER_FLOOD_BATCH 1024
+/* Packet ids of the "streams" step, apart from the control transfers'. */
+#define PEER_STREAMS_ID 0x5e000
+/* How long the "streams" step serves the connection after asking. */
+#define PEER_STREAMS_WAIT_US (200 * 1000)
 
 typedef struct {
     guint8 challenge[USBGW_KEY_LEN]; /* the last one sent */
@@ -295,6 +302,18 @@ main(int argc, char **argv)
             static const guint8 junk[64] = {0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x10, 0x00};
             ok = send(usbredir_peer_get_fd(usbredir), junk, sizeof(junk), MSG_NOSIGNAL) ==
                  sizeof(junk);
+        } else if (g_strcmp0(step, "streams") == 0) {
+            /* usbredir's endpoint mask: bit 0x12 is endpoint 0x82 */
+            struct usb_redir_alloc_bulk_streams_header alloc = {.endpoints = 1u << 0x12,
+                                                                .no_streams = 4};
+            struct usb_redir_free_bulk_streams_header release = {.endpoints = 1u << 0x12};
+            struct usbredirparser *parser = usbredir_peer_get_parser(usbredir);
+            usbredirparser_send_alloc_bulk_streams(parser, PEER_STREAMS_ID, &alloc);
+            usbredirparser_send_free_bulk_streams(parser, PEER_STREAMS_ID + 1, &release);
+            ok = usbredir_peer_run_until(
+                usbredir, NULL, g_get_monotonic_time() + PEER_STREAMS_WAIT_US, &step_error);
+            if (ok)
+                printf("STREAMS\n");
         } else if (g_strcmp0(step, "sleep") == 0 && i + 1 < argc) {
             gint64 until = g_get_monotonic_time() + g_ascii_strtoll(argv[++i], NULL, 10) * 1000;
             ok = usbredir_peer_run_until(usbredir, NULL, until, &step_error);

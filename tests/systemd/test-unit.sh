@@ -54,7 +54,8 @@ if grep -q '^CapabilityBoundingSet=.*\(CAP_SYS_ADMIN\|CAP_DAC_OVERRIDE\)' "$unit
 fi
 
 # readiness: Type=notify only when usbgwd speaks sd_notify
-if ! ldd "$usbgwd" | grep -q libsystemd; then
+# (not `ldd | grep -q`: under pipefail grep -q closing early fails the pipe)
+if [[ "$(ldd "$usbgwd")" != *libsystemd* ]]; then
     grep -q '^Type=simple' "$unit" || fail "usbgwd has no sd_notify, yet the unit is not Type=simple"
     echo "usbgwd built without libsystemd: Type=simple, readiness not checked"
     exit 0
