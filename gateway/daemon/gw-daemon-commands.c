@@ -302,6 +302,11 @@ gw_cmd_hook(const GwCommandCall *call)
         return error_reply;
     if (!g_uuid_string_is_valid(uuid))
         return gw_control_reply_error("bad-request", "\"uuid\" is not a UUID");
+    /* the name becomes a directory under <rundir>/vm: the same rule as
+     * assign and share */
+    if (!policy_vm_name_is_valid(name))
+        return gw_control_reply_error("bad-request",
+                                      "\"domain\" is not a VM name usbgwd can serve");
     g_free(daemon->hook_last_call);
     daemon->hook_last_call = gw_daemon_now();
     g_message("hook: vm \"%s\" %s", name, op);

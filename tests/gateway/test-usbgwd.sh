@@ -756,6 +756,10 @@ veto)
     grep -q '"ok" *: *true' <<<"$reply" || fail "veto although the key is there: $reply"
     grep -q '"event":"veto".*"vm":"need-vm"' "$work/audit.log" || fail "audit: no veto"
     usbgwctl status | grep -q 'hook:    last called' || fail "status does not show the hook call"
+    # a name that would leave <rundir>/vm is refused, as assign and share refuse it
+    reply=$(ctl_raw "b'{\"command\":\"hook\",\"domain\":\"../evil\",\"uuid\":\"$uuid\",\"op\":\"started\",\"sub_op\":\"begin\"}\n'")
+    grep -q '"code" *: *"bad-request"' <<<"$reply" || fail "hook with domain ../evil: $reply"
+    usbgwctl vms | grep -q 'evil' && fail "the VM ../evil was taken as running: $(usbgwctl vms)"
     stop_usbgwd
     ;;
 tcp)
