@@ -28,6 +28,8 @@ static const GwConfigString gw_config_strings[] = {
     {"spice-host", G_STRUCT_OFFSET(GwConfig, spice_host), NULL, TRUE},
     {"spice-worker", G_STRUCT_OFFSET(GwConfig, spice_worker), GW_CONFIG_SPICE_WORKER, FALSE},
     {"spice-user", G_STRUCT_OFFSET(GwConfig, spice_user), "nobody", FALSE},
+    {"spice-uid-range", G_STRUCT_OFFSET(GwConfig, spice_uid_range), GW_CONFIG_SPICE_UID_RANGE,
+     TRUE},
     {"spice-tls-cert", G_STRUCT_OFFSET(GwConfig, spice_tls_cert), NULL, TRUE},
     {"spice-tls-key", G_STRUCT_OFFSET(GwConfig, spice_tls_key), NULL, TRUE},
     {"spice-tls-ca", G_STRUCT_OFFSET(GwConfig, spice_tls_ca), NULL, TRUE},
@@ -62,6 +64,33 @@ static const GwConfigNumber gw_config_numbers[] = {
      "seconds a control connection may go without a complete request, 1 to 3600"},
 };
 
+/* (uid_t)-1 means "unchanged" to setuid(); 0 is root. */
+#define GW_CONFIG_UID_MAX 4294967294U
+
+/* spice-uid-range=START-END, 1 <= START <= END <= 4294967294. */
+static gboolean
+gw_config_parse_uid_range(GwConfig *config, const gchar *path, GError **error)
+{
+    g_auto(GStrv) parts = NULL;
+    guint64 first = 0, last = 0;
+
+    config->spice_uid_first = config->spice_uid_last = 0;
+    if (config->spice_uid_range == NULL)
+        return TRUE;
+    parts = g_strsplit(config->spice_uid_range, "-", 3);
+    if (g_strv_length(parts) != 2 ||
+        !g_ascii_string_to_unsigned(parts[0], 10, 1, GW_CONFIG_UID_MAX, &first, NULL) ||
+        !g_ascii_string_to_unsigned(parts[1], 10, first, GW_CONFIG_UID_MAX, &last, NULL)) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] spice-uid-range=%s: expected START-END, 1 <= START <= END <= %u",
+                    path, GW_CONFIG_GROUP, config->spice_uid_range, GW_CONFIG_UID_MAX);
+        return FALSE;
+    }
+    config->spice_uid_first = (guint)first;
+    config->spice_uid_last = (guint)last;
+    return TRUE;
+}
+
 static gchar **
 gw_config_slot(GwConfig *config, const GwConfigString *entry)
 {
@@ -81,7 +110,7 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
         G_STRUCT_MEMBER(guint, config, gw_config_numbers[i].offset) = gw_config_numbers[i].fallback;
     if (!g_key_file_load_from_file(keyfile, path, G_KEY_FILE_NONE, &local_error)) {
         if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
-            return TRUE;
+            return gw_config_parse_uid_range(config, path, error);
         g_set_error(error, local_error->domain, local_error->code, "%s: %s", path,
                     local_error->message);
         return FALSE;
@@ -132,7 +161,7 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
                     path, GW_CONFIG_GROUP);
         return FALSE;
     }
-    return TRUE;
+    return gw_config_parse_uid_range(config, path, error);
 }
 
 void
@@ -144,6 +173,8 @@ gw_config_copy(GwConfig *dest, const GwConfig *src)
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_numbers); i++)
         G_STRUCT_MEMBER(guint, dest, gw_config_numbers[i].offset) =
             G_STRUCT_MEMBER(guint, (GwConfig *)src, gw_config_numbers[i].offset);
+    dest->spice_uid_first = src->spice_uid_first;
+    dest->spice_uid_last = src->spice_uid_last;
 }
 
 void
