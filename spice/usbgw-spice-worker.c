@@ -12,6 +12,7 @@
 #include <glib/gstdio.h>
 #include <pwd.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <spice.h>
@@ -557,9 +558,11 @@ main(int argc, char **argv)
     }
     ids.name = ids_name;
     ids.switch_ids = ids_name != NULL && (geteuid() == 0 || getuid() != ids.uid);
-    /* GLib seeds its global generator from /dev/urandom on first use,
-     * which the filter forbids later: seed it now. */
+    /* Files the filter forbids later, read now: GLib seeds its global
+     * generator from /dev/urandom on first use, the C library reads
+     * /etc/localtime on the first local time (log timestamps). */
     (void)g_random_int();
+    tzset();
 
     worker.loop = g_main_loop_new(NULL, FALSE);
     worker.n_channels = (guint)opt_channels;
