@@ -750,7 +750,7 @@ def main():
         print(guest_build.stdout + guest_build.stderr)
         fail("building the guest failed")
     with tempfile.TemporaryDirectory(prefix="usbgw-share-test.") as work:
-        os.chmod(work, 0o755)  # the worker runs as nobody when we are root
+        os.chmod(work, 0o755)  # workers do not run as root when we are
         try:
             if scenario == "confine":
                 # usbgwd with a stdin and an environment variable the
