@@ -11,14 +11,14 @@
 #include <netdb.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
-#include <grp.h>
 #include <pwd.h>
 #include <string.h>
-#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <spice.h>
 
+#include "sw-confine.h"
 #include "sw-core.h"
 #include "sw-frame.h"
 #include "sw-link.h"
@@ -38,6 +38,9 @@
 /* Bytes queued towards usbgwd before char device writes are refused
  * (spice-server then holds the client's data and retries). */
 #define SW_LINK_QUEUE_MAX (1024 * 1024)
+/* (uid_t)-1 means "unchanged" to setuid() and friends. */
+#define SW_MAX_UID 4294967294U
+
 /* Longest wait, after a client's main channel linked, for its other
  * channels before the ticket is withdrawn anyway (a client that links
  * fewer usbredir channels, or a connection that never finishes its
@@ -106,6 +109,7 @@ static char *opt_ticket_file;
 static int opt_ticket_lifetime = SW_DEFAULT_TICKET_LIFETIME_S;
 static int opt_channels = SW_DEFAULT_CHANNELS;
 static char *opt_user;
+static gint64 opt_uid = -1;
 
 static const GOptionEntry sw_options[] = {
     {"fd", 0, 0, G_OPTION_ARG_INT, &opt_fd, "Connected socketpair to usbgwd", "N"},
@@ -125,7 +129,11 @@ static const GOptionEntry sw_options[] = {
     {"channels", 0, 0, G_OPTION_ARG_INT, &opt_channels, "usbredir channels to offer (default 4)",
      "N"},
     {"user", 0, 0, G_OPTION_ARG_STRING, &opt_user,
-     "Run as USER after binding (required when started as root)", "USER"},
+     "Run as USER after binding (this or --uid is required when started as root)", "USER"},
+    {"uid", 0, 0, G_OPTION_ARG_INT64, &opt_uid,
+     "Run as uid and gid N after binding, with no supplementary groups (N needs no passwd "
+     "entry; usbgwd gives each worker its own)",
+     "N"},
     G_OPTION_ENTRY_NULL,
 };
 
@@ -597,51 +605,29 @@ sw_read_ticket_file(const char *path, GError **error)
     return g_steal_pointer(&contents);
 }
 
-typedef struct {
-    char *name; /* owned */
-    uid_t uid;
-    gid_t gid;
-} SwUser;
-
+/* The ids to switch to: --uid N (gid N too) or --user NAME (its uid and
+ * primary gid). */
 static gboolean
-sw_lookup_user(const char *name, SwUser *user, GError **error)
+sw_lookup_ids(SwConfineIds *ids, char **name, GError **error)
 {
     struct passwd *pw;
 
+    if (opt_uid >= 0) {
+        ids->uid = (uid_t)opt_uid;
+        ids->gid = (gid_t)opt_uid;
+        *name = g_strdup_printf("uid %" G_GINT64_FORMAT, opt_uid);
+        return TRUE;
+    }
     errno = 0;
-    pw = getpwnam(name);
+    pw = getpwnam(opt_user);
     if (pw == NULL) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "--user %s: %s", name,
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "--user %s: %s", opt_user,
                     errno != 0 ? g_strerror(errno) : "no such user");
         return FALSE;
     }
-    user->name = g_strdup(name);
-    user->uid = pw->pw_uid;
-    user->gid = pw->pw_gid;
-    return TRUE;
-}
-
-/* Leaves root for good: no supplementary groups, the user's primary group,
- * then the uid; checks that root cannot be regained. */
-static gboolean
-sw_drop_privileges(const SwUser *user, GError **error)
-{
-    if (setgroups(1, &user->gid) != 0 || setgid(user->gid) != 0 || setuid(user->uid) != 0) {
-        int saved = errno;
-
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved),
-                    "cannot switch to user %s (uid %u gid %u): %s", user->name, (unsigned)user->uid,
-                    (unsigned)user->gid, g_strerror(saved));
-        return FALSE;
-    }
-    if (user->uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "could regain root after switching to %s",
-                    user->name);
-        return FALSE;
-    }
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        g_warning("PR_SET_NO_NEW_PRIVS: %s", g_strerror(errno));
-    g_info("running as %s (uid %u gid %u)", user->name, (unsigned)user->uid, (unsigned)user->gid);
+    ids->uid = pw->pw_uid;
+    ids->gid = pw->pw_gid;
+    *name = g_strdup(opt_user);
     return TRUE;
 }
 
@@ -687,10 +673,16 @@ sw_check_options(GError **error)
                     "--ticket-lifetime %d: must be 0 or more seconds", opt_ticket_lifetime);
         return FALSE;
     }
-    if (geteuid() == 0 && opt_user == NULL) {
+    if (opt_uid == 0 || opt_uid > SW_MAX_UID || (opt_uid >= 0 && opt_user != NULL)) {
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "started as root: --user NAME is required (the worker parses network "
-                    "input and must not keep root)");
+                    "--uid %" G_GINT64_FORMAT ": must be 1 to %u, and not with --user", opt_uid,
+                    SW_MAX_UID);
+        return FALSE;
+    }
+    if (geteuid() == 0 && opt_user == NULL && opt_uid < 0) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "started as root: --uid N or --user NAME is required (the worker parses "
+                    "network input and must not keep root)");
         return FALSE;
     }
     return TRUE;
@@ -740,13 +732,35 @@ sw_worker_start_server(SwWorker *worker, const char *ticket, GError **error)
     return TRUE;
 }
 
+/* After the setup: no network beyond the bound sockets, the worker's own
+ * ids, rlimits, seccomp (sw-confine.h). The main loop's signal sources
+ * start GLib's worker thread, so they come after the new network
+ * namespace (a namespace is per thread) and before the filter (no thread
+ * can start after it). */
+static gboolean
+sw_worker_confine(SwWorker *worker, const SwConfineIds *ids, GError **error)
+{
+    g_autoptr(GError) net_error = NULL;
+
+    if (!sw_confine_network(&net_error))
+        g_info("%s: the seccomp filter alone keeps the worker off the network", net_error->message);
+    g_unix_signal_add(SIGTERM, sw_worker_on_signal, worker);
+    g_unix_signal_add(SIGINT, sw_worker_on_signal, worker);
+    if (!sw_confine_process(ids, error))
+        return FALSE;
+    g_info("confined: %s%s, seccomp filter loaded",
+           ids->switch_ids ? "running as " : "ids unchanged", ids->switch_ids ? ids->name : "");
+    return TRUE;
+}
+
 int
 main(int argc, char **argv)
 {
     g_autoptr(GOptionContext) context = NULL;
     g_autoptr(GError) error = NULL;
     g_autofree char *ticket = NULL;
-    SwUser user = {0};
+    g_autofree char *ids_name = NULL;
+    SwConfineIds ids = {0};
     SwWorker worker = {0};
     guint8 ready[8];
 
@@ -766,10 +780,17 @@ main(int argc, char **argv)
             return SW_EXIT_USAGE;
         }
     }
-    if (opt_user != NULL && !sw_lookup_user(opt_user, &user, &error)) {
+    if ((opt_user != NULL || opt_uid >= 0) && !sw_lookup_ids(&ids, &ids_name, &error)) {
         g_printerr("usbgw-spice-worker: %s\n", error->message);
         return SW_EXIT_USAGE;
     }
+    ids.name = ids_name;
+    ids.switch_ids = ids_name != NULL && (geteuid() == 0 || getuid() != ids.uid);
+    /* Files the filter forbids later, read now: GLib seeds its global
+     * generator from /dev/urandom on first use, the C library reads
+     * /etc/localtime on the first local time (log timestamps). */
+    (void)g_random_int();
+    tzset();
 
     worker.loop = g_main_loop_new(NULL, FALSE);
     worker.n_channels = (guint)opt_channels;
@@ -787,8 +808,7 @@ main(int argc, char **argv)
     }
     if (ticket != NULL)
         explicit_bzero(ticket, strlen(ticket));
-    if (opt_user != NULL && (geteuid() == 0 || getuid() != user.uid) &&
-        !sw_drop_privileges(&user, &error)) {
+    if (!sw_worker_confine(&worker, &ids, &error)) {
         g_printerr("usbgw-spice-worker: %s\n", error->message);
         return SW_EXIT_FAILURE;
     }
@@ -797,8 +817,6 @@ main(int argc, char **argv)
     sw_frame_put_u32(ready, SW_FRAME_VERSION);
     sw_frame_put_u32(ready + 4, worker.n_channels);
     sw_link_send(worker.link, SW_FRAME_READY, 0, ready, sizeof(ready));
-    g_unix_signal_add(SIGTERM, sw_worker_on_signal, &worker);
-    g_unix_signal_add(SIGINT, sw_worker_on_signal, &worker);
     g_info("listening on %s port %d tls-port %d with %u usbredir channels",
            opt_addr != NULL ? opt_addr : SW_DEFAULT_ADDR, opt_port, opt_tls_port,
            worker.n_channels);
@@ -819,7 +837,18 @@ main(int argc, char **argv)
     for (guint i = 0; i < worker.n_channels; i++)
         g_byte_array_unref(worker.channels[i].to_client);
     g_free(worker.channels);
-    g_free(user.name);
     g_main_loop_unref(worker.loop);
     return worker.exit_status;
 }
+
+#if defined(__SANITIZE_ADDRESS__)
+/* LeakSanitizer's check at exit stops the world with ptrace from a forked
+ * helper, which the confinement forbids (spice/README.md). */
+const char *__lsan_default_options(void);
+
+const char *
+__lsan_default_options(void)
+{
+    return "detect_leaks=0";
+}
+#endif

@@ -10,6 +10,9 @@ packages=(
     libglib2.0-dev libjson-glib-dev libusb-1.0-0-dev
     libusbredirparser-dev libusbredirhost-dev libvirt-dev libspice-server-dev
     libspice-client-glib-2.0-dev
+    # the SPICE worker's seccomp allowlist (spice/sw-confine.c): it parses
+    # network input and must not open files, connect or fork
+    libseccomp-dev
     # sd_notify() for the Type=notify unit
     libsystemd-dev
     # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing,

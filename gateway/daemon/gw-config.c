@@ -30,6 +30,8 @@ static const GwConfigString gw_config_strings[] = {
     {"spice-host", G_STRUCT_OFFSET(GwConfig, spice_host), NULL, TRUE},
     {"spice-worker", G_STRUCT_OFFSET(GwConfig, spice_worker), GW_CONFIG_SPICE_WORKER, FALSE},
     {"spice-user", G_STRUCT_OFFSET(GwConfig, spice_user), "nobody", FALSE},
+    {"spice-uid-range", G_STRUCT_OFFSET(GwConfig, spice_uid_range), GW_CONFIG_SPICE_UID_RANGE,
+     TRUE},
     {"spice-tls-cert", G_STRUCT_OFFSET(GwConfig, spice_tls_cert), NULL, TRUE},
     {"spice-tls-key", G_STRUCT_OFFSET(GwConfig, spice_tls_key), NULL, TRUE},
     {"spice-tls-ca", G_STRUCT_OFFSET(GwConfig, spice_tls_ca), NULL, TRUE},
@@ -111,6 +113,33 @@ gw_config_address_is_loopback(const gchar *address)
     return g_inet_address_get_is_loopback(inet);
 }
 
+/* (uid_t)-1 means "unchanged" to setuid(); 0 is root. */
+#define GW_CONFIG_UID_MAX 4294967294U
+
+/* spice-uid-range=START-END, 1 <= START <= END <= 4294967294. */
+static gboolean
+gw_config_parse_uid_range(GwConfig *config, const gchar *path, GError **error)
+{
+    g_auto(GStrv) parts = NULL;
+    guint64 first = 0, last = 0;
+
+    config->spice_uid_first = config->spice_uid_last = 0;
+    if (config->spice_uid_range == NULL)
+        return TRUE;
+    parts = g_strsplit(config->spice_uid_range, "-", 3);
+    if (g_strv_length(parts) != 2 ||
+        !g_ascii_string_to_unsigned(parts[0], 10, 1, GW_CONFIG_UID_MAX, &first, NULL) ||
+        !g_ascii_string_to_unsigned(parts[1], 10, first, GW_CONFIG_UID_MAX, &last, NULL)) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] spice-uid-range=%s: expected START-END, 1 <= START <= END <= %u",
+                    path, GW_CONFIG_GROUP, config->spice_uid_range, GW_CONFIG_UID_MAX);
+        return FALSE;
+    }
+    config->spice_uid_first = (guint)first;
+    config->spice_uid_last = (guint)last;
+    return TRUE;
+}
+
 static gchar **
 gw_config_slot(GwConfig *config, const GwConfigString *entry)
 {
@@ -134,7 +163,7 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
             gw_config_switches[i].fallback;
     if (!g_key_file_load_from_file(keyfile, path, G_KEY_FILE_NONE, &local_error)) {
         if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
-            return TRUE;
+            return gw_config_parse_uid_range(config, path, error);
         g_set_error(error, local_error->domain, local_error->code, "%s: %s", path,
                     local_error->message);
         return FALSE;
@@ -241,7 +270,7 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
                     path, GW_CONFIG_GROUP, config->spice_address);
         return FALSE;
     }
-    return TRUE;
+    return gw_config_parse_uid_range(config, path, error);
 }
 
 void
@@ -257,6 +286,8 @@ gw_config_copy(GwConfig *dest, const GwConfig *src)
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_switches); i++)
         G_STRUCT_MEMBER(gboolean, dest, gw_config_switches[i].offset) =
             G_STRUCT_MEMBER(gboolean, (GwConfig *)src, gw_config_switches[i].offset);
+    dest->spice_uid_first = src->spice_uid_first;
+    dest->spice_uid_last = src->spice_uid_last;
 }
 
 void

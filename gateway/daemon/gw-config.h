@@ -14,6 +14,11 @@
 #define GW_CONFIG_SPICE_WORKER "/usr/libexec/usbgw-spice-worker"
 #endif
 
+/* uids (and gids) for SPICE workers, one per running worker: above
+ * systemd's container range (524288-1879048191), below its foreign range
+ * (2147352576) and 2^31, in no distribution's user database. */
+#define GW_CONFIG_SPICE_UID_RANGE "1879048192-1879049215"
+
 G_BEGIN_DECLS
 
 #define GW_CONFIG_DEFAULT_PATH GW_DEFAULT_CONFIG_PATH
@@ -44,7 +49,12 @@ typedef struct {
     gchar *spice_address; /* owned: where the workers listen */
     gchar *spice_host;    /* owned, nullable: host name in share URIs (default: this host's) */
     gchar *spice_worker;  /* owned: the usbgw-spice-worker program */
-    gchar *spice_user;    /* owned: the user workers run as */
+    gchar *spice_user;    /* owned: the user workers run as without spice_uid_range */
+    /* owned, nullable: "START-END", each worker gets its own uid and gid
+     * from it (gw_spice_worker_new); NULL: every worker runs as spice_user */
+    gchar *spice_uid_range;
+    guint spice_uid_first; /* parsed from spice_uid_range; 0: none */
+    guint spice_uid_last;
     /* owned, nullable: TLS for shares (all three or none); then TLS only */
     gchar *spice_tls_cert;
     gchar *spice_tls_key;

@@ -103,6 +103,8 @@ gw_daemon_start_shares(GwDaemon *daemon)
                 .address = config->spice_address,
                 .channels = config->spice_channels,
                 .user = geteuid() == 0 ? config->spice_user : NULL,
+                .uid_first = geteuid() == 0 ? config->spice_uid_first : 0,
+                .uid_last = geteuid() == 0 ? config->spice_uid_last : 0,
                 .tls_cert = config->spice_tls_cert,
                 .tls_key = config->spice_tls_key,
                 .tls_ca = config->spice_tls_ca,

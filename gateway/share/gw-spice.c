@@ -2,6 +2,8 @@
 #include "gw-spice.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <string.h>
 #include <glib-unix.h>
@@ -21,6 +23,15 @@
 #define GW_SPICE_EXIT_WAIT_MS 2000
 /* Bytes read from a socket per call. */
 #define GW_SPICE_READ_CHUNK SW_FRAME_MAX_PAYLOAD
+/* Candidates of the uid range looked at before a share start gives up. */
+#define GW_SPICE_UID_TRIES 4096
+/* Buffer for one getpwuid_r()/getgrgid_r() answer. */
+#define GW_SPICE_NSS_BUFFER 16384
+/* The environment a worker gets from usbgwd's: debug output and the
+ * sanitizers' settings (read only by sanitizer builds), nothing else. */
+static const gchar *const gw_spice_environment[] = {
+    "G_MESSAGES_DEBUG", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", NULL,
+};
 
 typedef struct {
     GwSpiceWorker *worker; /* not owned */
@@ -48,7 +59,15 @@ struct _GwSpiceWorker {
     GCancellable *cancellable;
     GwSpiceWorkerCallbacks callbacks;
     gpointer user_data;
+    guint uid; /* 0, or the worker's own uid, held in gw_spice_uids */
 };
+
+/* Uids of this usbgwd's workers, from gw_spice_worker_new() to
+ * gw_spice_worker_free(); main thread only. */
+static GHashTable *gw_spice_uids;
+/* Offset in the range where the next search starts: uids go round, so one
+ * just freed (its process may still be exiting) comes last. */
+static guint64 gw_spice_uid_next;
 
 static void gw_spice_worker_update_watches(GwSpiceWorker *worker);
 static void gw_spice_worker_ready_cb(int fd, GIOCondition condition, gpointer data);
@@ -441,6 +460,126 @@ gw_spice_worker_exited(GObject *source, GAsyncResult *result, gpointer data)
                              g_subprocess_get_term_sig(process));
 }
 
+/* ---- the worker's uid ----------------------------------------------------- */
+
+/* Uids and gids within first..last that some process holds (real,
+ * effective, saved or filesystem). Only processes usbgwd can see: under
+ * the unit's ProtectProc=invisible, other users' are hidden, so this is a
+ * second check behind the NSS lookup and the round robin. */
+static GHashTable *
+gw_spice_ids_in_use(guint first, guint last)
+{
+    GHashTable *ids = g_hash_table_new(g_direct_hash, g_direct_equal);
+    g_autoptr(GDir) dir = g_dir_open("/proc", 0, NULL);
+    const gchar *name;
+
+    while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
+        g_autofree gchar *path = NULL;
+        g_autofree gchar *status = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        if (!g_ascii_isdigit(name[0]))
+            continue;
+        path = g_build_filename("/proc", name, "status", NULL);
+        if (!g_file_get_contents(path, &status, NULL, NULL))
+            continue; /* gone meanwhile */
+        lines = g_strsplit(status, "\n", -1);
+        for (guint i = 0; lines[i] != NULL; i++) {
+            g_auto(GStrv) fields = NULL;
+
+            if (!g_str_has_prefix(lines[i], "Uid:") && !g_str_has_prefix(lines[i], "Gid:"))
+                continue;
+            fields = g_strsplit_set(lines[i] + 4, " \t", -1);
+            for (guint f = 0; fields[f] != NULL; f++) {
+                guint64 id;
+
+                if (g_ascii_string_to_unsigned(fields[f], 10, first, last, &id, NULL))
+                    g_hash_table_add(ids, GUINT_TO_POINTER((guint)id));
+            }
+        }
+    }
+    return ids;
+}
+
+/* An NSS lookup's answer: 0, ENOENT or ESRCH with no entry mean "not
+ * found" (getpwuid_r(3)); any other error counts as taken. */
+static gboolean
+gw_spice_nss_taken(int rc, gconstpointer result)
+{
+    return result != NULL || (rc != 0 && rc != ENOENT && rc != ESRCH);
+}
+
+/* TRUE if the user or group database names @id (a uid or gid there is
+ * someone's: files, other services). */
+static gboolean
+gw_spice_id_in_nss(guint id)
+{
+    g_autofree gchar *buffer = g_malloc(GW_SPICE_NSS_BUFFER);
+    struct passwd pw, *pw_result = NULL;
+    struct group gr, *gr_result = NULL;
+    int rc;
+
+    rc = getpwuid_r((uid_t)id, &pw, buffer, GW_SPICE_NSS_BUFFER, &pw_result);
+    if (gw_spice_nss_taken(rc, pw_result))
+        return TRUE;
+    rc = getgrgid_r((gid_t)id, &gr, buffer, GW_SPICE_NSS_BUFFER, &gr_result);
+    return gw_spice_nss_taken(rc, gr_result);
+}
+
+/* A uid (and the same gid) for a new worker, held until
+ * gw_spice_worker_free(). */
+static gboolean
+gw_spice_take_uid(guint first, guint last, guint *uid, GError **error)
+{
+    guint64 count = (guint64)last - first + 1;
+    g_autoptr(GHashTable) running = gw_spice_ids_in_use(first, last);
+
+    if (gw_spice_uids == NULL)
+        gw_spice_uids = g_hash_table_new(g_direct_hash, g_direct_equal);
+    for (guint64 i = 0; i < MIN(count, GW_SPICE_UID_TRIES); i++) {
+        guint candidate = first + (guint)((gw_spice_uid_next + i) % count);
+
+        if (g_hash_table_contains(gw_spice_uids, GUINT_TO_POINTER(candidate)) ||
+            g_hash_table_contains(running, GUINT_TO_POINTER(candidate)) ||
+            gw_spice_id_in_nss(candidate))
+            continue;
+        g_hash_table_add(gw_spice_uids, GUINT_TO_POINTER(candidate));
+        gw_spice_uid_next = (candidate - first + 1) % count;
+        *uid = candidate;
+        return TRUE;
+    }
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                "no free uid for the SPICE worker in spice-uid-range %u-%u (%u workers hold one; "
+                "the others are used by processes or named in the user or group database)",
+                first, last, g_hash_table_size(gw_spice_uids));
+    return FALSE;
+}
+
+static void
+gw_spice_release_uid(guint uid)
+{
+    if (uid != 0 && gw_spice_uids != NULL)
+        g_hash_table_remove(gw_spice_uids, GUINT_TO_POINTER(uid));
+}
+
+/* usbgwd's environment reduced to gw_spice_environment. */
+static GStrv
+gw_spice_worker_environ(void)
+{
+    g_autoptr(GStrvBuilder) builder = g_strv_builder_new();
+
+    for (guint i = 0; gw_spice_environment[i] != NULL; i++) {
+        const gchar *value = g_getenv(gw_spice_environment[i]);
+        g_autofree gchar *entry = NULL;
+
+        if (value == NULL)
+            continue;
+        entry = g_strdup_printf("%s=%s", gw_spice_environment[i], value);
+        g_strv_builder_add(builder, entry);
+    }
+    return g_strv_builder_end(builder);
+}
+
 /* ---- public ------------------------------------------------------------- */
 
 GwSpiceWorker *
@@ -449,14 +588,20 @@ gw_spice_worker_new(const GwSpiceWorkerOptions *options, const GwSpiceWorkerCall
 {
     g_autoptr(GSubprocessLauncher) launcher = NULL;
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    g_auto(GStrv) environment = gw_spice_worker_environ();
     GSubprocess *process;
     GwSpiceWorker *worker;
+    guint uid = 0;
     int fds[2];
 
     g_return_val_if_fail(options->channels > 0 && options->channels <= SW_FRAME_MAX_CHANNELS, NULL);
+    if (options->uid_first != 0 &&
+        !gw_spice_take_uid(options->uid_first, options->uid_last, &uid, error))
+        return NULL;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
                     "socketpair for the SPICE worker: %s", g_strerror(errno));
+        gw_spice_release_uid(uid);
         return NULL;
     }
     g_ptr_array_add(argv, g_strdup(options->program));
@@ -473,19 +618,28 @@ gw_spice_worker_new(const GwSpiceWorkerOptions *options, const GwSpiceWorkerCall
         g_ptr_array_add(argv, g_strdup_printf("--port=%u", options->port));
     }
     g_ptr_array_add(argv, g_strdup_printf("--channels=%u", options->channels));
-    if (options->user != NULL)
+    if (uid != 0)
+        g_ptr_array_add(argv, g_strdup_printf("--uid=%u", uid));
+    else if (options->user != NULL)
         g_ptr_array_add(argv, g_strdup_printf("--user=%s", options->user));
     g_ptr_array_add(argv, NULL);
 
+    /* stdin /dev/null, stdout and stderr usbgwd's (its log), fd 3 the
+     * socketpair and no other fd (GLib closes the rest), an environment
+     * of gw_spice_environment only */
     launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
+    g_subprocess_launcher_set_environ(launcher, environment);
+    g_subprocess_launcher_set_stdin_file_path(launcher, "/dev/null");
     g_subprocess_launcher_take_fd(launcher, fds[1], 3);
     process = g_subprocess_launcher_spawnv(launcher, (const gchar *const *)argv->pdata, error);
     if (process == NULL) {
         close(fds[0]);
+        gw_spice_release_uid(uid);
         return NULL;
     }
     worker = gw_spice_worker_new_for_fd(fds[0], options->channels, callbacks, user_data);
     worker->process = process;
+    worker->uid = uid;
     g_subprocess_wait_async(worker->process, worker->cancellable, gw_spice_worker_exited, worker);
     return worker;
 }
@@ -540,6 +694,12 @@ gw_spice_worker_is_ready(GwSpiceWorker *worker)
     return worker->ready && !worker->gone;
 }
 
+guint
+gw_spice_worker_get_uid(GwSpiceWorker *worker)
+{
+    return worker->uid;
+}
+
 void
 gw_spice_worker_free(GwSpiceWorker *worker)
 {
@@ -560,6 +720,7 @@ gw_spice_worker_free(GwSpiceWorker *worker)
     if (!worker->gone && worker->process != NULL)
         g_subprocess_send_signal(worker->process, SIGTERM);
     g_clear_object(&worker->process);
+    gw_spice_release_uid(worker->uid);
     g_object_unref(worker->cancellable);
     g_byte_array_unref(worker->in);
     g_byte_array_unref(worker->out);

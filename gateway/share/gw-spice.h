@@ -21,7 +21,13 @@ typedef struct {
     const gchar *address; /* where SPICE listens */
     guint16 port;
     guint channels;    /* usbredir channels: devices one client may lend at once */
-    const gchar *user; /* nullable: the worker drops to this user (required as root) */
+    const gchar *user; /* nullable: the worker drops to this user (without a uid range) */
+    /* uid range (0 = none): as root, each worker gets a uid of its own
+     * from uid_first..uid_last, used by no other worker of this usbgwd, no
+     * visible process and no user or group entry, and the same number as
+     * its gid; @user is then ignored */
+    guint uid_first;
+    guint uid_last;
     /* nullable: TLS (all three or none); then @port speaks TLS only */
     const gchar *tls_ca;
     const gchar *tls_cert;
@@ -59,6 +65,8 @@ GwSpiceWorker *gw_spice_worker_new_for_fd(int fd, guint channels,
 void gw_spice_worker_set_ticket(GwSpiceWorker *worker, const gchar *ticket, guint lifetime_s,
                                 gboolean disconnect);
 gboolean gw_spice_worker_is_ready(GwSpiceWorker *worker);
+/* The uid the worker runs as when it got one from the range, else 0. */
+guint gw_spice_worker_get_uid(GwSpiceWorker *worker);
 /* Closes the socketpair (the worker exits) and reaps the process. */
 void gw_spice_worker_free(GwSpiceWorker *worker);
 

@@ -45,6 +45,15 @@ is checked against the key's secret.
   plain-network  spice-address=0.0.0.0 without TLS: usbgwd refuses to start
                  with a message naming spice-address and the TLS keys;
                  spice-allow-plain-network=true lets it start
+  confine        two shares, two workers (usbgwd as root): each runs with a
+                 seccomp filter (Seccomp: 2), NoNewPrivs, its own uid and gid
+                 from spice-uid-range that no other process has, in a network
+                 namespace of its own, with rlimits (no processes, no core,
+                 128 fds), stdin /dev/null, no file of usbgwd's and none of
+                 usbgwd's environment; one worker's uid cannot signal the
+                 other worker (setpriv ... kill -0: EPERM); with a range of
+                 one uid a second share is refused ("no free uid"); a bad
+                 range stops usbgwd at start
 """
 import json
 import os
@@ -73,6 +82,7 @@ CLOCK_SLACK_S = 0.05
 POLICY = f"""deny with-interface 08:*:*
 share id {HASP} user "alice" to vm "test-vm"
 share id {STICK} user "alice" to vm "test-vm"
+share id {HASP} user "alice" to vm "test-vm2"
 """
 PROCS = []
 
@@ -95,8 +105,8 @@ def wait(reader, pattern, start=0, timeout=TIMEOUT_S):
         fail(str(e))
 
 
-def start(name, args, env=None, reader=spice_clients.LineReader):
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+def start(name, args, env=None, reader=spice_clients.LineReader, stdin=subprocess.DEVNULL):
+    proc = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env)
     PROCS.append(proc)
     return proc, reader(name, proc.stdout)
@@ -177,7 +187,7 @@ def make_certificates(work):
 
 
 class Rig:
-    def __init__(self, args, work, tls=False):
+    def __init__(self, args, work, tls=False, ports=1, env=None, stdin=subprocess.DEVNULL):
         (self.usbgwd, self.usbgwctl, self.worker, self.share_bin, self.sim, self.peer,
          self.guest_dir, self.acl_helper) = args
         self.work = work
@@ -194,22 +204,22 @@ state={work}/state.json
 audit-log={self.audit}
 libvirt-uri=
 spice-port-base={self.spice_port}
-spice-ports=1
+spice-ports={ports}
 spice-channels={CHANNELS}
 spice-host=127.0.0.1
 spice-worker={self.worker}
 """)
             if tls:
                 f.write(make_certificates(work))
-        self.start_usbgwd()
+        self.start_usbgwd(env=env, stdin=stdin)
         self.answer = subprocess.check_output(
             [self.peer, "--key-answer", HASP_SECRET, CHALLENGE], text=True).strip()
 
-    def start_usbgwd(self, env=None):
+    def start_usbgwd(self, env=None, stdin=subprocess.DEVNULL):
         self.gw, self.gw_out = start("usbgwd", [
             self.usbgwd, "--foreground", "--policy", os.path.join(self.work, "policy"),
             "--rundir", self.rundir, "--config", os.path.join(self.work, "usbgwd.conf")],
-            env=env)
+            env=env, stdin=stdin)
         wait(self.gw_out, r"usbgw[a-z-]*-Message: .*ready")
 
     def reconfigure(self, replace=(), add="", env=None):
@@ -232,8 +242,8 @@ spice-worker={self.worker}
             fail(f"usbgwctl {' '.join(args)}: {out.stderr.strip()}")
         return out.stdout
 
-    def share(self):
-        reply = json.loads(self.ctl("share", "test-vm", "--user", "alice", "--ttl", "2m",
+    def share(self, vm="test-vm"):
+        reply = json.loads(self.ctl("share", vm, "--user", "alice", "--ttl", "2m",
                                     "--json"))
         if not re.match(r"spice(\+tls)?://", reply["uri"]) or len(reply["ticket"]) < 24:
             fail(f"usbgwctl share: {reply}")
@@ -555,13 +565,19 @@ def scenario_bad_worker(rig):
     rig.stop()
     here = os.path.dirname(os.path.abspath(__file__))
     mode_file = os.path.join(rig.work, "bad-worker-mode")
+    # usbgwd gives workers a cleared environment: the mode file's path
+    # comes from a wrapper
+    wrapper = os.path.join(rig.work, "bad-worker.sh")
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nUSBGW_BAD_WORKER_MODE_FILE='{mode_file}' exec '{sys.executable}' "
+                f"'{os.path.join(here, 'bad-worker.py')}' \"$@\"\n")
+    os.chmod(wrapper, 0o755)
     conf = os.path.join(rig.work, "usbgwd.conf")
     with open(conf) as f:
-        text = f.read().replace(f"spice-worker={rig.worker}",
-                                f"spice-worker={os.path.join(here, 'bad-worker.py')}")
+        text = f.read().replace(f"spice-worker={rig.worker}", f"spice-worker={wrapper}")
     with open(conf, "w") as f:
         f.write(text)
-    rig.start_usbgwd(env=dict(os.environ, USBGW_BAD_WORKER_MODE_FILE=mode_file))
+    rig.start_usbgwd()
     expect = {
         "exit": r"the worker exited with status 1",
         "garbage": r"from the worker: frame (type 255 is unknown|length)",
@@ -738,6 +754,115 @@ def scenario_plain_network(rig):
     rig.stop()
 
 
+# usbgwd's default spice-uid-range (gateway/daemon/gw-config.h)
+SPICE_UID_FIRST, SPICE_UID_LAST = 1879048192, 1879049215
+# What a worker may get of usbgwd's environment (gateway/share/gw-spice.c)
+WORKER_ENVIRONMENT = {"G_MESSAGES_DEBUG", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}
+
+
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+
+
+def scenario_confine(rig):
+    if os.geteuid() != 0:
+        print("SKIP: confine needs root (usbgwd gives workers their own uids as root only)")
+        raise SystemExit(SKIP)
+    rig.share("test-vm")
+    rig.share("test-vm2")
+    pids = sorted(spice_clients.descendants_named(rig.gw.pid, "usbgw-spice-worker"))
+    if len(pids) != 2:
+        fail(f"want 2 workers under usbgwd {rig.gw.pid}, found {pids}")
+    uids = []
+    gw_net = os.readlink(f"/proc/{rig.gw.pid}/ns/net")
+    for pid in pids:
+        status = proc_status(pid)
+        ids = status["Uid"].split() + status["Gid"].split()
+        print(f"worker {pid}: Seccomp {status['Seccomp'].strip()}, NoNewPrivs "
+              f"{status['NoNewPrivs'].strip()}, Uid/Gid {ids}, Groups "
+              f"{status['Groups'].strip()!r}")
+        if status["Seccomp"].strip() != "2":
+            fail(f"worker {pid}: Seccomp {status['Seccomp'].strip()}, want 2 (filter)")
+        if status["NoNewPrivs"].strip() != "1":
+            fail(f"worker {pid}: NoNewPrivs {status['NoNewPrivs'].strip()}, want 1")
+        if len(set(ids)) != 1 or not SPICE_UID_FIRST <= int(ids[0]) <= SPICE_UID_LAST:
+            fail(f"worker {pid}: uids and gids {ids}, want one id from spice-uid-range")
+        if status["Groups"].strip():
+            fail(f"worker {pid}: supplementary groups {status['Groups'].strip()}")
+        uids.append(int(ids[0]))
+        net = os.readlink(f"/proc/{pid}/ns/net")
+        if net == gw_net:
+            fail(f"worker {pid}: in usbgwd's network namespace {net}")
+        with open(f"/proc/{pid}/limits") as f:
+            limits = f.read()
+        for want in (r"Max processes +0 +0 ", r"Max core file size +0 +0 ",
+                     r"Max open files +128 +128 "):
+            if not re.search(want, limits):
+                fail(f"worker {pid}: no '{want}' in its limits:\n{limits}")
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            names = {e.split(b"=", 1)[0].decode() for e in f.read().split(b"\0") if e}
+        if not names <= WORKER_ENVIRONMENT:
+            fail(f"worker {pid}: environment has {sorted(names - WORKER_ENVIRONMENT)}")
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if fd == "0" and target != "/dev/null":
+                fail(f"worker {pid}: stdin is {target}, want /dev/null")
+            if target.startswith("/") and target != "/dev/null":
+                fail(f"worker {pid}: fd {fd} is usbgwd's file {target}")
+    if uids[0] == uids[1]:
+        fail(f"both workers run as uid {uids[0]}")
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in pids:
+            continue
+        try:
+            ids = {int(i) for i in proc_status(name)["Uid"].split()}
+        except (OSError, KeyError):
+            continue
+        if ids & set(uids):
+            fail(f"process {name} shares a worker's uid: {ids & set(uids)}")
+    # one worker's uid against the other worker, and against itself (the
+    # method works: same uid may signal)
+    def kill0(uid, pid):
+        return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                               "kill", "-0", str(pid)], capture_output=True, text=True)
+    other = kill0(uids[0], pids[1])
+    if other.returncode == 0 or "Operation not permitted" not in other.stderr:
+        fail(f"uid {uids[0]} could signal worker {pids[1]}: {other.returncode} {other.stderr}")
+    own = kill0(uids[0], pids[0])
+    if own.returncode != 0:
+        fail(f"uid {uids[0]} cannot signal its own worker {pids[0]}: {own.stderr}")
+    print(f"workers {pids} run as uids {uids}; uid {uids[0]} -> worker {pids[1]}: "
+          f"{other.stderr.strip()}")
+    rig.ctl("unshare", "test-vm")
+    rig.ctl("unshare", "test-vm2")
+    rig.stop()
+    # a range of one uid: the second share must not get the first's uid
+    conf = os.path.join(rig.work, "usbgwd.conf")
+    with open(conf) as f:
+        base = f.read()
+    with open(conf, "w") as f:
+        f.write(base + f"spice-uid-range={SPICE_UID_LAST}-{SPICE_UID_LAST}\n")
+    rig.start_usbgwd()
+    rig.share("test-vm")
+    second = subprocess.run([rig.usbgwctl, "--socket", rig.control, "share", "test-vm2",
+                             "--user", "alice", "--json"], capture_output=True, text=True)
+    if second.returncode == 0 or "no free uid" not in second.stdout + second.stderr:
+        fail(f"a second share with a one-uid range: {second.returncode} {second.stdout} "
+             f"{second.stderr}")
+    print("one-uid range, second share refused: "
+          f"{(second.stdout + second.stderr).strip()}")
+    rig.stop()
+    # a bad range is refused at start, naming the key
+    with open(conf, "w") as f:
+        f.write(base + "spice-uid-range=9-3\n")
+    bad = subprocess.run([rig.usbgwd, "--foreground", "--policy", os.path.join(rig.work, "policy"),
+                          "--rundir", rig.rundir, "--config", conf],
+                         capture_output=True, text=True, timeout=TIMEOUT_S)
+    if bad.returncode == 0 or "spice-uid-range=9-3" not in bad.stderr:
+        fail(f"usbgwd with spice-uid-range=9-3: {bad.returncode} {bad.stderr}")
+
+
 SCENARIOS = {
     "lend": scenario_lend,
     "remote-viewer": scenario_remote_viewer,
@@ -750,6 +875,7 @@ SCENARIOS = {
     "second-client": scenario_second_client,
     "max-life": scenario_max_life,
     "plain-network": scenario_plain_network,
+    "confine": scenario_confine,
 }
 
 
@@ -774,9 +900,16 @@ def main():
         print(guest_build.stdout + guest_build.stderr)
         fail("building the guest failed")
     with tempfile.TemporaryDirectory(prefix="usbgw-share-test.") as work:
-        os.chmod(work, 0o755)  # the worker runs as nobody when we are root
+        os.chmod(work, 0o755)  # workers do not run as root when we are
         try:
-            SCENARIOS[scenario](Rig(args, work, tls=scenario == "tls"))
+            if scenario == "confine":
+                # usbgwd with a stdin and an environment variable the
+                # workers must not get
+                with open(os.path.join(work, "stdin"), "w+") as stdin:
+                    SCENARIOS[scenario](Rig(args, work, ports=2, stdin=stdin,
+                                            env=dict(os.environ, USBGW_TEST_SECRET="x")))
+            else:
+                SCENARIOS[scenario](Rig(args, work, tls=scenario == "tls"))
         finally:
             for proc in PROCS:
                 if proc.poll() is None:

@@ -30,27 +30,25 @@
 #include "usbredir-peer.h"
 
 #define TEST_TIMEOUT_MS 10000
-/* where the fake worker sends its socketpair end */
-#define TEST_WORKER_SOCKET_ENV "USBGW_TEST_FAKE_WORKER_SOCKET"
-#define TEST_VID               0x0529
-#define TEST_PID               0x0001
+/* The fake worker finds where to send its socketpair end in --addr (the
+ * share gives workers a cleared environment). */
+#define TEST_WORKER_ADDR_ARG "--addr="
+#define TEST_VID             0x0529
+#define TEST_PID             0x0001
 /* QEMU's user and group in the peer test (nobody, nogroup on Debian) */
 #define TEST_QEMU_ID 65534
 
 /* ---- the fake worker (a process of its own) ------------------------------ */
 
 static int
-fake_worker_main(void)
+fake_worker_main(const gchar *path)
 {
-    const gchar *path = g_getenv(TEST_WORKER_SOCKET_ENV);
     g_autoptr(GError) error = NULL;
     g_autoptr(GSocketClient) client = g_socket_client_new();
     g_autoptr(GSocketAddress) address = NULL;
     g_autoptr(GSocketConnection) connection = NULL;
     guint8 byte;
 
-    if (path == NULL)
-        return 2;
     address = g_unix_socket_address_new(path);
     connection = g_socket_client_connect(client, G_SOCKET_CONNECTABLE(address), NULL, &error);
     if (connection == NULL ||
@@ -298,7 +296,6 @@ harness_init(Harness *h, const gchar *program)
         .worker =
             {
                 .program = program,
-                .address = "127.0.0.1",
                 .port = 5999, /* the fake worker binds nothing */
                 .channels = 1,
             },
@@ -316,7 +313,7 @@ harness_init(Harness *h, const gchar *program)
     address = g_unix_socket_address_new(worker_socket);
     g_assert_true(g_socket_bind(h->listener, address, TRUE, &error));
     g_assert_true(g_socket_listen(h->listener, &error));
-    g_setenv(TEST_WORKER_SOCKET_ENV, worker_socket, TRUE);
+    options.worker.address = worker_socket; /* the fake worker's --addr */
 
     socket_dir = g_build_filename(h->dir, "vm", "test-vm", NULL);
     options.socket_dir = socket_dir;
@@ -688,9 +685,15 @@ main(int argc, char **argv)
 {
     int status;
 
-    for (int i = 1; i < argc; i++)
-        if (g_str_equal(argv[i], "--fd=3"))
-            return fake_worker_main();
+    for (int i = 1; i < argc; i++) {
+        if (!g_str_equal(argv[i], "--fd=3"))
+            continue;
+        for (int j = 1; j < argc; j++) {
+            if (g_str_has_prefix(argv[j], TEST_WORKER_ADDR_ARG))
+                return fake_worker_main(argv[j] + strlen(TEST_WORKER_ADDR_ARG));
+        }
+        return 2;
+    }
     g_test_init(&argc, &argv, NULL);
     test_program = g_file_read_link("/proc/self/exe", NULL);
     g_assert_nonnull(test_program);

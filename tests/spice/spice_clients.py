@@ -49,6 +49,30 @@ def missing_programs():
     return f"{' and '.join(missing)} not installed (apt-get install xvfb virt-viewer)"
 
 
+def descendants_named(pid, name):
+    """Pids of pid's descendants whose command name is name (cut to 15
+    characters, as the kernel keeps it)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append((int(entry), comm))
+    found, todo = [], [pid]
+    while todo:
+        for child, comm in children.get(todo.pop(), []):
+            if comm == name[:15]:
+                found.append(child)
+            todo.append(child)
+    return found
+
+
 class LineReader:
     """Collects a stream's lines and their arrival times (monotonic);
     wait() finds one matching a pattern."""

@@ -136,28 +136,6 @@ class Rig:
         return viewer
 
 
-def descendants_named(pid, name):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append((int(entry), comm))
-    found, todo = [], [pid]
-    while todo:
-        for child, comm in children.get(todo.pop(), []):
-            if comm == name[:15]:
-                found.append(child)
-            todo.append(child)
-    return found
-
-
 def wait_exit(proc, what):
     try:
         return proc.wait(timeout=STEP_TIMEOUT_S)
@@ -214,7 +192,7 @@ def scenario_reconnect(rig):
     # A client that dies: the worker reports the channel closed.
     proc, out = rig.start_share("share1")
     ch, after = expect_device(rig)
-    pids = descendants_named(proc.pid, "usbgw-share")
+    pids = spice_clients.descendants_named(proc.pid, "usbgw-share")
     if len(pids) != 1:
         fail(f"expected one usbgw-share under usbgw-sim, found {pids}")
     os.kill(pids[0], signal.SIGKILL)
