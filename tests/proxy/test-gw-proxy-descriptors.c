@@ -173,13 +173,10 @@ approved_init(GwProxyApproved *approved, struct usb_redir_interface_info_header 
 static GByteArray *
 hex_bytes(const gchar *hex)
 {
-    g_auto(GStrv) parts = g_strsplit(hex, " ", -1);
-    g_autofree gchar *digits = g_strjoinv("", parts);
-    guint len = (guint)strlen(digits) / 2;
-    GByteArray *out = g_byte_array_sized_new(len);
+    g_autoptr(GError) error = NULL;
+    GByteArray *out = sim_hex_decode_spaced(hex, &error);
 
-    g_byte_array_set_size(out, len);
-    g_assert_true(sim_hex_decode(digits, out->data, len, NULL));
+    g_assert_no_error(error);
     return out;
 }
 

@@ -33,3 +33,21 @@ sim_hex_decode(const char *hex, guint8 *out, gsize len, GError **error)
     }
     return TRUE;
 }
+
+GByteArray *
+sim_hex_decode_spaced(const char *hex, GError **error)
+{
+    g_auto(GStrv) parts = g_strsplit(hex, " ", -1);
+    g_autofree gchar *digits = g_strjoinv("", parts);
+    gsize len = strlen(digits) / 2;
+    g_autoptr(GByteArray) out = g_byte_array_sized_new((guint)len);
+
+    g_byte_array_set_size(out, (guint)len);
+    if (strlen(digits) % 2 != 0 || !sim_hex_decode(digits, out->data, len, error)) {
+        if (error != NULL && *error == NULL)
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                        "'%s': an odd number of hex digits", hex);
+        return NULL;
+    }
+    return g_steal_pointer(&out);
+}
