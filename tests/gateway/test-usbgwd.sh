@@ -24,10 +24,12 @@ CHALLENGE=00112233445566778899aabbccddeeff
 STALL_MAX_GROWTH_KB=1024
 STALL_FLOOD_REQUESTS=1000000
 STALL_FLOOD_MS=8000
-# Under AddressSanitizer freed memory sits in a quarantine (RSS keeps
-# growing with every allocation, bounded or not): without it, VmRSS shows
-# what is live, redzones included
-if [ "${1:-}" = stall ] && [[ "$(ldd "$2" 2>/dev/null)" == *libasan* ]]; then
+# The scenarios that bound usbgwd's VmRSS (stall, request-rss): under
+# AddressSanitizer freed memory sits in a quarantine (RSS keeps growing
+# with every allocation, bounded or not); without it, VmRSS shows what is
+# live, redzones included
+if { [ "${1:-}" = stall ] || [ "${1:-}" = request-rss ]; } &&
+    [[ "$(ldd "$2" 2>/dev/null)" == *libasan* ]]; then
     export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
 fi
 
