@@ -149,12 +149,13 @@ gw_inventory_free(GwInventory *inventory)
     if (inventory == NULL)
         return;
     gw_inventory_stop(inventory);
-    /* the description in flight finishes (libusb's own timeouts bound
-     * it); what it and the others left is dropped here, before the libusb
-     * context goes */
+    /* the description in flight finishes (its budget bounds it) and the
+     * jobs still queued run too, at once: they are cancelled (not
+     * "immediate", which would drop them unfreed); what they all left is
+     * dropped here, before the libusb context goes */
     g_source_destroy(inventory->done_source);
     g_source_unref(inventory->done_source);
-    g_thread_pool_free(inventory->pool, TRUE, TRUE);
+    g_thread_pool_free(inventory->pool, FALSE, TRUE);
     while ((job = g_async_queue_try_pop(inventory->done)) != NULL)
         gw_inventory_job_free(job);
     g_async_queue_unref(inventory->done);

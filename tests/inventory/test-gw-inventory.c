@@ -65,6 +65,16 @@ seen_clear(Seen *seen)
     g_ptr_array_unref(seen->left);
 }
 
+static gboolean
+seen_has(Seen *seen, const gchar *id)
+{
+    for (guint i = 0; i < seen->arrived->len; i++) {
+        if (g_strcmp0(g_ptr_array_index(seen->arrived, i), id) == 0)
+            return TRUE;
+    }
+    return FALSE;
+}
+
 /* Runs the main context until @id arrives (asserting it does). */
 static void
 wait_arrived(Seen *seen, const gchar *id)
@@ -185,11 +195,52 @@ test_mute_key(void)
     seen_clear(&seen);
 }
 
+static gboolean
+quit_cb(gpointer data)
+{
+    *(guint *)data = 1;
+    return G_SOURCE_REMOVE;
+}
+
+/* Freed while the describer is busy with the mute key and another key's
+ * description waits behind it: the waiting job is freed too (the
+ * sanitizer build's LeakSanitizer reports it otherwise). */
+static void
+test_free_with_jobs_queued(void)
+{
+    Seen seen = {0};
+    g_autoptr(GwInventory) inventory = NULL;
+    guint waited = 0;
+
+    if (inventory_test_skip_without_sim())
+        return;
+    seen_init(&seen);
+    inventory = started_inventory(&seen);
+    wait_arrived(&seen, TEST_HASP_ID);
+    inventory_test_sim_command("plug mute");
+    inventory_test_sim_command("plug hasp2");
+    /* the hotplug events run (two jobs queued); the mute key's strings
+     * take the describer far longer than this */
+    g_timeout_add(100, quit_cb, &waited);
+    inventory_test_run_until_nonzero(&waited);
+    g_assert_false(seen_has(&seen, TEST_MUTE_ID));
+    g_assert_false(seen_has(&seen, "0529:0001@1-2"));
+    g_clear_pointer(&inventory, gw_inventory_free);
+    /* neither is told about, in the free or after */
+    inventory_test_drain();
+    g_assert_false(seen_has(&seen, TEST_MUTE_ID));
+    g_assert_false(seen_has(&seen, "0529:0001@1-2"));
+    inventory_test_sim_command("unplug mute");
+    inventory_test_sim_command("unplug hasp2");
+    seen_clear(&seen);
+}
+
 int
 main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/gw-inventory/twins", test_twins);
     g_test_add_func("/gw-inventory/mute-key", test_mute_key);
+    g_test_add_func("/gw-inventory/free-with-jobs-queued", test_free_with_jobs_queued);
     return g_test_run();
 }

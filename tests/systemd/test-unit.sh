@@ -96,7 +96,9 @@ try:
     while not any(b"STOPPING=1" in m for m in messages):
         messages.append(notify.recv(4096))
     if daemon.wait(30) != 0:
-        sys.exit("FAIL: usbgwd exited with %d on SIGTERM" % daemon.returncode)
+        log.flush()
+        sys.exit("FAIL: usbgwd exited with %d on SIGTERM; its log:\n%s"
+                 % (daemon.returncode, open(os.path.join(work, "usbgwd.log")).read()))
     print("STOPPING=1 received on SIGTERM; notifications:", [m.decode() for m in messages])
 finally:
     if daemon.poll() is None:
