@@ -375,7 +375,7 @@ print("%016x" % mask)' "$unit_caps") || fail "$want"
     stop_usbgwd
     ;;
 exhaust)
-    # point 4 of the security issue: a local user holding idle connections
+    # a local user holding idle connections
     # must lock out neither root (usbgwctl, the hook) nor other users
     command -v setpriv >/dev/null || { echo "SKIP: setpriv (util-linux) missing"; stop_usbgwd; exit 77; }
     chmod 755 "$work"
