@@ -66,7 +66,11 @@ fail() {
         echo "--- console of $n:"
         tr -d '\r' <"$(lv_console "$n")" 2>/dev/null | grep -a 'USBGW' | tail -n 20 || true
     done
-    echo "--- usbgwd log:"
+    # how each usbgwd run started (a restart's first claims), then the end
+    echo "--- usbgwd log, the first 40 lines of each start:"
+    grep -v 'cannot find handle' "$work/usbgwd.log" 2>/dev/null |
+        awk '/usbgwd-Message: .*: policy .*rules/ { n = 0 } n++ < 40' || true
+    echo "--- usbgwd log, the last 60 lines:"
     grep -v 'cannot find handle' "$work/usbgwd.log" 2>/dev/null | tail -n 60 || true
     exit 1
 }
