@@ -162,7 +162,7 @@ static GHashTable *gw_usb_log_seen; /* message → count, guarded by the lock */
 static guint
 gw_usb_log_count(const gchar *text)
 {
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&gw_usb_log_lock);
+    g_autoptr(GMutexLocker) locker G_GNUC_UNUSED = g_mutex_locker_new(&gw_usb_log_lock);
     guint count;
 
     if (gw_usb_log_seen == NULL)
