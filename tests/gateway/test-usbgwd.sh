@@ -158,7 +158,18 @@ wait_for() { # FILE PATTERN
 }
 
 # TCP listeners on a free loopback port range (the HID key gets the next port)
-tcp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# (both ports free when picked: tests running beside this one take ports too)
+tcp_port=$(python3 -c '
+import socket
+for _ in range(100):
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); port = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", port + 1))
+    except OSError:
+        continue
+    print(port)
+    break')
 cat > "$work/usbgwd.conf" <<CONF
 [usbgwd]
 control-socket=$work/control.sock
