@@ -35,6 +35,8 @@ if $sanitize; then
     # runtime; that order is expected here.
     export ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1:halt_on_error=1:abort_on_error=1
     export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
+    # leaks of the test rig's own libraries, not usbgw's (tests/lsan.supp)
+    export LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0
 fi
 if [ -f "$builddir/build.ninja" ]; then
     meson configure "$builddir" "${setup_args[@]}" >/dev/null
