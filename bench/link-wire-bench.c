@@ -295,8 +295,9 @@ lw_conn_open(LwServer *s, GSocketClient *client, GError **error)
         stream = g_tls_client_connection_new(G_IO_STREAM(conn), id, error);
         if (!stream)
             return NULL;
-        /* Full handshakes every time: a gateway reconnecting after a
-         * restart has no session to resume. */
+        /* Ask for full handshakes (a gateway back from a restart has no
+         * session to resume) where the backend has the switch; the
+         * glib-networking 2.74 this was run with has none. */
         if (g_object_class_find_property(G_OBJECT_GET_CLASS(stream), "session-resumption-enabled"))
             g_object_set(stream, "session-resumption-enabled", FALSE, NULL);
         g_tls_connection_set_certificate(G_TLS_CONNECTION(stream), s->creds->client_cert);
