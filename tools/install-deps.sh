@@ -15,6 +15,9 @@ packages=(
     libseccomp-dev
     # sd_notify() for the Type=notify unit
     libsystemd-dev
+    # GIO's TLS backend (GnuTLS) for bench/link-wire-bench, the design input
+    # of gateway links (path D); until now it came only through libsoup-3.0-0
+    glib-networking
     # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing,
     # test helpers (python3 scripts, pgrep, setpriv)
     umockdev libumockdev-dev qemu-system-x86 busybox-static cpio
