@@ -22,7 +22,6 @@ static const GwConfigString gw_config_strings[] = {
     {"state", G_STRUCT_OFFSET(GwConfig, state_path), GW_DEFAULT_STATE_PATH, FALSE},
     {"audit-log", G_STRUCT_OFFSET(GwConfig, audit_log), GW_DEFAULT_AUDIT_LOG, TRUE},
     {"libvirt-uri", G_STRUCT_OFFSET(GwConfig, libvirt_uri), "qemu:///system", TRUE},
-    {"tcp-address", G_STRUCT_OFFSET(GwConfig, tcp_address), "127.0.0.1", FALSE},
     {"socket-user", G_STRUCT_OFFSET(GwConfig, socket_user), NULL, TRUE},
     {"socket-group", G_STRUCT_OFFSET(GwConfig, socket_group), NULL, TRUE},
     {"vm-pid-file", G_STRUCT_OFFSET(GwConfig, vm_pid_file), GW_DEFAULT_VM_PID_FILE, FALSE},
@@ -35,6 +34,11 @@ static const GwConfigString gw_config_strings[] = {
     {"spice-tls-cert", G_STRUCT_OFFSET(GwConfig, spice_tls_cert), NULL, TRUE},
     {"spice-tls-key", G_STRUCT_OFFSET(GwConfig, spice_tls_key), NULL, TRUE},
     {"spice-tls-ca", G_STRUCT_OFFSET(GwConfig, spice_tls_ca), NULL, TRUE},
+    {"link-listen", G_STRUCT_OFFSET(GwConfig, link_listen), NULL, TRUE},
+    {"link-cert", G_STRUCT_OFFSET(GwConfig, link_cert), NULL, TRUE},
+    {"link-key", G_STRUCT_OFFSET(GwConfig, link_key), NULL, TRUE},
+    {"link-ca", G_STRUCT_OFFSET(GwConfig, link_ca), NULL, TRUE},
+    {"link-peers", G_STRUCT_OFFSET(GwConfig, link_peers), NULL, TRUE},
 };
 
 typedef struct {
@@ -46,8 +50,6 @@ typedef struct {
 } GwConfigNumber;
 
 static const GwConfigNumber gw_config_numbers[] = {
-    {"tcp-port-base", G_STRUCT_OFFSET(GwConfig, tcp_port_base), 0, 0, G_MAXUINT16,
-     "a port number (0 = no TCP)"},
     {"spice-port-base", G_STRUCT_OFFSET(GwConfig, spice_port_base), 0, 0, G_MAXUINT16,
      "a port number (0 = no SPICE ingress)"},
     {"spice-ports", G_STRUCT_OFFSET(GwConfig, spice_ports), 16, 1, 1024,
@@ -66,6 +68,10 @@ static const GwConfigNumber gw_config_numbers[] = {
      "seconds a control connection may go without a complete request, 1 to 3600"},
     {"share-max-life", G_STRUCT_OFFSET(GwConfig, share_max_life), 12 * 3600, 1, 30 * 24 * 3600,
      "seconds a share lasts after its first use, 1 to 2592000"},
+    {"link-grace", G_STRUCT_OFFSET(GwConfig, link_grace), 10, 1, 3600,
+     "seconds a lost link is hidden from the guests, 1 to 3600"},
+    {"link-reattach-interval", G_STRUCT_OFFSET(GwConfig, link_reattach_interval), 30, 0, 3600,
+     "seconds between an imported device's session lost with its link and the next, 0 to 3600"},
 };
 
 /* vm-peer-check values, in GwVmPeerCheck order. */
@@ -97,7 +103,6 @@ typedef struct {
 } GwConfigSwitch;
 
 static const GwConfigSwitch gw_config_switches[] = {
-    {"tcp-insecure", G_STRUCT_OFFSET(GwConfig, tcp_insecure), FALSE},
     {"spice-allow-plain-network", G_STRUCT_OFFSET(GwConfig, spice_allow_plain_network), FALSE},
 };
 
@@ -111,6 +116,108 @@ gw_config_address_is_loopback(const gchar *address)
     if (inet == NULL)
         return g_ascii_strcasecmp(address, "localhost") == 0;
     return g_inet_address_get_is_loopback(inet);
+}
+
+/* The raw TCP listener per device (tcp-address, tcp-port-base,
+ * tcp-insecure) is gone: devices cross hosts over gateway links. A file
+ * that still turns it on is refused, so the admin learns why the port
+ * stays closed; its "off" values (the old shipped file) only warn. */
+static gboolean
+gw_config_removed_tcp(const gchar *path, const gchar *key, const gchar *value, GError **error)
+{
+    if (g_strcmp0(key, "tcp-port-base") == 0 && g_strcmp0(value, "0") != 0) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] tcp-port-base=%s: the raw TCP listener was removed; devices "
+                    "cross hosts over gateway links (link-listen, link-peers: docs/links.md)",
+                    path, GW_CONFIG_GROUP, value);
+        return FALSE;
+    }
+    g_warning("%s: [%s] %s is no longer used (the raw TCP listener was removed; see link-listen)",
+              path, GW_CONFIG_GROUP, key);
+    return TRUE;
+}
+
+/* Whether @name can be a gateway's name: the rule of gw-link-tls.h, kept
+ * here so the configuration stays free of the link's libraries. */
+static gboolean
+gw_config_gateway_name_is_valid(const gchar *name)
+{
+    gsize len = strlen(name);
+
+    if (len == 0 || len > 64 || !g_ascii_isalnum(name[0]))
+        return FALSE;
+    for (gsize i = 1; i < len; i++) {
+        if (!g_ascii_isalnum(name[i]) && name[i] != '.' && name[i] != '_' && name[i] != '-')
+            return FALSE;
+    }
+    return TRUE;
+}
+
+static void
+gw_config_peer_free(gpointer data)
+{
+    GwConfigPeer *peer = data;
+
+    g_free(peer->name);
+    g_free(peer->address);
+    g_free(peer);
+}
+
+/* link-peers=NAME@HOST:PORT;… and the certificates links need. */
+static gboolean
+gw_config_check_links(GwConfig *config, const gchar *path, GError **error)
+{
+    g_auto(GStrv) entries = NULL;
+
+    g_clear_pointer(&config->peers, g_ptr_array_unref);
+    config->peers = g_ptr_array_new_with_free_func(gw_config_peer_free);
+    if (config->link_listen == NULL && config->link_peers == NULL)
+        return TRUE;
+    if (config->link_cert == NULL || config->link_key == NULL || config->link_ca == NULL) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] gateway links (link-listen, link-peers) need link-cert, link-key "
+                    "and link-ca",
+                    path, GW_CONFIG_GROUP);
+        return FALSE;
+    }
+    if (config->link_listen != NULL && strrchr(config->link_listen, ':') == NULL) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] link-listen=%s: expected ADDRESS:PORT", path, GW_CONFIG_GROUP,
+                    config->link_listen);
+        return FALSE;
+    }
+    entries = g_strsplit(config->link_peers != NULL ? config->link_peers : "", ";", -1);
+    for (guint i = 0; entries[i] != NULL; i++) {
+        g_autofree gchar *entry = g_strstrip(g_strdup(entries[i]));
+        const gchar *at = strchr(entry, '@');
+        g_autofree gchar *name = NULL;
+        GwConfigPeer *peer;
+
+        if (entry[0] == '\0')
+            continue;
+        name = at != NULL ? g_strndup(entry, at - entry) : NULL;
+        if (at == NULL || !gw_config_gateway_name_is_valid(name) ||
+            strrchr(at + 1, ':') == NULL || at[1] == ':') {
+            g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                        "%s: [%s] link-peers: '%s': expected NAME@HOST:PORT (NAME: letters, "
+                        "digits, '.', '_', '-', at most 64)",
+                        path, GW_CONFIG_GROUP, entry);
+            return FALSE;
+        }
+        for (guint k = 0; k < config->peers->len; k++) {
+            if (g_strcmp0(((GwConfigPeer *)config->peers->pdata[k])->name, name) == 0) {
+                g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                            "%s: [%s] link-peers: gateway '%s' is listed twice", path,
+                            GW_CONFIG_GROUP, name);
+                return FALSE;
+            }
+        }
+        peer = g_new0(GwConfigPeer, 1);
+        peer->name = g_steal_pointer(&name);
+        peer->address = g_strdup(at + 1);
+        g_ptr_array_add(config->peers, peer);
+    }
+    return TRUE;
 }
 
 /* (uid_t)-1 means "unchanged" to setuid(); 0 is root. */
@@ -163,7 +270,8 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
             gw_config_switches[i].fallback;
     if (!g_key_file_load_from_file(keyfile, path, G_KEY_FILE_NONE, &local_error)) {
         if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
-            return gw_config_parse_uid_range(config, path, error);
+            return gw_config_check_links(config, path, error) &&
+                   gw_config_parse_uid_range(config, path, error);
         g_set_error(error, local_error->domain, local_error->code, "%s: %s", path,
                     local_error->message);
         return FALSE;
@@ -180,6 +288,11 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
             g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE, "%s: [%s] %s: %s",
                         path, GW_CONFIG_GROUP, keys[i], value_error->message);
             return FALSE;
+        }
+        if (g_str_has_prefix(keys[i], "tcp-")) {
+            if (!gw_config_removed_tcp(path, keys[i], value, error))
+                return FALSE;
+            continue;
         }
         if (g_strcmp0(keys[i], "vm-peer-check") == 0) {
             if (!gw_config_parse_peer_check(config, path, value, error))
@@ -250,15 +363,8 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
                     path, GW_CONFIG_GROUP);
         return FALSE;
     }
-    if (config->tcp_port_base != 0 && !config->tcp_insecure) {
-        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                    "%s: [%s] tcp-port-base=%u would serve every attached device on TCP "
-                    "without TLS or authentication (whoever reaches %s:%u first gets the "
-                    "device); set tcp-insecure=true to accept that, or tcp-port-base=0",
-                    path, GW_CONFIG_GROUP, config->tcp_port_base, config->tcp_address,
-                    config->tcp_port_base);
+    if (!gw_config_check_links(config, path, error))
         return FALSE;
-    }
     if (config->spice_port_base != 0 && config->spice_tls_cert == NULL &&
         !config->spice_allow_plain_network &&
         !gw_config_address_is_loopback(config->spice_address)) {
@@ -288,6 +394,14 @@ gw_config_copy(GwConfig *dest, const GwConfig *src)
             G_STRUCT_MEMBER(gboolean, (GwConfig *)src, gw_config_switches[i].offset);
     dest->spice_uid_first = src->spice_uid_first;
     dest->spice_uid_last = src->spice_uid_last;
+    dest->peers = g_ptr_array_new_with_free_func(gw_config_peer_free);
+    for (guint i = 0; src->peers != NULL && i < src->peers->len; i++) {
+        const GwConfigPeer *from = src->peers->pdata[i];
+        GwConfigPeer *peer = g_new0(GwConfigPeer, 1);
+        peer->name = g_strdup(from->name);
+        peer->address = g_strdup(from->address);
+        g_ptr_array_add(dest->peers, peer);
+    }
 }
 
 void
@@ -295,4 +409,5 @@ gw_config_clear(GwConfig *config)
 {
     for (guint i = 0; i < G_N_ELEMENTS(gw_config_strings); i++)
         g_clear_pointer(gw_config_slot(config, &gw_config_strings[i]), g_free);
+    g_clear_pointer(&config->peers, g_ptr_array_unref);
 }

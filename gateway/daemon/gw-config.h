@@ -34,12 +34,6 @@ typedef struct {
     gchar *socket_group;         /* owned, nullable: QEMU's group */
     GwVmPeerCheck vm_peer_check; /* which peer of QEMU's user is the VM's QEMU */
     gchar *vm_pid_file;          /* owned: pattern with {vm}, for GW_VM_PEER_CHECK_PID_FILE */
-    gchar *tcp_address;          /* owned: where TCP listeners bind */
-    guint tcp_port_base;         /* 0: no TCP; else attachments get ports base, base+1, … */
-    /* The admin's explicit yes to tcp-port-base: those listeners have no TLS
-     * and no authentication (whoever connects first gets the device), so
-     * gw_config_load() refuses tcp-port-base without it. */
-    gboolean tcp_insecure;
     /* SPICE ingress (shares): off while spice_port_base is 0 */
     guint spice_port_base; /* shares get ports base … base+spice_ports-1 */
     guint spice_ports;
@@ -66,15 +60,33 @@ typedef struct {
     /* a spice-address other than loopback without TLS (tickets and the
      * lent devices' traffic in clear): refused unless this is set */
     gboolean spice_allow_plain_network;
+    /* gateway links (docs/links.md); off while link_listen and link_peers
+     * are both NULL; then cert, key and CA are required */
+    gchar *link_listen; /* owned, nullable: "ADDRESS:PORT" to accept links on */
+    gchar *link_cert;   /* owned, nullable: this gateway's certificate (its CN names it) */
+    gchar *link_key;    /* owned, nullable */
+    gchar *link_ca;     /* owned, nullable: the cluster's CA */
+    gchar *link_peers;  /* owned, nullable: "NAME@HOST:PORT;…", the static peers we dial */
+    GPtrArray *peers;   /* owned: GwConfigPeer, parsed from link_peers */
+    guint link_grace;   /* seconds a lost link is hidden from the guests */
+    /* seconds between an imported session lost with its link and the next */
+    guint link_reattach_interval;
 } GwConfig;
+
+/* A static peer: a gateway this one dials. */
+typedef struct {
+    gchar *name;    /* the name its certificate must carry */
+    gchar *address; /* "HOST:PORT" */
+} GwConfigPeer;
 
 /* Fills @config with the defaults, then the file's values; a missing file
  * leaves the defaults. Unknown keys are warnings; bad values (a number out
  * of range, a bad escape, invalid UTF-8) are errors naming file and key:
  * a value the file holds never falls back to the default. So are
- * tcp-port-base without tcp-insecure=true and SPICE ingress on a
- * non-loopback spice-address without TLS (unless
- * spice-allow-plain-network=true). On FALSE the caller still clears
+ * SPICE ingress on a non-loopback spice-address without TLS (unless
+ * spice-allow-plain-network=true), links without their certificates, a
+ * link peer that is not NAME@HOST:PORT, and the removed raw TCP listener
+ * (tcp-port-base other than 0). On FALSE the caller still clears
  * @config. */
 gboolean gw_config_load(GwConfig *config, const gchar *path,
                         GError **error) G_GNUC_WARN_UNUSED_RESULT;

@@ -24,7 +24,6 @@ G_BEGIN_DECLS
 /* How a bound device is served: its attachment and what libvirt was told. */
 typedef struct {
     GwAttachment *attachment; /* owned, nullable: exists once claimed */
-    guint16 tcp_port;         /* 0 until a TCP port was given to it */
     gchar *audited_vm;        /* owned, nullable: the VM an "attach" was recorded for */
 } GwDaemonServed;
 
@@ -40,7 +39,6 @@ struct _GwDaemon {
     GwRedirdevPlugger *plugger;    /* owned: socket paths, aliases, redirdev plugging */
     GHashTable *served;            /* device id (owned) → GwDaemonServed (owned) */
     GwShareRegistry *shares;       /* owned: at most one share per VM */
-    guint next_tcp_port;           /* 0 when TCP is off */
     gchar *started;                /* owned: ISO 8601 */
     gchar *hook_last_call;         /* owned, nullable */
     GCancellable *cancellable;     /* owned: cancelled when the daemon goes */

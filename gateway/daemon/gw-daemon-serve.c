@@ -125,7 +125,6 @@ gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer
     g_autofree gchar *slot_name = NULL;
     g_autofree gchar *path = NULL;
     GwAttachment *attachment;
-    gboolean tcp;
 
     g_return_val_if_fail(inv != NULL && dev != NULL, FALSE);
     if (g_strcmp0(dev->vm, vm) == 0 && served->attachment != NULL &&
@@ -139,13 +138,9 @@ gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer
         g_warning("%s", error->message);
         g_clear_error(&error);
     }
-    if (served->tcp_port == 0 && daemon->next_tcp_port != 0 && daemon->next_tcp_port <= G_MAXUINT16)
-        served->tcp_port = (guint16)daemon->next_tcp_port++;
-    tcp = served->tcp_port != 0;
     slot_name = gw_device_slot_name(inv->desc);
     path = gw_redirdev_plugger_device_socket(daemon->plugger, vm, id, slot_name);
-    if (!gw_attachment_bind(attachment, vm, path, tcp ? daemon->config.tcp_address : NULL,
-                            served->tcp_port, &error)) {
+    if (!gw_attachment_bind(attachment, vm, path, &error)) {
         g_warning("%s: %s", id, error->message);
         return FALSE;
     }

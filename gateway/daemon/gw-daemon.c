@@ -205,7 +205,6 @@ gw_daemon_new(const GwConfig *config, GError **error)
 
     gw_config_copy(&daemon->config, config);
     daemon->served = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gw_daemon_served_free);
-    daemon->next_tcp_port = config->tcp_port_base;
     daemon->started = gw_daemon_now();
     daemon->socket_access.uid = (uid_t)-1;
     daemon->socket_access.gid = (gid_t)-1;

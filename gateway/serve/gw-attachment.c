@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <unistd.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
 
@@ -180,45 +179,71 @@ gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer u
         g_warning("%s", error->message);
 }
 
+/* Starts a session for @connection, the one peer (see the header). */
+static gboolean
+gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connection,
+                            const gchar *where, GError **error)
+{
+    g_autofree gchar *label = NULL;
+
+    if (attachment->session != NULL) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                    "%s: refused a second peer %s (one peer per device)", attachment->identity,
+                    where);
+        return FALSE;
+    }
+    label = g_strdup_printf("%s#%u", attachment->identity, ++attachment->peer_count);
+    attachment->session = gw_session_new(
+        attachment->usb, g_socket_connection_get_socket(connection), label,
+        gw_attachment_session_closed, attachment, error);
+    if (attachment->session == NULL)
+        return FALSE;
+    attachment->peer = g_object_ref(connection);
+    g_message("%s: peer connected %s", attachment->identity, where);
+    gw_attachment_offer(attachment);
+    return TRUE;
+}
+
 static gboolean
 gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
                        GObject *source_object, gpointer user_data)
 {
     GwAttachment *attachment = user_data;
     g_autoptr(GError) error = NULL;
-    g_autofree gchar *label = NULL;
+    g_autofree gchar *where = g_strdup_printf("on %s", attachment->socket_path);
 
-    if (attachment->session != NULL) {
-        g_warning("%s: refused a second peer on %s (one peer per device)", attachment->identity,
-                  attachment->socket_path);
+    if (attachment->session != NULL ||
+        !gw_vm_socket_peer_allowed(attachment->access, connection, attachment->vm,
+                                   attachment->identity, attachment->socket_path) ||
+        !gw_attachment_start_session(attachment, connection, where, &error)) {
+        if (error != NULL)
+            g_warning("%s", error->message);
+        else if (attachment->session != NULL)
+            g_warning("%s: refused a second peer on %s (one peer per device)",
+                      attachment->identity, attachment->socket_path);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
-        return TRUE;
     }
-    if (!gw_vm_socket_peer_allowed(attachment->access, connection, attachment->vm,
-                                   attachment->identity, attachment->socket_path)) {
-        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
-        return TRUE;
-    }
-    /* usbredir is many small packets: do not let Nagle delay them */
-    if (g_socket_get_family(g_socket_connection_get_socket(connection)) != G_SOCKET_FAMILY_UNIX &&
-        !g_socket_set_option(g_socket_connection_get_socket(connection), IPPROTO_TCP, TCP_NODELAY,
-                             1, &error)) {
-        g_warning("%s: cannot set TCP_NODELAY: %s", attachment->identity, error->message);
-        g_clear_error(&error);
-    }
-    label = g_strdup_printf("%s#%u", attachment->identity, ++attachment->peer_count);
-    attachment->session =
-        gw_session_new(attachment->usb, g_socket_connection_get_socket(connection), label,
-                       gw_attachment_session_closed, attachment, &error);
-    if (attachment->session == NULL) {
-        g_warning("%s", error->message);
-        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
-        return TRUE;
-    }
-    attachment->peer = g_object_ref(connection);
-    g_message("%s: peer connected on %s", attachment->identity, attachment->socket_path);
-    gw_attachment_offer(attachment);
     return TRUE;
+}
+
+gboolean
+gw_attachment_serve_peer(GwAttachment *attachment, GSocketConnection *connection,
+                         const gchar *where, GError **error)
+{
+    g_return_val_if_fail(attachment->service == NULL, FALSE);
+    return gw_attachment_start_session(attachment, connection, where, error);
+}
+
+void
+gw_attachment_end_peer(GwAttachment *attachment)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (attachment->session == NULL)
+        return;
+    gw_attachment_end_session(attachment);
+    if (!gw_attachment_claim(attachment, &error))
+        g_warning("%s", error->message);
 }
 
 GwAttachment *
@@ -239,7 +264,7 @@ gw_attachment_set_access(GwAttachment *attachment, const GwVmSocketAccess *acces
 
 gboolean
 gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gchar *socket_path,
-                   const gchar *tcp_address, guint16 tcp_port, GError **error)
+                   GError **error)
 {
     g_autoptr(GSocketService) service = NULL;
 
@@ -249,25 +274,6 @@ gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gchar *socke
     service = gw_vm_socket_listen(attachment->access, socket_path, error);
     if (service == NULL)
         return FALSE;
-    if (tcp_address != NULL) {
-        g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(tcp_address);
-        g_autoptr(GSocketAddress) tcp = NULL;
-        if (inet == NULL) {
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                        "tcp-address '%s' is not an IP address", tcp_address);
-            g_unlink(socket_path);
-            return FALSE;
-        }
-        tcp = g_inet_socket_address_new(inet, tcp_port);
-        if (!g_socket_listener_add_address(G_SOCKET_LISTENER(service), tcp, G_SOCKET_TYPE_STREAM,
-                                           G_SOCKET_PROTOCOL_TCP, NULL, NULL, error)) {
-            g_prefix_error(error, "cannot listen on %s port %u: ", tcp_address, tcp_port);
-            g_unlink(socket_path);
-            return FALSE;
-        }
-        g_message("%s: also served on TCP %s:%u (tcp-insecure: no TLS, no authentication)",
-                  attachment->identity, tcp_address, tcp_port);
-    }
     g_signal_connect(service, "incoming", G_CALLBACK(gw_attachment_incoming), attachment);
     g_socket_service_start(service);
     attachment->service = g_steal_pointer(&service);
@@ -290,12 +296,8 @@ gw_attachment_unbind(GwAttachment *attachment)
     g_unlink(attachment->socket_path);
     g_clear_pointer(&attachment->socket_path, g_free);
     g_clear_pointer(&attachment->vm, g_free);
-    if (attachment->session != NULL) {
-        gw_attachment_end_session(attachment);
-        /* usbredirhost closed the handle: keep the device claimed */
-        if (!gw_attachment_claim(attachment, &error))
-            g_warning("%s", error->message);
-    }
+    /* usbredirhost closes the handle: the device stays claimed */
+    gw_attachment_end_peer(attachment);
 }
 
 gboolean

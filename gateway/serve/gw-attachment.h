@@ -24,11 +24,18 @@ typedef struct _GwAttachment GwAttachment;
  * or listened on until gw_attachment_set_device()/gw_attachment_bind(). */
 GwAttachment *gw_attachment_new(libusb_context *usb, const gchar *identity);
 /* Serves the device to @vm: listens on @socket_path (see gw-vm-socket.h
- * for its directory, mode and owner) and, when @tcp_address is not NULL,
- * on that TCP address and port too. Binding to another path unbinds first. */
+ * for its directory, mode and owner). Binding to another path unbinds
+ * first. */
 gboolean gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gchar *socket_path,
-                            const gchar *tcp_address, guint16 tcp_port,
                             GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Serves the device to a peer that did not come through a VM socket: the
+ * local end of a gateway link's stream (export). The attachment must not
+ * be bound; @where names the peer in logs ("to gateway hv1"). Fails when
+ * a peer is already served. */
+gboolean gw_attachment_serve_peer(GwAttachment *attachment, GSocketConnection *connection,
+                                  const gchar *where, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Ends the peer's session, if any; the device stays claimed. */
+void gw_attachment_end_peer(GwAttachment *attachment);
 /* Who may connect (gw-vm-socket.h): QEMU's user and group, how a peer is
  * recognized as the VM's QEMU. @access is borrowed and must outlive the
  * attachment; until this is called only root may connect. Applies to later

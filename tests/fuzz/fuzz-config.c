@@ -35,7 +35,6 @@ static const FuzzStringKey fuzz_strings[] = {
     {"state", G_STRUCT_OFFSET(GwConfig, state_path), FALSE},
     {"audit-log", G_STRUCT_OFFSET(GwConfig, audit_log), TRUE},
     {"libvirt-uri", G_STRUCT_OFFSET(GwConfig, libvirt_uri), TRUE},
-    {"tcp-address", G_STRUCT_OFFSET(GwConfig, tcp_address), FALSE},
     {"socket-user", G_STRUCT_OFFSET(GwConfig, socket_user), TRUE},
     {"socket-group", G_STRUCT_OFFSET(GwConfig, socket_group), TRUE},
     {"spice-address", G_STRUCT_OFFSET(GwConfig, spice_address), FALSE},
@@ -45,6 +44,11 @@ static const FuzzStringKey fuzz_strings[] = {
     {"spice-tls-cert", G_STRUCT_OFFSET(GwConfig, spice_tls_cert), TRUE},
     {"spice-tls-key", G_STRUCT_OFFSET(GwConfig, spice_tls_key), TRUE},
     {"spice-tls-ca", G_STRUCT_OFFSET(GwConfig, spice_tls_ca), TRUE},
+    {"link-listen", G_STRUCT_OFFSET(GwConfig, link_listen), TRUE},
+    {"link-cert", G_STRUCT_OFFSET(GwConfig, link_cert), TRUE},
+    {"link-key", G_STRUCT_OFFSET(GwConfig, link_key), TRUE},
+    {"link-ca", G_STRUCT_OFFSET(GwConfig, link_ca), TRUE},
+    {"link-peers", G_STRUCT_OFFSET(GwConfig, link_peers), TRUE},
 };
 
 typedef struct {
@@ -54,7 +58,6 @@ typedef struct {
 } FuzzNumberKey;
 
 static const FuzzNumberKey fuzz_numbers[] = {
-    {"tcp-port-base", G_STRUCT_OFFSET(GwConfig, tcp_port_base), 0, G_MAXUINT16},
     {"spice-port-base", G_STRUCT_OFFSET(GwConfig, spice_port_base), 0, G_MAXUINT16},
     {"spice-ports", G_STRUCT_OFFSET(GwConfig, spice_ports), 1, 1024},
     {"spice-channels", G_STRUCT_OFFSET(GwConfig, spice_channels), 1, 32},
@@ -62,6 +65,8 @@ static const FuzzNumberKey fuzz_numbers[] = {
     {"control-max-clients", G_STRUCT_OFFSET(GwConfig, control_max_clients), 1, 1024},
     {"control-max-per-user", G_STRUCT_OFFSET(GwConfig, control_max_per_user), 1, 1024},
     {"control-idle-timeout", G_STRUCT_OFFSET(GwConfig, control_idle_timeout), 1, 3600},
+    {"link-grace", G_STRUCT_OFFSET(GwConfig, link_grace), 1, 3600},
+    {"link-reattach-interval", G_STRUCT_OFFSET(GwConfig, link_reattach_interval), 0, 3600},
 };
 
 /* Warnings (unknown keys) are expected; a critical is a finding. */
@@ -131,6 +136,14 @@ fuzz_check_loaded(GwConfig *config, GKeyFile *oracle)
     }
     FUZZ_CHECK((config->spice_tls_cert == NULL) == (config->spice_tls_key == NULL));
     FUZZ_CHECK((config->spice_tls_cert == NULL) == (config->spice_tls_ca == NULL));
+    /* links on: certificates given; every peer a name and an address */
+    FUZZ_CHECK(config->peers != NULL);
+    if (config->link_listen != NULL || config->link_peers != NULL)
+        FUZZ_CHECK(config->link_cert != NULL && config->link_key != NULL && config->link_ca != NULL);
+    for (guint i = 0; i < config->peers->len; i++) {
+        const GwConfigPeer *peer = config->peers->pdata[i];
+        FUZZ_CHECK(peer->name[0] != '\0' && strchr(peer->address, ':') != NULL);
+    }
 }
 
 int

@@ -233,29 +233,28 @@ if [ "$scenario" = symlink-race ] || [ "$scenario" = symlink-planted ]; then
     fi
     gw_preload=$USBGW_TEST_SWAP_SHIM
 fi
-if [ "$scenario" = tcp ]; then
+if [ "$scenario" = tcp-removed ]; then
+    # the raw TCP listener is gone: a file that still turns it on must stop
+    # usbgwd with a reason (the admin would otherwise wait for a port that
+    # never opens), and nothing may listen there
     printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\ntcp-insecure=true\n' "$tcp_port" >> "$work/usbgwd.conf"
-fi
-if [ "$scenario" = tcp-refused ]; then
-    # the unauthenticated TCP listener needs the admin's explicit yes:
-    # without tcp-insecure=true usbgwd must not start (nor listen)
-    printf 'tcp-address=127.0.0.1\ntcp-port-base=%s\n' "$tcp_port" >> "$work/usbgwd.conf"
     rc=0
     timeout 20 "$usbgwd" --foreground --policy "$work/policy" --rundir "$rundir" \
         --config "$work/usbgwd.conf" > "$work/usbgwd.log" 2>&1 || rc=$?
     cat "$work/usbgwd.log"
-    [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "usbgwd started (status $rc) with tcp-port-base and no tcp-insecure"
-    grep -q "tcp-port-base=$tcp_port.*without TLS or authentication.*set tcp-insecure=true" "$work/usbgwd.log" ||
-        fail "the refusal does not name tcp-port-base and tcp-insecure"
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "usbgwd started (status $rc) with tcp-port-base"
+    grep -q "tcp-port-base=$tcp_port: the raw TCP listener was removed.*gateway links" "$work/usbgwd.log" ||
+        fail "the refusal does not say the TCP listener was removed"
     [ -e "$sock" ] && fail "usbgwd served the key although it refused to start"
     python3 -c 'import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0 else 1)' "$tcp_port" ||
-        fail "something listens on the refused TCP port"
-    # a value that is not a boolean is an error naming the key too
-    printf 'tcp-insecure=maybe\n' >> "$work/usbgwd.conf"
-    rc=0
-    timeout 20 "$usbgwd" --foreground --config "$work/usbgwd.conf" > "$work/usbgwd.log" 2>&1 || rc=$?
-    [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "usbgwd accepted tcp-insecure=maybe"
-    grep -q 'tcp-insecure=maybe: expected true or false' "$work/usbgwd.log" || fail "tcp-insecure=maybe: $(cat "$work/usbgwd.log")"
+        fail "something listens on the TCP port"
+    # the old shipped file (listener off) only warns
+    sed -i '/^tcp-/d' "$work/usbgwd.conf"
+    printf 'tcp-address=127.0.0.1\ntcp-port-base=0\ntcp-insecure=false\n' >> "$work/usbgwd.conf"
+    : > "$work/usbgwd.log"
+    start_usbgwd
+    grep -q "tcp-port-base is no longer used" "$work/usbgwd.log" || fail "no warning for tcp-port-base=0"
+    stop_usbgwd
     echo "PASS: $scenario"
     exit 0
 fi
@@ -773,19 +772,6 @@ veto)
     reply=$(ctl_raw "b'{\"command\":\"hook\",\"domain\":\"../evil\",\"uuid\":\"$uuid\",\"op\":\"started\",\"sub_op\":\"begin\"}\n'")
     grep -q '"code" *: *"bad-request"' <<<"$reply" || fail "hook with domain ../evil: $reply"
     usbgwctl vms | grep -q 'evil' && fail "the VM ../evil was taken as running: $(usbgwctl vms)"
-    stop_usbgwd
-    ;;
-tcp)
-    port=$(sed -n 's/.*0529:0001@1-1: also served on TCP 127.0.0.1:\([0-9]*\).*/\1/p' "$work/usbgwd.log")
-    [ -n "$port" ] || fail "no TCP listener logged for the key"
-    out=$("$peer" "tcp:127.0.0.1:$port" connect challenge $CHALLENGE expect $HASP_SECRET) || fail "tcp peer: $out"
-    grep -q '^MATCH$' <<<"$out" || fail "no correct answer over TCP"
-    # one peer per device, whatever the transport
-    "$peer" "$sock" connect sleep 2000 > "$work/peer1.out" &
-    p1=$!
-    wait_for "$work/peer1.out" '^CONNECT'
-    out=$("$peer" --timeout 5 "tcp:127.0.0.1:$port" closed) || fail "second peer over TCP not closed"
-    wait $p1 || fail "unix peer failed"
     stop_usbgwd
     ;;
 stall)

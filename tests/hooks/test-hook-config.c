@@ -34,7 +34,7 @@ static const ConfigCase config_cases[] = {
      .want_timeout_ms = DEF_TIMEOUT},
     {.name = "all-keys",
      .text = "[usbgwd]\ncontrol-socket=/tmp/x/c.sock\npolicy=/tmp/x/p.policy\n"
-             "rundir=/run/elsewhere\ntcp-port-base=0\n[hook]\ntimeout-ms=750\n",
+             "rundir=/run/elsewhere\nlink-grace=5\n[hook]\ntimeout-ms=750\n",
      .want_ok = TRUE,
      .want_socket = "/tmp/x/c.sock",
      .want_policy = "/tmp/x/p.policy",
