@@ -51,10 +51,15 @@ gw_daemon_device_state(GwDaemon *daemon, GwInventoryDevice *inv, const GwBinderD
     GwDaemonServed *served = g_hash_table_lookup(daemon->served, inv->id);
     GwAttachment *attachment = served != NULL ? served->attachment : NULL;
 
-    if (inv->usb == NULL)
+    if (!gw_inventory_device_is_present(inv))
         return "absent";
     if (dev != NULL && dev->vm != NULL && attachment != NULL && gw_attachment_has_peer(attachment))
         return "attached";
+    if (dev != NULL && dev->vm != NULL && served != NULL && served->import != NULL &&
+        gw_import_is_attached(served->import))
+        return "attached";
+    if (served != NULL && served->export_peer != NULL)
+        return "exported";
     if (dev != NULL && dev->vm != NULL)
         return "bound";
     if (attachment != NULL)
@@ -72,9 +77,7 @@ gw_daemon_device_json(GwDaemon *daemon, GwInventoryDevice *inv)
     g_autoptr(JsonBuilder) builder = json_builder_new();
     g_autoptr(JsonNode) node = NULL;
     g_autofree gchar *rule = dev != NULL ? gw_daemon_rule_of(&dev->decision) : NULL;
-    const gchar *socket = served != NULL && served->attachment != NULL
-                              ? gw_attachment_get_socket_path(served->attachment)
-                              : NULL;
+    const gchar *socket = gw_daemon_served_socket(served);
     JsonObject *obj;
 
     gw_device_to_json(inv->desc, builder);
@@ -95,6 +98,13 @@ gw_daemon_device_json(GwDaemon *daemon, GwInventoryDevice *inv)
         json_object_set_string_member(obj, "assigned_by", "usbgwctl");
     if (socket != NULL)
         json_object_set_string_member(obj, "socket", socket);
+    /* where it sits: this host (null) or another gateway */
+    if (inv->desc->gateway != NULL)
+        json_object_set_string_member(obj, "gateway", inv->desc->gateway);
+    else
+        json_object_set_null_member(obj, "gateway");
+    if (served != NULL && served->export_peer != NULL)
+        json_object_set_string_member(obj, "exported_to", served->export_peer);
     if (dev != NULL && dev->decision.target != NULL && dev->manual_vm == NULL) {
         g_autofree gchar *target =
             g_strdup_printf("%s \"%s\"", policy_target_kind_to_string(dev->decision.target_kind),
@@ -166,6 +176,24 @@ gw_cmd_status(const GwCommandCall *call)
     else
         json_object_set_null_member(hook, "last_call");
     json_object_set_object_member(obj, "hook", g_steal_pointer(&hook));
+    if (daemon->links != NULL) {
+        g_autoptr(JsonBuilder) builder = json_builder_new();
+        g_autoptr(JsonNode) links = NULL;
+        JsonObjectIter iter;
+        const gchar *name;
+        JsonNode *member;
+
+        json_builder_begin_object(builder);
+        gw_links_to_json(daemon->links, builder);
+        json_builder_end_object(builder);
+        links = json_builder_get_root(builder);
+        json_object_iter_init(&iter, json_node_get_object(links));
+        while (json_object_iter_next(&iter, &name, &member))
+            json_object_set_member(obj, name, json_node_copy(member));
+    } else {
+        json_object_set_null_member(obj, "gateway");
+        json_object_set_array_member(obj, "links", json_array_new());
+    }
     return gw_reply_object(g_steal_pointer(&obj));
 }
 

@@ -13,17 +13,22 @@
 #include "gw-config.h"
 #include "gw-control.h"
 #include "gw-daemon.h"
+#include "gw-import.h"
 #include "gw-inventory.h"
 #include "gw-libvirt.h"
+#include "gw-links.h"
 #include "gw-redirdev-plugger.h"
 #include "gw-share-registry.h"
 #include "gw-state-store.h"
 
 G_BEGIN_DECLS
 
-/* How a bound device is served: its attachment and what libvirt was told. */
+/* How a bound device is served: its attachment (a device of this host) or
+ * its import (another gateway's), and what libvirt was told. */
 typedef struct {
     GwAttachment *attachment; /* owned, nullable: exists once claimed */
+    GwImport *import;         /* owned, nullable: another gateway's device bound to a VM */
+    gchar *export_peer;       /* owned, nullable: the gateway our device is exported to now */
     gchar *audited_vm;        /* owned, nullable: the VM an "attach" was recorded for */
 } GwDaemonServed;
 
@@ -44,6 +49,9 @@ struct _GwDaemon {
     GCancellable *cancellable;     /* owned: cancelled when the daemon goes */
     GwVmSocketAccess
         socket_access; /* who may use the VM sockets; attachments and shares borrow it */
+    GwLinks *links;         /* owned, nullable: no gateway links configured */
+    GHashTable *exported;   /* id → description text: our devices in the directory */
+    Policy *export_policy;  /* borrowed, only compared: the policy @exported was made with */
 };
 
 gchar *gw_daemon_now(void) G_GNUC_WARN_UNUSED_RESULT;
@@ -66,6 +74,27 @@ void gw_daemon_audit(GwDaemon *daemon, GwAuditKind event, const gchar *id, const
                      const gchar *actor, const gchar *reason);
 /* Writes what the last event changed to the state file (one write). */
 void gw_daemon_save_state(GwDaemon *daemon);
+
+/* Makes libvirt plug the device's socket into the running VM @vm. */
+void gw_daemon_libvirt_attach(GwDaemon *daemon, const gchar *id, const gchar *vm);
+/* The socket a served device has, local or imported; NULL if none. */
+const gchar *gw_daemon_served_socket(GwDaemonServed *served);
+
+/* Gateway links (gw-daemon-links.c). */
+/* Starts the links when usbgwd.conf has any (link-listen, link-peers). */
+gboolean gw_daemon_start_links(GwDaemon *daemon, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The directory learns which of our devices are exportable now; called
+ * after every event (gw_daemon_save_state()). */
+void gw_daemon_sync_exports(GwDaemon *daemon);
+/* Whether @id is another gateway's device. */
+gboolean gw_daemon_is_remote(GwDaemon *daemon, const gchar *id);
+/* The binder's intents for another gateway's device. */
+gboolean gw_daemon_import_bind(GwDaemon *daemon, const gchar *id, const gchar *vm,
+                               const gchar *actor);
+void gw_daemon_import_unbind(GwDaemon *daemon, const gchar *id, const gchar *vm,
+                             gboolean detach);
+/* The socket slot name of a device (local or imported). */
+gchar *gw_daemon_slot_name(GwDaemon *daemon, GwInventoryDevice *inv) G_GNUC_WARN_UNUSED_RESULT;
 
 /* Commands (gw-daemon-commands.c). */
 JsonNode *gw_daemon_control_handler(JsonObject *request, const GwControlPeer *peer,

@@ -10,9 +10,21 @@ void
 gw_daemon_served_free(gpointer data)
 {
     GwDaemonServed *served = data;
+    gw_import_free(served->import);
     gw_attachment_free(served->attachment);
+    g_free(served->export_peer);
     g_free(served->audited_vm);
     g_free(served);
+}
+
+const gchar *
+gw_daemon_served_socket(GwDaemonServed *served)
+{
+    if (served == NULL)
+        return NULL;
+    if (served->import != NULL)
+        return gw_import_get_socket_path(served->import);
+    return served->attachment != NULL ? gw_attachment_get_socket_path(served->attachment) : NULL;
 }
 
 GwDaemonServed *
@@ -47,25 +59,22 @@ gw_daemon_plugged(const gchar *id, const gchar *vm, const GError *error, gpointe
     g_free(served->audited_vm);
     served->audited_vm = g_strdup(vm);
     g_message("%s → vm %s: attached through libvirt", id, vm);
-    gw_daemon_audit(daemon, GW_AUDIT_ATTACH, id, vm, "libvirt",
-                    gw_attachment_get_socket_path(served->attachment));
+    gw_daemon_audit(daemon, GW_AUDIT_ATTACH, id, vm, "libvirt", gw_daemon_served_socket(served));
 }
 
 /* Makes libvirt plug the device's socket into the running VM, if both are
  * known; QEMU then connects and the device appears in the guest. */
-static void
+void
 gw_daemon_libvirt_attach(GwDaemon *daemon, const gchar *id, const gchar *vm)
 {
     GwInventoryDevice *inv = gw_inventory_lookup(daemon->inventory, id);
     GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
-    const gchar *path = served != NULL && served->attachment != NULL
-                            ? gw_attachment_get_socket_path(served->attachment)
-                            : NULL;
+    const gchar *path = gw_daemon_served_socket(served);
     g_autofree gchar *slot_name = NULL;
 
     if (path == NULL || inv == NULL)
         return;
-    slot_name = gw_device_slot_name(inv->desc);
+    slot_name = gw_daemon_slot_name(daemon, inv);
     gw_redirdev_plugger_plug_device(daemon->plugger, id, slot_name, vm,
                                     gw_binder_get_vm_uuid(daemon->binder, vm), path);
 }
@@ -85,9 +94,13 @@ gw_daemon_op_claim(const gchar *id, gpointer user_data)
 {
     GwDaemon *daemon = user_data;
     GwInventoryDevice *inv = gw_inventory_lookup(daemon->inventory, id);
-    GwDaemonServed *served = gw_daemon_lookup_served(daemon, id);
+    GwDaemonServed *served;
     g_autoptr(GError) error = NULL;
 
+    /* another gateway's device: its exporter holds it */
+    if (gw_daemon_is_remote(daemon, id))
+        return TRUE;
+    served = gw_daemon_lookup_served(daemon, id);
     if (inv == NULL || inv->usb == NULL)
         return FALSE;
     if (!gw_attachment_set_device(gw_daemon_attachment(daemon, served, id), inv->usb, &error)) {
@@ -106,6 +119,11 @@ gw_daemon_op_unclaim(const gchar *id, gpointer user_data)
 
     if (inv != NULL)
         gw_inventory_touch(inv);
+    if (gw_daemon_is_remote(daemon, id)) {
+        if (served != NULL)
+            g_clear_pointer(&served->import, gw_import_free);
+        return TRUE;
+    }
     if (served == NULL || served->attachment == NULL)
         return FALSE;
     g_clear_pointer(&served->attachment, gw_attachment_free);
@@ -120,12 +138,15 @@ gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer
     GwDaemon *daemon = user_data;
     GwInventoryDevice *inv = gw_inventory_lookup(daemon->inventory, id);
     const GwBinderDevice *dev = gw_binder_lookup(daemon->binder, id);
-    GwDaemonServed *served = gw_daemon_lookup_served(daemon, id);
+    GwDaemonServed *served;
     g_autoptr(GError) error = NULL;
     g_autofree gchar *slot_name = NULL;
     g_autofree gchar *path = NULL;
     GwAttachment *attachment;
 
+    if (gw_daemon_is_remote(daemon, id))
+        return gw_daemon_import_bind(daemon, id, vm, actor);
+    served = gw_daemon_lookup_served(daemon, id);
     g_return_val_if_fail(inv != NULL && dev != NULL, FALSE);
     if (g_strcmp0(dev->vm, vm) == 0 && served->attachment != NULL &&
         gw_attachment_get_socket_path(served->attachment) != NULL) {
@@ -133,12 +154,18 @@ gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer
         return TRUE;
     }
     attachment = gw_daemon_attachment(daemon, served, id);
+    if (served->export_peer != NULL) {
+        /* the VM comes first: another gateway's session on it ends */
+        g_message("%s: taken from gateway %s for vm \"%s\"", id, served->export_peer, vm);
+        gw_attachment_end_peer(attachment);
+        g_clear_pointer(&served->export_peer, g_free);
+    }
     gw_attachment_set_access(attachment, &daemon->socket_access);
     if (inv->usb != NULL && !gw_attachment_set_device(attachment, inv->usb, &error)) {
         g_warning("%s", error->message);
         g_clear_error(&error);
     }
-    slot_name = gw_device_slot_name(inv->desc);
+    slot_name = gw_daemon_slot_name(daemon, inv);
     path = gw_redirdev_plugger_device_socket(daemon->plugger, vm, id, slot_name);
     if (!gw_attachment_bind(attachment, vm, path, &error)) {
         g_warning("%s: %s", id, error->message);
@@ -166,6 +193,10 @@ gw_daemon_op_unbind(const gchar *id, const gchar *vm, gboolean detach, gpointer 
     const gchar *path =
         served->attachment != NULL ? gw_attachment_get_socket_path(served->attachment) : NULL;
 
+    if (gw_daemon_is_remote(daemon, id)) {
+        gw_daemon_import_unbind(daemon, id, vm, detach);
+        return;
+    }
     if (detach && path != NULL)
         gw_redirdev_plugger_unplug(daemon->plugger, vm, uuid, path);
     if (served->attachment != NULL)
@@ -222,6 +253,9 @@ gw_daemon_path_has_peer(const gchar *path, gpointer user_data)
     g_hash_table_iter_init(&iter, daemon->served);
     while (g_hash_table_iter_next(&iter, NULL, &value)) {
         GwDaemonServed *served = value;
+        if (served->import != NULL &&
+            g_strcmp0(gw_import_get_socket_path(served->import), path) == 0)
+            return gw_import_is_attached(served->import);
         if (served->attachment != NULL &&
             g_strcmp0(gw_attachment_get_socket_path(served->attachment), path) == 0)
             return gw_attachment_has_peer(served->attachment);

@@ -63,6 +63,7 @@ gw_daemon_save_state(GwDaemon *daemon)
     g_autoptr(GwBinderState) bindings = gw_binder_save(daemon->binder);
     g_autoptr(GError) error = NULL;
 
+    gw_daemon_sync_exports(daemon);
     if (daemon->saved_bindings == NULL ||
         !gw_binder_state_equal(bindings, daemon->saved_bindings)) {
         gw_state_store_set_assignments(daemon->state, bindings->assignments);
@@ -312,6 +313,8 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
     daemon->plugger =
         gw_redirdev_plugger_new(daemon->config.rundir, daemon->libvirt, gw_daemon_plugged, daemon);
     gw_daemon_start_shares(daemon);
+    if (!gw_daemon_start_links(daemon, error))
+        return FALSE;
     if (daemon->libvirt != NULL)
         gw_libvirt_start(daemon->libvirt);
     else
@@ -351,6 +354,8 @@ gw_daemon_free(GwDaemon *daemon)
     daemon->control = NULL;
     /* 4 */
     g_clear_pointer(&daemon->served, g_hash_table_unref);
+    g_clear_pointer(&daemon->links, gw_links_free);
+    g_clear_pointer(&daemon->exported, g_hash_table_unref);
     g_clear_pointer(&daemon->inventory, gw_inventory_free);
     /* 5 */
     g_clear_pointer(&daemon->binder, gw_binder_free);

@@ -45,6 +45,34 @@ gw_inventory_device_free(gpointer data)
     g_free(dev);
 }
 
+gboolean
+gw_inventory_device_is_present(const GwInventoryDevice *device)
+{
+    return device->usb != NULL || (device->remote && device->remote_present);
+}
+
+GwInventoryDevice *
+gw_inventory_set_remote(GwInventory *inventory, const gchar *id, const PolicyDevice *desc,
+                        gboolean present)
+{
+    GwInventoryDevice *dev = g_hash_table_lookup(inventory->devices, id);
+
+    g_return_val_if_fail(desc != NULL && desc->gateway != NULL, NULL);
+    if (dev != NULL && !dev->remote)
+        return NULL;
+    if (dev == NULL) {
+        dev = g_new0(GwInventoryDevice, 1);
+        dev->id = g_strdup(id);
+        dev->remote = TRUE;
+        g_hash_table_insert(inventory->devices, dev->id, dev);
+    }
+    policy_device_free(dev->desc);
+    dev->desc = policy_device_copy(desc);
+    dev->remote_present = present;
+    gw_inventory_touch(dev);
+    return dev;
+}
+
 void
 gw_inventory_touch(GwInventoryDevice *device)
 {

@@ -33,6 +33,10 @@ typedef struct {
     PolicyDevice *desc; /* as last seen */
     libusb_device *usb; /* nullable: absent */
     gchar *since;       /* ISO 8601 time of the last change (gw_inventory_touch) */
+    /* a device of another gateway (gw_inventory_set_remote()): @usb is
+     * always NULL, desc->gateway names the gateway */
+    gboolean remote;
+    gboolean remote_present; /* that gateway exports it to us now */
 } GwInventoryDevice;
 
 typedef struct {
@@ -59,6 +63,14 @@ GwInventoryDevice *gw_inventory_find(GwInventory *inventory, const gchar *ref, G
 /* Every device, present or not, in identity order (borrowed). */
 GPtrArray *gw_inventory_list(GwInventory *inventory) G_GNUC_WARN_UNUSED_RESULT;
 guint gw_inventory_get_count(GwInventory *inventory);
+/* Whether the device is plugged in (here, or on its gateway). */
+gboolean gw_inventory_device_is_present(const GwInventoryDevice *device);
+/* A device another gateway exports to us (gateway links), listed and found
+ * like a local one but never claimed here: @desc (copied) must name its
+ * gateway; @present: exported now. No callback runs. Returns the entry.
+ * An @id a local device has is refused (NULL). */
+GwInventoryDevice *gw_inventory_set_remote(GwInventory *inventory, const gchar *id,
+                                           const PolicyDevice *desc, gboolean present);
 /* The device's state changed now (for "since"). */
 void gw_inventory_touch(GwInventoryDevice *device);
 

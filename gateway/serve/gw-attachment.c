@@ -31,6 +31,8 @@ struct _GwAttachment {
     GSocketConnection *peer; /* owned, nullable */
     GwSession *session;      /* owned, nullable */
     guint peer_count;
+    GwAttachmentPeerEnded peer_ended; /* nullable */
+    gpointer peer_ended_data;
     guint offer_retry_id; /* GSource id, 0 when no retry is pending */
     guint offer_retries;
     const GwVmSocketAccess *access; /* borrowed: who may connect */
@@ -177,6 +179,8 @@ gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer u
     /* usbredirhost closed the handle: claim again for the next peer */
     if (!gw_attachment_claim(attachment, &error))
         g_warning("%s", error->message);
+    if (attachment->peer_ended != NULL)
+        attachment->peer_ended(attachment, reason, attachment->peer_ended_data);
 }
 
 /* Starts a session for @connection, the one peer (see the header). */
@@ -232,6 +236,14 @@ gw_attachment_serve_peer(GwAttachment *attachment, GSocketConnection *connection
 {
     g_return_val_if_fail(attachment->service == NULL, FALSE);
     return gw_attachment_start_session(attachment, connection, where, error);
+}
+
+void
+gw_attachment_set_peer_ended(GwAttachment *attachment, GwAttachmentPeerEnded ended,
+                             gpointer user_data)
+{
+    attachment->peer_ended = ended;
+    attachment->peer_ended_data = user_data;
 }
 
 void

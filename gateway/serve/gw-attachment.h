@@ -34,6 +34,13 @@ gboolean gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gch
  * a peer is already served. */
 gboolean gw_attachment_serve_peer(GwAttachment *attachment, GSocketConnection *connection,
                                   const gchar *where, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Told when a peer's session ended by itself (the peer left, a protocol
+ * error), not when the owner ended it; @reason for logs. Runs from the
+ * session's I/O callback. */
+typedef void (*GwAttachmentPeerEnded)(GwAttachment *attachment, const gchar *reason,
+                                      gpointer user_data);
+void gw_attachment_set_peer_ended(GwAttachment *attachment, GwAttachmentPeerEnded ended,
+                                  gpointer user_data);
 /* Ends the peer's session, if any; the device stays claimed. */
 void gw_attachment_end_peer(GwAttachment *attachment);
 /* Who may connect (gw-vm-socket.h): QEMU's user and group, how a peer is

@@ -134,6 +134,16 @@ gw_audit_kind_to_string(GwAuditKind kind)
         return "return";
     case GW_AUDIT_PEER_REFUSED:
         return "peer-refused";
+    case GW_AUDIT_LINK_UP:
+        return "link-up";
+    case GW_AUDIT_LINK_DOWN:
+        return "link-down";
+    case GW_AUDIT_LINK_REFUSED:
+        return "link-refused";
+    case GW_AUDIT_EXPORT_OPEN:
+        return "export-open";
+    case GW_AUDIT_EXPORT_CLOSE:
+        return "export-close";
     }
     return "unknown";
 }
@@ -161,7 +171,10 @@ gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
         gw_audit_set(obj, "serial", event->device->serial);
         gw_audit_set(obj, "port", event->device->port);
         gw_audit_set(obj, "product", event->device->product);
+        gw_audit_set(obj, "gateway", event->device->gateway);
     }
+    gw_audit_set(obj, "peer", event->peer);
+    gw_audit_set(obj, "address", event->address);
     gw_audit_set(obj, "vm", event->vm);
     gw_audit_set(obj, "uuid", event->vm_uuid);
     gw_audit_set(obj, "rule", event->rule);
@@ -176,8 +189,10 @@ gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
         if (write(audit->fd, record, len + 1) != (ssize_t)(len + 1))
             g_warning("audit log %s: write failed: %s", audit->path, g_strerror(errno));
     }
-    message = g_strdup_printf("%s %s%s%s%s%s", gw_audit_kind_to_string(event->event),
+    message = g_strdup_printf("%s %s%s%s%s%s%s%s", gw_audit_kind_to_string(event->event),
                               event->device_id != NULL ? event->device_id : "-",
+                              event->peer != NULL ? " gateway " : "",
+                              event->peer != NULL ? event->peer : "",
                               event->vm != NULL ? " vm " : "", event->vm != NULL ? event->vm : "",
                               event->reason != NULL ? ": " : "",
                               event->reason != NULL ? event->reason : "");
@@ -187,7 +202,8 @@ gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
                      event->vm != NULL ? event->vm : "", "USBGW_VM_UUID", "%s",
                      event->vm_uuid != NULL ? event->vm_uuid : "", "USBGW_RULE", "%s",
                      event->rule != NULL ? event->rule : "", "USBGW_ACTOR", "%s",
-                     event->actor != NULL ? event->actor : "");
+                     event->actor != NULL ? event->actor : "", "USBGW_GATEWAY", "%s",
+                     event->peer != NULL ? event->peer : "");
     return g_steal_pointer(&node);
 }
 

@@ -27,6 +27,11 @@ typedef enum {
     GW_AUDIT_LEND,            /* a client lent a device through a share */
     GW_AUDIT_RETURN,          /* the lent device went back */
     GW_AUDIT_PEER_REFUSED,    /* a process that is not the VM's QEMU connected to its socket */
+    GW_AUDIT_LINK_UP,         /* a gateway link's connection came up */
+    GW_AUDIT_LINK_DOWN,       /* it was lost (sessions wait for link-grace) */
+    GW_AUDIT_LINK_REFUSED,    /* a gateway was refused, or refused this one */
+    GW_AUDIT_EXPORT_OPEN,     /* another gateway opened one of our devices */
+    GW_AUDIT_EXPORT_CLOSE,    /* that session ended */
 } GwAuditKind;
 
 const gchar *gw_audit_kind_to_string(GwAuditKind kind);
@@ -40,6 +45,8 @@ typedef struct {
     const gchar *rule;          /* nullable: "file:line" */
     const gchar *actor;         /* policy, hook, libvirt, usbgwctl uid=N, usbgwd */
     const gchar *reason;        /* nullable */
+    const gchar *peer;          /* nullable: the other gateway of a link event or export */
+    const gchar *address;       /* nullable: that gateway's address */
 } GwAuditEvent;
 
 /* @path NULL: structured log only. The file is opened for appending

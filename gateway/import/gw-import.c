@@ -1,0 +1,305 @@
+/* An imported device: the VM's socket, a link stream, the proxy between. */
+#include "gw-import.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+
+#include "gw-proxy.h"
+
+struct _GwImport {
+    GwLink *link; /* borrowed */
+    gchar *remote_id;
+    gchar *id;
+    gchar *vm;
+    gchar *socket_path;
+    const GwVmSocketAccess *access; /* borrowed */
+    guint reattach_ms;
+    GSocketService *service;
+    GSocketConnection *qemu; /* owned, nullable: QEMU waiting for a session */
+    guint qemu_watch;        /* HUP watch on a waiting @qemu */
+    GwLinkStream *stream;    /* nullable: the session's stream */
+    GwProxy *proxy;          /* owned, nullable: the session's proxy */
+    gboolean attached;       /* QEMU has the device */
+    gint64 not_before;       /* monotonic µs: no session starts before */
+    guint start_id;          /* timeout starting the session at not_before */
+    guint sessions;
+    GwImportCallbacks callbacks;
+    gpointer user_data;
+};
+
+static void gw_import_try_start(GwImport *import);
+
+/* Ends the session: the proxy (device_disconnect to QEMU, its socket
+ * closed) and the stream. */
+static void
+gw_import_end_session(GwImport *import, const gchar *why)
+{
+    g_clear_pointer(&import->proxy, gw_proxy_free);
+    if (import->stream != NULL) {
+        gw_link_stream_close(import->stream, why);
+        import->stream = NULL;
+    }
+    import->attached = FALSE;
+}
+
+static void
+gw_import_detached(GwImport *import, const gchar *reason, gboolean refused, gboolean by_qemu)
+{
+    gboolean was_attached = import->attached;
+
+    gw_import_end_session(import, reason);
+    /* a session the exporter's side ended: the next waits (license keys
+     * that lock themselves out after fast reconnects) */
+    if (!by_qemu)
+        import->not_before = g_get_monotonic_time() + (gint64)import->reattach_ms * 1000;
+    if ((was_attached || refused) && import->callbacks.detached != NULL)
+        import->callbacks.detached(import, reason, refused, import->user_data);
+}
+
+/* ---- the proxy ---------------------------------------------------------- */
+
+static gboolean
+gw_import_proxy_check(GwProxy *proxy, const PolicyDevice *device, gchar **reason,
+                      gpointer user_data)
+{
+    GwImport *import = user_data;
+
+    return import->callbacks.check(import, device, reason, import->user_data);
+}
+
+static void
+gw_import_proxy_connected(GwProxy *proxy, const PolicyDevice *device, gpointer user_data)
+{
+    GwImport *import = user_data;
+
+    import->attached = TRUE;
+    g_message("%s: attached to vm \"%s\" from gateway %s", import->id, import->vm,
+              gw_link_get_peer(import->link));
+    if (import->callbacks.attached != NULL)
+        import->callbacks.attached(import, device, import->user_data);
+}
+
+static void
+gw_import_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpointer user_data)
+{
+    GwImport *import = user_data;
+    g_autofree gchar *why = g_strdup_printf("%s%s%s", gw_proxy_end_to_string(end),
+                                            reason != NULL ? ": " : "", reason != NULL ? reason : "");
+
+    g_message("%s: session with vm \"%s\" ended (%s)", import->id, import->vm, why);
+    gw_import_detached(import, why, end == GW_PROXY_END_DENIED,
+                       end == GW_PROXY_END_QEMU_CLOSED || end == GW_PROXY_END_QEMU_PROTOCOL);
+}
+
+/* ---- the stream --------------------------------------------------------- */
+
+static void
+gw_import_stream_opened(GwLinkStream *stream, gpointer user_data)
+{
+    GwImport *import = user_data;
+
+    g_info("%s: gateway %s opened the device", import->id, gw_link_get_peer(import->link));
+}
+
+static void
+gw_import_stream_closed(GwLinkStream *stream, const gchar *reason, gpointer user_data)
+{
+    GwImport *import = user_data;
+    g_autofree gchar *why = g_strdup_printf("gateway %s: %s", gw_link_get_peer(import->link),
+                                            reason != NULL ? reason : "stream closed");
+
+    /* the link closed our end of the socketpair; end the proxy now rather
+     * than when it reads the end of the stream */
+    import->stream = NULL;
+    g_message("%s: %s", import->id, why);
+    gw_import_detached(import, why, FALSE, FALSE);
+}
+
+static gboolean
+gw_import_start_due(gpointer data)
+{
+    GwImport *import = data;
+
+    import->start_id = 0;
+    gw_import_try_start(import);
+    return G_SOURCE_REMOVE;
+}
+
+/* A session when QEMU waits and the reattach interval is over. */
+static void
+gw_import_try_start(GwImport *import)
+{
+    static const GwProxyCallbacks proxy_callbacks = {
+        .check = gw_import_proxy_check,
+        .connected = gw_import_proxy_connected,
+        .closed = gw_import_proxy_closed,
+    };
+    static const GwLinkStreamCallbacks stream_callbacks = {
+        .opened = gw_import_stream_opened,
+        .closed = gw_import_stream_closed,
+    };
+    gint64 now = g_get_monotonic_time();
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GSocket) link_end = NULL;
+    g_autoptr(GSocket) proxy_end = NULL;
+    g_autofree gchar *label = NULL;
+    int fds[2];
+
+    if (import->qemu == NULL || import->proxy != NULL || import->start_id != 0)
+        return;
+    if (now < import->not_before) {
+        guint wait_ms = (guint)((import->not_before - now + 999) / 1000);
+        g_message("%s: next session in %u ms (link-reattach-interval)", import->id, wait_ms);
+        import->start_id = g_timeout_add(wait_ms, gw_import_start_due, import);
+        return;
+    }
+    g_clear_handle_id(&import->qemu_watch, g_source_remove);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
+        g_warning("%s: socketpair: %s", import->id, g_strerror(errno));
+        return;
+    }
+    link_end = g_socket_new_from_fd(fds[0], &error);
+    if (link_end == NULL) {
+        close(fds[0]);
+        close(fds[1]);
+        g_warning("%s: %s", import->id, error->message);
+        return;
+    }
+    proxy_end = g_socket_new_from_fd(fds[1], &error);
+    if (proxy_end == NULL) {
+        close(fds[1]);
+        g_warning("%s: %s", import->id, error->message);
+        return;
+    }
+    label = g_strdup_printf("%s#%u (vm \"%s\", gateway %s)", import->id, ++import->sessions,
+                            import->vm, gw_link_get_peer(import->link));
+    import->proxy = gw_proxy_new(proxy_end, g_socket_connection_get_socket(import->qemu), label,
+                                 &proxy_callbacks, import, &error);
+    /* the proxy holds QEMU's socket now */
+    g_clear_object(&import->qemu);
+    if (import->proxy == NULL) {
+        g_warning("%s: %s", label, error->message);
+        return;
+    }
+    import->stream =
+        gw_link_open(import->link, import->remote_id, link_end, &stream_callbacks, import);
+    g_message("%s: session opened", label);
+}
+
+/* ---- QEMU's socket ------------------------------------------------------ */
+
+static gboolean
+gw_import_qemu_hup(gint fd, GIOCondition condition, gpointer data)
+{
+    GwImport *import = data;
+
+    import->qemu_watch = 0;
+    g_clear_handle_id(&import->start_id, g_source_remove);
+    g_message("%s: QEMU left %s before its session", import->id, import->socket_path);
+    g_clear_object(&import->qemu);
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean
+gw_import_incoming(GSocketService *service, GSocketConnection *connection, GObject *source,
+                   gpointer user_data)
+{
+    GwImport *import = user_data;
+    GSocket *socket = g_socket_connection_get_socket(connection);
+
+    if (!gw_vm_socket_peer_allowed(import->access, connection, import->vm, import->id,
+                                   import->socket_path)) {
+        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+        return TRUE;
+    }
+    if (import->qemu != NULL || import->proxy != NULL) {
+        g_warning("%s: refused a second peer on %s (one peer per device)", import->id,
+                  import->socket_path);
+        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+        return TRUE;
+    }
+    import->qemu = g_object_ref(connection);
+    g_message("%s: peer connected on %s", import->id, import->socket_path);
+    /* QEMU's hello waits unread until the session starts; only a hang-up
+     * is noticed meanwhile */
+    import->qemu_watch =
+        g_unix_fd_add(g_socket_get_fd(socket), G_IO_HUP | G_IO_ERR, gw_import_qemu_hup, import);
+    gw_import_try_start(import);
+    return TRUE;
+}
+
+GwImport *
+gw_import_new(GwLink *link, const gchar *remote_id, const gchar *id, const gchar *vm,
+              const gchar *socket_path, const GwVmSocketAccess *access, guint reattach_ms,
+              const GwImportCallbacks *cb, gpointer user_data, GError **error)
+{
+    g_autoptr(GSocketService) service = NULL;
+    GwImport *import;
+
+    g_return_val_if_fail(cb != NULL && cb->check != NULL, NULL);
+    service = gw_vm_socket_listen(access, socket_path, error);
+    if (service == NULL)
+        return NULL;
+    import = g_new0(GwImport, 1);
+    import->link = link;
+    import->remote_id = g_strdup(remote_id);
+    import->id = g_strdup(id);
+    import->vm = g_strdup(vm);
+    import->socket_path = g_strdup(socket_path);
+    import->access = access;
+    import->reattach_ms = reattach_ms;
+    import->callbacks = *cb;
+    import->user_data = user_data;
+    g_signal_connect(service, "incoming", G_CALLBACK(gw_import_incoming), import);
+    g_socket_service_start(service);
+    import->service = g_steal_pointer(&service);
+    return import;
+}
+
+void
+gw_import_free(GwImport *import)
+{
+    if (import == NULL)
+        return;
+    gw_import_end_session(import, "no longer imported");
+    g_clear_handle_id(&import->qemu_watch, g_source_remove);
+    g_clear_handle_id(&import->start_id, g_source_remove);
+    g_clear_object(&import->qemu);
+    g_socket_service_stop(import->service);
+    g_socket_listener_close(G_SOCKET_LISTENER(import->service));
+    g_signal_handlers_disconnect_by_data(import->service, import);
+    g_clear_object(&import->service);
+    g_unlink(import->socket_path);
+    g_free(import->remote_id);
+    g_free(import->id);
+    g_free(import->vm);
+    g_free(import->socket_path);
+    g_free(import);
+}
+
+const gchar *
+gw_import_get_id(GwImport *import)
+{
+    return import->id;
+}
+
+const gchar *
+gw_import_get_vm(GwImport *import)
+{
+    return import->vm;
+}
+
+const gchar *
+gw_import_get_socket_path(GwImport *import)
+{
+    return import->socket_path;
+}
+
+gboolean
+gw_import_is_attached(GwImport *import)
+{
+    return import->attached;
+}
