@@ -218,6 +218,19 @@ gw_link_tls_check_key(const gchar *cert_file, const gchar *key_file, GError **er
     return TRUE;
 }
 
+/* @local (taken), an error on @file, named: GLib's file errors name the
+ * file already, GIO's parse errors do not. */
+static void
+gw_link_tls_file_error(GError **error, const gchar *file, GError *local)
+{
+    if (local->domain == G_FILE_ERROR) {
+        g_propagate_error(error, local);
+        return;
+    }
+    g_set_error(error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE, "%s: %s", file, local->message);
+    g_error_free(local);
+}
+
 /* Fails unless @file holds at least one PEM certificate. */
 static gboolean
 gw_link_tls_check_pem(const gchar *file, GError **error)
@@ -227,12 +240,7 @@ gw_link_tls_check_pem(const gchar *file, GError **error)
 
     list = g_tls_certificate_list_new_from_file(file, &local);
     if (local) {
-        /* GLib's own file errors name the file already. */
-        if (local->domain == G_FILE_ERROR)
-            g_propagate_error(error, g_steal_pointer(&local));
-        else
-            g_set_error(error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE, "%s: %s", file,
-                        local->message);
+        gw_link_tls_file_error(error, file, g_steal_pointer(&local));
         return FALSE;
     }
     if (!list) {
@@ -248,6 +256,7 @@ gw_link_tls_new(const gchar *cert_file, const gchar *key_file, const gchar *ca_f
 {
     g_autoptr(GwLinkTls) tls = g_new0(GwLinkTls, 1);
     g_autoptr(GError) local = NULL;
+    g_autofree gchar *ca_path = NULL;
     static const gchar *const purposes[] = {G_TLS_DATABASE_PURPOSE_AUTHENTICATE_CLIENT,
                                             G_TLS_DATABASE_PURPOSE_AUTHENTICATE_SERVER};
 
@@ -260,7 +269,10 @@ gw_link_tls_new(const gchar *cert_file, const gchar *key_file, const gchar *ca_f
     }
     if (!gw_link_tls_check_pem(ca_file, error))
         return NULL;
-    tls->ca = g_tls_file_database_new(ca_file, &local);
+    /* GTlsFileDatabase takes absolute paths only (a relative one gives a
+     * database without anchors). */
+    ca_path = g_canonicalize_filename(ca_file, NULL);
+    tls->ca = g_tls_file_database_new(ca_path, &local);
     if (!tls->ca) {
         g_set_error(error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE, "%s: %s", ca_file,
                     local->message);
@@ -270,11 +282,8 @@ gw_link_tls_new(const gchar *cert_file, const gchar *key_file, const gchar *ca_f
         return NULL;
     tls->cert = g_tls_certificate_new_from_files(cert_file, key_file, &local);
     if (!tls->cert) {
-        if (local->domain == G_FILE_ERROR)
-            g_propagate_error(error, g_steal_pointer(&local));
-        else
-            g_set_error(error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE, "%s: %s", key_file,
-                        local->message);
+        /* The certificate parsed above: this is the key's. */
+        gw_link_tls_file_error(error, key_file, g_steal_pointer(&local));
         return NULL;
     }
     if (!gw_link_tls_check_key(cert_file, key_file, error))
