@@ -191,7 +191,8 @@ t_dial_trampoline(GObject *source, GAsyncResult *result, gpointer data)
 }
 
 static void
-t_dial(TDialer *d, GwLinkTls *tls, const gchar *address, const gchar *peer, guint timeout_ms)
+t_dial_cancellable(TDialer *d, GwLinkTls *tls, const gchar *address, const gchar *peer,
+                   guint timeout_ms, GCancellable *cancellable)
 {
     TDialCall *c = g_new0(TDialCall, 1);
 
@@ -199,7 +200,13 @@ t_dial(TDialer *d, GwLinkTls *tls, const gchar *address, const gchar *peer, guin
     c->tls = tls;
     c->d = d;
     d->started = g_get_monotonic_time();
-    gw_link_tls_connect_async(tls, address, peer, timeout_ms, NULL, t_dial_trampoline, c);
+    gw_link_tls_connect_async(tls, address, peer, timeout_ms, cancellable, t_dial_trampoline, c);
+}
+
+static void
+t_dial(TDialer *d, GwLinkTls *tls, const gchar *address, const gchar *peer, guint timeout_ms)
+{
+    t_dial_cancellable(d, tls, address, peer, timeout_ms, NULL);
 }
 
 static gchar *
@@ -391,73 +398,54 @@ test_bad_dialer(gconstpointer data)
     t_dialer_clear(&d);
 }
 
-/* The acceptor's certificate names another gateway than the dialer meant:
- * the dialer refuses it (the acceptor, whose handshake completed, sees the
- * connection end). */
+/* The dialer refuses the acceptor: its certificate names another gateway
+ * than the dialer meant, or it and its CA are another cluster's. The
+ * acceptor's handshake may have completed before the dialer left: then it
+ * saw the dialer as its own CA tells. */
 static void
-test_wrong_peer(void)
+test_acceptor_refused(void)
 {
-    g_autoptr(GwLinkTls) alpha = t_tls("alpha", "ca");
+    static const struct {
+        const gchar *acceptor, *acceptor_ca, *peer;
+        const gchar *error;   /* after "link to PEER at ADDRESS: acceptor refused: " */
+        const gchar *dialer;  /* the acceptor's verdict: a name, or */
+        const gchar *refusal; /* a refusal */
+    } cases[] = {
+        {"alpha", "ca", "gamma", "its certificate names gateway \"alpha\"", "beta", NULL},
+        {"foreign", "other-ca", "foreign", "certificate not issued by the link CA", NULL,
+         "certificate not issued by the link CA"},
+    };
     g_autoptr(GwLinkTls) beta = t_tls("beta", "ca");
-    g_autofree gchar *address = NULL;
-    g_autofree gchar *want = NULL;
-    g_autofree gchar *rest = NULL;
-    TAcceptor a;
-    TDialer d;
 
-    t_acceptor_start(&a, alpha, T_TIMEOUT_MS);
-    address = t_loopback(a.port);
-    t_dial(&d, beta, address, "gamma", T_TIMEOUT_MS);
-    t_wait(&a.done, &d.done);
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autoptr(GwLinkTls) acceptor = t_tls(cases[i].acceptor, cases[i].acceptor_ca);
+        g_autofree gchar *address = NULL;
+        g_autofree gchar *want = NULL;
+        TAcceptor a;
+        TDialer d;
 
-    g_assert_null(d.stream);
-    g_assert_error(d.error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE);
-    want = g_strdup_printf("link to gamma at %s: acceptor refused: its certificate names gateway "
-                           "\"alpha\"",
-                           address);
-    g_assert_cmpstr(d.error->message, ==, want);
-    if (a.stream) {
-        g_assert_cmpstr(a.peer_name, ==, "beta");
-        rest = t_read_line(a.stream);
-        g_assert_cmpstr(rest, ==, "");
+        t_acceptor_start(&a, acceptor, T_TIMEOUT_MS);
+        address = t_loopback(a.port);
+        t_dial(&d, beta, address, cases[i].peer, T_TIMEOUT_MS);
+        t_wait(&a.done, &d.done);
+
+        g_assert_null(d.stream);
+        g_assert_error(d.error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE);
+        want = g_strdup_printf("link to %s at %s: acceptor refused: %s", cases[i].peer, address,
+                               cases[i].error);
+        g_assert_cmpstr(d.error->message, ==, want);
+        g_test_message("acceptor: %s", a.error ? a.error->message : "handshake completed");
+        if (!a.error) {
+            g_assert_nonnull(a.stream);
+            g_assert_cmpstr(a.peer_name, ==, cases[i].dialer);
+            if (cases[i].refusal)
+                g_assert_cmpstr(a.refusal->message, ==, cases[i].refusal);
+            else
+                g_assert_no_error(a.refusal);
+        }
+        t_acceptor_clear(&a);
+        t_dialer_clear(&d);
     }
-    t_acceptor_clear(&a);
-    t_dialer_clear(&d);
-}
-
-/* The acceptor's certificate and CA are another cluster's: each side
- * refuses the other. */
-static void
-test_wrong_ca(void)
-{
-    g_autoptr(GwLinkTls) foreign = t_tls("foreign", "other-ca");
-    g_autoptr(GwLinkTls) beta = t_tls("beta", "ca");
-    g_autofree gchar *address = NULL;
-    g_autofree gchar *want = NULL;
-    TAcceptor a;
-    TDialer d;
-
-    t_acceptor_start(&a, foreign, T_TIMEOUT_MS);
-    address = t_loopback(a.port);
-    t_dial(&d, beta, address, "foreign", T_TIMEOUT_MS);
-    t_wait(&a.done, &d.done);
-
-    g_assert_null(d.stream);
-    g_assert_error(d.error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE);
-    want = g_strdup_printf("link to foreign at %s: acceptor refused: certificate not issued by "
-                           "the link CA",
-                           address);
-    g_assert_cmpstr(d.error->message, ==, want);
-    /* The acceptor's handshake may have completed before the dialer left:
-     * then it refuses the dialer for the same reason. */
-    if (!a.error) {
-        g_assert_nonnull(a.stream);
-        g_assert_null(a.peer_name);
-        g_assert_error(a.refusal, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE);
-        g_assert_cmpstr(a.refusal->message, ==, "certificate not issued by the link CA");
-    }
-    t_acceptor_clear(&a);
-    t_dialer_clear(&d);
 }
 
 /* Nobody listens: the dialer fails fast, naming the address. */
@@ -511,6 +499,38 @@ test_silent_acceptor(void)
     g_assert_cmpstr(d.error->message, ==, want);
     g_assert_cmpint(d.elapsed, >=, (T_SHORT_MS - 50) * 1000);
     g_assert_cmpint(d.elapsed, <, (T_SHORT_MS + 2000) * 1000);
+    g_socket_listener_close(listener);
+    t_dialer_clear(&d);
+}
+
+static gboolean
+t_cancel(gpointer data)
+{
+    g_cancellable_cancel(data);
+    return G_SOURCE_REMOVE;
+}
+
+/* The caller cancels a dial the silent acceptor would let run into its
+ * timeout: it ends at once, cancelled. */
+static void
+test_cancel(void)
+{
+    g_autoptr(GwLinkTls) beta = t_tls("beta", "ca");
+    g_autoptr(GSocketListener) listener = NULL;
+    g_autoptr(GCancellable) cancellable = g_cancellable_new();
+    g_autofree gchar *address = NULL;
+    guint16 port;
+    TDialer d;
+
+    listener = t_listener(&port);
+    address = t_loopback(port);
+    t_dial_cancellable(&d, beta, address, "alpha", T_TIMEOUT_MS, cancellable);
+    g_timeout_add(50, t_cancel, cancellable);
+    t_wait(&d.done, NULL);
+
+    g_assert_null(d.stream);
+    g_assert_error(d.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+    g_assert_cmpint(d.elapsed, <, (T_TIMEOUT_MS / 2) * 1000);
     g_socket_listener_close(listener);
     t_dialer_clear(&d);
 }
@@ -728,6 +748,21 @@ test_new_errors(void)
     }
 }
 
+/* Relative paths work (GIO's file database wants an absolute one). */
+static void
+test_new_relative(void)
+{
+    g_autofree gchar *cwd = g_get_current_dir();
+    g_autoptr(GwLinkTls) tls = NULL;
+    g_autoptr(GError) error = NULL;
+
+    g_assert_cmpint(g_chdir(t_dir), ==, 0);
+    tls = gw_link_tls_new("alpha-cert.pem", "alpha-key.pem", "ca-cert.pem", &error);
+    g_assert_cmpint(g_chdir(cwd), ==, 0);
+    g_assert_no_error(error);
+    g_assert_cmpstr(gw_link_tls_get_name(tls), ==, "alpha");
+}
+
 static gboolean
 t_tick(gpointer data)
 {
@@ -765,17 +800,18 @@ main(int argc, char **argv)
 
     g_test_add_func("/link-tls/name-is-valid", test_name_is_valid);
     g_test_add_func("/link-tls/new-errors", test_new_errors);
+    g_test_add_func("/link-tls/new-relative", test_new_relative);
     g_test_add_func("/link-tls/good-pair", test_good_pair);
     for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_autofree gchar *path = g_strdup_printf("/link-tls/bad-dialer/%s", bad[i]);
 
         g_test_add_data_func(path, GUINT_TO_POINTER(i), test_bad_dialer);
     }
-    g_test_add_func("/link-tls/wrong-peer", test_wrong_peer);
-    g_test_add_func("/link-tls/wrong-ca", test_wrong_ca);
+    g_test_add_func("/link-tls/acceptor-refused", test_acceptor_refused);
     g_test_add_func("/link-tls/refused-port", test_refused_port);
     g_test_add_func("/link-tls/silent-acceptor", test_silent_acceptor);
     g_test_add_func("/link-tls/silent-dialer", test_silent_dialer);
+    g_test_add_func("/link-tls/cancel", test_cancel);
     g_test_add_func("/link-tls/plain-dialer", test_plain_dialer);
     g_test_add_func("/link-tls/plain-acceptor", test_plain_acceptor);
     g_test_add_func("/link-tls/bad-address", test_bad_address);
