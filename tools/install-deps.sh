@@ -18,6 +18,8 @@ packages=(
     # GIO's TLS backend (GnuTLS) for bench/link-wire-bench, the design input
     # of gateway links (path D); until now it came only through libsoup-3.0-0
     glib-networking
+    # gateway links check that a key belongs to its certificate with GnuTLS
+    libgnutls28-dev
     # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing,
     # test helpers (python3 scripts, pgrep, setpriv)
     umockdev libumockdev-dev qemu-system-x86 busybox-static cpio

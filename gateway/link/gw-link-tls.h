@@ -31,9 +31,12 @@ typedef struct _GwLinkTls GwLinkTls;
 gboolean gw_link_tls_name_is_valid(const gchar *name);
 
 /* Loads our certificate (PEM, with its chain if any), its key and the CA
- * file. Fails naming the file when one cannot be read or parsed, when our
- * certificate does not chain to the CA, is expired or not yet valid, or
- * carries no valid gateway name. */
+ * file (relative paths from the current directory). Fails naming the file
+ * when one cannot be read or parsed, when the key is not the
+ * certificate's, when our certificate does not chain to the CA, is expired
+ * or not yet valid, or carries no valid gateway name. The files are read
+ * now; connections use the CA file's database (the CA file is read again
+ * per connection by GnuTLS), never the system's trust store. */
 GwLinkTls *gw_link_tls_new(const gchar *cert_file, const gchar *key_file, const gchar *ca_file,
                            GError **error) G_GNUC_WARN_UNUSED_RESULT;
 void gw_link_tls_free(GwLinkTls *tls);
@@ -47,7 +50,9 @@ void gw_link_tls_accept_async(GwLinkTls *tls, GSocketConnection *connection, gui
                               GCancellable *cancellable, GAsyncReadyCallback callback,
                               gpointer user_data);
 /* Returns the TLS stream when the handshake completed, else NULL with
- * @error (nothing can be told to the peer). With a stream: *@peer_name is
+ * @error (nothing can be told to the peer; G_IO_ERROR_TIMED_OUT when the
+ * timeout passed, the message naming the peer's address). With a stream
+ * (the caller's): *@peer_name (the caller's) is
  * the dialer's verified gateway name, or NULL and *@refusal says why the
  * dialer is not taken ("no client certificate", "certificate not issued by
  * the link CA", "certificate expired on …", "certificate not valid before
@@ -58,7 +63,11 @@ GIOStream *gw_link_tls_accept_finish(GwLinkTls *tls, GAsyncResult *result, gchar
 
 /* Client side: connects to @address ("host:port", IPv6 as "[addr]:port")
  * and runs the TLS handshake, all within @timeout_ms; the acceptor's
- * certificate must chain to the CA, be valid now and name @peer. */
+ * certificate must chain to the CA, be valid now and name @peer (host
+ * names and IP addresses in it are not checked). The finish returns the
+ * TLS stream (the caller's) or NULL with an error naming @peer and
+ * @address (G_IO_ERROR_TIMED_OUT when the timeout passed,
+ * G_TLS_ERROR_BAD_CERTIFICATE when the acceptor is refused). */
 void gw_link_tls_connect_async(GwLinkTls *tls, const gchar *address, const gchar *peer,
                                guint timeout_ms, GCancellable *cancellable,
                                GAsyncReadyCallback callback, gpointer user_data);
