@@ -487,6 +487,40 @@ usbgwctl_print_devices(JsonArray *devices)
     }
 }
 
+/* "gateway NAME" and one line per link of `status`. */
+static void
+usbgwctl_print_links(JsonObject *status)
+{
+    JsonArray *links = json_object_has_member(status, "links")
+                           ? json_object_get_array_member(status, "links")
+                           : NULL;
+
+    if (links == NULL || g_strcmp0(usbgwctl_str(status, "gateway"), "-") == 0) {
+        g_print("links:   none (no link-listen or link-peers in usbgwd.conf)\n");
+        return;
+    }
+    g_print("gateway: %s, %u links\n", usbgwctl_str(status, "gateway"),
+            json_array_get_length(links));
+    for (guint i = 0; i < json_array_get_length(links); i++) {
+        JsonObject *link = json_array_get_object_element(links, i);
+        gint64 rtt = json_object_get_int_member_with_default(link, "rtt_us", -1);
+        g_autofree gchar *rtt_text =
+            rtt >= 0 ? g_strdup_printf(", rtt %" G_GINT64_FORMAT " us", rtt) : g_strdup("");
+        const gchar *reason = usbgwctl_str(link, "reason");
+
+        g_print("link %s %s (%s %s): %" G_GINT64_FORMAT " devices from it, %" G_GINT64_FORMAT
+                " exported to it, %" G_GINT64_FORMAT " sessions%s%s%s\n",
+                usbgwctl_str(link, "peer"), usbgwctl_str(link, "state"),
+                json_object_get_boolean_member_with_default(link, "dialed", FALSE) ? "dials"
+                                                                                  : "from",
+                usbgwctl_str(link, "address"),
+                json_object_get_int_member_with_default(link, "peer_devices", 0),
+                json_object_get_int_member_with_default(link, "exported", 0),
+                json_object_get_int_member_with_default(link, "streams", 0), rtt_text,
+                g_strcmp0(reason, "-") != 0 ? ": " : "", g_strcmp0(reason, "-") != 0 ? reason : "");
+    }
+}
+
 static gint
 usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
 {
@@ -655,6 +689,7 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
                     "after installing it?)\n");
         else
             g_print("hook:    last called %s\n", usbgwctl_str(hook, "last_call"));
+        usbgwctl_print_links(result);
     } else if (g_strcmp0(command, "share") == 0) {
         g_print("vm \"%s\" may now get devices lent by user \"%s\"\n", usbgwctl_str(result, "vm"),
                 usbgwctl_str(result, "user"));
