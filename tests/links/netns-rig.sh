@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # A bash library for tests that need several "hosts" on one machine: each
 # host is its own network namespace, plugged into a bridge that lives in a
 # "switch" namespace of its own, all on 10.77.<run>.0/24. Source it; needs
@@ -63,7 +64,7 @@ rig_available() {
 
 # Removes the namespaces and claim of every earlier run whose owner is gone.
 _rig_sweep_stale() {
-    local claim run owner ns pids
+    local claim run owner ns pids=()
     for claim in "$RIG_CLAIMS"/*; do
         [ -d "$claim" ] || continue
         run=${claim##*/}
@@ -77,8 +78,8 @@ _rig_sweep_stale() {
         fi
         for ns in $(ip netns list | awk -v p="usbgw$run-" 'index($1, p) == 1 { print $1 }'); do
             # what that run left running in there (by pid)
-            pids=$(ip netns pids "$ns" 2>/dev/null || true)
-            [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+            mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
+            [ ${#pids[@]} -eq 0 ] || kill -KILL "${pids[@]}" 2>/dev/null || true
             ip netns del "$ns" 2>/dev/null || true
         done
         rm -rf "$claim"
@@ -224,7 +225,7 @@ rig_restore() {
 }
 
 rig_cleanup() {
-    local name ns pids all=()
+    local name ns pids=() all=()
     [ -n "$RIG_RUN" ] || return 0
     for name in "${RIG_HOSTS[@]}"; do
         all+=("$(rig_ns "$name")")
@@ -232,16 +233,16 @@ rig_cleanup() {
     all+=("$RIG_SWITCH")
     # processes this run left inside its hosts
     for ns in "${all[@]}"; do
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
+        mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
+        [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
     done
     for ns in "${all[@]}"; do
         for _ in $(seq 20); do
             [ -n "$(ip netns pids "$ns" 2>/dev/null || true)" ] || break
             sleep 0.05
         done
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+        mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
+        [ ${#pids[@]} -eq 0 ] || kill -KILL "${pids[@]}" 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -rf "${RIG_CLAIMS:?}/$RIG_RUN"

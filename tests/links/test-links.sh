@@ -96,7 +96,7 @@ write_conf() {
 
 # --- outer run: prerequisites, then the rest under usbgw-sim ---------------
 if [ -z "${USBGW_LINKS_INNER:-}" ]; then
-    # shellcheck source=netns-rig.sh
+    # shellcheck source-path=SCRIPTDIR source=netns-rig.sh
     . "$here/netns-rig.sh"
     why=$(rig_available) || skip "$why"
     command -v python3 >/dev/null || skip "python3 not found"
@@ -159,7 +159,7 @@ fi
 # --- inner run: under usbgw-sim, which owns the key ------------------------
 work=$USBGW_LINKS_INNER
 certs=$work/certs
-# shellcheck source=netns-rig.sh
+# shellcheck source-path=SCRIPTDIR source=netns-rig.sh
 . "$here/netns-rig.sh"
 rig_host dongles1 1 || fail "rig_host dongles1"
 rig_host hv1 2 || fail "rig_host hv1"

@@ -16,7 +16,7 @@ set -euo pipefail
 
 me=test-netns-rig
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
-# shellcheck source=netns-rig.sh
+# shellcheck source-path=SCRIPTDIR source=netns-rig.sh
 . "$here/netns-rig.sh"
 if ! why=$(rig_available); then
     echo "$me: SKIP: $why"
