@@ -33,10 +33,10 @@
 #                     once and in a loop, a cut, kill -9 and restart, the
 #                     record checks) with any usbgwd
 #
-# Certificates come from MAKE_CERTS (default: make-certs.sh beside this
-# script or in tests/link/): `make-certs.sh DIR NAME…` writes DIR/ca.crt,
-# DIR/NAME.crt and .key, DIR/other-ca.crt, DIR/otherca-NAME.crt and .key,
-# DIR/expired-NAME.crt and .key.
+# Certificates come from MAKE_CERTS (default: tests/link/make-certs.sh):
+# `make-certs.sh DIR NAME…` writes DIR/ca-cert.pem, DIR/NAME-cert.pem and
+# -key.pem, DIR/other-ca-cert.pem, DIR/foreign-cert.pem (the other CA's)
+# and DIR/expired-cert.pem (the link CA's, expired), with their keys.
 #
 # Exit 77 (skip) when not root, without `ip netns`, python3, QEMU (for the
 # scenarios with a guest) or the certificate script, and when usbgwd does
@@ -175,8 +175,8 @@ clean_env=(env -u UMOCKDEV_DIR -u USBGW_SIM_REEXEC "LD_PRELOAD=$clean_preload")
 if [ "$scenario" != harness ]; then
     bash "$USBGW_LINKS_CERTS_TOOL" "$certs" dongles1 hv1 > "$work/certs.log" 2>&1 ||
         { cat "$work/certs.log"; fail "make-certs.sh $certs dongles1 hv1"; }
-    for f in ca.crt dongles1.crt dongles1.key hv1.crt hv1.key other-ca.crt otherca-hv1.crt \
-        otherca-hv1.key expired-hv1.crt expired-hv1.key; do
+    for f in ca-cert.pem dongles1-cert.pem dongles1-key.pem hv1-cert.pem hv1-key.pem \
+        other-ca-cert.pem foreign-cert.pem foreign-key.pem expired-cert.pem expired-key.pem; do
         [ -s "$certs/$f" ] || fail "make-certs.sh wrote no $certs/$f"
     done
 fi
@@ -185,22 +185,25 @@ fi
 
 export_to='hv*'
 [ "$scenario" = refused-export ] && export_to='hv-other-*'
-write_conf "$work/dongles1" "link-listen=$ip_a:$LINK_PORT" "link-cert=$certs/dongles1.crt" \
-    "link-key=$certs/dongles1.key" "link-ca=$certs/ca.crt"
+write_conf "$work/dongles1" "link-listen=$ip_a:$LINK_PORT" "link-cert=$certs/dongles1-cert.pem" \
+    "link-key=$certs/dongles1-key.pem" "link-ca=$certs/ca-cert.pem"
 printf 'export id 0529:* to gateway "%s"\n' "$export_to" > "$work/dongles1/policy"
 
-b_cred=("link-cert=$certs/hv1.crt" "link-key=$certs/hv1.key")
+b_cred=("link-cert=$certs/hv1-cert.pem" "link-key=$certs/hv1-key.pem" "link-ca=$certs/ca-cert.pem")
 case $scenario in
-refused-no-cert) b_cred=() ;;
-refused-other-ca) b_cred=("link-cert=$certs/otherca-hv1.crt" "link-key=$certs/otherca-hv1.key") ;;
-refused-expired) b_cred=("link-cert=$certs/expired-hv1.crt" "link-key=$certs/expired-hv1.key") ;;
+refused-no-cert) b_cred=("link-ca=$certs/ca-cert.pem") ;;
+# a gateway of another cluster: its certificate and CA are the other CA's
+refused-other-ca) b_cred=("link-cert=$certs/foreign-cert.pem" "link-key=$certs/foreign-key.pem"
+    "link-ca=$certs/other-ca-cert.pem") ;;
+refused-expired) b_cred=("link-cert=$certs/expired-cert.pem" "link-key=$certs/expired-key.pem"
+    "link-ca=$certs/ca-cert.pem") ;;
 esac
 b_timing=()
 case $scenario in
 cut-long) b_timing=(link-grace=10 link-reattach-interval=20) ;;
 kill-exporter | kill-importer) b_timing=(link-grace=5 link-reattach-interval=2) ;;
 esac
-write_conf "$work/hv1" "link-peers=dongles1@$ip_a:$LINK_PORT" "link-ca=$certs/ca.crt" \
+write_conf "$work/hv1" "link-peers=dongles1@$ip_a:$LINK_PORT" \
     ${b_cred[@]+"${b_cred[@]}"} ${b_timing[@]+"${b_timing[@]}"}
 echo 'assign id 0529:0001 on gateway "dongles1" to vm "test-vm"' > "$work/hv1/policy"
 if [ "$scenario" = harness ]; then
