@@ -159,7 +159,7 @@ typedef struct {
 static const BadCase bad_cases[] = {
     /* rule keyword */
     BAD("unknown-action", "allow id 0529:0001 to vm \"x\"", 1, 1,
-        "expected a rule: assign, deny, share or pool, got 'allow'"),
+        "expected a rule: assign, deny, share, export or pool, got 'allow'"),
     BAD("string-as-action", "\"assign\" to vm \"x\"", 1, 1, "got string \"assign\""),
     BAD("brace-as-action", "  {", 1, 3, "got '{'"),
     BAD("keyword-is-case-sensitive", "Assign to vm \"x\"", 1, 1, "got 'Assign'"),
@@ -207,8 +207,8 @@ static const BadCase bad_cases[] = {
     BAD("name-missing", "deny name", 1, 10, "expected a quoted string, got end of line"),
     BAD("via-port-brace", "deny via-port {", 1, 15, "expected a port path like \"1-1.4\", got '{'"),
     BAD("unknown-matcher", "assign vendor 0529 to vm \"x\"", 1, 8,
-        "expected a matcher (id, serial, name, via-port, with-interface, class, hash) or 'to', "
-        "got 'vendor'"),
+        "expected a matcher (id, serial, name, via-port, with-interface, class, hash, on gateway) "
+        "or 'to', got 'vendor'"),
     /* user and group */
     BAD("user-in-deny", "deny user \"alice\"", 1, 6,
         "'user' belongs to share rules (a workstation user lends a device); deny rules match "
@@ -252,8 +252,8 @@ static const BadCase bad_cases[] = {
     BAD("flag-twice", "assign to vm \"x\" required optional", 1, 27,
         "only one of 'required' and 'optional' may be given"),
     BAD("deny-with-target", "deny id 0529:0001 to vm \"x\"", 1, 19,
-        "expected a matcher (id, serial, name, via-port, with-interface, class, hash) or end of "
-        "line, got 'to'"),
+        "expected a matcher (id, serial, name, via-port, with-interface, class, hash, on gateway) "
+        "or end of line, got 'to'"),
     BAD("deny-with-flag", "deny required", 1, 6, "got 'required'"),
     /* pools */
     BAD("pool-without-name", "pool", 1, 5, "expected a quoted pool name, got end of line"),
@@ -404,9 +404,10 @@ test_error_counts_more_errors(void)
 
     g_assert_null(policy);
     g_assert_error(error, POLICY_ERROR, POLICY_ERROR_PARSE);
-    g_assert_cmpstr(error->message, ==,
-                    "c.rules:1:1: expected a rule: assign, deny, share or pool, got 'bogus' "
-                    "(and 2 more errors)");
+    g_assert_cmpstr(
+        error->message, ==,
+        "c.rules:1:1: expected a rule: assign, deny, share, export or pool, got 'bogus' "
+        "(and 2 more errors)");
 }
 
 static void
@@ -418,8 +419,9 @@ test_default_filename(void)
     g_autoptr(Policy) good = policy_load_data("deny", 4, NULL, NULL, NULL);
 
     g_assert_null(bad);
-    g_assert_cmpstr(error->message, ==,
-                    "<policy>:1:1: expected a rule: assign, deny, share or pool, got 'bogus'");
+    g_assert_cmpstr(
+        error->message, ==,
+        "<policy>:1:1: expected a rule: assign, deny, share, export or pool, got 'bogus'");
     g_assert_cmpstr(((PolicyDiagnostic *)g_ptr_array_index(diagnostics, 0))->file, ==, "<policy>");
     g_assert_cmpstr(policy_get_filename(good), ==, "<policy>");
 }
