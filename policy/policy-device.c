@@ -1,6 +1,6 @@
 /* PolicyDevice: what the policy knows about a USB device, and the rule for
  * gateway names. */
-#include "policy.h"
+#include "policy-private.h"
 
 #include <string.h>
 
@@ -77,6 +77,5 @@ policy_gateway_name_is_valid(const gchar *name)
     if (name == NULL || !g_ascii_isalnum(name[0]))
         return FALSE;
     len = strlen(name);
-    return len <= POLICY_GATEWAY_NAME_MAX &&
-           strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == len;
+    return len <= POLICY_GATEWAY_NAME_MAX && strspn(name, POLICY_GATEWAY_NAME_CHARS) == len;
 }

@@ -275,8 +275,7 @@ policy_gateway_glob_is_valid(const gchar *text)
 {
     gsize len = strlen(text);
     return len > 0 && len <= POLICY_GATEWAY_NAME_MAX &&
-           strspn(text, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-*?") ==
-               len;
+           strspn(text, POLICY_GATEWAY_NAME_CHARS "*?") == len;
 }
 
 /* Reads a gateway name glob, for `on gateway` and `to gateway`. */

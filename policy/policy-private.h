@@ -34,6 +34,10 @@ gchar *policy_token_describe(const PolicyToken *token);
 
 /* ---- Rules ---------------------------------------------------------------- */
 
+/* The bytes a gateway name may have after its first (a letter or digit). */
+#define POLICY_GATEWAY_NAME_CHARS                                                                  \
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+
 /* A string matched literally, or as a glob when it has '*' or '?'. */
 typedef struct {
     gchar *text;        /* owned */
