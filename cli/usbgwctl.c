@@ -31,6 +31,7 @@ typedef struct {
     gchar *vm_uuid;
     gchar *user;
     gchar **groups;
+    gchar *gateway;
     gchar *devices;
 } UsbgwctlPolicyOptions;
 
@@ -97,13 +98,16 @@ usbgwctl_describe_rule(const PolicyDecision *decision)
 }
 
 /* Key a pool lease by port path when there is one (identical keys differ
- * only there), else by the device's description. */
+ * only there; a pool may hold keys of several gateways, whose ports can be
+ * the same), else by the device's description. */
 static gchar *
 usbgwctl_device_key(const PolicyDevice *device)
 {
-    if (device->port != NULL)
-        return g_strdup(device->port);
-    return policy_device_describe(device);
+    if (device->port == NULL)
+        return policy_device_describe(device);
+    if (device->gateway != NULL)
+        return g_strdup_printf("%s/%s", device->gateway, device->port);
+    return g_strdup(device->port);
 }
 
 static gint
@@ -116,8 +120,11 @@ usbgwctl_policy_check(const gchar *path, UsbgwctlPolicyOptions *opts)
     g_autoptr(GArray) decisions = g_array_new(FALSE, TRUE, sizeof(PolicyDecision));
     g_autoptr(GPtrArray) for_vm = g_ptr_array_new_with_free_func(g_free);
     const gchar *const *groups = (const gchar *const *)opts->groups;
-    PolicyContext ctx = {
-        .vm_name = opts->vm_name, .vm_uuid = opts->vm_uuid, .user = opts->user, .groups = groups};
+    PolicyContext ctx = {.vm_name = opts->vm_name,
+                         .vm_uuid = opts->vm_uuid,
+                         .user = opts->user,
+                         .groups = groups,
+                         .gateway = opts->gateway};
     PolicyOrigin origin =
         opts->user != NULL || opts->groups != NULL ? POLICY_ORIGIN_SHARE : POLICY_ORIGIN_HOST;
     const gchar *leased = NULL;
@@ -142,6 +149,17 @@ usbgwctl_policy_check(const gchar *path, UsbgwctlPolicyOptions *opts)
             g_print("%s: valid, %u rule%s\n", path, policy_get_rule_count(policy),
                     policy_get_rule_count(policy) == 1 ? "" : "s");
         return USBGWCTL_EXIT_OK;
+    }
+    if (opts->gateway != NULL && !policy_gateway_name_is_valid(opts->gateway)) {
+        g_printerr("usbgwctl: --gateway \"%s\" is not a gateway name (a letter or digit, then "
+                   "letters, digits, '.', '_' or '-'; at most %d bytes)\n",
+                   opts->gateway, POLICY_GATEWAY_NAME_MAX);
+        return USBGWCTL_EXIT_FAILURE;
+    }
+    if (origin == POLICY_ORIGIN_SHARE && opts->gateway != NULL) {
+        g_printerr("usbgwctl: --gateway asks which of this host's devices a gateway may import; "
+                   "--user/--group ask about lent devices: give one or the other\n");
+        return USBGWCTL_EXIT_FAILURE;
     }
     if (origin == POLICY_ORIGIN_SHARE && opts->vm_name == NULL && opts->vm_uuid == NULL) {
         g_printerr("usbgwctl: --user/--group ask whether a user may lend devices to a VM; "
@@ -286,6 +304,8 @@ usbgwctl_policy(gint argc, gchar **argv)
          "Decide as if USER lent the devices (share rules)", "USER"},
         {"group", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opts.groups, "A group of the lending user",
          "GROUP"},
+        {"gateway", 0, 0, G_OPTION_ARG_STRING, &opts.gateway,
+         "Decide exports for this importing gateway (export rules)", "NAME"},
         {"json", 0, 0, G_OPTION_ARG_NONE, &opts.json, "Print JSON", NULL},
         G_OPTION_ENTRY_NULL,
     };
@@ -316,6 +336,7 @@ usbgwctl_policy(gint argc, gchar **argv)
     g_free(opts.vm_uuid);
     g_free(opts.user);
     g_strfreev(opts.groups);
+    g_free(opts.gateway);
     return exit_code;
 }
 
@@ -741,7 +762,7 @@ usbgwctl_usage(void)
 {
     g_printerr("Usage: usbgwctl COMMAND [ARGS…]\n\n"
                "Commands:\n"
-               "  policy check FILE [--devices FILE.json] [--vm NAME] [--json]\n"
+               "  policy check FILE [--devices FILE.json] [--vm NAME] [--gateway NAME] [--json]\n"
                "                     check a policy; with a device list, print each decision\n"
                "  policy filter FILE [--vm NAME]\n"
                "                     compile the policy to a usbredirfilter string\n"

@@ -89,8 +89,16 @@ gw_device_from_json(JsonNode *node, const gchar *where, GError **error)
         !gw_json_string(obj, where, "product", &device->product, error) ||
         !gw_json_string(obj, where, "serial", &device->serial, error) ||
         !gw_json_string(obj, where, "port", &device->port, error) ||
-        !gw_json_string(obj, where, "hash", &device->hash, error))
+        !gw_json_string(obj, where, "hash", &device->hash, error) ||
+        !gw_json_string(obj, where, "gateway", &device->gateway, error))
         return NULL;
+    if (device->gateway != NULL && !policy_gateway_name_is_valid(device->gateway)) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "%s.gateway: expected a gateway name (a letter or digit, then letters, "
+                    "digits, '.', '_' or '-'; at most %d bytes)",
+                    where, POLICY_GATEWAY_NAME_MAX);
+        return NULL;
+    }
 
     member = json_object_get_member(obj, "class");
     if (member != NULL && !JSON_NODE_HOLDS_NULL(member)) {
@@ -152,6 +160,7 @@ gw_device_to_json(const PolicyDevice *device, JsonBuilder *builder)
         {"serial", device->serial},
         {"port", device->port},
         {"hash", device->hash},
+        {"gateway", device->gateway},
     };
 
     json_builder_begin_object(builder);

@@ -1,5 +1,8 @@
-/* PolicyDevice: what the policy knows about a USB device. */
-#include "policy.h"
+/* PolicyDevice: what the policy knows about a USB device, and the rule for
+ * gateway names. */
+#include "policy-private.h"
+
+#include <string.h>
 
 PolicyDevice *
 policy_device_new(guint16 vendor_id, guint16 product_id)
@@ -20,6 +23,7 @@ policy_device_copy(const PolicyDevice *device)
     copy->serial = g_strdup(device->serial);
     copy->port = g_strdup(device->port);
     copy->hash = g_strdup(device->hash);
+    copy->gateway = g_strdup(device->gateway);
     copy->interfaces = g_array_copy(device->interfaces);
     return copy;
 }
@@ -34,6 +38,7 @@ policy_device_free(PolicyDevice *device)
     g_free(device->serial);
     g_free(device->port);
     g_free(device->hash);
+    g_free(device->gateway);
     g_array_unref(device->interfaces);
     g_free(device);
 }
@@ -56,5 +61,21 @@ policy_device_describe(const PolicyDevice *device)
     }
     if (device->port != NULL)
         g_string_append_printf(out, " port %s", device->port);
+    if (device->gateway != NULL) {
+        /* escaped: a caller may describe a device before checking its name */
+        g_autofree gchar *escaped = g_strescape(device->gateway, NULL);
+        g_string_append_printf(out, " on gateway \"%s\"", escaped);
+    }
     return g_string_free(out, FALSE);
+}
+
+gboolean
+policy_gateway_name_is_valid(const gchar *name)
+{
+    gsize len;
+
+    if (name == NULL || !g_ascii_isalnum(name[0]))
+        return FALSE;
+    len = strlen(name);
+    return len <= POLICY_GATEWAY_NAME_MAX && strspn(name, POLICY_GATEWAY_NAME_CHARS) == len;
 }

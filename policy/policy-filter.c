@@ -28,8 +28,9 @@ policy_filter_note(GPtrArray *notes, const Policy *policy, const PolicyRule *rul
 static gchar *
 policy_filter_inexpressible(const PolicyRule *rule, gboolean deny)
 {
-    static const PolicyMatchFlags never =
-        POLICY_MATCH_SERIAL | POLICY_MATCH_NAME | POLICY_MATCH_PORT | POLICY_MATCH_HASH;
+    static const PolicyMatchFlags never = POLICY_MATCH_SERIAL | POLICY_MATCH_NAME |
+                                          POLICY_MATCH_PORT | POLICY_MATCH_HASH |
+                                          POLICY_MATCH_GATEWAY;
     g_autoptr(GString) out = g_string_new(NULL);
     PolicyMatchFlags flags = rule->matchers & never;
 
@@ -46,7 +47,7 @@ policy_filter_inexpressible(const PolicyRule *rule, gboolean deny)
         if (!simple)
             flags |= POLICY_MATCH_INTERFACE;
     }
-    for (guint bit = 1; bit <= POLICY_MATCH_GROUP; bit <<= 1) {
+    for (guint bit = 1; bit <= POLICY_MATCH_LAST; bit <<= 1) {
         if (flags & bit) {
             if (out->len > 0)
                 g_string_append(out, ", ");
@@ -84,6 +85,10 @@ policy_compile_usbredirfilter(const Policy *policy, const gchar *vm_name, const 
         gboolean deny = rule->action == POLICY_ACTION_DENY;
         g_autofree gchar *inexpressible = NULL;
 
+        /* an export rule gives a device to other gateways, never to a VM:
+         * it has no place in a VM's filter */
+        if (rule->action == POLICY_ACTION_EXPORT)
+            continue;
         if (!deny && !any_vm && !policy_rule_target_is_for_vm(policy, rule, vm_name, vm_uuid))
             continue;
         inexpressible = policy_filter_inexpressible(rule, deny);

@@ -124,6 +124,10 @@ policy_rule_match_device(const PolicyRule *rule, const PolicyDevice *device)
     if (rule->matchers & POLICY_MATCH_INTERFACE &&
         !policy_rule_match_interfaces(rule, device->interfaces))
         return FALSE;
+    /* without `on gateway` a rule matches a device wherever it is */
+    if (rule->matchers & POLICY_MATCH_GATEWAY &&
+        !policy_glob_match(&rule->gateway, device->gateway))
+        return FALSE;
     return TRUE;
 }
 
@@ -146,6 +150,7 @@ policy_rule_target_is_for_vm(const Policy *policy, const PolicyRule *rule, const
         const PolicyPool *pool = policy_lookup_pool(policy, rule->target.text);
         return pool != NULL && policy_glob_match(&pool->vms, vm_name);
     }
+    case POLICY_TARGET_GATEWAY:
     case POLICY_TARGET_NONE:
         break;
     }
@@ -176,6 +181,9 @@ policy_decision_set(PolicyDecision *decision, const Policy *policy, const Policy
     case POLICY_ACTION_DENY:
         decision->verdict = POLICY_VERDICT_DENY;
         break;
+    case POLICY_ACTION_EXPORT:
+        decision->verdict = POLICY_VERDICT_EXPORT;
+        break;
     }
     decision->target_kind = rule->target_kind;
     decision->target = rule->target.text;
@@ -201,7 +209,14 @@ policy_decide(const Policy *policy, PolicyOrigin origin, const PolicyDevice *dev
 
         if (origin == POLICY_ORIGIN_HOST && rule->action == POLICY_ACTION_SHARE)
             continue;
-        if (origin == POLICY_ORIGIN_SHARE && rule->action == POLICY_ACTION_ASSIGN)
+        if (origin == POLICY_ORIGIN_SHARE &&
+            (rule->action == POLICY_ACTION_ASSIGN || rule->action == POLICY_ACTION_EXPORT))
+            continue;
+        /* only this host's own devices are exported, and only to the
+         * gateways the glob names (any, when no gateway is asked about) */
+        if (rule->action == POLICY_ACTION_EXPORT &&
+            (device->gateway != NULL ||
+             (ctx->gateway != NULL && !policy_glob_match(&rule->target, ctx->gateway))))
             continue;
         /* a lent device's serial, name, port and hash are unknown: "no
          * serial" (serial "") must not match it, nor anything a caller
@@ -217,6 +232,19 @@ policy_decide(const Policy *policy, PolicyOrigin origin, const PolicyDevice *dev
         policy_decision_set(decision, policy, rule, i);
         return;
     }
+}
+
+gboolean
+policy_exports_to(const Policy *policy, const PolicyDevice *device, const gchar *gateway,
+                  PolicyDecision *decision)
+{
+    PolicyContext ctx = {.gateway = gateway};
+    PolicyDecision local;
+
+    if (decision == NULL)
+        decision = &local;
+    policy_decide(policy, POLICY_ORIGIN_HOST, device, &ctx, decision);
+    return decision->verdict == POLICY_VERDICT_EXPORT;
 }
 
 gboolean
@@ -273,6 +301,8 @@ policy_verdict_to_string(PolicyVerdict verdict)
         return "share";
     case POLICY_VERDICT_DENY:
         return "deny";
+    case POLICY_VERDICT_EXPORT:
+        return "export";
     }
     return "unknown";
 }
@@ -289,6 +319,8 @@ policy_target_kind_to_string(PolicyTargetKind kind)
         return "vm-uuid";
     case POLICY_TARGET_POOL:
         return "pool";
+    case POLICY_TARGET_GATEWAY:
+        return "gateway";
     }
     return "unknown";
 }

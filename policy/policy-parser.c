@@ -226,6 +226,7 @@ policy_rule_free(gpointer data)
     policy_glob_clear(&rule->name);
     policy_glob_clear(&rule->port);
     policy_glob_clear(&rule->target);
+    policy_glob_clear(&rule->gateway);
     g_free(rule->hash);
     if (rule->interfaces != NULL)
         g_array_unref(rule->interfaces);
@@ -260,7 +261,40 @@ static const PolicyMatcherName policy_matchers[] = {
     {"hash", POLICY_MATCH_HASH},
     {"user", POLICY_MATCH_USER},
     {"group", POLICY_MATCH_GROUP},
+    {"on", POLICY_MATCH_GATEWAY}, /* on gateway "GLOB" */
 };
+
+/* What each rule may say after its matchers, for "expected …" messages. */
+#define POLICY_EXPECT_MATCHERS      "id, serial, name, via-port, with-interface, class, hash"
+#define POLICY_EXPECT_HOST_MATCHERS "a matcher (" POLICY_EXPECT_MATCHERS ", on gateway)"
+
+/* A gateway name glob: what policy_gateway_name_is_valid() allows, plus
+ * the wildcards. Anything else could never match a gateway's name. */
+static gboolean
+policy_gateway_glob_is_valid(const gchar *text)
+{
+    gsize len = strlen(text);
+    return len > 0 && len <= POLICY_GATEWAY_NAME_MAX &&
+           strspn(text, POLICY_GATEWAY_NAME_CHARS "*?") == len;
+}
+
+/* Reads a gateway name glob, for `on gateway` and `to gateway`. */
+static const PolicyToken *
+policy_parser_gateway_glob(PolicyParser *parser)
+{
+    const PolicyToken *value = policy_parser_value(parser, "a quoted gateway name glob");
+
+    if (value == NULL)
+        return NULL;
+    if (!policy_gateway_glob_is_valid(value->text)) {
+        policy_parser_error_at(parser, value->column,
+                               "\"%s\" is not a gateway name glob (letters, digits, '.', '_', '-' "
+                               "and the wildcards '*' and '?', at most %d bytes)",
+                               value->text, POLICY_GATEWAY_NAME_MAX);
+        return NULL;
+    }
+    return value;
+}
 
 static gboolean
 policy_parse_set_op(const gchar *word, PolicySetOp *op)
@@ -337,7 +371,7 @@ policy_parse_matcher(PolicyParser *parser, const PolicyToken *keyword, PolicyMat
 
     if (rule->matchers & flag) {
         policy_parser_error_at(parser, keyword->column, "'%s' given twice in one rule",
-                               keyword->text);
+                               policy_matcher_name(flag));
         return FALSE;
     }
     rule->matchers |= flag;
@@ -361,6 +395,17 @@ policy_parse_matcher(PolicyParser *parser, const PolicyToken *keyword, PolicyMat
         return TRUE;
     case POLICY_MATCH_INTERFACE:
         return policy_parse_interfaces(parser, rule);
+    case POLICY_MATCH_GATEWAY:
+        value = policy_parser_next(parser);
+        if (!policy_token_is_word(value, "gateway")) {
+            policy_parser_expected(parser, value, "'gateway' after 'on' (on gateway \"GLOB\")");
+            return FALSE;
+        }
+        value = policy_parser_gateway_glob(parser);
+        if (value == NULL)
+            return FALSE;
+        policy_glob_init(&rule->gateway, value->text);
+        return TRUE;
     case POLICY_MATCH_SERIAL:
     case POLICY_MATCH_NAME:
     case POLICY_MATCH_PORT:
@@ -401,6 +446,7 @@ policy_parse_matcher(PolicyParser *parser, const PolicyToken *keyword, PolicyMat
     case POLICY_MATCH_ID:
     case POLICY_MATCH_CLASS:
     case POLICY_MATCH_INTERFACE:
+    case POLICY_MATCH_GATEWAY:
         break;
     }
     return TRUE;
@@ -412,6 +458,28 @@ policy_parse_target(PolicyParser *parser, PolicyRule *rule)
     const PolicyToken *kind = policy_parser_next(parser);
     const PolicyToken *value;
 
+    if (rule->action == POLICY_ACTION_EXPORT) {
+        if (!policy_token_is_word(kind, "gateway")) {
+            policy_parser_expected(parser, kind,
+                                   "a target: gateway \"GLOB\" (an export rule offers this "
+                                   "host's devices to other gateways, not to VMs or pools)");
+            return FALSE;
+        }
+        value = policy_parser_gateway_glob(parser);
+        if (value == NULL)
+            return FALSE;
+        rule->target_kind = POLICY_TARGET_GATEWAY;
+        policy_glob_init(&rule->target, value->text);
+        return TRUE;
+    }
+    if (policy_token_is_word(kind, "gateway")) {
+        policy_parser_error_at(parser, kind->column,
+                               "'to gateway' belongs to export rules: %s rules give a device to "
+                               "a VM on this host (to offer it to other gateways: export "
+                               "MATCHERS to gateway \"GLOB\")",
+                               rule->action == POLICY_ACTION_ASSIGN ? "assign" : "share");
+        return FALSE;
+    }
     if (policy_token_is_word(kind, "vm"))
         rule->target_kind = POLICY_TARGET_VM;
     else if (policy_token_is_word(kind, "vm-uuid"))
@@ -460,6 +528,18 @@ policy_parse_flags(PolicyParser *parser, PolicyRule *rule)
 
     while ((token = policy_parser_next(parser)) != NULL) {
         gboolean required = policy_token_is_word(token, "required");
+        if (policy_token_is_word(token, "to")) {
+            policy_parser_error_at(parser, token->column,
+                                   "a rule has one target (write one rule per target)");
+            return FALSE;
+        }
+        if (required && rule->action == POLICY_ACTION_EXPORT) {
+            policy_parser_error_at(parser, token->column,
+                                   "'required' cannot apply to export rules: it keeps a VM from "
+                                   "starting without the device, and an export rule gives no VM "
+                                   "a device");
+            return FALSE;
+        }
         if (!required && !policy_token_is_word(token, "optional")) {
             policy_parser_expected(parser, token, "'required', 'optional' or end of line");
             return FALSE;
@@ -496,6 +576,19 @@ policy_parse_rule(PolicyParser *parser, const PolicyToken *action_token, PolicyA
         }
         if (flag == 0)
             break;
+        if (flag == POLICY_MATCH_GATEWAY && action == POLICY_ACTION_EXPORT) {
+            policy_parser_error_at(parser, token->column,
+                                   "'on gateway' cannot apply to export rules: they offer this "
+                                   "host's own devices, and a device imported from another "
+                                   "gateway is not exported again");
+            return NULL;
+        }
+        if (flag == POLICY_MATCH_GATEWAY && action == POLICY_ACTION_SHARE) {
+            policy_parser_error_at(parser, token->column,
+                                   "'on gateway' cannot apply to share rules: a lent device comes "
+                                   "from a workstation user's client, not from a gateway");
+            return NULL;
+        }
         if ((flag == POLICY_MATCH_USER || flag == POLICY_MATCH_GROUP) &&
             action != POLICY_ACTION_SHARE) {
             policy_parser_error_at(parser, token->column,
@@ -519,9 +612,7 @@ policy_parse_rule(PolicyParser *parser, const PolicyToken *action_token, PolicyA
 
     if (action == POLICY_ACTION_DENY) {
         if (token != NULL) {
-            policy_parser_expected(parser, token,
-                                   "a matcher (id, serial, name, via-port, with-interface, class, "
-                                   "hash) or end of line");
+            policy_parser_expected(parser, token, POLICY_EXPECT_HOST_MATCHERS " or end of line");
             return NULL;
         }
         return g_steal_pointer(&rule);
@@ -535,11 +626,12 @@ policy_parse_rule(PolicyParser *parser, const PolicyToken *action_token, PolicyA
         return NULL;
     }
     if (!policy_token_is_word(token, "to")) {
-        policy_parser_expected(parser, token,
-                               action == POLICY_ACTION_SHARE
-                                   ? "a matcher, user, group or 'to'"
-                                   : "a matcher (id, serial, name, via-port, with-interface, "
-                                     "class, hash) or 'to'");
+        const gchar *what = "a matcher, user, group or 'to'";
+        if (action == POLICY_ACTION_ASSIGN)
+            what = POLICY_EXPECT_HOST_MATCHERS " or 'to'";
+        else if (action == POLICY_ACTION_EXPORT)
+            what = "a matcher (" POLICY_EXPECT_MATCHERS ") or 'to'";
+        policy_parser_expected(parser, token, what);
         return NULL;
     }
     policy_parser_next(parser);
@@ -613,8 +705,10 @@ policy_parse_line(PolicyParser *parser, Policy *policy)
         action = POLICY_ACTION_DENY;
     else if (policy_token_is_word(first, "share"))
         action = POLICY_ACTION_SHARE;
+    else if (policy_token_is_word(first, "export"))
+        action = POLICY_ACTION_EXPORT;
     else {
-        policy_parser_expected(parser, first, "a rule: assign, deny, share or pool");
+        policy_parser_expected(parser, first, "a rule: assign, deny, share, export or pool");
         return;
     }
     rule = policy_parse_rule(parser, first, action);
@@ -795,6 +889,8 @@ policy_load_file(const gchar *path, GPtrArray **diagnostics, GError **error)
 const gchar *
 policy_matcher_name(PolicyMatchFlags flag)
 {
+    if (flag == POLICY_MATCH_GATEWAY)
+        return "on gateway";
     for (guint i = 0; i < G_N_ELEMENTS(policy_matchers); i++) {
         if (policy_matchers[i].flag == flag)
             return policy_matchers[i].keyword;

@@ -34,6 +34,10 @@ gchar *policy_token_describe(const PolicyToken *token);
 
 /* ---- Rules ---------------------------------------------------------------- */
 
+/* The bytes a gateway name may have after its first (a letter or digit). */
+#define POLICY_GATEWAY_NAME_CHARS                                                                  \
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+
 /* A string matched literally, or as a glob when it has '*' or '?'. */
 typedef struct {
     gchar *text;        /* owned */
@@ -57,6 +61,7 @@ typedef enum {
     POLICY_ACTION_ASSIGN,
     POLICY_ACTION_DENY,
     POLICY_ACTION_SHARE,
+    POLICY_ACTION_EXPORT,
 } PolicyAction;
 
 typedef enum {
@@ -69,7 +74,10 @@ typedef enum {
     POLICY_MATCH_HASH = 1 << 6,
     POLICY_MATCH_USER = 1 << 7,
     POLICY_MATCH_GROUP = 1 << 8,
+    POLICY_MATCH_GATEWAY = 1 << 9, /* on gateway "GLOB" */
 } PolicyMatchFlags;
+
+#define POLICY_MATCH_LAST POLICY_MATCH_GATEWAY
 
 /* Matchers on what usbgwd reads of a host device itself: for a lent device
  * they would be whatever its client claims, so share rules cannot use them
@@ -92,6 +100,7 @@ typedef struct {
     GArray *interfaces; /* owned, nullable: PolicyClassPattern */
     gchar *user;        /* owned, nullable */
     gchar *group;       /* owned, nullable */
+    PolicyGlob gateway; /* on gateway "GLOB" */
     PolicyTargetKind target_kind;
     PolicyGlob target;
     gboolean required;

@@ -1,4 +1,5 @@
-/* libusbgw-policy: the rule language that says which USB device goes to which VM.
+/* libusbgw-policy: the rule language that says which USB device goes to
+ * which VM, and which of this host's devices other gateways may import.
  *
  * A pure library: it parses rule text handed to it (policy_load_file() is
  * the only function that reads a file), matches device descriptions built
@@ -51,6 +52,7 @@ typedef struct {
     gchar *serial;       /* owned, nullable: many HASP keys have none */
     gchar *port;         /* owned, nullable: "1-1.4" (bus-port.port…) */
     gchar *hash;         /* owned, nullable: descriptor hash */
+    gchar *gateway;      /* owned, nullable: the gateway it sits on; NULL for this host's */
     GArray *interfaces;  /* owned: PolicyInterface */
 } PolicyDevice;
 
@@ -59,10 +61,18 @@ PolicyDevice *policy_device_copy(const PolicyDevice *device);
 void policy_device_free(PolicyDevice *device);
 void policy_device_add_interface(PolicyDevice *device, guint8 klass, guint8 subclass,
                                  guint8 protocol);
-/* "0529:0001 serial \"A1\" port 1-1.4": for messages and audit lines. */
+/* "0529:0001 serial \"A1\" port 1-1.4 on gateway \"dongles1\"": for
+ * messages and audit lines. */
 gchar *policy_device_describe(const PolicyDevice *device) G_GNUC_WARN_UNUSED_RESULT;
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(PolicyDevice, policy_device_free)
+
+/* Whether @name can name a gateway (the name in its TLS certificate): it
+ * matches [A-Za-z0-9][A-Za-z0-9._-]* and has at most
+ * POLICY_GATEWAY_NAME_MAX bytes. One rule for device lists, the policy's
+ * gateway globs and the daemon. */
+#define POLICY_GATEWAY_NAME_MAX 64
+gboolean policy_gateway_name_is_valid(const gchar *name);
 
 /* ---- Loading -------------------------------------------------------------- */
 
@@ -106,6 +116,7 @@ typedef enum {
     POLICY_VERDICT_ASSIGN, /* give it to the target */
     POLICY_VERDICT_SHARE,  /* the user may lend it to the target VM */
     POLICY_VERDICT_DENY,   /* nobody gets it */
+    POLICY_VERDICT_EXPORT, /* this host serves it to the gateways the target glob names */
 } PolicyVerdict;
 
 typedef enum {
@@ -113,11 +124,12 @@ typedef enum {
     POLICY_TARGET_VM,      /* value: a VM name glob */
     POLICY_TARGET_VM_UUID, /* value: a UUID, lower case */
     POLICY_TARGET_POOL,    /* value: a pool name */
+    POLICY_TARGET_GATEWAY, /* value: a gateway name glob (export rules) */
 } PolicyTargetKind;
 
 /* Where a device came from decides which rules apply to it. */
 typedef enum {
-    POLICY_ORIGIN_HOST,  /* plugged into this host or a dongle server: assign/deny */
+    POLICY_ORIGIN_HOST,  /* plugged into this host or a gateway: assign/deny/export */
     POLICY_ORIGIN_SHARE, /* lent by a workstation user: share/deny */
 } PolicyOrigin;
 
@@ -126,6 +138,7 @@ typedef struct {
     const gchar *vm_uuid;       /* nullable */
     const gchar *user;          /* nullable: the lending user (share) */
     const gchar *const *groups; /* nullable, NULL-terminated: the user's groups */
+    const gchar *gateway;       /* nullable: the importing gateway an export decision is for */
 } PolicyContext;
 
 typedef struct {
@@ -138,8 +151,12 @@ typedef struct {
     guint rule_index;  /* 0-based index of the deciding rule */
 } PolicyDecision;
 
-/* Host devices: the first assign or deny rule whose matchers all match
- * decides; the context is not used. Shared devices: the first deny rule or
+/* Host devices: the first assign, deny or export rule whose matchers all
+ * match decides. An export rule only matches this host's own devices
+ * (device->gateway NULL) and, when ctx->gateway is given, only if its
+ * gateway glob matches it; without ctx or ctx->gateway it matches on its
+ * device matchers alone ("is this device exported to anyone?"). The rest
+ * of the context is not used for host devices. Shared devices: the first deny rule or
  * share rule that matches the device, the user or one of the groups, and
  * the VM (context vm_name/vm_uuid) decides; no match means deny. A rule
  * that matches on serial, name, via-port or hash never decides for a
@@ -147,6 +164,13 @@ typedef struct {
  * rules cannot have them; deny rules with them stop host devices only). */
 void policy_decide(const Policy *policy, PolicyOrigin origin, const PolicyDevice *device,
                    const PolicyContext *ctx, PolicyDecision *decision);
+
+/* Whether the host-origin decision for @device asked for the importing
+ * gateway @gateway (nullable: any gateway) is EXPORT: this host may serve
+ * the device to that gateway. @decision (nullable) receives the decision
+ * in either case, so the caller can log the rule that refused it. */
+gboolean policy_exports_to(const Policy *policy, const PolicyDevice *device, const gchar *gateway,
+                           PolicyDecision *decision);
 
 /* Whether an ASSIGN or SHARE decision gives the device to this VM: the name
  * glob or UUID matches, or the VM is a member of the target pool. */
@@ -217,8 +241,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(PolicyPools, policy_pools_free)
 /* ---- usbredirfilter -------------------------------------------------------- */
 
 /* Compiles the rules that concern @vm_name/@vm_uuid (all assign and share
- * rules when both are NULL) to a usbredirfilter string ("class,vid,pid,
- * version,allow|…", usbredirfilter_rules_to_string() format) for QEMU's
+ * rules when both are NULL; export rules are not for QEMU and left out) to a usbredirfilter string
+ * ("class,vid,pid, version,allow|…", usbredirfilter_rules_to_string() format) for QEMU's
  * <redirfilter>. Matchers usbredirfilter cannot express are reported in
  * @notes (strings "file:line: …"): an allow rule is widened (the gateway
  * still enforces the exact rule), a deny rule that would become wider is

@@ -271,6 +271,23 @@ gw_binder_unclaim(GwBinder *binder, GwBinderDevice *dev, const gchar *actor)
                         "handed back to the host");
 }
 
+/* Whether the policy's decision keeps a device claimed by usbgwd: it goes
+ * to a VM (assign), or usbgwd serves it to other gateways' links (export). */
+static gboolean
+gw_binder_decision_claims(const PolicyDecision *decision)
+{
+    switch (decision->verdict) {
+    case POLICY_VERDICT_ASSIGN:
+    case POLICY_VERDICT_EXPORT:
+        return TRUE;
+    case POLICY_VERDICT_NONE:
+    case POLICY_VERDICT_SHARE:
+    case POLICY_VERDICT_DENY:
+        break;
+    }
+    return FALSE;
+}
+
 static gboolean
 gw_binder_claim(GwBinder *binder, GwBinderDevice *dev)
 {
@@ -528,6 +545,7 @@ gw_binder_device_arrived(GwBinder *binder, const gchar *id, const PolicyDevice *
                             "a deny rule matched");
             return;
         case POLICY_VERDICT_ASSIGN:
+        case POLICY_VERDICT_EXPORT:
             break;
         }
     }
@@ -538,6 +556,13 @@ gw_binder_device_arrived(GwBinder *binder, const gchar *id, const PolicyDevice *
     /* claim at once, so the host never binds a driver to it */
     if (!gw_binder_claim(binder, dev))
         return;
+    if (dev->manual_vm == NULL && dev->decision.verdict == POLICY_VERDICT_EXPORT) {
+        /* no VM here gets it: usbgwd serves it to the gateway links the
+         * export rule allows */
+        g_message("%s arrived: exported to gateway \"%s\" by %s, kept claimed", dev->id,
+                  dev->decision.target, rule);
+        return;
+    }
     g_message("%s arrived: assigned to %s \"%s\" by %s", dev->id,
               dev->manual_vm != NULL ? "vm"
                                      : policy_target_kind_to_string(dev->decision.target_kind),
@@ -704,7 +729,7 @@ gw_binder_set_policy(GwBinder *binder, Policy *policy, const gchar *actor)
             continue;
         if (dev->vm == NULL) {
             /* claimed for a pool or a glob the new policy no longer has */
-            if (dev->claimed && dev->decision.verdict != POLICY_VERDICT_ASSIGN)
+            if (dev->claimed && !gw_binder_decision_claims(&dev->decision))
                 gw_binder_unclaim(binder, dev, NULL);
             continue;
         }
@@ -712,7 +737,7 @@ gw_binder_set_policy(GwBinder *binder, Policy *policy, const gchar *actor)
             !policy_decision_is_for_vm(policy, &dev->decision, dev->vm,
                                        gw_binder_get_vm_uuid(binder, dev->vm))) {
             gw_binder_unbind(binder, dev, actor, "the reloaded policy no longer gives it", TRUE);
-            if (dev->decision.verdict != POLICY_VERDICT_ASSIGN)
+            if (!gw_binder_decision_claims(&dev->decision))
                 gw_binder_unclaim(binder, dev, NULL);
         } else if (!g_hash_table_contains(binder->vms, dev->vm) &&
                    g_strcmp0(gw_binder_fixed_vm(binder, dev), dev->vm) != 0) {
@@ -730,7 +755,7 @@ gw_binder_set_policy(GwBinder *binder, Policy *policy, const gchar *actor)
     for (guint i = 0; i < devices->len; i++) {
         GwBinderDevice *dev = g_ptr_array_index(devices, i);
         const gchar *fixed = gw_binder_fixed_vm(binder, dev);
-        if (dev->present && dev->decision.verdict == POLICY_VERDICT_ASSIGN && !dev->claimed &&
+        if (dev->present && gw_binder_decision_claims(&dev->decision) && !dev->claimed &&
             !dev->released)
             gw_binder_claim(binder, dev);
         if (fixed != NULL && dev->vm == NULL)

@@ -16,6 +16,8 @@
  *   - a pool key is leased to at most one VM, and a VM leases at most one
  *     key of a pool;
  *   - a released key is neither bound nor leased until it is replugged;
+ *   - a device the policy exports (EXPORT: served to other gateways over
+ *     links) stays claimed and is never bound to a VM by the policy;
  *   - after a restart (gw_binder_restore() with gw_binder_save()'s
  *     snapshot, then the devices and running VMs reported again in any
  *     order, then gw_binder_settle()) every binding is what it was.

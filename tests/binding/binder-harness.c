@@ -292,6 +292,11 @@ binder_harness_check(BinderHarness *harness)
             return g_strdup_printf("%s: the binder says vm %s, its intents made it served to %s",
                                    dev->id, dev->vm != NULL ? dev->vm : "-",
                                    served != NULL ? served : "-");
+        /* an exported device is held for the gateway links that serve it */
+        if (dev->present && !dev->released && dev->manual_vm == NULL &&
+            dev->decision.verdict == POLICY_VERDICT_EXPORT &&
+            !g_hash_table_contains(harness->claimed, dev->id))
+            return g_strdup_printf("%s: exported by the policy, yet not claimed", dev->id);
         if (dev->vm == NULL)
             continue;
         if (dev->released)

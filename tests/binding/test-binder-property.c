@@ -4,13 +4,14 @@
  *
  * Each case draws, from seed S + case number, a set of devices (identical
  * pool keys, keys with serials, a stick), three policies (pools with VM
- * globs, fixed VMs, VM-name globs, UUID targets, deny rules) and a
+ * globs, fixed VMs, VM-name globs, UUID targets, deny and export rules) and a
  * sequence of events: device arrive/leave/replug, VM start/stop, policy
  * reload, usbgwctl assign/release, usbgwd restart. After every event the
  * invariants of gw-binder.h are checked (binder_harness_check): no device
  * bound to a VM that neither the policy nor an admin gives it, no pool key
  * held by two VMs, no VM holding two keys of one pool, no released key
- * bound, and the binder's intents agree with what it reports. A restart
+ * bound, no exported device left unclaimed, and the binder's intents
+ * agree with what it reports. A restart
  * must give back the same saved state and the same bindings.
  *
  * A failing case is shortened (events dropped while it still fails) and
@@ -60,7 +61,7 @@ random_policy(GRand *rand)
         g_string_append_printf(text, "pool \"p%u\" vms \"%s\"\n", p, PICK(rand, vm_globs));
     for (guint r = 0; r < rules; r++) {
         guint pid = (guint)g_rand_int_range(rand, 1, 3);
-        switch (g_rand_int_range(rand, 0, pools > 0 ? 7 : 5)) {
+        switch (g_rand_int_range(rand, 0, pools > 0 ? 8 : 6)) {
         case 0:
             g_string_append_printf(text, "assign id 0529:%04x via-port \"1-1*\" to vm \"%s\"\n",
                                    pid, PICK(rand, vm_names));
@@ -79,6 +80,10 @@ random_policy(GRand *rand)
             break;
         case 4:
             g_string_append_printf(text, "assign id *:* to vm \"%s\"\n", PICK(rand, vm_names));
+            break;
+        case 5:
+            /* served to gateway links: claimed, bound to no VM */
+            g_string_append_printf(text, "export id 0529:%04x to gateway \"hv-*\"\n", pid);
             break;
         default:
             g_string_append_printf(text, "assign id 0529:%04x to pool \"p%u\"\n", pid,

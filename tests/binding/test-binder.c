@@ -10,14 +10,17 @@
 #define STICK "0781:5567@1-3/08"
 
 #define POOL "pool \"p\" vms \"vm-*\"\nassign id 0529:0001 to pool \"p\"\n"
+/* a dongle server's rule: usbgwd serves these keys to gateway links */
+#define EXPORT "export id 0529:* to gateway \"hv-*\"\n"
 
 typedef struct {
     const gchar *name;
-    const gchar *policies[3]; /* policy 0 is loaded at start; reload N picks one */
-    const gchar *script;      /* lines */
-    const gchar *want;        /* binder_harness_bindings() at the end */
-    const gchar *want_log;    /* nullable: lines the intent log must contain, in order */
-    const gchar *not_in_log;  /* nullable: a line the log must not contain */
+    const gchar *policies[3];  /* policy 0 is loaded at start; reload N picks one */
+    const gchar *script;       /* lines */
+    const gchar *want;         /* binder_harness_bindings() at the end */
+    const gchar *want_log;     /* nullable: lines the intent log must contain, in order */
+    const gchar *not_in_log;   /* nullable: a line the log must not contain */
+    const gchar *want_claimed; /* nullable: the ids usbgwd holds at the end, in identity order */
 } BinderCase;
 
 static const BinderCase cases[] = {
@@ -217,7 +220,122 @@ static const BinderCase cases[] = {
         .script = "arrive " K1 "\nassign " K1 " vm-4\nrestart",
         .want = K1 "=vm-4",
     },
+    /* export: claimed at once like a device whose VM does not run, bound to
+     * no VM (usbgwd serves it to gateway links) */
+    {
+        .name = "export-claims-and-binds-to-no-vm",
+        .policies = {EXPORT},
+        .script = "arrive " K1 "\nstart vm-1\nstart hv-1\nstop vm-1",
+        .want = K1 "=-",
+        .want_log = "claim " K1 "\n",
+        .not_in_log = "bind " K1,
+        .want_claimed = K1,
+    },
+    {
+        .name = "export-like-a-glob-whose-vm-does-not-run",
+        .policies = {EXPORT "assign id 0529:0001 to vm \"cad-*\"\n",
+                     "assign id 0529:0001 to vm \"cad-*\"\n"},
+        .script = "arrive " K1 "\nreload 1\nreload 0",
+        .want = K1 "=-",
+        .not_in_log = "unclaim " K1,
+        .want_claimed = K1,
+    },
+    {
+        .name = "assign-before-export-binds",
+        .policies = {"assign id 0529:0001 via-port \"1-1\" to vm \"vm-1\"\n" EXPORT},
+        .script = "arrive " K1 "\narrive " K2 "\nstart vm-1\nstart vm-2",
+        .want = K1 "=vm-1 " K2 "=-",
+        .want_log = "claim " K2 "\n",
+        .not_in_log = "bind " K2,
+        .want_claimed = K1 " " K2,
+    },
+    {
+        .name = "export-before-assign-binds-nothing",
+        .policies = {EXPORT "assign id 0529:0001 to vm \"vm-1\"\n"},
+        .script = "arrive " K1 "\nstart vm-1",
+        .want = K1 "=-",
+        .not_in_log = "bind " K1,
+        .want_claimed = K1,
+    },
+    {
+        .name = "deny-before-export-leaves-it-to-the-host",
+        .policies = {"deny via-port \"1-1\"\n" EXPORT},
+        .script = "arrive " K1 "\narrive " K2,
+        .want = K1 "=- " K2 "=-",
+        .not_in_log = "claim " K1,
+        .want_claimed = K2,
+    },
+    {
+        .name = "reload-from-assign-to-export-unbinds-and-keeps-the-claim",
+        .policies = {"assign id 0529:0001 to vm \"vm-1\"\n", EXPORT},
+        .script = "arrive " K1 "\nstart vm-1\nreload 1",
+        .want = K1 "=-",
+        .want_log = "bind " K1 " vm-1\nunbind " K1 " vm-1\n",
+        .not_in_log = "unclaim " K1,
+        .want_claimed = K1,
+    },
+    {
+        .name = "reload-to-export-claims",
+        .policies = {"assign id 0529:0002 to vm \"vm-1\"\n", EXPORT},
+        .script = "arrive " K1 "\nreload 1",
+        .want = K1 "=-",
+        .want_log = "claim " K1 "\n",
+        .want_claimed = K1,
+    },
+    {
+        .name = "reload-from-export-to-no-rule-unclaims",
+        .policies = {EXPORT, "assign id 0529:0002 to vm \"vm-1\"\n"},
+        .script = "arrive " K1 "\nreload 1",
+        .want = K1 "=-",
+        .want_log = "claim " K1 "\nunclaim " K1 "\n",
+        .want_claimed = "",
+    },
+    {
+        .name = "export-released-by-an-admin",
+        .policies = {EXPORT},
+        .script = "arrive " K1 "\nrelease " K1 "\nreload 0",
+        .want = K1 "=-",
+        .want_log = "claim " K1 "\nunclaim " K1 "\nevent release " K1,
+        .want_claimed = "",
+    },
+    {
+        .name = "export-assigned-by-an-admin",
+        .policies = {EXPORT},
+        .script = "arrive " K1 "\nassign " K1 " vm-2\nrestart",
+        .want = K1 "=vm-2",
+        .want_claimed = K1,
+    },
+    {
+        .name = "restart-keeps-an-export-claimed",
+        .policies = {EXPORT},
+        .script = "arrive " K1 "\nstart vm-1\nrestart 3",
+        .want = K1 "=-",
+        .not_in_log = "bind " K1,
+        .want_claimed = K1,
+    },
 };
+
+static gint
+compare_ids(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const gchar *const *)a, *(const gchar *const *)b);
+}
+
+/* "ID ID …": the ids the harness says usbgwd holds, in identity order. */
+static gchar *
+claimed_ids(BinderHarness *harness)
+{
+    g_autoptr(GPtrArray) ids = g_ptr_array_new();
+    GHashTableIter iter;
+    gpointer id;
+
+    g_hash_table_iter_init(&iter, harness->claimed);
+    while (g_hash_table_iter_next(&iter, &id, NULL))
+        g_ptr_array_add(ids, id);
+    g_ptr_array_sort(ids, compare_ids);
+    g_ptr_array_add(ids, NULL);
+    return g_strjoinv(" ", (gchar **)ids->pdata);
+}
 
 static void
 test_binder_case(gconstpointer data)
@@ -246,6 +364,12 @@ test_binder_case(gconstpointer data)
     if (c->not_in_log != NULL && strstr(harness->log->str, c->not_in_log) != NULL)
         g_error("%s: the intents have '%s'\nintents:\n%s", c->name, c->not_in_log,
                 harness->log->str);
+    if (c->want_claimed != NULL) {
+        g_autofree gchar *claimed = claimed_ids(harness);
+        if (g_strcmp0(claimed, c->want_claimed) != 0)
+            g_error("%s: claimed '%s', want '%s'\nintents:\n%s", c->name, claimed, c->want_claimed,
+                    harness->log->str);
+    }
 }
 
 /* prepare: a required rule vetoes a start only while no device can meet it */

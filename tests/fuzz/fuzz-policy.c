@@ -87,6 +87,15 @@ fuzz_devices(void)
     /* no interfaces, nothing known */
     device = policy_device_new(0xffff, 0x0000);
     g_ptr_array_add(devices, device);
+
+    /* HASP HL keys imported from two gateways, in the same port */
+    device = policy_device_copy(g_ptr_array_index(devices, 0));
+    device->gateway = g_strdup("dongles1");
+    g_ptr_array_add(devices, device);
+    device = policy_device_copy(device);
+    g_free(device->gateway);
+    device->gateway = g_strdup("hv-01.example");
+    g_ptr_array_add(devices, device);
     return devices;
 }
 
@@ -155,6 +164,38 @@ fuzz_check_filter(const Policy *policy, const gchar *vm_name, const gchar *vm_uu
     usbredirfilter_free(rules);
 }
 
+/* What an importing gateway is told: an export rule decides only for this
+ * host's devices and a gateway its glob matches. Asked for no gateway, the
+ * first matching rule is that of any gateway or an earlier export rule, so
+ * a decision other than EXPORT is the same for every gateway. */
+static void
+fuzz_check_exports(const Policy *policy, const PolicyDevice *device, const PolicyDecision *host)
+{
+    static const gchar *const gateways[] = {"hv-01", "hv-01.example", "dongles1", "a", NULL};
+
+    for (guint g = 0; g < G_N_ELEMENTS(gateways); g++) {
+        PolicyDecision decision;
+        gboolean exported = policy_exports_to(policy, device, gateways[g], &decision);
+
+        FUZZ_CHECK(exported == (decision.verdict == POLICY_VERDICT_EXPORT));
+        FUZZ_CHECK(!policy_decision_is_for_vm(policy, &decision, "cad-01", NULL) ||
+                   decision.verdict == POLICY_VERDICT_ASSIGN);
+        if (exported) {
+            const PolicyRule *rule = g_ptr_array_index(policy->rules, decision.rule_index);
+            FUZZ_CHECK(device->gateway == NULL);
+            FUZZ_CHECK(rule->action == POLICY_ACTION_EXPORT);
+            FUZZ_CHECK(decision.target_kind == POLICY_TARGET_GATEWAY && !decision.required);
+            FUZZ_CHECK(gateways[g] == NULL || policy_glob_match(&rule->target, gateways[g]));
+            FUZZ_CHECK(host->verdict == POLICY_VERDICT_EXPORT);
+            FUZZ_CHECK(host->rule_index <= decision.rule_index);
+        }
+        if (host->verdict != POLICY_VERDICT_EXPORT)
+            FUZZ_CHECK(decision.verdict == host->verdict && decision.line == host->line);
+        if (gateways[g] == NULL)
+            FUZZ_CHECK(decision.verdict == host->verdict && decision.line == host->line);
+    }
+}
+
 static void
 fuzz_check_policy(Policy *policy, GPtrArray *diagnostics, const GError *error)
 {
@@ -186,6 +227,7 @@ fuzz_check_policy(Policy *policy, GPtrArray *diagnostics, const GError *error)
             FUZZ_CHECK(host.line == rule->line && host.file != NULL);
             FUZZ_CHECK(policy_rule_match_device(rule, device));
         }
+        fuzz_check_exports(policy, device, &host);
         if (host.verdict == POLICY_VERDICT_ASSIGN && host.target_kind == POLICY_TARGET_POOL) {
             g_autoptr(GError) pool_error = NULL;
             g_autofree gchar *key = policy_device_describe(device);

@@ -61,6 +61,8 @@ policy_test_device_new(const gchar *spec)
             device->port = g_strdup(value);
         } else if (g_str_equal(key, "hash")) {
             device->hash = g_strdup(value);
+        } else if (g_str_equal(key, "gateway")) {
+            device->gateway = g_strdup(value);
         } else if (g_str_equal(key, "bcd")) {
             device->bcd_device = (guint16)g_ascii_strtoull(value, NULL, 16);
         } else {

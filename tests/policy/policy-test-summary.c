@@ -44,6 +44,8 @@ summary_action(PolicyAction action)
         return "deny";
     case POLICY_ACTION_SHARE:
         return "share";
+    case POLICY_ACTION_EXPORT:
+        return "export";
     }
     return "?";
 }
@@ -121,6 +123,8 @@ policy_test_summary(const Policy *policy)
             summary_string(out, "user", rule->user);
         if (rule->matchers & POLICY_MATCH_GROUP)
             summary_string(out, "group", rule->group);
+        if (rule->matchers & POLICY_MATCH_GATEWAY)
+            summary_glob(out, "on-gateway", &rule->gateway);
         if (rule->target_kind != POLICY_TARGET_NONE) {
             g_string_append(out, " ->");
             summary_glob(out, policy_target_kind_to_string(rule->target_kind), &rule->target);

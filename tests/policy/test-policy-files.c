@@ -193,6 +193,21 @@ test_bad_file(gconstpointer data)
 
 /* ---- device lists ---------------------------------------------------------- */
 
+/* The decision table's lines: a heading, a header, then one row per
+ * device matching @rows (regexes), in list order. */
+static GStrv
+assert_table_rows(const gchar *out, const gchar *const *rows, guint n)
+{
+    GStrv lines = g_strsplit(out, "\n", -1);
+
+    g_assert_cmpuint(g_strv_length(lines), ==, 2 + n + 1);
+    for (guint i = 0; i < n; i++) {
+        if (!g_regex_match_simple(rows[i], lines[2 + i], 0, 0))
+            g_error("row %u \"%s\" does not match /%s/", i, lines[2 + i], rows[i]);
+    }
+    return lines;
+}
+
 /* The table: one row per device, in list order. */
 static void
 test_devices_table(void)
@@ -214,14 +229,9 @@ test_devices_table(void)
 
     g_assert_cmpint(r->status, ==, 0);
     g_assert_cmpstr(r->err, ==, "");
-    lines = g_strsplit(r->out, "\n", -1);
-    g_assert_cmpuint(g_strv_length(lines), ==, 2 + G_N_ELEMENTS(rows) + 1);
+    lines = assert_table_rows(r->out, rows, G_N_ELEMENTS(rows));
     g_assert_cmpstr(lines[0], ==, head);
     g_assert_true(g_regex_match_simple("^DEVICE +VERDICT +TARGET +RULE *$", lines[1], 0, 0));
-    for (guint i = 0; i < G_N_ELEMENTS(rows); i++) {
-        if (!g_regex_match_simple(rows[i], lines[2 + i], 0, 0))
-            g_error("row %u \"%s\" does not match /%s/", i, lines[2 + i], rows[i]);
-    }
 }
 
 /* With --vm, the pool hands cad-01 the first free key in port order: 1-1
@@ -442,6 +452,10 @@ static const BadDevicesCase bad_devices_cases[] = {
     {"bad-class-short.json", "devices[0].class: expected \"CC:SS:PP\" in hex"},
     {"bad-interfaces-not-array.json", "devices[0].interfaces: expected an array"},
     {"bad-interface-hex.json", "devices[0].interfaces[1]: expected \"CC:SS:PP\" in hex"},
+    {"bad-gateway-name.json",
+     "devices[1].gateway: expected a gateway name (a letter or digit, then letters, digits, '.', "
+     "'_' or '-'; at most 64 bytes)"},
+    {"bad-gateway-array.json", "devices[0].gateway: expected a string"},
 };
 
 static void
@@ -492,6 +506,240 @@ test_missing_devices_file(void)
         run_usbgwctl("policy", "check", policy, "--devices", "/nonexistent/devices.json", NULL);
     g_assert_cmpint(r->status, ==, 1);
     assert_contains(r->err, "devices.json");
+}
+
+/* ---- devices on gateways, export decisions -------------------------------------- */
+
+static gchar *
+gateways_policy(void)
+{
+    return g_build_filename(tests_data_dir, "policy", "good", "gateways.rules", NULL);
+}
+
+static gchar *
+gateway_devices(void)
+{
+    return g_build_filename(tests_data_dir, "devices", "gateway-devices.json", NULL);
+}
+
+/* Imported devices say where they are; export decisions print their
+ * gateway glob; a pool holds keys of two gateways in the same port. */
+static void
+test_gateway_devices_table(void)
+{
+    g_autofree gchar *policy = gateways_policy();
+    g_autofree gchar *devices = gateway_devices();
+    g_autoptr(RunResult) r =
+        run_usbgwctl("policy", "check", policy, "--devices", devices, "--vm", "cad-02", NULL);
+    g_auto(GStrv) lines = NULL;
+    const gchar *rows[] = {
+        "^0529:0001 port 1-1 +assign +vm \"build-01\" +\\S+/gateways.rules:7 no$",
+        "^0529:0001 port 1-2 +export +gateway \"hv-\\*\" +\\S+/gateways.rules:8 no$",
+        "^064f:2af9 serial \"3-1234567\" port 1-3 +export +gateway \"hv-01.example\" "
+        "+\\S+/gateways.rules:9 no$",
+        "^0529:0001 port 2-1 on gateway \"dongles1\" +assign +pool \"cad\" "
+        "+\\S+/gateways.rules:13 yes \\(pool lease\\)$",
+        "^0529:0001 port 2-1 on gateway \"dongles2\" +assign +pool \"cad\" "
+        "+\\S+/gateways.rules:14 no \\(pool spare\\)$",
+        /* a rule without on gateway takes imported devices too */
+        "^0529:0001 port 1-1 on gateway \"dongles2\" +assign +vm \"build-01\" "
+        "+\\S+/gateways.rules:7 no$",
+        "^0781:5567 port 1-4 on gateway \"untrusted-7\" +deny +- +\\S+/gateways.rules:15 no$",
+    };
+
+    g_assert_cmpint(r->status, ==, 0);
+    g_assert_cmpstr(r->err, ==, "");
+    lines = assert_table_rows(r->out, rows, G_N_ELEMENTS(rows));
+    g_assert_true(g_str_has_suffix(lines[1], "RULE                 FOR-VM"));
+}
+
+typedef struct {
+    const gchar *gateway; /* the device's, NULL for this host's */
+    const gchar *verdict;
+    const gchar *target_kind; /* NULL: no target */
+    const gchar *target;
+    gint line; /* 0: no rule */
+} GatewayWant;
+
+static void
+assert_gateway_decisions(const gchar *json, const GatewayWant *want, guint n)
+{
+    g_autoptr(JsonParser) parser = json_parser_new();
+    g_autoptr(GError) error = NULL;
+    JsonArray *decisions;
+
+    g_assert_true(json_parser_load_from_data(parser, json, -1, &error));
+    g_assert_no_error(error);
+    decisions = json_object_get_array_member(json_node_get_object(json_parser_get_root(parser)),
+                                             "decisions");
+    g_assert_cmpuint(json_array_get_length(decisions), ==, n);
+    for (guint i = 0; i < n; i++) {
+        JsonObject *d = json_array_get_object_element(decisions, i);
+        JsonObject *device = json_object_get_object_member(d, "device");
+
+        g_test_message("decision %u", i);
+        g_assert_cmpstr(json_object_get_string_member_with_default(device, "gateway", NULL), ==,
+                        want[i].gateway);
+        g_assert_cmpstr(json_object_get_string_member(d, "verdict"), ==, want[i].verdict);
+        g_assert_cmpstr(json_object_get_string_member_with_default(d, "target_kind", NULL), ==,
+                        want[i].target_kind);
+        g_assert_cmpstr(json_object_get_string_member_with_default(d, "target", NULL), ==,
+                        want[i].target);
+        g_assert_cmpint(json_object_has_member(d, "rule"), ==, want[i].line > 0);
+        if (want[i].line > 0)
+            g_assert_cmpint(
+                json_object_get_int_member(json_object_get_object_member(d, "rule"), "line"), ==,
+                want[i].line);
+    }
+}
+
+/* --gateway: export rules decide for that importing gateway only; a
+ * device no export rule offers to it falls to the later rules. */
+static void
+test_gateway_devices_json(void)
+{
+    g_autofree gchar *policy = gateways_policy();
+    g_autofree gchar *devices = gateway_devices();
+    g_autoptr(RunResult) any =
+        run_usbgwctl("policy", "check", policy, "--devices", devices, "--json", NULL);
+    g_autoptr(RunResult) hv = run_usbgwctl("policy", "check", policy, "--devices", devices,
+                                           "--gateway", "hv-01.example", "--json", NULL);
+    g_autoptr(RunResult) ws = run_usbgwctl("policy", "check", policy, "--devices", devices,
+                                           "--gateway", "ws-01", "--json", NULL);
+    GatewayWant want[] = {
+        {NULL, "assign", "vm", "build-01", 7},
+        {NULL, "export", "gateway", "hv-*", 8},
+        {NULL, "export", "gateway", "hv-01.example", 9},
+        {"dongles1", "assign", "pool", "cad", 13},
+        {"dongles2", "assign", "pool", "cad", 14},
+        {"dongles2", "assign", "vm", "build-01", 7},
+        {"untrusted-7", "deny", NULL, NULL, 15},
+    };
+
+    g_assert_cmpint(any->status, ==, 0);
+    assert_gateway_decisions(any->out, want, G_N_ELEMENTS(want));
+    g_assert_cmpint(hv->status, ==, 0);
+    assert_gateway_decisions(hv->out, want, G_N_ELEMENTS(want));
+    g_assert_cmpint(ws->status, ==, 0);
+    want[1] = (GatewayWant){NULL, "none", NULL, NULL, 0};
+    want[2] = (GatewayWant){NULL, "none", NULL, NULL, 0};
+    assert_gateway_decisions(ws->out, want, G_N_ELEMENTS(want));
+}
+
+/* The CLI's export answers are the library's policy_exports_to(). */
+static void
+test_gateway_json_matches_library(void)
+{
+    const gchar *const gateways[] = {"hv-7", "hv-01.example", "ws-01"};
+    g_autofree gchar *path = gateways_policy();
+    g_autofree gchar *devices_path = gateway_devices();
+    g_autoptr(GError) error = NULL;
+    g_autoptr(Policy) policy = policy_load_file(path, NULL, &error);
+    g_autoptr(GPtrArray) devices = gw_device_list_load(devices_path, &error);
+
+    g_assert_no_error(error);
+    for (guint g = 0; g < G_N_ELEMENTS(gateways); g++) {
+        g_autoptr(RunResult) r = run_usbgwctl("policy", "check", path, "--devices", devices_path,
+                                              "--gateway", gateways[g], "--json", NULL);
+        g_autoptr(JsonParser) parser = json_parser_new();
+        JsonArray *decisions;
+
+        g_assert_true(json_parser_load_from_data(parser, r->out, -1, &error));
+        decisions = json_object_get_array_member(json_node_get_object(json_parser_get_root(parser)),
+                                                 "decisions");
+        g_assert_cmpuint(json_array_get_length(decisions), ==, devices->len);
+        for (guint i = 0; i < devices->len; i++) {
+            JsonObject *d = json_array_get_object_element(decisions, i);
+            PolicyDecision decision;
+            gboolean exported =
+                policy_exports_to(policy, g_ptr_array_index(devices, i), gateways[g], &decision);
+
+            g_assert_cmpstr(json_object_get_string_member(d, "verdict"), ==,
+                            policy_verdict_to_string(decision.verdict));
+            g_assert_cmpint(exported, ==,
+                            g_str_equal(json_object_get_string_member(d, "verdict"), "export"));
+        }
+    }
+}
+
+static void
+test_gateway_option_errors(void)
+{
+    g_autofree gchar *policy = gateways_policy();
+    g_autofree gchar *devices = gateway_devices();
+    g_autoptr(RunResult) bad =
+        run_usbgwctl("policy", "check", policy, "--devices", devices, "--gateway", "hv 01", NULL);
+    g_autoptr(RunResult) with_user =
+        run_usbgwctl("policy", "check", policy, "--devices", devices, "--gateway", "hv-01",
+                     "--user", "alice", "--vm", "ws-alice", NULL);
+
+    g_assert_cmpint(bad->status, ==, 1);
+    g_assert_cmpstr(bad->out, ==, "");
+    g_assert_cmpstr(bad->err, ==,
+                    "usbgwctl: --gateway \"hv 01\" is not a gateway name (a letter or digit, then "
+                    "letters, digits, '.', '_' or '-'; at most 64 bytes)\n");
+    g_assert_cmpint(with_user->status, ==, 1);
+    g_assert_cmpstr(with_user->out, ==, "");
+    assert_contains(with_user->err, "give one or the other");
+}
+
+/* The example policy's commented gateway examples are valid rules: the
+ * policy with them uncommented loads, and they decide as their comments
+ * say. */
+static void
+test_example_gateway_comments(void)
+{
+    g_autofree gchar *path = example_policy();
+    g_autofree gchar *text = NULL;
+    g_autoptr(GString) uncommented = g_string_new(NULL);
+    g_auto(GStrv) lines = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(Policy) policy = NULL;
+    g_autoptr(PolicyDevice) local = policy_device_new(0x0529, 0x0002);
+    g_autoptr(PolicyDevice) imported = policy_device_new(0x064f, 0x1234);
+    PolicyDecision decision;
+    guint found = 0;
+    guint last_export = 0, last_assign = 0;
+
+    g_assert_true(g_file_get_contents(path, &text, NULL, &error));
+    lines = g_strsplit(text, "\n", -1);
+    for (guint i = 0; lines[i] != NULL; i++) {
+        const gchar *line = lines[i];
+        if (g_str_has_prefix(line, "#export ")) {
+            last_export = i + 1;
+            line++;
+            found++;
+        } else if (g_str_has_prefix(line, "#assign ")) {
+            last_assign = i + 1;
+            line++;
+            found++;
+        }
+        g_string_append_printf(uncommented, "%s\n", line);
+    }
+    g_assert_cmpuint(found, ==, 2);
+    policy = policy_load_data(uncommented->str, uncommented->len, "uncommented", NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(policy_get_rule_count(policy), ==, 8 + found);
+
+    /* another SafeNet key of this host is offered to hypervisors only; a
+     * HASP HL key is still assigned here (an earlier rule) */
+    g_assert_true(policy_exports_to(policy, local, "hv-01", &decision));
+    g_assert_cmpuint(decision.line, ==, last_export);
+    g_assert_false(policy_exports_to(policy, local, "ws-01", &decision));
+    local->product_id = 0x0001;
+    g_assert_false(policy_exports_to(policy, local, "hv-01", &decision));
+    g_assert_cmpint(decision.verdict, ==, POLICY_VERDICT_ASSIGN);
+    /* a CodeMeter key from dongles1 goes to erp-01, one from elsewhere
+     * to nobody */
+    imported->gateway = g_strdup("dongles1");
+    policy_decide(policy, POLICY_ORIGIN_HOST, imported, NULL, &decision);
+    g_assert_cmpint(decision.verdict, ==, POLICY_VERDICT_ASSIGN);
+    g_assert_cmpuint(decision.line, ==, last_assign);
+    g_assert_cmpstr(decision.target, ==, "erp-01");
+    g_free(imported->gateway);
+    imported->gateway = g_strdup("dongles2");
+    policy_decide(policy, POLICY_ORIGIN_HOST, imported, NULL, &decision);
+    g_assert_cmpint(decision.verdict, ==, POLICY_VERDICT_NONE);
 }
 
 /* ---- the policy itself ------------------------------------------------------ */
@@ -656,6 +904,12 @@ main(int argc, char **argv)
         g_test_add_data_func(path, &bad_devices_cases[i], test_bad_devices);
     }
     g_test_add_func("/policy/files/devices/bad-all-listed", test_bad_devices_all_listed);
+    g_test_add_func("/policy/files/gateways/table", test_gateway_devices_table);
+    g_test_add_func("/policy/files/gateways/json", test_gateway_devices_json);
+    g_test_add_func("/policy/files/gateways/json-matches-library",
+                    test_gateway_json_matches_library);
+    g_test_add_func("/policy/files/gateways/option-errors", test_gateway_option_errors);
+    g_test_add_func("/policy/files/gateways/example-comments", test_example_gateway_comments);
     g_test_add_func("/policy/files/devices/missing", test_missing_devices_file);
     g_test_add_func("/policy/files/check/json", test_check_json_without_devices);
     g_test_add_func("/policy/files/check/directory", test_check_directory);

@@ -123,7 +123,22 @@ static const FilterCase filter_cases[] = {
      "-1,0x0529,0x0001,-1,1|" DENY_ALL, "", "+++------", TRUE},
     {"pool-non-member", "pool \"p\" vms \"cad-*\"\nassign id 0529:0001 to pool \"p\"", "erp-01",
      NULL, DENY_ALL, "", "---------", TRUE},
+    /* export rules are not for QEMU: left out without a note */
+    {"export-left-out", "export id 0529:* to gateway \"hv-*\"\nassign id 064f:* to vm \"x\"", "x",
+     NULL, "-1,0x064f,-1,-1,1|" DENY_ALL, "", "---+-----", TRUE},
+    {"export-left-out-all-vms", "export id *:* to gateway \"*\"", NULL, NULL, DENY_ALL, "",
+     "---------", TRUE},
     /* matchers usbredirfilter cannot express */
+    {"on-gateway-allow-widened", "assign id 0529:0001 on gateway \"dongles1\" to vm \"x\"", "x",
+     NULL, "-1,0x0529,0x0001,-1,1|" DENY_ALL,
+     "p.rules:1: allow widened to its vendor/product id in the filter: usbredirfilter cannot "
+     "express on gateway (usbgwd still enforces the exact rule)",
+     "+++------", FALSE},
+    {"deny-on-gateway-left-out", "deny on gateway \"lab-*\"\nassign id *:* to vm \"x\"", "x", NULL,
+     "-1,-1,-1,-1,1|" DENY_ALL,
+     "p.rules:1: deny rule left out of the filter: usbredirfilter cannot express on gateway, and "
+     "a wider deny could block allowed devices",
+     "+++++++++", FALSE},
     {"deny-serial-left-out", "deny serial \"4C530001\"\nassign id *:* to vm \"x\"", "x", NULL,
      "-1,-1,-1,-1,1|" DENY_ALL,
      "p.rules:1: deny rule left out of the filter: usbredirfilter cannot express serial, and a "

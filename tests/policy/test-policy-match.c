@@ -22,6 +22,12 @@
 #define COMPOSITE     "1234:5678 if=03:00:00,ff:00:00 port=2-1"
 #define NO_INTERFACES "1234:0001"
 #define WEBCAM        "1234:9999 class=ef:02:01 if=0e:01:00,0e:02:00,01:01:00 port=2-3"
+/* the same HASP key type, imported from two dongle servers */
+#define HASP_DONGLES1 HASP " gateway=dongles1"
+#define HASP_DONGLES2 HASP " gateway=dongles2"
+
+/* a dongle server's policy: exports to hypervisors, keeps one key */
+#define EXPORT_HV "export id 0529:* to gateway \"hv-*\""
 
 typedef struct {
     const gchar *name;
@@ -31,8 +37,9 @@ typedef struct {
     const gchar *vm;
     const gchar *uuid;
     const gchar *user;
-    const gchar *groups; /* comma-separated */
-    const gchar *want;   /* decision_to_string() */
+    const gchar *groups;  /* comma-separated */
+    const gchar *want;    /* decision_to_string() */
+    const gchar *gateway; /* the context's importing gateway */
 } DecideCase;
 
 /* "assign vm=\"cad-01\" required @m.rules:2", "deny @m.rules:1", "none". */
@@ -174,54 +181,136 @@ static const DecideCase decide_cases[] = {
     {"empty-policy-host", "", HOST, HASP, .want = "none"},
     /* share origin: share and deny rules; no match means deny */
     {"share-user", "share id 096e:* user \"alice\" to vm \"ws-alice\"", SHARE, SMARTCARD,
-     "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:1"},
+     "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:1", NULL},
     {"share-other-user", "share id 096e:* user \"alice\" to vm \"ws-alice\"", SHARE, SMARTCARD,
-     "ws-alice", NULL, "bob", NULL, "deny"},
+     "ws-alice", NULL, "bob", NULL, "deny", NULL},
     {"share-no-context", "share id 096e:* user \"alice\" to vm \"ws-alice\"", SHARE, SMARTCARD,
      .want = "deny"},
     {"share-other-vm", "share id 096e:* user \"alice\" to vm \"ws-alice\"", SHARE, SMARTCARD,
-     "ws-bob", NULL, "alice", NULL, "deny"},
+     "ws-bob", NULL, "alice", NULL, "deny", NULL},
     {"share-device-mismatch", "share id 096e:* user \"alice\" to vm \"ws-alice\"", SHARE, HASP,
-     "ws-alice", NULL, "alice", NULL, "deny"},
+     "ws-alice", NULL, "alice", NULL, "deny", NULL},
     {"share-group-in-list", "share with-interface 0b:*:* group \"engineering\" to vm \"ws-*\"",
      SHARE, SMARTCARD, "ws-carol", NULL, "carol", "users,engineering,cad",
-     "share vm=\"ws-*\" @m.rules:1"},
+     "share vm=\"ws-*\" @m.rules:1", NULL},
     {"share-group-not-in-list", "share group \"engineering\" to vm \"ws-*\"", SHARE, SMARTCARD,
-     "ws-carol", NULL, "carol", "users,cad", "deny"},
+     "ws-carol", NULL, "carol", "users,cad", "deny", NULL},
     {"share-group-no-groups", "share group \"engineering\" to vm \"ws-*\"", SHARE, SMARTCARD,
-     "ws-carol", NULL, "carol", NULL, "deny"},
+     "ws-carol", NULL, "carol", NULL, "deny", NULL},
     {"share-group-is-not-user", "share group \"alice\" to vm \"ws-*\"", SHARE, SMARTCARD,
-     "ws-alice", NULL, "alice", NULL, "deny"},
+     "ws-alice", NULL, "alice", NULL, "deny", NULL},
     {"share-user-and-group-both-needed", "share user \"bob\" group \"cad\" to vm \"ws-bob\"", SHARE,
-     CODEMETER, "ws-bob", NULL, "bob", "users", "deny"},
+     CODEMETER, "ws-bob", NULL, "bob", "users", "deny", NULL},
     {"share-user-and-group-hold", "share user \"bob\" group \"cad\" to vm \"ws-bob\" required",
      SHARE, CODEMETER, "ws-bob", NULL, "bob", "users,cad",
-     "share vm=\"ws-bob\" required @m.rules:1"},
+     "share vm=\"ws-bob\" required @m.rules:1", NULL},
     {"share-vm-uuid-any-case", "share user \"bob\" to vm-uuid \"" UUID "\"", SHARE, CODEMETER, NULL,
-     UUID_UPPER, "bob", NULL, "share vm-uuid=\"" UUID "\" @m.rules:1"},
+     UUID_UPPER, "bob", NULL, "share vm-uuid=\"" UUID "\" @m.rules:1", NULL},
     {"share-vm-uuid-needs-uuid", "share user \"bob\" to vm-uuid \"" UUID "\"", SHARE, CODEMETER,
-     "ws-bob", NULL, "bob", NULL, "deny"},
+     "ws-bob", NULL, "bob", NULL, "deny", NULL},
     {"share-vm-uuid-other", "share user \"bob\" to vm-uuid \"" UUID "\"", SHARE, CODEMETER, NULL,
-     UUID_OTHER, "bob", NULL, "deny"},
+     UUID_OTHER, "bob", NULL, "deny", NULL},
     {"share-deny-first", "deny with-interface 08:*:*\nshare user \"alice\" to vm \"ws-alice\"",
-     SHARE, STICK, "ws-alice", NULL, "alice", NULL, "deny @m.rules:1"},
+     SHARE, STICK, "ws-alice", NULL, "alice", NULL, "deny @m.rules:1", NULL},
     /* a lent device's serial is unknown (only its client could claim one):
      * serial "" must not take it for "has none", nor name/via-port/hash
      * match what a caller filled in */
     {"share-deny-serial-empty-skips-lent-device",
      "deny serial \"\"\nshare id 0529:0001 user \"alice\" to vm \"ws-alice\"", SHARE, HASP,
-     "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2"},
+     "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2", NULL},
     {"share-deny-name-skips-lent-device",
      "deny name \"HASP*\"\nshare id 0529:0001 user \"alice\" to vm \"ws-alice\"", SHARE, HASP,
-     "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2"},
+     "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2", NULL},
     {"host-deny-serial-empty-still-holds", "deny serial \"\"", HOST, HASP,
      .want = "deny @m.rules:1"},
     {"share-skips-assign-rules", "assign id *:* to vm \"ws-alice\"", SHARE, SMARTCARD, "ws-alice",
-     NULL, "alice", NULL, "deny"},
+     NULL, "alice", NULL, "deny", NULL},
     {"share-skips-rule-for-other-vm",
      "share user \"alice\" to vm \"ws-bob\"\nshare user \"alice\" to vm \"ws-alice\" optional",
-     SHARE, SMARTCARD, "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2"},
-    {"empty-policy-share", "", SHARE, SMARTCARD, "ws-alice", NULL, "alice", NULL, "deny"},
+     SHARE, SMARTCARD, "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2", NULL},
+    {"empty-policy-share", "", SHARE, SMARTCARD, "ws-alice", NULL, "alice", NULL, "deny", NULL},
+    /* export: without an importing gateway, the device matchers alone
+     * decide ("is it exported to anyone?") */
+    {"export-no-context", EXPORT_HV, HOST, HASP, .want = "export gateway=\"hv-*\" @m.rules:1"},
+    {"export-other-device", EXPORT_HV, HOST, CODEMETER, .want = "none"},
+    {"export-context-without-gateway", EXPORT_HV, HOST, HASP, "cad-01", NULL, NULL, NULL,
+     "export gateway=\"hv-*\" @m.rules:1", NULL},
+    {"export-gateway-matches", EXPORT_HV, HOST, HASP, .want = "export gateway=\"hv-*\" @m.rules:1",
+     .gateway = "hv-01"},
+    {"export-gateway-does-not-match", EXPORT_HV, HOST, HASP, .want = "none", .gateway = "dongles2"},
+    {"export-glob-is-anchored", EXPORT_HV, HOST, HASP, .want = "none", .gateway = "old-hv-01"},
+    {"export-literal-gateway", "export id 0529:* to gateway hv-01", HOST, HASP,
+     .want = "export gateway=\"hv-01\" @m.rules:1", .gateway = "hv-01"},
+    {"export-literal-is-not-prefix", "export id 0529:* to gateway hv-01", HOST, HASP,
+     .want = "none", .gateway = "hv-010"},
+    {"export-question-mark", "export to gateway \"hv-0?\"", HOST, HASP,
+     .want = "export gateway=\"hv-0?\" @m.rules:1", .gateway = "hv-07"},
+    {"export-question-mark-one-char", "export to gateway \"hv-0?\"", HOST, HASP, .want = "none",
+     .gateway = "hv-007"},
+    {"export-gateway-case-sensitive", EXPORT_HV, HOST, HASP, .want = "none", .gateway = "HV-01"},
+    /* an export rule the asking gateway does not match lets later rules
+     * decide */
+    {"export-other-gateway-falls-through", EXPORT_HV "\nassign id 0529:0001 to vm \"cad-01\"", HOST,
+     HASP, .want = "assign vm=\"cad-01\" @m.rules:2", .gateway = "ws-01"},
+    {"export-second-rule-for-other-gateways",
+     EXPORT_HV "\nexport id 0529:0001 to gateway \"lab-*\"", HOST, HASP,
+     .want = "export gateway=\"lab-*\" @m.rules:2", .gateway = "lab-3"},
+    /* export rules never decide for imported devices */
+    {"export-skips-imported-device", EXPORT_HV, HOST, HASP_DONGLES1, .want = "none"},
+    {"export-skips-imported-device-for-gateway", EXPORT_HV, HOST, HASP_DONGLES1, .want = "none",
+     .gateway = "hv-01"},
+    {"export-everything-skips-imported-device", "export to gateway \"*\"", HOST, HASP_DONGLES1,
+     .want = "none", .gateway = "hv-01"},
+    /* first match wins across assign, deny and export */
+    {"assign-before-export", "assign id 0529:0001 to vm \"cad-01\"\n" EXPORT_HV, HOST, HASP,
+     .want = "assign vm=\"cad-01\" @m.rules:1", .gateway = "hv-01"},
+    {"assign-before-export-no-context", "assign id 0529:0001 to vm \"cad-01\"\n" EXPORT_HV, HOST,
+     HASP, .want = "assign vm=\"cad-01\" @m.rules:1"},
+    {"assign-other-port-before-export",
+     "assign id 0529:0001 via-port 1-2 to vm \"cad-01\"\n" EXPORT_HV, HOST, HASP,
+     .want = "export gateway=\"hv-*\" @m.rules:2", .gateway = "hv-01"},
+    {"deny-before-export", "deny id 0529:*\n" EXPORT_HV, HOST, HASP, .want = "deny @m.rules:1",
+     .gateway = "hv-01"},
+    {"export-before-deny", EXPORT_HV "\ndeny id 0529:*", HOST, HASP,
+     .want = "export gateway=\"hv-*\" @m.rules:1", .gateway = "hv-01"},
+    {"export-before-assign", EXPORT_HV "\nassign id 0529:0001 to vm \"cad-01\"", HOST, HASP,
+     .want = "export gateway=\"hv-*\" @m.rules:1"},
+    {"export-before-assign-imported-device", EXPORT_HV "\nassign id 0529:0001 to vm \"cad-01\"",
+     HOST, HASP_DONGLES1, .want = "assign vm=\"cad-01\" @m.rules:2"},
+    {"export-optional-is-not-required", "export id 0529:* to gateway \"hv-*\" optional", HOST, HASP,
+     .want = "export gateway=\"hv-*\" @m.rules:1"},
+    /* share origin: export rules never decide for a lent device */
+    {"share-skips-export-rules",
+     "export id *:* to gateway \"*\"\nshare user \"alice\" to vm \"ws-alice\"", SHARE, SMARTCARD,
+     "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2", "hv-01"},
+    {"share-export-only-denies", "export id *:* to gateway \"*\"", SHARE, SMARTCARD, "ws-alice",
+     NULL, "alice", NULL, "deny", NULL},
+    /* on gateway: devices imported from a gateway the glob names */
+    {"on-gateway-literal", "assign on gateway \"dongles1\" to vm \"cad-01\"", HOST, HASP_DONGLES1,
+     .want = "assign vm=\"cad-01\" @m.rules:1"},
+    {"on-gateway-other-gateway", "assign on gateway \"dongles1\" to vm \"cad-01\"", HOST,
+     HASP_DONGLES2, .want = "none"},
+    {"on-gateway-glob", "assign on gateway \"dongles*\" to vm \"cad-01\"", HOST, HASP_DONGLES2,
+     .want = "assign vm=\"cad-01\" @m.rules:1"},
+    {"on-gateway-skips-local-device", "assign on gateway \"*\" to vm \"cad-01\"", HOST, HASP,
+     .want = "none"},
+    {"on-gateway-and-other-matchers",
+     "assign id 0529:0001 via-port 1-2 on gateway dongles1 to vm \"a\"\n"
+     "assign id 0529:0001 on gateway dongles1 to vm \"b\"",
+     HOST, HASP_DONGLES1, .want = "assign vm=\"b\" @m.rules:2"},
+    {"on-gateway-ignores-context-gateway", "assign on gateway \"dongles1\" to vm \"cad-01\"", HOST,
+     HASP_DONGLES1, .want = "assign vm=\"cad-01\" @m.rules:1", .gateway = "hv-01"},
+    /* a rule without on gateway matches devices wherever they are */
+    {"no-on-gateway-matches-imported", "assign id 0529:0001 to vm \"cad-01\"", HOST, HASP_DONGLES1,
+     .want = "assign vm=\"cad-01\" @m.rules:1"},
+    {"no-on-gateway-matches-local", "assign id 0529:0001 to vm \"cad-01\"", HOST, HASP,
+     .want = "assign vm=\"cad-01\" @m.rules:1"},
+    {"deny-on-gateway", "deny on gateway \"untrusted-*\"\nassign id *:* to vm \"all\"", HOST,
+     HASP " gateway=untrusted-1", .want = "deny @m.rules:1"},
+    {"deny-on-gateway-skips-local", "deny on gateway \"untrusted-*\"\nassign id *:* to vm \"all\"",
+     HOST, HASP, .want = "assign vm=\"all\" @m.rules:2"},
+    {"deny-on-gateway-skips-lent", "deny on gateway \"*\"\nshare user \"alice\" to vm \"ws-alice\"",
+     SHARE, SMARTCARD, "ws-alice", NULL, "alice", NULL, "share vm=\"ws-alice\" @m.rules:2", NULL},
 };
 
 static void
@@ -236,8 +325,10 @@ test_decide_case(gconstpointer data)
     PolicyContext ctx = {.vm_name = c->vm,
                          .vm_uuid = c->uuid,
                          .user = c->user,
-                         .groups = (const gchar *const *)groups};
-    gboolean no_ctx = c->vm == NULL && c->uuid == NULL && c->user == NULL && c->groups == NULL;
+                         .groups = (const gchar *const *)groups,
+                         .gateway = c->gateway};
+    gboolean no_ctx = c->vm == NULL && c->uuid == NULL && c->user == NULL && c->groups == NULL &&
+                      c->gateway == NULL;
     PolicyDecision decision;
     g_autofree gchar *got = NULL;
 
@@ -289,6 +380,7 @@ static const ForVmCase for_vm_cases[] = {
     {"pool-needs-name", POOL_POLICY, NULL, UUID, FALSE},
     {"deny-is-for-nobody", "deny id *:*", "cad-01", UUID, FALSE},
     {"none-is-for-nobody", "assign id dead:beef to vm \"*\"", "cad-01", NULL, FALSE},
+    {"export-is-for-nobody", "export id *:* to gateway \"*\"", "cad-01", UUID, FALSE},
 };
 
 static void
@@ -332,6 +424,52 @@ test_for_vm_foreign_decision(void)
     g_assert_false(policy_decision_is_for_vm(policy, &decision, "cad-01", NULL));
 }
 
+/* ---- policy_exports_to() ---------------------------------------------------- */
+
+typedef struct {
+    const gchar *name;
+    const gchar *device;
+    const gchar *gateway; /* the importing gateway, nullable */
+    gboolean want;
+    const gchar *want_decision; /* decision_to_string() */
+} ExportsCase;
+
+#define EXPORTS_POLICY                                                                             \
+    "deny id 0529:0002\n"                                                                          \
+    "assign id 0529:0001 via-port 1-9 to vm \"build-01\"\n"                                        \
+    "export id 0529:* to gateway \"hv-*\"\n"                                                       \
+    "assign id 0529:* to vm \"cad-01\"\n"
+
+static const ExportsCase exports_cases[] = {
+    {"to-matching-gateway", HASP, "hv-01", TRUE, "export gateway=\"hv-*\" @x.rules:3"},
+    {"to-anyone", HASP, NULL, TRUE, "export gateway=\"hv-*\" @x.rules:3"},
+    {"not-to-other-gateway", HASP, "ws-01", FALSE, "assign vm=\"cad-01\" @x.rules:4"},
+    {"assigned-first", "0529:0001 port=1-9", "hv-01", FALSE, "assign vm=\"build-01\" @x.rules:2"},
+    {"denied-first", "0529:0002 port=1-2", "hv-01", FALSE, "deny @x.rules:1"},
+    {"imported-device", HASP_DONGLES1, "hv-01", FALSE, "assign vm=\"cad-01\" @x.rules:4"},
+    {"no-rule", CODEMETER, "hv-01", FALSE, "none"},
+};
+
+static void
+test_exports_case(gconstpointer data)
+{
+    const ExportsCase *c = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(Policy) policy =
+        policy_load_data(EXPORTS_POLICY, strlen(EXPORTS_POLICY), "x.rules", NULL, &error);
+    g_autoptr(PolicyDevice) device = policy_test_device_new(c->device);
+    PolicyDecision decision;
+    g_autofree gchar *got = NULL;
+
+    g_assert_no_error(error);
+    memset(&decision, 0xa5, sizeof(decision));
+    g_assert_cmpint(policy_exports_to(policy, device, c->gateway, &decision), ==, c->want);
+    got = decision_to_string(&decision);
+    g_assert_cmpstr(got, ==, c->want_decision);
+    /* the decision is optional */
+    g_assert_cmpint(policy_exports_to(policy, device, c->gateway, NULL), ==, c->want);
+}
+
 typedef struct {
     const gchar *name;
     gint value;
@@ -339,17 +477,15 @@ typedef struct {
 } NameCase;
 
 static const NameCase verdict_names[] = {
-    {"none", POLICY_VERDICT_NONE, "none"},    {"assign", POLICY_VERDICT_ASSIGN, "assign"},
-    {"share", POLICY_VERDICT_SHARE, "share"}, {"deny", POLICY_VERDICT_DENY, "deny"},
-    {"out-of-range", 42, "unknown"},
+    {"none", POLICY_VERDICT_NONE, "none"},       {"assign", POLICY_VERDICT_ASSIGN, "assign"},
+    {"share", POLICY_VERDICT_SHARE, "share"},    {"deny", POLICY_VERDICT_DENY, "deny"},
+    {"export", POLICY_VERDICT_EXPORT, "export"}, {"out-of-range", 42, "unknown"},
 };
 
 static const NameCase target_names[] = {
-    {"none", POLICY_TARGET_NONE, "none"},
-    {"vm", POLICY_TARGET_VM, "vm"},
-    {"vm-uuid", POLICY_TARGET_VM_UUID, "vm-uuid"},
-    {"pool", POLICY_TARGET_POOL, "pool"},
-    {"out-of-range", 42, "unknown"},
+    {"none", POLICY_TARGET_NONE, "none"},          {"vm", POLICY_TARGET_VM, "vm"},
+    {"vm-uuid", POLICY_TARGET_VM_UUID, "vm-uuid"}, {"pool", POLICY_TARGET_POOL, "pool"},
+    {"gateway", POLICY_TARGET_GATEWAY, "gateway"}, {"out-of-range", 42, "unknown"},
 };
 
 static void
@@ -375,6 +511,9 @@ static const DescribeCase describe_cases[] = {
     {"empty-serial-left-out", HASP_EMPTY_SERIAL, "0529:0001 port 1-1"},
     {"serial-and-port", CODEMETER, "064f:2af9 serial \"3-1234567\" port 1-3.2"},
     {"serial-escaped", "0001:0002 serial='a\"b'", "0001:0002 serial \"a\\\"b\""},
+    {"gateway", HASP_DONGLES1, "0529:0001 port 1-1 on gateway \"dongles1\""},
+    {"gateway-without-port", "1234:0001 gateway=hv-01.example",
+     "1234:0001 on gateway \"hv-01.example\""},
 };
 
 static void
@@ -388,6 +527,8 @@ test_describe_case(gconstpointer data)
 
     g_assert_cmpstr(got, ==, c->want);
     g_assert_cmpstr(got_copy, ==, c->want);
+    g_assert_cmpstr(copy->gateway, ==, device->gateway);
+    g_assert_true(copy->gateway == NULL || copy->gateway != device->gateway);
     g_assert_cmpuint(copy->interfaces->len, ==, device->interfaces->len);
     g_assert_true(copy->interfaces != device->interfaces);
 }
@@ -467,6 +608,11 @@ main(int argc, char **argv)
         g_autofree gchar *path =
             g_strdup_printf("/policy/match/describe/%s", describe_cases[i].name);
         g_test_add_data_func(path, &describe_cases[i], test_describe_case);
+    }
+    for (guint i = 0; i < G_N_ELEMENTS(exports_cases); i++) {
+        g_autofree gchar *path =
+            g_strdup_printf("/policy/match/exports-to/%s", exports_cases[i].name);
+        g_test_add_data_func(path, &exports_cases[i], test_exports_case);
     }
     g_test_add_func("/policy/match/for-vm/share", test_for_vm_share);
     g_test_add_func("/policy/match/for-vm/foreign-decision", test_for_vm_foreign_decision);

@@ -11,6 +11,9 @@
 
 #define UUID       "8c1f0a2e-5d2b-4c1e-9a57-3f6b1e2d4c5a"
 #define UUID_UPPER "8C1F0A2E-5D2B-4C1E-9A57-3F6B1E2D4C5A"
+/* a gateway name of the longest length allowed, and one byte more */
+#define G64 "g123456789012345678901234567890123456789012345678901234567890123"
+#define G65 G64 "4"
 
 /* ---- good rules: what they parse to --------------------------------------- */
 
@@ -109,6 +112,38 @@ static const GoodCase good_cases[] = {
      .want = "L1 deny id=0781:*\nL2 assign id=0529:0001 -> vm=\"x\" required"},
     {.name = "tabs", .input = "\tdeny\tid\t0781:*\t", .want = "L1 deny id=0781:*"},
     {.name = "no-final-newline-and-trailing-newlines", .input = "deny\n\n\n", .want = "L1 deny"},
+    /* export rules and the on gateway matcher */
+    {.name = "export-dongle-server",
+     .input = "export id 0529:* to gateway \"hv-*\"",
+     .want = "L1 export id=0529:* -> gateway~\"hv-*\""},
+    {.name = "export-host-matchers-and-optional",
+     .input = "export id 0529:0001 serial \"A1\" via-port 1-1 to gateway hv-01.example optional",
+     .want = "L1 export id=0529:0001 serial=\"A1\" via-port=\"1-1\" -> "
+             "gateway=\"hv-01.example\""},
+    {.name = "export-everything",
+     .input = "export to gateway \"*\"",
+     .want = "L1 export -> gateway~\"*\""},
+    {.name = "export-longest-gateway-glob",
+     .input = "export to gateway \"" G64 "\"",
+     .want = "L1 export -> gateway=\"" G64 "\""},
+    {.name = "on-gateway-hypervisor",
+     .input = "pool \"cad\" vms \"cad-*\"\nassign id 0529:0001 on gateway \"dongles1\" to pool "
+              "\"cad\"",
+     .want = "L2 assign id=0529:0001 on-gateway=\"dongles1\" -> pool=\"cad\"\n"
+             "pool cad vms~\"cad-*\" L1"},
+    {.name = "on-gateway-pool-of-several-gateways",
+     .input = "assign id 0529:0001 on gateway dongles1 to pool \"cad\"\n"
+              "assign on gateway \"dongles?\" id 0529:0001 to pool \"cad\"\n"
+              "pool \"cad\" vms \"cad-*\"",
+     .want = "L1 assign id=0529:0001 on-gateway=\"dongles1\" -> pool=\"cad\"\n"
+             "L2 assign id=0529:0001 on-gateway~\"dongles?\" -> pool=\"cad\"\n"
+             "pool cad vms~\"cad-*\" L3"},
+    {.name = "on-gateway-deny-glob",
+     .input = "deny on gateway lab-?.example",
+     .want = "L1 deny on-gateway~\"lab-?.example\""},
+    {.name = "export-and-assign-keywords-as-names",
+     .input = "assign on gateway \"export\" to vm \"gateway\"",
+     .want = "L1 assign on-gateway=\"export\" -> vm=\"gateway\""},
     {.name = "empty", .input = "", .want = ""},
     {.name = "only-comments", .input = "# nothing\n#\n", .want = ""},
 };
@@ -159,7 +194,7 @@ typedef struct {
 static const BadCase bad_cases[] = {
     /* rule keyword */
     BAD("unknown-action", "allow id 0529:0001 to vm \"x\"", 1, 1,
-        "expected a rule: assign, deny, share or pool, got 'allow'"),
+        "expected a rule: assign, deny, share, export or pool, got 'allow'"),
     BAD("string-as-action", "\"assign\" to vm \"x\"", 1, 1, "got string \"assign\""),
     BAD("brace-as-action", "  {", 1, 3, "got '{'"),
     BAD("keyword-is-case-sensitive", "Assign to vm \"x\"", 1, 1, "got 'Assign'"),
@@ -207,8 +242,8 @@ static const BadCase bad_cases[] = {
     BAD("name-missing", "deny name", 1, 10, "expected a quoted string, got end of line"),
     BAD("via-port-brace", "deny via-port {", 1, 15, "expected a port path like \"1-1.4\", got '{'"),
     BAD("unknown-matcher", "assign vendor 0529 to vm \"x\"", 1, 8,
-        "expected a matcher (id, serial, name, via-port, with-interface, class, hash) or 'to', "
-        "got 'vendor'"),
+        "expected a matcher (id, serial, name, via-port, with-interface, class, hash, on gateway) "
+        "or 'to', got 'vendor'"),
     /* user and group */
     BAD("user-in-deny", "deny user \"alice\"", 1, 6,
         "'user' belongs to share rules (a workstation user lends a device); deny rules match "
@@ -252,8 +287,8 @@ static const BadCase bad_cases[] = {
     BAD("flag-twice", "assign to vm \"x\" required optional", 1, 27,
         "only one of 'required' and 'optional' may be given"),
     BAD("deny-with-target", "deny id 0529:0001 to vm \"x\"", 1, 19,
-        "expected a matcher (id, serial, name, via-port, with-interface, class, hash) or end of "
-        "line, got 'to'"),
+        "expected a matcher (id, serial, name, via-port, with-interface, class, hash, on gateway) "
+        "or end of line, got 'to'"),
     BAD("deny-with-flag", "deny required", 1, 6, "got 'required'"),
     /* pools */
     BAD("pool-without-name", "pool", 1, 5, "expected a quoted pool name, got end of line"),
@@ -276,6 +311,59 @@ static const BadCase bad_cases[] = {
           16, "pool \"a\" is not defined", 2),
     BAD_N("syntax-error-before-pool-undefined", "assign id x to vm \"y\"\nassign to pool \"a\"", 1,
           11, "got 'x'", 2),
+    /* export rules: this host's devices, to gateways */
+    BAD("export-required", "export id 0529:* to gateway \"hv-*\" required", 1, 36,
+        "'required' cannot apply to export rules: it keeps a VM from starting without the "
+        "device, and an export rule gives no VM a device"),
+    BAD("export-to-vm", "export id 0529:* to vm \"cad-01\"", 1, 21,
+        "expected a target: gateway \"GLOB\" (an export rule offers this host's devices to other "
+        "gateways, not to VMs or pools), got 'vm'"),
+    BAD("export-to-pool", "pool \"p\" vms \"*\"\nexport to pool \"p\"", 2, 11,
+        "expected a target: gateway \"GLOB\""),
+    BAD("export-target-missing", "export to", 1, 10,
+        "expected a target: gateway \"GLOB\" (an export rule offers this host's devices to other "
+        "gateways, not to VMs or pools), got end of line"),
+    BAD("export-glob-missing", "export to gateway", 1, 18,
+        "expected a quoted gateway name glob, got end of line"),
+    BAD("export-glob-empty", "export to gateway \"\"", 1, 19,
+        "\"\" is not a gateway name glob (letters, digits, '.', '_', '-' and the wildcards '*' "
+        "and '?', at most 64 bytes)"),
+    BAD("export-glob-slash", "export to gateway \"hv/1\"", 1, 19,
+        "\"hv/1\" is not a gateway name glob"),
+    BAD("export-glob-too-long", "export to gateway \"" G65 "\"", 1, 19,
+        "is not a gateway name glob"),
+    BAD("export-two-targets", "export to gateway \"a\" to gateway \"b\"", 1, 23,
+        "a rule has one target (write one rule per target)"),
+    BAD("export-on-gateway", "export id 0529:* on gateway \"dongles1\" to gateway \"hv-*\"", 1, 18,
+        "'on gateway' cannot apply to export rules: they offer this host's own devices, and a "
+        "device imported from another gateway is not exported again"),
+    BAD("export-user", "export user \"alice\" to gateway \"hv-*\"", 1, 8,
+        "'user' belongs to share rules (a workstation user lends a device); export rules match "
+        "devices only"),
+    BAD("export-without-to", "export id 0529:*", 1, 17,
+        "expected a matcher (id, serial, name, via-port, with-interface, class, hash) or 'to', "
+        "got end of line"),
+    BAD("assign-to-gateway", "assign id 0529:0001 to gateway \"hv-1\"", 1, 24,
+        "'to gateway' belongs to export rules: assign rules give a device to a VM on this host "
+        "(to offer it to other gateways: export MATCHERS to gateway \"GLOB\")"),
+    BAD("share-to-gateway", "share user \"a\" to gateway \"hv-1\"", 1, 19,
+        "'to gateway' belongs to export rules: share rules give a device to a VM"),
+    BAD("assign-two-targets", "assign to vm \"a\" to vm \"b\"", 1, 18, "a rule has one target"),
+    /* on gateway */
+    BAD("share-on-gateway", "share on gateway \"dongles1\" user \"a\" to vm \"x\"", 1, 7,
+        "'on gateway' cannot apply to share rules: a lent device comes from a workstation "
+        "user's client, not from a gateway"),
+    BAD("on-without-gateway", "deny on \"dongles1\"", 1, 9,
+        "expected 'gateway' after 'on' (on gateway \"GLOB\"), got string \"dongles1\""),
+    BAD("on-at-end-of-line", "deny on", 1, 8, "expected 'gateway' after 'on'"),
+    BAD("on-gateway-missing", "deny on gateway", 1, 16,
+        "expected a quoted gateway name glob, got end of line"),
+    BAD("on-gateway-empty", "deny on gateway \"\"", 1, 17, "\"\" is not a gateway name glob"),
+    BAD("on-gateway-space", "assign on gateway \"dongle 1\" to vm \"x\"", 1, 19,
+        "\"dongle 1\" is not a gateway name glob"),
+    BAD("on-gateway-too-long", "deny on gateway \"" G65 "\"", 1, 17, "is not a gateway name glob"),
+    BAD("on-gateway-twice", "deny on gateway a on gateway b", 1, 19,
+        "'on gateway' given twice in one rule"),
     /* lexer errors surface with their columns */
     BAD("lexer-unknown-escape", "assign name \"a\\q\" to vm \"x\"", 1, 15, "unknown escape '\\q'"),
     BAD("lexer-unterminated", "assign to vm \"x", 1, 14, "unterminated string"),
@@ -404,9 +492,10 @@ test_error_counts_more_errors(void)
 
     g_assert_null(policy);
     g_assert_error(error, POLICY_ERROR, POLICY_ERROR_PARSE);
-    g_assert_cmpstr(error->message, ==,
-                    "c.rules:1:1: expected a rule: assign, deny, share or pool, got 'bogus' "
-                    "(and 2 more errors)");
+    g_assert_cmpstr(
+        error->message, ==,
+        "c.rules:1:1: expected a rule: assign, deny, share, export or pool, got 'bogus' "
+        "(and 2 more errors)");
 }
 
 static void
@@ -418,8 +507,9 @@ test_default_filename(void)
     g_autoptr(Policy) good = policy_load_data("deny", 4, NULL, NULL, NULL);
 
     g_assert_null(bad);
-    g_assert_cmpstr(error->message, ==,
-                    "<policy>:1:1: expected a rule: assign, deny, share or pool, got 'bogus'");
+    g_assert_cmpstr(
+        error->message, ==,
+        "<policy>:1:1: expected a rule: assign, deny, share, export or pool, got 'bogus'");
     g_assert_cmpstr(((PolicyDiagnostic *)g_ptr_array_index(diagnostics, 0))->file, ==, "<policy>");
     g_assert_cmpstr(policy_get_filename(good), ==, "<policy>");
 }

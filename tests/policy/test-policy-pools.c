@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "policy-private.h"
+#include "policy-test-device.h"
 
 #define POOLS_POLICY                                                                               \
     "pool \"hasp-cad\" vms \"cad-0?\"\n"                                                           \
@@ -318,6 +319,67 @@ test_acquire_key(void)
     g_assert_error(error, POLICY_ERROR, POLICY_ERROR_NOT_FOUND);
 }
 
+/* A hypervisor's pool fed by two dongle servers: each gateway's keys are
+ * assigned to the pool by its own rule, keyed by gateway and port (the
+ * ports of two gateways can be the same), and leased one per VM across
+ * gateways. */
+#define GATEWAYS_POLICY                                                                            \
+    "pool \"cad\" vms \"cad-*\"\n"                                                                 \
+    "assign id 0529:0001 on gateway \"dongles1\" to pool \"cad\"\n"                                \
+    "assign id 0529:0001 on gateway \"dongles2\" to pool \"cad\"\n"
+
+static void
+test_pool_across_gateways(void)
+{
+    static const struct {
+        const gchar *device;
+        const gchar *key; /* NULL: the policy keeps it out of the pool */
+    } devices[] = {
+        {"0529:0001 port=1-2 gateway=dongles2", "dongles2/1-2"},
+        {"0529:0001 port=1-1 gateway=dongles1", "dongles1/1-1"},
+        {"0529:0001 port=1-1 gateway=dongles2", "dongles2/1-1"},
+        {"0529:0001 port=1-1 gateway=dongles3", NULL},
+        {"0529:0001 port=1-1", NULL},
+    };
+    g_autoptr(GError) error = NULL;
+    g_autoptr(Policy) policy =
+        policy_load_data(GATEWAYS_POLICY, strlen(GATEWAYS_POLICY), "g.rules", NULL, &error);
+    g_autoptr(PolicyPools) pools = NULL;
+
+    g_assert_no_error(error);
+    pools = policy_pools_new(policy);
+    for (guint i = 0; i < G_N_ELEMENTS(devices); i++) {
+        g_autoptr(PolicyDevice) device = policy_test_device_new(devices[i].device);
+        PolicyDecision decision;
+
+        policy_decide(policy, POLICY_ORIGIN_HOST, device, NULL, &decision);
+        if (devices[i].key == NULL) {
+            g_assert_cmpint(decision.verdict, ==, POLICY_VERDICT_NONE);
+            continue;
+        }
+        g_assert_cmpint(decision.verdict, ==, POLICY_VERDICT_ASSIGN);
+        g_assert_cmpint(decision.target_kind, ==, POLICY_TARGET_POOL);
+        g_assert_cmpstr(decision.target, ==, "cad");
+        g_assert_cmpuint(decision.line, ==, g_str_has_prefix(devices[i].key, "dongles1") ? 2 : 3);
+        g_assert_true(policy_pools_add_device(pools, decision.target, devices[i].key, &error));
+        g_assert_no_error(error);
+    }
+    /* first free key in key order, whichever gateway it is on */
+    g_assert_cmpstr(policy_pools_acquire(pools, "cad", "cad-01", NULL), ==, "dongles1/1-1");
+    g_assert_cmpstr(policy_pools_acquire(pools, "cad", "cad-02", NULL), ==, "dongles2/1-1");
+    g_assert_cmpstr(policy_pools_acquire(pools, "cad", "cad-03", NULL), ==, "dongles2/1-2");
+    g_assert_null(policy_pools_acquire(pools, "cad", "cad-04", &error));
+    g_assert_error(error, POLICY_ERROR, POLICY_ERROR_EXHAUSTED);
+    g_clear_error(&error);
+    /* dongles1 goes away: its key's lease ends, and cad-04 gets nothing
+     * until a key comes back */
+    policy_pools_remove_device(pools, "dongles1/1-1");
+    g_assert_null(policy_pools_acquire(pools, "cad", "cad-04", NULL));
+    g_assert_true(policy_pools_add_device(pools, "cad", "dongles1/1-1", NULL));
+    g_assert_cmpstr(policy_pools_acquire(pools, "cad", "cad-04", NULL), ==, "dongles1/1-1");
+    g_assert_cmpstr(policy_pools_lookup_holder(pools, "dongles2/1-1"), ==, "cad-02");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -329,5 +391,6 @@ main(int argc, char **argv)
     g_test_add_func("/policy/pools/insertion-order", test_insertion_order);
     g_test_add_func("/policy/pools/own-policy", test_pools_own_policy);
     g_test_add_func("/policy/pools/acquire-key", test_acquire_key);
+    g_test_add_func("/policy/pools/across-gateways", test_pool_across_gateways);
     return g_test_run();
 }
