@@ -6,7 +6,7 @@
 #include "gw-device-json.h"
 #include "gw-json.h"
 
-G_DEFINE_QUARK(gw-link-wire-error-quark, gw_link_wire_error)
+G_DEFINE_QUARK(gw - link - wire - error - quark, gw_link_wire_error)
 
 /* What a frame type allows. */
 typedef struct {
@@ -90,8 +90,8 @@ gw_link_decoder_check_header(GwLinkDecoder *decoder, GError **error)
 
     rule = gw_link_frame_rule(f->type);
     if (rule == NULL) {
-        g_set_error(error, GW_LINK_WIRE_ERROR, GW_LINK_WIRE_ERROR_PROTOCOL,
-                    "unknown frame type %u", f->type);
+        g_set_error(error, GW_LINK_WIRE_ERROR, GW_LINK_WIRE_ERROR_PROTOCOL, "unknown frame type %u",
+                    f->type);
         return FALSE;
     }
     if ((f->flags & ~GW_LINK_WIRE_FLAG_OPENER) != 0) {
@@ -106,8 +106,7 @@ gw_link_decoder_check_header(GwLinkDecoder *decoder, GError **error)
     }
     if (!rule->stream && f->stream != 0) {
         g_set_error(error, GW_LINK_WIRE_ERROR, GW_LINK_WIRE_ERROR_PROTOCOL,
-                    "%s: stream %u (a link-level message goes on stream 0)", rule->name,
-                    f->stream);
+                    "%s: stream %u (a link-level message goes on stream 0)", rule->name, f->stream);
         return FALSE;
     }
     if (rule->opener >= 0 && ((f->flags & GW_LINK_WIRE_FLAG_OPENER) != 0) != (rule->opener == 1)) {
@@ -222,8 +221,7 @@ gw_link_wire_parse_object(const GwLinkFrame *frame, JsonParser *parser, GError *
     g_autoptr(GError) local = NULL;
     JsonNode *root;
 
-    if (!json_parser_load_from_data(parser, (const gchar *)frame->payload, frame->length,
-                                    &local)) {
+    if (!json_parser_load_from_data(parser, (const gchar *)frame->payload, frame->length, &local)) {
         g_set_error(error, GW_LINK_WIRE_ERROR, GW_LINK_WIRE_ERROR_PROTOCOL, "%s: bad JSON: %s",
                     name, local->message);
         return NULL;
@@ -245,8 +243,8 @@ gw_link_wire_member_string(const GwLinkFrame *frame, JsonObject *obj, const gcha
     const gchar *value = gw_json_get_string(obj, member);
     if (value == NULL)
         g_set_error(error, GW_LINK_WIRE_ERROR, GW_LINK_WIRE_ERROR_PROTOCOL,
-                    "%s: member \"%s\" missing or not a string", gw_link_frame_type_name(frame->type),
-                    member);
+                    "%s: member \"%s\" missing or not a string",
+                    gw_link_frame_type_name(frame->type), member);
     return value;
 }
 
@@ -411,10 +409,10 @@ gw_link_wire_put_header(GByteArray *out, GwLinkFrameType type, guint8 flags, gui
                         guint32 stream)
 {
     guint8 h[GW_LINK_WIRE_HEADER_LEN] = {
-        (guint8)type,          flags,
-        (guint8)(length >> 8), (guint8)length,
+        (guint8)type,           flags,
+        (guint8)(length >> 8),  (guint8)length,
         (guint8)(stream >> 24), (guint8)(stream >> 16),
-        (guint8)(stream >> 8), (guint8)stream,
+        (guint8)(stream >> 8),  (guint8)stream,
     };
     g_byte_array_append(out, h, sizeof(h));
 }
@@ -454,8 +452,8 @@ static JsonObject *
 gw_link_wire_reason_object(const gchar *reason)
 {
     JsonObject *obj = json_object_new();
-    g_autofree gchar *text = gw_link_wire_sanitize(reason != NULL ? reason : "",
-                                                   GW_LINK_WIRE_MAX_REASON);
+    g_autofree gchar *text =
+        gw_link_wire_sanitize(reason != NULL ? reason : "", GW_LINK_WIRE_MAX_REASON);
     json_object_set_string_member(obj, "reason", text);
     return obj;
 }

@@ -27,7 +27,7 @@ G_BEGIN_DECLS
 GQuark gw_link_wire_error_quark(void);
 
 typedef enum {
-    GW_LINK_WIRE_ERROR_PROTOCOL, /* the peer broke the wire format */
+    GW_LINK_WIRE_ERROR_PROTOCOL,  /* the peer broke the wire format */
     GW_LINK_WIRE_ERROR_TOO_LARGE, /* a message of ours would not fit in a frame */
 } GwLinkWireError;
 
@@ -106,8 +106,8 @@ gboolean gw_link_wire_parse_reason(const GwLinkFrame *frame, gchar **reason,
                                    GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* DEVICE_ADD: the id and the description; *@device_json is the canonical
  * JSON form of the description (to tell a changed one). */
-gboolean gw_link_wire_parse_device_add(const GwLinkFrame *frame, gchar **id,
-                                       PolicyDevice **device, gchar **device_json,
+gboolean gw_link_wire_parse_device_add(const GwLinkFrame *frame, gchar **id, PolicyDevice **device,
+                                       gchar **device_json,
                                        GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* DEVICE_REMOVE: the id. */
 gboolean gw_link_wire_parse_device_remove(const GwLinkFrame *frame, gchar **id,

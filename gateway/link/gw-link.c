@@ -19,7 +19,7 @@
 #define GW_LINK_READ_BUDGET (256 * 1024)
 /* Bytes read from a local socket per read call (on the stack) and per
  * dispatch. */
-#define GW_LINK_LOCAL_READ_SIZE GW_LINK_MAX_DATA
+#define GW_LINK_LOCAL_READ_SIZE   GW_LINK_MAX_DATA
 #define GW_LINK_LOCAL_READ_BUDGET (64 * 1024)
 /* The output buffer is filled with frames while it holds less than this:
  * a control frame waits behind at most about this much DATA. */
@@ -54,9 +54,9 @@ typedef struct {
 } GwLinkChunk;
 
 typedef struct {
-    GQueue chunks;   /* GwLinkChunk, owned */
-    gsize head_off;  /* bytes of the first chunk already dropped */
-    gsize size;      /* bytes held */
+    GQueue chunks;  /* GwLinkChunk, owned */
+    gsize head_off; /* bytes of the first chunk already dropped */
+    gsize size;     /* bytes held */
 } GwLinkBuffer;
 
 static void
@@ -190,28 +190,28 @@ struct _GwLink {
     gchar *peer_instance; /* owned, nullable: from the last HELLO */
 
     /* the connection */
-    GIOStream *conn;                 /* owned, nullable */
-    GPollableInputStream *input;     /* borrowed from conn */
-    GPollableOutputStream *output;   /* borrowed from conn */
-    GSource *in_source;              /* owned, nullable */
-    GSource *out_source;             /* owned, nullable */
-    guint conn_gen;                  /* changes when a connection ends */
-    gboolean hello;                  /* the peer's HELLO came on this connection */
-    gboolean syncing;                /* the peer's directory sync runs (until SYNCED) */
-    gboolean want_out;               /* the last write would block */
+    GIOStream *conn;               /* owned, nullable */
+    GPollableInputStream *input;   /* borrowed from conn */
+    GPollableOutputStream *output; /* borrowed from conn */
+    GSource *in_source;            /* owned, nullable */
+    GSource *out_source;           /* owned, nullable */
+    guint conn_gen;                /* changes when a connection ends */
+    gboolean hello;                /* the peer's HELLO came on this connection */
+    gboolean syncing;              /* the peer's directory sync runs (until SYNCED) */
+    gboolean want_out;             /* the last write would block */
     GwLinkDecoder decoder;
-    GByteArray *out;                 /* owned, nullable: frames being written */
+    GByteArray *out; /* owned, nullable: frames being written */
     gsize out_pos;
-    GByteArray *ctl;                 /* owned: control frames not yet in out */
-    GQueue ready;                    /* GwLinkStream with DATA to send, round robin */
-    GQueue pending;                  /* GwLinkExport to send in this sync */
-    gboolean synced_pending;         /* SYNCED still to send */
+    GByteArray *ctl;         /* owned: control frames not yet in out */
+    GQueue ready;            /* GwLinkStream with DATA to send, round robin */
+    GQueue pending;          /* GwLinkExport to send in this sync */
+    gboolean synced_pending; /* SYNCED still to send */
     gint64 last_rx;
     gint64 last_tx;
-    GSource *keepalive_source;       /* owned, nullable */
-    GSource *grace_source;           /* owned, nullable */
-    GSource *flush_source;           /* owned, nullable */
-    GSource *doom_source;            /* owned, nullable */
+    GSource *keepalive_source; /* owned, nullable */
+    GSource *grace_source;     /* owned, nullable */
+    GSource *flush_source;     /* owned, nullable */
+    GSource *doom_source;      /* owned, nullable */
 
     /* streams */
     GQueue streams;        /* every GwLinkStream (owned) */
@@ -503,8 +503,8 @@ gw_link_stream_new(GwLink *link, gboolean mine, guint32 id, const gchar *device,
     s->ready_node.data = s;
     s->local = local;
     g_socket_set_blocking(local, FALSE);
-    s->watch = gw_fd_watch_new(link->context, name, g_socket_get_fd(local), 0,
-                               gw_link_stream_watch_cb, s);
+    s->watch =
+        gw_fd_watch_new(link->context, name, g_socket_get_fd(local), 0, gw_link_stream_watch_cb, s);
     g_hash_table_insert(mine ? link->mine : link->theirs, GUINT_TO_POINTER(id), s);
     g_queue_push_tail_link(&link->streams, &s->all_node);
     link->stats.streams = link->streams.length;
@@ -691,8 +691,7 @@ gw_link_fill_directory(GwLink *link)
         g_queue_unlink(&link->pending, &e->pending_node);
         e->pending = FALSE;
         if (!gw_link_wire_put_device_add(link->ctl, e->id, e->device_json, &error))
-            g_message("link to %s: device %s not announced: %s", link->peer, e->id,
-                      error->message);
+            g_message("link to %s: device %s not announced: %s", link->peer, e->id, error->message);
     }
     if (link->pending.length == 0 && link->synced_pending) {
         gw_link_wire_put_synced(link->ctl);
@@ -872,8 +871,8 @@ gw_link_keepalive_cb(gpointer user_data)
     gint64 period = (gint64)link->config.keepalive_ms * 1000;
 
     if (now - link->last_rx >= GW_LINK_DEAD_PERIODS * period) {
-        g_autofree gchar *reason = g_strdup_printf(
-            "nothing received for %" G_GINT64_FORMAT " ms", (now - link->last_rx) / 1000);
+        g_autofree gchar *reason = g_strdup_printf("nothing received for %" G_GINT64_FORMAT " ms",
+                                                   (now - link->last_rx) / 1000);
         gw_link_conn_lost(link, reason);
     } else if (link->hello && now - link->last_tx >= period / 2 && link->ctl->len == 0 &&
                (link->out == NULL || link->out->len == link->out_pos)) {
@@ -1293,8 +1292,7 @@ gw_link_on_frame(GwLink *link, const GwLinkFrame *frame)
 {
     g_autoptr(GError) error = NULL;
 
-    if (!link->hello && frame->type != GW_LINK_FRAME_HELLO &&
-        frame->type != GW_LINK_FRAME_REFUSE) {
+    if (!link->hello && frame->type != GW_LINK_FRAME_HELLO && frame->type != GW_LINK_FRAME_REFUSE) {
         g_autofree gchar *problem =
             g_strdup_printf("%s before HELLO", gw_link_frame_type_name(frame->type));
         gw_link_protocol_error(link, problem);
@@ -1366,8 +1364,8 @@ gw_link_conn_read(GwLink *link)
     while (link->conn != NULL && link->conn_gen == gen && budget > 0 &&
            link->ctl->len < GW_LINK_CONTROL_HIGH) {
         g_autoptr(GError) error = NULL;
-        gssize n = g_pollable_input_stream_read_nonblocking(link->input, buf, sizeof(buf), NULL,
-                                                            &error);
+        gssize n =
+            g_pollable_input_stream_read_nonblocking(link->input, buf, sizeof(buf), NULL, &error);
         if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
             break;
         if (n < 0) {
@@ -1455,8 +1453,7 @@ gw_link_new(const gchar *peer, const GwLinkConfig *config, const GwLinkCallbacks
     link->cb = *cb;
     link->user_data = user_data;
     link->context = g_main_context_ref_thread_default();
-    g_snprintf(link->instance, sizeof(link->instance), "%08x%08x", g_random_int(),
-               g_random_int());
+    g_snprintf(link->instance, sizeof(link->instance), "%08x%08x", g_random_int(), g_random_int());
     link->ctl = g_byte_array_new();
     link->mine = g_hash_table_new(NULL, NULL);
     link->theirs = g_hash_table_new(NULL, NULL);
@@ -1685,8 +1682,8 @@ gw_link_refusal_written_cb(GObject *source, GAsyncResult *result, gpointer user_
     }
     /* the peer sees the end after the REFUSE */
     if (G_IS_SOCKET_CONNECTION(r->conn))
-        (void)g_socket_shutdown(g_socket_connection_get_socket(G_SOCKET_CONNECTION(r->conn)),
-                                FALSE, TRUE, NULL);
+        (void)g_socket_shutdown(g_socket_connection_get_socket(G_SOCKET_CONNECTION(r->conn)), FALSE,
+                                TRUE, NULL);
     g_input_stream_read_async(g_io_stream_get_input_stream(r->conn), r->sink, sizeof(r->sink),
                               G_PRIORITY_DEFAULT, r->cancellable, gw_link_refusal_read_cb, r);
 }

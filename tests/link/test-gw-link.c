@@ -354,7 +354,8 @@ relay_sniff(Relay *r, const guint8 *data, gsize len)
         GwLinkFrame frame;
         gsize used;
         g_autoptr(GError) error = NULL;
-        GwLinkDecodeResult res = gw_link_decoder_feed(&r->decoder, data, len, &used, &frame, &error);
+        GwLinkDecodeResult res =
+            gw_link_decoder_feed(&r->decoder, data, len, &used, &frame, &error);
         g_assert_cmpint(res, !=, GW_LINK_DECODE_ERROR);
         data += used;
         len -= used;
@@ -640,7 +641,9 @@ test_bulk_slow_reader(void)
     test_wait(opened_is_open, &o, "OPENED");
     test_wait(accepted_count, &wb, "b accepted");
 
-    Flow f = {.from = o.end, .to = g_ptr_array_index(b.accepted, 0), .total = 10 * 1024 * 1024,
+    Flow f = {.from = o.end,
+              .to = g_ptr_array_index(b.accepted, 0),
+              .total = 10 * 1024 * 1024,
               .seed = 1};
     GSource *tick = g_timeout_source_new(1);
     g_source_set_dummy_callback(tick);
