@@ -338,7 +338,8 @@ gw_daemon_import_attached(GwImport *import, const PolicyDevice *device, gpointer
     const gchar *id = gw_import_get_id(import);
     GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
 
-    /* with libvirt, "attach" was recorded when libvirt plugged it in */
+    /* recorded at the bind (no libvirt) or when libvirt plugged it in;
+     * again here only after a detach */
     if (served == NULL || g_strcmp0(served->audited_vm, gw_import_get_vm(import)) == 0)
         return;
     g_free(served->audited_vm);
@@ -401,6 +402,13 @@ gw_daemon_import_bind(GwDaemon *daemon, const gchar *id, const gchar *vm, const 
     }
     gw_inventory_touch(inv);
     g_message("%s: bound to vm \"%s\", served on %s (from gateway %s)", id, vm, path, gateway);
+    /* as for a device of this host: with libvirt, "attach" is recorded once
+     * libvirt plugged it in */
+    if (daemon->libvirt == NULL) {
+        g_free(served->audited_vm);
+        served->audited_vm = g_strdup(vm);
+        gw_daemon_audit(daemon, GW_AUDIT_ATTACH, id, vm, actor, path);
+    }
     gw_daemon_libvirt_attach(daemon, id, vm);
     return TRUE;
 }

@@ -55,7 +55,8 @@ gw_import_detached(GwImport *import, const gchar *reason, gboolean refused, gboo
      * that lock themselves out after fast reconnects) */
     if (!by_qemu)
         import->not_before = g_get_monotonic_time() + (gint64)import->reattach_ms * 1000;
-    if ((was_attached || refused) && import->callbacks.detached != NULL)
+    /* QEMU leaving (the VM stopped, its chardev closed) is not an unplug */
+    if (((was_attached && !by_qemu) || refused) && import->callbacks.detached != NULL)
         import->callbacks.detached(import, reason, refused, import->user_data);
 }
 

@@ -39,8 +39,9 @@ typedef struct {
                       gpointer user_data);
     /* Optional. QEMU got the device. */
     void (*attached)(GwImport *import, const PolicyDevice *device, gpointer user_data);
-    /* Optional. A session ended (@reason for logs and the audit);
-     * @refused: the check refused the device. */
+    /* Optional. QEMU lost the device for a reason other than its own
+     * (@reason for logs and the audit), or @refused: the check refused
+     * it. */
     void (*detached)(GwImport *import, const gchar *reason, gboolean refused,
                      gpointer user_data);
 } GwImportCallbacks;

@@ -20,6 +20,18 @@
  * closes the stream (CLOSE to the peer); a stream closed by the peer
  * closes the local socket.
  *
+ * A protocol error from the peer (a frame the wire does not allow, DATA
+ * beyond a stream's window, a frame on a stream that does not exist, bad
+ * JSON, more than GW_LINK_MAX_DEVICES devices) is logged naming the peer
+ * and the problem, and drops the connection: it counts as a lost
+ * connection (down() runs, streams get the grace), since the next
+ * connection may well be sane. A CLOSE the link sends is answered by the
+ * peer's CLOSE; frames crossing it on the wire are ignored until then.
+ *
+ * gw_link_attach() while a connection is attached closes that one without
+ * down(). gw_link_refuse() runs asynchronously on the thread-default main
+ * context (write, then read until the peer closes, at most @timeout_ms).
+ *
  * Threading: create, use and free on one thread, the one whose
  * thread-default GMainContext is current at gw_link_new() (usbgwd's main
  * thread). Callbacks run on that thread, never from inside a gw_link_*()
