@@ -66,8 +66,10 @@ gw_inventory_set_remote(GwInventory *inventory, const gchar *id, const PolicyDev
         dev->remote = TRUE;
         g_hash_table_insert(inventory->devices, dev->id, dev);
     }
-    policy_device_free(dev->desc);
-    dev->desc = policy_device_copy(desc);
+    if (dev->desc != desc) {
+        policy_device_free(dev->desc);
+        dev->desc = policy_device_copy(desc);
+    }
     dev->remote_present = present;
     gw_inventory_touch(dev);
     return dev;

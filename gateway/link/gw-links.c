@@ -295,6 +295,7 @@ gw_links_dialed(GObject *source, GAsyncResult *result, gpointer user_data)
         return; /* @peer may be gone */
     g_clear_object(&peer->dial);
     if (stream == NULL) {
+        g_debug("link %s: %s", peer->name, error->message);
         /* say it once per state change, not at every retry */
         if (peer->state != GW_LINKS_STATE_DOWN || g_strcmp0(peer->reason, error->message) != 0)
             g_warning("link %s: %s", peer->name, error->message);
@@ -318,6 +319,7 @@ gw_links_dial(GwLinksPeerState *peer)
         peer->backoff_ms = GW_LINKS_DIAL_MAX_MS / 2;
     }
     peer->dial = g_cancellable_new();
+    g_debug("link %s: dialing %s", peer->name, peer->address);
     gw_link_tls_connect_async(peer->links->tls, peer->address, peer->name, GW_LINKS_HANDSHAKE_MS,
                               peer->dial, gw_links_dialed, peer);
 }
