@@ -1085,6 +1085,8 @@ gw_link_on_synced(GwLink *link, const GwLinkFrame *frame)
         return;
     link->syncing = FALSE;
     gw_link_remove_peer_devices(link, TRUE);
+    if (!link->freed && link->cb.synced != NULL)
+        link->cb.synced(link, g_hash_table_size(link->peer_devices), link->user_data);
 }
 
 /* The peer opens a stream on one of our devices. */

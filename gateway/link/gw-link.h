@@ -94,6 +94,9 @@ typedef struct {
     /* Optional. The peer withdrew @id, did not re-announce it after a
      * reconnect, restarted, or the grace passed. */
     void (*device_removed)(GwLink *link, const gchar *id, gpointer user_data);
+    /* Optional. The peer's full device list came after a connect (SYNCED):
+     * it exports @devices devices to us. */
+    void (*synced)(GwLink *link, guint devices, gpointer user_data);
     /* Required. The peer opens a stream on our device @id. Return a
      * connected stream socket the link relays (the link takes it), or NULL
      * with *@reason set (g_strdup'd, taken) to refuse: the peer's stream

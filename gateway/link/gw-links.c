@@ -161,6 +161,10 @@ gw_links_link_up(GwLink *link, gboolean resumed, gpointer user_data)
                    resumed ? "resumed" : NULL);
     if (g_hash_table_size(peer->announced) == 0)
         g_message("link %s: the policy exports no device to it", peer->name);
+    else
+        g_message("link %s: %u device%s exported to it", peer->name,
+                  g_hash_table_size(peer->announced),
+                  g_hash_table_size(peer->announced) == 1 ? "" : "s");
 }
 
 static void
@@ -207,6 +211,18 @@ gw_links_device_removed(GwLink *link, const gchar *id, gpointer user_data)
     peer->links->events.lost(peer->name, id, peer->links->user_data);
 }
 
+static void
+gw_links_synced(GwLink *link, guint devices, gpointer user_data)
+{
+    GwLinksPeerState *peer = user_data;
+
+    if (devices == 0)
+        g_message("link %s: it exports no device to us", peer->name);
+    else
+        g_message("link %s: it exports %u device%s to us", peer->name, devices,
+                  devices == 1 ? "" : "s");
+}
+
 static GSocket *
 gw_links_open(GwLink *link, const gchar *id, gchar **reason, gpointer user_data)
 {
@@ -230,6 +246,7 @@ gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address)
         .refused = gw_links_link_refused,
         .device_added = gw_links_device_added,
         .device_removed = gw_links_device_removed,
+        .synced = gw_links_synced,
         .open = gw_links_open,
     };
     GwLinksPeerState *peer = g_new0(GwLinksPeerState, 1);
