@@ -235,6 +235,60 @@ test_free_with_jobs_queued(void)
     seen_clear(&seen);
 }
 
+/* Another gateway's devices: listed and found beside the local ones,
+ * present or not as that gateway says, never taking a local identity; a
+ * device marked with its own description keeps it (it was once freed
+ * before being copied). */
+static void
+test_remote(void)
+{
+    Seen seen = {0};
+    g_autoptr(GwInventory) inventory = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(PolicyDevice) desc = policy_device_new(0x0529, 0x0001);
+    g_autoptr(GPtrArray) all = NULL;
+    GwInventoryDevice *remote;
+
+    if (inventory_test_skip_without_sim())
+        return;
+    seen_init(&seen);
+    inventory = started_inventory(&seen);
+    wait_arrived(&seen, "0529:0001@1-1");
+    desc->serial = g_strdup("R1");
+    desc->port = g_strdup("1-1");
+    /* a description without its gateway is not another gateway's device */
+    g_test_expect_message("usbgw-inventory", G_LOG_LEVEL_CRITICAL, "*gateway != NULL*");
+    g_assert_null(gw_inventory_set_remote(inventory, "dongles1/0529:0001:R1", desc, TRUE));
+    g_test_assert_expected_messages();
+    desc->gateway = g_strdup("dongles1");
+    /* a local identity is never taken over */
+    g_assert_null(gw_inventory_set_remote(inventory, "0529:0001@1-1", desc, TRUE));
+    g_assert_false(gw_inventory_lookup(inventory, "0529:0001@1-1")->remote);
+
+    remote = gw_inventory_set_remote(inventory, "dongles1/0529:0001:R1", desc, TRUE);
+    g_assert_nonnull(remote);
+    g_assert_true(remote->remote);
+    g_assert_null(remote->usb);
+    g_assert_true(gw_inventory_device_is_present(remote));
+    g_assert_cmpstr(remote->desc->gateway, ==, "dongles1");
+    g_assert_true(gw_inventory_find(inventory, "R1", &error) == remote);
+    g_assert_no_error(error);
+    /* both the same VID:PID now: ambiguous, named by id */
+    g_assert_null(gw_inventory_find(inventory, "0529:0001", &error));
+    g_assert_error(error, GW_INVENTORY_ERROR, GW_INVENTORY_ERROR_NOT_UNIQUE);
+    g_clear_error(&error);
+    all = gw_inventory_list(inventory);
+    g_assert_true(g_ptr_array_find(all, remote, NULL));
+
+    /* withdrawn, with the entry's own description */
+    g_assert_true(gw_inventory_set_remote(inventory, "dongles1/0529:0001:R1", remote->desc,
+                                          FALSE) == remote);
+    g_assert_false(gw_inventory_device_is_present(remote));
+    g_assert_cmpstr(remote->desc->serial, ==, "R1");
+    g_assert_cmpstr(remote->desc->gateway, ==, "dongles1");
+    seen_clear(&seen);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -242,5 +296,6 @@ main(int argc, char **argv)
     g_test_add_func("/gw-inventory/twins", test_twins);
     g_test_add_func("/gw-inventory/mute-key", test_mute_key);
     g_test_add_func("/gw-inventory/free-with-jobs-queued", test_free_with_jobs_queued);
+    g_test_add_func("/gw-inventory/remote", test_remote);
     return g_test_run();
 }
