@@ -60,7 +60,7 @@ IMPORTED=dongles1/$KEY   # and on hv1
 LINK_PORT=7575
 
 case $scenario in
-cross-host | cut-short | cut-long | kill-exporter | kill-importer | harness) with_guest=1 ;;
+cross-host | replug | cut-short | cut-long | kill-exporter | kill-importer | harness) with_guest=1 ;;
 refused-no-cert | refused-other-ca | refused-expired | refused-export) with_guest=0 ;;
 *)
     echo "$me: unknown scenario" >&2
@@ -319,6 +319,23 @@ kill_gw() {
     kill -KILL "${gw_pid[$host]}"
     wait "${gw_job[$host]}" 2>/dev/null || true
     gw_pid[$host]=''
+}
+
+# sim_cmd COMMAND: to dongles1's usbgw-sim (plug/unplug its key)
+sim_cmd() {
+    python3 - "$work/sim.sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall((sys.argv[2] + "\n").encode())
+reply = b""
+while not reply.splitlines() or not reply.splitlines()[-1].startswith((b"ok", b"error")):
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    reply += chunk
+sys.exit(0 if reply.splitlines() and reply.splitlines()[-1].startswith(b"ok") else 1)
+PY
 }
 
 # log_has HOST FIXED-STRING
@@ -612,6 +629,7 @@ wait_until 30 "hv1 lists $IMPORTED" has_imported
 audited hv1 "e.get('event') == 'attach' and e.get('device') == arg and e.get('gateway') == 'dongles1'" "$IMPORTED" ||
     fail "no attach of $IMPORTED with gateway dongles1 in hv1's audit log"
 
+sock_before=$(imported socket)
 case $scenario in
 cross-host)
     log_has hv1 'link dongles1: it exports 1 device to us' || fail "hv1's log does not count dongles1's export"
@@ -631,6 +649,24 @@ cross-host)
     audited hv1 "e.get('event') == 'link-up' and e.get('peer') == 'dongles1'" || fail "no link-up in hv1's audit log"
     log_has hv1 'link dongles1: ' || fail "hv1's log has no 'link dongles1:' line"
     log_has dongles1 'link hv1: ' || fail "dongles1's log has no 'link hv1:' line"
+    ;;
+replug)
+    # the key pulled out of dongles1 and put back: the guest on hv1 sees
+    # it leave and come back, on the same socket, the link untouched
+    guest "$loop" ',reconnect=1' background
+    wait_until 90 "two right answers in the guest" ok_after 0 2
+    r_out=$(last_round)
+    sim_cmd "unplug hasp" || fail "unplug hasp"
+    wait_until 30 "the key leaving the guest" gone_after "$r_out"
+    r_gone=$(first gone "$r_out")
+    wait_until 10 "hv1 listing the key absent" eval '[ "$(imported state)" = absent ]'
+    sim_cmd "plug hasp" || fail "plug hasp"
+    wait_until 60 "the key answering in the guest again" ok_after "$r_gone"
+    echo "$me: unplugged after round $r_out, gone in round $r_gone, answering again in round $(first ok "$r_gone")"
+    [ "$(count wrong)" -eq 0 ] || fail "wrong answers: $(rounds | grep wrong)"
+    [ "$(link hv1 dongles1 connects)" = 1 ] || fail "the link reconnected ($(link hv1 dongles1 connects) connects)"
+    [ "$(imported socket)" = "$sock_before" ] || fail "the key's socket changed: $(imported socket)"
+    guest_shutdown
     ;;
 cut-short)
     guest "$loop" ',reconnect=1' background
