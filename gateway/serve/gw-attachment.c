@@ -173,14 +173,16 @@ gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer u
 {
     GwAttachment *attachment = user_data;
     g_autoptr(GError) error = NULL;
+    /* @reason is the session's, freed with it below */
+    g_autofree gchar *why = g_strdup(reason);
 
-    g_message("%s: peer session ended: %s", attachment->identity, reason);
+    g_message("%s: peer session ended: %s", attachment->identity, why);
     gw_attachment_end_session(attachment);
     /* usbredirhost closed the handle: claim again for the next peer */
     if (!gw_attachment_claim(attachment, &error))
         g_warning("%s", error->message);
     if (attachment->peer_ended != NULL)
-        attachment->peer_ended(attachment, reason, attachment->peer_ended_data);
+        attachment->peer_ended(attachment, why, attachment->peer_ended_data);
 }
 
 /* Starts a session for @connection, the one peer (see the header). */
