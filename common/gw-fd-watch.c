@@ -55,6 +55,12 @@ gw_fd_watch_new(GMainContext *context, const gchar *name, int fd, GIOCondition c
     watch->user_data = user_data;
     gw_fd_watch_set_condition(watch, condition);
     g_source_set_name(source, name);
+    /* GLib takes a source that may not recurse out of the poll set for its
+     * dispatch and puts it back after, and each of those two steps wakes the
+     * context: two eventfd writes and one more poll() per dispatch. A watch
+     * is never dispatched recursively (no nested main loop runs its
+     * context from a watch's callback), so it need not be blocked. */
+    g_source_set_can_recurse(source, TRUE);
     g_source_attach(source, context);
     return watch;
 }
