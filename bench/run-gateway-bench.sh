@@ -29,7 +29,7 @@
 #
 # USBREDIRECT (default: usbredirect from PATH) picks the baseline binary
 # of ctrl and rss; KEEP_BENCH_DIR=1 keeps the work directory (policy,
-# usbgwd.log, usbredirect.log, usbgw-share.log).
+# usbgwd.log, usbgwd-host-path.log, usbredirect.log, usbgw-share.log).
 set -euo pipefail
 
 if [ $# -lt 4 ]; then
@@ -76,7 +76,8 @@ USBGW_BENCH_SIM_KEYS=${USBGW_BENCH_SIM_KEYS:-100} \
     "$bench" --sim-control "$work/sim.sock" --usbgwd "$usbgwd" --workdir "$work" "$@" ||
     status=$?
 if [ $status -ne 0 ]; then
-    for log in "$work/usbgwd.log" "$work/usbredirect.log" "$work/usbgw-share.log"; do
+    for log in "$work/usbgwd.log" "$work/usbgwd-host-path.log" "$work/usbredirect.log" \
+        "$work/usbgw-share.log"; do
         if [ -s "$log" ]; then
             echo "--- $(basename "$log") (last 40 lines)"
             tail -n 40 "$log"

@@ -15,12 +15,13 @@
  *   meson test -C build --benchmark gateway-share-rtt -v
  *
  * Options: --rounds N (7, at least 5), --ops N (1000 timed ops per target
- * and round), --warmup N (200 per target), --no-quiesce.
+ * and round), --warmup N (200 per target), --no-quiesce, --one-usbgwd.
  *
  * One op = vendor control OUT 0x01 with a random 16-byte challenge, then
  * vendor control IN 0x02 reading the 16-byte response (key-protocol.h),
- * sent by the same usbredirparser peer (QEMU's role) to two targets served
- * by the same usbgwd:
+ * sent by the same usbredirparser peer (QEMU's role) to two targets, each
+ * served by a usbgwd of its own (the same binary; --one-usbgwd: one serves
+ * both):
  *
  *   share      key "hasp2" (port 1-2), lent by usbgw-share (spice-gtk's
  *              usbredirhost, libusb) over SPICE on loopback TCP to
@@ -28,8 +29,9 @@
  *              whose validating proxy (gw-proxy.c) relays to the peer on
  *              <rundir>/vm/bench-vm/share0.sock. Policy: a share rule for
  *              0529:0001, user "alice"; spice-channels=1.
- *   host path  key "hasp" (port 1-1), claimed by usbgwd through an assign
- *              rule with via-port and served by its own usbredirhost on
+ *   host path  key "hasp" (port 1-1), claimed by (the host path's)
+ *              usbgwd through an assign rule with via-port and served by
+ *              its own usbredirhost on
  *              <rundir>/vm/bench-vm/0529-0001-at-1-1.sock (ctrl-rtt-bench's
  *              "usbgwd" target).
  *
@@ -41,12 +43,20 @@
  * one of each target against the other key's too, so the run fails rather
  * than measure the wrong key.
  *
- * Rounds run A B, B A, … Unless --no-quiesce, usbgw-share is stopped
- * (SIGSTOP) while the host path is measured: under umockdev its libusb
- * event loop spins on the open key (umockdev's emulated node always polls writable) and would take
- * a core from the baseline on a 2-core rig. usbgwd cannot be stopped for either target (it serves
- * both), so its own spinning costs both alike. CPU per op is from /proc/PID/stat (utime+stime) over
+ * Rounds run A B, B A, … Under umockdev every libusb event loop with an
+ * open key spins (umockdev's emulated node always polls writable), each
+ * turn a round trip to usbgw-bench-sim, which serves all of them: a
+ * spinning loop of the other target slows this one's transfers (on the
+ * 2-core rig, by ~0.25 ms per transfer). So unless --no-quiesce, the
+ * other target's spinner is stopped (SIGSTOP) while one target is
+ * measured: usbgw-share (the lent key's loop) during the host path, the
+ * host path's usbgwd (the host key's loop) during the share. With
+ * --one-usbgwd that usbgwd serves both targets and cannot be stopped: the
+ * share is then measured against the host key's spinning and the host
+ * path without the lent key's, which made the share look ~0.5 ms slower
+ * per op than it is. CPU per op is from /proc/PID/stat (utime+stime) over
  * each target's timed windows. */
+#include <errno.h>
 #include <json-glib/json-glib.h>
 #include <signal.h>
 #include <string.h>
@@ -67,13 +77,15 @@
 
 /* The processes whose CPU the report gives per op. */
 typedef enum {
-    PROC_USBGWD,
+    PROC_USBGWD, /* serves the share (and the host path with --one-usbgwd) */
     PROC_WORKER,
     PROC_SHARE,
+    PROC_HOST_USBGWD, /* serves the host path; 0 with --one-usbgwd */
     N_PROCS,
 } ProcId;
 
-static const gchar *const proc_names[N_PROCS] = {"usbgwd", "usbgw-spice-worker", "usbgw-share"};
+static const gchar *const proc_names[N_PROCS] = {"usbgwd", "usbgw-spice-worker", "usbgw-share",
+                                                 "host-path usbgwd"};
 
 typedef enum {
     TARGET_SHARE,
@@ -91,7 +103,8 @@ typedef struct {
     BenchTarget *keyed[N_TARGETS]; /* all of them */
     GPid pids[N_PROCS];            /* 0: not running (the worker is usbgwd's child) */
     gboolean quiesce;
-    GRand *rand; /* owned */
+    gboolean one_usbgwd; /* one usbgwd serves both targets */
+    GRand *rand;         /* owned */
 } Bench;
 
 /* utime + stime of @pid in clock ticks, 0 if unknown. */
@@ -142,12 +155,15 @@ share_find_worker(GPid usbgwd)
     return 0;
 }
 
+/* Stops (@measuring) or resumes the other target's spinning libusb loop. */
 static void
 share_quiesce(Bench *bench, Target *t, gboolean measuring)
 {
-    /* usbgw-share runs only while its own key is measured */
-    if (bench->quiesce && t == &bench->targets[TARGET_HOST] && bench->pids[PROC_SHARE] > 0)
-        kill(bench->pids[PROC_SHARE], measuring ? SIGSTOP : SIGCONT);
+    GPid other =
+        t == &bench->targets[TARGET_HOST] ? bench->pids[PROC_SHARE] : bench->pids[PROC_HOST_USBGWD];
+
+    if (bench->quiesce && other > 0)
+        kill(other, measuring ? SIGSTOP : SIGCONT);
 }
 
 /* Runs @n ops; records them unless @record is FALSE (warm-up). */
@@ -184,48 +200,70 @@ typedef struct {
     const gchar *workdir;
 } SharePrograms;
 
-static gboolean
-start_usbgwd(Bench *bench, const SharePrograms *progs, GError **error)
+/* Where one usbgwd keeps its files: the work directory itself for the
+ * share's (or the only) usbgwd, "host/" in it for the host path's. */
+static gchar *
+share_usbgwd_dir(const SharePrograms *progs, gboolean host_only)
 {
-    Target *host = &bench->targets[TARGET_HOST];
-    g_autofree gchar *policy = g_build_filename(progs->workdir, "share.policy", NULL);
-    g_autofree gchar *config = g_build_filename(progs->workdir, "usbgwd.conf", NULL);
-    g_autofree gchar *rundir = g_build_filename(progs->workdir, "run", NULL);
-    g_autofree gchar *control = g_build_filename(progs->workdir, "control.sock", NULL);
-    g_autofree gchar *log = g_build_filename(progs->workdir, "usbgwd.log", NULL);
-    g_autofree gchar *policy_text = NULL;
+    return host_only ? g_build_filename(progs->workdir, "host", NULL) : g_strdup(progs->workdir);
+}
+
+/* Starts a usbgwd serving the host path (@host), the share (@share) or
+ * both. */
+static gboolean
+start_usbgwd(Bench *bench, const SharePrograms *progs, gboolean host, gboolean share,
+             GError **error)
+{
+    Target *host_target = &bench->targets[TARGET_HOST];
+    g_autofree gchar *dir = share_usbgwd_dir(progs, host && !share);
+    g_autofree gchar *policy = g_build_filename(dir, "share.policy", NULL);
+    g_autofree gchar *config = g_build_filename(dir, "usbgwd.conf", NULL);
+    g_autofree gchar *rundir = g_build_filename(dir, "run", NULL);
+    g_autofree gchar *control = g_build_filename(dir, "control.sock", NULL);
+    g_autofree gchar *log = g_build_filename(
+        progs->workdir, host && !share ? "usbgwd-host-path.log" : "usbgwd.log", NULL);
+    g_autoptr(GString) policy_text = NULL;
     g_autofree gchar *config_text = NULL;
     guint16 spice_port = bench_free_tcp_port(error);
     const gchar *argv[] = {progs->usbgwd, "--foreground", "--policy", policy, "--rundir",
                            rundir,        "--config",     config,     NULL};
+    GPid *pid = &bench->pids[host && !share ? PROC_HOST_USBGWD : PROC_USBGWD];
     int fd;
 
     if (spice_port == 0)
         return FALSE;
+    if (g_mkdir_with_parents(dir, 0755) != 0) {
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "%s: %s", dir,
+                    g_strerror(errno));
+        return FALSE;
+    }
     /* host devices follow assign/deny rules only, lent ones share/deny
      * rules only (policy_decide's origin): the two lines do not overlap */
-    policy_text =
-        g_strdup_printf("# share-rtt-bench: the key at %s is usbgwd's (host path); alice may lend "
-                        "0529:0001 keys\n"
-                        "assign id 0529:0001 via-port \"%s\" to vm \"" SHARE_VM "\"\n"
-                        "share id 0529:0001 user \"" SHARE_USER "\" to vm \"" SHARE_VM "\"\n",
-                        host->common.port, host->common.port);
-    config_text =
-        g_strdup_printf("[usbgwd]\n"
-                        "control-socket=%s\n"
-                        "state=%s/state.json\n"
-                        "audit-log=%s/audit.log\n"
-                        "libvirt-uri=\n"
-                        "spice-port-base=%u\n"
-                        "spice-ports=1\n"
-                        "spice-channels=1\n"
-                        "spice-host=127.0.0.1\n"
-                        "spice-worker=%s\n",
-                        control, progs->workdir, progs->workdir, spice_port, progs->worker);
-    if (!g_file_set_contents(policy, policy_text, -1, error) ||
+    policy_text = g_string_new("# share-rtt-bench\n");
+    if (host)
+        g_string_append_printf(policy_text,
+                               "# the key at %s is usbgwd's (host path)\n"
+                               "assign id 0529:0001 via-port \"%s\" to vm \"" SHARE_VM "\"\n",
+                               host_target->common.port, host_target->common.port);
+    if (share)
+        g_string_append(policy_text,
+                        "# alice may lend 0529:0001 keys\n"
+                        "share id 0529:0001 user \"" SHARE_USER "\" to vm \"" SHARE_VM "\"\n");
+    config_text = g_strdup_printf("[usbgwd]\n"
+                                  "control-socket=%s\n"
+                                  "state=%s/state.json\n"
+                                  "audit-log=%s/audit.log\n"
+                                  "libvirt-uri=\n"
+                                  "spice-port-base=%u\n"
+                                  "spice-ports=1\n"
+                                  "spice-channels=1\n"
+                                  "spice-host=127.0.0.1\n"
+                                  "spice-worker=%s\n",
+                                  control, dir, dir, spice_port, progs->worker);
+    if (!g_file_set_contents(policy, policy_text->str, -1, error) ||
         !g_file_set_contents(config, config_text, -1, error))
         return FALSE;
-    if (!bench_child_spawn(argv, log, &bench->pids[PROC_USBGWD], error))
+    if (!bench_child_spawn(argv, log, pid, error))
         return FALSE;
     /* usbgwd is ready once its control socket answers */
     fd = bench_connect_unix(control, SHARE_CONNECT_US, error);
@@ -239,8 +277,9 @@ static gboolean
 start_host_path(Bench *bench, const SharePrograms *progs, GError **error)
 {
     Target *t = &bench->targets[TARGET_HOST];
+    g_autofree gchar *dir = share_usbgwd_dir(progs, !bench->one_usbgwd);
     g_autofree gchar *file = g_strdup_printf("0529-0001-at-%s.sock", t->common.port);
-    g_autofree gchar *sock = g_build_filename(progs->workdir, "run", "vm", SHARE_VM, file, NULL);
+    g_autofree gchar *sock = g_build_filename(dir, "run", "vm", SHARE_VM, file, NULL);
     int fd = bench_connect_unix(sock, SHARE_CONNECT_US, error);
 
     if (fd < 0)
@@ -330,8 +369,11 @@ stop_children(Bench *bench)
     /* usbgw-share first: it gives the key back, then usbgwd ends the
      * share and its worker */
     for (gint p = N_PROCS - 1; p >= 0; p--) {
-        if (p != PROC_WORKER)
-            bench_child_stop_warn(&bench->pids[p], proc_names[p]);
+        if (p == PROC_WORKER)
+            continue;
+        if (bench->pids[p] > 0)
+            kill(bench->pids[p], SIGCONT); /* a quiesced one hears its SIGTERM */
+        bench_child_stop_warn(&bench->pids[p], proc_names[p]);
     }
 }
 
@@ -380,6 +422,7 @@ main(int argc, char **argv)
     g_autofree gchar *share_key = g_strdup("hasp2");
     gint rounds = 7, ops = 1000, warmup = 200;
     gboolean no_quiesce = FALSE;
+    gboolean one_usbgwd = FALSE;
     const GOptionEntry entries[] = {
         {"sim-control", 0, 0, G_OPTION_ARG_FILENAME, &sim_control, "usbgw-sim control socket",
          "PATH"},
@@ -399,7 +442,9 @@ main(int argc, char **argv)
         {"ops", 0, 0, G_OPTION_ARG_INT, &ops, "Timed ops per target and round (1000)", "N"},
         {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "Warm-up ops per target (200)", "N"},
         {"no-quiesce", 0, 0, G_OPTION_ARG_NONE, &no_quiesce,
-         "Keep usbgw-share running while the host path is measured", NULL},
+         "Keep the other target's spinning libusb loop running while one is measured", NULL},
+        {"one-usbgwd", 0, 0, G_OPTION_ARG_NONE, &one_usbgwd,
+         "One usbgwd serves both targets (its host key's loop then spins during the share)", NULL},
         G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new(
@@ -432,6 +477,7 @@ main(int argc, char **argv)
     ops = MAX(ops, 1);
     load_at_start = bench_loadavg();
     bench.quiesce = !no_quiesce;
+    bench.one_usbgwd = one_usbgwd;
     bench.rand = g_rand_new_with_seed(20261124);
 
     bench_target_init(&lent->common, "share", share_key);
@@ -442,8 +488,9 @@ main(int argc, char **argv)
             goto out;
     }
 
-    if (!start_usbgwd(&bench, &progs, &error) || !start_host_path(&bench, &progs, &error) ||
-        !start_share_path(&bench, &progs, &error))
+    if (!start_usbgwd(&bench, &progs, TRUE, bench.one_usbgwd, &error) ||
+        (!bench.one_usbgwd && !start_usbgwd(&bench, &progs, FALSE, TRUE, &error)) ||
+        !start_host_path(&bench, &progs, &error) || !start_share_path(&bench, &progs, &error))
         goto out;
 
     for (guint i = 0; i < N_TARGETS; i++) {
@@ -472,8 +519,9 @@ main(int argc, char **argv)
             "usbgw-bench-sim keys, identical 0529:0001 vendor keys: %s@%s lent by usbgw-share "
             "(spice-gtk usbredirhost) -> SPICE over loopback TCP -> usbgw-spice-worker -> "
             "usbgwd's validating proxy -> share0.sock; %s@%s -> usbgwd's usbredirhost -> "
-            "its VM socket; one usbgwd serves both",
-            lent->common.key, lent->common.port, host->common.key, host->common.port);
+            "its VM socket; %s",
+            lent->common.key, lent->common.port, host->common.key, host->common.port,
+            bench.one_usbgwd ? "one usbgwd serves both" : "a usbgwd (same binary) for each");
         bench_print_rig(rig, load_at_start);
     }
     g_print("method: op = vendor OUT 0x01 (16-byte challenge) + vendor IN 0x02 (16-byte "
@@ -481,8 +529,11 @@ main(int argc, char **argv)
             "per target, interleaved (A B, B A, ...), after %d warm-up ops (+%d per round); %s; "
             "CPU per op over the timed loops\n",
             rounds, ops, warmup, SHARE_ROUND_WARMUP_OPS,
-            bench.quiesce ? "usbgw-share stopped (SIGSTOP) while the host path is measured"
-                          : "usbgw-share runs all the time (--no-quiesce)");
+            !bench.quiesce ? "every process runs all the time (--no-quiesce)"
+            : bench.one_usbgwd
+                ? "usbgw-share stopped (SIGSTOP) while the host path is measured"
+                : "usbgw-share stopped (SIGSTOP) while the host path is measured, the host "
+                  "path's usbgwd while the share is");
     for (guint i = 0; i < N_TARGETS; i++)
         share_report_target(&bench, &bench.targets[i]);
     share_report(lent, host);

@@ -13,8 +13,16 @@
  * Condition 0 takes the fd out of the poll set altogether: poll() would
  * report HUP and ERR even for no events, and the source would then be
  * dispatched on every iteration, starving every lower-priority source.
- * Setting the condition it has already costs nothing (the context is only
- * woken on a change), so a prepare function may set it on every iteration.
+ * Setting the condition it has already costs nothing, and a change from
+ * one non-zero condition to another costs no wake-up either: it applies
+ * from the context's next poll (which is why only the context's own
+ * thread may change it). Only a change to or from 0 wakes the context. A
+ * prepare function may set the condition on every iteration.
+ *
+ * Dispatch. The watch stays in the poll set while its callback runs (a
+ * GSource that may recurse): GLib would otherwise take its fd out and put
+ * it back around each dispatch, waking the context twice. So no nested
+ * main loop may run the watch's context from inside its callback.
  *
  * Prepare. Optional: a function the watch calls before each poll of its
  * context, for a condition that depends on state changed where the owner

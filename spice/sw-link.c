@@ -81,6 +81,8 @@ sw_link_dispatch_frames(SwLink *link)
         offset += SW_FRAME_HEADER_SIZE + header.length;
     }
     g_byte_array_remove_range(link->in, 0, offset);
+    if (offset > 0 && link->callbacks->frames_done != NULL)
+        link->callbacks->frames_done(link->user_data);
     return link->error == NULL;
 }
 

@@ -18,6 +18,11 @@ typedef struct {
      * FALSE with error to close the link with that error. */
     gboolean (*frame)(const SwFrameHeader *header, const guint8 *payload, gpointer user_data,
                       GError **error);
+    /* Optional: the frames of one read (or of one resumption after a
+     * pause) were all handed to frame(). Called from the link's own fd
+     * watch or idle callback, never from inside another library's call,
+     * so it may call into spice-server. */
+    void (*frames_done)(gpointer user_data);
     /* The queue of frames to usbgwd became empty after
      * sw_link_notify_when_drained(). */
     void (*drained)(gpointer user_data);

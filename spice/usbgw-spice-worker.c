@@ -72,6 +72,7 @@ typedef struct {
     gboolean open;         /* a client holds the channel */
     gboolean awaiting_ack; /* CLOSE sent, usbgwd's CLOSE not yet seen */
     guint64 dropped;       /* DATA bytes dropped while awaiting the ack */
+    gboolean wake;         /* DATA came in this batch of frames: wake spice-server */
 } SwChannel;
 
 struct SwWorker {
@@ -545,10 +546,30 @@ sw_worker_on_frame(const SwFrameHeader *header, const guint8 *payload, gpointer 
         return FALSE;
     }
     g_byte_array_append(channel->to_client, payload, header->length);
-    if (channel->open)
-        sw_worker_schedule_wakeup(worker);
+    /* woken once all frames of this read are in (sw_worker_on_frames_done) */
+    channel->wake = channel->open;
     sw_worker_update_reading(worker);
     return TRUE;
+}
+
+/* The frames of one read from usbgwd are in: each channel that got data
+ * tells spice-server now, which reads it and writes it to the client in
+ * this same turn of the main loop (an idle would take one more). This
+ * runs from the link's own callbacks, outside spice-server's call stacks. */
+static void
+sw_worker_on_frames_done(gpointer user_data)
+{
+    SwWorker *worker = user_data;
+
+    for (guint i = 0; i < worker->n_channels; i++) {
+        SwChannel *channel = &worker->channels[i];
+
+        if (!channel->wake)
+            continue;
+        channel->wake = FALSE;
+        if (channel->open)
+            spice_server_char_device_wakeup(&channel->sin);
+    }
 }
 
 static void
@@ -573,6 +594,7 @@ sw_worker_on_closed(const GError *error, gpointer user_data)
 
 static const SwLinkCallbacks sw_worker_link_callbacks = {
     .frame = sw_worker_on_frame,
+    .frames_done = sw_worker_on_frames_done,
     .drained = sw_worker_on_drained,
     .closed = sw_worker_on_closed,
 };

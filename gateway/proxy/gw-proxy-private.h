@@ -14,6 +14,9 @@
 G_BEGIN_DECLS
 
 #define GW_PROXY_VERSION "usbgw-proxy"
+/* Bytes one recv() takes from a socket at most (the thread's read
+ * buffer); a parser asking for more gets them straight from the socket. */
+#define GW_PROXY_READ_CHUNK (64 * 1024)
 /* usbredir's endpoint index: OUT endpoints 0-15, IN endpoints 16-31. */
 #define GW_PROXY_EP_INDEX(ep) ((((ep)&0x80) >> 3) | ((ep)&0x0f))
 #define GW_PROXY_EP_COUNT     32
@@ -51,7 +54,17 @@ typedef struct {
     guint frame_header_got;  /* header bytes seen */
     guint64 frame_body_left; /* type header + data bytes still to come */
     gchar *stream_error;     /* owned, nullable: why the framing was refused */
-    GwFdWatch *watch;        /* owned, nullable: on @fd until the session ends */
+    /* Bytes read from the socket that the parser has not taken yet. One
+     * recv() takes what the socket holds into the thread's read buffer
+     * and the parser is served from there, instead of one recv() per
+     * header, type header and data part. @in points into that buffer
+     * during a dispatch; bytes the parser left when it stopped
+     * (backpressure) move to @held, at most GW_PROXY_READ_CHUNK. */
+    const guint8 *in;  /* borrowed: the next byte for the parser */
+    gsize in_len;      /* bytes at @in */
+    guint8 *held;      /* owned, nullable: what @in points into between dispatches */
+    gboolean in_empty; /* the socket had no more when last read in this dispatch */
+    GwFdWatch *watch;  /* owned, nullable: on @fd until the session ends */
     guint64 bytes_in;
     guint64 bytes_out;
     guint64 packets_in;

@@ -162,10 +162,60 @@ gw_proxy_side_track_frames(GwProxySide *side, const uint8_t *data, gsize n)
     return TRUE;
 }
 
+/* The thread's read buffer: every proxy on a thread reads into the same
+ * one (a dispatch hands what it read to its parser before it returns, and
+ * keeps what is left in side->held), so a proxy costs no buffer while idle. */
+static guint8 *
+gw_proxy_read_buffer(void)
+{
+    static GPrivate buffer_key = G_PRIVATE_INIT(g_free);
+    guint8 *buffer = g_private_get(&buffer_key);
+
+    if (buffer == NULL) {
+        buffer = g_malloc(GW_PROXY_READ_CHUNK);
+        g_private_set(&buffer_key, buffer);
+    }
+    return buffer;
+}
+
+/* Takes what the socket holds, at most @count bytes straight into @data
+ * when the parser asks for a read buffer's worth or more, else into the
+ * thread's read buffer. Returns the bytes now available, 0 when the socket
+ * is empty, -1 at the end of the stream or on an error. */
+static gssize
+gw_proxy_side_fill(GwProxySide *side, uint8_t *data, gsize count)
+{
+    gboolean direct = count >= GW_PROXY_READ_CHUNK;
+    guint8 *buffer = direct ? data : gw_proxy_read_buffer();
+    gsize want = direct ? count : GW_PROXY_READ_CHUNK;
+    ssize_t n;
+
+    /* a short read earlier in this dispatch emptied the socket: poll()
+     * says when more comes */
+    if (side->in_empty)
+        return 0;
+    n = recv(side->fd, buffer, want, MSG_DONTWAIT);
+    if (n > 0) {
+        side->bytes_in += (guint64)n;
+        side->in_empty = (gsize)n < want;
+        if (!direct) {
+            side->in = buffer;
+            side->in_len = (gsize)n;
+        }
+        return n;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        side->in_empty = errno != EINTR;
+        return 0;
+    }
+    side->eof = TRUE;
+    return -1;
+}
+
 static int
 gw_proxy_side_read(GwProxySide *side, uint8_t *data, int count)
 {
-    ssize_t n;
+    gsize n = 0;
 
     if (side->fd < 0 || side->proxy->ended)
         return -1;
@@ -173,17 +223,23 @@ gw_proxy_side_read(GwProxySide *side, uint8_t *data, int count)
      * resumes where it stopped once the other side drained */
     if (!gw_proxy_side_may_read(side))
         return 0;
-    n = recv(side->fd, data, (size_t)count, MSG_DONTWAIT);
-    if (n > 0) {
-        side->bytes_in += (guint64)n;
-        if (!gw_proxy_side_track_frames(side, data, (gsize)n))
-            return -1;
-        return (int)n;
+    if (side->in_len == 0) {
+        gssize got = gw_proxy_side_fill(side, data, (gsize)count);
+        if (got <= 0)
+            return (int)got;
+        n = (gsize)got; /* read straight into @data, unless buffered */
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return 0;
-    side->eof = TRUE;
-    return -1;
+    if (side->in_len > 0) {
+        n = MIN((gsize)count, side->in_len);
+        memcpy(data, side->in, n);
+        side->in += n;
+        side->in_len -= n;
+        if (side->in_len == 0)
+            g_clear_pointer(&side->held, g_free);
+    }
+    if (!gw_proxy_side_track_frames(side, data, n))
+        return -1;
+    return (int)n;
 }
 
 static int
@@ -495,9 +551,12 @@ static gboolean
 gw_proxy_side_prepare(gpointer data)
 {
     GwProxySide *side = data;
+    GIOCondition wanted = gw_proxy_side_wanted(side);
 
-    gw_fd_watch_set_condition(side->watch, gw_proxy_side_wanted(side));
-    return FALSE;
+    gw_fd_watch_set_condition(side->watch, wanted);
+    /* bytes held back by backpressure, readable again: no poll() will
+     * report them */
+    return side->in_len > 0 && (wanted & G_IO_IN);
 }
 
 static GwProxyEnd
@@ -517,6 +576,17 @@ gw_proxy_side_flush(GwProxySide *side)
         gw_proxy_fail(proxy, gw_proxy_side_closed_end(side), "write to %s failed", side->name);
 }
 
+/* After a dispatch: what the parser left in the thread's read buffer
+ * (it stopped: backpressure) is kept with the side until it reads on. */
+static void
+gw_proxy_side_hold(GwProxySide *side)
+{
+    if (side->in_len == 0 || side->held != NULL)
+        return;
+    side->held = g_memdup2(side->in, side->in_len);
+    side->in = side->held;
+}
+
 static void
 gw_proxy_side_dispatch_read(GwProxySide *side, GIOCondition revents)
 {
@@ -525,10 +595,14 @@ gw_proxy_side_dispatch_read(GwProxySide *side, GIOCondition revents)
 
     if (proxy->ended)
         return;
-    if (revents & G_IO_IN) {
-        int rc = usbredirparser_do_read(side->parser);
+    if ((revents & G_IO_IN) || (side->in_len > 0 && gw_proxy_side_may_read(side))) {
+        int rc;
+
+        side->in_empty = FALSE;
+        rc = usbredirparser_do_read(side->parser);
         if (proxy->ended)
             return;
+        gw_proxy_side_hold(side);
         if (side->stream_error != NULL) {
             gw_proxy_fail(proxy,
                           is_client ? GW_PROXY_END_CLIENT_PROTOCOL : GW_PROXY_END_QEMU_PROTOCOL,
@@ -560,7 +634,7 @@ gw_proxy_side_ready(int fd, GIOCondition revents, gpointer data)
 
     if (revents & G_IO_OUT)
         gw_proxy_side_flush(side);
-    if (revents & (G_IO_IN | G_IO_HUP | G_IO_ERR))
+    if ((revents & (G_IO_IN | G_IO_HUP | G_IO_ERR)) || side->in_len > 0)
         gw_proxy_side_dispatch_read(side, revents);
     /* relay at once: what this side's read queued for the other */
     gw_proxy_side_flush(&proxy->qemu);
@@ -654,6 +728,9 @@ gw_proxy_side_clear(GwProxySide *side)
     g_clear_pointer(&side->parser, usbredirparser_destroy);
     g_clear_object(&side->socket);
     g_clear_pointer(&side->stream_error, g_free);
+    g_clear_pointer(&side->held, g_free);
+    side->in = NULL;
+    side->in_len = 0;
 }
 
 void

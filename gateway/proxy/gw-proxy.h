@@ -83,7 +83,11 @@
  * (<= GW_PROXY_MAX_DATA_LEN). At most GW_PROXY_MAX_PENDING requests from
  * QEMU are outstanding; beyond that QEMU is not read until answers come.
  * A packet header announcing more than GW_PROXY_MAX_PACKET_LEN ends the
- * session before usbredirparser allocates a buffer for it.
+ * session before usbredirparser allocates a buffer for it. Each wake-up
+ * takes what a socket holds with one recv() into a read buffer of the
+ * thread (64 KiB) and the parser is served from there; what a stopped side
+ * had already read (at most those 64 KiB) waits with it, so an idle proxy
+ * holds no read buffer.
  *
  * Threading: create, use and free a GwProxy on one thread, the thread whose
  * thread-default GMainContext is current at gw_proxy_new() (the main thread

@@ -1,7 +1,8 @@
 /* GwFdWatch on a socketpair: the condition changes in place, condition 0
  * takes the fd out of the poll set (a hung-up peer does not make the
  * context spin), HUP reaches the callback only when asked for, a prepare
- * function can dispatch the watch, and the callback may free its watch. */
+ * function can dispatch the watch, a condition changed in the callback
+ * applies from the next poll, and the callback may free its watch. */
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@ typedef struct {
     GwFdWatch *watch;
     gboolean prepare_ready; /* what the prepare function returns */
     guint prepares;
+    GIOCondition then; /* nonzero: the callback sets this condition */
 } Seen;
 
 static void
@@ -23,6 +25,10 @@ seen_ready(int fd, GIOCondition revents, gpointer user_data)
 
     seen->calls++;
     seen->revents = revents;
+    if (seen->then != 0) {
+        gw_fd_watch_set_condition(seen->watch, seen->then);
+        seen->then = 0;
+    }
     if (seen->free_in_callback)
         g_clear_pointer(&seen->watch, gw_fd_watch_free);
 }
@@ -77,6 +83,30 @@ test_condition(void)
     drain();
     g_assert_cmpuint(seen.calls, >, 0);
     g_assert_cmpint(seen.revents, ==, G_IO_IN | G_IO_OUT);
+    g_clear_pointer(&seen.watch, gw_fd_watch_free);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* A change between non-zero conditions, made from the watch's own
+ * callback, applies from the next poll (it wakes nothing). */
+static void
+test_change_in_callback(void)
+{
+    Seen seen = {.then = G_IO_OUT};
+    int fds[2];
+
+    make_pair(fds);
+    seen.watch = gw_fd_watch_new(NULL, "test", fds[0], G_IO_IN, seen_ready, &seen);
+    g_assert_cmpint(write(fds[1], "x", 1), ==, 1);
+    g_assert_true(g_main_context_iteration(NULL, FALSE));
+    g_assert_cmpuint(seen.calls, ==, 1);
+    g_assert_cmpint(seen.revents, ==, G_IO_IN);
+    g_assert_cmpint(gw_fd_watch_get_condition(seen.watch), ==, G_IO_OUT);
+    /* the unread byte no longer counts, the free buffer space does */
+    g_assert_true(g_main_context_iteration(NULL, FALSE));
+    g_assert_cmpuint(seen.calls, ==, 2);
+    g_assert_cmpint(seen.revents, ==, G_IO_OUT);
     g_clear_pointer(&seen.watch, gw_fd_watch_free);
     close(fds[0]);
     close(fds[1]);
@@ -148,6 +178,7 @@ main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/gw-fd-watch/condition", test_condition);
+    g_test_add_func("/gw-fd-watch/change-in-callback", test_change_in_callback);
     g_test_add_func("/gw-fd-watch/hang-up", test_hang_up);
     g_test_add_func("/gw-fd-watch/prepare", test_prepare);
     g_test_add_func("/gw-fd-watch/free-in-callback", test_free_in_callback);
