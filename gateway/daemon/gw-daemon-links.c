@@ -268,6 +268,23 @@ gw_daemon_remote_lost(const gchar *gateway, const gchar *id, gpointer user_data)
     gw_daemon_save_state(daemon);
 }
 
+/* "VID:PID class CC interfaces CC:SS:PP …": what the check compares. */
+static gchar *
+gw_daemon_describe_shape(const PolicyDevice *device)
+{
+    GString *text = g_string_new(NULL);
+
+    g_string_append_printf(text, "%04x:%04x class %02x interfaces", device->vendor_id,
+                           device->product_id, device->device_class);
+    for (guint i = 0; i < device->interfaces->len; i++) {
+        const PolicyInterface *itf = &g_array_index(device->interfaces, PolicyInterface, i);
+        g_string_append_printf(text, " %02x:%02x:%02x", itf->klass, itf->subclass, itf->protocol);
+    }
+    if (device->interfaces->len == 0)
+        g_string_append(text, " none");
+    return g_string_free(text, FALSE);
+}
+
 /* The device QEMU is about to get must be the one the gateway announced
  * and the policy still gives to the VM (gw-import.h). */
 static gboolean
@@ -304,18 +321,19 @@ gw_daemon_import_check(GwImport *import, const PolicyDevice *device, gchar **rea
     presented->hash = g_strdup(inv->desc->hash);
     g_free(presented->gateway);
     presented->gateway = g_strdup(inv->desc->gateway);
-    said = policy_device_describe(inv->desc);
-    shown = policy_device_describe(presented);
     if (device->vendor_id != inv->desc->vendor_id || device->product_id != inv->desc->product_id ||
         device->device_class != inv->desc->device_class ||
         device->interfaces->len != inv->desc->interfaces->len ||
         (device->interfaces->len > 0 &&
          memcmp(device->interfaces->data, inv->desc->interfaces->data,
                 device->interfaces->len * sizeof(PolicyInterface)) != 0)) {
+        said = gw_daemon_describe_shape(inv->desc);
+        shown = gw_daemon_describe_shape(device);
         *reason = g_strdup_printf("gateway %s presents %s but announced %s",
                                   inv->desc->gateway, shown, said);
         return FALSE;
     }
+    shown = policy_device_describe(presented);
     policy_decide(policy, POLICY_ORIGIN_HOST, presented, NULL, &decision);
     if (decision.verdict == POLICY_VERDICT_DENY) {
         *reason = g_strdup_printf("%s is denied by %s:%u", shown, decision.file, decision.line);
