@@ -533,7 +533,7 @@ usbgwctl_print_links(JsonObject *status)
                 " exported to it, %" G_GINT64_FORMAT " sessions%s%s%s\n",
                 usbgwctl_str(link, "peer"), usbgwctl_str(link, "state"),
                 json_object_get_boolean_member_with_default(link, "dialed", FALSE) ? "dials"
-                                                                                  : "from",
+                                                                                   : "from",
                 usbgwctl_str(link, "address"),
                 json_object_get_int_member_with_default(link, "peer_devices", 0),
                 json_object_get_int_member_with_default(link, "exported", 0),

@@ -196,8 +196,8 @@ gw_config_check_links(GwConfig *config, const gchar *path, GError **error)
         if (entry[0] == '\0')
             continue;
         name = at != NULL ? g_strndup(entry, at - entry) : NULL;
-        if (at == NULL || !gw_config_gateway_name_is_valid(name) ||
-            strrchr(at + 1, ':') == NULL || at[1] == ':') {
+        if (at == NULL || !gw_config_gateway_name_is_valid(name) || strrchr(at + 1, ':') == NULL ||
+            at[1] == ':') {
             g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
                         "%s: [%s] link-peers: '%s': expected NAME@HOST:PORT (NAME: letters, "
                         "digits, '.', '_', '-', at most 64)",

@@ -329,8 +329,8 @@ gw_daemon_import_check(GwImport *import, const PolicyDevice *device, gchar **rea
                 device->interfaces->len * sizeof(PolicyInterface)) != 0)) {
         said = gw_daemon_describe_shape(inv->desc);
         shown = gw_daemon_describe_shape(device);
-        *reason = g_strdup_printf("gateway %s presents %s but announced %s",
-                                  inv->desc->gateway, shown, said);
+        *reason = g_strdup_printf("gateway %s presents %s but announced %s", inv->desc->gateway,
+                                  shown, said);
         return FALSE;
     }
     shown = policy_device_describe(presented);
@@ -342,7 +342,8 @@ gw_daemon_import_check(GwImport *import, const PolicyDevice *device, gchar **rea
     if (g_strcmp0(dev->manual_vm, vm) == 0)
         return TRUE;
     if (decision.verdict != POLICY_VERDICT_ASSIGN ||
-        !policy_decision_is_for_vm(policy, &decision, vm, gw_binder_get_vm_uuid(daemon->binder, vm))) {
+        !policy_decision_is_for_vm(policy, &decision, vm,
+                                   gw_binder_get_vm_uuid(daemon->binder, vm))) {
         *reason = g_strdup_printf("the policy does not give %s to vm \"%s\"", shown, vm);
         return FALSE;
     }
@@ -374,8 +375,8 @@ gw_daemon_import_detached(GwImport *import, const gchar *reason, gboolean refuse
     const gchar *id = gw_import_get_id(import);
     GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
 
-    gw_daemon_audit(daemon, refused ? GW_AUDIT_DENY : GW_AUDIT_DETACH, id,
-                    gw_import_get_vm(import), "link", reason);
+    gw_daemon_audit(daemon, refused ? GW_AUDIT_DENY : GW_AUDIT_DETACH, id, gw_import_get_vm(import),
+                    "link", reason);
     if (served != NULL)
         g_clear_pointer(&served->audited_vm, g_free);
 }
@@ -411,9 +412,9 @@ gw_daemon_import_bind(GwDaemon *daemon, const gchar *id, const gchar *vm, const 
     }
     slot_name = gw_daemon_slot_name(daemon, inv);
     path = gw_redirdev_plugger_device_socket(daemon->plugger, vm, id, slot_name);
-    served->import = gw_import_new(link, slash + 1, id, vm, path, &daemon->socket_access,
-                                   daemon->config.link_reattach_interval * 1000, &callbacks,
-                                   daemon, &error);
+    served->import =
+        gw_import_new(link, slash + 1, id, vm, path, &daemon->socket_access,
+                      daemon->config.link_reattach_interval * 1000, &callbacks, daemon, &error);
     if (served->import == NULL) {
         g_warning("%s: %s", id, error->message);
         return FALSE;
@@ -506,9 +507,9 @@ gw_daemon_start_links(GwDaemon *daemon, GError **error)
         peers[i].name = peer->name;
         peers[i].address = peer->address;
     }
-    daemon->links = gw_links_new(g_steal_pointer(&tls), config->link_listen, peers,
-                                 config->peers->len, &link_config, &callbacks, &events, daemon,
-                                 error);
+    daemon->links =
+        gw_links_new(g_steal_pointer(&tls), config->link_listen, peers, config->peers->len,
+                     &link_config, &callbacks, &events, daemon, error);
     if (daemon->links == NULL)
         return FALSE;
     g_message("gateway %s: %u static peers%s%s", gw_links_get_name(daemon->links),

@@ -48,10 +48,10 @@ struct _GwDaemon {
     gchar *hook_last_call;         /* owned, nullable */
     GCancellable *cancellable;     /* owned: cancelled when the daemon goes */
     GwVmSocketAccess
-        socket_access; /* who may use the VM sockets; attachments and shares borrow it */
-    GwLinks *links;         /* owned, nullable: no gateway links configured */
-    GHashTable *exported;   /* id → description text: our devices in the directory */
-    Policy *export_policy;  /* borrowed, only compared: the policy @exported was made with */
+        socket_access;     /* who may use the VM sockets; attachments and shares borrow it */
+    GwLinks *links;        /* owned, nullable: no gateway links configured */
+    GHashTable *exported;  /* id → description text: our devices in the directory */
+    Policy *export_policy; /* borrowed, only compared: the policy @exported was made with */
 };
 
 gchar *gw_daemon_now(void) G_GNUC_WARN_UNUSED_RESULT;
@@ -91,8 +91,7 @@ gboolean gw_daemon_is_remote(GwDaemon *daemon, const gchar *id);
 /* The binder's intents for another gateway's device. */
 gboolean gw_daemon_import_bind(GwDaemon *daemon, const gchar *id, const gchar *vm,
                                const gchar *actor);
-void gw_daemon_import_unbind(GwDaemon *daemon, const gchar *id, const gchar *vm,
-                             gboolean detach);
+void gw_daemon_import_unbind(GwDaemon *daemon, const gchar *id, const gchar *vm, gboolean detach);
 /* The socket slot name of a device (local or imported). */
 gchar *gw_daemon_slot_name(GwDaemon *daemon, GwInventoryDevice *inv) G_GNUC_WARN_UNUSED_RESULT;
 

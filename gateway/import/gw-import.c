@@ -87,8 +87,9 @@ static void
 gw_import_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpointer user_data)
 {
     GwImport *import = user_data;
-    g_autofree gchar *why = g_strdup_printf("%s%s%s", gw_proxy_end_to_string(end),
-                                            reason != NULL ? ": " : "", reason != NULL ? reason : "");
+    g_autofree gchar *why =
+        g_strdup_printf("%s%s%s", gw_proxy_end_to_string(end), reason != NULL ? ": " : "",
+                        reason != NULL ? reason : "");
 
     g_message("%s: session with vm \"%s\" ended (%s)", import->id, import->vm, why);
     gw_import_detached(import, why, end == GW_PROXY_END_DENIED,

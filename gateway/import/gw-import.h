@@ -42,16 +42,15 @@ typedef struct {
     /* Optional. QEMU lost the device for a reason other than its own
      * (@reason for logs and the audit), or @refused: the check refused
      * it. */
-    void (*detached)(GwImport *import, const gchar *reason, gboolean refused,
-                     gpointer user_data);
+    void (*detached)(GwImport *import, const gchar *reason, gboolean refused, gpointer user_data);
 } GwImportCallbacks;
 
 /* Serves the peer's device @remote_id (@link, borrowed: it must outlive
  * the import) as @id to @vm on @socket_path. @access is borrowed and must
  * outlive the import. @cb is copied. */
 GwImport *gw_import_new(GwLink *link, const gchar *remote_id, const gchar *id, const gchar *vm,
-                        const gchar *socket_path, const GwVmSocketAccess *access,
-                        guint reattach_ms, const GwImportCallbacks *cb, gpointer user_data,
+                        const gchar *socket_path, const GwVmSocketAccess *access, guint reattach_ms,
+                        const GwImportCallbacks *cb, gpointer user_data,
                         GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* Ends the session (device_disconnect to QEMU, the stream closed) and
  * removes the socket; no callback runs after this. */

@@ -55,26 +55,27 @@ G_BEGIN_DECLS
 /* Devices one peer may announce. */
 #define GW_LINK_MAX_DEVICES 16384
 /* Defaults of GwLinkConfig. */
-#define GW_LINK_DEFAULT_GRACE_MS 10000
+#define GW_LINK_DEFAULT_GRACE_MS     10000
 #define GW_LINK_DEFAULT_KEEPALIVE_MS 1000
 
 typedef struct _GwLink GwLink;
 typedef struct _GwLinkStream GwLinkStream;
 
 typedef struct {
-    guint grace_ms;     /* streams survive a lost connection this long; 0: default */
-    guint keepalive_ms; /* PING after this long without sending; dead after 3x silence; 0: default */
+    guint grace_ms; /* streams survive a lost connection this long; 0: default */
+    guint
+        keepalive_ms; /* PING after this long without sending; dead after 3x silence; 0: default */
 } GwLinkConfig;
 
 typedef struct {
-    guint64 bytes_in;      /* read from the connections, framing included */
-    guint64 bytes_out;     /* written to the connections */
-    guint64 connects;      /* connections attached */
-    guint64 resumed;       /* of which resumed the previous one's streams */
-    guint streams;         /* now: open streams, both directions */
-    guint peer_devices;    /* now: devices the peer announced */
-    gint64 rtt_us;         /* last PING round trip, -1 if none yet */
-    gboolean up;           /* a connection is attached and HELLO came */
+    guint64 bytes_in;   /* read from the connections, framing included */
+    guint64 bytes_out;  /* written to the connections */
+    guint64 connects;   /* connections attached */
+    guint64 resumed;    /* of which resumed the previous one's streams */
+    guint streams;      /* now: open streams, both directions */
+    guint peer_devices; /* now: devices the peer announced */
+    gint64 rtt_us;      /* last PING round trip, -1 if none yet */
+    gboolean up;        /* a connection is attached and HELLO came */
 } GwLinkStats;
 
 typedef struct {

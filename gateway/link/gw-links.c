@@ -21,9 +21,9 @@ static const gchar *const gw_links_state_names[] = {
 typedef struct {
     GwLinks *links; /* not owned */
     gchar *name;
-    gchar *address;     /* nullable: where we dial it (static peers) */
-    gchar *seen_from;   /* nullable: the address its last accepted link came from */
-    GwLink *link;       /* owned */
+    gchar *address;   /* nullable: where we dial it (static peers) */
+    gchar *seen_from; /* nullable: the address its last accepted link came from */
+    GwLink *link;     /* owned */
     GwLinksState state;
     gchar *reason;      /* nullable: why it is down or refused */
     GCancellable *dial; /* nullable: a dial in progress */
@@ -67,11 +67,10 @@ gw_links_set_state(GwLinksPeerState *peer, GwLinksState state, const gchar *reas
 
 /* Announces @id to @peer or withdraws it, as the policy says now. */
 static void
-gw_links_offer(GwLinks *links, GwLinksPeerState *peer, const gchar *id,
-               const PolicyDevice *device)
+gw_links_offer(GwLinks *links, GwLinksPeerState *peer, const gchar *id, const PolicyDevice *device)
 {
-    gboolean allowed = device != NULL &&
-                       links->events.may_export(id, device, peer->name, links->user_data);
+    gboolean allowed =
+        device != NULL && links->events.may_export(id, device, peer->name, links->user_data);
 
     if (allowed) {
         gw_link_announce(peer->link, id, device);
@@ -195,8 +194,7 @@ gw_links_link_refused(GwLink *link, const gchar *reason, gpointer user_data)
 }
 
 static void
-gw_links_device_added(GwLink *link, const gchar *id, const PolicyDevice *device,
-                      gpointer user_data)
+gw_links_device_added(GwLink *link, const gchar *id, const PolicyDevice *device, gpointer user_data)
 {
     GwLinksPeerState *peer = user_data;
 
@@ -412,8 +410,8 @@ gw_links_incoming(GSocketService *service, GSocketConnection *connection, GObjec
     if (remote != NULL && G_IS_INET_SOCKET_ADDRESS(remote)) {
         g_autofree gchar *ip = g_inet_address_to_string(
             g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(remote)));
-        accept->address = g_strdup_printf("%s:%u", ip,
-                                          g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(remote)));
+        accept->address = g_strdup_printf(
+            "%s:%u", ip, g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(remote)));
     } else {
         accept->address = g_strdup("?");
     }
@@ -440,8 +438,7 @@ gw_links_parse_listen(const gchar *listen, GError **error)
         }
         inet = g_inet_address_new_from_string(host);
     }
-    if (inet == NULL ||
-        !g_ascii_string_to_unsigned(colon + 1, 10, 1, G_MAXUINT16, &port, NULL)) {
+    if (inet == NULL || !g_ascii_string_to_unsigned(colon + 1, 10, 1, G_MAXUINT16, &port, NULL)) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                     "link-listen=%s: expected an IP address and a port (ADDRESS:PORT)", listen);
         return NULL;
@@ -468,8 +465,8 @@ gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers, guin
             return NULL;
         service = g_socket_service_new();
         if (!g_socket_listener_add_address(G_SOCKET_LISTENER(service), address,
-                                           G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL,
-                                           NULL, error)) {
+                                           G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, NULL,
+                                           error)) {
             g_prefix_error(error, "link-listen=%s: ", listen);
             return NULL;
         }
@@ -479,8 +476,8 @@ gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers, guin
     links->tls = g_steal_pointer(&owned_tls);
     links->cancellable = g_cancellable_new();
     links->peers = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, gw_links_peer_free);
-    links->published = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                             (GDestroyNotify)policy_device_free);
+    links->published =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)policy_device_free);
     links->config = *config;
     links->callbacks = *cb;
     links->events = *events;

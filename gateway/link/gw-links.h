@@ -28,7 +28,7 @@ G_BEGIN_DECLS
 #define GW_LINKS_MAX_PEERS 256
 /* Backoff between dials of a static peer. */
 #define GW_LINKS_DIAL_FIRST_MS 500
-#define GW_LINKS_DIAL_MAX_MS 10000
+#define GW_LINKS_DIAL_MAX_MS   10000
 /* A TLS handshake and its checks, at most. */
 #define GW_LINKS_HANDSHAKE_MS 10000
 
@@ -60,8 +60,8 @@ typedef struct {
 /* @tls is taken. @listen: "ADDRESS:PORT" or NULL. @peers: GwLinksPeer
  * (borrowed for the call). @events are the directory's (borrowed until
  * free). Fails when the listener cannot bind. */
-GwLinks *gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers,
-                      guint n_peers, const GwLinkConfig *config, const GwLinksCallbacks *cb,
+GwLinks *gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers, guint n_peers,
+                      const GwLinkConfig *config, const GwLinksCallbacks *cb,
                       const GwDirectoryEvents *events, gpointer user_data,
                       GError **error) G_GNUC_WARN_UNUSED_RESULT;
 void gw_links_free(GwLinks *links);

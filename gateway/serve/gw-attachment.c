@@ -199,9 +199,9 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
         return FALSE;
     }
     label = g_strdup_printf("%s#%u", attachment->identity, ++attachment->peer_count);
-    attachment->session = gw_session_new(
-        attachment->usb, g_socket_connection_get_socket(connection), label,
-        gw_attachment_session_closed, attachment, error);
+    attachment->session =
+        gw_session_new(attachment->usb, g_socket_connection_get_socket(connection), label,
+                       gw_attachment_session_closed, attachment, error);
     if (attachment->session == NULL)
         return FALSE;
     attachment->peer = g_object_ref(connection);
@@ -225,8 +225,8 @@ gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
         if (error != NULL)
             g_warning("%s", error->message);
         else if (attachment->session != NULL)
-            g_warning("%s: refused a second peer on %s (one peer per device)",
-                      attachment->identity, attachment->socket_path);
+            g_warning("%s: refused a second peer on %s (one peer per device)", attachment->identity,
+                      attachment->socket_path);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
     }
     return TRUE;

@@ -189,13 +189,12 @@ gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
         if (write(audit->fd, record, len + 1) != (ssize_t)(len + 1))
             g_warning("audit log %s: write failed: %s", audit->path, g_strerror(errno));
     }
-    message = g_strdup_printf("%s %s%s%s%s%s%s%s", gw_audit_kind_to_string(event->event),
-                              event->device_id != NULL ? event->device_id : "-",
-                              event->peer != NULL ? " gateway " : "",
-                              event->peer != NULL ? event->peer : "",
-                              event->vm != NULL ? " vm " : "", event->vm != NULL ? event->vm : "",
-                              event->reason != NULL ? ": " : "",
-                              event->reason != NULL ? event->reason : "");
+    message = g_strdup_printf(
+        "%s %s%s%s%s%s%s%s", gw_audit_kind_to_string(event->event),
+        event->device_id != NULL ? event->device_id : "-", event->peer != NULL ? " gateway " : "",
+        event->peer != NULL ? event->peer : "", event->vm != NULL ? " vm " : "",
+        event->vm != NULL ? event->vm : "", event->reason != NULL ? ": " : "",
+        event->reason != NULL ? event->reason : "");
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "MESSAGE", "%s", message, "USBGW_EVENT",
                      "%s", gw_audit_kind_to_string(event->event), "USBGW_DEVICE", "%s",
                      event->device_id != NULL ? event->device_id : "", "USBGW_VM", "%s",

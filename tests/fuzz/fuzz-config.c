@@ -139,7 +139,8 @@ fuzz_check_loaded(GwConfig *config, GKeyFile *oracle)
     /* links on: certificates given; every peer a name and an address */
     FUZZ_CHECK(config->peers != NULL);
     if (config->link_listen != NULL || config->link_peers != NULL)
-        FUZZ_CHECK(config->link_cert != NULL && config->link_key != NULL && config->link_ca != NULL);
+        FUZZ_CHECK(config->link_cert != NULL && config->link_key != NULL &&
+                   config->link_ca != NULL);
     for (guint i = 0; i < config->peers->len; i++) {
         const GwConfigPeer *peer = config->peers->pdata[i];
         FUZZ_CHECK(peer->name[0] != '\0' && strchr(peer->address, ':') != NULL);

@@ -281,8 +281,8 @@ test_remote(void)
     g_assert_true(g_ptr_array_find(all, remote, NULL));
 
     /* withdrawn, with the entry's own description */
-    g_assert_true(gw_inventory_set_remote(inventory, "dongles1/0529:0001:R1", remote->desc,
-                                          FALSE) == remote);
+    g_assert_true(
+        gw_inventory_set_remote(inventory, "dongles1/0529:0001:R1", remote->desc, FALSE) == remote);
     g_assert_false(gw_inventory_device_is_present(remote));
     g_assert_cmpstr(remote->desc->serial, ==, "R1");
     g_assert_cmpstr(remote->desc->gateway, ==, "dongles1");

@@ -123,8 +123,8 @@ fake_open(GwLink *link, const gchar *id, gchar **reason, gpointer user_data)
         return NULL;
     }
     dev = g_new0(FakeDevice, 1);
-    dev->thread = usbredir_peer_thread_start(usbredir_peer_new(fds[0], &config, &events, dev),
-                                             "fake-device");
+    dev->thread =
+        usbredir_peer_thread_start(usbredir_peer_new(fds[0], &config, &events, dev), "fake-device");
     g_ptr_array_add(fake_devices, dev);
     return socket;
 }
@@ -151,8 +151,7 @@ fake_accepted(GObject *source, GAsyncResult *result, gpointer user_data)
     GwLink *link;
 
     if (stream == NULL || name == NULL) {
-        g_printerr("fake exporter: %s\n",
-                   error != NULL ? error->message : refusal->message);
+        g_printerr("fake exporter: %s\n", error != NULL ? error->message : refusal->message);
         return;
     }
     link = gw_link_new(name, &(GwLinkConfig){0}, &callbacks, NULL);
@@ -217,8 +216,8 @@ main(int argc, char **argv)
     g_autofree gchar *host = NULL;
 
     g_option_context_add_main_entries(context, entries, NULL);
-    if (!g_option_context_parse(context, &argc, &argv, &error) || listen == NULL ||
-        cert == NULL || key == NULL || ca == NULL || announce == NULL ||
+    if (!g_option_context_parse(context, &argc, &argv, &error) || listen == NULL || cert == NULL ||
+        key == NULL || ca == NULL || announce == NULL ||
         !fake_parse_identity(announce, &fake_announced) ||
         !fake_parse_identity(present != NULL ? present : announce, &fake_presented) ||
         (secret != NULL && !sim_hex_decode(secret, fake_secret, USBGW_KEY_LEN, NULL))) {
@@ -234,13 +233,13 @@ main(int argc, char **argv)
     }
     colon = strrchr(listen, ':');
     host = colon != NULL ? g_strndup(listen, colon - listen) : NULL;
-    address = host != NULL ? G_INET_SOCKET_ADDRESS(
-                                 g_inet_socket_address_new_from_string(host, atoi(colon + 1)))
-                           : NULL;
-    if (address == NULL ||
-        !g_socket_listener_add_address(G_SOCKET_LISTENER(service), G_SOCKET_ADDRESS(address),
-                                       G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, NULL,
-                                       &error)) {
+    address =
+        host != NULL
+            ? G_INET_SOCKET_ADDRESS(g_inet_socket_address_new_from_string(host, atoi(colon + 1)))
+            : NULL;
+    if (address == NULL || !g_socket_listener_add_address(
+                               G_SOCKET_LISTENER(service), G_SOCKET_ADDRESS(address),
+                               G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, NULL, &error)) {
         g_printerr("usbgw-fake-exporter: cannot listen on %s%s%s\n", listen,
                    error != NULL ? ": " : "", error != NULL ? error->message : "");
         return 1;
