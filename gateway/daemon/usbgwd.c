@@ -81,6 +81,7 @@ main(int argc, char **argv)
     if (!gw_config_load(&config, config_path != NULL ? config_path : GW_CONFIG_DEFAULT_PATH,
                         &error)) {
         g_printerr("usbgwd: %s\n", error->message);
+        gw_config_clear(&config);
         return 1;
     }
     if (policy_path != NULL) {

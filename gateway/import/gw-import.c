@@ -21,6 +21,7 @@ struct _GwImport {
     GSocketConnection *qemu; /* owned, nullable: QEMU waiting for a session */
     guint qemu_watch;        /* HUP watch on a waiting @qemu */
     GwLinkStream *stream;    /* nullable: the session's stream */
+    gchar *stream_end;       /* owned, nullable: why the stream ended, for the proxy's end */
     GwProxy *proxy;          /* owned, nullable: the session's proxy */
     gboolean attached;       /* QEMU has the device */
     gint64 not_before;       /* monotonic µs: no session starts before */
@@ -87,10 +88,15 @@ static void
 gw_import_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpointer user_data)
 {
     GwImport *import = user_data;
-    g_autofree gchar *why =
-        g_strdup_printf("%s%s%s", gw_proxy_end_to_string(end), reason != NULL ? ": " : "",
-                        reason != NULL ? reason : "");
+    g_autofree gchar *why = NULL;
 
+    /* the stream's end says more than "the client closed" */
+    if (end == GW_PROXY_END_CLIENT_CLOSED && import->stream_end != NULL)
+        why = g_steal_pointer(&import->stream_end);
+    else
+        why = g_strdup_printf("%s%s%s", gw_proxy_end_to_string(end), reason != NULL ? ": " : "",
+                              reason != NULL ? reason : "");
+    g_clear_pointer(&import->stream_end, g_free);
     g_message("%s: session with vm \"%s\" ended (%s)", import->id, import->vm, why);
     gw_import_detached(import, why, end == GW_PROXY_END_DENIED,
                        end == GW_PROXY_END_QEMU_CLOSED || end == GW_PROXY_END_QEMU_PROTOCOL);
@@ -113,11 +119,15 @@ gw_import_stream_closed(GwLinkStream *stream, const gchar *reason, gpointer user
     g_autofree gchar *why = g_strdup_printf("gateway %s: %s", gw_link_get_peer(import->link),
                                             reason != NULL ? reason : "stream closed");
 
-    /* the link closed our end of the socketpair; end the proxy now rather
-     * than when it reads the end of the stream */
+    /* the link closed our end of the socketpair: the proxy ends when it
+     * reads that, after whatever it still had to say (its own reason, a
+     * denial, comes first); this one is kept for it */
     import->stream = NULL;
     g_message("%s: %s", import->id, why);
-    gw_import_detached(import, why, FALSE, FALSE);
+    g_free(import->stream_end);
+    import->stream_end = g_steal_pointer(&why);
+    if (import->proxy == NULL)
+        g_clear_pointer(&import->stream_end, g_free);
 }
 
 static gboolean
@@ -275,6 +285,7 @@ gw_import_free(GwImport *import)
     g_signal_handlers_disconnect_by_data(import->service, import);
     g_clear_object(&import->service);
     g_unlink(import->socket_path);
+    g_free(import->stream_end);
     g_free(import->remote_id);
     g_free(import->id);
     g_free(import->vm);

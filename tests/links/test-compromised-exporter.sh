@@ -68,6 +68,7 @@ for d in json.load(sys.stdin)["devices"]:
 # usbgwd importing it; prints the test peer's output on the key's socket
 run() {
     : > "$work/usbgwd.log"
+    audit_lines=$(cat "$work/audit.log" 2>/dev/null | wc -l)
     "$fake" --listen "127.0.0.1:$port" --cert "$work/certs/dongles1-cert.pem" \
         --key "$work/certs/dongles1-key.pem" --ca "$work/certs/ca-cert.pem" \
         --announce 0529:0001:ff --present "$1" --secret $SECRET > "$work/fake.log" 2>&1 &
@@ -85,6 +86,13 @@ run() {
     done
     [ -n "$sock" ] || fail "usbgwd did not import $ID: $(ctl list)"
     "$peer" --timeout 10 "$sock" "${@:2}" 2>&1 || true
+    # a refusal is recorded once the proxy has closed both sides: let
+    # usbgwd get there before it is stopped
+    for _ in $(seq 100); do
+        grep -q '"event":"deny"' <(tail -n +$((audit_lines + 1)) "$work/audit.log" 2>/dev/null) && break
+        [ "$1" = 0529:0001:ff ] && break
+        sleep 0.05
+    done
     kill $gw_pid && wait $gw_pid || fail "usbgwd exited with status $? on SIGTERM"
     kill $fake_pid && wait $fake_pid || true
     gw_pid='' fake_pid=''
