@@ -299,8 +299,6 @@ gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gchar *socke
 void
 gw_attachment_unbind(GwAttachment *attachment)
 {
-    g_autoptr(GError) error = NULL;
-
     if (attachment->service == NULL)
         return;
     g_socket_service_stop(attachment->service);
