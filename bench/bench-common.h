@@ -160,3 +160,21 @@ void bench_target_compare(const gchar *name, BenchTarget *cand, BenchTarget *bas
                           BenchFigure figure, gboolean added);
 /* The same for the ops/s over the timed rounds. */
 void bench_target_compare_ops(const gchar *name, BenchTarget *cand, BenchTarget *base);
+
+/* ---- gateway links (link-rtt-bench, imported-sessions-bench) */
+
+/* Runs `bash @script @dir NAME…` (tests/link/make-certs.sh) for the
+ * space-separated @names and waits for it; fails with its output. */
+gboolean bench_make_certs(const gchar *script, const gchar *dir, const gchar *names,
+                          GError **error);
+/* Writes @dir/usbgwd.conf (control socket, state and audit log in @dir, no
+ * libvirt, then @config_lines) and @dir/policy (@policy_text), and starts
+ * @usbgwd on them with its run dir @dir/run and its log @dir/usbgwd.log. */
+gboolean bench_usbgwd_start(const gchar *usbgwd, const gchar *dir, const gchar *config_lines,
+                            const gchar *policy_text, GPid *pid, GError **error);
+/* The device sockets usbgwd made for @vm under @dir/run, sorted, once
+ * there are at least @n (NULL-terminated; g_strfreev). */
+gchar **bench_vm_sockets(const gchar *dir, const gchar *vm, guint n, gint64 timeout_us,
+                         GError **error);
+/* utime + stime of a process in clock ticks (/proc/PID/stat); 0 if gone. */
+guint64 bench_proc_cpu_ticks(GPid pid);
