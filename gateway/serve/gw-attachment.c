@@ -173,14 +173,16 @@ gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer u
 {
     GwAttachment *attachment = user_data;
     g_autoptr(GError) error = NULL;
+    /* @reason may be the session's, freed with it below */
+    g_autofree gchar *why = g_strdup(reason);
 
-    g_message("%s: peer session ended: %s", attachment->identity, reason);
+    g_message("%s: peer session ended: %s", attachment->identity, why);
     gw_attachment_end_session(attachment);
     /* usbredirhost closed the handle: claim again for the next peer */
     if (!gw_attachment_claim(attachment, &error))
         g_warning("%s", error->message);
     if (attachment->peer_ended != NULL)
-        attachment->peer_ended(attachment, reason, attachment->peer_ended_data);
+        attachment->peer_ended(attachment, why, attachment->peer_ended_data);
 }
 
 /* Starts a session for @connection, the one peer (see the header). */
@@ -197,9 +199,9 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
         return FALSE;
     }
     label = g_strdup_printf("%s#%u", attachment->identity, ++attachment->peer_count);
-    attachment->session = gw_session_new(
-        attachment->usb, g_socket_connection_get_socket(connection), label,
-        gw_attachment_session_closed, attachment, error);
+    attachment->session =
+        gw_session_new(attachment->usb, g_socket_connection_get_socket(connection), label,
+                       gw_attachment_session_closed, attachment, error);
     if (attachment->session == NULL)
         return FALSE;
     attachment->peer = g_object_ref(connection);
@@ -223,8 +225,8 @@ gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
         if (error != NULL)
             g_warning("%s", error->message);
         else if (attachment->session != NULL)
-            g_warning("%s: refused a second peer on %s (one peer per device)",
-                      attachment->identity, attachment->socket_path);
+            g_warning("%s: refused a second peer on %s (one peer per device)", attachment->identity,
+                      attachment->socket_path);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
     }
     return TRUE;
