@@ -729,3 +729,58 @@ bench_proc_cpu_ticks(GPid pid)
         return 0;
     return g_ascii_strtoull(fields[11], NULL, 10) + g_ascii_strtoull(fields[12], NULL, 10);
 }
+
+/* ---- a fake key */
+
+const guint8 bench_fake_key_secret[USBGW_KEY_LEN] = {0, 1, 2,  3,  4,  5,  6,  7,
+                                                     8, 9, 10, 11, 12, 13, 14, 15};
+
+static void
+bench_fake_key_hello(UsbredirPeer *peer, const struct usb_redir_hello_header *hello,
+                     gpointer user_data)
+{
+    BenchFakeKey *key = user_data;
+
+    if (key->announced)
+        return;
+    key->announced = TRUE;
+    usbredir_peer_announce_device(peer, 0x0529, 0x0001, 0xff);
+}
+
+static void
+bench_fake_key_control(UsbredirPeer *peer, const UsbredirPeerControl *control, gpointer user_data)
+{
+    BenchFakeKey *key = user_data;
+    struct usbredirparser *parser = usbredir_peer_get_parser(peer);
+    struct usb_redir_control_packet_header answer = control->header;
+    guint8 response[USBGW_KEY_LEN];
+
+    answer.status = usb_redir_success;
+    if (!(control->header.endpoint & 0x80)) {
+        if (control->header.request == USBGW_KEY_REQ_CHALLENGE && control->length == USBGW_KEY_LEN)
+            memcpy(key->challenge, control->data, USBGW_KEY_LEN);
+        usbredirparser_send_control_packet(parser, control->id, &answer, NULL, 0);
+    } else {
+        usbgw_key_compute(bench_fake_key_secret, key->challenge, response);
+        answer.length = MIN(control->header.length, USBGW_KEY_LEN);
+        usbredirparser_send_control_packet(parser, control->id, &answer, response, answer.length);
+    }
+}
+
+UsbredirPeer *
+bench_fake_key_peer_new(int fd, BenchFakeKey *key, const gchar *version)
+{
+    static const UsbredirPeerEvents events = {
+        .hello = bench_fake_key_hello,
+        .control_packet = bench_fake_key_control,
+    };
+    const UsbredirPeerConfig config = {
+        .role = USBREDIR_PEER_HOST,
+        .version = version,
+        .label = "fake device",
+        .caps = USBREDIR_PEER_CAP_FILTER | USBREDIR_PEER_CAP_DEVICE_DISCONNECT_ACK,
+        .log_level = usbredirparser_error,
+    };
+
+    return usbredir_peer_new(fd, &config, &events, key);
+}

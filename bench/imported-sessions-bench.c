@@ -67,9 +67,6 @@
 #define IMP_IMPORTER      "hv1"
 #define IMP_VM            "vm1"
 
-static const guint8 imp_secret[USBGW_KEY_LEN] = {0, 1, 2,  3,  4,  5,  6,  7,
-                                                 8, 9, 10, 11, 12, 13, 14, 15};
-
 /* ---- sessions under load ---------------------------------------------------- */
 
 typedef struct Load Load;
@@ -322,7 +319,7 @@ rig_connect(Rig *rig, const Config *cfg, guint n, GError **error)
         if (!bench_peer_challenge(peers[i], challenge, response, &op_ns, &in_ns, IMP_OP_TIMEOUT_US,
                                   error))
             return FALSE;
-        usbgw_key_compute(imp_secret, challenge, want);
+        usbgw_key_compute(bench_fake_key_secret, challenge, want);
         if (memcmp(want, response, USBGW_KEY_LEN) != 0) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "session %u: wrong answer", i);
             return FALSE;

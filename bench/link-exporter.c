@@ -29,17 +29,13 @@
 #include <gio/gio.h>
 #include <gio/gunixsocketaddress.h>
 
-#include "../tests/sim/key-protocol.h"
+#include "bench-common.h"
 #include "gw-link-tls.h"
 #include "gw-link.h"
-#include "usbredir-peer.h"
 
 #define LINK_EXPORTER_HANDSHAKE_MS 10000
 /* Devices announced, at most (GwLink's own limit). */
 #define LINK_EXPORTER_MAX_DEVICES GW_LINK_MAX_DEVICES
-
-static const guint8 link_exporter_secret[USBGW_KEY_LEN] = {0, 1, 2,  3,  4,  5,  6,  7,
-                                                           8, 9, 10, 11, 12, 13, 14, 15};
 
 typedef struct {
     GwLinkTls *tls;
@@ -54,8 +50,7 @@ typedef struct {
 typedef struct {
     UsbredirPeer *peer; /* owned */
     guint watch;
-    gboolean announced;
-    guint8 challenge[USBGW_KEY_LEN];
+    BenchFakeKey key;
 } FakeDevice;
 
 static void
@@ -64,37 +59,6 @@ fake_device_free(FakeDevice *dev)
     g_clear_handle_id(&dev->watch, g_source_remove);
     g_clear_pointer(&dev->peer, usbredir_peer_free);
     g_free(dev);
-}
-
-static void
-fake_hello(UsbredirPeer *peer, const struct usb_redir_hello_header *hello, gpointer user_data)
-{
-    FakeDevice *dev = user_data;
-
-    if (dev->announced)
-        return;
-    dev->announced = TRUE;
-    usbredir_peer_announce_device(peer, 0x0529, 0x0001, 0xff);
-}
-
-static void
-fake_control(UsbredirPeer *peer, const UsbredirPeerControl *control, gpointer user_data)
-{
-    FakeDevice *dev = user_data;
-    struct usbredirparser *parser = usbredir_peer_get_parser(peer);
-    struct usb_redir_control_packet_header answer = control->header;
-    guint8 response[USBGW_KEY_LEN];
-
-    answer.status = usb_redir_success;
-    if (!(control->header.endpoint & 0x80)) {
-        if (control->header.request == USBGW_KEY_REQ_CHALLENGE && control->length == USBGW_KEY_LEN)
-            memcpy(dev->challenge, control->data, USBGW_KEY_LEN);
-        usbredirparser_send_control_packet(parser, control->id, &answer, NULL, 0);
-    } else {
-        usbgw_key_compute(link_exporter_secret, dev->challenge, response);
-        answer.length = MIN(control->header.length, USBGW_KEY_LEN);
-        usbredirparser_send_control_packet(parser, control->id, &answer, response, answer.length);
-    }
 }
 
 /* The link's end of the socketpair has bytes, or closed. Answers are
@@ -114,20 +78,9 @@ fake_device_ready(gint fd, GIOCondition condition, gpointer user_data)
 static FakeDevice *
 fake_device_new(int fd)
 {
-    static const UsbredirPeerEvents events = {
-        .hello = fake_hello,
-        .control_packet = fake_control,
-    };
-    static const UsbredirPeerConfig config = {
-        .role = USBREDIR_PEER_HOST,
-        .version = "link-exporter fake device",
-        .label = "fake device",
-        .caps = USBREDIR_PEER_CAP_FILTER | USBREDIR_PEER_CAP_DEVICE_DISCONNECT_ACK,
-        .log_level = usbredirparser_error,
-    };
     FakeDevice *dev = g_new0(FakeDevice, 1);
 
-    dev->peer = usbredir_peer_new(fd, &config, &events, dev);
+    dev->peer = bench_fake_key_peer_new(fd, &dev->key, "link-exporter fake device");
     dev->watch = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, fake_device_ready, dev);
     return dev;
 }
