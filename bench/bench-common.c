@@ -625,3 +625,162 @@ bench_target_compare_ops(const gchar *name, BenchTarget *cand, BenchTarget *base
 
     bench_print_compared(name, "ops/s", c, base->name, b, b != 0 ? c / b : 0, values, ratios);
 }
+
+/* ---- gateway links */
+
+gboolean
+bench_make_certs(const gchar *script, const gchar *dir, const gchar *names, GError **error)
+{
+    g_autofree gchar *command = NULL;
+    g_autofree gchar *out = NULL;
+    gint wait_status = 0;
+    g_auto(GStrv) list = g_strsplit(names, " ", -1);
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+
+    g_ptr_array_add(argv, (gpointer) "bash");
+    g_ptr_array_add(argv, (gpointer)script);
+    g_ptr_array_add(argv, (gpointer)dir);
+    for (guint i = 0; list[i] != NULL; i++)
+        g_ptr_array_add(argv, list[i]);
+    g_ptr_array_add(argv, NULL);
+    if (!g_spawn_sync(NULL, (gchar **)argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out,
+                      &out, &wait_status, error))
+        return FALSE;
+    if (!g_spawn_check_wait_status(wait_status, error)) {
+        g_prefix_error(error, "%s %s %s: %s: ", script, dir, names, out != NULL ? out : "");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean
+bench_usbgwd_start(const gchar *usbgwd, const gchar *dir, const gchar *config_lines,
+                   const gchar *policy_text, GPid *pid, GError **error)
+{
+    g_autofree gchar *conf = g_build_filename(dir, "usbgwd.conf", NULL);
+    g_autofree gchar *policy = g_build_filename(dir, "policy", NULL);
+    g_autofree gchar *rundir = g_build_filename(dir, "run", NULL);
+    g_autofree gchar *log = g_build_filename(dir, "usbgwd.log", NULL);
+    g_autofree gchar *conf_text =
+        g_strdup_printf("[usbgwd]\ncontrol-socket=%s/control.sock\nstate=%s/state.json\n"
+                        "audit-log=%s/audit.log\nlibvirt-uri=\n%s",
+                        dir, dir, dir, config_lines);
+    const gchar *argv[] = {usbgwd, "--foreground", "--policy", policy, "--rundir",
+                           rundir, "--config",     conf,       NULL};
+
+    if (g_mkdir_with_parents(dir, 0755) != 0) {
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "%s: %s", dir,
+                    g_strerror(errno));
+        return FALSE;
+    }
+    if (!g_file_set_contents(conf, conf_text, -1, error) ||
+        !g_file_set_contents(policy, policy_text, -1, error))
+        return FALSE;
+    return bench_child_spawn(argv, log, pid, error);
+}
+
+gchar **
+bench_vm_sockets(const gchar *dir, const gchar *vm, guint n, gint64 timeout_us, GError **error)
+{
+    g_autofree gchar *vmdir = g_build_filename(dir, "run", "vm", vm, NULL);
+    gint64 deadline = g_get_monotonic_time() + timeout_us;
+
+    for (;;) {
+        g_autoptr(GDir) d = g_dir_open(vmdir, 0, NULL);
+        g_autoptr(GPtrArray) found = g_ptr_array_new_with_free_func(g_free);
+        const gchar *name;
+
+        while (d != NULL && (name = g_dir_read_name(d)) != NULL) {
+            if (g_str_has_suffix(name, ".sock"))
+                g_ptr_array_add(found, g_build_filename(vmdir, name, NULL));
+        }
+        if (found->len >= n) {
+            g_ptr_array_sort(found, (GCompareFunc)g_strcmp0);
+            g_ptr_array_add(found, NULL);
+            return (gchar **)g_ptr_array_free(g_steal_pointer(&found), FALSE);
+        }
+        if (g_get_monotonic_time() > deadline) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
+                        "%u device sockets in %s, not %u, after %.0f s", found->len, vmdir, n,
+                        (gdouble)timeout_us / G_USEC_PER_SEC);
+            return NULL;
+        }
+        g_usleep(50 * 1000);
+    }
+}
+
+guint64
+bench_proc_cpu_ticks(GPid pid)
+{
+    g_autofree gchar *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree gchar *text = NULL;
+    g_auto(GStrv) fields = NULL;
+    const gchar *after;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        return 0;
+    /* the command name may hold spaces: fields count from after its ')' */
+    after = strrchr(text, ')');
+    if (after == NULL)
+        return 0;
+    fields = g_strsplit(after + 2, " ", -1);
+    /* state is field 3, utime 14 and stime 15 (proc(5)) */
+    if (g_strv_length(fields) < 13)
+        return 0;
+    return g_ascii_strtoull(fields[11], NULL, 10) + g_ascii_strtoull(fields[12], NULL, 10);
+}
+
+/* ---- a fake key */
+
+const guint8 bench_fake_key_secret[USBGW_KEY_LEN] = {0, 1, 2,  3,  4,  5,  6,  7,
+                                                     8, 9, 10, 11, 12, 13, 14, 15};
+
+static void
+bench_fake_key_hello(UsbredirPeer *peer, const struct usb_redir_hello_header *hello,
+                     gpointer user_data)
+{
+    BenchFakeKey *key = user_data;
+
+    if (key->announced)
+        return;
+    key->announced = TRUE;
+    usbredir_peer_announce_device(peer, 0x0529, 0x0001, 0xff);
+}
+
+static void
+bench_fake_key_control(UsbredirPeer *peer, const UsbredirPeerControl *control, gpointer user_data)
+{
+    BenchFakeKey *key = user_data;
+    struct usbredirparser *parser = usbredir_peer_get_parser(peer);
+    struct usb_redir_control_packet_header answer = control->header;
+    guint8 response[USBGW_KEY_LEN];
+
+    answer.status = usb_redir_success;
+    if (!(control->header.endpoint & 0x80)) {
+        if (control->header.request == USBGW_KEY_REQ_CHALLENGE && control->length == USBGW_KEY_LEN)
+            memcpy(key->challenge, control->data, USBGW_KEY_LEN);
+        usbredirparser_send_control_packet(parser, control->id, &answer, NULL, 0);
+    } else {
+        usbgw_key_compute(bench_fake_key_secret, key->challenge, response);
+        answer.length = MIN(control->header.length, USBGW_KEY_LEN);
+        usbredirparser_send_control_packet(parser, control->id, &answer, response, answer.length);
+    }
+}
+
+UsbredirPeer *
+bench_fake_key_peer_new(int fd, BenchFakeKey *key, const gchar *version)
+{
+    static const UsbredirPeerEvents events = {
+        .hello = bench_fake_key_hello,
+        .control_packet = bench_fake_key_control,
+    };
+    const UsbredirPeerConfig config = {
+        .role = USBREDIR_PEER_HOST,
+        .version = version,
+        .label = "fake device",
+        .caps = USBREDIR_PEER_CAP_FILTER | USBREDIR_PEER_CAP_DEVICE_DISCONNECT_ACK,
+        .log_level = usbredirparser_error,
+    };
+
+    return usbredir_peer_new(fd, &config, &events, key);
+}

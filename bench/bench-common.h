@@ -160,3 +160,39 @@ void bench_target_compare(const gchar *name, BenchTarget *cand, BenchTarget *bas
                           BenchFigure figure, gboolean added);
 /* The same for the ops/s over the timed rounds. */
 void bench_target_compare_ops(const gchar *name, BenchTarget *cand, BenchTarget *base);
+
+/* ---- gateway links (link-rtt-bench, imported-sessions-bench) */
+
+/* Runs `bash @script @dir NAME…` (tests/link/make-certs.sh) for the
+ * space-separated @names and waits for it; fails with its output. */
+gboolean bench_make_certs(const gchar *script, const gchar *dir, const gchar *names,
+                          GError **error);
+/* Writes @dir/usbgwd.conf (control socket, state and audit log in @dir, no
+ * libvirt, then @config_lines) and @dir/policy (@policy_text), and starts
+ * @usbgwd on them with its run dir @dir/run and its log @dir/usbgwd.log. */
+gboolean bench_usbgwd_start(const gchar *usbgwd, const gchar *dir, const gchar *config_lines,
+                            const gchar *policy_text, GPid *pid, GError **error);
+/* The device sockets usbgwd made for @vm under @dir/run, sorted, once
+ * there are at least @n (NULL-terminated; g_strfreev). */
+gchar **bench_vm_sockets(const gchar *dir, const gchar *vm, guint n, gint64 timeout_us,
+                         GError **error);
+/* utime + stime of a process in clock ticks (/proc/PID/stat); 0 if gone. */
+guint64 bench_proc_cpu_ticks(GPid pid);
+
+/* ---- a fake key at the protocol level (proxy-bench, link-exporter) */
+
+/* Every fake key's secret: 00 01 … 0f. */
+extern const guint8 bench_fake_key_secret[USBGW_KEY_LEN];
+
+typedef struct {
+    gboolean announced;
+    guint8 challenge[USBGW_KEY_LEN];
+} BenchFakeKey;
+
+/* A usbredir peer in the host role on @fd (taken) that announces a
+ * 0529:0001 vendor-class device once the guest's hello came and answers
+ * control transfers at once, as the simulated keys do: OUT 0x01 stores a
+ * 16-byte challenge, IN 0x02 returns the key function of it under
+ * bench_fake_key_secret. @key (the caller's) keeps its state and must
+ * outlive the peer. */
+UsbredirPeer *bench_fake_key_peer_new(int fd, BenchFakeKey *key, const gchar *version);

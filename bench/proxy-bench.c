@@ -38,67 +38,21 @@
 #define PROXY_BENCH_TIMEOUT_US     (5 * G_USEC_PER_SEC)
 #define PROXY_BENCH_IDLE_WINDOW_US G_USEC_PER_SEC
 
-static const guint8 proxy_bench_secret[USBGW_KEY_LEN] = {0, 1, 2,  3,  4,  5,  6,  7,
-                                                         8, 9, 10, 11, 12, 13, 14, 15};
-
 /* ---- The fake device: a usbredir host answering at once ------------------ */
 
 typedef struct {
     UsbredirPeerThread *thread; /* owned: serves the device; its events run there */
-    gboolean announced;
-    guint8 challenge[USBGW_KEY_LEN];
+    BenchFakeKey key;
 } FakeDevice;
-
-static void
-fake_hello(UsbredirPeer *usbredir, const struct usb_redir_hello_header *h, gpointer user_data)
-{
-    FakeDevice *dev = user_data;
-
-    if (dev->announced)
-        return;
-    dev->announced = TRUE;
-    usbredir_peer_announce_device(usbredir, 0x0529, 0x0001, 0xff);
-}
-
-static void
-fake_control(UsbredirPeer *usbredir, const UsbredirPeerControl *control, gpointer user_data)
-{
-    FakeDevice *dev = user_data;
-    struct usbredirparser *parser = usbredir_peer_get_parser(usbredir);
-    struct usb_redir_control_packet_header answer = control->header;
-    guint8 response[USBGW_KEY_LEN];
-
-    answer.status = usb_redir_success;
-    if (!(control->header.endpoint & 0x80)) {
-        if (control->header.request == USBGW_KEY_REQ_CHALLENGE && control->length == USBGW_KEY_LEN)
-            memcpy(dev->challenge, control->data, USBGW_KEY_LEN);
-        usbredirparser_send_control_packet(parser, control->id, &answer, NULL, 0);
-    } else {
-        usbgw_key_compute(proxy_bench_secret, dev->challenge, response);
-        answer.length = MIN(control->header.length, USBGW_KEY_LEN);
-        usbredirparser_send_control_packet(parser, control->id, &answer, response, answer.length);
-    }
-}
 
 /* The device side: hello, control transfers; the rest is dropped. */
 static FakeDevice *
 fake_device_start(int fd)
 {
-    static const UsbredirPeerEvents events = {
-        .hello = fake_hello,
-        .control_packet = fake_control,
-    };
-    static const UsbredirPeerConfig config = {
-        .role = USBREDIR_PEER_HOST,
-        .version = "proxy-bench fake device",
-        .label = "fake device",
-        .caps = USBREDIR_PEER_CAP_FILTER | USBREDIR_PEER_CAP_DEVICE_DISCONNECT_ACK,
-        .log_level = usbredirparser_error,
-    };
     FakeDevice *dev = g_new0(FakeDevice, 1);
 
-    dev->thread =
-        usbredir_peer_thread_start(usbredir_peer_new(fd, &config, &events, dev), "fake-device");
+    dev->thread = usbredir_peer_thread_start(
+        bench_fake_key_peer_new(fd, &dev->key, "proxy-bench fake device"), "fake-device");
     return dev;
 }
 
@@ -200,7 +154,7 @@ proxy_bench_ops(Target *t, guint n, gboolean record, GArray *round_in, GError **
         if (!bench_peer_challenge(t->peer, challenge, response, &op_ns, &in_ns,
                                   PROXY_BENCH_TIMEOUT_US, error))
             return FALSE;
-        usbgw_key_compute(proxy_bench_secret, challenge, want);
+        usbgw_key_compute(bench_fake_key_secret, challenge, want);
         if (memcmp(want, response, USBGW_KEY_LEN) != 0) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: wrong answer", t->name);
             return FALSE;

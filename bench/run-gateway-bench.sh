@@ -4,7 +4,7 @@
 # usbfs ioctls, and the bench is its child (so it, usbgwd and usbredirect,
 # which it starts itself, all see the keys through libusb).
 #
-#   run-gateway-bench.sh ctrl|rss|share USBGW_BENCH_SIM BENCH USBGWD [BENCH OPTION…]
+#   run-gateway-bench.sh ctrl|rss|share|link USBGW_BENCH_SIM BENCH USBGWD [BENCH OPTION…]
 #
 #   ctrl  ctrl-rtt-bench: keys hasp (1-1, usbgwd), hasp2 (1-2, in-process
 #         usbredirhost) and key1 (1-5, usbredirect: the first 0529:0001 key
@@ -33,7 +33,7 @@
 set -euo pipefail
 
 if [ $# -lt 4 ]; then
-    sed -n '2,33p' "$0" >&2
+    sed -n '2,32p' "$0" >&2
     exit 2
 fi
 mode=$1 sim=$2 bench=$3 usbgwd=$4
@@ -42,14 +42,14 @@ shift 4
 case $mode in
 ctrl) plugs=(--plug hasp --plug hasp2 --plug key1) ;;
 rss) plugs=() ;;
-share) plugs=(--plug hasp --plug hasp2) ;;
+share | link) plugs=(--plug hasp --plug hasp2) ;;
 *)
-    echo "run-gateway-bench.sh: unknown mode '$mode' (ctrl, rss or share)" >&2
+    echo "run-gateway-bench.sh: unknown mode '$mode' (ctrl, rss, share or link)" >&2
     exit 2
     ;;
 esac
 
-if [ "$mode" != share ]; then
+if [ "$mode" = ctrl ] || [ "$mode" = rss ]; then
     usbredirect=${USBREDIRECT:-$(command -v usbredirect || true)}
     if [ -z "$usbredirect" ]; then
         echo "run-gateway-bench.sh: usbredirect not found: measuring without that baseline" >&2
@@ -77,9 +77,9 @@ USBGW_BENCH_SIM_KEYS=${USBGW_BENCH_SIM_KEYS:-100} \
     status=$?
 if [ $status -ne 0 ]; then
     for log in "$work/usbgwd.log" "$work/usbgwd-host-path.log" "$work/usbredirect.log" \
-        "$work/usbgw-share.log"; do
+        "$work/usbgw-share.log" "$work"/*/usbgwd.log; do
         if [ -s "$log" ]; then
-            echo "--- $(basename "$log") (last 40 lines)"
+            echo "--- ${log#"$work"/} (last 40 lines)"
             tail -n 40 "$log"
         fi
     done

@@ -29,8 +29,12 @@
  * answer (PONG, CREDIT, CLOSE) stays bounded. */
 #define GW_LINK_CONTROL_HIGH (64 * 1024)
 /* A CREDIT goes out once this many bytes were delivered since the last
- * one, or when the stream's receive buffer drained. */
-#define GW_LINK_CREDIT_STEP GW_LINK_MAX_DATA
+ * one. Smaller amounts, once the stream's receive buffer drained, ride
+ * with the stream's next DATA frame (a device's answer carries the credit
+ * of its request: one TLS record instead of two, and no wake-up of the
+ * peer for the credit alone) or go out GW_LINK_CREDIT_DELAY_MS later. */
+#define GW_LINK_CREDIT_STEP     GW_LINK_MAX_DATA
+#define GW_LINK_CREDIT_DELAY_MS 20
 /* TCP_NOTSENT_LOWAT on a TCP connection: the kernel keeps this little
  * unsent, so a control frame is not stuck behind a deep socket queue. */
 #define GW_LINK_NOTSENT_LOWAT GW_LINK_MAX_DATA
@@ -211,6 +215,7 @@ struct _GwLink {
     GSource *keepalive_source; /* owned, nullable */
     GSource *grace_source;     /* owned, nullable */
     GSource *flush_source;     /* owned, nullable */
+    GSource *credit_source;    /* owned, nullable: GW_LINK_CREDIT_DELAY_MS */
     GSource *doom_source;      /* owned, nullable */
 
     /* streams */
@@ -381,19 +386,53 @@ gw_link_stream_end(GwLinkStream *s, const gchar *reason, GwLinkCloseMode mode, g
     gw_link_stream_free(s);
 }
 
-/* A CREDIT when enough was delivered or the receive buffer drained. */
-static void
-gw_link_stream_maybe_credit(GwLinkStream *s)
+/* Queues a CREDIT into @out for what was delivered and not credited, if
+ * anything, when @all or at least GW_LINK_CREDIT_STEP; TRUE if it did. */
+static gboolean
+gw_link_stream_put_credit(GwLinkStream *s, GByteArray *out, gboolean all)
 {
     guint64 fresh = s->rx_delivered - s->rx_credited;
 
     if (fresh == 0 || !gw_link_connected(s->link) || s->state == GW_LINK_STREAM_PENDING)
-        return;
-    if (fresh < GW_LINK_CREDIT_STEP && s->rx.size > 0)
-        return;
-    gw_link_wire_put_u64(s->link->ctl, GW_LINK_FRAME_CREDIT, gw_link_stream_flags(s), s->id,
+        return FALSE;
+    if (fresh < GW_LINK_CREDIT_STEP && (!all || s->rx.size > 0))
+        return FALSE;
+    gw_link_wire_put_u64(out, GW_LINK_FRAME_CREDIT, gw_link_stream_flags(s), s->id,
                          s->rx_delivered);
     s->rx_credited = s->rx_delivered;
+    return TRUE;
+}
+
+/* The credits no DATA took along (GW_LINK_CREDIT_STEP). */
+static gboolean
+gw_link_credit_cb(gpointer user_data)
+{
+    GwLink *link = gw_link_ref(user_data);
+    gboolean credited = FALSE;
+
+    g_clear_pointer(&link->credit_source, g_source_unref);
+    for (GList *l = link->streams.head; l != NULL; l = l->next)
+        credited |= gw_link_stream_put_credit(l->data, link->ctl, TRUE);
+    if (credited)
+        gw_link_conn_flush(link);
+    gw_link_unref(link);
+    return G_SOURCE_REMOVE;
+}
+
+/* A CREDIT now when enough was delivered; a smaller one waits for the
+ * stream's next DATA or GW_LINK_CREDIT_DELAY_MS. */
+static void
+gw_link_stream_maybe_credit(GwLinkStream *s)
+{
+    GwLink *link = s->link;
+
+    if (gw_link_stream_put_credit(s, link->ctl, FALSE) || s->rx_delivered == s->rx_credited ||
+        link->credit_source != NULL || !gw_link_connected(link))
+        return;
+    link->credit_source = g_timeout_source_new(GW_LINK_CREDIT_DELAY_MS);
+    g_source_set_name(link->credit_source, "usbgw-link-credit");
+    g_source_set_callback(link->credit_source, gw_link_credit_cb, link, NULL);
+    g_source_attach(link->credit_source, link->context);
 }
 
 /* Writes what the peer sent to the local socket. FALSE: @s ended. */
@@ -726,6 +765,8 @@ gw_link_fill_out(GwLink *link)
             continue;
         gsize n = (gsize)MIN(s->tx_read - s->tx_sent, (guint64)GW_LINK_MAX_DATA);
         gw_link_buffer_peek(&s->tx, (gsize)(s->tx_sent - s->tx_acked), data, n);
+        /* what this stream delivered rides with its DATA */
+        gw_link_stream_put_credit(s, link->out, TRUE);
         gw_link_wire_put_data(link->out, gw_link_stream_flags(s), s->id, data, n);
         s->tx_sent += n;
         s->tx_max_sent = MAX(s->tx_max_sent, s->tx_sent);
@@ -810,6 +851,7 @@ gw_link_conn_close(GwLink *link)
     gw_link_destroy_source(&link->in_source);
     gw_link_destroy_source(&link->out_source);
     gw_link_destroy_source(&link->flush_source);
+    gw_link_destroy_source(&link->credit_source);
     gw_link_destroy_source(&link->keepalive_source);
     /* close the socket under a TLS connection first: a close_notify to a
      * dead or stalled peer would wait */
@@ -1479,6 +1521,7 @@ gw_link_free(GwLink *link)
     link->freed = TRUE;
     gw_link_conn_close(link);
     gw_link_destroy_source(&link->grace_source);
+    gw_link_destroy_source(&link->credit_source);
     gw_link_destroy_source(&link->doom_source);
     while ((s = g_queue_peek_head(&link->streams)) != NULL) {
         gw_link_stream_detach(s);
