@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "../tests/sim/key-protocol.h"
+#include "usbredir-fake-key.h"
 #include "usbredir-peer.h"
 
 /* ---- time */
@@ -179,20 +180,7 @@ gchar **bench_vm_sockets(const gchar *dir, const gchar *vm, guint n, gint64 time
 /* utime + stime of a process in clock ticks (/proc/PID/stat); 0 if gone. */
 guint64 bench_proc_cpu_ticks(GPid pid);
 
-/* ---- a fake key at the protocol level (proxy-bench, link-exporter) */
-
-/* Every fake key's secret: 00 01 … 0f. */
+/* ---- a fake key at the protocol level (proxy-bench, link-exporter):
+ * tests/usbredir-peer/usbredir-fake-key.h, initialized by
+ * usbredir_fake_key_init(); its secret, for checking answers: */
 extern const guint8 bench_fake_key_secret[USBGW_KEY_LEN];
-
-typedef struct {
-    gboolean announced;
-    guint8 challenge[USBGW_KEY_LEN];
-} BenchFakeKey;
-
-/* A usbredir peer in the host role on @fd (taken) that announces a
- * 0529:0001 vendor-class device once the guest's hello came and answers
- * control transfers at once, as the simulated keys do: OUT 0x01 stores a
- * 16-byte challenge, IN 0x02 returns the key function of it under
- * bench_fake_key_secret. @key (the caller's) keeps its state and must
- * outlive the peer. */
-UsbredirPeer *bench_fake_key_peer_new(int fd, BenchFakeKey *key, const gchar *version);

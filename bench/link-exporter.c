@@ -50,7 +50,7 @@ typedef struct {
 typedef struct {
     UsbredirPeer *peer; /* owned */
     guint watch;
-    BenchFakeKey key;
+    UsbredirFakeKey key;
 } FakeDevice;
 
 static void
@@ -80,7 +80,9 @@ fake_device_new(int fd)
 {
     FakeDevice *dev = g_new0(FakeDevice, 1);
 
-    dev->peer = bench_fake_key_peer_new(fd, &dev->key, "link-exporter fake device");
+    usbredir_fake_key_init(&dev->key);
+
+    dev->peer = usbredir_fake_key_peer_new(fd, &dev->key, "link-exporter fake device");
     dev->watch = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, fake_device_ready, dev);
     return dev;
 }

@@ -42,7 +42,7 @@
 
 typedef struct {
     UsbredirPeerThread *thread; /* owned: serves the device; its events run there */
-    BenchFakeKey key;
+    UsbredirFakeKey key;
 } FakeDevice;
 
 /* The device side: hello, control transfers; the rest is dropped. */
@@ -51,8 +51,10 @@ fake_device_start(int fd)
 {
     FakeDevice *dev = g_new0(FakeDevice, 1);
 
+    usbredir_fake_key_init(&dev->key);
+
     dev->thread = usbredir_peer_thread_start(
-        bench_fake_key_peer_new(fd, &dev->key, "proxy-bench fake device"), "fake-device");
+        usbredir_fake_key_peer_new(fd, &dev->key, "proxy-bench fake device"), "fake-device");
     return dev;
 }
 

@@ -18,9 +18,8 @@
 
 #include "gw-link-tls.h"
 #include "gw-link.h"
-#include "key-protocol.h"
 #include "sim-hex.h"
-#include "usbredir-peer.h"
+#include "usbredir-fake-key.h"
 
 #define FAKE_DEVICE_ID "0529:0001@9-9"
 
@@ -31,8 +30,7 @@ typedef struct {
 
 typedef struct {
     UsbredirPeerThread *thread;
-    gboolean announced;
-    guint8 challenge[USBGW_KEY_LEN];
+    UsbredirFakeKey key;
 } FakeDevice;
 
 static FakeIdentity fake_announced, fake_presented;
@@ -55,52 +53,9 @@ fake_parse_identity(const gchar *text, FakeIdentity *id)
     return TRUE;
 }
 
-static void
-fake_hello(UsbredirPeer *usbredir, const struct usb_redir_hello_header *h, gpointer user_data)
-{
-    FakeDevice *dev = user_data;
-
-    if (dev->announced)
-        return;
-    dev->announced = TRUE;
-    usbredir_peer_announce_device(usbredir, fake_presented.vendor, fake_presented.product,
-                                  fake_presented.klass);
-}
-
-static void
-fake_control(UsbredirPeer *usbredir, const UsbredirPeerControl *control, gpointer user_data)
-{
-    FakeDevice *dev = user_data;
-    struct usbredirparser *parser = usbredir_peer_get_parser(usbredir);
-    struct usb_redir_control_packet_header answer = control->header;
-    guint8 response[USBGW_KEY_LEN];
-
-    answer.status = usb_redir_success;
-    if (!(control->header.endpoint & 0x80)) {
-        if (control->header.request == USBGW_KEY_REQ_CHALLENGE && control->length == USBGW_KEY_LEN)
-            memcpy(dev->challenge, control->data, USBGW_KEY_LEN);
-        usbredirparser_send_control_packet(parser, control->id, &answer, NULL, 0);
-        return;
-    }
-    usbgw_key_compute(fake_secret, dev->challenge, response);
-    answer.length = MIN(control->header.length, USBGW_KEY_LEN);
-    usbredirparser_send_control_packet(parser, control->id, &answer, response, answer.length);
-}
-
 static GSocket *
 fake_open(GwLink *link, const gchar *id, gchar **reason, gpointer user_data)
 {
-    static const UsbredirPeerEvents events = {
-        .hello = fake_hello,
-        .control_packet = fake_control,
-    };
-    static const UsbredirPeerConfig config = {
-        .role = USBREDIR_PEER_HOST,
-        .version = "usbgw-fake-exporter",
-        .label = "fake device",
-        .caps = USBREDIR_PEER_CAP_FILTER | USBREDIR_PEER_CAP_DEVICE_DISCONNECT_ACK,
-        .log_level = usbredirparser_error,
-    };
     g_autoptr(GError) error = NULL;
     FakeDevice *dev;
     GSocket *socket;
@@ -123,8 +78,13 @@ fake_open(GwLink *link, const gchar *id, gchar **reason, gpointer user_data)
         return NULL;
     }
     dev = g_new0(FakeDevice, 1);
-    dev->thread =
-        usbredir_peer_thread_start(usbredir_peer_new(fds[0], &config, &events, dev), "fake-device");
+    usbredir_fake_key_init(&dev->key);
+    dev->key.vendor = fake_presented.vendor;
+    dev->key.product = fake_presented.product;
+    dev->key.device_class = fake_presented.klass;
+    memcpy(dev->key.secret, fake_secret, USBGW_KEY_LEN);
+    dev->thread = usbredir_peer_thread_start(
+        usbredir_fake_key_peer_new(fds[0], &dev->key, "usbgw-fake-exporter"), "fake-device");
     g_ptr_array_add(fake_devices, dev);
     return socket;
 }
