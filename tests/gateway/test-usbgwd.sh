@@ -71,6 +71,7 @@ sim_cmd() {
     python3 - "$work/sim.sock" "$1" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
 s.connect(sys.argv[1])
 s.sendall((sys.argv[2] + "\n").encode())
 reply = b""
@@ -319,9 +320,12 @@ teardown)
     # control socket)
     sim_cmd "plug hasp2" >/dev/null || fail "sim: plug hasp2"
     for round in $(seq 6); do
+        # (the simulator's answers are awaited 10 s at most: a simulator
+        # that stops answering fails the round instead of hanging the test)
         python3 - "$work/sim.sock" <<'PY' &
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
 s.connect(sys.argv[1])
 f = s.makefile("rwb")
 end = time.monotonic() + 1.0
@@ -329,15 +333,27 @@ while time.monotonic() < end:
     for cmd in (b"unplug hasp2\n", b"plug hasp2\n"):
         f.write(cmd)
         f.flush()
-        while not f.readline().startswith((b"ok", b"error")):
-            pass
+        while True:
+            line = f.readline()
+            if not line:
+                sys.exit("the simulator closed its control socket")
+            if line.startswith((b"ok", b"error")):
+                break
 PY
         churn=$!
         sleep "0.$((RANDOM % 9 + 1))"
         kill -TERM $gw_pid
+        # usbgwd must be gone within 20 s of SIGTERM
+        for _ in $(seq 200); do kill -0 $gw_pid 2>/dev/null || break; sleep 0.1; done
+        if kill -0 $gw_pid 2>/dev/null; then
+            command -v gdb >/dev/null &&
+                gdb -p $gw_pid -batch -ex 'thread apply all bt 12' 2>/dev/null | grep -E '^(#|Thread)' >&2
+            kill -KILL $gw_pid
+            fail "round $round: usbgwd still runs 20 s after SIGTERM (its threads above)"
+        fi
         wait $gw_pid || fail "round $round: usbgwd exited with status $? on SIGTERM during hotplug"
         gw_pid=''
-        wait $churn || fail "round $round: the hotplug churn failed"
+        wait $churn || fail "round $round: the hotplug churn failed (the simulator, not usbgwd)"
         sim_cmd "plug hasp2" >/dev/null 2>&1 || true
         ! grep -q 'CRITICAL' "$work/usbgwd.log" || fail "round $round: a CRITICAL during teardown"
         start_usbgwd
