@@ -1,34 +1,46 @@
-/* GwFdWatch: one GSource on one fd whose condition can change without
- * re-creating the source (as libvirt's virEventGLibHandleAdd/Update). The
+/* GwFdWatch: a watch on one fd whose condition can change without
+ * re-creating anything (as libvirt's virEventGLibHandleAdd/Update). The
  * one place that knows how usbgw's sockets sit in a GLib main context:
  * usbredirhost sessions (gw-session.c), the validating proxy (one watch
  * per side, gw-proxy.c), usbgwd's end of a SPICE worker and its channel
  * sockets (gw-spice.c), and the worker's socketpair and spice-server's
  * watches (spice/sw-link.c, spice/sw-core.c).
  *
+ * Cost. The watches of a context share one GSource, created with the
+ * first watch and destroyed with the last, which polls one epoll fd
+ * (level-triggered, so it reports what poll() would): a main-loop
+ * iteration costs one fd in the context's poll() and the callbacks of the
+ * watches that are ready, whatever the number of watches. Only prepare
+ * functions are called on every iteration (see Prepare).
+ *
  * Condition. The callback gets what poll() reported for the fd, within the
  * watch's condition: HUP and ERR reach it only when the condition names
  * them (poll() reports them whatever is asked; a watch that should see a
  * hang-up while it neither reads nor writes watches G_IO_HUP | G_IO_ERR).
- * Condition 0 takes the fd out of the poll set altogether: poll() would
- * report HUP and ERR even for no events, and the source would then be
+ * Condition 0 takes the fd out of the epoll set altogether: epoll would
+ * report HUP and ERR even for no events, and the watch would then be
  * dispatched on every iteration, starving every lower-priority source.
- * Setting the condition it has already costs nothing, and a change from
- * one non-zero condition to another costs no wake-up either: it applies
- * from the context's next poll (which is why only the context's own
- * thread may change it). Only a change to or from 0 wakes the context. A
- * prepare function may set the condition on every iteration.
+ * Setting the condition it has already costs nothing; a change is one
+ * epoll_ctl() and no wake-up: it applies from the context's next poll
+ * (also for the callbacks still to run in the current dispatch, which see
+ * only what the condition they have then names). Only the context's own
+ * thread may change it.
  *
- * Dispatch. The watch stays in the poll set while its callback runs (a
- * GSource that may recurse): GLib would otherwise take its fd out and put
- * it back around each dispatch, waking the context twice. So no nested
- * main loop may run the watch's context from inside its callback.
+ * Dispatch. The watch stays in the epoll set while its callback runs (the
+ * shared GSource may recurse): GLib would otherwise take the epoll fd out
+ * and put it back around each dispatch, waking the context twice. So no
+ * nested main loop may run the watch's context from inside its callback.
+ * A callback may free any watch of the context, its own too: a freed
+ * watch gets no call from the rest of the dispatch.
  *
  * Prepare. Optional: a function the watch calls before each poll of its
  * context, for a condition that depends on state changed where the owner
  * cannot set the condition (another thread, which then wakes the context
  * with g_main_context_wakeup()). It may set the condition; returning TRUE
- * dispatches the watch at once, with revents 0.
+ * dispatches the watch at once, with revents 0. Every iteration calls
+ * every prepare function of the context, so a watch should have one only
+ * while it needs it (set and clear it as the state changes). A prepare
+ * function may set its watch's condition, nothing else of any watch.
  *
  * Ownership: the watch does not own the fd (close it after freeing the
  * watch, or while the condition is 0). Threading: create, change and free
@@ -48,7 +60,7 @@ typedef void (*GwFdWatchFunc)(int fd, GIOCondition revents, gpointer user_data);
 typedef gboolean (*GwFdWatchPrepareFunc)(gpointer user_data);
 
 /* Attaches a watch on @fd to @context (NULL: the default context). @name
- * names its GSource (g_source_set_name). */
+ * names the watch in warnings (an fd epoll cannot watch). */
 GwFdWatch *gw_fd_watch_new(GMainContext *context, const gchar *name, int fd, GIOCondition condition,
                            GwFdWatchFunc func, gpointer user_data) G_GNUC_WARN_UNUSED_RESULT;
 /* Sets (or with NULL clears) the prepare function; it gets the watch's

@@ -545,8 +545,9 @@ gw_proxy_side_wanted(GwProxySide *side)
     return events;
 }
 
-/* Before each poll (the proxy's state changes in its own callbacks, but
- * a side's condition depends on the other's queue). */
+/* Before each poll while the side holds bytes held back by backpressure:
+ * no poll() reports them, so the side is dispatched once it may read on
+ * (the other side's queue drained). */
 static gboolean
 gw_proxy_side_prepare(gpointer data)
 {
@@ -554,9 +555,20 @@ gw_proxy_side_prepare(gpointer data)
     GIOCondition wanted = gw_proxy_side_wanted(side);
 
     gw_fd_watch_set_condition(side->watch, wanted);
-    /* bytes held back by backpressure, readable again: no poll() will
-     * report them */
     return side->in_len > 0 && (wanted & G_IO_IN);
+}
+
+/* Sets what @side is watched for from the proxy's state. The state
+ * changes only in the sides' callbacks (and at the start), each of which
+ * updates both sides when it is done, so the conditions are not
+ * recomputed on every main-loop iteration. */
+static void
+gw_proxy_side_update(GwProxySide *side)
+{
+    if (side->watch == NULL)
+        return;
+    gw_fd_watch_set_condition(side->watch, gw_proxy_side_wanted(side));
+    gw_fd_watch_set_prepare(side->watch, side->in_len > 0 ? gw_proxy_side_prepare : NULL);
 }
 
 static GwProxyEnd
@@ -639,6 +651,10 @@ gw_proxy_side_ready(int fd, GIOCondition revents, gpointer data)
     /* relay at once: what this side's read queued for the other */
     gw_proxy_side_flush(&proxy->qemu);
     gw_proxy_side_flush(&proxy->client);
+    /* both: a side's condition depends on the other's queue (nothing when
+     * the session ended: the watches are gone) */
+    gw_proxy_side_update(&proxy->qemu);
+    gw_proxy_side_update(&proxy->client);
 }
 
 /* ---- Public API -------------------------------------------------------- */
@@ -658,7 +674,6 @@ gw_proxy_side_watch(GwProxy *proxy, GwProxySide *side, const gchar *name)
 {
     side->watch = gw_fd_watch_new(proxy->context, name, side->fd, gw_proxy_side_wanted(side),
                                   gw_proxy_side_ready, side);
-    gw_fd_watch_set_prepare(side->watch, gw_proxy_side_prepare);
 }
 
 GwProxy *

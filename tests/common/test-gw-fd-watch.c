@@ -2,7 +2,11 @@
  * takes the fd out of the poll set (a hung-up peer does not make the
  * context spin), HUP reaches the callback only when asked for, a prepare
  * function can dispatch the watch, a condition changed in the callback
- * applies from the next poll, and the callback may free its watch. */
+ * applies from the next poll, and the callback may free its watch or
+ * another ready one (which then gets no call). The watches of a context
+ * share one epoll fd: two watches may name the same fd, the epoll fd goes
+ * with the last watch, and a context of another thread gets its own. */
+#include <dirent.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -173,6 +177,196 @@ test_free_in_callback(void)
     close(fds[1]);
 }
 
+static guint
+count_fds(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    guint n = 0;
+
+    g_assert_nonnull(dir);
+    while (readdir(dir) != NULL)
+        n++;
+    closedir(dir);
+    return n;
+}
+
+/* Each of two watches frees the other from its callback. */
+typedef struct _Rival Rival;
+struct _Rival {
+    GwFdWatch *watch;
+    Rival *other;
+    guint calls;
+};
+
+static void
+rival_ready(int fd, GIOCondition revents, gpointer user_data)
+{
+    Rival *rival = user_data;
+
+    g_assert_cmpint(revents, ==, G_IO_OUT);
+    rival->calls++;
+    g_clear_pointer(&rival->other->watch, gw_fd_watch_free);
+}
+
+/* Both are ready in the same iteration: the first to run frees the other,
+ * which gets no call. */
+static void
+test_free_other_in_callback(void)
+{
+    Rival a = {0}, b = {0};
+    int fds_a[2], fds_b[2];
+
+    make_pair(fds_a);
+    make_pair(fds_b);
+    a.other = &b;
+    b.other = &a;
+    a.watch = gw_fd_watch_new(NULL, "a", fds_a[0], G_IO_OUT, rival_ready, &a);
+    b.watch = gw_fd_watch_new(NULL, "b", fds_b[0], G_IO_OUT, rival_ready, &b);
+    g_assert_true(g_main_context_iteration(NULL, FALSE));
+    g_assert_cmpuint(a.calls + b.calls, ==, 1);
+    g_assert_true((a.watch == NULL) != (b.watch == NULL));
+    drain();
+    g_assert_cmpuint(a.calls + b.calls, >, 1); /* the survivor goes on */
+    g_assert_true((a.watch == NULL) != (b.watch == NULL));
+    g_clear_pointer(&a.watch, gw_fd_watch_free);
+    g_clear_pointer(&b.watch, gw_fd_watch_free);
+    close(fds_a[0]);
+    close(fds_a[1]);
+    close(fds_b[0]);
+    close(fds_b[1]);
+}
+
+/* Two watches on one fd, each with its own condition. */
+static void
+test_same_fd(void)
+{
+    Seen in = {0}, out = {0};
+    int fds[2];
+
+    make_pair(fds);
+    in.watch = gw_fd_watch_new(NULL, "in", fds[0], G_IO_IN, seen_ready, &in);
+    out.watch = gw_fd_watch_new(NULL, "out", fds[0], G_IO_OUT, seen_ready, &out);
+    g_assert_true(g_main_context_iteration(NULL, FALSE));
+    g_assert_cmpuint(in.calls, ==, 0);
+    g_assert_cmpuint(out.calls, ==, 1);
+    g_assert_cmpint(out.revents, ==, G_IO_OUT);
+
+    gw_fd_watch_set_condition(out.watch, 0);
+    g_assert_cmpint(write(fds[1], "x", 1), ==, 1);
+    out.calls = 0;
+    g_assert_true(g_main_context_iteration(NULL, FALSE));
+    g_assert_cmpuint(in.calls, ==, 1);
+    g_assert_cmpint(in.revents, ==, G_IO_IN);
+    g_assert_cmpuint(out.calls, ==, 0);
+    g_clear_pointer(&in.watch, gw_fd_watch_free);
+    g_clear_pointer(&out.watch, gw_fd_watch_free);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* The first watch of a context opens the epoll fd, the last closes it. */
+static void
+test_shared_fd_lifetime(void)
+{
+    guint before = count_fds();
+    Seen a = {0}, b = {0};
+    int fds[2];
+
+    make_pair(fds);
+    a.watch = gw_fd_watch_new(NULL, "a", fds[0], G_IO_OUT, seen_ready, &a);
+    g_assert_cmpuint(count_fds(), ==, before + 3);
+    b.watch = gw_fd_watch_new(NULL, "b", fds[1], G_IO_OUT, seen_ready, &b);
+    g_assert_cmpuint(count_fds(), ==, before + 3);
+    g_clear_pointer(&a.watch, gw_fd_watch_free);
+    g_assert_cmpuint(count_fds(), ==, before + 3);
+    /* the last one freed from its callback */
+    b.free_in_callback = TRUE;
+    drain();
+    g_assert_cmpuint(b.calls, ==, 1);
+    g_assert_null(b.watch);
+    g_assert_cmpuint(count_fds(), ==, before + 2);
+    close(fds[0]);
+    close(fds[1]);
+    g_assert_cmpuint(count_fds(), ==, before);
+}
+
+/* A watch created on another thread's context runs its callback there,
+ * and the default context does not see it. */
+typedef struct {
+    int fd;
+    GThread *ran_on;
+} OtherThread;
+
+static void
+other_ready(int fd, GIOCondition revents, gpointer user_data)
+{
+    OtherThread *other = user_data;
+
+    g_assert_cmpint(revents, ==, G_IO_IN);
+    other->ran_on = g_thread_self();
+}
+
+static gpointer
+other_thread(gpointer data)
+{
+    OtherThread *other = data;
+    GMainContext *context = g_main_context_new();
+    GwFdWatch *watch;
+
+    g_main_context_push_thread_default(context);
+    watch = gw_fd_watch_new(context, "other", other->fd, G_IO_IN, other_ready, other);
+    while (other->ran_on == NULL)
+        g_main_context_iteration(context, TRUE);
+    gw_fd_watch_free(watch);
+    g_main_context_pop_thread_default(context);
+    g_main_context_unref(context);
+    return NULL;
+}
+
+static void
+test_other_context(void)
+{
+    OtherThread other = {0};
+    Seen seen = {0};
+    int fds[2];
+    GThread *thread;
+
+    make_pair(fds);
+    other.fd = fds[0];
+    seen.watch = gw_fd_watch_new(NULL, "default", fds[1], G_IO_IN, seen_ready, &seen);
+    thread = g_thread_new("other", other_thread, &other);
+    g_assert_cmpint(write(fds[1], "x", 1), ==, 1);
+    g_thread_join(thread);
+    g_assert_true(other.ran_on == thread);
+    drain();
+    g_assert_cmpuint(seen.calls, ==, 0);
+    g_clear_pointer(&seen.watch, gw_fd_watch_free);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* A context freed before its watches: the watches can still be changed
+ * and freed, and the epoll fd goes with the last. */
+static void
+test_context_freed_first(void)
+{
+    guint before = count_fds();
+    GMainContext *context = g_main_context_new();
+    Seen seen = {0};
+    int fds[2];
+
+    make_pair(fds);
+    seen.watch = gw_fd_watch_new(context, "orphan", fds[0], G_IO_IN, seen_ready, &seen);
+    g_main_context_unref(context);
+    gw_fd_watch_set_condition(seen.watch, G_IO_OUT);
+    g_assert_cmpuint(count_fds(), ==, before + 3);
+    g_clear_pointer(&seen.watch, gw_fd_watch_free);
+    g_assert_cmpuint(count_fds(), ==, before + 2);
+    g_assert_cmpuint(seen.calls, ==, 0);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -182,5 +376,10 @@ main(int argc, char **argv)
     g_test_add_func("/gw-fd-watch/hang-up", test_hang_up);
     g_test_add_func("/gw-fd-watch/prepare", test_prepare);
     g_test_add_func("/gw-fd-watch/free-in-callback", test_free_in_callback);
+    g_test_add_func("/gw-fd-watch/free-other-in-callback", test_free_other_in_callback);
+    g_test_add_func("/gw-fd-watch/same-fd", test_same_fd);
+    g_test_add_func("/gw-fd-watch/shared-fd-lifetime", test_shared_fd_lifetime);
+    g_test_add_func("/gw-fd-watch/other-context", test_other_context);
+    g_test_add_func("/gw-fd-watch/context-freed-first", test_context_freed_first);
     return g_test_run();
 }
