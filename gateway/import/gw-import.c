@@ -17,7 +17,7 @@ struct _GwImport {
     gchar *socket_path;
     const GwVmSocketAccess *access; /* borrowed */
     guint reattach_ms;
-    GSocketService *service;
+    GwVmListener *service;
     GSocketConnection *qemu; /* owned, nullable: QEMU waiting for a session */
     guint qemu_watch;        /* HUP watch on a waiting @qemu */
     GwLinkStream *stream;    /* nullable: the session's stream */
@@ -215,9 +215,8 @@ gw_import_qemu_hup(gint fd, GIOCondition condition, gpointer data)
     return G_SOURCE_REMOVE;
 }
 
-static gboolean
-gw_import_incoming(GSocketService *service, GSocketConnection *connection, GObject *source,
-                   gpointer user_data)
+static void
+gw_import_incoming(GSocketConnection *connection, gpointer user_data)
 {
     GwImport *import = user_data;
     GSocket *socket = g_socket_connection_get_socket(connection);
@@ -225,13 +224,13 @@ gw_import_incoming(GSocketService *service, GSocketConnection *connection, GObje
     if (!gw_vm_socket_peer_allowed(import->access, connection, import->vm, import->id,
                                    import->socket_path)) {
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
-        return TRUE;
+        return;
     }
     if (import->qemu != NULL || import->proxy != NULL) {
         g_warning("%s: refused a second peer on %s (one peer per device)", import->id,
                   import->socket_path);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
-        return TRUE;
+        return;
     }
     import->qemu = g_object_ref(connection);
     g_message("%s: peer connected on %s", import->id, import->socket_path);
@@ -240,7 +239,6 @@ gw_import_incoming(GSocketService *service, GSocketConnection *connection, GObje
     import->qemu_watch =
         g_unix_fd_add(g_socket_get_fd(socket), G_IO_HUP | G_IO_ERR, gw_import_qemu_hup, import);
     gw_import_try_start(import);
-    return TRUE;
 }
 
 GwImport *
@@ -248,13 +246,9 @@ gw_import_new(GwLink *link, const gchar *remote_id, const gchar *id, const gchar
               const gchar *socket_path, const GwVmSocketAccess *access, guint reattach_ms,
               const GwImportCallbacks *cb, gpointer user_data, GError **error)
 {
-    g_autoptr(GSocketService) service = NULL;
     GwImport *import;
 
     g_return_val_if_fail(cb != NULL && cb->check != NULL, NULL);
-    service = gw_vm_socket_listen(access, socket_path, error);
-    if (service == NULL)
-        return NULL;
     import = g_new0(GwImport, 1);
     import->link = link;
     import->remote_id = g_strdup(remote_id);
@@ -265,9 +259,15 @@ gw_import_new(GwLink *link, const gchar *remote_id, const gchar *id, const gchar
     import->reattach_ms = reattach_ms;
     import->callbacks = *cb;
     import->user_data = user_data;
-    g_signal_connect(service, "incoming", G_CALLBACK(gw_import_incoming), import);
-    g_socket_service_start(service);
-    import->service = g_steal_pointer(&service);
+    import->service = gw_vm_socket_listen(access, socket_path, gw_import_incoming, import, error);
+    if (import->service == NULL) {
+        g_free(import->remote_id);
+        g_free(import->id);
+        g_free(import->vm);
+        g_free(import->socket_path);
+        g_free(import);
+        return NULL;
+    }
     return import;
 }
 
@@ -280,10 +280,7 @@ gw_import_free(GwImport *import)
     g_clear_handle_id(&import->qemu_watch, g_source_remove);
     g_clear_handle_id(&import->start_id, g_source_remove);
     g_clear_object(&import->qemu);
-    g_socket_service_stop(import->service);
-    g_socket_listener_close(G_SOCKET_LISTENER(import->service));
-    g_signal_handlers_disconnect_by_data(import->service, import);
-    g_clear_object(&import->service);
+    g_clear_pointer(&import->service, gw_vm_listener_free);
     g_unlink(import->socket_path);
     g_free(import->stream_end);
     g_free(import->remote_id);

@@ -23,7 +23,7 @@ struct _GwAttachment {
     gchar *identity;              /* owned */
     gchar *socket_path;           /* owned, nullable: while bound */
     libusb_context *usb;          /* borrowed */
-    GSocketService *service;      /* owned, nullable: listening only while bound to a VM */
+    GwVmListener *service;        /* owned, nullable: listening only while bound to a VM */
     libusb_device *device;        /* owned ref, nullable: present device */
     libusb_device_handle *handle; /* owned, nullable: held while no peer has it */
     guint32 detached;             /* interfaces whose kernel driver we detached */
@@ -210,9 +210,8 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
     return TRUE;
 }
 
-static gboolean
-gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
-                       GObject *source_object, gpointer user_data)
+static void
+gw_attachment_incoming(GSocketConnection *connection, gpointer user_data)
 {
     GwAttachment *attachment = user_data;
     g_autoptr(GError) error = NULL;
@@ -229,7 +228,6 @@ gw_attachment_incoming(GSocketService *service, GSocketConnection *connection,
                       attachment->socket_path);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
     }
-    return TRUE;
 }
 
 gboolean
@@ -280,17 +278,13 @@ gboolean
 gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gchar *socket_path,
                    GError **error)
 {
-    g_autoptr(GSocketService) service = NULL;
-
     if (g_strcmp0(attachment->socket_path, socket_path) == 0)
         return TRUE;
     gw_attachment_unbind(attachment);
-    service = gw_vm_socket_listen(attachment->access, socket_path, error);
-    if (service == NULL)
+    attachment->service = gw_vm_socket_listen(attachment->access, socket_path,
+                                              gw_attachment_incoming, attachment, error);
+    if (attachment->service == NULL)
         return FALSE;
-    g_signal_connect(service, "incoming", G_CALLBACK(gw_attachment_incoming), attachment);
-    g_socket_service_start(service);
-    attachment->service = g_steal_pointer(&service);
     attachment->socket_path = g_strdup(socket_path);
     attachment->vm = g_strdup(vm);
     return TRUE;
@@ -301,10 +295,7 @@ gw_attachment_unbind(GwAttachment *attachment)
 {
     if (attachment->service == NULL)
         return;
-    g_socket_service_stop(attachment->service);
-    g_socket_listener_close(G_SOCKET_LISTENER(attachment->service));
-    g_signal_handlers_disconnect_by_data(attachment->service, attachment);
-    g_clear_object(&attachment->service);
+    g_clear_pointer(&attachment->service, gw_vm_listener_free);
     g_unlink(attachment->socket_path);
     g_clear_pointer(&attachment->socket_path, g_free);
     g_clear_pointer(&attachment->vm, g_free);
@@ -360,10 +351,7 @@ gw_attachment_free(GwAttachment *attachment)
     if (attachment == NULL)
         return;
     if (attachment->service != NULL) {
-        g_socket_service_stop(attachment->service);
-        g_socket_listener_close(G_SOCKET_LISTENER(attachment->service));
-        g_signal_handlers_disconnect_by_data(attachment->service, attachment);
-        g_object_unref(attachment->service);
+        gw_vm_listener_free(attachment->service);
         g_unlink(attachment->socket_path);
     }
     gw_attachment_end_session(attachment);

@@ -12,6 +12,8 @@
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
 
+#include "gw-fd-watch.h"
+
 /* <rundir>/vm: anyone may pass, only root lists or writes. */
 #define GW_VM_SOCKET_ROOT_MODE 0711
 /* <rundir>/vm/<vm>: root's; QEMU's group may pass (without one: root only). */
@@ -182,11 +184,49 @@ gw_vm_socket_bind(const GwVmSocketAccess *access, int dir_fd, const gchar *path,
     return g_steal_pointer(&socket);
 }
 
-GSocketService *
-gw_vm_socket_listen(const GwVmSocketAccess *access, const gchar *path, GError **error)
+struct _GwVmListener {
+    GSocket *socket; /* owned: listening */
+    GwFdWatch *watch;
+    GwVmListenerIncoming incoming;
+    gpointer user_data;
+};
+
+/* One connection per call: a level-triggered watch calls again while
+ * more wait, and @incoming may free the listener. */
+static void
+gw_vm_listener_ready(int fd, GIOCondition revents, gpointer user_data)
 {
-    g_autoptr(GSocketService) service = NULL;
+    GwVmListener *listener = user_data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GSocket) client = g_socket_accept(listener->socket, NULL, &error);
+    g_autoptr(GSocketConnection) connection = NULL;
+
+    if (client == NULL) {
+        if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+            g_warning("accept: %s", error->message);
+        return;
+    }
+    connection = g_socket_connection_factory_create_connection(client);
+    listener->incoming(connection, listener->user_data);
+}
+
+void
+gw_vm_listener_free(GwVmListener *listener)
+{
+    if (listener == NULL)
+        return;
+    gw_fd_watch_free(listener->watch);
+    g_socket_close(listener->socket, NULL);
+    g_object_unref(listener->socket);
+    g_free(listener);
+}
+
+GwVmListener *
+gw_vm_socket_listen(const GwVmSocketAccess *access, const gchar *path,
+                    GwVmListenerIncoming incoming, gpointer user_data, GError **error)
+{
     g_autoptr(GSocket) socket = NULL;
+    GwVmListener *listener;
     g_autofree gchar *dir = g_path_get_dirname(path);
     g_autofree gchar *root = g_path_get_dirname(dir);
     g_autofree gchar *name = g_path_get_basename(dir);
@@ -215,14 +255,15 @@ gw_vm_socket_listen(const GwVmSocketAccess *access, const gchar *path, GError **
         g_prefix_error(error, "cannot listen on %s: ", path);
         return NULL;
     }
-    service = g_socket_service_new();
-    g_socket_service_stop(service);
-    if (!g_socket_listener_add_socket(G_SOCKET_LISTENER(service), socket, NULL, error)) {
-        g_prefix_error(error, "cannot listen on %s: ", path);
-        g_unlink(path);
-        return NULL;
-    }
-    return g_steal_pointer(&service);
+    g_socket_set_blocking(socket, FALSE);
+    listener = g_new0(GwVmListener, 1);
+    listener->socket = g_steal_pointer(&socket);
+    listener->incoming = incoming;
+    listener->user_data = user_data;
+    listener->watch =
+        gw_fd_watch_new(g_main_context_get_thread_default(), "usbgw-vm-socket",
+                        g_socket_get_fd(listener->socket), G_IO_IN, gw_vm_listener_ready, listener);
+    return listener;
 }
 
 /* ---- the VM's QEMU --------------------------------------------------------- */

@@ -53,14 +53,25 @@ typedef struct {
 /* Frees what @access owns (not @access itself). */
 void gw_vm_socket_access_clear(GwVmSocketAccess *access);
 
-/* A stopped GSocketService listening on @path (<rundir>/vm/<vm>/<file>;
- * a stale socket there is removed); the caller connects "incoming" and
- * starts it. <rundir>/vm must be usbgwd's (it is created when missing);
- * the VM directory is created or taken back. Fails, naming the path, if
- * a directory is a symbolic link or not usbgwd's, or if what bind()
- * made is not usbgwd's socket. */
-GSocketService *gw_vm_socket_listen(const GwVmSocketAccess *access, const gchar *path,
-                                    GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* A listener on @path (<rundir>/vm/<vm>/<file>; a stale socket there is
+ * removed) that calls @incoming with each connection accepted, on the
+ * thread-default main context (one GwFdWatch: no GSource of its own, so
+ * thousands of listeners cost no poll() or source walk per main-loop
+ * iteration). @incoming takes a reference on the connection if it keeps
+ * it; it may free the listener. <rundir>/vm must be usbgwd's (it is
+ * created when missing); the VM directory is created or taken back. Fails,
+ * naming the path, if a directory is a symbolic link or not usbgwd's, or
+ * if what bind() made is not usbgwd's socket. */
+typedef struct _GwVmListener GwVmListener;
+typedef void (*GwVmListenerIncoming)(GSocketConnection *connection, gpointer user_data);
+GwVmListener *gw_vm_socket_listen(const GwVmSocketAccess *access, const gchar *path,
+                                  GwVmListenerIncoming incoming, gpointer user_data,
+                                  GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Stops accepting and closes the listening socket; the file stays (the
+ * owner removes it). */
+void gw_vm_listener_free(GwVmListener *listener);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwVmListener, gw_vm_listener_free)
+
 /* Whether the unix peer of @connection may use @vm's socket @path (see
  * above). Non-unix connections are not judged here (TRUE). */
 gboolean gw_vm_socket_peer_allowed(const GwVmSocketAccess *access, GSocketConnection *connection,

@@ -20,7 +20,7 @@ typedef struct {
     GwShare *share; /* not owned */
     guint index;
     gchar *path;             /* owned: the VM socket */
-    GSocketService *service; /* owned: listens on @path */
+    GwVmListener *service;   /* owned: listens on @path */
     GSocketConnection *qemu; /* owned, nullable: QEMU waiting for a device */
     guint qemu_watch;        /* HUP watch on an idle @qemu */
     GSocket *client;         /* owned, nullable: a client waiting for QEMU */
@@ -241,9 +241,8 @@ gw_share_qemu_hup(gint fd, GIOCondition condition, gpointer data)
     return G_SOURCE_REMOVE;
 }
 
-static gboolean
-gw_share_incoming(GSocketService *service, GSocketConnection *connection, GObject *source,
-                  gpointer user_data)
+static void
+gw_share_incoming(GSocketConnection *connection, gpointer user_data)
 {
     GwShareSlot *slot = user_data;
     GSocket *socket = g_socket_connection_get_socket(connection);
@@ -251,25 +250,24 @@ gw_share_incoming(GSocketService *service, GSocketConnection *connection, GObjec
     if (!gw_vm_socket_peer_allowed(slot->share->access, connection, slot->share->vm, NULL,
                                    slot->path)) {
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
-        return TRUE;
+        return;
     }
     if (slot->qemu != NULL || slot->proxy != NULL) {
         g_warning("share vm \"%s\": refused a second peer on %s", slot->share->vm, slot->path);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
-        return TRUE;
+        return;
     }
     slot->qemu = g_object_ref(connection);
     g_info("share vm \"%s\" channel %u: QEMU connected on %s", slot->share->vm, slot->index,
            slot->path);
     if (slot->client != NULL) {
         gw_share_slot_try_start(slot);
-        return TRUE;
+        return;
     }
     /* QEMU's hello waits unread until a client comes; only a hang-up is
      * noticed meanwhile */
     slot->qemu_watch =
         g_unix_fd_add(g_socket_get_fd(socket), G_IO_HUP | G_IO_ERR, gw_share_qemu_hup, slot);
-    return TRUE;
 }
 
 /* ---- the worker --------------------------------------------------------- */
@@ -462,11 +460,10 @@ gw_share_new(const GwShareOptions *options, const GwShareCallbacks *callbacks, g
         slot->index = i;
         slot->path = g_build_filename(options->socket_dir, file, NULL);
         share->paths[i] = g_strdup(slot->path);
-        slot->service = gw_vm_socket_listen(options->access, slot->path, error);
+        slot->service =
+            gw_vm_socket_listen(options->access, slot->path, gw_share_incoming, slot, error);
         if (slot->service == NULL)
             return NULL;
-        g_signal_connect(slot->service, "incoming", G_CALLBACK(gw_share_incoming), slot);
-        g_socket_service_start(slot->service);
     }
     share->worker = gw_spice_worker_new(&options->worker, &worker_callbacks, share, error);
     if (share->worker == NULL)
@@ -643,9 +640,7 @@ gw_share_free(GwShare *share)
         g_clear_object(&slot->qemu);
         g_clear_object(&slot->client);
         if (slot->service != NULL) {
-            g_socket_service_stop(slot->service);
-            g_socket_listener_close(G_SOCKET_LISTENER(slot->service));
-            g_clear_object(&slot->service);
+            g_clear_pointer(&slot->service, gw_vm_listener_free);
             g_unlink(slot->path);
         }
         g_free(slot->path);

@@ -57,6 +57,12 @@ write_file(const gchar *path, const gchar *contents, gssize len, mode_t mode)
 }
 
 static void
+test_no_incoming(GSocketConnection *connection, gpointer user_data)
+{
+    g_assert_not_reached();
+}
+
+static void
 test_pid_contents(gconstpointer data)
 {
     const PidCase *c = data;
@@ -176,7 +182,7 @@ test_listen_takes_back(void)
     g_autofree gchar *vm_dir = g_build_filename(root, "test-vm", NULL);
     g_autofree gchar *sock = g_build_filename(vm_dir, "key.sock", NULL);
     g_autofree gchar *target = g_build_filename(dir, "target", NULL);
-    g_autoptr(GSocketService) service = NULL;
+    g_autoptr(GwVmListener) service = NULL;
     g_autoptr(GError) error = NULL;
     struct stat st;
 
@@ -191,7 +197,7 @@ test_listen_takes_back(void)
     g_assert_cmpint(chown(vm_dir, TEST_OTHER_UID, TEST_OTHER_UID), ==, 0);
     g_assert_cmpint(symlink(target, sock), ==, 0);
 
-    service = gw_vm_socket_listen(&access, sock, &error);
+    service = gw_vm_socket_listen(&access, sock, test_no_incoming, NULL, &error);
     g_assert_no_error(error);
     g_assert_nonnull(service);
     g_assert_cmpint(lstat(vm_dir, &st), ==, 0);
@@ -203,13 +209,13 @@ test_listen_takes_back(void)
     g_assert_cmpint(stat(target, &st), ==, 0);
     g_assert_cmpint(st.st_uid, ==, 0);
     g_assert_cmpint(st.st_mode & 07777, ==, 0640);
-    g_clear_object(&service);
+    g_clear_pointer(&service, gw_vm_listener_free);
 
     /* a VM directory that is a symbolic link is refused */
     g_unlink(sock);
     g_rmdir(vm_dir);
     g_assert_cmpint(symlink(dir, vm_dir), ==, 0);
-    service = gw_vm_socket_listen(&access, sock, &error);
+    service = gw_vm_socket_listen(&access, sock, test_no_incoming, NULL, &error);
     g_assert_null(service);
     g_assert_nonnull(strstr(error->message, "not a symbolic link"));
     g_clear_error(&error);
@@ -217,7 +223,7 @@ test_listen_takes_back(void)
 
     /* so is a <rundir>/vm others may write in */
     g_assert_cmpint(g_chmod(root, 0777), ==, 0);
-    service = gw_vm_socket_listen(&access, sock, &error);
+    service = gw_vm_socket_listen(&access, sock, test_no_incoming, NULL, &error);
     g_assert_null(service);
     g_assert_nonnull(strstr(error->message, "writable by nobody else"));
     g_rmdir(root);
