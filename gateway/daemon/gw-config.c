@@ -5,6 +5,7 @@
 #include <gio/gio.h>
 
 #include "gw-control.h"
+#include "policy.h"
 
 #define GW_CONFIG_GROUP "usbgwd"
 
@@ -137,22 +138,6 @@ gw_config_removed_tcp(const gchar *path, const gchar *key, const gchar *value, G
     return TRUE;
 }
 
-/* Whether @name can be a gateway's name: the rule of gw-link-tls.h, kept
- * here so the configuration stays free of the link's libraries. */
-static gboolean
-gw_config_gateway_name_is_valid(const gchar *name)
-{
-    gsize len = strlen(name);
-
-    if (len == 0 || len > 64 || !g_ascii_isalnum(name[0]))
-        return FALSE;
-    for (gsize i = 1; i < len; i++) {
-        if (!g_ascii_isalnum(name[i]) && name[i] != '.' && name[i] != '_' && name[i] != '-')
-            return FALSE;
-    }
-    return TRUE;
-}
-
 static void
 gw_config_peer_free(gpointer data)
 {
@@ -196,7 +181,7 @@ gw_config_check_links(GwConfig *config, const gchar *path, GError **error)
         if (entry[0] == '\0')
             continue;
         name = at != NULL ? g_strndup(entry, at - entry) : NULL;
-        if (at == NULL || !gw_config_gateway_name_is_valid(name) || strrchr(at + 1, ':') == NULL ||
+        if (at == NULL || !policy_gateway_name_is_valid(name) || strrchr(at + 1, ':') == NULL ||
             at[1] == ':') {
             g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
                         "%s: [%s] link-peers: '%s': expected NAME@HOST:PORT (NAME: letters, "

@@ -13,6 +13,8 @@
  * the whole system CA bundle once per connection. */
 #include "gw-link-tls.h"
 
+#include "policy.h"
+
 #include <string.h>
 
 #include <gnutls/gnutls.h>
@@ -27,20 +29,6 @@ struct _GwLinkTls {
     GTlsDatabase *ca;      /* owned: the link CA file's */
     gchar *name;           /* owned: our gateway name */
 };
-
-gboolean
-gw_link_tls_name_is_valid(const gchar *name)
-{
-    if (!name || !g_ascii_isalnum(name[0]))
-        return FALSE;
-    for (gsize i = 0; name[i]; i++) {
-        if (i == GW_LINK_NAME_MAX)
-            return FALSE;
-        if (!g_ascii_isalnum(name[i]) && name[i] != '.' && name[i] != '_' && name[i] != '-')
-            return FALSE;
-    }
-    return TRUE;
-}
 
 /* ---- certificates ----------------------------------------------------- */
 
@@ -114,7 +102,7 @@ gw_link_tls_name_from_subject(const gchar *dn, GError **error)
                     quoted);
         return NULL;
     }
-    if (!gw_link_tls_name_is_valid(cn)) {
+    if (!policy_gateway_name_is_valid(cn)) {
         g_autofree gchar *qcn = gw_link_tls_quote(cn);
 
         g_set_error(error, G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE,
@@ -623,7 +611,7 @@ gw_link_tls_connect_async(GwLinkTls *tls, const gchar *address, const gchar *pee
     op = gw_link_tls_op_start(task, tls, timeout_ms, cancellable,
                               g_strdup_printf("link to %s at %s", peer, address));
     op->peer = g_strdup(peer);
-    if (!gw_link_tls_name_is_valid(peer)) {
+    if (!policy_gateway_name_is_valid(peer)) {
         g_task_return_new_error(task, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                                 "%s: \"%s\" is not a gateway name", op->where, peer);
         return;

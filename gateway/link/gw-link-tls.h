@@ -3,7 +3,7 @@
  * carries (docs/links.md, "Certificates").
  *
  * A gateway's name is the Common Name of its certificate's subject; it
- * must be a valid gateway name (gw_link_tls_name_is_valid()). Both ends
+ * must be a valid gateway name (policy_gateway_name_is_valid()). Both ends
  * check the other's certificate against the CA file only (never the
  * system's trust store), its validity period, and its name: the acceptor
  * learns the dialer's name from its certificate, the dialer checks that the
@@ -22,13 +22,7 @@
 
 G_BEGIN_DECLS
 
-/* Longest gateway name. */
-#define GW_LINK_NAME_MAX 64
-
 typedef struct _GwLinkTls GwLinkTls;
-
-/* [A-Za-z0-9][A-Za-z0-9._-]*, at most GW_LINK_NAME_MAX bytes. */
-gboolean gw_link_tls_name_is_valid(const gchar *name);
 
 /* Loads our certificate (PEM, with its chain if any), its key and the CA
  * file (relative paths from the current directory). Fails naming the file

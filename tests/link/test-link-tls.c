@@ -12,6 +12,7 @@
 #include <glib/gstdio.h>
 
 #include "gw-link-tls.h"
+#include "policy.h"
 
 #define T_TIMEOUT_MS 5000 /* handshakes that should complete */
 #define T_SHORT_MS   300  /* handshakes that should time out */
@@ -305,8 +306,8 @@ test_name_is_valid(void)
     };
 
     for (guint i = 0; i < G_N_ELEMENTS(cases); i++)
-        g_assert_cmpint(gw_link_tls_name_is_valid(cases[i].name), ==, cases[i].valid);
-    g_assert_false(gw_link_tls_name_is_valid(NULL));
+        g_assert_cmpint(policy_gateway_name_is_valid(cases[i].name), ==, cases[i].valid);
+    g_assert_false(policy_gateway_name_is_valid(NULL));
 }
 
 /* The good pair: both ends learn the other's name and the stream carries
