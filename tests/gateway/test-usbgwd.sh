@@ -68,21 +68,7 @@ fail() {
 }
 
 sim_cmd() {
-    python3 - "$work/sim.sock" "$1" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-s.connect(sys.argv[1])
-s.sendall((sys.argv[2] + "\n").encode())
-reply = b""
-while not reply.endswith(b"\n") or not (reply.splitlines()[-1].startswith(b"ok") or reply.splitlines()[-1].startswith(b"error")):
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    reply += chunk
-print(reply.decode().strip())
-sys.exit(0 if reply.splitlines()[-1].startswith(b"ok") else 1)
-PY
+    python3 "$here/../sim/sim-cmd.py" "$work/sim.sock" "$1"
 }
 
 usbgwctl() {

@@ -323,19 +323,7 @@ kill_gw() {
 
 # sim_cmd COMMAND: to dongles1's usbgw-sim (plug/unplug its key)
 sim_cmd() {
-    python3 - "$work/sim.sock" "$1" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.sendall((sys.argv[2] + "\n").encode())
-reply = b""
-while not reply.splitlines() or not reply.splitlines()[-1].startswith((b"ok", b"error")):
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    reply += chunk
-sys.exit(0 if reply.splitlines() and reply.splitlines()[-1].startswith(b"ok") else 1)
-PY
+    python3 "$here/../sim/sim-cmd.py" "$work/sim.sock" "$1"
 }
 
 # log_has HOST FIXED-STRING
