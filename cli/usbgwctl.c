@@ -675,6 +675,12 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
         return USBGWCTL_EXIT_FAILURE;
     }
     vv_path = g_steal_pointer(&opts.vv);
+    /* "--" ends the options (GOption leaves it in place), so that a VM
+     * name may start with '-' */
+    if (argc >= 2 && g_strcmp0(argv[1], "--") == 0) {
+        memmove(argv + 1, argv + 2, (gsize)(argc - 2) * sizeof(gchar *));
+        argc--;
+    }
     if (g_strcmp0(command, "share") == 0 || g_strcmp0(command, "unshare") == 0) {
         gint64 ttl = opts.ttl != NULL ? usbgwctl_parse_duration(opts.ttl) : 0;
         g_autofree gchar *user = g_steal_pointer(&opts.user);
