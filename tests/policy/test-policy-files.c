@@ -99,20 +99,29 @@ run_usbgwctl_input(GBytes *input, const gchar *first, ...)
     return r;
 }
 
+/* The object `policy check --json` printed, for @policy; owned by @parser. */
+static JsonObject *
+load_check_json(JsonParser *parser, const gchar *json, const gchar *policy)
+{
+    g_autoptr(GError) error = NULL;
+    JsonObject *root;
+
+    g_assert_true(json_parser_load_from_data(parser, json, -1, &error));
+    g_assert_no_error(error);
+    root = json_node_get_object(json_parser_get_root(parser));
+    g_assert_cmpstr(json_object_get_string_member(root, "policy"), ==, policy);
+    return root;
+}
+
 /* `policy check --json` of an invalid policy: {"policy": @name, "valid":
  * false, "errors": […]} with every diagnostic the library gives, in order. */
 static void
 assert_json_errors(const gchar *json, const gchar *name, GPtrArray *diagnostics)
 {
     g_autoptr(JsonParser) parser = json_parser_new();
-    g_autoptr(GError) error = NULL;
-    JsonObject *root;
+    JsonObject *root = load_check_json(parser, json, name);
     JsonArray *errors;
 
-    g_assert_true(json_parser_load_from_data(parser, json, -1, &error));
-    g_assert_no_error(error);
-    root = json_node_get_object(json_parser_get_root(parser));
-    g_assert_cmpstr(json_object_get_string_member(root, "policy"), ==, name);
     g_assert_false(json_object_get_boolean_member(root, "valid"));
     errors = json_object_get_array_member(root, "errors");
     g_assert_cmpuint(json_array_get_length(errors), ==, diagnostics->len);
@@ -338,14 +347,9 @@ static void
 assert_json_decisions(const gchar *json, const gchar *policy, const JsonWant *want, guint n)
 {
     g_autoptr(JsonParser) parser = json_parser_new();
-    g_autoptr(GError) error = NULL;
-    JsonObject *root;
+    JsonObject *root = load_check_json(parser, json, policy);
     JsonArray *decisions;
 
-    g_assert_true(json_parser_load_from_data(parser, json, -1, &error));
-    g_assert_no_error(error);
-    root = json_node_get_object(json_parser_get_root(parser));
-    g_assert_cmpstr(json_object_get_string_member(root, "policy"), ==, policy);
     decisions = json_object_get_array_member(root, "decisions");
     g_assert_cmpuint(json_array_get_length(decisions), ==, n);
     for (guint i = 0; i < n; i++) {
