@@ -14,9 +14,11 @@
 #include "gw-device-json.h"
 #include "gw-json.h"
 #include "policy.h"
+#include "usbgwctl-pools.h"
 
 #define USBGWCTL_CONFIG         GW_DEFAULT_CONFIG_PATH
 #define USBGWCTL_DEFAULT_SOCKET GW_DEFAULT_CONTROL_SOCKET
+#define USBGWCTL_SOCKET_ENV     "USBGWCTL_SOCKET"
 
 /* Exit codes (usbgwctl --help). */
 enum {
@@ -44,29 +46,6 @@ usbgwctl_print_diagnostics(GPtrArray *diagnostics)
     }
 }
 
-static Policy *
-usbgwctl_load_policy(const gchar *path, gint *exit_code)
-{
-    g_autoptr(GPtrArray) diagnostics = NULL;
-    g_autoptr(GError) error = NULL;
-    Policy *policy = policy_load_file(path, &diagnostics, &error);
-
-    if (policy == NULL) {
-        if (diagnostics != NULL && diagnostics->len > 0) {
-            usbgwctl_print_diagnostics(diagnostics);
-            g_printerr("%s: %u error%s, policy rejected\n", path, diagnostics->len,
-                       diagnostics->len == 1 ? "" : "s");
-        } else {
-            g_printerr("usbgwctl: %s\n", error->message);
-        }
-        *exit_code = g_error_matches(error, POLICY_ERROR, POLICY_ERROR_PARSE) ||
-                             g_error_matches(error, POLICY_ERROR, POLICY_ERROR_TOO_LARGE)
-                         ? USBGWCTL_EXIT_INVALID
-                         : USBGWCTL_EXIT_FAILURE;
-    }
-    return policy;
-}
-
 static void
 usbgwctl_print_json(JsonBuilder *builder)
 {
@@ -78,6 +57,112 @@ usbgwctl_print_json(JsonBuilder *builder)
     json_generator_set_pretty(generator, TRUE);
     text = json_generator_to_data(generator, NULL);
     g_print("%s\n", text);
+}
+
+/* A policy on standard input ("-") is named so in messages. */
+#define USBGWCTL_STDIN_NAME "<stdin>"
+
+/* Reads standard input, at most one byte more than a policy may have
+ * (policy_load_data then names it too large): memory stays bounded. */
+static gchar *
+usbgwctl_read_stdin(gsize *len, GError **error)
+{
+    g_autoptr(GByteArray) data = g_byte_array_new();
+    guint8 chunk[4096];
+    size_t n;
+
+    while (data->len <= POLICY_MAX_TEXT_SIZE &&
+           (n = fread(chunk, 1, MIN(sizeof(chunk), POLICY_MAX_TEXT_SIZE + 1 - data->len), stdin)) >
+               0)
+        g_byte_array_append(data, chunk, (guint)n);
+    if (ferror(stdin)) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_IO, "cannot read the policy from %s",
+                    USBGWCTL_STDIN_NAME);
+        return NULL;
+    }
+    *len = data->len;
+    g_byte_array_append(data, (const guint8 *)"", 1);
+    return (gchar *)g_byte_array_free(g_steal_pointer(&data), FALSE);
+}
+
+/* A JSON string member; JSON text must be UTF-8, so a rule line with
+ * invalid bytes has them replaced by U+FFFD. */
+static void
+usbgwctl_add_utf8_member(JsonBuilder *builder, const gchar *member, const gchar *value)
+{
+    g_autofree gchar *valid = g_utf8_make_valid(value != NULL ? value : "", -1);
+
+    json_builder_set_member_name(builder, member);
+    json_builder_add_string_value(builder, valid);
+}
+
+/* {"policy": PATH, "valid": false, "errors": [{"file", "line", "column",
+ * "message", "text"}…]}: each diagnostic with its place (column in bytes,
+ * as in the text form), for programs such as the Cockpit page. */
+static void
+usbgwctl_print_diagnostics_json(const gchar *path, GPtrArray *diagnostics)
+{
+    g_autoptr(JsonBuilder) builder = json_builder_new();
+
+    json_builder_begin_object(builder);
+    usbgwctl_add_utf8_member(builder, "policy", path);
+    json_builder_set_member_name(builder, "valid");
+    json_builder_add_boolean_value(builder, FALSE);
+    json_builder_set_member_name(builder, "errors");
+    json_builder_begin_array(builder);
+    for (guint i = 0; i < diagnostics->len; i++) {
+        const PolicyDiagnostic *diag = g_ptr_array_index(diagnostics, i);
+        json_builder_begin_object(builder);
+        usbgwctl_add_utf8_member(builder, "file", diag->file);
+        json_builder_set_member_name(builder, "line");
+        json_builder_add_int_value(builder, diag->line);
+        json_builder_set_member_name(builder, "column");
+        json_builder_add_int_value(builder, diag->column);
+        usbgwctl_add_utf8_member(builder, "message", diag->message);
+        usbgwctl_add_utf8_member(builder, "text", diag->line_text);
+        json_builder_end_object(builder);
+    }
+    json_builder_end_array(builder);
+    json_builder_end_object(builder);
+    usbgwctl_print_json(builder);
+}
+
+/* Loads the policy at @path ("-": standard input). An invalid one is
+ * reported on stderr, and with @json also as JSON on stdout. */
+static Policy *
+usbgwctl_load_policy(const gchar *path, gboolean json, gint *exit_code)
+{
+    g_autoptr(GPtrArray) diagnostics = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *data = NULL;
+    gsize len = 0;
+    Policy *policy = NULL;
+
+    if (g_strcmp0(path, "-") == 0) {
+        path = USBGWCTL_STDIN_NAME;
+        data = usbgwctl_read_stdin(&len, &error);
+        if (data != NULL)
+            policy = policy_load_data(data, len, path, &diagnostics, &error);
+    } else
+        policy = policy_load_file(path, &diagnostics, &error);
+
+    if (policy == NULL) {
+        if (diagnostics != NULL && diagnostics->len > 0) {
+            if (json)
+                usbgwctl_print_diagnostics_json(path, diagnostics);
+            else
+                usbgwctl_print_diagnostics(diagnostics);
+            g_printerr("%s: %u error%s, policy rejected\n", path, diagnostics->len,
+                       diagnostics->len == 1 ? "" : "s");
+        } else {
+            g_printerr("usbgwctl: %s\n", error->message);
+        }
+        *exit_code = g_error_matches(error, POLICY_ERROR, POLICY_ERROR_PARSE) ||
+                             g_error_matches(error, POLICY_ERROR, POLICY_ERROR_TOO_LARGE)
+                         ? USBGWCTL_EXIT_INVALID
+                         : USBGWCTL_EXIT_FAILURE;
+    }
+    return policy;
 }
 
 static gchar *
@@ -130,9 +215,11 @@ usbgwctl_policy_check(const gchar *path, UsbgwctlPolicyOptions *opts)
     const gchar *leased = NULL;
     gint exit_code = USBGWCTL_EXIT_OK;
 
-    policy = usbgwctl_load_policy(path, &exit_code);
+    policy = usbgwctl_load_policy(path, opts->json, &exit_code);
     if (policy == NULL)
         return exit_code;
+    if (g_strcmp0(path, "-") == 0)
+        path = USBGWCTL_STDIN_NAME;
     if (opts->devices == NULL) {
         if (opts->json) {
             g_autoptr(JsonBuilder) builder = json_builder_new();
@@ -277,7 +364,7 @@ usbgwctl_policy_filter(const gchar *path, UsbgwctlPolicyOptions *opts)
     g_autofree gchar *filter = NULL;
     gint exit_code = USBGWCTL_EXIT_OK;
 
-    policy = usbgwctl_load_policy(path, &exit_code);
+    policy = usbgwctl_load_policy(path, FALSE, &exit_code);
     if (policy == NULL)
         return exit_code;
     filter = policy_compile_usbredirfilter(policy, opts->vm_name, opts->vm_uuid, &notes, &error);
@@ -310,8 +397,8 @@ usbgwctl_policy(gint argc, gchar **argv)
         G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context =
-        g_option_context_new("check|filter FILE — check a policy, or compile it to a "
-                             "usbredirfilter string");
+        g_option_context_new("check|filter FILE — check a policy ('-': read it from standard "
+                             "input), or compile it to a usbredirfilter string");
     g_autoptr(GError) error = NULL;
     gint exit_code;
 
@@ -410,16 +497,20 @@ usbgwctl_parse_duration(const gchar *text)
     return (gint64)value * unit;
 }
 
-/* The control socket: --socket, else the config's control-socket, else
- * the default. */
+/* The control socket: --socket, else $USBGWCTL_SOCKET (for programs that
+ * run usbgwctl for their user, like the Cockpit page, and their tests),
+ * else the config's control-socket, else the default. */
 static gchar *
 usbgwctl_socket_path(const gchar *override)
 {
     g_autoptr(GKeyFile) keyfile = g_key_file_new();
+    const gchar *env = g_getenv(USBGWCTL_SOCKET_ENV);
     gchar *path;
 
     if (override != NULL)
         return g_strdup(override);
+    if (env != NULL && env[0] != '\0')
+        return g_strdup(env);
     if (g_key_file_load_from_file(keyfile, USBGWCTL_CONFIG, G_KEY_FILE_NONE, NULL)) {
         path = g_key_file_get_string(keyfile, "usbgwd", "control-socket", NULL);
         if (path != NULL && path[0] != '\0')
@@ -549,8 +640,8 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
     const GOptionEntry entries[] = {
         {"json", 0, 0, G_OPTION_ARG_NONE, &opts.json, "Print JSON", NULL},
         {"socket", 0, 0, G_OPTION_ARG_FILENAME, &opts.socket_path,
-         "usbgwd's control socket (default: control-socket in " USBGWCTL_CONFIG
-         ", else " USBGWCTL_DEFAULT_SOCKET ")",
+         "usbgwd's control socket (default: $" USBGWCTL_SOCKET_ENV
+         ", else control-socket in " USBGWCTL_CONFIG ", else " USBGWCTL_DEFAULT_SOCKET ")",
          "PATH"},
         G_OPTION_ENTRY_NULL,
     };
@@ -584,6 +675,12 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
         return USBGWCTL_EXIT_FAILURE;
     }
     vv_path = g_steal_pointer(&opts.vv);
+    /* "--" ends the options (GOption leaves it in place), so that a VM
+     * name may start with '-' */
+    if (argc >= 2 && g_strcmp0(argv[1], "--") == 0) {
+        memmove(argv + 1, argv + 2, (gsize)(argc - 2) * sizeof(gchar *));
+        argc--;
+    }
     if (g_strcmp0(command, "share") == 0 || g_strcmp0(command, "unshare") == 0) {
         gint64 ttl = opts.ttl != NULL ? usbgwctl_parse_duration(opts.ttl) : 0;
         g_autofree gchar *user = g_steal_pointer(&opts.user);
@@ -610,6 +707,8 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
         want_args = 1;
     else if (g_strcmp0(command, "events") == 0)
         wire = "subscribe";
+    else if (g_strcmp0(command, "pools") == 0)
+        wire = "list"; /* the pools are the devices' pool targets */
     if ((guint)argc != want_args + 1) {
         g_printerr("usbgwctl %s: expected %s\n", command,
                    want_args == 2   ? "DEVICE VM (DEVICE: an id, VID:PID, serial or port from "
@@ -655,6 +754,8 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
                         json_object_has_member(event, "reason") ? usbgwctl_str(event, "reason")
                                                                 : "");
             }
+            /* each event as it comes, also into a pipe (the Cockpit page) */
+            fflush(stdout);
         }
         g_free(opts.socket_path);
         return USBGWCTL_EXIT_FAILURE;
@@ -665,6 +766,15 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
             g_printerr("usbgwctl share: %s\n", error->message);
             return USBGWCTL_EXIT_FAILURE;
         }
+    }
+    if (g_strcmp0(command, "pools") == 0) {
+        g_autoptr(JsonObject) pools =
+            usbgwctl_pools_from_devices(gw_json_get_array(result, "devices"));
+        if (opts.json)
+            usbgwctl_print_object(pools);
+        else
+            usbgwctl_pools_print(pools);
+        return USBGWCTL_EXIT_OK;
     }
     if (opts.json) {
         usbgwctl_print_object(result);
@@ -755,7 +865,7 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
 }
 
 static const gchar *const usbgwctl_remote_commands[] = {
-    "status", "list", "vms", "assign", "release", "events", "share", "unshare", "shares"};
+    "status", "list", "vms", "pools", "assign", "release", "events", "share", "unshare", "shares"};
 
 static void
 usbgwctl_usage(void)
@@ -763,13 +873,15 @@ usbgwctl_usage(void)
     g_printerr("Usage: usbgwctl COMMAND [ARGS…]\n\n"
                "Commands:\n"
                "  policy check FILE [--devices FILE.json] [--vm NAME] [--gateway NAME] [--json]\n"
-               "                     check a policy; with a device list, print each decision\n"
+               "                     check a policy (FILE '-': standard input); with a device\n"
+               "                     list, print each decision\n"
                "  policy filter FILE [--vm NAME]\n"
                "                     compile the policy to a usbredirfilter string\n"
                "  policy reload      make usbgwd re-read its policy (a bad one is refused)\n"
                "  status             usbgwd, policy, libvirt and hook state\n"
                "  list               devices: id, state, VM, since\n"
                "  vms                running VMs and their devices\n"
+               "  pools              pools: their keys, which are free, which VM holds the others\n"
                "  assign DEVICE VM   give a device to a VM (kept across restarts)\n"
                "  release DEVICE     take a device back and hand it to the host\n"
                "  events             follow usbgwd's events\n"
@@ -778,7 +890,8 @@ usbgwctl_usage(void)
                "                     a spice:// URI and a one-share ticket\n"
                "  unshare VM         end VM's share (the lent devices leave the VM)\n"
                "  shares             the shares: user, port, state, lent devices\n\n"
-               "Commands that talk to usbgwd take --json and --socket PATH.\n"
+               "Commands that talk to usbgwd take --json and --socket PATH (default:\n"
+               "$" USBGWCTL_SOCKET_ENV ", else control-socket in " USBGWCTL_CONFIG ").\n"
                "Run 'usbgwctl policy --help' for the policy options.\n");
 }
 

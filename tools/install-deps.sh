@@ -30,22 +30,38 @@ packages=(
     virt-viewer xvfb
     # libvirt without libvirt-daemon-system (that one replaces init)
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+    # the Cockpit page's test (tests/cockpit): cockpit-ws serving the page,
+    # headless Chromium driven by playwright-core (npm, below)
+    cockpit-ws cockpit-bridge cockpit-system chromium
 )
+# node and npm from Debian, unless a node is there already (another vendor's
+# nodejs brings its own npm, which Debian's npm would conflict with)
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
     [ "$status" = installed ] || missing+=("$pkg")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-deps: missing packages: ${missing[*]}" >&2
+        echo "install-deps: run as root to install them" >&2
+        exit 1
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-if [ "$(id -u)" -ne 0 ]; then
-    echo "install-deps: missing packages: ${missing[*]}" >&2
-    echo "install-deps: run as root to install them" >&2
-    exit 1
+
+# playwright-core for tests/cockpit, as its package-lock.json pins it: npm ci
+# only when node_modules was not made from this very lock file
+cockpit_tests=$(cd "$(dirname "$0")/../tests/cockpit" && pwd)
+stamp=$cockpit_tests/node_modules/.installed-from-package-lock.json
+if ! cmp -s "$cockpit_tests/package-lock.json" "$stamp"; then
+    echo "install-deps: npm ci in tests/cockpit"
+    (cd "$cockpit_tests" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$cockpit_tests/package-lock.json" "$stamp"
 fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -271,6 +271,12 @@ pool)
     holder() { usbgwctl list | awk -v id="$1" '$1 == id { print $3 }'; }
     sim_cmd "plug hasp2" >/dev/null || fail "sim: plug hasp2"
     for _ in $(seq 100); do [ "$(holder 0529:0001@1-2)" = - ] && break; sleep 0.05; done
+    # usbgwctl pools: the pool's keys, free until a VM of it starts
+    pools_are() { # EXPECTED (a python literal of name, keys, used, free, [(id, vm)…])
+        usbgwctl pools --json | python3 -c 'import json,sys; p=json.load(sys.stdin)["pools"]; got=[(x["name"], x["keys"], x["used"], x["free"], [(d["id"], d["vm"]) for d in x["devices"]]) for x in p]; assert got == eval(sys.argv[1]), got' "$1"
+    }
+    pools_are '[("p", 2, 0, 2, [("0529:0001@1-1", None), ("0529:0001@1-2", None)])]' ||
+        fail "pools: $(usbgwctl pools)"
     hook started vm-1
     hook started vm-2
     hook started vm-3
@@ -279,6 +285,10 @@ pool)
     out=$("$peer" "$rundir/vm/vm-2/0529-0001-at-1-2.sock" connect challenge $CHALLENGE) || fail "vm-2's key: $out"
     hook stopped vm-1
     [ "$(holder 0529:0001@1-1)" = vm-3 ] || fail "vm-3 did not get the key vm-1 returned: $(usbgwctl list)"
+    pools_are '[("p", 2, 2, 0, [("0529:0001@1-1", "vm-3"), ("0529:0001@1-2", "vm-2")])]' ||
+        fail "pools: $(usbgwctl pools)"
+    usbgwctl pools | grep -Eq '^p +2 +0 +2 +0529:0001@1-1 → vm-3, 0529:0001@1-2 → vm-2$' ||
+        fail "pools table: $(usbgwctl pools)"
     # kill -9: the leases come back as they were
     kill -9 $gw_pid
     wait $gw_pid 2>/dev/null || true

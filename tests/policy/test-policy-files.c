@@ -34,11 +34,10 @@ run_result_free(RunResult *r)
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(RunResult, run_result_free)
 
-/* Runs usbgwctl with @first and the following NULL-terminated arguments. */
-static RunResult *run_usbgwctl(const gchar *first, ...) G_GNUC_NULL_TERMINATED;
-
+/* Runs usbgwctl with @first and the following arguments (@args), @input
+ * (if not NULL) on its standard input. */
 static RunResult *
-run_usbgwctl(const gchar *first, ...)
+run_usbgwctl_va(GBytes *input, const gchar *first, va_list args)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new();
     g_autoptr(GSubprocess) proc = NULL;
@@ -46,20 +45,18 @@ run_usbgwctl(const gchar *first, ...)
     g_autoptr(GBytes) err = NULL;
     g_autoptr(GError) error = NULL;
     RunResult *r = g_new0(RunResult, 1);
-    va_list args;
 
     g_ptr_array_add(argv, (gpointer)usbgwctl);
-    va_start(args, first);
     for (const gchar *arg = first; arg != NULL; arg = va_arg(args, const gchar *))
         g_ptr_array_add(argv, (gpointer)arg);
-    va_end(args);
     g_ptr_array_add(argv, NULL);
 
-    proc =
-        g_subprocess_newv((const gchar *const *)argv->pdata,
-                          G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
+    proc = g_subprocess_newv((const gchar *const *)argv->pdata,
+                             G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE |
+                                 (input != NULL ? G_SUBPROCESS_FLAGS_STDIN_PIPE : 0),
+                             &error);
     g_assert_no_error(error);
-    g_assert_true(g_subprocess_communicate(proc, NULL, NULL, &out, &err, &error));
+    g_assert_true(g_subprocess_communicate(proc, input, NULL, &out, &err, &error));
     g_assert_no_error(error);
     g_assert_true(g_subprocess_get_if_exited(proc));
     r->status = g_subprocess_get_exit_status(proc);
@@ -70,6 +67,76 @@ run_usbgwctl(const gchar *first, ...)
                  ? g_strndup(g_bytes_get_data(err, NULL), g_bytes_get_size(err))
                  : g_strdup("");
     return r;
+}
+
+/* Runs usbgwctl with @first and the following NULL-terminated arguments. */
+static RunResult *run_usbgwctl(const gchar *first, ...) G_GNUC_NULL_TERMINATED;
+
+static RunResult *
+run_usbgwctl(const gchar *first, ...)
+{
+    va_list args;
+    RunResult *r;
+
+    va_start(args, first);
+    r = run_usbgwctl_va(NULL, first, args);
+    va_end(args);
+    return r;
+}
+
+/* The same with @input on usbgwctl's standard input. */
+static RunResult *run_usbgwctl_input(GBytes *input, const gchar *first, ...) G_GNUC_NULL_TERMINATED;
+
+static RunResult *
+run_usbgwctl_input(GBytes *input, const gchar *first, ...)
+{
+    va_list args;
+    RunResult *r;
+
+    va_start(args, first);
+    r = run_usbgwctl_va(input, first, args);
+    va_end(args);
+    return r;
+}
+
+/* The object `policy check --json` printed, for @policy; owned by @parser. */
+static JsonObject *
+load_check_json(JsonParser *parser, const gchar *json, const gchar *policy)
+{
+    g_autoptr(GError) error = NULL;
+    JsonObject *root;
+
+    g_assert_true(json_parser_load_from_data(parser, json, -1, &error));
+    g_assert_no_error(error);
+    root = json_node_get_object(json_parser_get_root(parser));
+    g_assert_cmpstr(json_object_get_string_member(root, "policy"), ==, policy);
+    return root;
+}
+
+/* `policy check --json` of an invalid policy: {"policy": @name, "valid":
+ * false, "errors": […]} with every diagnostic the library gives, in order. */
+static void
+assert_json_errors(const gchar *json, const gchar *name, GPtrArray *diagnostics)
+{
+    g_autoptr(JsonParser) parser = json_parser_new();
+    JsonObject *root = load_check_json(parser, json, name);
+    JsonArray *errors;
+
+    g_assert_false(json_object_get_boolean_member(root, "valid"));
+    errors = json_object_get_array_member(root, "errors");
+    g_assert_cmpuint(json_array_get_length(errors), ==, diagnostics->len);
+    for (guint i = 0; i < diagnostics->len; i++) {
+        const PolicyDiagnostic *diag = g_ptr_array_index(diagnostics, i);
+        JsonObject *e = json_array_get_object_element(errors, i);
+        g_autofree gchar *text = g_utf8_make_valid(diag->line_text, -1);
+
+        g_assert_cmpstr(json_object_get_string_member(e, "file"), ==, name);
+        g_assert_cmpint(json_object_get_int_member(e, "line"), ==, diag->line);
+        g_assert_cmpint(json_object_get_int_member(e, "column"), ==, diag->column);
+        g_assert_cmpstr(json_object_get_string_member(e, "message"), ==, diag->message);
+        /* JSON text is UTF-8: invalid bytes of the line become U+FFFD */
+        g_assert_cmpstr(json_object_get_string_member(e, "text"), ==, text);
+    }
 }
 
 static gchar *
@@ -189,6 +256,16 @@ test_bad_file(gconstpointer data)
     summary = g_strdup_printf("%s: %u error%s, policy rejected", path, nerr, nerr == 1 ? "" : "s");
     g_assert_cmpstr(err_lines[3 * nerr], ==, summary);
     g_assert_cmpstr(err_lines[3 * nerr + 1], ==, "");
+
+    /* --json: every diagnostic with its line and column on stdout, the
+     * summary on stderr, the same exit status */
+    {
+        g_autoptr(RunResult) j = run_usbgwctl("policy", "check", "--json", path, NULL);
+        g_autofree gchar *summary_line = g_strdup_printf("%s\n", summary);
+        g_assert_cmpint(j->status, ==, 2);
+        g_assert_cmpstr(j->err, ==, summary_line);
+        assert_json_errors(j->out, path, diagnostics);
+    }
 }
 
 /* ---- device lists ---------------------------------------------------------- */
@@ -270,14 +347,9 @@ static void
 assert_json_decisions(const gchar *json, const gchar *policy, const JsonWant *want, guint n)
 {
     g_autoptr(JsonParser) parser = json_parser_new();
-    g_autoptr(GError) error = NULL;
-    JsonObject *root;
+    JsonObject *root = load_check_json(parser, json, policy);
     JsonArray *decisions;
 
-    g_assert_true(json_parser_load_from_data(parser, json, -1, &error));
-    g_assert_no_error(error);
-    root = json_node_get_object(json_parser_get_root(parser));
-    g_assert_cmpstr(json_object_get_string_member(root, "policy"), ==, policy);
     decisions = json_object_get_array_member(root, "decisions");
     g_assert_cmpuint(json_array_get_length(decisions), ==, n);
     for (guint i = 0; i < n; i++) {
@@ -761,6 +833,56 @@ test_check_json_without_devices(void)
     g_assert_cmpint(json_object_get_int_member(root, "rules"), ==, 8);
 }
 
+/* `policy check -` reads the policy from standard input and names it
+ * "<stdin>": a good one is valid, a bad one gets the library's
+ * diagnostics, one larger than a policy may be is refused as too large. */
+static void
+test_check_stdin(void)
+{
+    g_autofree gchar *good_path = example_policy();
+    g_autofree gchar *good = NULL;
+    g_autoptr(GBytes) good_input = NULL;
+    const gchar *bad = "# two problems\nassign id 0529:0001 to vm \"a\"\nassign id zzzz to vm "
+                       "\"x\"\ndeny with-interface 08:*\n";
+    g_autoptr(GBytes) bad_input = g_bytes_new_static(bad, strlen(bad));
+    g_autoptr(GPtrArray) diagnostics = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GError) bad_error = NULL;
+    g_autoptr(Policy) library =
+        policy_load_data(bad, strlen(bad), "<stdin>", &diagnostics, &bad_error);
+    gsize big_len = 4 * 1024 * 1024 + 16;
+    g_autoptr(GBytes) big = g_bytes_new_take(g_strnfill(big_len, '#'), big_len);
+    g_autoptr(RunResult) r = NULL;
+    g_autoptr(RunResult) b = NULL;
+    g_autoptr(RunResult) text = NULL;
+    g_autoptr(RunResult) large = NULL;
+    g_autoptr(Policy) policy = NULL;
+    g_autofree gchar *want = NULL;
+
+    g_assert_true(g_file_get_contents(good_path, &good, NULL, NULL));
+    good_input = g_bytes_new(good, strlen(good));
+    policy = policy_load_file(good_path, NULL, &error);
+    g_assert_no_error(error);
+    r = run_usbgwctl_input(good_input, "policy", "check", "-", NULL);
+    want = g_strdup_printf("<stdin>: valid, %u rules\n", policy_get_rule_count(policy));
+    g_assert_cmpstr(r->out, ==, want);
+    g_assert_cmpint(r->status, ==, 0);
+
+    g_assert_null(library);
+    g_assert_cmpuint(diagnostics->len, ==, 2);
+    b = run_usbgwctl_input(bad_input, "policy", "check", "--json", "-", NULL);
+    g_assert_cmpint(b->status, ==, 2);
+    assert_json_errors(b->out, "<stdin>", diagnostics);
+    text = run_usbgwctl_input(bad_input, "policy", "check", "-", NULL);
+    g_assert_cmpint(text->status, ==, 2);
+    g_assert_true(g_str_has_prefix(text->err, "<stdin>:3:11: error: "));
+
+    large = run_usbgwctl_input(big, "policy", "check", "--json", "-", NULL);
+    g_assert_cmpint(large->status, ==, 2);
+    g_assert_cmpstr(large->out, ==, "");
+    assert_contains(large->err, "more than the 4194304 allowed");
+}
+
 static void
 test_check_directory(void)
 {
@@ -913,6 +1035,7 @@ main(int argc, char **argv)
     g_test_add_func("/policy/files/devices/missing", test_missing_devices_file);
     g_test_add_func("/policy/files/check/json", test_check_json_without_devices);
     g_test_add_func("/policy/files/check/directory", test_check_directory);
+    g_test_add_func("/policy/files/check/stdin", test_check_stdin);
     g_test_add_func("/policy/files/check/missing", test_check_missing);
     g_test_add_func("/policy/files/usage", test_usage_errors);
     g_test_add_func("/policy/files/filter/for-vm", test_filter_for_vm);
