@@ -764,6 +764,22 @@ gw_binder_set_policy(GwBinder *binder, Policy *policy, const gchar *actor)
     gw_binder_offer_all(binder, actor);
 }
 
+/* Whether a present device meets @req for @name: not released, not an
+ * admin's assignment elsewhere, free or bound to @name already. */
+static gboolean
+gw_binder_requirement_is_met(GwBinder *binder, GPtrArray *devices, const gchar *name,
+                             const PolicyRequirement *req)
+{
+    for (guint i = 0; i < devices->len; i++) {
+        GwBinderDevice *dev = g_ptr_array_index(devices, i);
+        if (dev->present && !dev->released && dev->manual_vm == NULL &&
+            (dev->vm == NULL || g_strcmp0(dev->vm, name) == 0) &&
+            policy_requirement_is_met_by(binder->policy, req, dev->desc))
+            return TRUE;
+    }
+    return FALSE;
+}
+
 gboolean
 gw_binder_check_requirements(GwBinder *binder, const gchar *name, const gchar *uuid,
                              PolicyRequirement *unmet)
@@ -773,17 +789,28 @@ gw_binder_check_requirements(GwBinder *binder, const gchar *name, const gchar *u
 
     for (guint r = 0; r < reqs->len; r++) {
         const PolicyRequirement *req = &g_array_index(reqs, PolicyRequirement, r);
-        gboolean met = FALSE;
-        for (guint i = 0; i < devices->len && !met; i++) {
-            GwBinderDevice *dev = g_ptr_array_index(devices, i);
-            met = dev->present && !dev->released && dev->manual_vm == NULL &&
-                  (dev->vm == NULL || g_strcmp0(dev->vm, name) == 0) &&
-                  policy_requirement_is_met_by(binder->policy, req, dev->desc);
-        }
-        if (!met) {
+        if (!gw_binder_requirement_is_met(binder, devices, name, req)) {
             *unmet = *req;
             return FALSE;
         }
     }
     return TRUE;
+}
+
+guint
+gw_binder_count_unmet_requirements(GwBinder *binder, const gchar *name, const gchar *uuid,
+                                   guint *n_required)
+{
+    g_autoptr(GArray) reqs = policy_get_requirements(binder->policy, name, uuid);
+    g_autoptr(GPtrArray) devices = gw_binder_list_devices(binder);
+    guint unmet = 0;
+
+    for (guint r = 0; r < reqs->len; r++) {
+        if (!gw_binder_requirement_is_met(binder, devices, name,
+                                          &g_array_index(reqs, PolicyRequirement, r)))
+            unmet++;
+    }
+    if (n_required != NULL)
+        *n_required = reqs->len;
+    return unmet;
 }

@@ -6,6 +6,7 @@
 
 #include "gw-device.h"
 #include "gw-usb.h"
+#include "gw-usbgw-metrics.h"
 
 /* clang-format off */
 G_DEFINE_QUARK(usbgw-inventory-error-quark, gw_inventory_error)
@@ -248,7 +249,11 @@ gw_inventory_described(GwInventory *inventory, GwInventoryJob *job)
         dev = g_new0(GwInventoryDevice, 1);
         dev->id = g_steal_pointer(&id);
         g_hash_table_insert(inventory->devices, dev->id, dev);
-    } else if (dev->usb != NULL) {
+    } else if (dev->usb == NULL) {
+        /* an identity seen before comes back: a replug, or the device
+         * re-enumerated after a reset */
+        gw_usbgw_metrics_reenumeration();
+    } else {
         g_hash_table_remove(inventory->by_usb, dev->usb);
         g_clear_pointer(&dev->usb, libusb_unref_device);
     }

@@ -209,7 +209,7 @@ session_close_reason(void (*peer_action)(int fd))
     g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0);
     socket = g_socket_new_from_fd(fds[0], &error);
     g_assert_no_error(error);
-    session = gw_session_new(usb, socket, "test-session", session_closed, &h, &error);
+    session = gw_session_new(usb, socket, "test-session", NULL, NULL, session_closed, &h, &error);
     g_assert_no_error(error);
     g_assert_nonnull(session);
     peer_action(fds[1]);
