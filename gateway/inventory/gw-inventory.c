@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "gw-device.h"
+#include "gw-log.h"
 #include "gw-usb.h"
 #include "gw-usbgw-metrics.h"
 
@@ -279,7 +280,7 @@ gw_inventory_left(GwInventory *inventory, libusb_device *usb)
     }
     if (dev == NULL)
         return;
-    g_message("%s left", dev->id);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, dev->id, NULL, NULL, "%s left", dev->id);
     g_hash_table_remove(inventory->by_usb, usb);
     g_clear_pointer(&dev->usb, libusb_unref_device);
     gw_inventory_touch(dev);
