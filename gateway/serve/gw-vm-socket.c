@@ -13,7 +13,6 @@
 #include <glib/gstdio.h>
 
 #include "gw-fd-watch.h"
-#include "gw-log.h"
 
 /* <rundir>/vm: anyone may pass, only root lists or writes. */
 #define GW_VM_SOCKET_ROOT_MODE 0711
@@ -400,9 +399,8 @@ gw_vm_socket_peer_allowed(const GwVmSocketAccess *access, GSocketConnection *con
         reason = gw_vm_socket_not_the_vm(access, vm, pid);
     if (reason == NULL)
         return TRUE;
-    gw_log_device(G_LOG_LEVEL_WARNING, device_id, vm, NULL,
-                  "%s: refused a peer with uid %d pid %d on %s: %s",
-                  device_id != NULL ? device_id : vm, (int)uid, (int)pid, path, reason);
+    g_warning("%s: refused a peer with uid %d pid %d on %s: %s", device_id != NULL ? device_id : vm,
+              (int)uid, (int)pid, path, reason);
     actor = g_strdup_printf("peer uid=%d pid=%d", (int)uid, (int)pid);
     if (access->refused != NULL)
         access->refused(vm, device_id, path, actor, reason, access->user_data);

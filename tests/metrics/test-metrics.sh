@@ -193,9 +193,13 @@ exposition)
     # a port something else holds: usbgwd says which key, and serves on
     python3 -c 'import socket, time, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1); time.sleep(30)' "$metrics_port" &
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1); open(sys.argv[2], "w").close()
+time.sleep(30)' "$metrics_port" "$work/held" &
     holder=$!
-    sleep 0.3
+    for _ in $(seq 100); do
+        [ -e "$work/held" ] && break
+        sleep 0.05
+    done
     start_usbgwd
     grep -q "metrics-listen=127.0.0.1:$metrics_port: cannot listen" "$work/usbgwd.log" ||
         fail "no log line naming metrics-listen for the bind error"
