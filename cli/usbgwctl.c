@@ -853,6 +853,9 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
                     usbgwctl_str(share, "user"), json_object_get_int_member(share, "port"),
                     usbgwctl_str(share, "state"), list->len > 0 ? list->str : "-");
         }
+    } else if (g_strcmp0(command, "metrics") == 0) {
+        /* the exposition as usbgwd rendered it, every line ended */
+        g_print("%s", usbgwctl_str(result, "text"));
     } else if (g_strcmp0(command, "policy-reload") == 0) {
         g_print("policy %s reloaded: %" G_GINT64_FORMAT " rules\n", usbgwctl_str(result, "path"),
                 json_object_get_int_member(result, "rules"));
@@ -864,8 +867,9 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
     return USBGWCTL_EXIT_OK;
 }
 
-static const gchar *const usbgwctl_remote_commands[] = {
-    "status", "list", "vms", "pools", "assign", "release", "events", "share", "unshare", "shares"};
+static const gchar *const usbgwctl_remote_commands[] = {"status",  "list",    "vms",    "pools",
+                                                        "assign",  "release", "events", "share",
+                                                        "unshare", "shares",  "metrics"};
 
 static void
 usbgwctl_usage(void)
@@ -889,7 +893,8 @@ usbgwctl_usage(void)
                "                     let USER lend workstation devices to VM over SPICE: prints\n"
                "                     a spice:// URI and a one-share ticket\n"
                "  unshare VM         end VM's share (the lent devices leave the VM)\n"
-               "  shares             the shares: user, port, state, lent devices\n\n"
+               "  shares             the shares: user, port, state, lent devices\n"
+               "  metrics            usbgwd's metrics as Prometheus text (docs/metrics.md)\n\n"
                "Commands that talk to usbgwd take --json and --socket PATH (default:\n"
                "$" USBGWCTL_SOCKET_ENV ", else control-socket in " USBGWCTL_CONFIG ").\n"
                "Run 'usbgwctl policy --help' for the policy options.\n");

@@ -20,6 +20,9 @@ packages=(
     glib-networking
     # gateway links check that a key belongs to its certificate with GnuTLS
     libgnutls28-dev
+    # usbgwd's Prometheus listener (gateway/metrics/gw-metrics-http.c);
+    # tests: prometheus_client's parser and a real Prometheus scraping it
+    libsoup-3.0-dev python3-prometheus-client prometheus
     # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing,
     # test helpers (python3 scripts, pgrep, setpriv)
     umockdev libumockdev-dev qemu-system-x86 busybox-static cpio

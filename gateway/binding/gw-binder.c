@@ -2,6 +2,8 @@
  * admins' assignments and releases, policy reload. See gw-binder.h. */
 #include "gw-binder.h"
 
+#include "gw-log.h"
+
 #include <string.h>
 
 typedef struct {
@@ -20,6 +22,20 @@ struct _GwBinder {
     GwBinderState *saved; /* owned: restored state; leases dropped as their VM stops */
     gboolean settled;     /* every running VM has been reported since the restore */
 };
+
+/* The one VM a device's assignment names (the journal's USBGW_VM): an
+ * admin's, or a policy target that is a VM name rather than a glob or a
+ * pool; NULL otherwise. */
+static const gchar *
+gw_binder_named_vm(const GwBinderDevice *dev)
+{
+    if (dev->manual_vm != NULL)
+        return dev->manual_vm;
+    if (dev->decision.target_kind == POLICY_TARGET_VM && dev->decision.target != NULL &&
+        strpbrk(dev->decision.target, "*?[") == NULL)
+        return dev->decision.target;
+    return NULL;
+}
 
 /* ---- state ------------------------------------------------------------------ */
 
@@ -232,7 +248,8 @@ static gboolean
 gw_binder_bind(GwBinder *binder, GwBinderDevice *dev, const gchar *vm, const gchar *actor)
 {
     if (!policy_vm_name_is_valid(vm)) {
-        g_warning("%s: VM name '%s' cannot name a socket directory", dev->id, vm);
+        gw_log_device(G_LOG_LEVEL_WARNING, dev->id, vm, NULL,
+                      "%s: VM name '%s' cannot name a socket directory", dev->id, vm);
         return FALSE;
     }
     if (!binder->ops->bind(dev->id, vm, actor, binder->user_data))
@@ -257,7 +274,8 @@ gw_binder_unbind(GwBinder *binder, GwBinderDevice *dev, const gchar *actor, cons
     if (vm == NULL)
         return;
     binder->ops->unbind(dev->id, vm, detach, binder->user_data);
-    g_message("%s: unbound from vm \"%s\" (%s)", dev->id, vm, reason);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, dev->id, vm, NULL, "%s: unbound from vm \"%s\" (%s)",
+                  dev->id, vm, reason);
     gw_binder_event(binder, GW_BINDER_EVENT_DETACH, dev, vm, actor, reason);
 }
 
@@ -357,14 +375,16 @@ gw_binder_pool_acquire(GwBinder *binder, const gchar *pool, GwBinderVm *vm)
             if (policy_pools_acquire_key(binder->pools, pool, vm->name, dev->id, NULL))
                 return dev;
         }
-        g_message("vm \"%s\": no device from pool \"%s\" yet (the free ones are kept for VMs "
-                  "that held them before usbgwd restarted)",
-                  vm->name, pool);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm->name, NULL,
+                      "vm \"%s\": no device from pool \"%s\" yet (the free ones are kept for VMs "
+                      "that held them before usbgwd restarted)",
+                      vm->name, pool);
         return NULL;
     }
     key = policy_pools_acquire(binder->pools, pool, vm->name, &error);
     if (key == NULL) {
-        g_message("vm \"%s\": no device from pool \"%s\": %s", vm->name, pool, error->message);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm->name, NULL,
+                      "vm \"%s\": no device from pool \"%s\": %s", vm->name, pool, error->message);
         return NULL;
     }
     return g_hash_table_lookup(binder->devices, key);
@@ -377,7 +397,8 @@ gw_binder_pool_drop(GwBinder *binder, GwBinderDevice *dev)
     g_autoptr(GError) error = NULL;
     policy_pools_remove_device(binder->pools, dev->id);
     if (!policy_pools_add_device(binder->pools, dev->decision.target, dev->id, &error))
-        g_warning("%s: %s", dev->id, error->message);
+        gw_log_device(G_LOG_LEVEL_WARNING, dev->id, dev->vm, NULL, "%s: %s", dev->id,
+                      error->message);
 }
 
 /* Gives @vm (running) every device the policy or an admin gives it. */
@@ -509,7 +530,7 @@ gw_binder_decide(GwBinder *binder, GwBinderDevice *dev)
         dev->decision.verdict == POLICY_VERDICT_ASSIGN &&
         dev->decision.target_kind == POLICY_TARGET_POOL &&
         !policy_pools_add_device(binder->pools, dev->decision.target, dev->id, &error))
-        g_warning("%s: %s", dev->id, error->message);
+        gw_log_device(G_LOG_LEVEL_WARNING, dev->id, NULL, NULL, "%s: %s", dev->id, error->message);
 }
 
 void
@@ -537,10 +558,12 @@ gw_binder_device_arrived(GwBinder *binder, const gchar *id, const PolicyDevice *
         switch (dev->decision.verdict) {
         case POLICY_VERDICT_NONE:
         case POLICY_VERDICT_SHARE:
-            g_info("%s arrived: no rule, left to the host", dev->id);
+            gw_log_device(G_LOG_LEVEL_INFO, dev->id, NULL, NULL,
+                          "%s arrived: no rule, left to the host", dev->id);
             return;
         case POLICY_VERDICT_DENY:
-            g_message("%s arrived: denied by %s, left to the host", dev->id, rule);
+            gw_log_device(G_LOG_LEVEL_MESSAGE, dev->id, NULL, NULL,
+                          "%s arrived: denied by %s, left to the host", dev->id, rule);
             gw_binder_event(binder, GW_BINDER_EVENT_DENY, dev, NULL, "policy",
                             "a deny rule matched");
             return;
@@ -550,7 +573,8 @@ gw_binder_device_arrived(GwBinder *binder, const gchar *id, const PolicyDevice *
         }
     }
     if (dev->released) {
-        g_message("%s arrived: released by an admin, left to the host", dev->id);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, dev->id, NULL, NULL,
+                      "%s arrived: released by an admin, left to the host", dev->id);
         return;
     }
     /* claim at once, so the host never binds a driver to it */
@@ -559,15 +583,17 @@ gw_binder_device_arrived(GwBinder *binder, const gchar *id, const PolicyDevice *
     if (dev->manual_vm == NULL && dev->decision.verdict == POLICY_VERDICT_EXPORT) {
         /* no VM here gets it: usbgwd serves it to the gateway links the
          * export rule allows */
-        g_message("%s arrived: exported to gateway \"%s\" by %s, kept claimed", dev->id,
-                  dev->decision.target, rule);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, dev->id, NULL, NULL,
+                      "%s arrived: exported to gateway \"%s\" by %s, kept claimed", dev->id,
+                      dev->decision.target, rule);
         return;
     }
-    g_message("%s arrived: assigned to %s \"%s\" by %s", dev->id,
-              dev->manual_vm != NULL ? "vm"
-                                     : policy_target_kind_to_string(dev->decision.target_kind),
-              dev->manual_vm != NULL ? dev->manual_vm : dev->decision.target,
-              dev->manual_vm != NULL ? "usbgwctl assign" : rule);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, dev->id, gw_binder_named_vm(dev), NULL,
+                  "%s arrived: assigned to %s \"%s\" by %s", dev->id,
+                  dev->manual_vm != NULL ? "vm"
+                                         : policy_target_kind_to_string(dev->decision.target_kind),
+                  dev->manual_vm != NULL ? dev->manual_vm : dev->decision.target,
+                  dev->manual_vm != NULL ? "usbgwctl assign" : rule);
     if (dev->vm != NULL) {
         /* replugged: the socket stayed, the peer gets device_connect */
         gw_binder_bind(binder, dev, dev->vm, "policy");
@@ -620,7 +646,7 @@ gw_binder_vm_started(GwBinder *binder, const gchar *name, const gchar *uuid, con
         vm->name = g_strdup(name);
         g_hash_table_insert(binder->vms, vm->name, vm);
         g_ptr_array_add(binder->vm_order, vm);
-        g_message("vm \"%s\" runs (%s)", name, actor);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, name, NULL, "vm \"%s\" runs (%s)", name, actor);
     }
     if (uuid != NULL && g_ascii_strcasecmp(vm->uuid != NULL ? vm->uuid : "", uuid) != 0) {
         g_free(vm->uuid);
@@ -650,7 +676,7 @@ gw_binder_vm_stopped(GwBinder *binder, const gchar *name, const gchar *actor)
 
     if (vm == NULL)
         return;
-    g_message("vm \"%s\" stopped (%s)", name, actor);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, name, NULL, "vm \"%s\" stopped (%s)", name, actor);
     devices = gw_binder_list_devices(binder);
     for (guint i = 0; i < devices->len; i++) {
         GwBinderDevice *dev = g_ptr_array_index(devices, i);
@@ -764,6 +790,22 @@ gw_binder_set_policy(GwBinder *binder, Policy *policy, const gchar *actor)
     gw_binder_offer_all(binder, actor);
 }
 
+/* Whether a present device meets @req for @name: not released, not an
+ * admin's assignment elsewhere, free or bound to @name already. */
+static gboolean
+gw_binder_requirement_is_met(GwBinder *binder, GPtrArray *devices, const gchar *name,
+                             const PolicyRequirement *req)
+{
+    for (guint i = 0; i < devices->len; i++) {
+        GwBinderDevice *dev = g_ptr_array_index(devices, i);
+        if (dev->present && !dev->released && dev->manual_vm == NULL &&
+            (dev->vm == NULL || g_strcmp0(dev->vm, name) == 0) &&
+            policy_requirement_is_met_by(binder->policy, req, dev->desc))
+            return TRUE;
+    }
+    return FALSE;
+}
+
 gboolean
 gw_binder_check_requirements(GwBinder *binder, const gchar *name, const gchar *uuid,
                              PolicyRequirement *unmet)
@@ -773,17 +815,28 @@ gw_binder_check_requirements(GwBinder *binder, const gchar *name, const gchar *u
 
     for (guint r = 0; r < reqs->len; r++) {
         const PolicyRequirement *req = &g_array_index(reqs, PolicyRequirement, r);
-        gboolean met = FALSE;
-        for (guint i = 0; i < devices->len && !met; i++) {
-            GwBinderDevice *dev = g_ptr_array_index(devices, i);
-            met = dev->present && !dev->released && dev->manual_vm == NULL &&
-                  (dev->vm == NULL || g_strcmp0(dev->vm, name) == 0) &&
-                  policy_requirement_is_met_by(binder->policy, req, dev->desc);
-        }
-        if (!met) {
+        if (!gw_binder_requirement_is_met(binder, devices, name, req)) {
             *unmet = *req;
             return FALSE;
         }
     }
     return TRUE;
+}
+
+guint
+gw_binder_count_unmet_requirements(GwBinder *binder, const gchar *name, const gchar *uuid,
+                                   guint *n_required)
+{
+    g_autoptr(GArray) reqs = policy_get_requirements(binder->policy, name, uuid);
+    g_autoptr(GPtrArray) devices = gw_binder_list_devices(binder);
+    guint unmet = 0;
+
+    for (guint r = 0; r < reqs->len; r++) {
+        if (!gw_binder_requirement_is_met(binder, devices, name,
+                                          &g_array_index(reqs, PolicyRequirement, r)))
+            unmet++;
+    }
+    if (n_required != NULL)
+        *n_required = reqs->len;
+    return unmet;
 }

@@ -139,6 +139,10 @@ void gw_binder_set_policy(GwBinder *binder, Policy *policy, const gchar *actor);
  * policy). */
 gboolean gw_binder_check_requirements(GwBinder *binder, const gchar *name, const gchar *uuid,
                                       PolicyRequirement *unmet);
+/* How many of the `required` rules for @name no present device meets (the
+ * same test); @n_required (nullable) gets how many there are. */
+guint gw_binder_count_unmet_requirements(GwBinder *binder, const gchar *name, const gchar *uuid,
+                                         guint *n_required);
 
 const GwBinderDevice *gw_binder_lookup(GwBinder *binder, const gchar *id);
 /* Every device seen, in identity order (borrowed). */

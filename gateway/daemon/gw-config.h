@@ -71,6 +71,9 @@ typedef struct {
     guint link_grace;   /* seconds a lost link is hidden from the guests */
     /* seconds between an imported session lost with its link and the next */
     guint link_reattach_interval;
+    /* owned, nullable: "ADDRESS:PORT" of the Prometheus listener
+     * (docs/metrics.md); off when NULL */
+    gchar *metrics_listen;
 } GwConfig;
 
 /* A static peer: a gateway this one dials. */

@@ -4,6 +4,8 @@
 
 #include "gw-device-json.h"
 #include "gw-json.h"
+#include "gw-log.h"
+#include "gw-metrics.h"
 
 typedef enum {
     GW_CALLER_ANYONE, /* any local user (read-only, no secrets) */
@@ -45,7 +47,7 @@ gw_reply_object(JsonObject *obj) /* adopted */
 
 /* ---- devices ---------------------------------------------------------------- */
 
-static const gchar *
+const gchar *
 gw_daemon_device_state(GwDaemon *daemon, GwInventoryDevice *inv, const GwBinderDevice *dev)
 {
     GwDaemonServed *served = g_hash_table_lookup(daemon->served, inv->id);
@@ -337,7 +339,7 @@ gw_cmd_hook(const GwCommandCall *call)
                                       "\"domain\" is not a VM name usbgwd can serve");
     g_free(daemon->hook_last_call);
     daemon->hook_last_call = gw_daemon_now();
-    g_message("hook: vm \"%s\" %s", name, op);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, name, NULL, "hook: vm \"%s\" %s", name, op);
     if (g_strcmp0(op, "prepare") == 0 || g_strcmp0(op, "migrate") == 0) {
         /* a VM with a `required` rule must not start without a device */
         if (!gw_binder_check_requirements(daemon->binder, name, uuid, &unmet)) {
@@ -375,6 +377,18 @@ gw_cmd_shares(const GwCommandCall *call)
     return gw_daemon_cmd_shares(call->daemon);
 }
 
+/* The Prometheus exposition (docs/metrics.md), for admins as `list`. */
+static JsonNode *
+gw_cmd_metrics(const GwCommandCall *call)
+{
+    g_autoptr(JsonObject) obj = json_object_new();
+    g_autofree gchar *text = gw_daemon_metrics_text(call->daemon);
+
+    json_object_set_string_member(obj, "content_type", GW_METRICS_CONTENT_TYPE);
+    json_object_set_string_member(obj, "text", text);
+    return gw_reply_object(g_steal_pointer(&obj));
+}
+
 static JsonNode *
 gw_cmd_subscribe(const GwCommandCall *call)
 {
@@ -397,6 +411,7 @@ static const GwCommand gw_commands[] = {
     {"share", GW_CALLER_ADMIN, gw_cmd_share},
     {"unshare", GW_CALLER_ADMIN, gw_cmd_unshare},
     {"shares", GW_CALLER_ADMIN, gw_cmd_shares},
+    {"metrics", GW_CALLER_ADMIN, gw_cmd_metrics},
     {"subscribe", GW_CALLER_ADMIN, gw_cmd_subscribe},
     {"hook", GW_CALLER_ROOT, gw_cmd_hook},
 };

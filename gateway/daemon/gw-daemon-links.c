@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "gw-device.h"
+#include "gw-log.h"
 
 /* Longest device identity a peer may announce. */
 #define GW_DAEMON_REMOTE_ID_MAX 256
@@ -120,7 +121,8 @@ gw_daemon_export_ended(GwAttachment *attachment, const gchar *reason, gpointer u
         if (served->attachment != attachment || served->export_peer == NULL)
             continue;
         peer = g_steal_pointer(&served->export_peer);
-        g_message("%s: no longer exported to gateway %s: %s", (const gchar *)key, peer, reason);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, key, NULL, NULL,
+                      "%s: no longer exported to gateway %s: %s", (const gchar *)key, peer, reason);
         {
             const GwBinderDevice *dev = gw_binder_lookup(daemon->binder, key);
             GwAuditEvent record = {
@@ -248,7 +250,8 @@ gw_daemon_remote_found(const gchar *gateway, const gchar *id, const PolicyDevice
     inv = gw_inventory_set_remote(daemon->inventory, key, desc, TRUE);
     if (inv == NULL)
         return;
-    g_message("%s: exported to us by gateway %s", key, gateway);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, key, NULL, NULL, "%s: exported to us by gateway %s", key,
+                  gateway);
     gw_binder_device_arrived(daemon->binder, key, inv->desc);
     gw_daemon_save_state(daemon);
 }
@@ -262,7 +265,8 @@ gw_daemon_remote_lost(const gchar *gateway, const gchar *id, gpointer user_data)
 
     if (inv == NULL || !inv->remote || !inv->remote_present)
         return;
-    g_message("%s: gateway %s no longer exports it", key, gateway);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, key, NULL, NULL, "%s: gateway %s no longer exports it", key,
+                  gateway);
     gw_inventory_set_remote(daemon->inventory, key, inv->desc, FALSE);
     gw_binder_device_left(daemon->binder, key);
     gw_daemon_save_state(daemon);
@@ -407,7 +411,7 @@ gw_daemon_import_bind(GwDaemon *daemon, const gchar *id, const gchar *vm, const 
     gateway = g_strndup(id, slash - id);
     link = daemon->links != NULL ? gw_links_lookup(daemon->links, gateway) : NULL;
     if (link == NULL) {
-        g_warning("%s: no link to gateway %s", id, gateway);
+        gw_log_device(G_LOG_LEVEL_WARNING, id, vm, NULL, "%s: no link to gateway %s", id, gateway);
         return FALSE;
     }
     slot_name = gw_daemon_slot_name(daemon, inv);
@@ -416,11 +420,12 @@ gw_daemon_import_bind(GwDaemon *daemon, const gchar *id, const gchar *vm, const 
         gw_import_new(link, slash + 1, id, vm, path, &daemon->socket_access,
                       daemon->config.link_reattach_interval * 1000, &callbacks, daemon, &error);
     if (served->import == NULL) {
-        g_warning("%s: %s", id, error->message);
+        gw_log_device(G_LOG_LEVEL_WARNING, id, vm, NULL, "%s: %s", id, error->message);
         return FALSE;
     }
     gw_inventory_touch(inv);
-    g_message("%s: bound to vm \"%s\", served on %s (from gateway %s)", id, vm, path, gateway);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, id, vm, NULL,
+                  "%s: bound to vm \"%s\", served on %s (from gateway %s)", id, vm, path, gateway);
     /* as for a device of this host: with libvirt, "attach" is recorded once
      * libvirt plugged it in */
     if (daemon->libvirt == NULL) {

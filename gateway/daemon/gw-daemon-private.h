@@ -52,6 +52,8 @@ struct _GwDaemon {
     GwLinks *links;        /* owned, nullable: no gateway links configured */
     GHashTable *exported;  /* id → description text: our devices in the directory */
     Policy *export_policy; /* borrowed, only compared: the policy @exported was made with */
+    struct _GwMetricsHttp *metrics_http; /* owned, nullable: metrics-listen */
+    guint metrics_collector;             /* the scrape-time gauges' collector, 0: none */
 };
 
 gchar *gw_daemon_now(void) G_GNUC_WARN_UNUSED_RESULT;
@@ -95,7 +97,17 @@ void gw_daemon_import_unbind(GwDaemon *daemon, const gchar *id, const gchar *vm,
 /* The socket slot name of a device (local or imported). */
 gchar *gw_daemon_slot_name(GwDaemon *daemon, GwInventoryDevice *inv) G_GNUC_WARN_UNUSED_RESULT;
 
+/* Metrics (gw-daemon-metrics.c): the scrape-time collector and the
+ * listener of metrics-listen (a bind error is logged, usbgwd goes on). */
+gboolean gw_daemon_start_metrics(GwDaemon *daemon, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+void gw_daemon_stop_metrics(GwDaemon *daemon);
+/* The exposition text (usbgwctl metrics). */
+gchar *gw_daemon_metrics_text(GwDaemon *daemon) G_GNUC_WARN_UNUSED_RESULT;
+
 /* Commands (gw-daemon-commands.c). */
+/* The state `usbgwctl list` shows for a device (and usbgw_devices). */
+const gchar *gw_daemon_device_state(GwDaemon *daemon, GwInventoryDevice *inv,
+                                    const GwBinderDevice *dev);
 JsonNode *gw_daemon_control_handler(JsonObject *request, const GwControlPeer *peer,
                                     gpointer user_data);
 void gw_daemon_vm_started(GwDaemon *daemon, const gchar *name, const gchar *uuid,

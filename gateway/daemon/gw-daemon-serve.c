@@ -5,6 +5,8 @@
 #include "gw-daemon-private.h"
 
 #include "gw-device.h"
+#include "gw-log.h"
+#include "gw-usbgw-metrics.h"
 
 void
 gw_daemon_served_free(gpointer data)
@@ -49,6 +51,7 @@ gw_daemon_plugged(const gchar *id, const gchar *vm, const GError *error, gpointe
     GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
 
     if (error != NULL) {
+        gw_usbgw_metrics_attach(GW_USBGW_ATTACH_FAILED, -1);
         if (dev != NULL)
             gw_daemon_audit(daemon, GW_AUDIT_ATTACH_FAILED, id, vm, "libvirt", error->message);
         return;
@@ -58,7 +61,8 @@ gw_daemon_plugged(const gchar *id, const gchar *vm, const GError *error, gpointe
         return;
     g_free(served->audited_vm);
     served->audited_vm = g_strdup(vm);
-    g_message("%s → vm %s: attached through libvirt", id, vm);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, id, vm, NULL, "%s → vm %s: attached through libvirt", id,
+                  vm);
     gw_daemon_audit(daemon, GW_AUDIT_ATTACH, id, vm, "libvirt", gw_daemon_served_socket(served));
 }
 
@@ -104,7 +108,7 @@ gw_daemon_op_claim(const gchar *id, gpointer user_data)
     if (inv == NULL || inv->usb == NULL)
         return FALSE;
     if (!gw_attachment_set_device(gw_daemon_attachment(daemon, served, id), inv->usb, &error)) {
-        g_warning("%s", error->message);
+        gw_log_device(G_LOG_LEVEL_WARNING, id, NULL, NULL, "%s", error->message);
         return FALSE;
     }
     return TRUE;
@@ -156,23 +160,25 @@ gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer
     attachment = gw_daemon_attachment(daemon, served, id);
     if (served->export_peer != NULL) {
         /* the VM comes first: another gateway's session on it ends */
-        g_message("%s: taken from gateway %s for vm \"%s\"", id, served->export_peer, vm);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, id, vm, NULL, "%s: taken from gateway %s for vm \"%s\"",
+                      id, served->export_peer, vm);
         gw_attachment_end_peer(attachment);
         g_clear_pointer(&served->export_peer, g_free);
     }
     gw_attachment_set_access(attachment, &daemon->socket_access);
     if (inv->usb != NULL && !gw_attachment_set_device(attachment, inv->usb, &error)) {
-        g_warning("%s", error->message);
+        gw_log_device(G_LOG_LEVEL_WARNING, id, vm, NULL, "%s", error->message);
         g_clear_error(&error);
     }
     slot_name = gw_daemon_slot_name(daemon, inv);
     path = gw_redirdev_plugger_device_socket(daemon->plugger, vm, id, slot_name);
     if (!gw_attachment_bind(attachment, vm, path, &error)) {
-        g_warning("%s: %s", id, error->message);
+        gw_log_device(G_LOG_LEVEL_WARNING, id, vm, NULL, "%s: %s", id, error->message);
         return FALSE;
     }
     gw_inventory_touch(inv);
-    g_message("%s: bound to vm \"%s\", served on %s", id, vm, path);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, id, vm, NULL, "%s: bound to vm \"%s\", served on %s", id, vm,
+                  path);
     /* with libvirt, "attach" is recorded once libvirt plugged it in */
     if (daemon->libvirt == NULL) {
         g_free(served->audited_vm);

@@ -5,7 +5,8 @@
  * outcome. Commands: gw-daemon-commands.c; shares: gw-daemon-shares.c.
  *
  * Teardown order (gw_daemon_free), each step before what it uses:
- *   1. cancel pending libvirt calls, stop hotplug delivery (no event can
+ *   1. the metrics listener and collector (no scrape reads what goes),
+ *      cancel pending libvirt calls, stop hotplug delivery (no event can
  *      reach the daemon while it is taken apart);
  *   2. the redirdev plugger, libvirt (its threads), shares (workers and
  *      proxies; freeing them records nothing);
@@ -15,6 +16,7 @@
  *   5. binder, audit, state. */
 #include "gw-daemon-private.h"
 
+#include "gw-log.h"
 #include "gw-redirdev-plugger.h"
 #include "gw-users.h"
 
@@ -192,7 +194,8 @@ gw_daemon_libvirt_removed(const gchar *name, const gchar *uuid, const gchar *ali
 
     if (dev == NULL || g_strcmp0(dev->vm, name) != 0)
         return;
-    g_message("%s: its redirdev was removed from vm \"%s\" by someone else", dev->id, name);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, dev->id, name, NULL,
+                  "%s: its redirdev was removed from vm \"%s\" by someone else", dev->id, name);
     gw_daemon_audit(daemon, GW_AUDIT_DETACH, dev->id, name, "libvirt",
                     "redirdev removed outside usbgwd");
 }
@@ -315,6 +318,8 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
     gw_daemon_start_shares(daemon);
     if (!gw_daemon_start_links(daemon, error))
         return FALSE;
+    if (!gw_daemon_start_metrics(daemon, error))
+        return FALSE;
     if (daemon->libvirt != NULL)
         gw_libvirt_start(daemon->libvirt);
     else
@@ -342,6 +347,7 @@ gw_daemon_free(GwDaemon *daemon)
     if (daemon == NULL)
         return;
     /* 1 */
+    gw_daemon_stop_metrics(daemon);
     g_cancellable_cancel(daemon->cancellable);
     if (daemon->inventory != NULL)
         gw_inventory_stop(daemon->inventory);

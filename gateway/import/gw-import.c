@@ -7,7 +7,9 @@
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 
+#include "gw-log.h"
 #include "gw-proxy.h"
+#include "gw-usbgw-metrics.h"
 
 struct _GwImport {
     GwLink *link; /* borrowed */
@@ -27,9 +29,15 @@ struct _GwImport {
     gint64 not_before;       /* monotonic µs: no session starts before */
     guint start_id;          /* timeout starting the session at not_before */
     guint sessions;
+    gint64 bound_at;         /* monotonic µs of gw_import_new(): the attach's duration */
+    gboolean attach_counted; /* the first session was counted (usbgw_attach_total) */
     GwImportCallbacks callbacks;
     gpointer user_data;
 };
+
+/* Logs @format about the imported device and its VM (gw-log.h). */
+#define gw_import_log(import, level, message_id, ...)                                              \
+    gw_log_device((level), (import)->id, (import)->vm, (message_id), __VA_ARGS__)
 
 static void gw_import_try_start(GwImport *import);
 
@@ -78,8 +86,15 @@ gw_import_proxy_connected(GwProxy *proxy, const PolicyDevice *device, gpointer u
     GwImport *import = user_data;
 
     import->attached = TRUE;
-    g_message("%s: attached to vm \"%s\" from gateway %s", import->id, import->vm,
-              gw_link_get_peer(import->link));
+    gw_usbgw_metrics_attach(GW_USBGW_ATTACH_OK,
+                            import->attach_counted
+                                ? -1
+                                : (gdouble)(g_get_monotonic_time() - import->bound_at) /
+                                      G_USEC_PER_SEC);
+    import->attach_counted = TRUE;
+    gw_import_log(import, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_SESSION,
+                  "%s: attached to vm \"%s\" from gateway %s", import->id, import->vm,
+                  gw_link_get_peer(import->link));
     if (import->callbacks.attached != NULL)
         import->callbacks.attached(import, device, import->user_data);
 }
@@ -97,7 +112,8 @@ gw_import_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpoi
         why = g_strdup_printf("%s%s%s", gw_proxy_end_to_string(end), reason != NULL ? ": " : "",
                               reason != NULL ? reason : "");
     g_clear_pointer(&import->stream_end, g_free);
-    g_message("%s: session with vm \"%s\" ended (%s)", import->id, import->vm, why);
+    gw_import_log(import, G_LOG_LEVEL_MESSAGE, NULL, "%s: session with vm \"%s\" ended (%s)",
+                  import->id, import->vm, why);
     gw_import_detached(import, why, end == GW_PROXY_END_DENIED,
                        end == GW_PROXY_END_QEMU_CLOSED || end == GW_PROXY_END_QEMU_PROTOCOL);
 }
@@ -109,7 +125,8 @@ gw_import_stream_opened(GwLinkStream *stream, gpointer user_data)
 {
     GwImport *import = user_data;
 
-    g_info("%s: gateway %s opened the device", import->id, gw_link_get_peer(import->link));
+    gw_import_log(import, G_LOG_LEVEL_INFO, NULL, "%s: gateway %s opened the device", import->id,
+                  gw_link_get_peer(import->link));
 }
 
 static void
@@ -123,7 +140,7 @@ gw_import_stream_closed(GwLinkStream *stream, const gchar *reason, gpointer user
      * reads that, after whatever it still had to say (its own reason, a
      * denial, comes first); this one is kept for it */
     import->stream = NULL;
-    g_message("%s: %s", import->id, why);
+    gw_import_log(import, G_LOG_LEVEL_MESSAGE, NULL, "%s: %s", import->id, why);
     g_free(import->stream_end);
     import->stream_end = g_steal_pointer(&why);
     if (import->proxy == NULL)
@@ -164,26 +181,28 @@ gw_import_try_start(GwImport *import)
         return;
     if (now < import->not_before) {
         guint wait_ms = (guint)((import->not_before - now + 999) / 1000);
-        g_message("%s: next session in %u ms (link-reattach-interval)", import->id, wait_ms);
+        gw_import_log(import, G_LOG_LEVEL_MESSAGE, NULL,
+                      "%s: next session in %u ms (link-reattach-interval)", import->id, wait_ms);
         import->start_id = g_timeout_add(wait_ms, gw_import_start_due, import);
         return;
     }
     g_clear_handle_id(&import->qemu_watch, g_source_remove);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
-        g_warning("%s: socketpair: %s", import->id, g_strerror(errno));
+        gw_import_log(import, G_LOG_LEVEL_WARNING, NULL, "%s: socketpair: %s", import->id,
+                      g_strerror(errno));
         return;
     }
     link_end = g_socket_new_from_fd(fds[0], &error);
     if (link_end == NULL) {
         close(fds[0]);
         close(fds[1]);
-        g_warning("%s: %s", import->id, error->message);
+        gw_import_log(import, G_LOG_LEVEL_WARNING, NULL, "%s: %s", import->id, error->message);
         return;
     }
     proxy_end = g_socket_new_from_fd(fds[1], &error);
     if (proxy_end == NULL) {
         close(fds[1]);
-        g_warning("%s: %s", import->id, error->message);
+        gw_import_log(import, G_LOG_LEVEL_WARNING, NULL, "%s: %s", import->id, error->message);
         return;
     }
     label = g_strdup_printf("%s#%u (vm \"%s\", gateway %s)", import->id, ++import->sessions,
@@ -193,12 +212,13 @@ gw_import_try_start(GwImport *import)
     /* the proxy holds QEMU's socket now */
     g_clear_object(&import->qemu);
     if (import->proxy == NULL) {
-        g_warning("%s: %s", label, error->message);
+        gw_usbgw_metrics_attach(GW_USBGW_ATTACH_FAILED, -1);
+        gw_import_log(import, G_LOG_LEVEL_WARNING, NULL, "%s: %s", label, error->message);
         return;
     }
     import->stream =
         gw_link_open(import->link, import->remote_id, link_end, &stream_callbacks, import);
-    g_message("%s: session opened", label);
+    gw_import_log(import, G_LOG_LEVEL_MESSAGE, NULL, "%s: session opened", label);
 }
 
 /* ---- QEMU's socket ------------------------------------------------------ */
@@ -210,7 +230,8 @@ gw_import_qemu_hup(gint fd, GIOCondition condition, gpointer data)
 
     import->qemu_watch = 0;
     g_clear_handle_id(&import->start_id, g_source_remove);
-    g_message("%s: QEMU left %s before its session", import->id, import->socket_path);
+    gw_import_log(import, G_LOG_LEVEL_MESSAGE, NULL, "%s: QEMU left %s before its session",
+                  import->id, import->socket_path);
     g_clear_object(&import->qemu);
     return G_SOURCE_REMOVE;
 }
@@ -223,17 +244,21 @@ gw_import_incoming(GSocketConnection *connection, gpointer user_data)
 
     if (!gw_vm_socket_peer_allowed(import->access, connection, import->vm, import->id,
                                    import->socket_path)) {
+        gw_usbgw_metrics_attach(GW_USBGW_ATTACH_REFUSED, -1);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return;
     }
     if (import->qemu != NULL || import->proxy != NULL) {
-        g_warning("%s: refused a second peer on %s (one peer per device)", import->id,
-                  import->socket_path);
+        gw_usbgw_metrics_attach(GW_USBGW_ATTACH_REFUSED, -1);
+        gw_import_log(import, G_LOG_LEVEL_WARNING, GW_LOG_ID_PEER_REFUSED,
+                      "%s: refused a second peer on %s (one peer per device)", import->id,
+                      import->socket_path);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return;
     }
     import->qemu = g_object_ref(connection);
-    g_message("%s: peer connected on %s", import->id, import->socket_path);
+    gw_import_log(import, G_LOG_LEVEL_MESSAGE, NULL, "%s: peer connected on %s", import->id,
+                  import->socket_path);
     /* QEMU's hello waits unread until the session starts; only a hang-up
      * is noticed meanwhile */
     import->qemu_watch =
@@ -254,6 +279,7 @@ gw_import_new(GwLink *link, const gchar *remote_id, const gchar *id, const gchar
     import->remote_id = g_strdup(remote_id);
     import->id = g_strdup(id);
     import->vm = g_strdup(vm);
+    import->bound_at = g_get_monotonic_time();
     import->socket_path = g_strdup(socket_path);
     import->access = access;
     import->reattach_ms = reattach_ms;

@@ -5,7 +5,9 @@
 #include <string.h>
 
 #include "gw-device.h"
+#include "gw-log.h"
 #include "gw-usb.h"
+#include "gw-usbgw-metrics.h"
 
 /* clang-format off */
 G_DEFINE_QUARK(usbgw-inventory-error-quark, gw_inventory_error)
@@ -248,7 +250,11 @@ gw_inventory_described(GwInventory *inventory, GwInventoryJob *job)
         dev = g_new0(GwInventoryDevice, 1);
         dev->id = g_steal_pointer(&id);
         g_hash_table_insert(inventory->devices, dev->id, dev);
-    } else if (dev->usb != NULL) {
+    } else if (dev->usb == NULL) {
+        /* an identity seen before comes back: a replug, or the device
+         * re-enumerated after a reset */
+        gw_usbgw_metrics_reenumeration();
+    } else {
         g_hash_table_remove(inventory->by_usb, dev->usb);
         g_clear_pointer(&dev->usb, libusb_unref_device);
     }
@@ -274,7 +280,7 @@ gw_inventory_left(GwInventory *inventory, libusb_device *usb)
     }
     if (dev == NULL)
         return;
-    g_message("%s left", dev->id);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, dev->id, NULL, NULL, "%s left", dev->id);
     g_hash_table_remove(inventory->by_usb, usb);
     g_clear_pointer(&dev->usb, libusb_unref_device);
     gw_inventory_touch(dev);

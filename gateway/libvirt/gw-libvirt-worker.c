@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gw-log.h"
+
 /* ---- libvirt callbacks ------------------------------------------------------
  * Run by libvirt's event implementation, i.e. from a source on
  * g_main_context_default(): they copy and queue, nothing else. */
@@ -368,9 +370,10 @@ gw_libvirt_worker_wait_removed(GwLibvirt *lv, virDomainPtr dom, const gchar *vm,
             return; /* gone (or the VM is: same outcome) */
         g_usleep(GW_LIBVIRT_DETACH_POLL_INTERVAL_MS * G_TIME_SPAN_MILLISECOND);
     }
-    g_warning("%s: the redirdev on %s is still present %d ms after the unplug request; libvirt "
-              "will report its removal later",
-              vm, path, GW_LIBVIRT_DETACH_POLL_COUNT * GW_LIBVIRT_DETACH_POLL_INTERVAL_MS);
+    gw_log_device(G_LOG_LEVEL_WARNING, NULL, vm, NULL,
+                  "%s: the redirdev on %s is still present %d ms after the unplug request; "
+                  "libvirt will report its removal later",
+                  vm, path, GW_LIBVIRT_DETACH_POLL_COUNT * GW_LIBVIRT_DETACH_POLL_INTERVAL_MS);
 }
 
 static gboolean

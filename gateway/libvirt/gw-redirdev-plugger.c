@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "gw-log.h"
+
 /* Hex digits of the identity's SHA-256 appended to a lossy name. */
 #define GW_REDIRDEV_HASH_LEN 8
 
@@ -152,7 +154,8 @@ gw_redirdev_plug_done(GObject *source, GAsyncResult *result, gpointer user_data)
     if (g_cancellable_is_cancelled(op->cancellable))
         return;
     if (!ok)
-        g_warning("%s: libvirt attach failed: %s", op->what, error->message);
+        gw_log_device(G_LOG_LEVEL_WARNING, op->id, op->vm, NULL, "%s: libvirt attach failed: %s",
+                      op->what, error->message);
     if (op->id != NULL && op->plugger->plugged != NULL)
         op->plugger->plugged(op->id, op->vm, ok ? NULL : error, op->plugger->user_data);
 }
@@ -164,7 +167,8 @@ gw_redirdev_unplug_done(GObject *source, GAsyncResult *result, gpointer user_dat
     g_autoptr(GError) error = NULL;
 
     if (!gw_libvirt_detach_redirdev_finish(NULL, result, &error))
-        g_warning("%s: libvirt detach failed: %s", op->what, error->message);
+        gw_log_device(G_LOG_LEVEL_WARNING, op->id, op->vm, NULL, "%s: libvirt detach failed: %s",
+                      op->what, error->message);
 }
 
 static void
@@ -225,7 +229,8 @@ gw_redirdev_plugger_unplug_stale(GwRedirdevPlugger *plugger, const GwLibvirtDoma
         const gchar *path = g_ptr_array_index(domain->redirdev_paths, i);
         if (!gw_redirdev_plugger_is_ours(plugger, path) || has_peer(path, user_data))
             continue;
-        g_message("vm \"%s\": re-plugging %s (its QEMU is not connected)", domain->name, path);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, domain->name, NULL,
+                      "vm \"%s\": re-plugging %s (its QEMU is not connected)", domain->name, path);
         gw_redirdev_plugger_unplug(plugger, domain->name, domain->uuid, path);
     }
 }

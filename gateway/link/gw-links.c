@@ -540,6 +540,23 @@ gw_links_compare_names(gconstpointer a, gconstpointer b)
     return g_strcmp0(*(const gchar *const *)a, *(const gchar *const *)b);
 }
 
+GPtrArray *
+gw_links_list(GwLinks *links)
+{
+    g_autofree gpointer *names = NULL;
+    GPtrArray *list;
+    guint n = 0;
+
+    names = g_hash_table_get_keys_as_array(links->peers, &n);
+    qsort(names, n, sizeof(gpointer), gw_links_compare_names);
+    list = g_ptr_array_sized_new(n);
+    for (guint i = 0; i < n; i++) {
+        GwLinksPeerState *peer = g_hash_table_lookup(links->peers, names[i]);
+        g_ptr_array_add(list, peer->link);
+    }
+    return list;
+}
+
 void
 gw_links_to_json(GwLinks *links, JsonBuilder *builder)
 {

@@ -73,6 +73,8 @@ GwDirectory *gw_links_get_directory(GwLinks *links);
 const gchar *gw_links_get_name(GwLinks *links);
 /* The link to @peer, NULL if none was ever made or configured. */
 GwLink *gw_links_lookup(GwLinks *links, const gchar *peer);
+/* Every peer's link, by peer name (borrowed; the array is the caller's). */
+GPtrArray *gw_links_list(GwLinks *links) G_GNUC_WARN_UNUSED_RESULT;
 /* {"gateway": name, "links": [ … ]} members for usbgwctl status: one
  * object per peer (docs/control.md). */
 void gw_links_to_json(GwLinks *links, JsonBuilder *builder);

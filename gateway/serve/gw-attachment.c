@@ -8,8 +8,10 @@
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
 
+#include "gw-log.h"
 #include "gw-session.h"
 #include "gw-usb.h"
+#include "gw-usbgw-metrics.h"
 #include "gw-vm-socket.h"
 
 /* A device another process holds (busy) is offered again this often, this
@@ -37,7 +39,13 @@ struct _GwAttachment {
     guint offer_retries;
     const GwVmSocketAccess *access; /* borrowed: who may connect */
     gchar *vm;                      /* owned, nullable: while bound */
+    gint64 bound_at;                /* monotonic µs of the bind: the attach's duration */
+    gboolean attach_counted;        /* this binding's first session was counted */
 };
+
+/* Logs @format about the attachment's device and VM (gw-log.h). */
+#define gw_attachment_log(attachment, level, message_id, ...)                                      \
+    gw_log_device((level), (attachment)->identity, (attachment)->vm, (message_id), __VA_ARGS__)
 
 /* Before gw_attachment_set_access(): root only. */
 static const GwVmSocketAccess gw_attachment_root_only = {
@@ -83,15 +91,18 @@ gw_attachment_claim(GwAttachment *attachment, GError **error)
             if (rc == LIBUSB_SUCCESS)
                 attachment->detached |= 1u << i;
             else
-                g_warning("%s: cannot detach the kernel driver of interface %u: %s",
-                          attachment->identity, i, libusb_strerror(rc));
+                gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, NULL,
+                                  "%s: cannot detach the kernel driver of interface %u: %s",
+                                  attachment->identity, i, libusb_strerror(rc));
         }
         rc = libusb_claim_interface(attachment->handle, (int)i);
         if (rc != LIBUSB_SUCCESS)
-            g_warning("%s: cannot claim interface %u: %s", attachment->identity, i,
-                      libusb_strerror(rc));
+            gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, NULL,
+                              "%s: cannot claim interface %u: %s", attachment->identity, i,
+                              libusb_strerror(rc));
     }
-    g_message("%s: claimed (%u interfaces)", attachment->identity, attachment->n_interfaces);
+    gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, NULL, "%s: claimed (%u interfaces)",
+                      attachment->identity, attachment->n_interfaces);
     return TRUE;
 }
 
@@ -110,7 +121,8 @@ gw_attachment_unclaim(GwAttachment *attachment)
     attachment->detached = 0;
     libusb_close(attachment->handle);
     attachment->handle = NULL;
-    g_message("%s: handed back to the host", attachment->identity);
+    gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, NULL, "%s: handed back to the host",
+                      attachment->identity);
 }
 
 /* Gives the held handle to the session; usbredirhost owns it from here. */
@@ -126,7 +138,7 @@ gw_attachment_offer_retry(gpointer data)
     if (attachment->session == NULL || attachment->device == NULL)
         return G_SOURCE_REMOVE;
     if (!gw_attachment_claim(attachment, &error)) {
-        g_warning("%s", error->message);
+        gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, NULL, "%s", error->message);
         return G_SOURCE_REMOVE;
     }
     gw_attachment_offer(attachment);
@@ -143,15 +155,18 @@ gw_attachment_offer(GwAttachment *attachment)
     /* usbredirhost closes the handle when it fails */
     if (gw_session_set_device(attachment->session, g_steal_pointer(&attachment->handle), &error)) {
         attachment->offer_retries = 0;
-        g_info("%s: device offered to the peer", attachment->identity);
+        gw_attachment_log(attachment, G_LOG_LEVEL_INFO, NULL, "%s: device offered to the peer",
+                          attachment->identity);
         return;
     }
     if (attachment->offer_retries >= GW_ATTACHMENT_OFFER_RETRIES) {
-        g_warning("%s (gave up after %u tries)", error->message, attachment->offer_retries);
+        gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, NULL, "%s (gave up after %u tries)",
+                          error->message, attachment->offer_retries);
         return;
     }
     attachment->offer_retries++;
-    g_message("%s; trying again in %d ms", error->message, GW_ATTACHMENT_OFFER_RETRY_MS);
+    gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, NULL, "%s; trying again in %d ms",
+                      error->message, GW_ATTACHMENT_OFFER_RETRY_MS);
     attachment->offer_retry_id =
         g_timeout_add(GW_ATTACHMENT_OFFER_RETRY_MS, gw_attachment_offer_retry, attachment);
 }
@@ -176,11 +191,12 @@ gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer u
     /* @reason is the session's, freed with it below */
     g_autofree gchar *why = g_strdup(reason);
 
-    g_message("%s: peer session ended: %s", attachment->identity, why);
+    gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, NULL, "%s: peer session ended: %s",
+                      attachment->identity, why);
     gw_attachment_end_session(attachment);
     /* usbredirhost closed the handle: claim again for the next peer */
     if (!gw_attachment_claim(attachment, &error))
-        g_warning("%s", error->message);
+        gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, NULL, "%s", error->message);
     if (attachment->peer_ended != NULL)
         attachment->peer_ended(attachment, why, attachment->peer_ended_data);
 }
@@ -199,13 +215,26 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
         return FALSE;
     }
     label = g_strdup_printf("%s#%u", attachment->identity, ++attachment->peer_count);
-    attachment->session =
-        gw_session_new(attachment->usb, g_socket_connection_get_socket(connection), label,
-                       gw_attachment_session_closed, attachment, error);
+    attachment->session = gw_session_new(
+        attachment->usb, g_socket_connection_get_socket(connection), label, attachment->identity,
+        attachment->vm, gw_attachment_session_closed, attachment, error);
     if (attachment->session == NULL)
         return FALSE;
     attachment->peer = g_object_ref(connection);
-    g_message("%s: peer connected %s", attachment->identity, where);
+    if (attachment->vm != NULL) {
+        /* a VM's QEMU: the attach of this binding, timed once */
+        gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_SESSION,
+                          "%s: peer connected %s", attachment->identity, where);
+        gw_usbgw_metrics_attach(GW_USBGW_ATTACH_OK,
+                                attachment->attach_counted
+                                    ? -1
+                                    : (gdouble)(g_get_monotonic_time() - attachment->bound_at) /
+                                          G_USEC_PER_SEC);
+        attachment->attach_counted = TRUE;
+    } else {
+        gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, NULL, "%s: peer connected %s",
+                          attachment->identity, where);
+    }
     gw_attachment_offer(attachment);
     return TRUE;
 }
@@ -219,13 +248,18 @@ gw_attachment_incoming(GSocketConnection *connection, gpointer user_data)
 
     if (attachment->session != NULL ||
         !gw_vm_socket_peer_allowed(attachment->access, connection, attachment->vm,
-                                   attachment->identity, attachment->socket_path) ||
-        !gw_attachment_start_session(attachment, connection, where, &error)) {
-        if (error != NULL)
-            g_warning("%s", error->message);
-        else if (attachment->session != NULL)
-            g_warning("%s: refused a second peer on %s (one peer per device)", attachment->identity,
-                      attachment->socket_path);
+                                   attachment->identity, attachment->socket_path)) {
+        if (attachment->session != NULL)
+            gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, GW_LOG_ID_PEER_REFUSED,
+                              "%s: refused a second peer on %s (one peer per device)",
+                              attachment->identity, attachment->socket_path);
+        gw_usbgw_metrics_attach(GW_USBGW_ATTACH_REFUSED, -1);
+        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+        return;
+    }
+    if (!gw_attachment_start_session(attachment, connection, where, &error)) {
+        gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, NULL, "%s", error->message);
+        gw_usbgw_metrics_attach(GW_USBGW_ATTACH_FAILED, -1);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
     }
 }
@@ -255,7 +289,7 @@ gw_attachment_end_peer(GwAttachment *attachment)
         return;
     gw_attachment_end_session(attachment);
     if (!gw_attachment_claim(attachment, &error))
-        g_warning("%s", error->message);
+        gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, NULL, "%s", error->message);
 }
 
 GwAttachment *
@@ -287,6 +321,8 @@ gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gchar *socke
         return FALSE;
     attachment->socket_path = g_strdup(socket_path);
     attachment->vm = g_strdup(vm);
+    attachment->bound_at = g_get_monotonic_time();
+    attachment->attach_counted = FALSE;
     return TRUE;
 }
 

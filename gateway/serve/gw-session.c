@@ -6,6 +6,8 @@
 #include <usbredirhost.h>
 
 #include "gw-fd-watch.h"
+#include "gw-log.h"
+#include "gw-usbgw-metrics.h"
 #include "gw-usbredir-error.h"
 
 /* Bounded memory per peer. What usbgwd queues for a peer that does not
@@ -39,6 +41,8 @@
 
 struct _GwSession {
     gchar *label;              /* owned */
+    gchar *device_id;          /* owned, nullable: the journal's USBGW_DEVICE */
+    gchar *vm;                 /* owned, nullable: the journal's USBGW_VM */
     GSocket *socket;           /* owned ref */
     int fd;                    /* borrowed from socket */
     struct usbredirhost *host; /* owned */
@@ -58,20 +62,27 @@ static void
 gw_session_log_cb(void *priv, int level, const char *msg)
 {
     GwSession *session = priv;
+    GLogLevelFlags log_level;
+
     switch (level) {
     case usbredirparser_error:
-        g_warning("%s: usbredir: %s", session->label, msg);
+        /* usbredirhost's errors are failed USB transfers and requests
+         * (submitting, reaping, a configuration or interface change) */
+        gw_usbgw_metrics_transfer_error();
+        log_level = G_LOG_LEVEL_WARNING;
         break;
     case usbredirparser_warning:
-        g_message("%s: usbredir: %s", session->label, msg);
+        log_level = G_LOG_LEVEL_MESSAGE;
         break;
     case usbredirparser_info:
-        g_info("%s: usbredir: %s", session->label, msg);
+        log_level = G_LOG_LEVEL_INFO;
         break;
     default:
-        g_debug("%s: usbredir: %s", session->label, msg);
+        log_level = G_LOG_LEVEL_DEBUG;
         break;
     }
+    gw_log_device(log_level, session->device_id, session->vm, NULL, "%s: usbredir: %s",
+                  session->label, msg);
 }
 
 static int
@@ -87,6 +98,7 @@ gw_session_read_cb(void *priv, uint8_t *data, int count)
     n = recv(session->fd, data, (size_t)count, MSG_DONTWAIT);
     if (n > 0) {
         session->bytes_read += (guint64)n;
+        gw_usbgw_metrics_redir_bytes(GW_USBGW_FROM_PEER, (guint64)n);
         return (int)n;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -102,8 +114,10 @@ gw_session_write_cb(void *priv, uint8_t *data, int count)
     GwSession *session = priv;
     ssize_t n = send(session->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
 
-    if (n >= 0)
+    if (n >= 0) {
+        gw_usbgw_metrics_redir_bytes(GW_USBGW_TO_PEER, (guint64)n);
         return (int)n;
+    }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
         return 0;
     g_atomic_int_set(&session->write_failed, 1);
@@ -197,7 +211,8 @@ gw_session_close_later(GwSession *session, const gchar *reason)
 {
     if (session->close_reason != NULL)
         return;
-    g_info("%s: closing: %s", session->label, reason);
+    gw_log_device(G_LOG_LEVEL_INFO, session->device_id, session->vm, NULL, "%s: closing: %s",
+                  session->label, reason);
     session->close_reason = g_strdup(reason);
     g_clear_pointer(&session->watch, gw_fd_watch_free);
     gw_session_clear_hello_timeout(session);
@@ -247,11 +262,13 @@ gw_session_ready(int fd, GIOCondition revents, gpointer data)
                                               &error)) {
             if (g_error_matches(error, GW_USBREDIR_ERROR, GW_USBREDIR_ERROR_DEVICE_REJECTED)) {
                 /* usbredirhost expects us to release the device */
-                g_message("%s: %s", session->label, error->message);
+                gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL, "%s: %s",
+                              session->label, error->message);
                 gw_session_clear_device(session);
             } else if (g_error_matches(error, GW_USBREDIR_ERROR, GW_USBREDIR_ERROR_DEVICE_LOST)) {
                 /* usbredirhost released it itself */
-                g_message("%s: %s", session->label, error->message);
+                gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL, "%s: %s",
+                              session->label, error->message);
                 session->has_device = FALSE;
             } else {
                 gw_session_close_later(session, error->message);
@@ -264,12 +281,14 @@ gw_session_ready(int fd, GIOCondition revents, gpointer data)
 }
 
 GwSession *
-gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label, GwSessionClosedFunc closed,
-               gpointer user_data, GError **error)
+gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label, const gchar *device_id,
+               const gchar *vm, GwSessionClosedFunc closed, gpointer user_data, GError **error)
 {
     g_autoptr(GwSession) session = g_new0(GwSession, 1);
 
     session->label = g_strdup(label);
+    session->device_id = g_strdup(device_id);
+    session->vm = g_strdup(vm);
     session->socket = g_object_ref(socket);
     session->fd = g_socket_get_fd(socket);
     session->context = g_main_context_ref_thread_default();
@@ -353,5 +372,7 @@ gw_session_free(GwSession *session)
     g_main_context_unref(session->context);
     g_free(session->close_reason);
     g_free(session->label);
+    g_free(session->device_id);
+    g_free(session->vm);
     g_free(session);
 }

@@ -27,10 +27,13 @@ typedef struct _GwSession GwSession;
 typedef void (*GwSessionClosedFunc)(GwSession *session, const gchar *reason, gpointer user_data);
 
 /* Starts the session (sends usbredir hello). @socket must be connected;
- * it is made non-blocking. @label names the session in logs. */
+ * it is made non-blocking. @label names the session in logs, @device_id
+ * and @vm (both nullable) are their journal fields (gw-log.h). Its bytes
+ * and usbredirhost's errors are counted in usbgwd's metrics
+ * (gw-usbgw-metrics.h). */
 GwSession *gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label,
-                          GwSessionClosedFunc closed, gpointer user_data,
-                          GError **error) G_GNUC_WARN_UNUSED_RESULT;
+                          const gchar *device_id, const gchar *vm, GwSessionClosedFunc closed,
+                          gpointer user_data, GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* Takes ownership of @handle (closed on failure too) and offers the
  * device to the peer (interface_info, ep_info, device_connect). On
  * failure @error is in GW_USBREDIR_ERROR (gw-usbredir-error.h). */

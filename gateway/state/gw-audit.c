@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gw-log.h"
+
 /* Mode of a new audit log: root and the log's group may read it. */
 #define GW_AUDIT_MODE 0640
 
@@ -148,6 +150,41 @@ gw_audit_kind_to_string(GwAuditKind kind)
     return "unknown";
 }
 
+/* The journal's MESSAGE_ID of an event (gw-log.h), NULL for those
+ * without one. */
+static const gchar *
+gw_audit_message_id(GwAuditKind kind)
+{
+    switch (kind) {
+    case GW_AUDIT_ATTACH:
+        return GW_LOG_ID_ATTACH;
+    case GW_AUDIT_ATTACH_FAILED:
+        return GW_LOG_ID_ATTACH_FAILED;
+    case GW_AUDIT_DETACH:
+        return GW_LOG_ID_DETACH;
+    case GW_AUDIT_DENY:
+        return GW_LOG_ID_DENY;
+    case GW_AUDIT_VETO:
+        return GW_LOG_ID_VETO;
+    case GW_AUDIT_PEER_REFUSED:
+        return GW_LOG_ID_PEER_REFUSED;
+    case GW_AUDIT_RELEASE:
+    case GW_AUDIT_ASSIGN:
+    case GW_AUDIT_POLICY_RELOADED:
+    case GW_AUDIT_SHARE:
+    case GW_AUDIT_UNSHARE:
+    case GW_AUDIT_LEND:
+    case GW_AUDIT_RETURN:
+    case GW_AUDIT_LINK_UP:
+    case GW_AUDIT_LINK_DOWN:
+    case GW_AUDIT_LINK_REFUSED:
+    case GW_AUDIT_EXPORT_OPEN:
+    case GW_AUDIT_EXPORT_CLOSE:
+        break;
+    }
+    return NULL;
+}
+
 JsonNode *
 gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
 {
@@ -195,14 +232,18 @@ gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
         event->peer != NULL ? event->peer : "", event->vm != NULL ? " vm " : "",
         event->vm != NULL ? event->vm : "", event->reason != NULL ? ": " : "",
         event->reason != NULL ? event->reason : "");
-    g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "MESSAGE", "%s", message, "USBGW_EVENT",
-                     "%s", gw_audit_kind_to_string(event->event), "USBGW_DEVICE", "%s",
-                     event->device_id != NULL ? event->device_id : "", "USBGW_VM", "%s",
-                     event->vm != NULL ? event->vm : "", "USBGW_VM_UUID", "%s",
-                     event->vm_uuid != NULL ? event->vm_uuid : "", "USBGW_RULE", "%s",
-                     event->rule != NULL ? event->rule : "", "USBGW_ACTOR", "%s",
-                     event->actor != NULL ? event->actor : "", "USBGW_GATEWAY", "%s",
-                     event->peer != NULL ? event->peer : "");
+    {
+        const GLogField extra[] = {
+            {"USBGW_EVENT", gw_audit_kind_to_string(event->event), -1},
+            {"USBGW_VM_UUID", event->vm_uuid != NULL ? event->vm_uuid : "", -1},
+            {"USBGW_RULE", event->rule != NULL ? event->rule : "", -1},
+            {"USBGW_ACTOR", event->actor != NULL ? event->actor : "", -1},
+            {"USBGW_GATEWAY", event->peer != NULL ? event->peer : "", -1},
+        };
+        gw_log_device_full(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, event->device_id, event->vm,
+                           gw_audit_message_id(event->event), extra, G_N_ELEMENTS(extra), __FILE__,
+                           G_STRINGIFY(__LINE__), G_STRFUNC, "%s", message);
+    }
     return g_steal_pointer(&node);
 }
 

@@ -336,9 +336,25 @@ harness_log_drop(const gchar *domain, GLogLevelFlags level, const gchar *message
 {
 }
 
+/* The binder's device and VM messages are structured (gw-log.h): they
+ * reach the writer, not g_log_set_handler()'s handlers. */
+static GLogWriterOutput
+harness_log_writer(GLogLevelFlags level, const GLogField *fields, gsize n_fields,
+                   gpointer user_data)
+{
+    for (gsize i = 0; i < n_fields; i++) {
+        if (g_strcmp0(fields[i].key, "GLIB_DOMAIN") == 0 &&
+            g_strcmp0(fields[i].value, "usbgw-binding") == 0 &&
+            (level & (G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG)))
+            return G_LOG_WRITER_HANDLED;
+    }
+    return g_log_writer_default(level, fields, n_fields, user_data);
+}
+
 void
 binder_harness_quiet_logs(void)
 {
+    g_log_set_writer_func(harness_log_writer, NULL, NULL);
     g_log_set_handler("usbgw-binding", G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG,
                       harness_log_drop, NULL);
 }
