@@ -779,6 +779,7 @@ usbgwctl_usage(void)
                "  unshare VM         end VM's share (the lent devices leave the VM)\n"
                "  shares             the shares: user, port, state, lent devices\n\n"
                "Commands that talk to usbgwd take --json and --socket PATH.\n"
+               "'usbgwctl --version' prints the version.\n"
                "Run 'usbgwctl policy --help' for the policy options.\n");
 }
 
@@ -798,6 +799,10 @@ main(int argc, char **argv)
             argv[1] = command;
             break;
         }
+    }
+    if (argc == 2 && g_strcmp0(argv[1], "--version") == 0) {
+        g_print("usbgwctl %s\n", PACKAGE_VERSION);
+        return USBGWCTL_EXIT_OK;
     }
     if (argc < 2 || g_strcmp0(argv[1], "--help") == 0 || g_strcmp0(argv[1], "-h") == 0) {
         usbgwctl_usage();
