@@ -20,6 +20,11 @@ packages=(
     glib-networking
     # gateway links check that a key belongs to its certificate with GnuTLS
     libgnutls28-dev
+    # usbgwctl's bash completion: its install directory (pkg-config) and
+    # its test
+    bash-completion
+    # the Debian packages (debian/, tests/packaging)
+    debhelper dpkg-dev lintian
     # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing,
     # test helpers (python3 scripts, pgrep, setpriv)
     umockdev libumockdev-dev qemu-system-x86 busybox-static cpio
