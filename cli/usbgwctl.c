@@ -897,6 +897,7 @@ usbgwctl_usage(void)
                "  metrics            usbgwd's metrics as Prometheus text (docs/metrics.md)\n\n"
                "Commands that talk to usbgwd take --json and --socket PATH (default:\n"
                "$" USBGWCTL_SOCKET_ENV ", else control-socket in " USBGWCTL_CONFIG ").\n"
+               "'usbgwctl --version' prints the version.\n"
                "Run 'usbgwctl policy --help' for the policy options.\n");
 }
 
@@ -916,6 +917,10 @@ main(int argc, char **argv)
             argv[1] = command;
             break;
         }
+    }
+    if (argc == 2 && g_strcmp0(argv[1], "--version") == 0) {
+        g_print("usbgwctl %s\n", PACKAGE_VERSION);
+        return USBGWCTL_EXIT_OK;
     }
     if (argc < 2 || g_strcmp0(argv[1], "--help") == 0 || g_strcmp0(argv[1], "-h") == 0) {
         usbgwctl_usage();

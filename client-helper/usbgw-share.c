@@ -508,6 +508,7 @@ main(int argc, char **argv)
     g_autofree char *ca_file = NULL;
     int min_interval = SHARE_DEFAULT_MIN_INTERVAL_S;
     gboolean debug = FALSE;
+    gboolean version = FALSE;
     ShareApp app = {0};
     const GOptionEntry entries[] = {
         {"ticket-file", 0, 0, G_OPTION_ARG_FILENAME, &ticket_file,
@@ -525,6 +526,7 @@ main(int argc, char **argv)
         {"ca-file", 0, 0, G_OPTION_ARG_FILENAME, &ca_file, "CA certificate for spice+tls:// URIs",
          "FILE"},
         {"debug", 0, 0, G_OPTION_ARG_NONE, &debug, "Print spice-gtk debug messages", NULL},
+        {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL},
         G_OPTION_ENTRY_NULL,
     };
     guint n_devices;
@@ -534,6 +536,10 @@ main(int argc, char **argv)
     if (!g_option_context_parse(context, &argc, &argv, &error)) {
         g_printerr("usbgw-share: %s\n", error->message);
         return SHARE_EXIT_USAGE;
+    }
+    if (version) {
+        g_print("usbgw-share %s\n", PACKAGE_VERSION);
+        return 0;
     }
     n_devices = devices != NULL ? g_strv_length(devices) : 0;
     if (n_devices > 1) {

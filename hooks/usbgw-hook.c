@@ -196,6 +196,11 @@ main(int argc, char **argv)
     g_autoptr(GError) error = NULL;
     HookArgs args;
 
+    /* libvirt always passes four arguments, so this cannot be a hook call */
+    if (argc == 2 && g_strcmp0(argv[1], "--version") == 0) {
+        g_print("%s %s\n", HOOK_PROGRAM, PACKAGE_VERSION);
+        return HOOK_EXIT_OK;
+    }
     if (!hook_parse_args(argc, argv, &args))
         return HOOK_EXIT_USAGE;
     if (!g_strv_contains(hook_handled_ops, args.op))

@@ -111,6 +111,7 @@ static int opt_ticket_lifetime = SW_DEFAULT_TICKET_LIFETIME_S;
 static int opt_channels = SW_DEFAULT_CHANNELS;
 static char *opt_user;
 static gint64 opt_uid = -1;
+static gboolean opt_version;
 
 static const GOptionEntry sw_options[] = {
     {"fd", 0, 0, G_OPTION_ARG_INT, &opt_fd, "Connected socketpair to usbgwd", "N"},
@@ -135,6 +136,7 @@ static const GOptionEntry sw_options[] = {
      "Run as uid and gid N after binding, with no supplementary groups (N needs no passwd "
      "entry; usbgwd gives each worker its own)",
      "N"},
+    {"version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL},
     G_OPTION_ENTRY_NULL,
 };
 
@@ -788,7 +790,15 @@ main(int argc, char **argv)
 
     context = g_option_context_new("- one SPICE endpoint for usbgwd");
     g_option_context_add_main_entries(context, sw_options, NULL);
-    if (!g_option_context_parse(context, &argc, &argv, &error) || !sw_check_options(&error)) {
+    if (!g_option_context_parse(context, &argc, &argv, &error)) {
+        g_printerr("usbgw-spice-worker: %s\n", error->message);
+        return SW_EXIT_USAGE;
+    }
+    if (opt_version) {
+        g_print("usbgw-spice-worker %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    if (!sw_check_options(&error)) {
         g_printerr("usbgw-spice-worker: %s\n", error->message);
         return SW_EXIT_USAGE;
     }

@@ -23,6 +23,11 @@ packages=(
     # usbgwd's Prometheus listener (gateway/metrics/gw-metrics-http.c);
     # tests: prometheus_client's parser and a real Prometheus scraping it
     libsoup-3.0-dev python3-prometheus-client prometheus
+    # usbgwctl's bash completion: its install directory (pkg-config) and
+    # its test
+    bash-completion
+    # the Debian packages (debian/, tests/packaging)
+    debhelper dpkg-dev lintian
     # tests: simulated dongles, the tiny QEMU guest, baselines, fuzzing,
     # test helpers (python3 scripts, pgrep, setpriv)
     umockdev libumockdev-dev qemu-system-x86 busybox-static cpio

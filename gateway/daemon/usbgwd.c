@@ -50,6 +50,7 @@ main(int argc, char **argv)
     g_autofree gchar *rundir = NULL;
     gboolean foreground = FALSE;
     gboolean debug = FALSE;
+    gboolean version = FALSE;
     const GOptionEntry entries[] = {
         {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
          "Configuration file (default " GW_CONFIG_DEFAULT_PATH ")", "FILE"},
@@ -60,6 +61,7 @@ main(int argc, char **argv)
         {"foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground, "Do not detach from the terminal",
          NULL},
         {"debug", 'd', 0, G_OPTION_ARG_NONE, &debug, "Log debug messages", NULL},
+        {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL},
         G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new("— USB dongle gateway daemon");
@@ -75,6 +77,10 @@ main(int argc, char **argv)
     if (!g_option_context_parse(context, &argc, &argv, &error)) {
         g_printerr("usbgwd: %s\n", error->message);
         return 1;
+    }
+    if (version) {
+        g_print("usbgwd %s\n", PACKAGE_VERSION);
+        return 0;
     }
     if (debug)
         g_log_set_debug_enabled(TRUE);
