@@ -53,6 +53,9 @@ if [ -n "${USBGW_PACKAGING_INNER:-}" ]; then
     # no service is started from a maintainer script in here
     printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
     chmod 755 "$root/usr/sbin/policy-rc.d"
+    # a fresh host has no hook yet: the libvirt test rig's copy (tests/libvirt)
+    # would make dpkg ask about a conffile it did not install
+    rm -f "$root/etc/libvirt/hooks/qemu.d/50-usbgw"
 
     in_root() {
         chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 \
