@@ -5,6 +5,8 @@
  * happen live in gateway/metrics/gw-usbgw-metrics.c. */
 #include "gw-daemon-private.h"
 
+#include "gw-address.h"
+
 #include "gw-metrics-http.h"
 #include "gw-usbgw-metrics.h"
 
@@ -186,7 +188,7 @@ gw_daemon_start_metrics(GwDaemon *daemon, GError **error)
         gw_metrics_add_collector(gw_usbgw_metrics_get(), gw_daemon_collect, daemon);
     if (daemon->config.metrics_listen == NULL)
         return TRUE;
-    address = gw_metrics_http_parse_address(daemon->config.metrics_listen, error);
+    address = gw_address_parse_listen(daemon->config.metrics_listen, error);
     if (address == NULL) {
         g_prefix_error(error, "metrics-listen=%s: ", daemon->config.metrics_listen);
         return FALSE;

@@ -2,6 +2,8 @@
  * static directory. */
 #include "gw-links.h"
 
+#include "gw-address.h"
+
 #include <string.h>
 
 typedef enum {
@@ -420,32 +422,6 @@ gw_links_incoming(GSocketService *service, GSocketConnection *connection, GObjec
     return TRUE;
 }
 
-/* "ADDRESS:PORT", IPv6 as "[ADDRESS]:PORT". */
-static GSocketAddress *
-gw_links_parse_listen(const gchar *listen, GError **error)
-{
-    const gchar *colon = strrchr(listen, ':');
-    g_autofree gchar *host = NULL;
-    g_autoptr(GInetAddress) inet = NULL;
-    guint64 port = 0;
-
-    if (colon != NULL) {
-        host = g_strndup(listen, colon - listen);
-        if (host[0] == '[' && g_str_has_suffix(host, "]")) {
-            gchar *bare = g_strndup(host + 1, strlen(host) - 2);
-            g_free(host);
-            host = bare;
-        }
-        inet = g_inet_address_new_from_string(host);
-    }
-    if (inet == NULL || !g_ascii_string_to_unsigned(colon + 1, 10, 1, G_MAXUINT16, &port, NULL)) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                    "link-listen=%s: expected an IP address and a port (ADDRESS:PORT)", listen);
-        return NULL;
-    }
-    return g_inet_socket_address_new(inet, (guint16)port);
-}
-
 GwLinks *
 gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers, guint n_peers,
              const GwLinkConfig *config, const GwLinksCallbacks *cb,
@@ -460,9 +436,11 @@ gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers, guin
                              events->lost != NULL,
                          NULL);
     if (listen != NULL) {
-        g_autoptr(GSocketAddress) address = gw_links_parse_listen(listen, error);
-        if (address == NULL)
+        g_autoptr(GSocketAddress) address = gw_address_parse_listen(listen, error);
+        if (address == NULL) {
+            g_prefix_error(error, "link-listen=%s: ", listen);
             return NULL;
+        }
         service = g_socket_service_new();
         if (!g_socket_listener_add_address(G_SOCKET_LISTENER(service), address,
                                            G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, NULL,

@@ -32,9 +32,6 @@ G_BEGIN_DECLS
 
 typedef struct _GwMetricsHttp GwMetricsHttp;
 
-/* Parses "ADDRESS:PORT" (IPv6 as "[ADDRESS]:PORT"; port 1 to 65535). */
-GSocketAddress *gw_metrics_http_parse_address(const gchar *listen,
-                                              GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* Listens on @address (the parsed metrics-listen). Fails when it cannot
  * bind; the error says where. */
 GwMetricsHttp *gw_metrics_http_new(GwMetrics *metrics, GSocketAddress *address,
