@@ -488,12 +488,11 @@ gw_libvirt_worker_attach(GwLibvirt *lv, GwLibvirtJob *job, GError **error)
     if (gw_libvirt_usb_bus(usb_models) == NULL) {
         /* QEMU would refuse the usb-redir device ("no USB bus"): say why */
         g_set_error(error, GW_LIBVIRT_ERROR, GW_LIBVIRT_ERROR_NO_USB_BUS,
-                    "%s: it has no USB controller (%s) a usb-redir device can be plugged into; "
-                    "add one, e.g. <controller type='usb' model='qemu-xhci'/> (usbgwd.conf "
-                    "add-usb-controller=true does it for the next start)",
-                    full,
-                    usb_models->len > 0 ? "<controller type='usb' model='none'/>"
-                                        : "no <controller type='usb'>");
+                    "%s: it has no USB bus (<controller type='usb' model='none'/>), and a "
+                    "usb-redir device needs one; add a USB controller, e.g. <controller "
+                    "type='usb' model='qemu-xhci'/> (usbgwd.conf add-usb-controller=true does it "
+                    "for the next start)",
+                    full);
         return FALSE;
     }
     xml = g_markup_printf_escaped("<redirdev bus='usb' type='unix'>"

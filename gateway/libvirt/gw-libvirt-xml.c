@@ -162,6 +162,10 @@ gw_libvirt_alias_is_valid(const gchar *alias)
 const gchar *
 gw_libvirt_usb_bus(const GPtrArray *usb_models)
 {
+    /* libvirt lists QEMU's USB controllers, the implicit one too; other
+     * drivers may list none: then QEMU (or the driver) has the last word */
+    if (usb_models->len == 0)
+        return "unlisted";
     for (guint i = 0; i < usb_models->len; i++) {
         const gchar *model = g_ptr_array_index(usb_models, i);
         /* no model: the machine type's default controller */

@@ -126,9 +126,8 @@ typedef struct {
      * VM and the element; the wishes are then empty). */
     GPtrArray *wishes;
     gchar *wishes_error;
-    /* Its live USB bus: the model of the first USB controller a usb-redir
-     * device can be plugged into ("default" when the element names none),
-     * or NULL when it has none (only <controller type='usb' model='none'/>). */
+    /* Its live USB bus: gw_libvirt_usb_bus() of its live XML, NULL when it
+     * has none (<controller type='usb' model='none'/>). */
     gchar *usb_bus;
     /* With add-usb-controller and no USB bus: what was done to the
      * persistent definition (owned, nullable), and whether it worked. */
@@ -239,8 +238,9 @@ gboolean gw_libvirt_parse_redirdevs(const gchar *xml, GPtrArray *paths, GPtrArra
 gboolean gw_libvirt_parse_domain(const gchar *xml, GPtrArray *paths, GPtrArray *aliases,
                                  GPtrArray *usb_models, GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* The model of the first controller of @usb_models a usb-redir device can
- * be plugged into ("default" for one without a model), or NULL: none, or
- * only model='none'. */
+ * be plugged into ("default" for one without a model, "unlisted" when
+ * there is no USB controller element: libvirt's QEMU driver always lists
+ * them, so that is another driver's domain), or NULL: only model='none'. */
 const gchar *gw_libvirt_usb_bus(const GPtrArray *usb_models);
 /* @xml (a domain definition without a USB bus) with its
  * <controller type='usb' model='none'/> replaced by a
