@@ -195,6 +195,9 @@ usbgwctl_policy_check(const gchar *path, UsbgwctlPolicyOptions *opts)
             answer = policy_decision_is_for_vm(policy, decision, opts->vm_name, opts->vm_uuid)
                          ? "yes"
                          : "no";
+            /* an allow metadata rule gives it only to a VM that asks */
+            if (decision->verdict == POLICY_VERDICT_METADATA && g_strcmp0(answer, "yes") == 0)
+                answer = "if it asks (metadata)";
             if (g_strcmp0(answer, "yes") == 0 && decision->target_kind == POLICY_TARGET_POOL) {
                 g_autofree gchar *key = usbgwctl_device_key(g_ptr_array_index(devices, i));
                 if (leased == NULL)
