@@ -931,6 +931,8 @@ gw_binder_vm_stopped(GwBinder *binder, const gchar *name, const gchar *actor)
     g_autoptr(GPtrArray) devices = NULL;
     GwBinderVm *vm = g_hash_table_lookup(binder->vms, name);
 
+    /* its wishes are read again from its metadata when it starts */
+    g_hash_table_remove(binder->wishes, name);
     if (vm == NULL)
         return;
     g_message("vm \"%s\" stopped (%s)", name, actor);
@@ -953,8 +955,6 @@ gw_binder_vm_stopped(GwBinder *binder, const gchar *name, const gchar *actor)
     gw_binder_forget_leases(binder, name);
     g_ptr_array_remove(binder->vm_order, vm);
     g_hash_table_remove(binder->vms, name);
-    /* read again from its metadata when it starts */
-    g_hash_table_remove(binder->wishes, name);
     /* what the stopped VM gave back may be waited for by another */
     gw_binder_offer_all(binder, actor);
 }
