@@ -109,6 +109,19 @@ gw_libvirt_xml_end(GMarkupParseContext *context, const gchar *element, gpointer 
     parse->depth--;
 }
 
+/* GMarkup quotes a byte of a bad name in its message, which can cut a
+ * multi-byte character: the message goes to logs, the audit trail and
+ * JSON replies, so it is made valid UTF-8 here. */
+static void
+gw_libvirt_xml_error_make_valid(GError *error)
+{
+    if (error == NULL || g_utf8_validate(error->message, -1, NULL))
+        return;
+    g_autofree gchar *valid = g_utf8_make_valid(error->message, -1);
+    g_free(error->message);
+    error->message = g_steal_pointer(&valid);
+}
+
 gboolean
 gw_libvirt_parse_redirdevs(const gchar *xml, GPtrArray *paths, GPtrArray *aliases, GError **error)
 {
@@ -130,6 +143,8 @@ gw_libvirt_parse_domain(const gchar *xml, GPtrArray *paths, GPtrArray *aliases,
     gboolean ok = g_markup_parse_context_parse(context, xml, -1, error) &&
                   g_markup_parse_context_end_parse(context, error);
 
+    if (!ok && error != NULL)
+        gw_libvirt_xml_error_make_valid(*error);
     g_free(parse.path);
     g_free(parse.alias);
     if (ok && !parse.in_domain) {
@@ -231,6 +246,7 @@ gw_libvirt_add_usb_controller(const gchar *xml, GError **error)
     g_autoptr(GMatchInfo) match = NULL;
     g_autoptr(GString) out = NULL;
     g_autoptr(GError) parse_error = NULL;
+    const gchar *devices;
     gint start = -1, end = -1;
     gboolean found = FALSE;
 
@@ -248,7 +264,10 @@ gw_libvirt_add_usb_controller(const gchar *xml, GError **error)
     /* the <controller type='usb' model='none'/> libvirt writes: replaced,
      * keeping its index (a second USB controller next to it is refused) */
     tags = g_regex_new("<controller\\b[^>]*>", G_REGEX_OPTIMIZE, 0, NULL);
-    g_regex_match(tags, xml, 0, &match);
+    /* from the domain's own <devices> on (libvirt writes it after
+     * <metadata>, whose elements other tools choose) */
+    devices = g_strrstr(xml, "<devices>");
+    g_regex_match_full(tags, xml, -1, devices != NULL ? devices - xml : 0, 0, &match, NULL);
     while (!found && g_match_info_matches(match)) {
         g_auto(GwLibvirtXmlController) controller = {0};
         g_match_info_fetch_pos(match, 0, &start, &end);
@@ -487,8 +506,11 @@ gw_libvirt_parse_metadata(const gchar *xml, gssize len, GPtrArray *wishes, GErro
     ok = g_markup_parse_context_parse(context, xml, (gssize)size, error) &&
          g_markup_parse_context_end_parse(context, error);
     g_free(parse.prefix);
-    if (!ok)
+    if (!ok) {
+        if (error != NULL)
+            gw_libvirt_xml_error_make_valid(*error);
         return FALSE;
+    }
     if (parse.prefix == NULL) {
         g_set_error_literal(error, G_MARKUP_ERROR, G_MARKUP_ERROR_EMPTY, "no <devices> element");
         return FALSE;
