@@ -427,6 +427,11 @@ gw_libvirt_meta_start(GMarkupParseContext *context, const gchar *element, const 
 
     parse->depth++;
     if (parse->depth == 1) {
+        if (parse->prefix != NULL) {
+            g_set_error(error, G_MARKUP_ERROR, G_MARKUP_ERROR_INVALID_CONTENT,
+                        "<%s> after the <devices> element: one element only", element);
+            return;
+        }
         if (!g_str_equal(local, "devices")) {
             g_set_error(error, G_MARKUP_ERROR, G_MARKUP_ERROR_UNKNOWN_ELEMENT,
                         "the root element is <%s>, not <devices>", element);
