@@ -5,6 +5,9 @@
 # left byte for byte, bad values stop the deploy with the attribute named,
 # and the wrapper hands the edited domain and its arguments to deploy.one.
 #
+# Also the host probe (opennebula/usbgw-pools.py) on a usbgwctl that
+# answers with a device list.
+#
 #   test-one-deploy.sh DEPLOY WORK_DIR
 set -euo pipefail
 
@@ -136,4 +139,24 @@ cmp -s "$work/handed.xml" "$work/out.xml" || fail "deploy.one did not get the ed
 grep -q 'usbgw: metadata pool="cad"' "$work/err" || fail "the VM log does not say what was added"
 ONE_STUB_STATUS=3 "$remotes/deploy" "$work/ds/42/deployment.0" node1 <"$work/one.xml" >/dev/null 2>&1 && fail "deploy.one's failure was lost"
 echo "$me: the wrapper hands on to deploy.one: ok"
+# 6. the host probe: pools with a present key, and those with a free one
+probe=$(dirname "$deploy")/usbgw-pools.py
+mkdir -p "$work/bin"
+cat >"$work/bin/usbgwctl" <<'EOS'
+#!/bin/sh
+[ "$1 $2" = "list --json" ] || exit 2
+cat <<'JSON'
+{"devices": [
+ {"id": "0529:0001@1-1", "state": "attached", "vm": "one-7", "target": "pool \"cad\""},
+ {"id": "0529:0001@1-2", "state": "claimed", "vm": null, "target": "pool \"hasp\""},
+ {"id": "0529:0001@1-3", "state": "absent", "vm": null, "target": "pool \"gone\""},
+ {"id": "064f:2af9@1-4", "state": "bound", "vm": "erp-01", "target": "vm \"erp-01\""}]}
+JSON
+EOS
+chmod 755 "$work/bin/usbgwctl"
+[[ $(PATH=$work/bin:$PATH "$probe") == $'USBGW_POOLS="cad,hasp"\nUSBGW_FREE_POOLS="hasp"' ]] ||
+    fail "the probe said: $(PATH=$work/bin:$PATH "$probe")"
+printf '#!/bin/sh\nexit 1\n' >"$work/bin/usbgwctl"
+[[ -z $(PATH=$work/bin:$PATH "$probe") ]] || fail "the probe printed something without usbgwd"
+echo "$me: the host probe: ok"
 echo "$me: PASS"
