@@ -453,6 +453,16 @@ policy_parse_matcher(PolicyParser *parser, const PolicyToken *keyword, PolicyMat
     return TRUE;
 }
 
+/* A pool named at @value: an error at the end unless it is defined. */
+static void
+policy_parser_add_pool_ref(PolicyParser *parser, const PolicyToken *value)
+{
+    PolicyDiagnostic *ref = policy_parser_diagnostic_new(parser, value->column);
+
+    ref->message = g_strdup(value->text);
+    g_ptr_array_add(parser->pool_refs, ref);
+}
+
 static gboolean
 policy_parse_target(PolicyParser *parser, PolicyRule *rule)
 {
@@ -514,11 +524,8 @@ policy_parse_target(PolicyParser *parser, PolicyRule *rule)
         rule->target.text = g_steal_pointer(&lower);
         return TRUE;
     }
-    if (rule->target_kind == POLICY_TARGET_POOL) {
-        PolicyDiagnostic *ref = policy_parser_diagnostic_new(parser, value->column);
-        ref->message = g_strdup(value->text);
-        g_ptr_array_add(parser->pool_refs, ref);
-    }
+    if (rule->target_kind == POLICY_TARGET_POOL)
+        policy_parser_add_pool_ref(parser, value);
     policy_glob_init(&rule->target, value->text);
     return TRUE;
 }
@@ -692,9 +699,7 @@ policy_parse_allow(PolicyParser *parser, const PolicyToken *action_token)
             policy_parser_error_at(parser, value->column, "the pool name is empty");
             return NULL;
         }
-        PolicyDiagnostic *ref = policy_parser_diagnostic_new(parser, value->column);
-        ref->message = g_strdup(value->text);
-        g_ptr_array_add(parser->pool_refs, ref);
+        policy_parser_add_pool_ref(parser, value);
         rule->metadata_pool = g_strdup(value->text);
         token = policy_parser_peek(parser);
         if (token != NULL && !policy_token_is_word(token, "for")) {
@@ -716,10 +721,9 @@ policy_parse_allow(PolicyParser *parser, const PolicyToken *action_token)
         }
     }
     if (!policy_token_is_word(token, "for")) {
-        policy_parser_expected(parser, token,
-                               rule->metadata_pool != NULL
-                                   ? "'for'"
-                                   : POLICY_EXPECT_HOST_MATCHERS " or 'for'");
+        policy_parser_expected(
+            parser, token,
+            rule->metadata_pool != NULL ? "'for'" : POLICY_EXPECT_HOST_MATCHERS " or 'for'");
         return NULL;
     }
     policy_parser_next(parser);

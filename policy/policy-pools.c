@@ -21,8 +21,8 @@ policy_pools_new(Policy *policy)
         g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)g_ptr_array_unref);
     pools->device_pool = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     pools->holders = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, g_free);
-    pools->wish_members = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                                (GDestroyNotify)g_hash_table_unref);
+    pools->wish_members =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_hash_table_unref);
     return pools;
 }
 

@@ -112,11 +112,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(Policy, policy_unref)
 /* ---- Decisions ------------------------------------------------------------ */
 
 typedef enum {
-    POLICY_VERDICT_NONE,   /* no rule matched: leave the device to the host */
-    POLICY_VERDICT_ASSIGN, /* give it to the target */
-    POLICY_VERDICT_SHARE,  /* the user may lend it to the target VM */
-    POLICY_VERDICT_DENY,   /* nobody gets it */
-    POLICY_VERDICT_EXPORT, /* this host serves it to the gateways the target glob names */
+    POLICY_VERDICT_NONE,     /* no rule matched: leave the device to the host */
+    POLICY_VERDICT_ASSIGN,   /* give it to the target */
+    POLICY_VERDICT_SHARE,    /* the user may lend it to the target VM */
+    POLICY_VERDICT_DENY,     /* nobody gets it */
+    POLICY_VERDICT_EXPORT,   /* this host serves it to the gateways the target glob names */
     POLICY_VERDICT_METADATA, /* allow metadata: the target's VMs get it if they ask for it */
 } PolicyVerdict;
 
@@ -229,8 +229,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(PolicyWish, policy_wish_free)
 gboolean policy_metadata_allows_pool(const Policy *policy, const gchar *pool, const gchar *vm_name,
                                      const gchar *vm_uuid, PolicyDecision *decision);
 /* Whether some `allow metadata` rule (device or pool form) names this VM. */
-gboolean policy_metadata_names_vm(const Policy *policy, const gchar *vm_name,
-                                  const gchar *vm_uuid);
+gboolean policy_metadata_names_vm(const Policy *policy, const gchar *vm_name, const gchar *vm_uuid);
 
 /* Whether @name can be a VM's name in usbgw: non-empty, at most
  * POLICY_VM_NAME_MAX bytes, no '/', not starting with '.' — it names a

@@ -56,8 +56,8 @@ fuzz_metadata(const gchar *text, gsize size)
 
         /* a pool, or a device by at least its vendor */
         FUZZ_CHECK((wish->pool != NULL) != (wish->vendor_id >= 0));
-        FUZZ_CHECK(wish->pool == NULL || (wish->pool[0] != '\0' &&
-                                          strlen(wish->pool) <= GW_LIBVIRT_METADATA_MAX_VALUE));
+        FUZZ_CHECK(wish->pool == NULL ||
+                   (wish->pool[0] != '\0' && strlen(wish->pool) <= GW_LIBVIRT_METADATA_MAX_VALUE));
         FUZZ_CHECK(wish->serial == NULL || wish->pool == NULL);
         FUZZ_CHECK(wish->vendor_id <= 0xffff && wish->product_id <= 0xffff);
         FUZZ_CHECK(g_utf8_validate(what, -1, NULL));

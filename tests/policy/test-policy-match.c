@@ -61,8 +61,8 @@ decision_to_string(const PolicyDecision *d)
 #define SHARE POLICY_ORIGIN_SHARE
 
 #define META_POLICY                                                                                \
-    "deny id 0529:0002\n"                                                                         \
-    "pool \"cad\" vms \"cad-*\"\n"                                                                \
+    "deny id 0529:0002\n"                                                                          \
+    "pool \"cad\" vms \"cad-*\"\n"                                                                 \
     "allow metadata pool \"cad\" for vm \"one-*\"\n"                                               \
     "allow metadata id 0529:* for vm \"win-*\"\n"                                                  \
     "assign id 0529:0001 to pool \"cad\""
@@ -77,8 +77,9 @@ static const DecideCase decide_cases[] = {
      .want = "none"},
     {"metadata-not-for-shares", "allow metadata id 0529:* for vm \"v\"", SHARE, HASP, .vm = "v",
      .user = "alice", .want = "deny"},
-    {"metadata-after-assign", "assign id 0529:0001 to vm \"a\"\nallow metadata id 0529:* for vm \"b\"",
-     HOST, HASP, .want = "assign vm=\"a\" @m.rules:1"},
+    {"metadata-after-assign",
+     "assign id 0529:0001 to vm \"a\"\nallow metadata id 0529:* for vm \"b\"", HOST, HASP,
+     .want = "assign vm=\"a\" @m.rules:1"},
     /* id */
     {"id-exact", "assign id 0529:0001 to vm \"cad-01\"", HOST, HASP,
      .want = "assign vm=\"cad-01\" @m.rules:1"},
@@ -511,8 +512,8 @@ static void
 test_metadata(void)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(Policy) policy = policy_load_data(META_POLICY, strlen(META_POLICY), "m.rules", NULL,
-                                                &error);
+    g_autoptr(Policy) policy =
+        policy_load_data(META_POLICY, strlen(META_POLICY), "m.rules", NULL, &error);
     g_autoptr(PolicyDevice) hasp = policy_test_device_new(HASP);
     g_autoptr(PolicyDevice) serial = policy_test_device_new(HASP_SERIAL);
     g_autoptr(PolicyWish) pool = policy_wish_new_pool("cad");

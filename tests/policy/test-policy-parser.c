@@ -219,9 +219,10 @@ static const BadCase bad_cases[] = {
         "gateway) or 'for', got 'to'"),
     BAD("allow-metadata-pool-undefined", "allow metadata pool \"cad\" for vm \"one-*\"", 1, 21,
         "pool \"cad\" is not defined (add: pool \"cad\" vms \"GLOB\")"),
-    BAD("allow-metadata-pool-matchers", "pool \"cad\" vms \"x\"\nallow metadata pool \"cad\" id 0529:* for vm \"y\"",
-        2, 27, "expected 'for' (a pool wish takes no matchers: the pool's assign rules say which "
-               "devices are in it), got 'id'"),
+    BAD("allow-metadata-pool-matchers",
+        "pool \"cad\" vms \"x\"\nallow metadata pool \"cad\" id 0529:* for vm \"y\"", 2, 27,
+        "expected 'for' (a pool wish takes no matchers: the pool's assign rules say which "
+        "devices are in it), got 'id'"),
     BAD("allow-metadata-pool-target", "allow metadata id 0529:* for pool \"cad\"", 1, 30,
         "expected a target: vm \"NAME\" or vm-uuid \"UUID\", got 'pool'"),
     BAD("allow-metadata-gateway-target", "allow metadata id 0529:* for gateway \"g\"", 1, 30,
