@@ -282,6 +282,9 @@ usbgwctl_policy_check(const gchar *path, UsbgwctlPolicyOptions *opts)
             answer = policy_decision_is_for_vm(policy, decision, opts->vm_name, opts->vm_uuid)
                          ? "yes"
                          : "no";
+            /* an allow metadata rule gives it only to a VM that asks */
+            if (decision->verdict == POLICY_VERDICT_METADATA && g_strcmp0(answer, "yes") == 0)
+                answer = "if it asks (metadata)";
             if (g_strcmp0(answer, "yes") == 0 && decision->target_kind == POLICY_TARGET_POOL) {
                 g_autofree gchar *key = usbgwctl_device_key(g_ptr_array_index(devices, i));
                 if (leased == NULL)
@@ -585,6 +588,40 @@ usbgwctl_call(const UsbgwctlRemoteOptions *opts, const gchar *command, JsonObjec
     return json_object_ref(json_object_get_object_member(reply, "result"));
 }
 
+/* vms: the VM's USB bus column: the controller model, "NONE" when it has
+ * no USB bus (devices cannot be attached), "-" when libvirt did not say. */
+static const gchar *
+usbgwctl_vm_usb_bus(JsonObject *vm)
+{
+    JsonNode *node = json_object_get_member(vm, "usb_bus");
+    if (node != NULL && JSON_NODE_HOLDS_NULL(node))
+        return "NONE";
+    return usbgwctl_str(vm, "usb_bus");
+}
+
+/* vms: lines under a VM for its metadata wishes, a refused metadata
+ * element and what add-usb-controller did. */
+static void
+usbgwctl_print_vm_notes(JsonObject *vm)
+{
+    JsonArray *wishes =
+        json_object_has_member(vm, "wishes") ? json_object_get_array_member(vm, "wishes") : NULL;
+
+    if (json_object_has_member(vm, "metadata_error"))
+        g_print("    metadata: %s\n", usbgwctl_str(vm, "metadata_error"));
+    for (guint i = 0; wishes != NULL && i < json_array_get_length(wishes); i++) {
+        JsonObject *wish = json_array_get_object_element(wishes, i);
+        g_print("    wish %s: %s", usbgwctl_str(wish, "wish"), usbgwctl_str(wish, "state"));
+        if (json_object_has_member(wish, "device"))
+            g_print(" (%s)", usbgwctl_str(wish, "device"));
+        if (json_object_has_member(wish, "reason"))
+            g_print(": %s", usbgwctl_str(wish, "reason"));
+        g_print("\n");
+    }
+    if (json_object_has_member(vm, "usb_fix"))
+        g_print("    usb controller: %s\n", usbgwctl_str(vm, "usb_fix"));
+}
+
 static void
 usbgwctl_print_devices(JsonArray *devices)
 {
@@ -784,7 +821,7 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
         usbgwctl_print_devices(json_object_get_array_member(result, "devices"));
     } else if (g_strcmp0(command, "vms") == 0) {
         JsonArray *vms = json_object_get_array_member(result, "vms");
-        g_print("%-20s %-36s %s\n", "VM", "UUID", "DEVICES");
+        g_print("%-20s %-36s %-10s %s\n", "VM", "UUID", "USB-BUS", "DEVICES");
         for (guint i = 0; i < json_array_get_length(vms); i++) {
             JsonObject *vm = json_array_get_object_element(vms, i);
             JsonArray *ids = json_object_get_array_member(vm, "devices");
@@ -792,8 +829,9 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
             for (guint k = 0; k < json_array_get_length(ids); k++)
                 g_string_append_printf(list, "%s%s", k > 0 ? ", " : "",
                                        json_array_get_string_element(ids, k));
-            g_print("%-20s %-36s %s\n", usbgwctl_str(vm, "name"), usbgwctl_str(vm, "uuid"),
-                    list->len > 0 ? list->str : "-");
+            g_print("%-20s %-36s %-10s %s\n", usbgwctl_str(vm, "name"), usbgwctl_str(vm, "uuid"),
+                    usbgwctl_vm_usb_bus(vm), list->len > 0 ? list->str : "-");
+            usbgwctl_print_vm_notes(vm);
         }
     } else if (g_strcmp0(command, "status") == 0) {
         JsonObject *policy = json_object_get_object_member(result, "policy");

@@ -89,6 +89,11 @@ policy_compile_usbredirfilter(const Policy *policy, const gchar *vm_name, const 
          * it has no place in a VM's filter */
         if (rule->action == POLICY_ACTION_EXPORT)
             continue;
+        /* a pool wish rule names no device (the pool's assign rules do,
+         * and they are in the filter of the pool's VMs); a VM that joins
+         * the pool by its wish needs the pool's ids in its own filter */
+        if (rule->metadata_pool != NULL)
+            continue;
         if (!deny && !any_vm && !policy_rule_target_is_for_vm(policy, rule, vm_name, vm_uuid))
             continue;
         inexpressible = policy_filter_inexpressible(rule, deny);

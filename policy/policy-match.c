@@ -184,6 +184,9 @@ policy_decision_set(PolicyDecision *decision, const Policy *policy, const Policy
     case POLICY_ACTION_EXPORT:
         decision->verdict = POLICY_VERDICT_EXPORT;
         break;
+    case POLICY_ACTION_ALLOW_METADATA:
+        decision->verdict = POLICY_VERDICT_METADATA;
+        break;
     }
     decision->target_kind = rule->target_kind;
     decision->target = rule->target.text;
@@ -210,7 +213,12 @@ policy_decide(const Policy *policy, PolicyOrigin origin, const PolicyDevice *dev
         if (origin == POLICY_ORIGIN_HOST && rule->action == POLICY_ACTION_SHARE)
             continue;
         if (origin == POLICY_ORIGIN_SHARE &&
-            (rule->action == POLICY_ACTION_ASSIGN || rule->action == POLICY_ACTION_EXPORT))
+            (rule->action == POLICY_ACTION_ASSIGN || rule->action == POLICY_ACTION_EXPORT ||
+             rule->action == POLICY_ACTION_ALLOW_METADATA))
+            continue;
+        /* a pool wish rule says which VMs may join a pool, not who gets a
+         * device: the pool's assign rules decide that */
+        if (rule->metadata_pool != NULL)
             continue;
         /* only this host's own devices are exported, and only to the
          * gateways the glob names (any, when no gateway is asked about) */
@@ -253,7 +261,8 @@ policy_decision_is_for_vm(const Policy *policy, const PolicyDecision *decision,
 {
     const PolicyRule *rule;
 
-    if (decision->verdict != POLICY_VERDICT_ASSIGN && decision->verdict != POLICY_VERDICT_SHARE)
+    if (decision->verdict != POLICY_VERDICT_ASSIGN && decision->verdict != POLICY_VERDICT_SHARE &&
+        decision->verdict != POLICY_VERDICT_METADATA)
         return FALSE;
     if (decision->rule_index >= policy->rules->len)
         return FALSE;
@@ -303,6 +312,8 @@ policy_verdict_to_string(PolicyVerdict verdict)
         return "deny";
     case POLICY_VERDICT_EXPORT:
         return "export";
+    case POLICY_VERDICT_METADATA:
+        return "allow-metadata";
     }
     return "unknown";
 }
@@ -330,4 +341,116 @@ policy_vm_name_is_valid(const gchar *name)
 {
     return name != NULL && name[0] != '\0' && name[0] != '.' && strchr(name, '/') == NULL &&
            strlen(name) <= POLICY_VM_NAME_MAX;
+}
+
+/* ---- wishes ----------------------------------------------------------------- */
+
+PolicyWish *
+policy_wish_new_pool(const gchar *pool)
+{
+    PolicyWish *wish = g_new0(PolicyWish, 1);
+    wish->pool = g_strdup(pool);
+    wish->vendor_id = -1;
+    wish->product_id = -1;
+    return wish;
+}
+
+PolicyWish *
+policy_wish_new_device(const gchar *id, const gchar *serial)
+{
+    g_autoptr(PolicyWish) wish = g_new0(PolicyWish, 1);
+
+    if (id == NULL || !policy_parse_id(id, &wish->vendor_id, &wish->product_id) ||
+        wish->vendor_id < 0)
+        return NULL;
+    wish->serial = g_strdup(serial);
+    return g_steal_pointer(&wish);
+}
+
+PolicyWish *
+policy_wish_copy(const PolicyWish *wish)
+{
+    PolicyWish *copy = g_memdup2(wish, sizeof(*wish));
+    copy->pool = g_strdup(wish->pool);
+    copy->serial = g_strdup(wish->serial);
+    return copy;
+}
+
+void
+policy_wish_free(PolicyWish *wish)
+{
+    if (wish == NULL)
+        return;
+    g_free(wish->pool);
+    g_free(wish->serial);
+    g_free(wish);
+}
+
+gboolean
+policy_wish_equal(const PolicyWish *a, const PolicyWish *b)
+{
+    return g_strcmp0(a->pool, b->pool) == 0 && a->vendor_id == b->vendor_id &&
+           a->product_id == b->product_id && g_strcmp0(a->serial, b->serial) == 0;
+}
+
+gchar *
+policy_wish_describe(const PolicyWish *wish)
+{
+    GString *out = g_string_new(NULL);
+    g_autofree gchar *vendor = NULL;
+    g_autofree gchar *product = NULL;
+
+    if (wish->pool != NULL) {
+        g_string_append_printf(out, "pool \"%s\"", wish->pool);
+        return g_string_free(out, FALSE);
+    }
+    vendor = wish->vendor_id >= 0 ? g_strdup_printf("%04x", (guint)wish->vendor_id) : g_strdup("*");
+    product =
+        wish->product_id >= 0 ? g_strdup_printf("%04x", (guint)wish->product_id) : g_strdup("*");
+    g_string_append_printf(out, "id %s:%s", vendor, product);
+    if (wish->serial != NULL)
+        g_string_append_printf(out, " serial \"%s\"", wish->serial);
+    return g_string_free(out, FALSE);
+}
+
+gboolean
+policy_wish_matches_device(const PolicyWish *wish, const PolicyDevice *device)
+{
+    if (wish->pool != NULL)
+        return FALSE;
+    if (wish->vendor_id >= 0 && wish->vendor_id != device->vendor_id)
+        return FALSE;
+    if (wish->product_id >= 0 && wish->product_id != device->product_id)
+        return FALSE;
+    return wish->serial == NULL || g_strcmp0(wish->serial, device->serial) == 0;
+}
+
+gboolean
+policy_metadata_allows_pool(const Policy *policy, const gchar *pool, const gchar *vm_name,
+                            const gchar *vm_uuid, PolicyDecision *decision)
+{
+    for (guint i = 0; i < policy->rules->len; i++) {
+        const PolicyRule *rule = g_ptr_array_index(policy->rules, i);
+        if (rule->metadata_pool == NULL || g_strcmp0(rule->metadata_pool, pool) != 0 ||
+            !policy_rule_target_is_for_vm(policy, rule, vm_name, vm_uuid))
+            continue;
+        if (decision != NULL) {
+            memset(decision, 0, sizeof(*decision));
+            policy_decision_set(decision, policy, rule, i);
+        }
+        return TRUE;
+    }
+    return FALSE;
+}
+
+gboolean
+policy_metadata_names_vm(const Policy *policy, const gchar *vm_name, const gchar *vm_uuid)
+{
+    for (guint i = 0; i < policy->rules->len; i++) {
+        const PolicyRule *rule = g_ptr_array_index(policy->rules, i);
+        if (rule->action == POLICY_ACTION_ALLOW_METADATA &&
+            policy_rule_target_is_for_vm(policy, rule, vm_name, vm_uuid))
+            return TRUE;
+    }
+    return FALSE;
 }

@@ -173,7 +173,7 @@ policy_parse_hex_field(const gchar *text, gsize len, guint max_digits)
     return value;
 }
 
-static gboolean
+gboolean
 policy_parse_id(const gchar *text, gint32 *vendor_id, gint32 *product_id)
 {
     const gchar *colon = strchr(text, ':');
@@ -232,6 +232,7 @@ policy_rule_free(gpointer data)
         g_array_unref(rule->interfaces);
     g_free(rule->user);
     g_free(rule->group);
+    g_free(rule->metadata_pool);
     g_free(rule);
 }
 
@@ -452,6 +453,16 @@ policy_parse_matcher(PolicyParser *parser, const PolicyToken *keyword, PolicyMat
     return TRUE;
 }
 
+/* A pool named at @value: an error at the end unless it is defined. */
+static void
+policy_parser_add_pool_ref(PolicyParser *parser, const PolicyToken *value)
+{
+    PolicyDiagnostic *ref = policy_parser_diagnostic_new(parser, value->column);
+
+    ref->message = g_strdup(value->text);
+    g_ptr_array_add(parser->pool_refs, ref);
+}
+
 static gboolean
 policy_parse_target(PolicyParser *parser, PolicyRule *rule)
 {
@@ -477,7 +488,9 @@ policy_parse_target(PolicyParser *parser, PolicyRule *rule)
                                "'to gateway' belongs to export rules: %s rules give a device to "
                                "a VM on this host (to offer it to other gateways: export "
                                "MATCHERS to gateway \"GLOB\")",
-                               rule->action == POLICY_ACTION_ASSIGN ? "assign" : "share");
+                               rule->action == POLICY_ACTION_ASSIGN  ? "assign"
+                               : rule->action == POLICY_ACTION_SHARE ? "share"
+                                                                     : "allow metadata");
         return FALSE;
     }
     if (policy_token_is_word(kind, "vm"))
@@ -511,11 +524,8 @@ policy_parse_target(PolicyParser *parser, PolicyRule *rule)
         rule->target.text = g_steal_pointer(&lower);
         return TRUE;
     }
-    if (rule->target_kind == POLICY_TARGET_POOL) {
-        PolicyDiagnostic *ref = policy_parser_diagnostic_new(parser, value->column);
-        ref->message = g_strdup(value->text);
-        g_ptr_array_add(parser->pool_refs, ref);
-    }
+    if (rule->target_kind == POLICY_TARGET_POOL)
+        policy_parser_add_pool_ref(parser, value);
     policy_glob_init(&rule->target, value->text);
     return TRUE;
 }
@@ -556,15 +566,24 @@ policy_parse_flags(PolicyParser *parser, PolicyRule *rule)
 }
 
 static PolicyRule *
-policy_parse_rule(PolicyParser *parser, const PolicyToken *action_token, PolicyAction action)
+policy_rule_new(PolicyParser *parser, PolicyAction action)
 {
-    g_autoptr(PolicyRule) rule = g_new0(PolicyRule, 1);
-    const PolicyToken *token;
+    PolicyRule *rule = g_new0(PolicyRule, 1);
 
     rule->action = action;
     rule->line = parser->lineno;
     rule->vendor_id = -1;
     rule->product_id = -1;
+    return rule;
+}
+
+/* Reads the matchers of @rule up to the first token that is none; FALSE
+ * after an error. */
+static gboolean
+policy_parse_matchers(PolicyParser *parser, const PolicyToken *action_token, PolicyRule *rule)
+{
+    PolicyAction action = rule->action;
+    const PolicyToken *token;
 
     while ((token = policy_parser_peek(parser)) != NULL) {
         PolicyMatchFlags flag = 0;
@@ -581,13 +600,13 @@ policy_parse_rule(PolicyParser *parser, const PolicyToken *action_token, PolicyA
                                    "'on gateway' cannot apply to export rules: they offer this "
                                    "host's own devices, and a device imported from another "
                                    "gateway is not exported again");
-            return NULL;
+            return FALSE;
         }
         if (flag == POLICY_MATCH_GATEWAY && action == POLICY_ACTION_SHARE) {
             policy_parser_error_at(parser, token->column,
                                    "'on gateway' cannot apply to share rules: a lent device comes "
                                    "from a workstation user's client, not from a gateway");
-            return NULL;
+            return FALSE;
         }
         if ((flag == POLICY_MATCH_USER || flag == POLICY_MATCH_GROUP) &&
             action != POLICY_ACTION_SHARE) {
@@ -595,7 +614,7 @@ policy_parse_rule(PolicyParser *parser, const PolicyToken *action_token, PolicyA
                                    "'%s' belongs to share rules (a workstation user lends a "
                                    "device); %s rules match devices only",
                                    token->text, action_token->text);
-            return NULL;
+            return FALSE;
         }
         if ((flag & POLICY_MATCH_CLAIMED) && action == POLICY_ACTION_SHARE) {
             policy_parser_error_at(parser, token->column,
@@ -603,13 +622,24 @@ policy_parse_rule(PolicyParser *parser, const PolicyToken *action_token, PolicyA
                                    "name, port and descriptor hash are only what its client "
                                    "claims (match it by id, class or with-interface)",
                                    token->text);
-            return NULL;
+            return FALSE;
         }
         policy_parser_next(parser);
         if (!policy_parse_matcher(parser, token, flag, rule))
-            return NULL;
+            return FALSE;
     }
+    return TRUE;
+}
 
+static PolicyRule *
+policy_parse_rule(PolicyParser *parser, const PolicyToken *action_token, PolicyAction action)
+{
+    g_autoptr(PolicyRule) rule = policy_rule_new(parser, action);
+    const PolicyToken *token;
+
+    if (!policy_parse_matchers(parser, action_token, rule))
+        return NULL;
+    token = policy_parser_peek(parser);
     if (action == POLICY_ACTION_DENY) {
         if (token != NULL) {
             policy_parser_expected(parser, token, POLICY_EXPECT_HOST_MATCHERS " or end of line");
@@ -639,6 +669,72 @@ policy_parse_rule(PolicyParser *parser, const PolicyToken *action_token, PolicyA
         return NULL;
     if (!policy_parse_flags(parser, rule))
         return NULL;
+    return g_steal_pointer(&rule);
+}
+
+/* allow metadata pool "NAME" for VM-TARGET
+ * allow metadata MATCHERS for VM-TARGET
+ * A VM whose libvirt metadata asks for a key of the pool, or for a device
+ * the matchers match, gets it (docs/policy.md, "Metadata"). */
+static PolicyRule *
+policy_parse_allow(PolicyParser *parser, const PolicyToken *action_token)
+{
+    g_autoptr(PolicyRule) rule = policy_rule_new(parser, POLICY_ACTION_ALLOW_METADATA);
+    const PolicyToken *token = policy_parser_next(parser);
+    const PolicyToken *value;
+
+    if (!policy_token_is_word(token, "metadata")) {
+        policy_parser_expected(parser, token,
+                               "'metadata' (allow metadata pool \"NAME\" for vm \"GLOB\", or "
+                               "allow metadata MATCHERS for vm \"GLOB\")");
+        return NULL;
+    }
+    token = policy_parser_peek(parser);
+    if (policy_token_is_word(token, "pool")) {
+        policy_parser_next(parser);
+        value = policy_parser_value(parser, "a quoted pool name");
+        if (value == NULL)
+            return NULL;
+        if (value->text[0] == '\0') {
+            policy_parser_error_at(parser, value->column, "the pool name is empty");
+            return NULL;
+        }
+        policy_parser_add_pool_ref(parser, value);
+        rule->metadata_pool = g_strdup(value->text);
+        token = policy_parser_peek(parser);
+        if (token != NULL && !policy_token_is_word(token, "for")) {
+            policy_parser_expected(parser, token,
+                                   "'for' (a pool wish takes no matchers: the pool's assign "
+                                   "rules say which devices are in it)");
+            return NULL;
+        }
+    } else {
+        if (!policy_parse_matchers(parser, action_token, rule))
+            return NULL;
+        token = policy_parser_peek(parser);
+        if (rule->matchers == 0 && (token == NULL || policy_token_is_word(token, "for"))) {
+            policy_parser_error_at(parser,
+                                   token != NULL ? token->column : policy_parser_eol_column(parser),
+                                   "an allow metadata rule needs pool \"NAME\" or a matcher (write "
+                                   "id *:* to let the VMs ask for any device)");
+            return NULL;
+        }
+    }
+    if (!policy_token_is_word(token, "for")) {
+        policy_parser_expected(
+            parser, token,
+            rule->metadata_pool != NULL ? "'for'" : POLICY_EXPECT_HOST_MATCHERS " or 'for'");
+        return NULL;
+    }
+    policy_parser_next(parser);
+    if (!policy_parse_target(parser, rule))
+        return NULL;
+    token = policy_parser_next(parser);
+    if (token != NULL) {
+        policy_parser_expected(parser, token,
+                               "end of line (a VM's wish is never required: it asks for itself)");
+        return NULL;
+    }
     return g_steal_pointer(&rule);
 }
 
@@ -707,11 +803,16 @@ policy_parse_line(PolicyParser *parser, Policy *policy)
         action = POLICY_ACTION_SHARE;
     else if (policy_token_is_word(first, "export"))
         action = POLICY_ACTION_EXPORT;
+    else if (policy_token_is_word(first, "allow"))
+        action = POLICY_ACTION_ALLOW_METADATA;
     else {
-        policy_parser_expected(parser, first, "a rule: assign, deny, share, export or pool");
+        policy_parser_expected(parser, first, "a rule: assign, deny, share, export, allow or pool");
         return;
     }
-    rule = policy_parse_rule(parser, first, action);
+    if (action == POLICY_ACTION_ALLOW_METADATA)
+        rule = policy_parse_allow(parser, first);
+    else
+        rule = policy_parse_rule(parser, first, action);
     if (rule == NULL)
         return;
     g_ptr_array_add(policy->rules, rule);

@@ -8,6 +8,8 @@ struct _PolicyPools {
     GHashTable *members; /* pool name (borrowed from policy) → GPtrArray of device keys, sorted */
     GHashTable *device_pool; /* device key (owned) → pool name (borrowed from policy) */
     GHashTable *holders;     /* device key (borrowed from device_pool) → VM name (owned) */
+    /* VMs in pools by their allowed wish: VM name (owned) → set of pool names (owned) */
+    GHashTable *wish_members;
 };
 
 PolicyPools *
@@ -19,6 +21,8 @@ policy_pools_new(Policy *policy)
         g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)g_ptr_array_unref);
     pools->device_pool = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     pools->holders = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, g_free);
+    pools->wish_members =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_hash_table_unref);
     return pools;
 }
 
@@ -28,6 +32,7 @@ policy_pools_free(PolicyPools *pools)
     if (pools == NULL)
         return;
     g_hash_table_unref(pools->holders);
+    g_hash_table_unref(pools->wish_members);
     g_hash_table_unref(pools->members);
     g_hash_table_unref(pools->device_pool);
     policy_unref(pools->policy);
@@ -38,6 +43,34 @@ static gint
 policy_pools_compare_keys(gconstpointer a, gconstpointer b)
 {
     return strcmp(*(const gchar *const *)a, *(const gchar *const *)b);
+}
+
+/* The pool's VM glob matches @vm_name, or its wish made it a member. */
+static gboolean
+policy_pools_is_member(PolicyPools *pools, const PolicyPool *p, const gchar *vm_name)
+{
+    GHashTable *wished;
+
+    if (policy_glob_match(&p->vms, vm_name))
+        return TRUE;
+    wished = g_hash_table_lookup(pools->wish_members, vm_name);
+    return wished != NULL && g_hash_table_contains(wished, p->name);
+}
+
+void
+policy_pools_set_member(PolicyPools *pools, const gchar *pool, const gchar *vm_name,
+                        gboolean member)
+{
+    GHashTable *wished = g_hash_table_lookup(pools->wish_members, vm_name);
+
+    if (member && wished == NULL) {
+        wished = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        g_hash_table_insert(pools->wish_members, g_strdup(vm_name), wished);
+    }
+    if (member)
+        g_hash_table_add(wished, g_strdup(pool));
+    else if (wished != NULL)
+        g_hash_table_remove(wished, pool);
 }
 
 static const PolicyPool *
@@ -106,7 +139,7 @@ policy_pools_acquire(PolicyPools *pools, const gchar *pool, const gchar *vm_name
 
     if (p == NULL)
         return NULL;
-    if (!policy_glob_match(&p->vms, vm_name)) {
+    if (!policy_pools_is_member(pools, p, vm_name)) {
         g_set_error(error, POLICY_ERROR, POLICY_ERROR_NOT_ALLOWED,
                     "VM \"%s\" is not a member of pool \"%s\" (vms \"%s\", %s:%u)", vm_name,
                     p->name, p->vms.text, pools->policy->filename, p->line);
@@ -143,7 +176,7 @@ policy_pools_acquire_key(PolicyPools *pools, const gchar *pool, const gchar *vm_
 
     if (p == NULL)
         return FALSE;
-    if (!policy_glob_match(&p->vms, vm_name)) {
+    if (!policy_pools_is_member(pools, p, vm_name)) {
         g_set_error(error, POLICY_ERROR, POLICY_ERROR_NOT_ALLOWED,
                     "VM \"%s\" is not a member of pool \"%s\"", vm_name, p->name);
         return FALSE;
@@ -183,6 +216,7 @@ policy_pools_release_vm(PolicyPools *pools, const gchar *vm_name)
     gpointer holder;
     guint released = 0;
 
+    g_hash_table_remove(pools->wish_members, vm_name);
     g_hash_table_iter_init(&iter, pools->holders);
     while (g_hash_table_iter_next(&iter, NULL, &holder)) {
         if (g_strcmp0(holder, vm_name) == 0) {

@@ -62,6 +62,7 @@ typedef enum {
     POLICY_ACTION_DENY,
     POLICY_ACTION_SHARE,
     POLICY_ACTION_EXPORT,
+    POLICY_ACTION_ALLOW_METADATA, /* allow metadata …: a VM's own wish, granted */
 } PolicyAction;
 
 typedef enum {
@@ -104,6 +105,7 @@ typedef struct {
     PolicyTargetKind target_kind;
     PolicyGlob target;
     gboolean required;
+    gchar *metadata_pool; /* owned, nullable: allow metadata pool "NAME" */
 } PolicyRule;
 
 typedef struct {
@@ -125,6 +127,8 @@ gboolean policy_glob_match(const PolicyGlob *glob, const gchar *value);
 gboolean policy_glob_is_literal(const PolicyGlob *glob);
 const gchar *policy_matcher_name(PolicyMatchFlags flag);
 
+/* "0529:0001", "0529:*", "*:*" into ids (-1: any); FALSE when it is not one. */
+gboolean policy_parse_id(const gchar *text, gint32 *vendor_id, gint32 *product_id);
 gboolean policy_class_pattern_match(const PolicyClassPattern *pattern, guint8 klass,
                                     guint8 subclass, guint8 protocol);
 gboolean policy_rule_match_device(const PolicyRule *rule, const PolicyDevice *device);

@@ -112,11 +112,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(Policy, policy_unref)
 /* ---- Decisions ------------------------------------------------------------ */
 
 typedef enum {
-    POLICY_VERDICT_NONE,   /* no rule matched: leave the device to the host */
-    POLICY_VERDICT_ASSIGN, /* give it to the target */
-    POLICY_VERDICT_SHARE,  /* the user may lend it to the target VM */
-    POLICY_VERDICT_DENY,   /* nobody gets it */
-    POLICY_VERDICT_EXPORT, /* this host serves it to the gateways the target glob names */
+    POLICY_VERDICT_NONE,     /* no rule matched: leave the device to the host */
+    POLICY_VERDICT_ASSIGN,   /* give it to the target */
+    POLICY_VERDICT_SHARE,    /* the user may lend it to the target VM */
+    POLICY_VERDICT_DENY,     /* nobody gets it */
+    POLICY_VERDICT_EXPORT,   /* this host serves it to the gateways the target glob names */
+    POLICY_VERDICT_METADATA, /* allow metadata: the target's VMs get it if they ask for it */
 } PolicyVerdict;
 
 typedef enum {
@@ -172,8 +173,10 @@ void policy_decide(const Policy *policy, PolicyOrigin origin, const PolicyDevice
 gboolean policy_exports_to(const Policy *policy, const PolicyDevice *device, const gchar *gateway,
                            PolicyDecision *decision);
 
-/* Whether an ASSIGN or SHARE decision gives the device to this VM: the name
- * glob or UUID matches, or the VM is a member of the target pool. */
+/* Whether an ASSIGN, SHARE or METADATA decision gives the device to this
+ * VM: the name glob or UUID matches, or the VM is a member of the target
+ * pool. (A METADATA decision gives it only to a VM that asks for it: the
+ * caller checks the VM's wish.) */
 gboolean policy_decision_is_for_vm(const Policy *policy, const PolicyDecision *decision,
                                    const gchar *vm_name, const gchar *vm_uuid);
 
@@ -195,6 +198,38 @@ GArray *policy_get_requirements(const Policy *policy, const gchar *vm_name,
  * decides for the device (an earlier deny would take it first). */
 gboolean policy_requirement_is_met_by(const Policy *policy, const PolicyRequirement *req,
                                       const PolicyDevice *device);
+
+/* ---- Wishes: what a VM asks for in its own libvirt metadata --------------- */
+
+/* One wish: a key of a pool (@pool set), or a device by id and, optionally,
+ * serial number. */
+typedef struct {
+    gchar *pool;       /* owned, nullable: a pool wish */
+    gint32 vendor_id;  /* -1: any (a device wish gives at least the vendor) */
+    gint32 product_id; /* -1: any */
+    gchar *serial;     /* owned, nullable: exact serial number */
+} PolicyWish;
+
+PolicyWish *policy_wish_new_pool(const gchar *pool);
+/* @id: VID:PID as in the rule language (0529:0001, 0529:*); NULL when it
+ * is not one. */
+PolicyWish *policy_wish_new_device(const gchar *id, const gchar *serial);
+PolicyWish *policy_wish_copy(const PolicyWish *wish);
+void policy_wish_free(PolicyWish *wish);
+gboolean policy_wish_equal(const PolicyWish *a, const PolicyWish *b);
+/* "pool \"cad\"" or "id 0529:0001 serial \"A1\"": for messages. */
+gchar *policy_wish_describe(const PolicyWish *wish) G_GNUC_WARN_UNUSED_RESULT;
+/* Whether the device wish @wish names @device. */
+gboolean policy_wish_matches_device(const PolicyWish *wish, const PolicyDevice *device);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(PolicyWish, policy_wish_free)
+
+/* Whether an `allow metadata pool "POOL" for vm …` rule lets this VM join
+ * @pool by its wish; @decision (nullable) receives that rule. */
+gboolean policy_metadata_allows_pool(const Policy *policy, const gchar *pool, const gchar *vm_name,
+                                     const gchar *vm_uuid, PolicyDecision *decision);
+/* Whether some `allow metadata` rule (device or pool form) names this VM. */
+gboolean policy_metadata_names_vm(const Policy *policy, const gchar *vm_name, const gchar *vm_uuid);
 
 /* Whether @name can be a VM's name in usbgw: non-empty, at most
  * POLICY_VM_NAME_MAX bytes, no '/', not starting with '.' — it names a
@@ -231,7 +266,12 @@ const gchar *policy_pools_acquire(PolicyPools *pools, const gchar *pool, const g
 gboolean policy_pools_acquire_key(PolicyPools *pools, const gchar *pool, const gchar *vm_name,
                                   const gchar *device_key,
                                   GError **error) G_GNUC_WARN_UNUSED_RESULT;
-/* Ends every lease held by @vm_name; returns how many. */
+/* @vm_name is a member of @pool although the pool's VM glob does not
+ * match it (its wish was allowed), or no longer (@member FALSE). */
+void policy_pools_set_member(PolicyPools *pools, const gchar *pool, const gchar *vm_name,
+                             gboolean member);
+/* Ends every lease held by @vm_name (and the memberships of its wishes);
+ * returns how many leases. */
 guint policy_pools_release_vm(PolicyPools *pools, const gchar *vm_name);
 /* The VM holding @device_key, or NULL. */
 const gchar *policy_pools_lookup_holder(PolicyPools *pools, const gchar *device_key);

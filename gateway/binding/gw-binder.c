@@ -20,6 +20,7 @@ struct _GwBinder {
     GHashTable *vms;      /* name → GwBinderVm (owned) */
     GPtrArray *vm_order;  /* GwBinderVm (borrowed from vms), in start order */
     GwBinderState *saved; /* owned: restored state; leases dropped as their VM stops */
+    GHashTable *wishes;   /* VM name (owned) → GPtrArray of GwBinderWish (owned) */
     gboolean settled;     /* every running VM has been reported since the restore */
 };
 
@@ -132,6 +133,8 @@ gw_binder_new(Policy *policy, const GwBinderOps *ops, gpointer user_data)
     binder->vms = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, gw_binder_vm_free);
     binder->vm_order = g_ptr_array_new();
     binder->saved = gw_binder_state_new();
+    binder->wishes =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_ptr_array_unref);
     return binder;
 }
 
@@ -143,6 +146,7 @@ gw_binder_free(GwBinder *binder)
     g_ptr_array_unref(binder->vm_order);
     g_hash_table_unref(binder->vms);
     g_hash_table_unref(binder->devices);
+    g_hash_table_unref(binder->wishes);
     gw_binder_state_free(binder->saved);
     policy_pools_free(binder->pools);
     policy_unref(binder->policy);
@@ -244,6 +248,107 @@ gw_binder_fixed_vm(GwBinder *binder, GwBinderDevice *dev)
     return NULL;
 }
 
+/* ---- wishes ----------------------------------------------------------------- */
+
+static void
+gw_binder_wish_free(gpointer data)
+{
+    GwBinderWish *item = data;
+    policy_wish_free(item->wish);
+    g_free(item->reason);
+    g_free(item->device);
+    g_free(item);
+}
+
+const gchar *
+gw_binder_wish_state_to_string(GwBinderWishState state)
+{
+    switch (state) {
+    case GW_BINDER_WISH_WAITING:
+        return "waiting";
+    case GW_BINDER_WISH_GRANTED:
+        return "granted";
+    case GW_BINDER_WISH_DENIED:
+        return "denied";
+    }
+    return "unknown";
+}
+
+GPtrArray *
+gw_binder_get_wishes(GwBinder *binder, const gchar *name)
+{
+    return g_hash_table_lookup(binder->wishes, name);
+}
+
+/* Whether @vm_name asks for @desc by a device wish. */
+static gboolean
+gw_binder_vm_wishes_device(GwBinder *binder, const gchar *vm_name, const PolicyDevice *desc)
+{
+    GPtrArray *items = gw_binder_get_wishes(binder, vm_name);
+
+    for (guint i = 0; items != NULL && i < items->len; i++) {
+        const GwBinderWish *item = g_ptr_array_index(items, i);
+        if (policy_wish_matches_device(item->wish, desc))
+            return TRUE;
+    }
+    return FALSE;
+}
+
+/* Whether @vm_name asks for a key of @pool and the policy lets it join. */
+static gboolean
+gw_binder_vm_joins_pool(GwBinder *binder, const gchar *vm_name, const gchar *vm_uuid,
+                        const gchar *pool)
+{
+    GPtrArray *items = gw_binder_get_wishes(binder, vm_name);
+
+    for (guint i = 0; items != NULL && i < items->len; i++) {
+        const GwBinderWish *item = g_ptr_array_index(items, i);
+        if (g_strcmp0(item->wish->pool, pool) == 0)
+            return policy_metadata_allows_pool(binder->policy, pool, vm_name, vm_uuid, NULL);
+    }
+    return FALSE;
+}
+
+/* Whether the policy's decision for @dev gives it to @vm_name: an assign
+ * rule for the VM (or a pool it is in by name or by an allowed wish), or
+ * an allow metadata rule for the VM when the VM asks for the device. */
+static gboolean
+gw_binder_gives(GwBinder *binder, GwBinderDevice *dev, const gchar *vm_name, const gchar *vm_uuid)
+{
+    switch (dev->decision.verdict) {
+    case POLICY_VERDICT_ASSIGN:
+        if (policy_decision_is_for_vm(binder->policy, &dev->decision, vm_name, vm_uuid))
+            return TRUE;
+        return dev->decision.target_kind == POLICY_TARGET_POOL &&
+               gw_binder_vm_joins_pool(binder, vm_name, vm_uuid, dev->decision.target);
+    case POLICY_VERDICT_METADATA:
+        return dev->desc != NULL &&
+               policy_decision_is_for_vm(binder->policy, &dev->decision, vm_name, vm_uuid) &&
+               gw_binder_vm_wishes_device(binder, vm_name, dev->desc);
+    case POLICY_VERDICT_NONE:
+    case POLICY_VERDICT_SHARE:
+    case POLICY_VERDICT_DENY:
+    case POLICY_VERDICT_EXPORT:
+        break;
+    }
+    return FALSE;
+}
+
+/* The pools @vm joins by its allowed wishes, told to the pool leases. */
+static void
+gw_binder_sync_pool_wishes(GwBinder *binder, GwBinderVm *vm)
+{
+    GPtrArray *items = gw_binder_get_wishes(binder, vm->name);
+
+    for (guint i = 0; items != NULL && i < items->len; i++) {
+        const GwBinderWish *item = g_ptr_array_index(items, i);
+        if (item->wish->pool != NULL)
+            policy_pools_set_member(binder->pools, item->wish->pool, vm->name,
+                                    policy_metadata_allows_pool(binder->policy, item->wish->pool,
+                                                                vm->name, vm->uuid, NULL));
+    }
+}
+
 static gboolean
 gw_binder_bind(GwBinder *binder, GwBinderDevice *dev, const gchar *vm, const gchar *actor)
 {
@@ -297,6 +402,7 @@ gw_binder_decision_claims(const PolicyDecision *decision)
     switch (decision->verdict) {
     case POLICY_VERDICT_ASSIGN:
     case POLICY_VERDICT_EXPORT:
+    case POLICY_VERDICT_METADATA:
         return TRUE;
     case POLICY_VERDICT_NONE:
     case POLICY_VERDICT_SHARE:
@@ -401,6 +507,123 @@ gw_binder_pool_drop(GwBinder *binder, GwBinderDevice *dev)
                       error->message);
 }
 
+/* Sets where one wish of the running @vm stands, after the devices were
+ * offered to it. */
+static void
+gw_binder_judge_wish(GwBinder *binder, GwBinderVm *vm, GwBinderWish *item, GPtrArray *devices)
+{
+    const PolicyWish *wish = item->wish;
+    g_autofree gchar *what = policy_wish_describe(wish);
+    GwBinderDevice *wanted = NULL;
+    GwBinderDevice *refused = NULL;
+    PolicyDecision rule;
+
+    g_clear_pointer(&item->reason, g_free);
+    g_clear_pointer(&item->device, g_free);
+    if (wish->pool != NULL) {
+        if (!policy_metadata_allows_pool(binder->policy, wish->pool, vm->name, vm->uuid, &rule)) {
+            item->state = GW_BINDER_WISH_DENIED;
+            item->reason =
+                g_strdup_printf("no 'allow metadata pool \"%s\"' rule for vm \"%s\" in %s",
+                                wish->pool, vm->name, policy_get_filename(binder->policy));
+            return;
+        }
+        for (guint i = 0; i < devices->len; i++) {
+            GwBinderDevice *dev = g_ptr_array_index(devices, i);
+            if (g_strcmp0(dev->vm, vm->name) == 0 &&
+                dev->decision.verdict == POLICY_VERDICT_ASSIGN &&
+                dev->decision.target_kind == POLICY_TARGET_POOL &&
+                g_strcmp0(dev->decision.target, wish->pool) == 0) {
+                item->state = GW_BINDER_WISH_GRANTED;
+                item->device = g_strdup(dev->id);
+                item->reason = g_strdup_printf("allowed by %s:%u", rule.file, rule.line);
+                return;
+            }
+        }
+        item->state = GW_BINDER_WISH_WAITING;
+        item->reason = g_strdup_printf("allowed by %s:%u; no free key of pool \"%s\"", rule.file,
+                                       rule.line, wish->pool);
+        return;
+    }
+    for (guint i = 0; i < devices->len; i++) {
+        GwBinderDevice *dev = g_ptr_array_index(devices, i);
+        if (!dev->present || dev->desc == NULL || !policy_wish_matches_device(wish, dev->desc))
+            continue;
+        if (g_strcmp0(dev->vm, vm->name) == 0) {
+            item->state = GW_BINDER_WISH_GRANTED;
+            item->device = g_strdup(dev->id);
+            item->reason =
+                g_strdup_printf("allowed by %s:%u", dev->decision.file, dev->decision.line);
+            return;
+        }
+        if (dev->manual_vm == NULL && dev->decision.verdict == POLICY_VERDICT_METADATA &&
+            policy_decision_is_for_vm(binder->policy, &dev->decision, vm->name, vm->uuid)) {
+            if (wanted == NULL)
+                wanted = dev;
+        } else if (refused == NULL) {
+            refused = dev;
+        }
+    }
+    if (wanted != NULL) {
+        item->state = GW_BINDER_WISH_WAITING;
+        item->reason =
+            wanted->vm != NULL
+                ? g_strdup_printf("allowed; %s is in use by vm \"%s\"", wanted->id, wanted->vm)
+                : g_strdup_printf("allowed; %s cannot be served now", wanted->id);
+        return;
+    }
+    if (refused != NULL) {
+        g_autofree gchar *rule_of = gw_binder_rule_of(&refused->decision);
+        item->state = GW_BINDER_WISH_DENIED;
+        item->reason =
+            refused->manual_vm != NULL ? g_strdup_printf("%s is assigned to vm \"%s\" by an admin",
+                                                         refused->id, refused->manual_vm)
+            : rule_of != NULL
+                ? g_strdup_printf("%s is decided by %s (%s), not by an 'allow metadata' rule for "
+                                  "vm \"%s\"",
+                                  refused->id, rule_of,
+                                  policy_verdict_to_string(refused->decision.verdict), vm->name)
+                : g_strdup_printf("no 'allow metadata' rule for vm \"%s\" matches %s", vm->name,
+                                  refused->id);
+        return;
+    }
+    if (!policy_metadata_names_vm(binder->policy, vm->name, vm->uuid)) {
+        item->state = GW_BINDER_WISH_DENIED;
+        item->reason = g_strdup_printf("no 'allow metadata' rule for vm \"%s\" in %s", vm->name,
+                                       policy_get_filename(binder->policy));
+        return;
+    }
+    item->state = GW_BINDER_WISH_WAITING;
+    item->reason = g_strdup_printf("no device %s is present", what);
+}
+
+/* Where the wishes of the running @vm stand; a wish newly denied is
+ * logged and reported once. */
+static void
+gw_binder_judge_wishes(GwBinder *binder, GwBinderVm *vm, const gchar *actor)
+{
+    GPtrArray *items = gw_binder_get_wishes(binder, vm->name);
+    g_autoptr(GPtrArray) devices = NULL;
+
+    if (items == NULL)
+        return;
+    devices = gw_binder_list_devices(binder);
+    for (guint i = 0; i < items->len; i++) {
+        GwBinderWish *item = g_ptr_array_index(items, i);
+        GwBinderWishState before = item->state;
+        g_autofree gchar *what = policy_wish_describe(item->wish);
+
+        gw_binder_judge_wish(binder, vm, item, devices);
+        if (item->state == GW_BINDER_WISH_DENIED && before != GW_BINDER_WISH_DENIED) {
+            g_autofree gchar *reason =
+                g_strdup_printf("metadata wish %s denied: %s", what, item->reason);
+            g_message("vm \"%s\": %s", vm->name, reason);
+            binder->ops->event(GW_BINDER_EVENT_WISH_DENIED, NULL, vm->name, actor, reason,
+                               binder->user_data);
+        }
+    }
+}
+
 /* Gives @vm (running) every device the policy or an admin gives it. */
 static void
 gw_binder_offer_vm(GwBinder *binder, GwBinderVm *vm, const gchar *actor)
@@ -408,6 +631,7 @@ gw_binder_offer_vm(GwBinder *binder, GwBinderVm *vm, const gchar *actor)
     g_autoptr(GPtrArray) devices = gw_binder_list_devices(binder);
     g_autoptr(GHashTable) pools_done = g_hash_table_new(g_str_hash, g_str_equal);
 
+    gw_binder_sync_pool_wishes(binder, vm);
     for (guint i = 0; i < devices->len; i++) {
         GwBinderDevice *dev = g_ptr_array_index(devices, i);
         const gchar *fixed = gw_binder_fixed_vm(binder, dev);
@@ -420,8 +644,7 @@ gw_binder_offer_vm(GwBinder *binder, GwBinderVm *vm, const gchar *actor)
             continue;
         }
         if (dev->manual_vm != NULL || dev->released ||
-            dev->decision.verdict != POLICY_VERDICT_ASSIGN ||
-            !policy_decision_is_for_vm(binder->policy, &dev->decision, vm->name, vm->uuid))
+            !gw_binder_gives(binder, dev, vm->name, vm->uuid))
             continue;
         if (dev->decision.target_kind == POLICY_TARGET_POOL) {
             const gchar *pool = dev->decision.target;
@@ -435,11 +658,13 @@ gw_binder_offer_vm(GwBinder *binder, GwBinderVm *vm, const gchar *actor)
                 gw_binder_pool_drop(binder, leased);
             continue;
         }
-        /* a VM-name glob: the first running VM that matches takes it */
+        /* a VM-name glob, or a device a VM asked for: the first running
+         * VM that matches takes it */
         if (dev->vm == NULL && gw_binder_is_reserved(binder, dev, vm->name))
             continue;
         gw_binder_bind(binder, dev, vm->name, actor);
     }
+    gw_binder_judge_wishes(binder, vm, actor);
 }
 
 static void
@@ -569,6 +794,7 @@ gw_binder_device_arrived(GwBinder *binder, const gchar *id, const PolicyDevice *
             return;
         case POLICY_VERDICT_ASSIGN:
         case POLICY_VERDICT_EXPORT:
+        case POLICY_VERDICT_METADATA:
             break;
         }
     }
@@ -588,12 +814,19 @@ gw_binder_device_arrived(GwBinder *binder, const gchar *id, const PolicyDevice *
                       dev->decision.target, rule);
         return;
     }
-    gw_log_device(G_LOG_LEVEL_MESSAGE, dev->id, gw_binder_named_vm(dev), NULL,
-                  "%s arrived: assigned to %s \"%s\" by %s", dev->id,
-                  dev->manual_vm != NULL ? "vm"
-                                         : policy_target_kind_to_string(dev->decision.target_kind),
-                  dev->manual_vm != NULL ? dev->manual_vm : dev->decision.target,
-                  dev->manual_vm != NULL ? "usbgwctl assign" : rule);
+    if (dev->manual_vm == NULL && dev->decision.verdict == POLICY_VERDICT_METADATA)
+        gw_log_device(G_LOG_LEVEL_MESSAGE, dev->id, NULL, NULL,
+                      "%s arrived: for the VMs %s \"%s\" that ask for it in their metadata (%s), "
+                      "kept claimed",
+                      dev->id, policy_target_kind_to_string(dev->decision.target_kind),
+                      dev->decision.target, rule);
+    else
+        gw_log_device(
+            G_LOG_LEVEL_MESSAGE, dev->id, gw_binder_named_vm(dev), NULL,
+            "%s arrived: assigned to %s \"%s\" by %s", dev->id,
+            dev->manual_vm != NULL ? "vm" : policy_target_kind_to_string(dev->decision.target_kind),
+            dev->manual_vm != NULL ? dev->manual_vm : dev->decision.target,
+            dev->manual_vm != NULL ? "usbgwctl assign" : rule);
     if (dev->vm != NULL) {
         /* replugged: the socket stayed, the peer gets device_connect */
         gw_binder_bind(binder, dev, dev->vm, "policy");
@@ -607,8 +840,7 @@ gw_binder_device_arrived(GwBinder *binder, const gchar *id, const PolicyDevice *
     /* a lease from before a restart: the same device goes back to that VM */
     leased_to = g_strdup(g_hash_table_lookup(binder->saved->leases, dev->id));
     if (leased_to != NULL && g_hash_table_contains(binder->vms, leased_to) &&
-        policy_decision_is_for_vm(binder->policy, &dev->decision, leased_to,
-                                  gw_binder_get_vm_uuid(binder, leased_to))) {
+        gw_binder_gives(binder, dev, leased_to, gw_binder_get_vm_uuid(binder, leased_to))) {
         if (dev->decision.target_kind != POLICY_TARGET_POOL) {
             if (gw_binder_bind(binder, dev, leased_to, "state"))
                 return;
@@ -655,6 +887,58 @@ gw_binder_vm_started(GwBinder *binder, const gchar *name, const gchar *uuid, con
     gw_binder_offer_vm(binder, vm, actor);
 }
 
+void
+gw_binder_set_wishes(GwBinder *binder, const gchar *name, const GPtrArray *wishes,
+                     const gchar *actor)
+{
+    GPtrArray *old = gw_binder_get_wishes(binder, name);
+    GwBinderVm *vm = g_hash_table_lookup(binder->vms, name);
+    g_autoptr(GPtrArray) items = g_ptr_array_new_with_free_func(gw_binder_wish_free);
+    g_autoptr(GPtrArray) devices = NULL;
+    guint count = wishes != NULL ? wishes->len : 0;
+    gboolean same = old != NULL && old->len == count;
+
+    for (guint i = 0; same && i < count; i++)
+        same = policy_wish_equal(((GwBinderWish *)g_ptr_array_index(old, i))->wish,
+                                 g_ptr_array_index(wishes, i));
+    if (same || (old == NULL && count == 0))
+        return; /* unchanged: a denial is not reported again */
+    for (guint i = 0; i < count; i++) {
+        GwBinderWish *item = g_new0(GwBinderWish, 1);
+        item->wish = policy_wish_copy(g_ptr_array_index(wishes, i));
+        g_ptr_array_add(items, item);
+    }
+    if (count > 0)
+        g_hash_table_insert(binder->wishes, g_strdup(name), g_steal_pointer(&items));
+    else
+        g_hash_table_remove(binder->wishes, name);
+    g_message("vm \"%s\": %u metadata wish%s (%s)", name, count, count == 1 ? "" : "es", actor);
+    if (vm == NULL)
+        return;
+    /* what it no longer asks for goes back */
+    policy_pools_release_vm(binder->pools, name);
+    devices = gw_binder_list_devices(binder);
+    for (guint i = 0; i < devices->len; i++) {
+        GwBinderDevice *dev = g_ptr_array_index(devices, i);
+        if (g_strcmp0(dev->vm, name) != 0 || dev->manual_vm != NULL ||
+            g_strcmp0(gw_binder_fixed_vm(binder, dev), name) == 0)
+            continue;
+        if (gw_binder_gives(binder, dev, name, vm->uuid)) {
+            /* keeps its pool key: the lease is taken again at once */
+            if (dev->decision.target_kind == POLICY_TARGET_POOL) {
+                gw_binder_sync_pool_wishes(binder, vm);
+                if (policy_pools_acquire_key(binder->pools, dev->decision.target, name, dev->id,
+                                             NULL))
+                    continue;
+            } else {
+                continue;
+            }
+        }
+        gw_binder_unbind(binder, dev, actor, "the VM's metadata no longer asks for it", TRUE);
+    }
+    gw_binder_offer_all(binder, actor);
+}
+
 /* A VM that stopped gives its keys back for good: its saved leases go. */
 static void
 gw_binder_forget_leases(GwBinder *binder, const gchar *name)
@@ -674,6 +958,8 @@ gw_binder_vm_stopped(GwBinder *binder, const gchar *name, const gchar *actor)
     g_autoptr(GPtrArray) devices = NULL;
     GwBinderVm *vm = g_hash_table_lookup(binder->vms, name);
 
+    /* its wishes are read again from its metadata when it starts */
+    g_hash_table_remove(binder->wishes, name);
     if (vm == NULL)
         return;
     gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, name, NULL, "vm \"%s\" stopped (%s)", name, actor);
@@ -748,6 +1034,8 @@ gw_binder_set_policy(GwBinder *binder, Policy *policy, const gchar *actor)
     policy_unref(binder->policy);
     binder->policy = policy;
     binder->pools = policy_pools_new(policy);
+    for (guint i = 0; i < binder->vm_order->len; i++)
+        gw_binder_sync_pool_wishes(binder, g_ptr_array_index(binder->vm_order, i));
     for (guint i = 0; i < devices->len; i++) {
         GwBinderDevice *dev = g_ptr_array_index(devices, i);
         gw_binder_decide(binder, dev);
@@ -759,9 +1047,7 @@ gw_binder_set_policy(GwBinder *binder, Policy *policy, const gchar *actor)
                 gw_binder_unclaim(binder, dev, NULL);
             continue;
         }
-        if (dev->decision.verdict != POLICY_VERDICT_ASSIGN ||
-            !policy_decision_is_for_vm(policy, &dev->decision, dev->vm,
-                                       gw_binder_get_vm_uuid(binder, dev->vm))) {
+        if (!gw_binder_gives(binder, dev, dev->vm, gw_binder_get_vm_uuid(binder, dev->vm))) {
             gw_binder_unbind(binder, dev, actor, "the reloaded policy no longer gives it", TRUE);
             if (!gw_binder_decision_claims(&dev->decision))
                 gw_binder_unclaim(binder, dev, NULL);

@@ -44,7 +44,26 @@ typedef enum {
     GW_BINDER_EVENT_RELEASE, /* an admin handed a claimed device back to the host */
     GW_BINDER_EVENT_DETACH,  /* a device was unbound from its VM */
     GW_BINDER_EVENT_KEPT,    /* its VM stopped; the device keeps its socket for the next start */
+    GW_BINDER_EVENT_WISH_DENIED, /* a VM's metadata asked for what the policy does not allow */
 } GwBinderEvent;
+
+/* Where a VM's wish (its libvirt metadata, gw_binder_set_wishes()) stands. */
+typedef enum {
+    GW_BINDER_WISH_WAITING, /* allowed; no device for it yet (none free, none present) */
+    GW_BINDER_WISH_GRANTED, /* a device is bound to the VM for it */
+    GW_BINDER_WISH_DENIED,  /* the policy does not allow it */
+} GwBinderWishState;
+
+/* One wish of a VM and where it stands. Read-only outside gw-binder.c;
+ * valid until the next call into the binder. */
+typedef struct {
+    PolicyWish *wish;        /* owned */
+    GwBinderWishState state; /* for a running VM; WAITING until it runs */
+    gchar *reason;           /* owned, nullable: why (the rule, what is missing) */
+    gchar *device;           /* owned, nullable: the device bound for it (GRANTED) */
+} GwBinderWish;
+
+const gchar *gw_binder_wish_state_to_string(GwBinderWishState state);
 
 /* A device as the binder knows it. Read-only outside gw-binder.c; valid
  * until the next call into the binder. */
@@ -123,6 +142,18 @@ const gchar *gw_binder_get_vm_uuid(GwBinder *binder, const gchar *name);
 gboolean gw_binder_vm_is_running(GwBinder *binder, const gchar *name);
 /* Names of the running VMs, in the order they started (borrowed strings). */
 GPtrArray *gw_binder_list_vms(GwBinder *binder) G_GNUC_WARN_UNUSED_RESULT;
+
+/* What VM @name asks for in its own metadata (PolicyWish, copied; NULL or
+ * empty: nothing). The policy has the last word: a device or pool key is
+ * bound for a wish only if an `allow metadata` rule allows it; a wish it
+ * does not allow is logged and reported (GW_BINDER_EVENT_WISH_DENIED)
+ * once per VM start or change of the wishes. May come before or after the
+ * VM is reported running; a running VM's devices it no longer asks for
+ * are unbound. The wishes are forgotten when the VM stops. */
+void gw_binder_set_wishes(GwBinder *binder, const gchar *name, const GPtrArray *wishes,
+                          const gchar *actor);
+/* The VM's wishes (GwBinderWish, borrowed), or NULL when it has none. */
+GPtrArray *gw_binder_get_wishes(GwBinder *binder, const gchar *name);
 
 /* usbgwctl assign: @id is served to @vm from now on, whatever the policy
  * says. FALSE when it cannot be served (it stays assigned). */

@@ -106,6 +106,7 @@ typedef struct {
 
 static const GwConfigSwitch gw_config_switches[] = {
     {"spice-allow-plain-network", G_STRUCT_OFFSET(GwConfig, spice_allow_plain_network), FALSE},
+    {"add-usb-controller", G_STRUCT_OFFSET(GwConfig, add_usb_controller), FALSE},
 };
 
 /* Whether @address (spice-address: an IP address or a host name) only

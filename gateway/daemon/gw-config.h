@@ -60,6 +60,9 @@ typedef struct {
     /* a spice-address other than loopback without TLS (tickets and the
      * lent devices' traffic in clear): refused unless this is set */
     gboolean spice_allow_plain_network;
+    /* a running VM without a USB bus gets a qemu-xhci controller in its
+     * persistent definition (effective at its next start) */
+    gboolean add_usb_controller;
     /* gateway links (docs/links.md); off while link_listen and link_peers
      * are both NULL; then cert, key and CA are required */
     gchar *link_listen; /* owned, nullable: "ADDRESS:PORT" to accept links on */

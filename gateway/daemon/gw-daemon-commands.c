@@ -213,6 +213,42 @@ gw_cmd_list(const GwCommandCall *call)
     return gw_reply_object(g_steal_pointer(&obj));
 }
 
+/* What libvirt and the VM's metadata add to a VM in vms: its USB bus
+ * ("usb_bus": the controller model, null: none; absent without libvirt's
+ * word), what add-usb-controller did, its metadata wishes and where each
+ * stands. */
+static void
+gw_cmd_vm_libvirt(GwDaemon *daemon, const gchar *name, JsonObject *vm)
+{
+    GwDaemonVmLibvirt *info = g_hash_table_lookup(daemon->vm_libvirt, name);
+    GPtrArray *items = gw_binder_get_wishes(daemon->binder, name);
+    g_autoptr(JsonArray) wishes = json_array_new();
+
+    if (info != NULL) {
+        if (info->usb_bus != NULL)
+            json_object_set_string_member(vm, "usb_bus", info->usb_bus);
+        else
+            json_object_set_null_member(vm, "usb_bus");
+        if (info->usb_fix != NULL)
+            json_object_set_string_member(vm, "usb_fix", info->usb_fix);
+        if (info->metadata_error != NULL)
+            json_object_set_string_member(vm, "metadata_error", info->metadata_error);
+    }
+    for (guint i = 0; items != NULL && i < items->len; i++) {
+        const GwBinderWish *item = g_ptr_array_index(items, i);
+        g_autoptr(JsonObject) wish = json_object_new();
+        g_autofree gchar *what = policy_wish_describe(item->wish);
+        json_object_set_string_member(wish, "wish", what);
+        json_object_set_string_member(wish, "state", gw_binder_wish_state_to_string(item->state));
+        if (item->device != NULL)
+            json_object_set_string_member(wish, "device", item->device);
+        if (item->reason != NULL)
+            json_object_set_string_member(wish, "reason", item->reason);
+        json_array_add_object_element(wishes, g_steal_pointer(&wish));
+    }
+    json_object_set_array_member(vm, "wishes", g_steal_pointer(&wishes));
+}
+
 static JsonNode *
 gw_cmd_vms(const GwCommandCall *call)
 {
@@ -239,6 +275,7 @@ gw_cmd_vms(const GwCommandCall *call)
             json_object_set_null_member(vm, "uuid");
         json_object_set_string_member(vm, "state", "running");
         json_object_set_array_member(vm, "devices", g_steal_pointer(&ids));
+        gw_cmd_vm_libvirt(call->daemon, name, vm);
         json_array_add_object_element(array, g_steal_pointer(&vm));
     }
     json_object_set_array_member(obj, "vms", g_steal_pointer(&array));

@@ -48,13 +48,25 @@ struct _GwDaemon {
     gchar *hook_last_call;         /* owned, nullable */
     GCancellable *cancellable;     /* owned: cancelled when the daemon goes */
     GwVmSocketAccess
-        socket_access;     /* who may use the VM sockets; attachments and shares borrow it */
-    GwLinks *links;        /* owned, nullable: no gateway links configured */
-    GHashTable *exported;  /* id → description text: our devices in the directory */
-    Policy *export_policy; /* borrowed, only compared: the policy @exported was made with */
+        socket_access;      /* who may use the VM sockets; attachments and shares borrow it */
+    GwLinks *links;         /* owned, nullable: no gateway links configured */
+    GHashTable *exported;   /* id → description text: our devices in the directory */
+    Policy *export_policy;  /* borrowed, only compared: the policy @exported was made with */
+    GHashTable *vm_libvirt; /* VM name (owned) → GwDaemonVmLibvirt (owned): running VMs */
     struct _GwMetricsHttp *metrics_http; /* owned, nullable: metrics-listen */
     guint metrics_collector;             /* the scrape-time gauges' collector, 0: none */
 };
+
+/* What libvirt said of a running VM beyond its name: its metadata and USB
+ * bus (gw_daemon_vm_inspected), for usbgwctl vms. */
+typedef struct {
+    gchar *usb_bus;        /* owned, nullable: none */
+    gchar *usb_fix;        /* owned, nullable: what add-usb-controller did */
+    gchar *metadata_error; /* owned, nullable: its usbgw metadata was refused */
+} GwDaemonVmLibvirt;
+
+/* A running VM's metadata and USB bus, as libvirt reported them. */
+void gw_daemon_vm_inspected(GwDaemon *daemon, const GwLibvirtDomain *domain, const gchar *actor);
 
 gchar *gw_daemon_now(void) G_GNUC_WARN_UNUSED_RESULT;
 

@@ -232,6 +232,9 @@ gw_daemon_op_event(GwBinderEvent event, const gchar *id, const gchar *vm, const 
     case GW_BINDER_EVENT_DETACH:
         gw_daemon_audit(daemon, GW_AUDIT_DETACH, id, vm, actor, reason);
         break;
+    case GW_BINDER_EVENT_WISH_DENIED:
+        gw_daemon_audit(daemon, GW_AUDIT_WISH_DENIED, id, vm, actor, reason);
+        break;
     case GW_BINDER_EVENT_KEPT:
         gw_daemon_audit(daemon, GW_AUDIT_DETACH, id, vm, actor, reason);
         served = g_hash_table_lookup(daemon->served, id);

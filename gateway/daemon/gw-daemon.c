@@ -106,6 +106,58 @@ static const GwInventoryCallbacks gw_daemon_inventory_callbacks = {
     .left = gw_daemon_device_left,
 };
 
+static void
+gw_daemon_vm_libvirt_free(gpointer data)
+{
+    GwDaemonVmLibvirt *info = data;
+    g_free(info->usb_bus);
+    g_free(info->usb_fix);
+    g_free(info->metadata_error);
+    g_free(info);
+}
+
+void
+gw_daemon_vm_inspected(GwDaemon *daemon, const GwLibvirtDomain *domain, const gchar *actor)
+{
+    GwDaemonVmLibvirt *old = g_hash_table_lookup(daemon->vm_libvirt, domain->name);
+    GwDaemonVmLibvirt *info = g_new0(GwDaemonVmLibvirt, 1);
+    gboolean said =
+        old != NULL && old->usb_bus == NULL && g_strcmp0(old->usb_fix, domain->usb_fix) == 0;
+
+    info->usb_bus = g_strdup(domain->usb_bus);
+    info->usb_fix = g_strdup(domain->usb_fix);
+    info->metadata_error = g_strdup(domain->wishes_error);
+    if (domain->wishes_error != NULL &&
+        (old == NULL || g_strcmp0(old->metadata_error, domain->wishes_error) != 0)) {
+        g_warning("%s", domain->wishes_error);
+        gw_daemon_audit(daemon, GW_AUDIT_WISH_DENIED, NULL, domain->name, actor,
+                        domain->wishes_error);
+    }
+    /* said once per start (and again when the fix changed) */
+    if (domain->usb_bus == NULL && !said) {
+        g_autofree gchar *why = g_strdup_printf(
+            "vm \"%s\" has no USB controller a usb-redir device can be plugged into "
+            "(<controller type='usb' model='none'/>): usbgwd cannot attach devices to it%s",
+            domain->name,
+            domain->usb_fix == NULL ? "; add one, or set add-usb-controller=true in usbgwd.conf"
+                                    : "");
+        g_warning("%s", why);
+        gw_daemon_audit(daemon, GW_AUDIT_NO_USB_BUS, NULL, domain->name, actor, why);
+        if (domain->usb_fix != NULL) {
+            g_autofree gchar *fix = g_strdup_printf("vm \"%s\": %s", domain->name, domain->usb_fix);
+            if (domain->usb_fixed)
+                g_message("%s", fix);
+            else
+                g_warning("%s", fix);
+            if (domain->usb_fixed && g_str_has_prefix(domain->usb_fix, "added"))
+                gw_daemon_audit(daemon, GW_AUDIT_USB_CONTROLLER, NULL, domain->name, actor,
+                                domain->usb_fix);
+        }
+    }
+    g_hash_table_replace(daemon->vm_libvirt, g_strdup(domain->name), info);
+    gw_binder_set_wishes(daemon->binder, domain->name, domain->wishes, actor);
+}
+
 void
 gw_daemon_vm_started(GwDaemon *daemon, const gchar *name, const gchar *uuid, const gchar *actor)
 {
@@ -120,6 +172,7 @@ gw_daemon_vm_stopped(GwDaemon *daemon, const gchar *name, const gchar *actor)
         return;
     gw_share_registry_unshare(daemon->shares, name, actor, "vm stopped");
     gw_binder_vm_stopped(daemon->binder, name, actor);
+    g_hash_table_remove(daemon->vm_libvirt, name);
 }
 
 static void
@@ -142,6 +195,7 @@ gw_daemon_reconcile_done(GObject *source, GAsyncResult *result, gpointer user_da
         GwLibvirtDomain *domain = g_ptr_array_index(domains, i);
         g_hash_table_add(running, domain->name);
         gw_redirdev_plugger_unplug_stale(daemon->plugger, domain, gw_daemon_path_has_peer, daemon);
+        gw_daemon_vm_inspected(daemon, domain, "reconcile");
         gw_daemon_vm_started(daemon, domain->name, domain->uuid, "reconcile");
     }
     known = gw_binder_list_vms(daemon->binder);
@@ -178,6 +232,19 @@ gw_daemon_libvirt_started(const gchar *name, const gchar *uuid, gpointer user_da
 }
 
 static void
+gw_daemon_libvirt_inspected(const GwLibvirtDomain *domain, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+
+    /* it may have stopped since the worker read it: then its stop event
+     * has come already */
+    if (!gw_binder_vm_is_running(daemon->binder, domain->name))
+        return;
+    gw_daemon_vm_inspected(daemon, domain, "libvirt");
+    gw_daemon_save_state(daemon);
+}
+
+static void
 gw_daemon_libvirt_stopped(const gchar *name, const gchar *uuid, gpointer user_data)
 {
     gw_daemon_vm_stopped(user_data, name, "libvirt");
@@ -209,6 +276,8 @@ gw_daemon_new(const GwConfig *config, GError **error)
 
     gw_config_copy(&daemon->config, config);
     daemon->served = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gw_daemon_served_free);
+    daemon->vm_libvirt =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gw_daemon_vm_libvirt_free);
     daemon->started = gw_daemon_now();
     daemon->socket_access.uid = (uid_t)-1;
     daemon->socket_access.gid = (gid_t)-1;
@@ -309,9 +378,11 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
             .domain_started = gw_daemon_libvirt_started,
             .domain_stopped = gw_daemon_libvirt_stopped,
             .device_removed = gw_daemon_libvirt_removed,
+            .domain_inspected = gw_daemon_libvirt_inspected,
         };
         daemon->libvirt = gw_libvirt_new(daemon->config.libvirt_uri, g_main_context_default());
         gw_libvirt_set_handlers(daemon->libvirt, &handlers, daemon);
+        gw_libvirt_set_add_usb_controller(daemon->libvirt, daemon->config.add_usb_controller);
     }
     daemon->plugger =
         gw_redirdev_plugger_new(daemon->config.rundir, daemon->libvirt, gw_daemon_plugged, daemon);
@@ -360,6 +431,7 @@ gw_daemon_free(GwDaemon *daemon)
     daemon->control = NULL;
     /* 4 */
     g_clear_pointer(&daemon->served, g_hash_table_unref);
+    g_clear_pointer(&daemon->vm_libvirt, g_hash_table_unref);
     g_clear_pointer(&daemon->links, gw_links_free);
     g_clear_pointer(&daemon->exported, g_hash_table_unref);
     g_clear_pointer(&daemon->inventory, gw_inventory_free);

@@ -23,6 +23,7 @@ typedef enum {
     GW_LIBVIRT_JOB_LIST,
     GW_LIBVIRT_JOB_ATTACH,
     GW_LIBVIRT_JOB_DETACH,
+    GW_LIBVIRT_JOB_INSPECT, /* read a domain's metadata and USB bus: EVENT_INSPECTED */
     GW_LIBVIRT_JOB_QUIT,
 } GwLibvirtJobKind;
 
@@ -52,6 +53,8 @@ struct _GwLibvirt {
     /* Main thread only. */
     GwLibvirtHandlers handlers;
     gpointer user_data;
+    /* Set before the start (main thread), read by the worker after. */
+    gint add_usb_controller; /* atomic */
     gboolean started;
     gboolean freed;        /* gw_libvirt_free() ran: call nothing any more */
     gboolean connected;    /* as last reported to the handlers */
@@ -74,6 +77,7 @@ struct _GwLibvirt {
     gboolean loss_posted;  /* EV_LOST sent for this connection */
     int lifecycle_id;      /* -1 if not registered */
     int removed_id;        /* -1 if not registered */
+    int metadata_id;       /* -1 if not registered */
     /* The close callback's opaque (owned ref, nullable). libvirt gets no
      * free callback for it: drivers without close callbacks (test:///)
      * accept the registration and would never call one. */
@@ -87,6 +91,8 @@ typedef enum {
     GW_LIBVIRT_EVENT_STARTED,
     GW_LIBVIRT_EVENT_STOPPED,
     GW_LIBVIRT_EVENT_DEVICE_REMOVED,
+    GW_LIBVIRT_EVENT_METADATA,  /* usbgw's metadata of a domain changed */
+    GW_LIBVIRT_EVENT_INSPECTED, /* the worker read a domain (JOB_INSPECT) */
 } GwLibvirtEventKind;
 
 /* One notification from the worker or from libvirt's callbacks to the
@@ -94,11 +100,12 @@ typedef enum {
 typedef struct {
     GwLibvirt *lv; /* owned ref */
     GwLibvirtEventKind kind;
-    guint generation;  /* CONNECTED, LOST */
-    gchar *name;       /* owned, nullable: VM name */
-    gchar *uuid;       /* owned, nullable */
-    gchar *text;       /* owned, nullable: alias (DEVICE_REMOVED) or error message */
-    gint64 elapsed_us; /* CONNECTED, CONNECT_FAILED: duration of the attempt */
+    guint generation;        /* CONNECTED, LOST */
+    gchar *name;             /* owned, nullable: VM name */
+    gchar *uuid;             /* owned, nullable */
+    gchar *text;             /* owned, nullable: alias (DEVICE_REMOVED) or error message */
+    gint64 elapsed_us;       /* CONNECTED, CONNECT_FAILED: duration of the attempt */
+    GwLibvirtDomain *domain; /* owned, nullable: INSPECTED */
 } GwLibvirtEvent;
 
 /* gw-libvirt.c */
@@ -106,6 +113,8 @@ GwLibvirt *gw_libvirt_ref(GwLibvirt *lv);
 void gw_libvirt_unref(GwLibvirt *lv);
 void gw_libvirt_link_release(void *opaque);
 void gw_libvirt_job_free(GwLibvirtJob *job);
+void gw_libvirt_push(GwLibvirt *lv, GwLibvirtJobKind kind, GTask *task, const gchar *uuid,
+                     const gchar *path, const gchar *alias);
 GwLibvirtError gw_libvirt_error_code(int code);
 int gw_libvirt_last_error_number(void);
 const gchar *gw_libvirt_last_error_message(void);

@@ -60,6 +60,16 @@ gw_libvirt_device_removed_cb(virConnectPtr conn, virDomainPtr dom, const char *a
 }
 
 static void
+gw_libvirt_metadata_cb(virConnectPtr conn, virDomainPtr dom, int type, const char *nsuri,
+                       void *opaque)
+{
+    /* only usbgw's element: a change of <title> or another tool's
+     * namespace says nothing to usbgwd */
+    if (type == VIR_DOMAIN_METADATA_ELEMENT && g_strcmp0(nsuri, GW_LIBVIRT_METADATA_NS) == 0)
+        gw_libvirt_post_domain(opaque, GW_LIBVIRT_EVENT_METADATA, dom, NULL);
+}
+
+static void
 gw_libvirt_close_cb(virConnectPtr conn, int reason, void *opaque)
 {
     GwLibvirtLink *link = opaque;
@@ -85,6 +95,8 @@ gw_libvirt_worker_disconnect(GwLibvirt *lv)
         g_debug("cannot deregister lifecycle events: %s", gw_libvirt_last_error_message());
     if (lv->removed_id >= 0 && virConnectDomainEventDeregisterAny(lv->conn, lv->removed_id) < 0)
         g_debug("cannot deregister device-removed events: %s", gw_libvirt_last_error_message());
+    if (lv->metadata_id >= 0 && virConnectDomainEventDeregisterAny(lv->conn, lv->metadata_id) < 0)
+        g_debug("cannot deregister metadata-change events: %s", gw_libvirt_last_error_message());
     /* Once this returns the close callback is not running and will not be
      * called (libvirt runs it under the lock this takes). It fails harmlessly
      * if the callback already fired: libvirt forgets it after one call. */
@@ -93,6 +105,7 @@ gw_libvirt_worker_disconnect(GwLibvirt *lv)
         g_debug("cannot unregister the close callback: %s", gw_libvirt_last_error_message());
     lv->lifecycle_id = -1;
     lv->removed_id = -1;
+    lv->metadata_id = -1;
     refs = virConnectClose(lv->conn);
     if (refs != 0)
         g_debug("libvirt connection still has %d references after close", refs);
@@ -159,6 +172,17 @@ gw_libvirt_worker_connect(GwLibvirt *lv)
                 failure = g_strdup_printf("cannot subscribe to device-removed events on %s: %s",
                                           lv->uri, gw_libvirt_last_error_message());
         }
+        if (failure == NULL) {
+            /* libvirt before 3.0 has no such event: wishes are then read
+             * when a VM starts only */
+            lv->metadata_id =
+                gw_libvirt_worker_register(lv, link, VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+                                           GW_LIBVIRT_EVENT_CB(gw_libvirt_metadata_cb));
+            if (lv->metadata_id < 0)
+                g_warning("no metadata-change events on %s (%s): a VM's usbgw metadata is read "
+                          "when it starts only",
+                          lv->uri, gw_libvirt_last_error_message());
+        }
         gw_libvirt_link_release(link);
         if (failure != NULL)
             gw_libvirt_worker_disconnect(lv);
@@ -223,22 +247,151 @@ gw_libvirt_worker_require_conn(GwLibvirt *lv, GError **error, const gchar *what)
     return FALSE;
 }
 
-/* Live XML of @dom parsed into source paths and aliases. */
+/* Live XML of @dom parsed into source paths, aliases and USB controller
+ * models (@usb_models nullable). */
 static gboolean
 gw_libvirt_worker_redirdevs(GwLibvirt *lv, virDomainPtr dom, const gchar *what, GPtrArray *paths,
-                            GPtrArray *aliases, GError **error)
+                            GPtrArray *aliases, GPtrArray *usb_models, GError **error)
 {
     g_autofree gchar *xml = virDomainGetXMLDesc(dom, 0);
     g_autoptr(GError) parse_error = NULL;
 
     if (xml == NULL)
         return gw_libvirt_worker_fail(lv, error, what);
-    if (!gw_libvirt_parse_redirdevs(xml, paths, aliases, &parse_error)) {
+    if (!gw_libvirt_parse_domain(xml, paths, aliases, usb_models, &parse_error)) {
         g_set_error(error, GW_LIBVIRT_ERROR, GW_LIBVIRT_ERROR_FAILED,
                     "%s: cannot parse the live domain XML: %s", what, parse_error->message);
         return FALSE;
     }
     return TRUE;
+}
+
+/* The usbgw metadata of the running @dom into @entry's wishes (or
+ * wishes_error). */
+static void
+gw_libvirt_worker_read_wishes(GwLibvirt *lv, virDomainPtr dom, GwLibvirtDomain *entry)
+{
+    g_autofree gchar *xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT,
+                                                 GW_LIBVIRT_METADATA_NS, VIR_DOMAIN_AFFECT_LIVE);
+    g_autoptr(GError) error = NULL;
+
+    if (xml == NULL) {
+        if (gw_libvirt_last_error_number() != VIR_ERR_NO_DOMAIN_METADATA)
+            entry->wishes_error =
+                g_strdup_printf("VM '%s': cannot read its usbgw metadata (%s): %s", entry->name,
+                                GW_LIBVIRT_METADATA_NS, gw_libvirt_last_error_message());
+        return;
+    }
+    if (!gw_libvirt_parse_metadata(xml, -1, entry->wishes, &error))
+        entry->wishes_error = g_strdup_printf("VM '%s': usbgw metadata (%s) refused: %s",
+                                              entry->name, GW_LIBVIRT_METADATA_NS, error->message);
+}
+
+/* add-usb-controller: the persistent definition of @dom (which has no
+ * USB bus now) gets one, effective at its next start. */
+static void
+gw_libvirt_worker_add_usb_controller(GwLibvirt *lv, virDomainPtr dom, GwLibvirtDomain *entry)
+{
+    g_autofree gchar *xml = NULL;
+    g_autofree gchar *edited = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(virDomain) defined = NULL;
+
+    if (virDomainIsPersistent(dom) != 1) {
+        entry->usb_fix = g_strdup("not added: the domain is transient (it has no persistent "
+                                  "definition to add a USB controller to)");
+        return;
+    }
+    xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+    if (xml == NULL) {
+        entry->usb_fix = g_strdup_printf("not added: cannot read the persistent definition: %s",
+                                         gw_libvirt_last_error_message());
+        return;
+    }
+    edited = gw_libvirt_add_usb_controller(xml, &error);
+    if (edited == NULL) {
+        if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_EXISTS)) {
+            /* added before (by usbgwd or an admin), not running yet */
+            entry->usb_fixed = TRUE;
+            entry->usb_fix = g_strdup_printf("the persistent definition has one already (%s): "
+                                             "effective at the next start",
+                                             error->message);
+            return;
+        }
+        entry->usb_fix = g_strdup_printf("not added: %s", error->message);
+        return;
+    }
+    defined = virDomainDefineXML(lv->conn, edited);
+    if (defined == NULL) {
+        entry->usb_fix = g_strdup_printf("not added: libvirt refused the edited definition: %s",
+                                         gw_libvirt_last_error_message());
+        return;
+    }
+    entry->usb_fixed = TRUE;
+    entry->usb_fix = g_strdup("added <controller type='usb' model='" GW_LIBVIRT_USB_CONTROLLER_MODEL
+                              "'/> to the persistent definition: effective at the next start");
+}
+
+/* Fills @entry (name and UUID set) from the running @dom: live redirdevs,
+ * USB bus, metadata; with add-usb-controller, fixes a missing USB bus in
+ * the persistent definition. */
+static gboolean
+gw_libvirt_worker_inspect(GwLibvirt *lv, virDomainPtr dom, GwLibvirtDomain *entry, GError **error)
+{
+    g_autoptr(GPtrArray) usb_models = g_ptr_array_new_with_free_func(g_free);
+    g_autofree gchar *what =
+        g_strdup_printf("cannot read the live XML of VM '%s' (%s)", entry->name, entry->uuid);
+
+    entry->redirdev_paths = g_ptr_array_new_with_free_func(g_free);
+    entry->wishes = g_ptr_array_new_with_free_func((GDestroyNotify)policy_wish_free);
+    if (!gw_libvirt_worker_redirdevs(lv, dom, what, entry->redirdev_paths, NULL, usb_models, error))
+        return FALSE;
+    entry->usb_bus = g_strdup(gw_libvirt_usb_bus(usb_models));
+    if (entry->usb_bus == NULL && g_atomic_int_get(&lv->add_usb_controller))
+        gw_libvirt_worker_add_usb_controller(lv, dom, entry);
+    gw_libvirt_worker_read_wishes(lv, dom, entry);
+    return TRUE;
+}
+
+static GwLibvirtDomain *
+gw_libvirt_domain_new(virDomainPtr dom)
+{
+    GwLibvirtDomain *entry = g_new0(GwLibvirtDomain, 1);
+    char uuid[VIR_UUID_STRING_BUFLEN] = "";
+
+    if (virDomainGetUUIDString(dom, uuid) < 0)
+        uuid[0] = '\0';
+    entry->name = g_strdup(virDomainGetName(dom));
+    entry->uuid = g_strdup(uuid);
+    return entry;
+}
+
+/* JOB_INSPECT: a domain that started or whose metadata changed, read and
+ * posted as EVENT_INSPECTED (nothing when it no longer runs). */
+static void
+gw_libvirt_worker_inspect_job(GwLibvirt *lv, GwLibvirtJob *job)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(virDomain) dom = NULL;
+    g_autoptr(GwLibvirtDomain) entry = NULL;
+    GwLibvirtEvent *event;
+
+    if (lv->conn == NULL || job->uuid == NULL)
+        return;
+    dom = virDomainLookupByUUIDString(lv->conn, job->uuid);
+    if (dom == NULL || virDomainIsActive(dom) != 1)
+        return; /* gone or stopped: its stop event says so */
+    entry = gw_libvirt_domain_new(dom);
+    if (!gw_libvirt_worker_inspect(lv, dom, entry, &error)) {
+        if (virDomainIsActive(dom) == 1)
+            g_warning("%s", error->message);
+        return;
+    }
+    event = gw_libvirt_event_new(GW_LIBVIRT_EVENT_INSPECTED);
+    event->name = g_strdup(entry->name);
+    event->uuid = g_strdup(entry->uuid);
+    event->domain = g_steal_pointer(&entry);
+    gw_libvirt_post(lv, event);
 }
 
 static gboolean
@@ -266,22 +419,13 @@ gw_libvirt_worker_list(GwLibvirt *lv, GError **error)
     }
     for (int i = 0; i < count; i++) {
         g_autoptr(virDomain) dom = domains[i];
-        g_autoptr(GwLibvirtDomain) entry = g_new0(GwLibvirtDomain, 1);
+        g_autoptr(GwLibvirtDomain) entry = NULL;
         g_autoptr(GError) local_error = NULL;
-        g_autofree gchar *read_what = NULL;
-        char uuid[VIR_UUID_STRING_BUFLEN] = "";
 
         if (!ok)
             continue; /* only frees the rest */
-        if (virDomainGetUUIDString(dom, uuid) < 0)
-            uuid[0] = '\0';
-        entry->name = g_strdup(virDomainGetName(dom));
-        entry->uuid = g_strdup(uuid);
-        entry->redirdev_paths = g_ptr_array_new_with_free_func(g_free);
-        read_what =
-            g_strdup_printf("cannot read the live XML of VM '%s' (%s)", entry->name, entry->uuid);
-        if (!gw_libvirt_worker_redirdevs(lv, dom, read_what, entry->redirdev_paths, NULL,
-                                         &local_error)) {
+        entry = gw_libvirt_domain_new(dom);
+        if (!gw_libvirt_worker_inspect(lv, dom, entry, &local_error)) {
             /* Stopped or undefined since the listing: not running, skip. */
             if (virDomainIsActive(dom) == 0 ||
                 g_error_matches(local_error, GW_LIBVIRT_ERROR, GW_LIBVIRT_ERROR_NO_DOMAIN))
@@ -324,6 +468,7 @@ gw_libvirt_worker_attach(GwLibvirt *lv, GwLibvirtJob *job, GError **error)
     g_autofree gchar *what = g_strdup_printf("cannot attach USB redirection '%s' to", job->path);
     g_autoptr(virDomain) dom = gw_libvirt_worker_lookup(lv, job->uuid, what, &vm, error);
     g_autoptr(GPtrArray) paths = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GPtrArray) usb_models = g_ptr_array_new_with_free_func(g_free);
     g_autofree gchar *xml = NULL;
     g_autofree gchar *full = NULL;
     gint64 start;
@@ -336,11 +481,21 @@ gw_libvirt_worker_attach(GwLibvirt *lv, GwLibvirtJob *job, GError **error)
                     full);
         return FALSE;
     }
-    if (!gw_libvirt_worker_redirdevs(lv, dom, full, paths, NULL, error))
+    if (!gw_libvirt_worker_redirdevs(lv, dom, full, paths, NULL, usb_models, error))
         return FALSE;
     if (gw_libvirt_paths_find(paths, job->path, NULL)) {
         g_debug("%s already has a redirdev on %s", vm, job->path);
         return TRUE;
+    }
+    if (gw_libvirt_usb_bus(usb_models) == NULL) {
+        /* QEMU would refuse the usb-redir device ("no USB bus"): say why */
+        g_set_error(error, GW_LIBVIRT_ERROR, GW_LIBVIRT_ERROR_NO_USB_BUS,
+                    "%s: it has no USB bus (<controller type='usb' model='none'/>), and a "
+                    "usb-redir device needs one; add a USB controller, e.g. <controller "
+                    "type='usb' model='qemu-xhci'/> (usbgwd.conf add-usb-controller=true does it "
+                    "for the next start)",
+                    full);
+        return FALSE;
     }
     xml = g_markup_printf_escaped("<redirdev bus='usb' type='unix'>"
                                   "<source mode='connect' path='%s'>"
@@ -365,7 +520,8 @@ gw_libvirt_worker_wait_removed(GwLibvirt *lv, virDomainPtr dom, const gchar *vm,
         g_autoptr(GPtrArray) paths = g_ptr_array_new_with_free_func(g_free);
         g_autoptr(GError) error = NULL;
 
-        if (!gw_libvirt_worker_redirdevs(lv, dom, "checking the unplug", paths, NULL, &error) ||
+        if (!gw_libvirt_worker_redirdevs(lv, dom, "checking the unplug", paths, NULL, NULL,
+                                         &error) ||
             !gw_libvirt_paths_find(paths, path, NULL))
             return; /* gone (or the VM is: same outcome) */
         g_usleep(GW_LIBVIRT_DETACH_POLL_INTERVAL_MS * G_TIME_SPAN_MILLISECOND);
@@ -401,7 +557,7 @@ gw_libvirt_worker_detach(GwLibvirt *lv, GwLibvirtJob *job, GError **error)
     full = g_strdup_printf("%s %s", what, vm);
     if (virDomainIsActive(dom) == 0)
         return TRUE;
-    if (!gw_libvirt_worker_redirdevs(lv, dom, full, paths, aliases, &local_error)) {
+    if (!gw_libvirt_worker_redirdevs(lv, dom, full, paths, aliases, NULL, &local_error)) {
         if (virDomainIsActive(dom) == 0)
             return TRUE; /* stopped meanwhile */
         g_propagate_error(error, g_steal_pointer(&local_error));
@@ -461,6 +617,9 @@ gw_libvirt_worker_run(GwLibvirt *lv, GwLibvirtJob *job)
             g_task_return_boolean(job->task, TRUE);
         else
             g_task_return_error(job->task, error);
+        return;
+    case GW_LIBVIRT_JOB_INSPECT:
+        gw_libvirt_worker_inspect_job(lv, job);
         return;
     case GW_LIBVIRT_JOB_QUIT:
         return;

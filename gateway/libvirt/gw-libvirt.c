@@ -101,6 +101,7 @@ gw_libvirt_event_free(gpointer data)
     g_free(event->name);
     g_free(event->uuid);
     g_free(event->text);
+    gw_libvirt_domain_free(event->domain);
     g_free(event);
 }
 
@@ -112,6 +113,10 @@ gw_libvirt_domain_free(GwLibvirtDomain *domain)
     g_free(domain->name);
     g_free(domain->uuid);
     g_clear_pointer(&domain->redirdev_paths, g_ptr_array_unref);
+    g_clear_pointer(&domain->wishes, g_ptr_array_unref);
+    g_free(domain->wishes_error);
+    g_free(domain->usb_bus);
+    g_free(domain->usb_fix);
     g_free(domain);
 }
 
@@ -205,7 +210,7 @@ gw_libvirt_event_new(GwLibvirtEventKind kind)
 
 /* ---- main thread -------------------------------------------------------- */
 
-static void
+void
 gw_libvirt_push(GwLibvirt *lv, GwLibvirtJobKind kind, GTask *task, const gchar *uuid,
                 const gchar *path, const gchar *alias)
 {
@@ -311,6 +316,8 @@ gw_libvirt_event_dispatch(gpointer data)
         gw_libvirt_on_lost(lv, event);
         break;
     case GW_LIBVIRT_EVENT_STARTED:
+        /* its metadata and USB bus follow as domain_inspected */
+        gw_libvirt_push(lv, GW_LIBVIRT_JOB_INSPECT, NULL, event->uuid, NULL, NULL);
         if (h->domain_started != NULL)
             h->domain_started(event->name, event->uuid, lv->user_data);
         break;
@@ -321,6 +328,13 @@ gw_libvirt_event_dispatch(gpointer data)
     case GW_LIBVIRT_EVENT_DEVICE_REMOVED:
         if (h->device_removed != NULL)
             h->device_removed(event->name, event->uuid, event->text, lv->user_data);
+        break;
+    case GW_LIBVIRT_EVENT_METADATA:
+        gw_libvirt_push(lv, GW_LIBVIRT_JOB_INSPECT, NULL, event->uuid, NULL, NULL);
+        break;
+    case GW_LIBVIRT_EVENT_INSPECTED:
+        if (h->domain_inspected != NULL)
+            h->domain_inspected(event->domain, lv->user_data);
         break;
     }
     return G_SOURCE_REMOVE;
@@ -338,6 +352,7 @@ gw_libvirt_new(const gchar *uri, GMainContext *context)
     lv->backoff_ms = GW_LIBVIRT_BACKOFF_INITIAL_MS;
     lv->lifecycle_id = -1;
     lv->removed_id = -1;
+    lv->metadata_id = -1;
     g_mutex_init(&lv->done_lock);
     g_cond_init(&lv->done_cond);
     lv->worker = g_thread_new("usbgw-lv-work", gw_libvirt_worker_thread, gw_libvirt_ref(lv));
@@ -349,6 +364,12 @@ gw_libvirt_set_handlers(GwLibvirt *lv, const GwLibvirtHandlers *handlers, gpoint
 {
     lv->handlers = *handlers;
     lv->user_data = user_data;
+}
+
+void
+gw_libvirt_set_add_usb_controller(GwLibvirt *lv, gboolean add)
+{
+    g_atomic_int_set(&lv->add_usb_controller, add ? 1 : 0);
 }
 
 void

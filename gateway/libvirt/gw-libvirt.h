@@ -62,6 +62,8 @@
 
 #include <gio/gio.h>
 
+#include "policy.h"
+
 G_BEGIN_DECLS
 
 /* First retry delay after a failed connect or a lost connection. */
@@ -84,6 +86,18 @@ G_BEGIN_DECLS
 /* Prefix libvirt requires for an alias chosen by the user ("user alias"):
  * libvirt keeps such an alias instead of generating one. */
 #define GW_LIBVIRT_USER_ALIAS_PREFIX "ua-"
+/* usbgw's namespace in a domain's <metadata> (docs/policy.md, "Metadata"),
+ * and the prefix usbgw's own tools write it with. */
+#define GW_LIBVIRT_METADATA_NS     "http://usbgw.org/xmlns/usbgw/1.0"
+#define GW_LIBVIRT_METADATA_PREFIX "usbgw"
+/* Bounds on what usbgwd reads of it: the element's size, its <device>
+ * children, the bytes of one attribute value. */
+#define GW_LIBVIRT_METADATA_MAX_BYTES  16384
+#define GW_LIBVIRT_METADATA_MAX_WISHES 32
+#define GW_LIBVIRT_METADATA_MAX_VALUE  255
+/* The USB controller usbgwd adds to a definition without one
+ * (add-usb-controller=true): xHCI takes USB 1, 2 and 3 devices. */
+#define GW_LIBVIRT_USB_CONTROLLER_MODEL "qemu-xhci"
 
 #define GW_LIBVIRT_ERROR (gw_libvirt_error_quark())
 GQuark gw_libvirt_error_quark(void);
@@ -94,17 +108,31 @@ typedef enum {
     GW_LIBVIRT_ERROR_NOT_RUNNING,      /* the domain exists but is not running */
     GW_LIBVIRT_ERROR_NOT_SUPPORTED,    /* the driver cannot do it (e.g. test:///) */
     GW_LIBVIRT_ERROR_INVALID_ARGUMENT, /* bad alias, path or UUID from the caller */
+    GW_LIBVIRT_ERROR_NO_USB_BUS,       /* the domain has no USB controller to plug into */
     GW_LIBVIRT_ERROR_FAILED,           /* any other libvirt failure */
 } GwLibvirtError;
 
 typedef struct _GwLibvirt GwLibvirt;
 
-/* A running domain as gw_libvirt_list_running_finish() reports it. */
+/* A running domain as gw_libvirt_list_running_finish() and the
+ * domain_inspected handler report it. */
 typedef struct {
     gchar *name;               /* owned */
     gchar *uuid;               /* owned: canonical lower-case string form */
     GPtrArray *redirdev_paths; /* owned, of gchar*: source paths of the live
                                 * <redirdev type='unix'> elements */
+    /* Its usbgw metadata: the wishes (owned, of PolicyWish*; empty when it
+     * has none), or why they could not be read (owned, nullable: names the
+     * VM and the element; the wishes are then empty). */
+    GPtrArray *wishes;
+    gchar *wishes_error;
+    /* Its live USB bus: gw_libvirt_usb_bus() of its live XML, NULL when it
+     * has none (<controller type='usb' model='none'/>). */
+    gchar *usb_bus;
+    /* With add-usb-controller and no USB bus: what was done to the
+     * persistent definition (owned, nullable), and whether it worked. */
+    gchar *usb_fix;
+    gboolean usb_fixed;
 } GwLibvirtDomain;
 
 void gw_libvirt_domain_free(GwLibvirtDomain *domain);
@@ -124,6 +152,10 @@ typedef struct {
      * whoever detached it (usbgwd, virsh, the guest). */
     void (*device_removed)(const gchar *name, const gchar *uuid, const gchar *alias,
                            gpointer user_data);
+    /* After a domain started or its usbgw metadata changed
+     * (VIR_DOMAIN_EVENT_ID_METADATA_CHANGE in GW_LIBVIRT_METADATA_NS): its
+     * wishes and USB bus as read from the running domain. */
+    void (*domain_inspected)(const GwLibvirtDomain *domain, gpointer user_data);
 } GwLibvirtHandlers;
 
 /* Snapshot for status output. */
@@ -143,14 +175,20 @@ void gw_libvirt_status_clear(GwLibvirtStatus *status);
 GwLibvirt *gw_libvirt_new(const gchar *uri, GMainContext *context) G_GNUC_WARN_UNUSED_RESULT;
 /* Copies *@handlers. Call before gw_libvirt_start(). */
 void gw_libvirt_set_handlers(GwLibvirt *lv, const GwLibvirtHandlers *handlers, gpointer user_data);
+/* add-usb-controller: when a running domain has no USB bus, add a
+ * GW_LIBVIRT_USB_CONTROLLER_MODEL controller to its persistent definition
+ * (virDomainDefineXML of the edited inactive XML; effective at its next
+ * start). Call before gw_libvirt_start(). */
+void gw_libvirt_set_add_usb_controller(GwLibvirt *lv, gboolean add);
 /* Starts connecting in the background (see "Connection" above). */
 void gw_libvirt_start(GwLibvirt *lv);
 gboolean gw_libvirt_is_connected(GwLibvirt *lv);
 const gchar *gw_libvirt_get_uri(GwLibvirt *lv);
 void gw_libvirt_get_status(GwLibvirt *lv, GwLibvirtStatus *status);
 
-/* Lists active domains with the unix source paths of their live redirdevs
- * (virConnectListAllDomains + live XML of each, parsed with GMarkup). A
+/* Lists active domains with the unix source paths of their live redirdevs,
+ * their usbgw metadata and USB bus (virConnectListAllDomains + live XML
+ * and metadata of each, parsed with GMarkup). A
  * domain that stops during the listing is left out. Result: a GPtrArray of
  * GwLibvirtDomain* owning its elements. */
 void gw_libvirt_list_running_async(GwLibvirt *lv, GCancellable *cancellable,
@@ -162,7 +200,8 @@ GPtrArray *gw_libvirt_list_running_finish(GwLibvirt *lv, GAsyncResult *result,
  *   <redirdev bus='usb' type='unix'><source mode='connect' path=PATH>
  *   <reconnect enabled='yes' timeout='2'/></source><alias name=ALIAS/>
  *   </redirdev>
- * into the running domain @uuid. @alias must be "ua-" followed by letters,
+ * into the running domain @uuid; GW_LIBVIRT_ERROR_NO_USB_BUS when its live
+ * XML has no USB controller to take it. @alias must be "ua-" followed by letters,
  * digits, '-' or '_' (checked before anything is queued). If a live redirdev
  * already has @socket_path as its source, nothing is attached and the
  * result is success. */
@@ -194,5 +233,27 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwLibvirt, gw_libvirt_free)
  * under <domain><devices> in a domain XML document. */
 gboolean gw_libvirt_parse_redirdevs(const gchar *xml, GPtrArray *paths, GPtrArray *aliases,
                                     GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The same, and the model of each <controller type='usb'> ("" when it has
+ * none) into @usb_models; every array is nullable. */
+gboolean gw_libvirt_parse_domain(const gchar *xml, GPtrArray *paths, GPtrArray *aliases,
+                                 GPtrArray *usb_models, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The model of the first controller of @usb_models a usb-redir device can
+ * be plugged into ("default" for one without a model, "unlisted" when
+ * there is no USB controller element: libvirt's QEMU driver always lists
+ * them, so that is another driver's domain), or NULL: only model='none'. */
+const gchar *gw_libvirt_usb_bus(const GPtrArray *usb_models);
+/* @xml (a domain definition without a USB bus) with its
+ * <controller type='usb' model='none'/> replaced by a
+ * GW_LIBVIRT_USB_CONTROLLER_MODEL one (or one added when it has no USB
+ * controller element). NULL with @error when it has a USB bus already or
+ * cannot be edited. */
+gchar *gw_libvirt_add_usb_controller(const gchar *xml, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* usbgw's metadata element as virDomainGetMetadata() returns it (@len
+ * bytes, -1: NUL-terminated) into @wishes (PolicyWish*, appended only when
+ * all of it is valid). Strict: at most GW_LIBVIRT_METADATA_MAX_BYTES and
+ * GW_LIBVIRT_METADATA_MAX_WISHES <device> elements, known attributes only;
+ * @error names the element and attribute at fault. */
+gboolean gw_libvirt_parse_metadata(const gchar *xml, gssize len, GPtrArray *wishes,
+                                   GError **error) G_GNUC_WARN_UNUSED_RESULT;
 
 G_END_DECLS

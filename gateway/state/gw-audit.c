@@ -146,6 +146,12 @@ gw_audit_kind_to_string(GwAuditKind kind)
         return "export-open";
     case GW_AUDIT_EXPORT_CLOSE:
         return "export-close";
+    case GW_AUDIT_WISH_DENIED:
+        return "wish-denied";
+    case GW_AUDIT_NO_USB_BUS:
+        return "no-usb-bus";
+    case GW_AUDIT_USB_CONTROLLER:
+        return "usb-controller-added";
     }
     return "unknown";
 }

@@ -32,6 +32,9 @@ typedef enum {
     GW_AUDIT_LINK_REFUSED,    /* a gateway was refused, or refused this one */
     GW_AUDIT_EXPORT_OPEN,     /* another gateway opened one of our devices */
     GW_AUDIT_EXPORT_CLOSE,    /* that session ended */
+    GW_AUDIT_WISH_DENIED,     /* a VM's metadata asked for what the policy does not allow */
+    GW_AUDIT_NO_USB_BUS,      /* a VM has no USB controller a redirdev can be plugged into */
+    GW_AUDIT_USB_CONTROLLER,  /* usbgwd added one to the VM's persistent definition */
 } GwAuditKind;
 
 const gchar *gw_audit_kind_to_string(GwAuditKind kind);

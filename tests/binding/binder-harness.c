@@ -117,7 +117,8 @@ static void
 harness_event(GwBinderEvent event, const gchar *id, const gchar *vm, const gchar *actor,
               const gchar *reason, gpointer user_data)
 {
-    static const gchar *const names[] = {"deny", "assign", "release", "detach", "kept"};
+    static const gchar *const names[] = {"deny",   "assign", "release",
+                                         "detach", "kept",   "wish-denied"};
     BinderHarness *harness = user_data;
     g_string_append_printf(harness->log, "event %s %s%s%s\n", names[event], id != NULL ? id : "-",
                            vm != NULL ? " " : "", vm != NULL ? vm : "");
@@ -151,6 +152,7 @@ binder_harness_new(const gchar *const *policies)
     harness->present =
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)policy_device_free);
     harness->fail_vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    harness->wishes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     harness->log = g_string_new(NULL);
     harness->binder = gw_binder_new(g_ptr_array_index(harness->policies, 0), &harness_ops, harness);
     return harness;
@@ -167,9 +169,32 @@ binder_harness_free(BinderHarness *harness)
     g_hash_table_unref(harness->claimed);
     g_hash_table_unref(harness->present);
     g_hash_table_unref(harness->fail_vms);
+    g_hash_table_unref(harness->wishes);
     g_string_free(harness->log, TRUE);
     g_free(harness->error);
     g_free(harness);
+}
+
+/* "pool=p,id=0529:0001,id=0529:0001#SERIAL" ("-": none) as PolicyWish. */
+static GPtrArray *
+harness_parse_wishes(const gchar *spec)
+{
+    g_autoptr(GPtrArray) wishes = g_ptr_array_new_with_free_func((GDestroyNotify)policy_wish_free);
+    g_auto(GStrv) items = g_strsplit(spec, ",", -1);
+
+    for (guint i = 0; g_strcmp0(spec, "-") != 0 && items[i] != NULL; i++) {
+        PolicyWish *wish = NULL;
+        if (g_str_has_prefix(items[i], "pool=")) {
+            wish = policy_wish_new_pool(items[i] + strlen("pool="));
+        } else if (g_str_has_prefix(items[i], "id=")) {
+            g_auto(GStrv) parts = g_strsplit(items[i] + strlen("id="), "#", 2);
+            wish = policy_wish_new_device(parts[0], parts[1]);
+        }
+        if (wish == NULL)
+            return NULL;
+        g_ptr_array_add(wishes, wish);
+    }
+    return g_steal_pointer(&wishes);
 }
 
 gboolean
@@ -189,9 +214,25 @@ binder_harness_run(BinderHarness *harness, const gchar *line, GError **error)
             return TRUE;
         gw_binder_device_left(binder, words[1]);
     } else if (g_strcmp0(verb, "start") == 0 && n == 2) {
+        /* usbgwd reads a starting VM's metadata from libvirt */
+        const gchar *spec = g_hash_table_lookup(harness->wishes, words[1]);
+        g_autoptr(GPtrArray) wishes = spec != NULL ? harness_parse_wishes(spec) : NULL;
+        if (wishes != NULL)
+            gw_binder_set_wishes(binder, words[1], wishes, "test");
         gw_binder_vm_started(binder, words[1], binder_harness_vm_uuid(words[1]), "test");
     } else if (g_strcmp0(verb, "stop") == 0 && n == 2) {
         gw_binder_vm_stopped(binder, words[1], "test");
+    } else if (g_strcmp0(verb, "wish") == 0 && n == 3) {
+        g_autoptr(GPtrArray) wishes = harness_parse_wishes(words[2]);
+        if (wishes == NULL) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "bad wishes in '%s'", line);
+            return FALSE;
+        }
+        /* the VM's metadata: usbgwd learns a change while the VM runs (libvirt's
+         * event), else when it starts */
+        g_hash_table_insert(harness->wishes, g_strdup(words[1]), g_strdup(words[2]));
+        if (gw_binder_vm_is_running(binder, words[1]))
+            gw_binder_set_wishes(binder, words[1], wishes, "test");
     } else if (g_strcmp0(verb, "assign") == 0 && n == 3) {
         if (gw_binder_lookup(binder, words[1]) != NULL)
             (void)gw_binder_assign(binder, words[1], words[2], "test");
@@ -239,6 +280,7 @@ binder_harness_restart(BinderHarness *harness, guint32 order_seed)
     Policy *policy = policy_ref(gw_binder_get_policy(harness->binder));
     g_autoptr(GRand) rand = g_rand_new_with_seed(order_seed);
 
+    /* "start" gives the VM's wishes first, as libvirt's listing does */
     for (guint i = 0; i < vms->len; i++)
         g_ptr_array_add(events, g_strdup_printf("start %s", (const gchar *)vms->pdata[i]));
     ids = g_list_sort(ids, (GCompareFunc)strcmp);
@@ -274,6 +316,33 @@ binder_harness_bindings(BinderHarness *harness)
     return g_string_free(out, FALSE);
 }
 
+/* Whether the policy gives @dev to @vm by a wish of the VM's (the
+ * harness's own reading of the wishes, not the binder's). */
+static gboolean
+harness_wish_gives(BinderHarness *harness, Policy *policy, const GwBinderDevice *dev,
+                   const gchar *vm)
+{
+    g_autoptr(GPtrArray) wishes = NULL;
+    const gchar *spec = g_hash_table_lookup(harness->wishes, vm);
+
+    if (spec == NULL || !gw_binder_vm_is_running(harness->binder, vm))
+        return FALSE;
+    wishes = harness_parse_wishes(spec);
+    for (guint i = 0; wishes != NULL && i < wishes->len; i++) {
+        const PolicyWish *wish = g_ptr_array_index(wishes, i);
+        if (dev->decision.verdict == POLICY_VERDICT_METADATA &&
+            policy_decision_is_for_vm(policy, &dev->decision, vm, binder_harness_vm_uuid(vm)) &&
+            policy_wish_matches_device(wish, dev->desc))
+            return TRUE;
+        if (dev->decision.verdict == POLICY_VERDICT_ASSIGN &&
+            dev->decision.target_kind == POLICY_TARGET_POOL &&
+            g_strcmp0(wish->pool, dev->decision.target) == 0 &&
+            policy_metadata_allows_pool(policy, wish->pool, vm, binder_harness_vm_uuid(vm), NULL))
+            return TRUE;
+    }
+    return FALSE;
+}
+
 gchar *
 binder_harness_check(BinderHarness *harness)
 {
@@ -306,9 +375,10 @@ binder_harness_check(BinderHarness *harness)
         if (dev->manual_vm != NULL)
             return g_strdup_printf("%s: assigned to %s by an admin, bound to %s", dev->id,
                                    dev->manual_vm, dev->vm);
-        if (dev->decision.verdict != POLICY_VERDICT_ASSIGN ||
-            !policy_decision_is_for_vm(policy, &dev->decision, dev->vm,
-                                       binder_harness_vm_uuid(dev->vm)))
+        if ((dev->decision.verdict != POLICY_VERDICT_ASSIGN ||
+             !policy_decision_is_for_vm(policy, &dev->decision, dev->vm,
+                                        binder_harness_vm_uuid(dev->vm))) &&
+            !harness_wish_gives(harness, policy, dev, dev->vm))
             return g_strdup_printf("%s: bound to %s, which neither the policy nor an admin "
                                    "gives it",
                                    dev->id, dev->vm);

@@ -4,13 +4,17 @@
  *
  *   arrive ID        a device (ID = VID:PID@PORT or VID:PID#SERIAL) arrives
  *   leave ID         it leaves
- *   start VM         a VM runs (its UUID is the harness's for that name)
+ *   start VM         a VM runs (its UUID is the harness's for that name), with
+ *                    the wishes its metadata has (wish)
  *   stop VM
  *   assign ID VM     usbgwctl assign
  *   release ID       usbgwctl release
  *   reload N         the harness's policy number N becomes the policy
  *   settle           every running VM has been reported
  *   fail-bind VM     binds to VM fail from now on (a socket that cannot be made)
+ *   wish VM SPECS    the VM's metadata asks for SPECS: pool=NAME, id=VID:PID or
+ *                    id=VID:PID#SERIAL, comma-separated; "-" for nothing. The
+ *                    binder learns it now if the VM runs, else at its start
  */
 #pragma once
 
@@ -25,6 +29,7 @@ typedef struct {
     GHashTable *claimed;  /* id set: claimed by usbgwd */
     GHashTable *present;  /* id → PolicyDevice: plugged in now */
     GHashTable *fail_vms; /* VM names whose binds fail */
+    GHashTable *wishes;   /* VM → its wish SPECS as the script gave them */
     GString *log;         /* the intents, one per line: "bind ID VM", "unbind ID VM", … */
     gchar *error;         /* the first inconsistency the intents showed, or NULL */
 } BinderHarness;

@@ -4,9 +4,10 @@
  *
  * Each case draws, from seed S + case number, a set of devices (identical
  * pool keys, keys with serials, a stick), three policies (pools with VM
- * globs, fixed VMs, VM-name globs, UUID targets, deny and export rules) and a
- * sequence of events: device arrive/leave/replug, VM start/stop, policy
- * reload, usbgwctl assign/release, usbgwd restart. After every event the
+ * globs, fixed VMs, VM-name globs, UUID targets, deny, export and allow
+ * metadata rules) and a sequence of events: device arrive/leave/replug, VM
+ * start/stop, a VM's metadata wishes, policy reload, usbgwctl
+ * assign/release, usbgwd restart. After every event the
  * invariants of gw-binder.h are checked (binder_harness_check): no device
  * bound to a VM that neither the policy nor an admin gives it, no pool key
  * held by two VMs, no VM holding two keys of one pool, no released key
@@ -28,6 +29,10 @@ static const gchar *const device_specs[] = {
 };
 static const gchar *const vm_names[] = {"vm-1", "vm-2", "vm-3", "vm-4", "cad-1", "cad-2"};
 static const gchar *const vm_globs[] = {"vm-*", "vm-?", "cad-*", "*-1", "vm-2", "*"};
+/* what a VM's metadata may ask for (binder-harness.h's wish SPECS) */
+static const gchar *const wish_specs[] = {
+    "pool=p0", "pool=p1", "id=0529:0002", "id=0529:0001#S7", "pool=p0,id=0529:0001", "-",
+};
 
 typedef struct {
     gchar *policies[4]; /* NULL-terminated */
@@ -61,7 +66,7 @@ random_policy(GRand *rand)
         g_string_append_printf(text, "pool \"p%u\" vms \"%s\"\n", p, PICK(rand, vm_globs));
     for (guint r = 0; r < rules; r++) {
         guint pid = (guint)g_rand_int_range(rand, 1, 3);
-        switch (g_rand_int_range(rand, 0, pools > 0 ? 8 : 6)) {
+        switch (g_rand_int_range(rand, 0, pools > 0 ? 10 : 7)) {
         case 0:
             g_string_append_printf(text, "assign id 0529:%04x via-port \"1-1*\" to vm \"%s\"\n",
                                    pid, PICK(rand, vm_names));
@@ -84,6 +89,17 @@ random_policy(GRand *rand)
         case 5:
             /* served to gateway links: claimed, bound to no VM */
             g_string_append_printf(text, "export id 0529:%04x to gateway \"hv-*\"\n", pid);
+            break;
+        case 6:
+            /* a VM that asks for the key gets it */
+            g_string_append_printf(text, "allow metadata id 0529:%04x for vm \"%s\"\n", pid,
+                                   PICK(rand, vm_globs));
+            break;
+        case 7:
+            /* a VM that asks joins the pool */
+            g_string_append_printf(text, "allow metadata pool \"p%u\" for vm \"%s\"\n",
+                                   (guint)g_rand_int_range(rand, 0, (gint32)pools),
+                                   PICK(rand, vm_globs));
             break;
         default:
             g_string_append_printf(text, "assign id 0529:%04x to pool \"p%u\"\n", pid,
@@ -113,7 +129,7 @@ random_case(PropertyCase *c, guint32 seed, guint max_events)
         const gchar *dev = pick(rand, (const gchar *const *)devices->pdata, devices->len);
         const gchar *vm = PICK(rand, vm_names);
         gchar *line;
-        switch (g_rand_int_range(rand, 0, 16)) {
+        switch (g_rand_int_range(rand, 0, 18)) {
         case 0:
         case 1:
         case 2:
@@ -141,6 +157,10 @@ random_case(PropertyCase *c, guint32 seed, guint max_events)
         case 12:
         case 13:
             line = g_strdup_printf("reload %d", g_rand_int_range(rand, 0, 3));
+            break;
+        case 16:
+        case 17:
+            line = g_strdup_printf("wish %s %s", vm, PICK(rand, wish_specs));
             break;
         default:
             line = g_strdup_printf("restart %u", g_rand_int(rand) | 1);

@@ -21,9 +21,187 @@ typedef struct {
     const gchar *want_log;     /* nullable: lines the intent log must contain, in order */
     const gchar *not_in_log;   /* nullable: a line the log must not contain */
     const gchar *want_claimed; /* nullable: the ids usbgwd holds at the end, in identity order */
+    /* nullable: the wishes of this VM at the end, "WISH=STATE[@DEVICE]; …" */
+    const gchar *wishes_of;
+    const gchar *want_wishes;
 } BinderCase;
 
+/* allow metadata: CAD keys in a pool one-* VMs may join by asking; SafeNet
+ * keys the win-* VMs may ask for; 0529:0009 denied */
+#define META                                                                                       \
+    "deny id 0529:0009\n"                                                                          \
+    "pool \"cad\" vms \"cad-*\"\n"                                                                 \
+    "assign id 0529:0001 to pool \"cad\"\n"                                                        \
+    "allow metadata pool \"cad\" for vm \"one-*\"\n"                                               \
+    "allow metadata id 0529:* for vm \"win-*\"\n"
+#define SAFENET    "0529:0002@2-1"
+#define SAFENET_SN "0529:0003#S1"
+#define DENIED     "0529:0009@2-9"
+
 static const BinderCase cases[] = {
+    {
+        .name = "wish-pool-joins-the-pool",
+        .policies = {META},
+        .script = "arrive " K1 "\narrive " K2 "\nwish one-7 pool=cad\nstart one-7\nstart cad-1\n"
+                  "start cad-2",
+        .want = K1 "=one-7 " K2 "=cad-1",
+        .wishes_of = "one-7",
+        .want_wishes = "pool \"cad\"=granted@" K1,
+    },
+    {
+        .name = "wish-pool-after-start",
+        .policies = {META},
+        .script = "arrive " K1 "\nstart one-7\nwish one-7 pool=cad",
+        .want = K1 "=one-7",
+        .want_log = "bind " K1 " one-7\n",
+    },
+    {
+        .name = "wish-pool-denied-for-other-vms",
+        .policies = {META},
+        .script = "arrive " K1 "\nwish win-1 pool=cad\nstart win-1\narrive " K2,
+        .want = K1 "=- " K2 "=-",
+        .want_log = "event wish-denied - win-1\n",
+        .not_in_log = "bind ",
+        .wishes_of = "win-1",
+        .want_wishes = "pool \"cad\"=denied",
+    },
+    {
+        .name = "wish-pool-denied-once",
+        .policies = {META},
+        .script =
+            "wish win-1 pool=cad\nstart win-1\narrive " K1 "\nwish win-1 pool=cad\narrive " K2,
+        .want = K1 "=- " K2 "=-",
+        .not_in_log = "event wish-denied - win-1\nclaim " K1 "\nevent wish-denied",
+    },
+    {
+        .name = "wish-pool-waits-for-a-free-key",
+        .policies = {META},
+        .script = "arrive " K1 "\nstart cad-1\nwish one-2 pool=cad\nstart one-2\nstop cad-1",
+        .want = K1 "=one-2",
+        .wishes_of = "one-2",
+        .want_wishes = "pool \"cad\"=granted@" K1,
+    },
+    {
+        .name = "wish-pool-no-key-free",
+        .policies = {META},
+        .script = "arrive " K1 "\nstart cad-1\nwish one-2 pool=cad\nstart one-2",
+        .want = K1 "=cad-1",
+        .wishes_of = "one-2",
+        .want_wishes = "pool \"cad\"=waiting",
+    },
+    {
+        .name = "wish-device-by-id",
+        .policies = {META},
+        .script = "arrive " SAFENET "\nwish win-1 id=0529:0002\nstart win-1",
+        .want = SAFENET "=win-1",
+        .want_claimed = SAFENET,
+        .wishes_of = "win-1",
+        .want_wishes = "id 0529:0002=granted@" SAFENET,
+    },
+    {
+        .name = "wish-device-claimed-but-unbound-without-a-wish",
+        .policies = {META},
+        .script = "arrive " SAFENET "\nstart win-1",
+        .want = SAFENET "=-",
+        .want_claimed = SAFENET,
+    },
+    {
+        .name = "wish-device-by-serial",
+        .policies = {META},
+        .script = "arrive " SAFENET "\narrive " SAFENET_SN "\nwish win-1 id=0529:0003#S1\n"
+                  "start win-1",
+        .want = SAFENET "=- " SAFENET_SN "=win-1",
+    },
+    {
+        .name = "wish-device-wrong-serial-waits",
+        .policies = {META},
+        .script = "arrive " SAFENET_SN "\nwish win-1 id=0529:0003#S2\nstart win-1",
+        .want = SAFENET_SN "=-",
+        .not_in_log = "event wish-denied",
+        .wishes_of = "win-1",
+        .want_wishes = "id 0529:0003 serial \"S2\"=waiting",
+    },
+    {
+        .name = "wish-device-denied-by-a-rule-above",
+        .policies = {META},
+        .script = "arrive " DENIED "\nwish win-1 id=0529:0009\nstart win-1",
+        .want = DENIED "=-",
+        .want_log = "event wish-denied - win-1\n",
+        .wishes_of = "win-1",
+        .want_wishes = "id 0529:0009=denied",
+    },
+    {
+        .name = "wish-device-of-a-pool-denied",
+        .policies = {META},
+        .script = "arrive " K1 "\nwish win-1 id=0529:0001\nstart win-1",
+        .want = K1 "=-",
+        .want_log = "event wish-denied - win-1\n",
+    },
+    {
+        .name = "wish-device-not-allowed-for-the-vm",
+        .policies = {META},
+        .script = "arrive " SAFENET "\nwish one-1 id=0529:0002\nstart one-1",
+        .want = SAFENET "=-",
+        .want_log = "event wish-denied - one-1\n",
+    },
+    {
+        .name = "wish-device-no-rule-names-the-vm",
+        .policies = {META},
+        .script = "wish vm-1 id=1234:5678\nstart vm-1",
+        .want = "",
+        .want_log = "event wish-denied - vm-1\n",
+    },
+    {
+        .name = "wish-device-first-asking-vm-takes-it",
+        .policies = {META},
+        .script = "arrive " SAFENET "\nwish win-1 id=0529:0002\nwish win-2 id=0529:0002\n"
+                  "start win-2\nstart win-1\nstop win-2",
+        .want = SAFENET "=win-1",
+        .want_log = "bind " SAFENET " win-2\nunbind " SAFENET " win-2\nevent detach " SAFENET
+                    " win-2\nbind " SAFENET " win-1\n",
+    },
+    {
+        .name = "wish-withdrawn-unbinds",
+        .policies = {META},
+        .script = "arrive " SAFENET "\narrive " K1 "\nwish win-1 id=0529:0002\nstart win-1\n"
+                  "wish one-1 pool=cad\nstart one-1\nwish win-1 -\nwish one-1 -",
+        .want = K1 "=- " SAFENET "=-",
+        .want_log = "unbind " SAFENET " win-1\nevent detach " SAFENET " win-1\n",
+        .not_in_log = "bind " SAFENET " win-1\nunbind " K1,
+    },
+    {
+        .name = "wish-changed-keeps-what-it-still-asks-for",
+        .policies = {META},
+        .script = "arrive " K1 "\narrive " SAFENET "\nwish one-1 pool=cad\nstart one-1\n"
+                  "wish one-1 pool=cad,id=0529:0002",
+        .want = K1 "=one-1 " SAFENET "=-",
+        .not_in_log = "unbind " K1,
+    },
+    {
+        .name = "wish-read-again-at-start",
+        .policies = {META},
+        .script = "arrive " SAFENET "\nwish win-1 id=0529:0002\nstart win-1\nstop win-1\n"
+                  "wish win-1 -\nstart win-1",
+        .want = SAFENET "=-",
+        .wishes_of = "win-1",
+        .want_wishes = "",
+    },
+    {
+        .name = "wish-survives-a-restart",
+        .policies = {META},
+        .script = "arrive " K1 "\narrive " SAFENET "\nwish one-1 pool=cad\nwish win-1 "
+                  "id=0529:0002\nstart one-1\nstart win-1\nrestart 7",
+        .want = K1 "=one-1 " SAFENET "=win-1",
+    },
+    {
+        .name = "wish-reload-takes-the-permission-away",
+        .policies = {META, "pool \"cad\" vms \"cad-*\"\nassign id 0529:0001 to pool \"cad\"\n"},
+        .script = "arrive " K1 "\nwish one-1 pool=cad\nstart one-1\nreload 1\nstart cad-1",
+        .want = K1 "=cad-1",
+        .want_log = "unbind " K1 " one-1\n",
+        .wishes_of = "one-1",
+        .want_wishes = "pool \"cad\"=denied",
+    },
     {
         .name = "fixed-vm-before-start",
         .policies = {"assign id 0529:0001 to vm \"vm-1\"\n"},
@@ -337,6 +515,26 @@ claimed_ids(BinderHarness *harness)
     return g_strjoinv(" ", (gchar **)ids->pdata);
 }
 
+/* "pool \"p\"=granted@ID; id 0529:0002=denied": where @vm's wishes stand */
+static gchar *
+wishes_of(BinderHarness *harness, const gchar *vm)
+{
+    GPtrArray *items = gw_binder_get_wishes(harness->binder, vm);
+    GString *out = g_string_new(NULL);
+
+    for (guint i = 0; items != NULL && i < items->len; i++) {
+        const GwBinderWish *item = g_ptr_array_index(items, i);
+        g_autofree gchar *what = policy_wish_describe(item->wish);
+        g_string_append_printf(out, "%s%s=%s", i > 0 ? "; " : "", what,
+                               gw_binder_wish_state_to_string(item->state));
+        if (item->device != NULL)
+            g_string_append_printf(out, "@%s", item->device);
+        /* where a wish stands always says why */
+        g_assert_nonnull(item->reason);
+    }
+    return g_string_free(out, FALSE);
+}
+
 static void
 test_binder_case(gconstpointer data)
 {
@@ -364,6 +562,12 @@ test_binder_case(gconstpointer data)
     if (c->not_in_log != NULL && strstr(harness->log->str, c->not_in_log) != NULL)
         g_error("%s: the intents have '%s'\nintents:\n%s", c->name, c->not_in_log,
                 harness->log->str);
+    if (c->wishes_of != NULL) {
+        g_autofree gchar *wishes = wishes_of(harness, c->wishes_of);
+        if (g_strcmp0(wishes, c->want_wishes) != 0)
+            g_error("%s: wishes of %s '%s', want '%s'\nintents:\n%s", c->name, c->wishes_of, wishes,
+                    c->want_wishes, harness->log->str);
+    }
     if (c->want_claimed != NULL) {
         g_autofree gchar *claimed = claimed_ids(harness);
         if (g_strcmp0(claimed, c->want_claimed) != 0)

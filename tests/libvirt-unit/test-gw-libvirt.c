@@ -65,7 +65,8 @@ test_drain(guint ms)
 typedef struct {
     guint up;
     guint down;
-    GPtrArray *events; /* "started NAME UUID", "stopped …", "removed NAME UUID ALIAS" */
+    GPtrArray *events;    /* "started NAME UUID", "stopped …", "removed NAME UUID ALIAS" */
+    GPtrArray *inspected; /* "NAME wishes=W usb=BUS" (test_describe_domain) */
 } TestRecorder;
 
 static void
@@ -109,11 +110,41 @@ test_on_removed(const gchar *name, const gchar *uuid, const gchar *alias, gpoint
     g_ptr_array_add(rec->events, g_strdup_printf("removed %s %s %s", name, uuid, alias));
 }
 
+/* "NAME wishes=pool "a"|id 0529:0001 usb=qemu-xhci", "… wishes=ERROR: …",
+ * "… usb=NONE fix=…" */
+static gchar *
+test_describe_domain(const GwLibvirtDomain *domain)
+{
+    GString *out = g_string_new(domain->name);
+
+    g_string_append(out, " wishes=");
+    if (domain->wishes_error != NULL)
+        g_string_append_printf(out, "ERROR: %s", domain->wishes_error);
+    for (guint i = 0; i < domain->wishes->len; i++) {
+        g_autofree gchar *what = policy_wish_describe(g_ptr_array_index(domain->wishes, i));
+        g_string_append_printf(out, "%s%s", i > 0 ? "|" : "", what);
+    }
+    g_string_append_printf(out, " usb=%s", domain->usb_bus != NULL ? domain->usb_bus : "NONE");
+    if (domain->usb_fix != NULL)
+        g_string_append_printf(out, " fix=%s%s", domain->usb_fixed ? "" : "FAILED ",
+                               domain->usb_fix);
+    return g_string_free(out, FALSE);
+}
+
+static void
+test_on_inspected(const GwLibvirtDomain *domain, gpointer user_data)
+{
+    TestRecorder *rec = user_data;
+    test_assert_main_thread();
+    g_ptr_array_add(rec->inspected, test_describe_domain(domain));
+}
+
 static const GwLibvirtHandlers test_handlers = {
     .connected = test_on_connected,
     .domain_started = test_on_started,
     .domain_stopped = test_on_stopped,
     .device_removed = test_on_removed,
+    .domain_inspected = test_on_inspected,
 };
 
 static void
@@ -121,12 +152,14 @@ test_recorder_init(TestRecorder *rec)
 {
     rec->up = rec->down = 0;
     rec->events = g_ptr_array_new_with_free_func(g_free);
+    rec->inspected = g_ptr_array_new_with_free_func(g_free);
 }
 
 static void
 test_recorder_clear(TestRecorder *rec)
 {
     g_clear_pointer(&rec->events, g_ptr_array_unref);
+    g_clear_pointer(&rec->inspected, g_ptr_array_unref);
 }
 
 static gboolean
@@ -225,12 +258,15 @@ test_list_find(GPtrArray *list, const gchar *uuid)
 /* ---- test-driver domains -------------------------------------------------- */
 
 /* Defines (not starts) a test-driver domain with one unix redirdev per
- * path. */
+ * path, its USB controller @usb (a model, "none") and @metadata (nullable:
+ * the elements inside <metadata>). */
 static virDomainPtr
-test_define(const gchar *name, const gchar *uuid, const gchar *const *paths)
+test_define_full(const gchar *name, const gchar *uuid, const gchar *const *paths, const gchar *usb,
+                 const gchar *metadata)
 {
-    g_autoptr(GString) devices =
-        g_string_new("<controller type='usb' index='0' model='qemu-xhci'/>");
+    g_autofree gchar *controller =
+        g_strdup_printf("<controller type='usb' index='0' model='%s'/>", usb);
+    g_autoptr(GString) devices = g_string_new(controller);
     g_autofree gchar *xml = NULL;
     virDomainPtr dom;
 
@@ -240,15 +276,24 @@ test_define(const gchar *name, const gchar *uuid, const gchar *const *paths)
             paths[i]);
         g_string_append(devices, dev);
     }
-    /* Not a unix redirdev: must not be listed. */
-    g_string_append(devices, "<redirdev bus='usb' type='spicevmc'/>");
+    /* Not a unix redirdev: must not be listed (libvirt refuses any
+     * redirdev without a USB bus). */
+    if (g_strcmp0(usb, "none") != 0)
+        g_string_append(devices, "<redirdev bus='usb' type='spicevmc'/>");
     xml = g_strdup_printf("<domain type='test'><name>%s</name><uuid>%s</uuid>"
+                          "<metadata>%s</metadata>"
                           "<memory>65536</memory><os><type>hvm</type></os>"
                           "<devices>%s</devices></domain>",
-                          name, uuid, devices->str);
+                          name, uuid, metadata != NULL ? metadata : "", devices->str);
     dom = virDomainDefineXML(test_conn, xml);
     g_assert_nonnull(dom);
     return dom;
+}
+
+static virDomainPtr
+test_define(const gchar *name, const gchar *uuid, const gchar *const *paths)
+{
+    return test_define_full(name, uuid, paths, "qemu-xhci", NULL);
 }
 
 static void
@@ -370,6 +415,377 @@ test_parse(void)
         g_assert_cmpstr(test_join(paths, NULL), ==, c->want_paths);
         g_assert_cmpstr(test_join(aliases, "-"), ==, c->want_aliases);
     }
+}
+
+/* ---- usbgw's metadata and the USB bus ------------------------------------- */
+
+#define NS "xmlns:usbgw='" GW_LIBVIRT_METADATA_NS "'"
+
+typedef struct {
+    const gchar *name;
+    const gchar *xml;
+    const gchar
+        *want; /* wishes as policy_wish_describe() gives them, '|'-separated; NULL: refused */
+    const gchar *want_error; /* refused: a part of the message */
+} MetadataCase;
+
+static const MetadataCase metadata_cases[] = {
+    {"pool and devices",
+     "<usbgw:devices " NS "><usbgw:device pool='cad'/><usbgw:device id='0529:0001'/>"
+     "<usbgw:device id='096E:0006' serial='FT 01'/></usbgw:devices>",
+     "pool \"cad\"|id 0529:0001|id 096e:0006 serial \"FT 01\"", NULL},
+    {"another prefix, whitespace, a vendor glob",
+     "\n <u:devices xmlns:u='" GW_LIBVIRT_METADATA_NS
+     "'>\n  <u:device id='0529:*'/>\n</u:devices>\n",
+     "id 0529:*", NULL},
+    {"no prefix", "<devices xmlns='" GW_LIBVIRT_METADATA_NS "'><device pool='p'/></devices>",
+     "pool \"p\"", NULL},
+    {"empty", "<usbgw:devices " NS "/>", "", NULL},
+    {"escaped serial",
+     "<usbgw:devices " NS "><usbgw:device id='0529:0001' serial='a&amp;b'/></usbgw:devices>",
+     "id 0529:0001 serial \"a&b\"", NULL},
+    {"wrong root", "<usbgw:device " NS " pool='x'/>", NULL, "the root element is <usbgw:device>"},
+    {"unknown attribute",
+     "<usbgw:devices " NS "><usbgw:device pool='x' port='1-1'/></usbgw:devices>", NULL,
+     "<device> #1: unknown attribute 'port'"},
+    {"pool and id",
+     "<usbgw:devices " NS
+     "><usbgw:device id='0529:0001'/><usbgw:device pool='x' id='0529:0001'/></usbgw:devices>",
+     NULL, "<device> #2: needs either pool"},
+    {"neither", "<usbgw:devices " NS "><usbgw:device serial='x'/></usbgw:devices>", NULL,
+     "<device> #1: needs either pool"},
+    {"bad id", "<usbgw:devices " NS "><usbgw:device id='05g9:0001'/></usbgw:devices>", NULL,
+     "<device> #1: id \"05g9:0001\" is not VID:PID"},
+    {"any id", "<usbgw:devices " NS "><usbgw:device id='*:*'/></usbgw:devices>", NULL,
+     "is not VID:PID"},
+    {"serial with pool",
+     "<usbgw:devices " NS "><usbgw:device pool='x' serial='y'/></usbgw:devices>", NULL,
+     "serial belongs with id"},
+    {"empty value", "<usbgw:devices " NS "><usbgw:device pool=''/></usbgw:devices>", NULL,
+     "attribute 'pool' is empty"},
+    {"control character", "<usbgw:devices " NS "><usbgw:device pool='a&#9;b'/></usbgw:devices>",
+     NULL, "control character"},
+    {"nested",
+     "<usbgw:devices " NS
+     "><usbgw:device pool='x'><usbgw:device pool='y'/></usbgw:device></usbgw:devices>",
+     NULL, "inside <device> #1"},
+    {"other element", "<usbgw:devices " NS "><usbgw:pool name='x'/></usbgw:devices>", NULL,
+     "<usbgw:pool> in <devices>"},
+    {"other prefix inside",
+     "<usbgw:devices " NS "><x:device xmlns:x='urn:x' pool='x'/></usbgw:devices>", NULL,
+     "<x:device> in <devices>"},
+    {"text", "<usbgw:devices " NS ">cad</usbgw:devices>", NULL, "text is not allowed"},
+    {"attribute on root", "<usbgw:devices " NS " version='2'/>", NULL,
+     "<devices> takes no attribute 'version'"},
+    {"malformed", "<usbgw:devices " NS "><usbgw:device pool='x'>", NULL, ""},
+    {"not XML", "cad", NULL, ""},
+    {"nothing", "", NULL, "empty"},
+};
+
+static void
+test_parse_metadata(void)
+{
+    for (gsize i = 0; i < G_N_ELEMENTS(metadata_cases); i++) {
+        const MetadataCase *c = &metadata_cases[i];
+        g_autoptr(GPtrArray) wishes =
+            g_ptr_array_new_with_free_func((GDestroyNotify)policy_wish_free);
+        g_autoptr(GPtrArray) described = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GError) error = NULL;
+        gboolean ok = gw_libvirt_parse_metadata(c->xml, -1, wishes, &error);
+
+        g_test_message("case '%s'", c->name);
+        if (c->want == NULL) {
+            g_assert_false(ok);
+            g_assert_nonnull(error);
+            g_test_message("refused: %s", error->message);
+            g_assert_nonnull(strstr(error->message, c->want_error));
+            g_assert_cmpuint(wishes->len, ==, 0);
+            continue;
+        }
+        g_assert_no_error(error);
+        g_assert_true(ok);
+        for (guint k = 0; k < wishes->len; k++)
+            g_ptr_array_add(described, policy_wish_describe(g_ptr_array_index(wishes, k)));
+        g_assert_cmpstr(test_join(described, NULL), ==, c->want);
+    }
+}
+
+/* The bounds: size, number of <device> elements, one value's bytes. */
+static void
+test_parse_metadata_bounds(void)
+{
+    g_autoptr(GString) many = g_string_new("<usbgw:devices " NS ">");
+    g_autoptr(GString) big = g_string_new("<usbgw:devices " NS ">");
+    g_autofree gchar *long_pool = g_strnfill(GW_LIBVIRT_METADATA_MAX_VALUE + 1, 'p');
+    g_autofree gchar *long_xml = NULL;
+    g_autoptr(GPtrArray) wishes = g_ptr_array_new_with_free_func((GDestroyNotify)policy_wish_free);
+    g_autoptr(GError) error = NULL;
+
+    for (guint i = 0; i < GW_LIBVIRT_METADATA_MAX_WISHES; i++)
+        g_string_append_printf(many, "<usbgw:device pool='p%u'/>", i);
+    g_string_append(many, "</usbgw:devices>");
+    g_assert_true(gw_libvirt_parse_metadata(many->str, -1, wishes, &error));
+    g_assert_cmpuint(wishes->len, ==, GW_LIBVIRT_METADATA_MAX_WISHES);
+    g_ptr_array_set_size(wishes, 0);
+    g_string_truncate(many, many->len - strlen("</usbgw:devices>"));
+    g_string_append(many, "<usbgw:device pool='one-more'/></usbgw:devices>");
+    g_assert_false(gw_libvirt_parse_metadata(many->str, -1, wishes, &error));
+    g_assert_nonnull(strstr(error->message, "more than 32 <device> elements"));
+    g_assert_cmpuint(wishes->len, ==, 0);
+    g_clear_error(&error);
+
+    while (big->len <= GW_LIBVIRT_METADATA_MAX_BYTES)
+        g_string_append(big, "<!-- padding padding padding -->");
+    g_string_append(big, "</usbgw:devices>");
+    g_assert_false(gw_libvirt_parse_metadata(big->str, -1, wishes, &error));
+    g_assert_nonnull(strstr(error->message, "more than the 16384 allowed"));
+    g_clear_error(&error);
+
+    long_xml = g_strdup_printf("<usbgw:devices " NS "><usbgw:device pool='%s'/></usbgw:devices>",
+                               long_pool);
+    g_assert_false(gw_libvirt_parse_metadata(long_xml, -1, wishes, &error));
+    g_assert_nonnull(strstr(error->message, "has 256 bytes, more than 255"));
+    g_clear_error(&error);
+
+    /* a length that cuts the text: only those bytes are read */
+    g_assert_false(gw_libvirt_parse_metadata("<usbgw:devices " NS "/>", 10, wishes, &error));
+    g_clear_error(&error);
+    g_assert_false(gw_libvirt_parse_metadata(
+        "<usbgw:devices " NS "><usbgw:device pool='\xff'/></usbgw:devices>", -1, wishes, &error));
+    g_assert_nonnull(strstr(error->message, "not UTF-8"));
+}
+
+typedef struct {
+    const gchar *name;
+    const gchar *devices;  /* inside <domain><devices> */
+    const gchar *want_bus; /* gw_libvirt_usb_bus(); NULL: none */
+} UsbBusCase;
+
+static const UsbBusCase usb_bus_cases[] = {
+    {"xhci",
+     "<controller type='usb' index='0' model='qemu-xhci' ports='15'><alias name='usb'/>"
+     "<address type='pci' domain='0x0000' bus='0x02' slot='0x00' function='0x0'/></controller>",
+     "qemu-xhci"},
+    {"none",
+     "<controller type='usb' index='0' model='none'/><controller type='pci' model='pcie-root'/>",
+     NULL},
+    {"default model", "<controller type='usb' index='0'/>", "default"},
+    {"ehci with companions",
+     "<controller type='usb' index='0' model='ich9-ehci1'/><controller type='usb' index='0' "
+     "model='ich9-uhci1'/>",
+     "ich9-ehci1"},
+    {"uhci only", "<controller type='usb' index='0' model='piix3-uhci'/>", "piix3-uhci"},
+    {"no usb controller element", "<controller type='sata' index='0'/>", "unlisted"},
+};
+
+static void
+test_usb_bus(void)
+{
+    for (gsize i = 0; i < G_N_ELEMENTS(usb_bus_cases); i++) {
+        const UsbBusCase *c = &usb_bus_cases[i];
+        g_autofree gchar *xml = g_strdup_printf("<domain><devices>%s</devices>"
+                                                "<metadata><controller type='usb' model='x'/>"
+                                                "</metadata></domain>",
+                                                c->devices);
+        g_autoptr(GPtrArray) models = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GError) error = NULL;
+
+        g_test_message("case '%s'", c->name);
+        g_assert_true(gw_libvirt_parse_domain(xml, NULL, NULL, models, &error));
+        g_assert_no_error(error);
+        g_assert_cmpstr(gw_libvirt_usb_bus(models), ==, c->want_bus);
+    }
+}
+
+static void
+test_add_usb_controller(void)
+{
+    static const gchar *none_xml =
+        "<domain type='kvm'>\n  <name>w</name>\n  <devices>\n"
+        "    <disk type='file' device='disk'/>\n"
+        "    <controller type='usb' index='0' model='none'/>\n"
+        "    <controller type='pci' index='0' model='pcie-root'/>\n  </devices>\n</domain>\n";
+    static const gchar *open_none_xml =
+        "<domain><devices><controller type=\"usb\" model=\"none\" index=\"0\">"
+        "</controller><serial type='pty'/></devices></domain>";
+    static const gchar *unlisted_xml = "<domain><devices><serial type='pty'/></devices></domain>";
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *edited = gw_libvirt_add_usb_controller(none_xml, &error);
+    g_autofree gchar *edited_open = NULL;
+    g_autofree gchar *edited_unlisted = NULL;
+    g_autofree gchar *again = NULL;
+
+    g_assert_no_error(error);
+    g_assert_cmpstr(edited, ==,
+                    "<domain type='kvm'>\n  <name>w</name>\n  <devices>\n"
+                    "    <disk type='file' device='disk'/>\n"
+                    "    <controller type='usb' index='0' model='qemu-xhci'/>\n"
+                    "    <controller type='pci' index='0' model='pcie-root'/>\n  </devices>\n"
+                    "</domain>\n");
+    edited_open = gw_libvirt_add_usb_controller(open_none_xml, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(edited_open, ==,
+                    "<domain><devices><controller type='usb' index='0' model='qemu-xhci'/>"
+                    "<serial type='pty'/></devices></domain>");
+    edited_unlisted = gw_libvirt_add_usb_controller(unlisted_xml, &error);
+    g_assert_null(edited_unlisted);
+    g_assert_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS);
+    g_clear_error(&error);
+    /* what has a bus is left alone */
+    again = gw_libvirt_add_usb_controller(edited, &error);
+    g_assert_null(again);
+    g_assert_error(error, G_IO_ERROR, G_IO_ERROR_EXISTS);
+    g_assert_nonnull(strstr(error->message, "qemu-xhci"));
+    g_clear_error(&error);
+    g_assert_null(gw_libvirt_add_usb_controller("<domain><devices>", &error));
+    g_assert_error(error, G_MARKUP_ERROR, G_MARKUP_ERROR_INVALID_CONTENT);
+}
+
+/* A running test-driver domain's metadata: read by the listing, and again
+ * after virDomainSetMetadata (the metadata-change event); a change of
+ * another namespace is not usbgwd's business. */
+static void
+test_metadata_test_driver(void)
+{
+    static const gchar *uuid = "5b6c7d8e-9f0a-4b1c-8d2e-3f4a5b6c7d8e";
+    TestRecorder rec;
+    g_autoptr(GwLibvirt) lv = NULL;
+    g_autoptr(virDomain) dom =
+        test_define_full("usbgw-meta", uuid, NULL, "qemu-xhci",
+                         "<usbgw:devices " NS "><usbgw:device pool='cad'/></usbgw:devices>");
+    g_autoptr(GPtrArray) list = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *described = NULL;
+
+    g_assert_cmpint(virDomainCreate(dom), ==, 0);
+    test_recorder_init(&rec);
+    lv = test_connect(TEST_URI, &rec);
+    list = test_list(lv, &error);
+    g_assert_no_error(error);
+    described = test_describe_domain(test_list_find(list, uuid));
+    g_assert_cmpstr(described, ==, "usbgw-meta wishes=pool \"cad\" usb=qemu-xhci");
+    g_clear_pointer(&described, g_free);
+    /* the test domain has no usbgw metadata: no wishes, no error */
+    described = test_describe_domain(test_list_find(list, TEST_UUID));
+    g_assert_cmpstr(described, ==, "test wishes= usb=unlisted");
+
+    g_assert_cmpint(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT,
+                                         "<devices><device id='0529:0001' serial='A1'/>"
+                                         "</devices>",
+                                         GW_LIBVIRT_METADATA_PREFIX, GW_LIBVIRT_METADATA_NS,
+                                         VIR_DOMAIN_AFFECT_LIVE),
+                    ==, 0);
+    TEST_WAIT_UNTIL(rec.inspected->len == 1, TEST_TIMEOUT_MS);
+    g_assert_cmpstr(g_ptr_array_index(rec.inspected, 0), ==,
+                    "usbgw-meta wishes=id 0529:0001 serial \"A1\" usb=qemu-xhci");
+    g_assert_cmpint(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, "<x/>", "other",
+                                         "urn:other", VIR_DOMAIN_AFFECT_LIVE),
+                    ==, 0);
+    /* refused metadata: an error naming the VM and the element */
+    g_assert_cmpint(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT,
+                                         "<devices><device id='0529:0001' port='1-1'/></devices>",
+                                         GW_LIBVIRT_METADATA_PREFIX, GW_LIBVIRT_METADATA_NS,
+                                         VIR_DOMAIN_AFFECT_LIVE),
+                    ==, 0);
+    TEST_WAIT_UNTIL(rec.inspected->len == 2, TEST_TIMEOUT_MS);
+    g_test_message("%s", (gchar *)g_ptr_array_index(rec.inspected, 1));
+    g_assert_true(g_str_has_prefix(
+        g_ptr_array_index(rec.inspected, 1),
+        "usbgw-meta wishes=ERROR: VM 'usbgw-meta': usbgw metadata (" GW_LIBVIRT_METADATA_NS
+        ") refused: "));
+    g_assert_nonnull(
+        strstr(g_ptr_array_index(rec.inspected, 1), "<device> #1: unknown attribute 'port'"));
+    /* removed: no wishes */
+    g_assert_cmpint(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, NULL, NULL,
+                                         GW_LIBVIRT_METADATA_NS, VIR_DOMAIN_AFFECT_LIVE),
+                    ==, 0);
+    TEST_WAIT_UNTIL(rec.inspected->len == 3, TEST_TIMEOUT_MS);
+    g_assert_cmpstr(g_ptr_array_index(rec.inspected, 2), ==, "usbgw-meta wishes= usb=qemu-xhci");
+    /* a start is followed by an inspection */
+    g_assert_cmpint(virDomainDestroy(dom), ==, 0);
+    g_assert_cmpint(virDomainCreate(dom), ==, 0);
+    TEST_WAIT_UNTIL(rec.inspected->len == 4, TEST_TIMEOUT_MS);
+    test_drain(100);
+    g_assert_cmpuint(rec.inspected->len, ==, 4);
+
+    g_clear_pointer(&lv, gw_libvirt_free);
+    test_undefine(dom);
+    test_recorder_clear(&rec);
+}
+
+/* A domain whose only USB controller is model='none': reported without a
+ * bus, a hot-plug is refused with the reason, and with add-usb-controller
+ * its persistent definition gets a qemu-xhci controller. */
+static void
+test_usb_bus_test_driver(void)
+{
+    static const gchar *uuid = "1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5";
+    TestRecorder rec;
+    g_autoptr(GwLibvirt) lv = NULL;
+    g_autoptr(virDomain) dom = test_define_full("usbgw-nousb", uuid, NULL, "none", NULL);
+    g_autoptr(GPtrArray) list = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *described = NULL;
+    g_autofree gchar *inactive = NULL;
+    g_autofree gchar *live = NULL;
+
+    g_assert_cmpint(virDomainCreate(dom), ==, 0);
+    test_recorder_init(&rec);
+    lv = test_connect(TEST_URI, &rec);
+    list = test_list(lv, &error);
+    g_assert_no_error(error);
+    described = test_describe_domain(test_list_find(list, uuid));
+    g_assert_cmpstr(described, ==, "usbgw-nousb wishes= usb=NONE");
+    g_assert_false(test_attach(lv, uuid, "/run/usbgw/vm/n/0.sock", "ua-usbgw-n", &error));
+    g_assert_error(error, GW_LIBVIRT_ERROR, GW_LIBVIRT_ERROR_NO_USB_BUS);
+    g_test_message("%s", error->message);
+    g_assert_nonnull(strstr(error->message, "VM 'usbgw-nousb'"));
+    g_assert_nonnull(
+        strstr(error->message, "it has no USB bus (<controller type='usb' model='none'/>)"));
+    g_clear_error(&error);
+    g_clear_pointer(&list, g_ptr_array_unref);
+    g_clear_pointer(&lv, gw_libvirt_free);
+    test_recorder_clear(&rec);
+
+    /* add-usb-controller: the persistent definition is edited, the live
+     * domain is not (it takes effect at the next start) */
+    test_recorder_init(&rec);
+    lv = gw_libvirt_new(TEST_URI, NULL);
+    gw_libvirt_set_handlers(lv, &test_handlers, &rec);
+    gw_libvirt_set_add_usb_controller(lv, TRUE);
+    gw_libvirt_start(lv);
+    TEST_WAIT_UNTIL(rec.up == 1, TEST_TIMEOUT_MS);
+    list = test_list(lv, &error);
+    g_assert_no_error(error);
+    g_clear_pointer(&described, g_free);
+    described = test_describe_domain(test_list_find(list, uuid));
+    g_assert_cmpstr(described, ==,
+                    "usbgw-nousb wishes= usb=NONE fix=added <controller type='usb' "
+                    "model='qemu-xhci'/> to the persistent definition: effective at the next "
+                    "start");
+    inactive = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+    g_assert_nonnull(strstr(inactive, "model='qemu-xhci'"));
+    g_assert_null(strstr(inactive, "model='none'"));
+    live = virDomainGetXMLDesc(dom, 0);
+    g_assert_nonnull(strstr(live, "<controller type='usb' index='0' model='none'"));
+    /* inspected again (a metadata change): done already, said so */
+    g_assert_cmpint(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, "<devices/>",
+                                         GW_LIBVIRT_METADATA_PREFIX, GW_LIBVIRT_METADATA_NS,
+                                         VIR_DOMAIN_AFFECT_LIVE),
+                    ==, 0);
+    TEST_WAIT_UNTIL(rec.inspected->len == 1, TEST_TIMEOUT_MS);
+    g_assert_true(g_str_has_prefix(g_ptr_array_index(rec.inspected, 0),
+                                   "usbgw-nousb wishes= usb=NONE fix=the persistent definition "
+                                   "has one already"));
+    /* the next start has the bus */
+    g_assert_cmpint(virDomainDestroy(dom), ==, 0);
+    g_assert_cmpint(virDomainCreate(dom), ==, 0);
+    TEST_WAIT_UNTIL(rec.inspected->len == 2, TEST_TIMEOUT_MS);
+    g_assert_cmpstr(g_ptr_array_index(rec.inspected, 1), ==, "usbgw-nousb wishes= usb=qemu-xhci");
+
+    g_clear_pointer(&lv, gw_libvirt_free);
+    test_undefine(dom);
+    test_recorder_clear(&rec);
 }
 
 static void
@@ -1005,6 +1421,12 @@ main(int argc, char **argv)
     g_assert_nonnull(test_conn);
 
     g_test_add_func("/libvirt/parse", test_parse);
+    g_test_add_func("/libvirt/parse-metadata", test_parse_metadata);
+    g_test_add_func("/libvirt/parse-metadata-bounds", test_parse_metadata_bounds);
+    g_test_add_func("/libvirt/usb-bus", test_usb_bus);
+    g_test_add_func("/libvirt/add-usb-controller", test_add_usb_controller);
+    g_test_add_func("/libvirt/metadata-test-driver", test_metadata_test_driver);
+    g_test_add_func("/libvirt/usb-bus-test-driver", test_usb_bus_test_driver);
     g_test_add_func("/libvirt/connect-list", test_connect_list);
     g_test_add_func("/libvirt/list-redirdevs", test_list_redirdevs);
     g_test_add_func("/libvirt/lifecycle", test_lifecycle);

@@ -25,6 +25,23 @@
 #             answers again; virsh destroy ends the share (audit); a share
 #             made while the VM is off is plugged in when it starts
 #             (needs USBGW_SPICE_WORKER and USBGW_SHARE: the programs)
+#   metadata  the VM asks for a key of a pool in its own libvirt metadata
+#             (virsh metadata); an allow metadata rule grants it → the guest
+#             answers; usbgwctl vms shows the wish granted. Then the VM's
+#             metadata asks for a pool no rule allows (virsh metadata --live,
+#             libvirt's metadata-change event): the wish is denied (log,
+#             audit, usbgwctl vms) and the key it no longer asks for leaves
+#   usb-none  a VM whose only USB controller is model='none': usbgwd says
+#             it has no USB bus (log, audit, usbgwctl vms), the attach is
+#             refused with that reason, and add-usb-controller=true puts a
+#             qemu-xhci controller into its persistent definition; after a
+#             restart of the VM the guest answers
+#   opennebula  opennebula/deploy (the KVM driver's deploy wrapper) turns
+#             the VM template's USBGW_POOL into usbgw metadata in an
+#             OpenNebula-shaped deployment file of domain one-<ID>; the
+#             domain is created from it (virsh create, as OpenNebula's
+#             deploy does) → usbgwd attaches a pool key → the guest answers
+#             (needs USBGW_ONE_DEPLOY: the wrapper)
 #
 # The simulated keys (usbgw-sim) live in a helper process; usbgwd gets its
 # environment (UMOCKDEV_DIR, the preload), libvirtd and virsh do not.
@@ -32,6 +49,8 @@
 set -euo pipefail
 
 me=test-usbgwd-libvirt
+# OpenNebula names its domains one-<ID>
+[[ ${1:-} == opennebula ]] && LV_PREFIX=one-
 [[ $# -eq 8 ]] || {
     echo "usage: $0 SCENARIO GUEST_DIR WORK_DIR USBGWD USBGWCTL HOOK USBGW_SIM PEER" >&2
     exit 2
@@ -59,7 +78,7 @@ fi
 
 now() { echo "$EPOCHREALTIME"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-names=() sim_pid='' gw_pid=''
+names=() sim_pid='' gw_pid='' transient=''
 fail() {
     echo "$me: FAIL: $*"
     for n in "${names[@]}"; do
@@ -75,6 +94,8 @@ fail() {
     exit 1
 }
 cleanup() {
+    # a domain made with virsh create is the rig's to forget neither
+    [[ -z $transient ]] || lv_virsh destroy "$transient" >/dev/null 2>&1 || true
     [[ -z $gw_pid ]] || kill "$gw_pid" 2>/dev/null || true
     [[ -z $sim_pid ]] || kill "$sim_pid" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -337,6 +358,164 @@ share)
     echo "$me: a share made while the VM was off was plugged in at its start; the guest answered"
     kill -TERM $share_pid
     wait $share_pid || fail "usbgw-share exited $? on SIGTERM"
+    ;;
+metadata)
+    name=$(lv_new_name meta)
+    ns=http://usbgw.org/xmlns/usbgw/1.0
+    # the pool's own VM glob names no VM of the test: only a wish joins it
+    printf 'deny with-interface 08:*:*\npool "cad" vms "nobody-*"\nassign id 0529:0001 via-port "1-1" to pool "cad"\nallow metadata pool "cad" for vm "%smeta-*"\n' \
+        "$LV_PREFIX" >"$gw/policy"
+    start_usbgwd
+    define_vm "$name"
+    lv_virsh metadata "$name" "$ns" --key usbgw --config \
+        --set '<devices><device pool="cad"/></devices>' >/dev/null || fail "virsh metadata --config failed"
+    lv_start "$name" || fail "cannot start $name"
+    lv_wait_console "$name" '^USBGW-ANSWER 0529:0001 ' 120 || fail "the guest that asked in its metadata got no answer"
+    [[ $(answers "$name") == "$hasp_answer" ]] || fail "the guest's answer '$(answers "$name")' is not the key's"
+    usbgwctl vms >"$work/vms.txt"
+    grep -q "^ *wish pool \"cad\": granted (0529:0001@1-1)" "$work/vms.txt" ||
+        { cat "$work/vms.txt"; fail "usbgwctl vms does not show the wish granted"; }
+    grep -Eq "^$name +[0-9a-f-]+ +qemu-xhci +0529:0001@1-1" "$work/vms.txt" ||
+        { cat "$work/vms.txt"; fail "usbgwctl vms does not show the USB bus and the key"; }
+    # now it asks for a pool no rule lets it join: denied, and the key goes
+    lv_virsh metadata "$name" "$ns" --key usbgw --live \
+        --set '<devices><device pool="other"/></devices>' >/dev/null || fail "virsh metadata --live failed"
+    lv_wait_file "$work/usbgwd.log" "vm \"$name\": metadata wish pool \"other\" denied: no 'allow metadata pool \"other\"' rule" 20 ||
+        fail "usbgwd did not log the denied wish"
+    lv_wait_file "$gw/audit.log" "\"event\":\"wish-denied\".*\"vm\":\"$name\"" 20 || fail "audit: no wish-denied line"
+    lv_wait_file "$work/usbgwd.log" "0529:0001@1-1: unbound from vm \"$name\" \\(the VM's metadata no longer asks for it\\)" 20 ||
+        fail "the key the VM no longer asks for was not unbound"
+    usbgwctl vms | grep -q "^ *wish pool \"other\": denied" || fail "usbgwctl vms does not show the wish denied"
+    echo "$me: metadata: a pool wish granted (the guest answered), a wish no rule allows denied"
+    ;;
+usb-none)
+    name=$(lv_new_name nousb)
+    printf 'assign id 0529:0001 via-port "1-1" to vm "%s"\n' "$name" >"$gw/policy"
+    echo 'add-usb-controller=true' >>"$gw/usbgwd.conf"
+    start_usbgwd
+    define_vm "$name"
+    # the domain's only USB controller becomes model='none': no USB bus
+    lv_virsh dumpxml --inactive "$name" | python3 -c '
+import re, sys
+xml = sys.stdin.read()
+xml, n = re.subn(r"<controller type=.usb.[^>]*?(/>|>.*?</controller>)",
+                 "<controller type=\"usb\" index=\"0\" model=\"none\"/>", xml, count=1, flags=re.S)
+assert n == 1
+sys.stdout.write(xml)' >"$work/nousb.xml" || fail "cannot edit the domain XML"
+    lv_virsh define "$work/nousb.xml" >/dev/null || fail "virsh define of the model=none domain failed"
+    lv_start "$name" || fail "cannot start $name"
+    lv_wait_file "$work/usbgwd.log" "vm \"$name\" has no USB controller a usb-redir device can be plugged into" 30 ||
+        fail "usbgwd did not say the VM has no USB bus"
+    lv_wait_file "$gw/audit.log" "\"event\":\"no-usb-bus\".*\"vm\":\"$name\"" 20 || fail "audit: no no-usb-bus line"
+    lv_wait_file "$gw/audit.log" "\"event\":\"attach-failed\".*\"vm\":\"$name\".*no USB bus" 20 ||
+        fail "audit: the refused attach does not say why"
+    lv_wait_file "$gw/audit.log" "\"event\":\"usb-controller-added\".*\"vm\":\"$name\"" 20 ||
+        fail "audit: no usb-controller-added line"
+    usbgwctl vms >"$work/vms.txt"
+    grep -Eq "^$name +[0-9a-f-]+ +NONE " "$work/vms.txt" || { cat "$work/vms.txt"; fail "usbgwctl vms does not show NONE"; }
+    grep -q "usb controller: added <controller type='usb' model='qemu-xhci'/>" "$work/vms.txt" ||
+        { cat "$work/vms.txt"; fail "usbgwctl vms does not show the added controller"; }
+    lv_virsh dumpxml --inactive "$name" | grep -q "<controller type='usb' index='0' model='qemu-xhci'" ||
+        fail "the persistent definition has no qemu-xhci controller"
+    lv_virsh dumpxml "$name" | grep -q "<controller type='usb' index='0' model='none'" ||
+        fail "the running domain changed (it should at its next start only)"
+    # the next start has the bus: the key reaches the guest
+    lv_virsh destroy "$name" >/dev/null || fail "virsh destroy failed"
+    lv_wait_file "$work/usbgwd.log" "vm \"$name\" stopped" 20 || fail "usbgwd did not see the stop"
+    lv_start "$name" || fail "cannot start $name again"
+    lv_wait_console "$name" '^USBGW-ANSWER 0529:0001 ' 120 || fail "the guest got no answer after the restart"
+    [[ $(answers "$name") == "$hasp_answer" ]] || fail "wrong answer: $(answers "$name")"
+    echo "$me: usb-none: reported, a qemu-xhci controller added for the next start, then the guest answered"
+    ;;
+opennebula)
+    [[ -x ${USBGW_ONE_DEPLOY:-} ]] || {
+        echo "$me: SKIP: no USBGW_ONE_DEPLOY (opennebula/deploy)"
+        exit 77
+    }
+    vmid=$((70000 + RANDOM))
+    name=one-$vmid
+    printf 'pool "cad" vms "cad-*"\nassign id 0529:0001 via-port "1-1" to pool "cad"\nallow metadata pool "cad" for vm "one-*"\n' >"$gw/policy"
+    start_usbgwd
+    # OpenNebula's KVM driver: the remotes directory with the wrapper as
+    # deploy and the driver's own script beside it (here a stand-in that
+    # does what it does with the domain: store it, virsh create)
+    remotes=$work/remotes/vmm/kvm
+    mkdir -p "$remotes"
+    cp "$USBGW_ONE_DEPLOY" "$remotes/deploy"
+    cat >"$remotes/deploy.one" <<'EOS'
+#!/bin/bash
+cat >"$1" && virsh --connect qemu:///system create "$1" >/dev/null &&
+    virsh --connect qemu:///system domuuid "$(sed -n 's:.*<name>\(.*\)</name>.*:\1:p' "$1" | head -n 1)"
+EOS
+    chmod 755 "$remotes/deploy" "$remotes/deploy.one"
+    vm_dir=$work/datastores/0/$vmid
+    mkdir -p "$vm_dir"
+    # what the driver writes before deploy: the VM (vm.xml) ...
+    cat >"$vm_dir/vm.xml" <<EOS
+<VM><ID>$vmid</ID><UID>0</UID><GID>0</GID><UNAME>oneadmin</UNAME><GNAME>oneadmin</GNAME><NAME>cad-desktop</NAME>
+<TEMPLATE><CPU><![CDATA[1]]></CPU><MEMORY><![CDATA[512]]></MEMORY><VMID><![CDATA[$vmid]]></VMID></TEMPLATE>
+<USER_TEMPLATE><USBGW_POOL><![CDATA[cad]]></USBGW_POOL><LOGO><![CDATA[images/logos/linux.png]]></LOGO></USER_TEMPLATE>
+<HISTORY_RECORDS/></VM>
+EOS
+    # ... and the deployment file on stdin, shaped as OpenNebula writes it
+    # (its own <metadata>, the tiny guest's kernel in place of the disks)
+    kernel=$guest_dir/vmlinux
+    [[ -s $kernel ]] || kernel=$guest_dir/vmlinuz
+    : >"$(lv_console "$name")"
+    cat >"$work/deployment.0" <<EOS
+<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+	<name>$name</name>
+	<vcpu><![CDATA[1]]></vcpu>
+	<cputune>
+		<shares>1024</shares>
+	</cputune>
+	<memory>524288</memory>
+	<os>
+		<type arch='x86_64' machine='q35'>hvm</type>
+		<kernel><![CDATA[$kernel]]></kernel>
+		<initrd><![CDATA[$guest_dir/initrd.img]]></initrd>
+		<cmdline><![CDATA[console=ttyS0 quiet panic=-1 usbgw.dev=0529:0001 usbgw.challenge=$CHALLENGE usbgw.loop=2 usbgw.wait=60]]></cmdline>
+	</os>
+	<on_poweroff>destroy</on_poweroff>
+	<on_reboot>destroy</on_reboot>
+	<devices>
+		<serial type='file'>
+			<source path='$(lv_console "$name")'/>
+			<target port='0'/>
+		</serial>
+		<memballoon model='none'/>
+	</devices>
+	<features>
+		<acpi/>
+	</features>
+	<metadata>
+		<one:vm xmlns:one="http://opennebula.org/xmlns/libvirt/1.0">
+			<one:system_datastore><![CDATA[$work/datastores/0/$vmid]]></one:system_datastore>
+			<one:name><![CDATA[cad-desktop]]></one:name>
+			<one:uname><![CDATA[oneadmin]]></one:uname>
+			<one:uid>0</one:uid>
+			<one:gname><![CDATA[oneadmin]]></one:gname>
+			<one:gid>0</one:gid>
+			<one:opennebula_version>6.8.0</one:opennebula_version>
+			<one:stime>$(date +%s)</one:stime>
+			<one:deployment_time>$(date +%s)</one:deployment_time>
+		</one:vm>
+	</metadata>
+</domain>
+EOS
+    names+=("$name")
+    transient=$name
+    "$remotes/deploy" "$vm_dir/deployment.0" localhost <"$work/deployment.0" >"$work/deploy.out" 2>"$work/deploy.err" ||
+        { cat "$work/deploy.err"; fail "the deploy wrapper failed"; }
+    grep -Eq '^[0-9a-f-]{36}$' "$work/deploy.out" || fail "deploy printed no UUID: $(cat "$work/deploy.out")"
+    lv_virsh metadata "$name" http://usbgw.org/xmlns/usbgw/1.0 | grep -q 'pool="cad"' ||
+        fail "the domain has no usbgw metadata"
+    lv_virsh metadata "$name" http://opennebula.org/xmlns/libvirt/1.0 | grep -q 'cad-desktop' ||
+        fail "OpenNebula's own metadata was lost"
+    lv_wait_console "$name" '^USBGW-ANSWER 0529:0001 ' 120 || fail "the OpenNebula VM got no answer"
+    [[ $(answers "$name") == "$hasp_answer" ]] || fail "wrong answer: $(answers "$name")"
+    usbgwctl vms | grep -q "^ *wish pool \"cad\": granted (0529:0001@1-1)" || fail "usbgwctl vms does not show the wish"
+    echo "$me: opennebula: USBGW_POOL=cad → usbgw metadata → $name got the pool's key, the guest answered"
     ;;
 *)
     fail "unknown scenario $scenario"

@@ -46,6 +46,8 @@ summary_action(PolicyAction action)
         return "share";
     case POLICY_ACTION_EXPORT:
         return "export";
+    case POLICY_ACTION_ALLOW_METADATA:
+        return "allow-metadata";
     }
     return "?";
 }
@@ -125,6 +127,8 @@ policy_test_summary(const Policy *policy)
             summary_string(out, "group", rule->group);
         if (rule->matchers & POLICY_MATCH_GATEWAY)
             summary_glob(out, "on-gateway", &rule->gateway);
+        if (rule->metadata_pool != NULL)
+            summary_string(out, "pool", rule->metadata_pool);
         if (rule->target_kind != POLICY_TARGET_NONE) {
             g_string_append(out, " ->");
             summary_glob(out, policy_target_kind_to_string(rule->target_kind), &rule->target);

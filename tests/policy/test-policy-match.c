@@ -60,7 +60,26 @@ decision_to_string(const PolicyDecision *d)
 #define HOST  POLICY_ORIGIN_HOST
 #define SHARE POLICY_ORIGIN_SHARE
 
+#define META_POLICY                                                                                \
+    "deny id 0529:0002\n"                                                                          \
+    "pool \"cad\" vms \"cad-*\"\n"                                                                 \
+    "allow metadata pool \"cad\" for vm \"one-*\"\n"                                               \
+    "allow metadata id 0529:* for vm \"win-*\"\n"                                                  \
+    "assign id 0529:0001 to pool \"cad\""
+
 static const DecideCase decide_cases[] = {
+    /* allow metadata: the device form decides like an assign to a glob,
+     * in rule order; the pool form decides no device */
+    {"metadata-device", META_POLICY, HOST, HASP, .want = "allow-metadata vm=\"win-*\" @m.rules:4"},
+    {"metadata-after-deny", META_POLICY, HOST, "0529:0002 port=1-2", .want = "deny @m.rules:1"},
+    {"metadata-pool-decides-nothing",
+     "pool \"cad\" vms \"x\"\nallow metadata pool \"cad\" for vm \"one-*\"", HOST, HASP,
+     .want = "none"},
+    {"metadata-not-for-shares", "allow metadata id 0529:* for vm \"v\"", SHARE, HASP, .vm = "v",
+     .user = "alice", .want = "deny"},
+    {"metadata-after-assign",
+     "assign id 0529:0001 to vm \"a\"\nallow metadata id 0529:* for vm \"b\"", HOST, HASP,
+     .want = "assign vm=\"a\" @m.rules:1"},
     /* id */
     {"id-exact", "assign id 0529:0001 to vm \"cad-01\"", HOST, HASP,
      .want = "assign vm=\"cad-01\" @m.rules:1"},
@@ -488,6 +507,52 @@ static const NameCase target_names[] = {
     {"gateway", POLICY_TARGET_GATEWAY, "gateway"}, {"out-of-range", 42, "unknown"},
 };
 
+/* policy_metadata_allows_pool, policy_metadata_names_vm and the wishes */
+static void
+test_metadata(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(Policy) policy =
+        policy_load_data(META_POLICY, strlen(META_POLICY), "m.rules", NULL, &error);
+    g_autoptr(PolicyDevice) hasp = policy_test_device_new(HASP);
+    g_autoptr(PolicyDevice) serial = policy_test_device_new(HASP_SERIAL);
+    g_autoptr(PolicyWish) pool = policy_wish_new_pool("cad");
+    g_autoptr(PolicyWish) id = policy_wish_new_device("0529:0001", NULL);
+    g_autoptr(PolicyWish) vendor = policy_wish_new_device("0529:*", NULL);
+    g_autoptr(PolicyWish) with_serial = policy_wish_new_device("0529:0001", "nope");
+    g_autoptr(PolicyWish) copy = NULL;
+    g_autofree gchar *described = NULL;
+    PolicyDecision decision;
+
+    g_assert_no_error(error);
+    g_assert_true(policy_metadata_allows_pool(policy, "cad", "one-7", NULL, &decision));
+    g_assert_cmpuint(decision.line, ==, 3);
+    g_assert_cmpint(decision.verdict, ==, POLICY_VERDICT_METADATA);
+    g_assert_false(policy_metadata_allows_pool(policy, "cad", "win-7", NULL, NULL));
+    g_assert_false(policy_metadata_allows_pool(policy, "other", "one-7", NULL, NULL));
+    g_assert_true(policy_metadata_names_vm(policy, "one-1", NULL));
+    g_assert_true(policy_metadata_names_vm(policy, "win-1", NULL));
+    g_assert_false(policy_metadata_names_vm(policy, "cad-1", NULL));
+
+    g_assert_true(policy_wish_matches_device(id, hasp));
+    g_assert_true(policy_wish_matches_device(vendor, hasp));
+    g_assert_false(policy_wish_matches_device(pool, hasp));
+    g_assert_false(policy_wish_matches_device(with_serial, hasp));
+    g_assert_false(policy_wish_matches_device(with_serial, serial));
+    g_assert_null(policy_wish_new_device("*:*", NULL));
+    g_assert_null(policy_wish_new_device("0529", NULL));
+    g_assert_null(policy_wish_new_device(NULL, NULL));
+    described = policy_wish_describe(with_serial);
+    g_assert_cmpstr(described, ==, "id 0529:0001 serial \"nope\"");
+    g_clear_pointer(&described, g_free);
+    described = policy_wish_describe(pool);
+    g_assert_cmpstr(described, ==, "pool \"cad\"");
+    copy = policy_wish_copy(with_serial);
+    g_assert_true(policy_wish_equal(copy, with_serial));
+    g_assert_false(policy_wish_equal(copy, id));
+    g_assert_false(policy_wish_equal(pool, id));
+}
+
 static void
 test_names(void)
 {
@@ -617,6 +682,7 @@ main(int argc, char **argv)
     g_test_add_func("/policy/match/for-vm/share", test_for_vm_share);
     g_test_add_func("/policy/match/for-vm/foreign-decision", test_for_vm_foreign_decision);
     g_test_add_func("/policy/match/names", test_names);
+    g_test_add_func("/policy/match/metadata", test_metadata);
     for (guint i = 0; i < G_N_ELEMENTS(requirement_cases); i++) {
         g_autofree gchar *path =
             g_strdup_printf("/policy/match/requirements/%s", requirement_cases[i].name);

@@ -48,6 +48,17 @@ static const GoodCase good_cases[] = {
      .input = "deny with-interface 08:*:*\ndeny with-interface 03:01:01",
      .want = "L1 deny if=one-of{08:*:*}\nL2 deny if=one-of{03:01:01}"},
     {.name = "deny-everything", .input = "deny", .want = "L1 deny"},
+    {.name = "allow-metadata-pool",
+     .input = "pool \"cad\" vms \"cad-*\"\nallow metadata pool \"cad\" for vm \"one-*\"",
+     .want = "L2 allow-metadata pool=\"cad\" -> vm~\"one-*\"\npool cad vms~\"cad-*\" L1"},
+    {.name = "allow-metadata-device",
+     .input = "allow metadata id 0529:* on gateway \"d*\" for vm \"win-*\"\n"
+              "allow metadata id 096e:0006 serial \"FT*\" for vm-uuid \"" UUID_UPPER "\"",
+     .want = "L1 allow-metadata id=0529:* on-gateway~\"d*\" -> vm~\"win-*\"\n"
+             "L2 allow-metadata id=096e:0006 serial~\"FT*\" -> vm-uuid=\"" UUID "\""},
+    {.name = "allow-metadata-pool-defined-later",
+     .input = "allow metadata pool \"p\" for vm x\npool \"p\" vms \"y\"",
+     .want = "L1 allow-metadata pool=\"p\" -> vm=\"x\"\npool p vms=\"y\" L2"},
     {.name = "assign-everything", .input = "assign to vm \"x\"", .want = "L1 assign -> vm=\"x\""},
     {.name = "id-vendor-wildcard", .input = "deny id 0781:*", .want = "L1 deny id=0781:*"},
     {.name = "id-any", .input = "deny id *:*", .want = "L1 deny id=*:*"},
@@ -193,8 +204,38 @@ typedef struct {
 
 static const BadCase bad_cases[] = {
     /* rule keyword */
-    BAD("unknown-action", "allow id 0529:0001 to vm \"x\"", 1, 1,
-        "expected a rule: assign, deny, share, export or pool, got 'allow'"),
+    BAD("unknown-action", "permit id 0529:0001 to vm \"x\"", 1, 1,
+        "expected a rule: assign, deny, share, export, allow or pool, got 'permit'"),
+    /* allow metadata */
+    BAD("allow-without-metadata", "allow id 0529:0001 for vm \"x\"", 1, 7,
+        "expected 'metadata' (allow metadata pool \"NAME\" for vm \"GLOB\", or allow metadata "
+        "MATCHERS for vm \"GLOB\"), got 'id'"),
+    BAD("allow-metadata-nothing", "allow metadata for vm \"x\"", 1, 16,
+        "an allow metadata rule needs pool \"NAME\" or a matcher (write id *:* to let the VMs ask "
+        "for any device)"),
+    BAD("allow-metadata-eol", "allow metadata", 1, 15, "needs pool \"NAME\" or a matcher"),
+    BAD("allow-metadata-to", "allow metadata id 0529:* to vm \"x\"", 1, 26,
+        "expected a matcher (id, serial, name, via-port, with-interface, class, hash, on "
+        "gateway) or 'for', got 'to'"),
+    BAD("allow-metadata-pool-undefined", "allow metadata pool \"cad\" for vm \"one-*\"", 1, 21,
+        "pool \"cad\" is not defined (add: pool \"cad\" vms \"GLOB\")"),
+    BAD("allow-metadata-pool-matchers",
+        "pool \"cad\" vms \"x\"\nallow metadata pool \"cad\" id 0529:* for vm \"y\"", 2, 27,
+        "expected 'for' (a pool wish takes no matchers: the pool's assign rules say which "
+        "devices are in it), got 'id'"),
+    BAD("allow-metadata-pool-target", "allow metadata id 0529:* for pool \"cad\"", 1, 30,
+        "expected a target: vm \"NAME\" or vm-uuid \"UUID\", got 'pool'"),
+    BAD("allow-metadata-gateway-target", "allow metadata id 0529:* for gateway \"g\"", 1, 30,
+        "'to gateway' belongs to export rules: allow metadata rules give a device to a VM"),
+    BAD("allow-metadata-required", "allow metadata id 0529:* for vm \"x\" required", 1, 37,
+        "expected end of line (a VM's wish is never required: it asks for itself), got "
+        "'required'"),
+    BAD("allow-metadata-user", "allow metadata user \"alice\" for vm \"x\"", 1, 16,
+        "'user' belongs to share rules"),
+    BAD("allow-metadata-empty-pool", "allow metadata pool \"\" for vm \"x\"", 1, 21,
+        "the pool name is empty"),
+    BAD("allow-metadata-bad-uuid", "allow metadata id 0529:* for vm-uuid \"nope\"", 1, 38,
+        "'nope' is not a UUID"),
     BAD("string-as-action", "\"assign\" to vm \"x\"", 1, 1, "got string \"assign\""),
     BAD("brace-as-action", "  {", 1, 3, "got '{'"),
     BAD("keyword-is-case-sensitive", "Assign to vm \"x\"", 1, 1, "got 'Assign'"),
@@ -494,7 +535,7 @@ test_error_counts_more_errors(void)
     g_assert_error(error, POLICY_ERROR, POLICY_ERROR_PARSE);
     g_assert_cmpstr(
         error->message, ==,
-        "c.rules:1:1: expected a rule: assign, deny, share, export or pool, got 'bogus' "
+        "c.rules:1:1: expected a rule: assign, deny, share, export, allow or pool, got 'bogus' "
         "(and 2 more errors)");
 }
 
@@ -509,7 +550,7 @@ test_default_filename(void)
     g_assert_null(bad);
     g_assert_cmpstr(
         error->message, ==,
-        "<policy>:1:1: expected a rule: assign, deny, share, export or pool, got 'bogus'");
+        "<policy>:1:1: expected a rule: assign, deny, share, export, allow or pool, got 'bogus'");
     g_assert_cmpstr(((PolicyDiagnostic *)g_ptr_array_index(diagnostics, 0))->file, ==, "<policy>");
     g_assert_cmpstr(policy_get_filename(good), ==, "<policy>");
 }
