@@ -165,10 +165,12 @@ gw_audit_message_id(GwAuditKind kind)
     case GW_AUDIT_ATTACH:
         return GW_LOG_ID_ATTACH;
     case GW_AUDIT_ATTACH_FAILED:
+    case GW_AUDIT_NO_USB_BUS:
         return GW_LOG_ID_ATTACH_FAILED;
     case GW_AUDIT_DETACH:
         return GW_LOG_ID_DETACH;
     case GW_AUDIT_DENY:
+    case GW_AUDIT_WISH_DENIED:
         return GW_LOG_ID_DENY;
     case GW_AUDIT_VETO:
         return GW_LOG_ID_VETO;
@@ -186,6 +188,7 @@ gw_audit_message_id(GwAuditKind kind)
     case GW_AUDIT_LINK_REFUSED:
     case GW_AUDIT_EXPORT_OPEN:
     case GW_AUDIT_EXPORT_CLOSE:
+    case GW_AUDIT_USB_CONTROLLER:
         break;
     }
     return NULL;
