@@ -143,6 +143,8 @@ struct _GwLinkStream {
     GList all_node;   /* in link->streams */
     GList ready_node; /* in link->ready while it has DATA to send */
     gboolean ready;
+    GList credit_node; /* in link->credit_due while a small CREDIT waits */
+    gboolean credit_due;
     gboolean mine; /* we opened it: our id namespace */
     guint32 id;
     gchar *device; /* owned */
@@ -197,8 +199,11 @@ struct _GwLink {
     GIOStream *conn;               /* owned, nullable */
     GPollableInputStream *input;   /* borrowed from conn */
     GPollableOutputStream *output; /* borrowed from conn */
-    GSource *in_source;            /* owned, nullable */
-    GSource *out_source;           /* owned, nullable */
+    GSource *in_source;            /* owned, nullable: without @conn_fd */
+    GSource *out_source;           /* owned, nullable: without @conn_fd */
+    int conn_fd;                   /* borrowed: the socket under conn, or -1 */
+    GwFdWatch *conn_watch;         /* owned, nullable: on @conn_fd */
+    gboolean in_pending;           /* the last read stopped before the connection was empty */
     guint conn_gen;                /* changes when a connection ends */
     gboolean hello;                /* the peer's HELLO came on this connection */
     gboolean syncing;              /* the peer's directory sync runs (until SYNCED) */
@@ -208,6 +213,7 @@ struct _GwLink {
     gsize out_pos;
     GByteArray *ctl;         /* owned: control frames not yet in out */
     GQueue ready;            /* GwLinkStream with DATA to send, round robin */
+    GQueue credit_due;       /* GwLinkStream whose small CREDIT waits for credit_source */
     GQueue pending;          /* GwLinkExport to send in this sync */
     gboolean synced_pending; /* SYNCED still to send */
     gint64 last_rx;
@@ -288,6 +294,15 @@ gw_link_stream_unready(GwLinkStream *s)
 }
 
 static void
+gw_link_stream_credit_done(GwLinkStream *s)
+{
+    if (!s->credit_due)
+        return;
+    g_queue_unlink(&s->link->credit_due, &s->credit_node);
+    s->credit_due = FALSE;
+}
+
+static void
 gw_link_stream_update_watch(GwLinkStream *s)
 {
     GIOCondition cond = 0;
@@ -353,6 +368,7 @@ gw_link_stream_detach(GwLinkStream *s)
     GwLink *link = s->link;
 
     gw_link_stream_unready(s);
+    gw_link_stream_credit_done(s);
     if (s->doom_reason != NULL)
         g_queue_remove(&link->doomed, s);
     g_hash_table_remove(s->mine ? link->mine : link->theirs, GUINT_TO_POINTER(s->id));
@@ -403,16 +419,20 @@ gw_link_stream_put_credit(GwLinkStream *s, GByteArray *out, gboolean all)
     return TRUE;
 }
 
-/* The credits no DATA took along (GW_LINK_CREDIT_STEP). */
+/* The credits no DATA took along (GW_LINK_CREDIT_STEP): only the streams
+ * that owe one, not every stream of the link. */
 static gboolean
 gw_link_credit_cb(gpointer user_data)
 {
     GwLink *link = gw_link_ref(user_data);
     gboolean credited = FALSE;
+    GwLinkStream *s;
 
     g_clear_pointer(&link->credit_source, g_source_unref);
-    for (GList *l = link->streams.head; l != NULL; l = l->next)
-        credited |= gw_link_stream_put_credit(l->data, link->ctl, TRUE);
+    while ((s = g_queue_peek_head(&link->credit_due)) != NULL) {
+        gw_link_stream_credit_done(s);
+        credited |= gw_link_stream_put_credit(s, link->ctl, TRUE);
+    }
     if (credited)
         gw_link_conn_flush(link);
     gw_link_unref(link);
@@ -427,7 +447,13 @@ gw_link_stream_maybe_credit(GwLinkStream *s)
     GwLink *link = s->link;
 
     if (gw_link_stream_put_credit(s, link->ctl, FALSE) || s->rx_delivered == s->rx_credited ||
-        link->credit_source != NULL || !gw_link_connected(link))
+        !gw_link_connected(link))
+        return;
+    if (!s->credit_due) {
+        s->credit_due = TRUE;
+        g_queue_push_tail_link(&link->credit_due, &s->credit_node);
+    }
+    if (link->credit_source != NULL)
         return;
     link->credit_source = g_timeout_source_new(GW_LINK_CREDIT_DELAY_MS);
     g_source_set_name(link->credit_source, "usbgw-link-credit");
@@ -540,6 +566,7 @@ gw_link_stream_new(GwLink *link, gboolean mine, guint32 id, const gchar *device,
     s->device = g_strdup(device);
     s->all_node.data = s;
     s->ready_node.data = s;
+    s->credit_node.data = s;
     s->local = local;
     g_socket_set_blocking(local, FALSE);
     s->watch =
@@ -682,6 +709,7 @@ gw_link_out_cb(GObject *stream, gpointer user_data)
 }
 
 static gboolean gw_link_in_cb(GObject *stream, gpointer user_data);
+static void gw_link_conn_read(GwLink *link);
 
 static void
 gw_link_destroy_source(GSource **source)
@@ -692,14 +720,51 @@ gw_link_destroy_source(GSource **source)
     g_clear_pointer(source, g_source_unref);
 }
 
+/* Before a poll while the last read stopped short (budget, control
+ * queue) or TLS may hold decrypted bytes the socket no longer shows:
+ * dispatch the connection's watch at once. */
+static gboolean
+gw_link_conn_prepare(gpointer user_data)
+{
+    GwLink *link = user_data;
+    return link->in_pending && link->ctl->len < GW_LINK_CONTROL_HIGH;
+}
+
+static void
+gw_link_conn_watch_cb(int fd, GIOCondition revents, gpointer user_data)
+{
+    GwLink *link = gw_link_ref(user_data);
+
+    if ((revents & (G_IO_IN | G_IO_HUP | G_IO_ERR)) != 0 || link->in_pending)
+        gw_link_conn_read(link);
+    if (!link->freed)
+        gw_link_conn_flush(link);
+    gw_link_unref(link);
+}
+
 /* Watches the connection for what is needed now: output only while a
- * write would block, input unless the peer makes us queue too much. */
+ * write would block, input unless the peer makes us queue too much. A
+ * connection over a socket is one GwFdWatch on that socket (TLS reads and
+ * writes go through the GIOStream as before): GLib's pollable sources of
+ * a TLS connection are a source with child sources, which GLib takes out
+ * of the poll set and puts back around every dispatch, waking the context
+ * each time (five eventfd writes per frame read, measured). */
 static void
 gw_link_conn_update_sources(GwLink *link)
 {
     gboolean want_in = link->conn != NULL && link->ctl->len < GW_LINK_CONTROL_HIGH;
     gboolean want_out = link->conn != NULL && link->want_out;
 
+    if (link->conn_watch != NULL) {
+        GIOCondition cond = 0;
+        if (want_in)
+            cond |= G_IO_IN | G_IO_HUP | G_IO_ERR;
+        if (want_out)
+            cond |= G_IO_OUT;
+        gw_fd_watch_set_condition(link->conn_watch, cond);
+        gw_fd_watch_set_prepare(link->conn_watch, link->in_pending ? gw_link_conn_prepare : NULL);
+        return;
+    }
     if (want_in && link->in_source == NULL) {
         link->in_source = g_pollable_input_stream_create_source(link->input, NULL);
         g_source_set_name(link->in_source, "usbgw-link-in");
@@ -850,6 +915,9 @@ gw_link_conn_close(GwLink *link)
         return;
     gw_link_destroy_source(&link->in_source);
     gw_link_destroy_source(&link->out_source);
+    g_clear_pointer(&link->conn_watch, gw_fd_watch_free);
+    link->conn_fd = -1;
+    link->in_pending = FALSE;
     gw_link_destroy_source(&link->flush_source);
     gw_link_destroy_source(&link->credit_source);
     gw_link_destroy_source(&link->keepalive_source);
@@ -876,6 +944,9 @@ gw_link_conn_close(GwLink *link)
     g_byte_array_set_size(link->ctl, 0);
     while (link->ready.head != NULL)
         gw_link_stream_unready(link->ready.head->data);
+    /* a resumed connection credits what was delivered with RESUME */
+    while (link->credit_due.head != NULL)
+        gw_link_stream_credit_done(link->credit_due.head->data);
     while (link->pending.head != NULL) {
         GwLinkExport *e = link->pending.head->data;
         g_queue_unlink(&link->pending, &e->pending_node);
@@ -928,9 +999,9 @@ gw_link_keepalive_cb(gpointer user_data)
     return G_SOURCE_CONTINUE;
 }
 
-/* Sets TCP_NOTSENT_LOWAT and TCP_NODELAY on the TCP socket under
- * @connection, if there is one. */
-static void
+/* The socket under @connection (TLS or not), if it is one: its fd, and
+ * TCP_NOTSENT_LOWAT and TCP_NODELAY set on a TCP socket. -1 otherwise. */
+static int
 gw_link_tune_socket(GIOStream *connection)
 {
     g_autoptr(GIOStream) base = NULL;
@@ -941,13 +1012,15 @@ gw_link_tune_socket(GIOStream *connection)
     else
         base = g_object_ref(connection);
     if (!G_IS_SOCKET_CONNECTION(base))
-        return;
+        return -1;
     socket = g_socket_connection_get_socket(G_SOCKET_CONNECTION(base));
-    if (g_socket_get_family(socket) != G_SOCKET_FAMILY_IPV4 &&
-        g_socket_get_family(socket) != G_SOCKET_FAMILY_IPV6)
-        return;
-    (void)g_socket_set_option(socket, IPPROTO_TCP, TCP_NOTSENT_LOWAT, GW_LINK_NOTSENT_LOWAT, NULL);
-    (void)g_socket_set_option(socket, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
+    if (g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV4 ||
+        g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV6) {
+        (void)g_socket_set_option(socket, IPPROTO_TCP, TCP_NOTSENT_LOWAT, GW_LINK_NOTSENT_LOWAT,
+                                  NULL);
+        (void)g_socket_set_option(socket, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
+    }
+    return g_socket_get_fd(socket);
 }
 
 void
@@ -968,7 +1041,15 @@ gw_link_attach(GwLink *link, GIOStream *connection)
     link->conn = g_object_ref(connection);
     link->input = G_POLLABLE_INPUT_STREAM(in);
     link->output = G_POLLABLE_OUTPUT_STREAM(out);
-    gw_link_tune_socket(connection);
+    link->conn_fd = gw_link_tune_socket(connection);
+    if (link->conn_fd >= 0) {
+        g_autofree gchar *name = g_strdup_printf("usbgw-link-%s", link->peer);
+        link->conn_watch =
+            gw_fd_watch_new(link->context, name, link->conn_fd, 0, gw_link_conn_watch_cb, link);
+        /* the handshake's last read may have taken our peer's first
+         * frames into TLS's buffer: read once without waiting for poll */
+        link->in_pending = TRUE;
+    }
     gw_link_decoder_init(&link->decoder);
     link->last_rx = link->last_tx = g_get_monotonic_time();
     link->stats.connects++;
@@ -1405,13 +1486,17 @@ gw_link_conn_read(GwLink *link)
     gsize budget = GW_LINK_READ_BUDGET;
     guint8 buf[GW_LINK_READ_SIZE];
 
+    /* stays set when the budget or the control queue stops the loop */
+    link->in_pending = TRUE;
     while (link->conn != NULL && link->conn_gen == gen && budget > 0 &&
            link->ctl->len < GW_LINK_CONTROL_HIGH) {
         g_autoptr(GError) error = NULL;
         gssize n =
             g_pollable_input_stream_read_nonblocking(link->input, buf, sizeof(buf), NULL, &error);
-        if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
+            link->in_pending = FALSE;
             break;
+        }
         if (n < 0) {
             g_autofree gchar *reason = g_strdup_printf("read: %s", error->message);
             gw_link_conn_lost(link, reason);
@@ -1507,6 +1592,7 @@ gw_link_new(const gchar *peer, const GwLinkConfig *config, const GwLinkCallbacks
     link->peer_devices =
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gw_link_peer_device_free);
     link->next_id = 1;
+    link->conn_fd = -1;
     link->stats.rtt_us = -1;
     return link;
 }
