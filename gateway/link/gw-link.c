@@ -145,15 +145,20 @@ struct _GwLinkStream {
     gboolean ready;
     GList credit_node; /* in link->credit_due while a small CREDIT waits */
     gboolean credit_due;
-    gboolean mine; /* we opened it: our id namespace */
+    GList notify_node;   /* in link->notify while a readable/writable call waits */
+    gboolean notify_in;  /* direct: bytes from the peer came */
+    gboolean notify_out; /* direct: the window opened after a short write */
+    gboolean want_out;   /* direct: the last gw_link_stream_write() was short */
+    gboolean closing;    /* ending: the closed callback runs */
+    gboolean mine;       /* we opened it: our id namespace */
     guint32 id;
     gchar *device; /* owned */
     GwLinkStreamState state;
     gboolean need_resume; /* reconnected: no DATA until the peer's RESUME */
     gboolean local_eof;
     gchar *doom_reason; /* owned, nullable: to be closed from an idle */
-    GSocket *local;     /* owned */
-    GwFdWatch *watch;   /* owned */
+    GSocket *local;     /* owned, nullable: NULL for a direct stream */
+    GwFdWatch *watch;   /* owned, nullable: on @local */
     GwLinkStreamCallbacks cb;
     gpointer user_data;
     /* local -> peer: tx holds [tx_acked, tx_read) */
@@ -214,6 +219,10 @@ struct _GwLink {
     GByteArray *ctl;         /* owned: control frames not yet in out */
     GQueue ready;            /* GwLinkStream with DATA to send, round robin */
     GQueue credit_due;       /* GwLinkStream whose small CREDIT waits for credit_source */
+    GQueue notify;           /* direct GwLinkStream to call readable/writable */
+    GwLinkStream *notifying; /* nullable: whose callback runs (cleared if it ends) */
+    gboolean reading;        /* frames are being handled: the dispatch writes after */
+    gboolean quiet;          /* inside a gw_link_*() call: a write error is handled later */
     GQueue pending;          /* GwLinkExport to send in this sync */
     gboolean synced_pending; /* SYNCED still to send */
     gint64 last_rx;
@@ -369,11 +378,45 @@ gw_link_stream_detach(GwLinkStream *s)
 
     gw_link_stream_unready(s);
     gw_link_stream_credit_done(s);
+    if (s->notify_in || s->notify_out) {
+        g_queue_unlink(&link->notify, &s->notify_node);
+        s->notify_in = s->notify_out = FALSE;
+    }
+    if (link->notifying == s)
+        link->notifying = NULL;
     if (s->doom_reason != NULL)
         g_queue_remove(&link->doomed, s);
     g_hash_table_remove(s->mine ? link->mine : link->theirs, GUINT_TO_POINTER(s->id));
     g_queue_unlink(&link->streams, &s->all_node);
     link->stats.streams = link->streams.length;
+}
+
+/* Queues DATA for what a direct stream's owner wrote and the peer has not
+ * been sent yet (at most a window), ahead of the stream's CLOSE. */
+static void
+gw_link_stream_put_unsent(GwLinkStream *s)
+{
+    guint8 data[GW_LINK_MAX_DATA];
+
+    while (gw_link_stream_may_send(s)) {
+        gsize n = (gsize)MIN(s->tx_read - s->tx_sent, (guint64)GW_LINK_MAX_DATA);
+        gw_link_buffer_peek(&s->tx, (gsize)(s->tx_sent - s->tx_acked), data, n);
+        gw_link_wire_put_data(s->link->ctl, gw_link_stream_flags(s), s->id, data, n);
+        s->tx_sent += n;
+        s->tx_max_sent = MAX(s->tx_max_sent, s->tx_sent);
+    }
+}
+
+/* A direct stream's owner is told (after the frames of this read). */
+static void
+gw_link_stream_notify(GwLinkStream *s, gboolean in)
+{
+    if (!s->notify_in && !s->notify_out)
+        g_queue_push_tail_link(&s->link->notify, &s->notify_node);
+    if (in)
+        s->notify_in = TRUE;
+    else
+        s->notify_out = TRUE;
 }
 
 typedef enum {
@@ -390,7 +433,11 @@ gw_link_stream_end(GwLinkStream *s, const gchar *reason, GwLinkCloseMode mode, g
 {
     GwLink *link = s->link;
 
+    s->closing = TRUE;
     gw_link_stream_detach(s);
+    /* what the owner of a direct stream wrote goes before the CLOSE */
+    if (mode == GW_LINK_CLOSE_SEND && s->local == NULL)
+        gw_link_stream_put_unsent(s);
     if (mode != GW_LINK_CLOSE_NONE && s->state != GW_LINK_STREAM_PENDING)
         gw_link_send_close(link, gw_link_stream_flags(s), s->id, reason,
                            mode == GW_LINK_CLOSE_SEND);
@@ -567,10 +614,14 @@ gw_link_stream_new(GwLink *link, gboolean mine, guint32 id, const gchar *device,
     s->all_node.data = s;
     s->ready_node.data = s;
     s->credit_node.data = s;
+    s->credit_node.data = s;
+    s->notify_node.data = s;
     s->local = local;
-    g_socket_set_blocking(local, FALSE);
-    s->watch =
-        gw_fd_watch_new(link->context, name, g_socket_get_fd(local), 0, gw_link_stream_watch_cb, s);
+    if (local != NULL) {
+        g_socket_set_blocking(local, FALSE);
+        s->watch = gw_fd_watch_new(link->context, name, g_socket_get_fd(local), 0,
+                                   gw_link_stream_watch_cb, s);
+    }
     g_hash_table_insert(mine ? link->mine : link->theirs, GUINT_TO_POINTER(id), s);
     g_queue_push_tail_link(&link->streams, &s->all_node);
     link->stats.streams = link->streams.length;
@@ -862,6 +913,12 @@ gw_link_conn_flush(GwLink *link)
             &error);
         if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
             link->want_out = TRUE;
+            break;
+        }
+        if (n < 0 && link->quiet) {
+            /* inside an API call: the loss is handled (with its callbacks)
+             * when the idle write meets the error again */
+            gw_link_kick(link);
             break;
         }
         if (n < 0) {
@@ -1271,6 +1328,10 @@ gw_link_on_data(GwLink *link, GwLinkStream *s, const GwLinkFrame *frame)
     }
     s->rx_received += frame->length;
     gw_link_buffer_append(&s->rx, frame->payload, frame->length);
+    if (s->local == NULL) {
+        gw_link_stream_notify(s, TRUE);
+        return;
+    }
     if (gw_link_stream_write_local(s))
         gw_link_stream_update_watch(s);
 }
@@ -1292,6 +1353,10 @@ gw_link_on_credit(GwLink *link, GwLinkStream *s, const GwLinkFrame *frame)
     gw_link_buffer_drop(&s->tx, (gsize)(acked - s->tx_acked));
     s->tx_acked = acked;
     s->tx_sent = MAX(s->tx_sent, acked);
+    if (s->want_out) {
+        s->want_out = FALSE;
+        gw_link_stream_notify(s, FALSE);
+    }
     if (gw_link_stream_maybe_finish(s))
         gw_link_stream_update_watch(s);
 }
@@ -1380,6 +1445,8 @@ gw_link_on_stream_frame(GwLink *link, const GwLinkFrame *frame)
         }
         s->state = GW_LINK_STREAM_OPEN;
         gw_link_stream_update_watch(s);
+        /* what a direct stream's owner wrote meanwhile */
+        gw_link_stream_mark_ready(s);
         if (s->cb.opened != NULL)
             s->cb.opened(s, s->user_data);
         return;
@@ -1392,7 +1459,7 @@ gw_link_on_stream_frame(GwLink *link, const GwLinkFrame *frame)
         }
         /* what the peer sent before its CLOSE goes to the local socket
          * as far as it takes it now */
-        if (s->rx.size > 0 && !gw_link_stream_write_local(s))
+        if (s->local != NULL && s->rx.size > 0 && !gw_link_stream_write_local(s))
             return;
         gw_link_stream_end(s, reason, GW_LINK_CLOSE_ANSWER, TRUE);
         return;
@@ -1479,8 +1546,43 @@ gw_link_on_frame(GwLink *link, const GwLinkFrame *frame)
 }
 
 /* Reads and handles what the peer sent, within the read budget. */
+/* Tells the owners of direct streams what the frames just handled
+ * brought: bytes to read, room to write. Their callbacks may end streams
+ * or free the link. */
+static void
+gw_link_notify_streams(GwLink *link)
+{
+    GList *node;
+
+    while (!link->freed && (node = g_queue_pop_head_link(&link->notify)) != NULL) {
+        GwLinkStream *s = node->data;
+        gboolean in = s->notify_in, out = s->notify_out;
+
+        s->notify_in = s->notify_out = FALSE;
+        link->notifying = s;
+        if (in)
+            s->cb.readable(s, s->user_data);
+        if (out && !link->freed && link->notifying == s)
+            s->cb.writable(s, s->user_data);
+        if (!link->freed)
+            link->notifying = NULL;
+    }
+}
+
+static void gw_link_conn_read_frames(GwLink *link);
+
 static void
 gw_link_conn_read(GwLink *link)
+{
+    link->reading = TRUE;
+    gw_link_conn_read_frames(link);
+    if (!link->freed)
+        link->reading = FALSE;
+    gw_link_notify_streams(link);
+}
+
+static void
+gw_link_conn_read_frames(GwLink *link)
 {
     guint gen = link->conn_gen;
     gsize budget = GW_LINK_READ_BUDGET;
@@ -1685,15 +1787,16 @@ gw_link_withdraw(GwLink *link, const gchar *id)
     g_hash_table_remove(link->exports, id);
 }
 
-GwLinkStream *
-gw_link_open(GwLink *link, const gchar *id, GSocket *local, const GwLinkStreamCallbacks *cb,
-             gpointer user_data)
+/* gw_link_open() and gw_link_open_direct(): @local (taken) or NULL. */
+static GwLinkStream *
+gw_link_open_stream(GwLink *link, const gchar *id, GSocket *local, const GwLinkStreamCallbacks *cb,
+                    gpointer user_data)
 {
     GwLinkStream *s;
 
-    g_return_val_if_fail(link != NULL && id != NULL && G_IS_SOCKET(local), NULL);
+    g_return_val_if_fail(link != NULL && id != NULL, NULL);
     g_return_val_if_fail(cb != NULL && cb->closed != NULL, NULL);
-    s = gw_link_stream_new(link, TRUE, link->next_id++, id, g_object_ref(local));
+    s = gw_link_stream_new(link, TRUE, link->next_id++, id, local);
     if (link->next_id == 0)
         link->next_id = 1;
     s->cb = *cb;
@@ -1717,6 +1820,82 @@ gw_link_open(GwLink *link, const gchar *id, GSocket *local, const GwLinkStreamCa
         gw_link_grace_start(link);
     }
     return s;
+}
+
+GwLinkStream *
+gw_link_open_direct(GwLink *link, const gchar *id, const GwLinkStreamCallbacks *cb,
+                    gpointer user_data)
+{
+    g_return_val_if_fail(cb != NULL && cb->readable != NULL && cb->writable != NULL, NULL);
+    return gw_link_open_stream(link, id, NULL, cb, user_data);
+}
+
+gssize
+gw_link_stream_read(GwLinkStream *stream, guint8 *data, gsize count)
+{
+    GwLinkBuffer *rx = &stream->rx;
+    gsize n = 0;
+
+    g_return_val_if_fail(stream->local == NULL, -1);
+    while (n < count && rx->size > 0) {
+        GwLinkChunk *chunk = g_queue_peek_head(&rx->chunks);
+        gsize take = MIN(count - n, chunk->len - rx->head_off);
+        memcpy(data + n, chunk->data + rx->head_off, take);
+        gw_link_buffer_drop(rx, take);
+        n += take;
+    }
+    if (n == 0)
+        return stream->closing ? -1 : 0;
+    stream->rx_delivered += n;
+    if (!stream->closing) {
+        gsize queued = stream->link->ctl->len;
+        gw_link_stream_maybe_credit(stream);
+        if (stream->link->ctl->len != queued && !stream->link->reading)
+            gw_link_kick(stream->link);
+    }
+    return (gssize)n;
+}
+
+gssize
+gw_link_stream_write(GwLinkStream *stream, const guint8 *data, gsize count)
+{
+    gsize room;
+
+    g_return_val_if_fail(stream->local == NULL, -1);
+    if (stream->closing || stream->local_eof)
+        return -1;
+    room = GW_LINK_WINDOW - (gsize)(stream->tx_read - stream->tx_acked);
+    if (count > room) {
+        stream->want_out = TRUE;
+        count = room;
+    }
+    if (count == 0)
+        return 0;
+    gw_link_buffer_append(&stream->tx, data, count);
+    stream->tx_read += count;
+    gw_link_stream_mark_ready(stream);
+    return (gssize)count;
+}
+
+void
+gw_link_stream_flush(GwLinkStream *stream)
+{
+    GwLink *link = stream->link;
+
+    /* the link's own dispatch writes when it is done */
+    if (link->reading || link->conn == NULL || stream->closing)
+        return;
+    link->quiet = TRUE;
+    gw_link_conn_flush(link);
+    link->quiet = FALSE;
+}
+
+GwLinkStream *
+gw_link_open(GwLink *link, const gchar *id, GSocket *local, const GwLinkStreamCallbacks *cb,
+             gpointer user_data)
+{
+    g_return_val_if_fail(G_IS_SOCKET(local), NULL);
+    return gw_link_open_stream(link, id, g_object_ref(local), cb, user_data);
 }
 
 void
