@@ -444,7 +444,8 @@ gw_link_stream_end(GwLinkStream *s, const gchar *reason, GwLinkCloseMode mode, g
     g_clear_pointer(&s->watch, gw_fd_watch_free);
     if (s->local != NULL)
         g_socket_close(s->local, NULL);
-    if (notify && s->mine && !link->freed)
+    /* the peer's streams have an owner's callbacks when they are direct */
+    if (notify && s->cb.closed != NULL && !link->freed)
         s->cb.closed(s, reason, s->user_data);
     gw_link_stream_free(s);
 }
@@ -1300,6 +1301,29 @@ gw_link_on_open(GwLink *link, const GwLinkFrame *frame)
         gw_link_send_close(link, 0, frame->stream, why, TRUE);
         return;
     }
+    if (link->cb.open_direct != NULL) {
+        GwLinkStream *s = gw_link_stream_new(link, FALSE, frame->stream, device, NULL);
+        gboolean taken;
+
+        s->state = GW_LINK_STREAM_OPEN;
+        link->notifying = s; /* tells whether the callback ended it */
+        taken = link->cb.open_direct(link, s, device, &reason, link->user_data);
+        if (link->freed || link->notifying != s) {
+            /* the link or the stream went meanwhile */
+            return;
+        }
+        link->notifying = NULL;
+        if (!taken || s->cb.readable == NULL || link->conn_gen != gen) {
+            gw_link_stream_detach(s);
+            gw_link_stream_free(s);
+            if (link->conn_gen == gen)
+                gw_link_send_close(link, 0, frame->stream, reason != NULL ? reason : "refused",
+                                   TRUE);
+            return;
+        }
+        gw_link_wire_put_opened(link->ctl, 0, frame->stream);
+        return;
+    }
     local = link->cb.open(link, device, &reason, link->user_data);
     if (link->freed || link->conn_gen != gen) {
         g_clear_object(&local);
@@ -1672,7 +1696,7 @@ gw_link_new(const gchar *peer, const GwLinkConfig *config, const GwLinkCallbacks
 {
     GwLink *link = g_new0(GwLink, 1);
 
-    g_return_val_if_fail(cb != NULL && cb->open != NULL, NULL);
+    g_return_val_if_fail(cb != NULL && (cb->open != NULL || cb->open_direct != NULL), NULL);
     link->ref = 1;
     link->peer = g_strdup(peer);
     if (config != NULL)
@@ -1828,6 +1852,16 @@ gw_link_open_direct(GwLink *link, const gchar *id, const GwLinkStreamCallbacks *
 {
     g_return_val_if_fail(cb != NULL && cb->readable != NULL && cb->writable != NULL, NULL);
     return gw_link_open_stream(link, id, NULL, cb, user_data);
+}
+
+void
+gw_link_stream_set_callbacks(GwLinkStream *stream, const GwLinkStreamCallbacks *cb,
+                             gpointer user_data)
+{
+    g_return_if_fail(stream->local == NULL && cb != NULL && cb->closed != NULL &&
+                     cb->readable != NULL && cb->writable != NULL);
+    stream->cb = *cb;
+    stream->user_data = user_data;
 }
 
 gssize

@@ -108,6 +108,13 @@ typedef struct {
      * with *@reason set (g_strdup'd, taken) to refuse: the peer's stream
      * gets CLOSE with that reason. */
     GSocket *(*open)(GwLink *link, const gchar *id, gchar **reason, gpointer user_data);
+    /* Optional; when set, used instead of open(): the peer opens @stream,
+     * a direct stream, on our device @id. Take it (set its callbacks with
+     * gw_link_stream_set_callbacks(); closed() then runs as for our own
+     * streams) and return TRUE, or return FALSE with *@reason set
+     * (g_strdup'd, taken) to refuse: the link frees @stream. */
+    gboolean (*open_direct)(GwLink *link, GwLinkStream *stream, const gchar *id, gchar **reason,
+                            gpointer user_data);
 } GwLinkCallbacks;
 
 typedef struct {
@@ -161,6 +168,10 @@ GwLinkStream *gw_link_open(GwLink *link, const gchar *id, GSocket *local,
 /* Opens a direct stream on the peer's device @id: no local socket, the
  * owner reads and writes it (@cb's readable and writable are required). */
 GwLinkStream *gw_link_open_direct(GwLink *link, const gchar *id, const GwLinkStreamCallbacks *cb,
+                                  gpointer user_data);
+/* A direct stream the peer opened (open_direct()): its owner's callbacks
+ * (closed, readable and writable required), copied. */
+void gw_link_stream_set_callbacks(GwLinkStream *stream, const GwLinkStreamCallbacks *cb,
                                   gpointer user_data);
 /* Direct streams. Takes up to @count bytes the peer sent: the count, 0
  * when none wait, -1 once the stream ended and none are left. Taking

@@ -185,9 +185,11 @@ gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer u
         attachment->peer_ended(attachment, why, attachment->peer_ended_data);
 }
 
-/* Starts a session for @connection, the one peer (see the header). */
+/* Starts a session for @connection or on @transport, the one peer (see
+ * the header). */
 static gboolean
 gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connection,
+                            const GwSessionTransport *transport, gpointer transport_data,
                             const gchar *where, GError **error)
 {
     g_autofree gchar *label = NULL;
@@ -199,12 +201,18 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
         return FALSE;
     }
     label = g_strdup_printf("%s#%u", attachment->identity, ++attachment->peer_count);
-    attachment->session =
-        gw_session_new(attachment->usb, g_socket_connection_get_socket(connection), label,
-                       gw_attachment_session_closed, attachment, error);
+    if (connection != NULL)
+        attachment->session =
+            gw_session_new(attachment->usb, g_socket_connection_get_socket(connection), label,
+                           gw_attachment_session_closed, attachment, error);
+    else
+        attachment->session =
+            gw_session_new_with_transport(attachment->usb, transport, transport_data, label,
+                                          gw_attachment_session_closed, attachment, error);
     if (attachment->session == NULL)
         return FALSE;
-    attachment->peer = g_object_ref(connection);
+    if (connection != NULL)
+        attachment->peer = g_object_ref(connection);
     g_message("%s: peer connected %s", attachment->identity, where);
     gw_attachment_offer(attachment);
     return TRUE;
@@ -220,7 +228,7 @@ gw_attachment_incoming(GSocketConnection *connection, gpointer user_data)
     if (attachment->session != NULL ||
         !gw_vm_socket_peer_allowed(attachment->access, connection, attachment->vm,
                                    attachment->identity, attachment->socket_path) ||
-        !gw_attachment_start_session(attachment, connection, where, &error)) {
+        !gw_attachment_start_session(attachment, connection, NULL, NULL, where, &error)) {
         if (error != NULL)
             g_warning("%s", error->message);
         else if (attachment->session != NULL)
@@ -235,7 +243,22 @@ gw_attachment_serve_peer(GwAttachment *attachment, GSocketConnection *connection
                          const gchar *where, GError **error)
 {
     g_return_val_if_fail(attachment->service == NULL, FALSE);
-    return gw_attachment_start_session(attachment, connection, where, error);
+    return gw_attachment_start_session(attachment, connection, NULL, NULL, where, error);
+}
+
+gboolean
+gw_attachment_serve_transport(GwAttachment *attachment, const GwSessionTransport *transport,
+                              gpointer transport_data, const gchar *where, GError **error)
+{
+    g_return_val_if_fail(attachment->service == NULL, FALSE);
+    return gw_attachment_start_session(attachment, NULL, transport, transport_data, where, error);
+}
+
+void
+gw_attachment_transport_ready(GwAttachment *attachment, GIOCondition condition)
+{
+    if (attachment->session != NULL)
+        gw_session_transport_ready(attachment->session, condition);
 }
 
 void

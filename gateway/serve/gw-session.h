@@ -31,6 +31,33 @@ typedef void (*GwSessionClosedFunc)(GwSession *session, const gchar *reason, gpo
 GwSession *gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label,
                           GwSessionClosedFunc closed, gpointer user_data,
                           GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The peer when it is not a socket (a gateway link's stream, wired by the
+ * daemon): usbredirhost's bytes go through these, on the main thread
+ * only. What usbredirhost queues on the usb thread is written from the
+ * main loop, woken for it. */
+typedef struct {
+    /* Required. Up to @count bytes from the peer: the count, 0 when none
+     * wait, -1 when the peer's end is gone. */
+    gssize (*read)(gpointer data, guint8 *buf, gsize count);
+    /* Required. Queues up to @count bytes for the peer: the count taken (0:
+     * full, gw_session_transport_ready(G_IO_OUT) follows), -1 when gone. */
+    gssize (*write)(gpointer data, const guint8 *buf, gsize count);
+    /* Optional. What was written goes out now. */
+    void (*flush)(gpointer data);
+    /* Optional. The session is freed: the transport is no longer used. */
+    void (*close)(gpointer data);
+} GwSessionTransport;
+
+/* As gw_session_new() with the peer on @transport (copied; @transport_data
+ * its argument). The session closes the transport when it is freed; on
+ * failure the caller keeps it. */
+GwSession *gw_session_new_with_transport(libusb_context *usb, const GwSessionTransport *transport,
+                                         gpointer transport_data, const gchar *label,
+                                         GwSessionClosedFunc closed, gpointer user_data,
+                                         GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The transport's owner: G_IO_IN, bytes came (G_IO_HUP: the end, read()
+ * says so); G_IO_OUT, write() takes bytes again. Handled at once. */
+void gw_session_transport_ready(GwSession *session, GIOCondition condition);
 /* Takes ownership of @handle (closed on failure too) and offers the
  * device to the peer (interface_info, ep_info, device_connect). On
  * failure @error is in GW_USBREDIR_ERROR (gw-usbredir-error.h). */
