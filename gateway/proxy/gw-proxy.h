@@ -94,7 +94,9 @@
  * in usbgwd, docs/threading.md). All I/O is non-blocking, from one fd
  * watch per socket on that context (GwFdWatch, common/gw-fd-watch.h); a
  * socket is polled for G_IO_OUT only while output is pending, so an idle
- * proxy costs no CPU. Callbacks run on that thread from
+ * proxy costs no CPU. A client on a transport (gw_proxy_new_with_transport())
+ * has no watch: its owner calls gw_proxy_transport_ready(), and the proxy
+ * reads it on by itself once backpressure on QEMU's side lifts. Callbacks run on that thread from
  * a fresh idle callback, never from inside a gw_proxy_* call; the owner
  * may free the proxy from closed().
  */

@@ -1,5 +1,6 @@
 /* One usbredir session: a usbredirhost instance speaking to one connected
- * peer (QEMU's usb-redir, or a test peer) over a stream socket, serving at
+ * peer (QEMU's usb-redir, or a test peer) over a stream socket, or over a
+ * GwSessionTransport (a gateway link's stream, wired by the daemon), serving at
  * most one device at a time. The socket outlives device replugs: a device
  * that leaves sends device_disconnect, one that comes back device_connect.
  *
@@ -12,7 +13,9 @@
  * main thread. usbredirhost's transfer callbacks run on the usb thread and
  * write to the socket from there (writes are serialized by usbredirhost's
  * GMutex-backed locks); what cannot be written at once is flushed from the
- * main loop when the socket is writable. */
+ * main loop when the socket is writable. A transport is used on the main
+ * thread only: output queued on the usb thread wakes the main loop, which
+ * writes it. */
 #pragma once
 
 #include <gio/gio.h>
