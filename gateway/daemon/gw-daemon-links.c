@@ -141,35 +141,14 @@ gw_daemon_export_ended(GwAttachment *attachment, const gchar *reason, gpointer u
  * socketpair between them). Freed with the session (its transport's
  * close), which closes the stream if it is still open. */
 typedef struct {
-    GwLinkStream *stream;     /* nullable: until the stream ended */
+    GwLinkStream *stream;     /* first (the transport's slot); nullable: until the stream ended */
     GwAttachment *attachment; /* borrowed: outlives its session */
 } GwDaemonExport;
-
-static gssize
-gw_daemon_export_read(gpointer data, guint8 *buf, gsize count)
-{
-    GwDaemonExport *e = data;
-    return e->stream != NULL ? gw_link_stream_read(e->stream, buf, count) : -1;
-}
-
-static gssize
-gw_daemon_export_write(gpointer data, const guint8 *buf, gsize count)
-{
-    GwDaemonExport *e = data;
-    return e->stream != NULL ? gw_link_stream_write(e->stream, buf, count) : -1;
-}
-
-static void
-gw_daemon_export_flush(gpointer data)
-{
-    GwDaemonExport *e = data;
-    if (e->stream != NULL)
-        gw_link_stream_flush(e->stream);
-}
 
 static void
 gw_daemon_export_close(gpointer data)
 {
+    /* @data is &e->stream, the struct's first member */
     GwDaemonExport *e = data;
     if (e->stream != NULL)
         gw_link_stream_close(e->stream, "the local end closed");
@@ -206,10 +185,10 @@ static gboolean
 gw_daemon_export_open(GwLinks *links, GwLink *link, GwLinkStream *stream, const gchar *id,
                       gchar **reason, gpointer user_data)
 {
-    static const GwSessionTransport transport = {
-        .read = gw_daemon_export_read,
-        .write = gw_daemon_export_write,
-        .flush = gw_daemon_export_flush,
+    static const GwTransport transport = {
+        .read = gw_link_stream_slot_read,
+        .write = gw_link_stream_slot_write,
+        .flush = gw_link_stream_slot_flush,
         .close = gw_daemon_export_close,
     };
     static const GwLinkStreamCallbacks stream_callbacks = {
@@ -246,7 +225,7 @@ gw_daemon_export_open(GwLinks *links, GwLink *link, GwLinkStream *stream, const 
     gw_link_stream_set_callbacks(stream, &stream_callbacks, e);
     where = g_strdup_printf("from gateway %s", peer);
     gw_attachment_set_peer_ended(served->attachment, gw_daemon_export_ended, daemon);
-    if (!gw_attachment_serve_transport(served->attachment, &transport, e, where, &error)) {
+    if (!gw_attachment_serve_transport(served->attachment, &transport, &e->stream, where, &error)) {
         *reason = g_strdup(error->message);
         g_free(e);
         return FALSE;

@@ -150,33 +150,6 @@ gw_import_stream_writable(GwLinkStream *stream, gpointer user_data)
         gw_proxy_transport_ready(import->proxy, G_IO_OUT);
 }
 
-/* ---- the proxy's client side: the stream itself ------------------------ */
-
-static gssize
-gw_import_transport_read(gpointer data, guint8 *buf, gsize count)
-{
-    GwImport *import = data;
-
-    return import->stream != NULL ? gw_link_stream_read(import->stream, buf, count) : -1;
-}
-
-static gssize
-gw_import_transport_write(gpointer data, const guint8 *buf, gsize count)
-{
-    GwImport *import = data;
-
-    return import->stream != NULL ? gw_link_stream_write(import->stream, buf, count) : -1;
-}
-
-static void
-gw_import_transport_flush(gpointer data)
-{
-    GwImport *import = data;
-
-    if (import->stream != NULL)
-        gw_link_stream_flush(import->stream);
-}
-
 static gboolean
 gw_import_start_due(gpointer data)
 {
@@ -204,10 +177,10 @@ gw_import_try_start(GwImport *import)
     };
     /* the session ends (and closes the stream with its reason) in
      * gw_import_proxy_closed(): no close here */
-    static const GwProxyTransport transport = {
-        .read = gw_import_transport_read,
-        .write = gw_import_transport_write,
-        .flush = gw_import_transport_flush,
+    static const GwTransport transport = {
+        .read = gw_link_stream_slot_read,
+        .write = gw_link_stream_slot_write,
+        .flush = gw_link_stream_slot_flush,
     };
     gint64 now = g_get_monotonic_time();
     g_autoptr(GError) error = NULL;

@@ -1924,6 +1924,28 @@ gw_link_stream_flush(GwLinkStream *stream)
     link->quiet = FALSE;
 }
 
+gssize
+gw_link_stream_slot_read(gpointer data, guint8 *buf, gsize count)
+{
+    GwLinkStream *stream = *(GwLinkStream **)data;
+    return stream != NULL ? gw_link_stream_read(stream, buf, count) : -1;
+}
+
+gssize
+gw_link_stream_slot_write(gpointer data, const guint8 *buf, gsize count)
+{
+    GwLinkStream *stream = *(GwLinkStream **)data;
+    return stream != NULL ? gw_link_stream_write(stream, buf, count) : -1;
+}
+
+void
+gw_link_stream_slot_flush(gpointer data)
+{
+    GwLinkStream *stream = *(GwLinkStream **)data;
+    if (stream != NULL)
+        gw_link_stream_flush(stream);
+}
+
 GwLinkStream *
 gw_link_open(GwLink *link, const gchar *id, GSocket *local, const GwLinkStreamCallbacks *cb,
              gpointer user_data)

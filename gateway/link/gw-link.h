@@ -186,6 +186,12 @@ gssize gw_link_stream_write(GwLinkStream *stream, const guint8 *data, gsize coun
  * it takes it (a write error is handled from an idle: no callback runs
  * inside this call). */
 void gw_link_stream_flush(GwLinkStream *stream);
+/* A direct stream as a GwTransport's read, write and flush
+ * (common/gw-transport.h): @data is a GwLinkStream ** whose stream is
+ * NULL once it ended (read and write then say -1, flush does nothing). */
+gssize gw_link_stream_slot_read(gpointer data, guint8 *buf, gsize count);
+gssize gw_link_stream_slot_write(gpointer data, const guint8 *buf, gsize count);
+void gw_link_stream_slot_flush(gpointer data);
 /* Closes the stream (CLOSE with @reason to the peer, after what the owner
  * of a direct stream wrote; the local socket closed); no callback runs
  * after this. */

@@ -221,20 +221,6 @@ gw_links_synced(GwLink *link, guint devices, gpointer user_data)
                   devices == 1 ? "" : "s");
 }
 
-static GSocket *
-gw_links_open(GwLink *link, const gchar *id, gchar **reason, gpointer user_data)
-{
-    GwLinksPeerState *peer = user_data;
-    GwLinks *links = peer->links;
-
-    if (!g_hash_table_contains(peer->announced, id)) {
-        *reason = g_strdup_printf("device %s is not exported to gateway %s", id, peer->name);
-        g_message("link %s: refused to open %s: %s", peer->name, id, *reason);
-        return NULL;
-    }
-    return links->callbacks.open(links, link, id, reason, links->user_data);
-}
-
 static gboolean
 gw_links_open_direct(GwLink *link, GwLinkStream *stream, const gchar *id, gchar **reason,
                      gpointer user_data)
@@ -260,15 +246,6 @@ gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address)
         .device_added = gw_links_device_added,
         .device_removed = gw_links_device_removed,
         .synced = gw_links_synced,
-        .open = gw_links_open,
-    };
-    static const GwLinkCallbacks direct_callbacks = {
-        .up = gw_links_link_up,
-        .down = gw_links_link_down,
-        .refused = gw_links_link_refused,
-        .device_added = gw_links_device_added,
-        .device_removed = gw_links_device_removed,
-        .synced = gw_links_synced,
         .open_direct = gw_links_open_direct,
     };
     GwLinksPeerState *peer = g_new0(GwLinksPeerState, 1);
@@ -278,9 +255,7 @@ gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address)
     peer->address = g_strdup(address);
     peer->state = GW_LINKS_STATE_CONNECTING;
     peer->announced = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    peer->link =
-        gw_link_new(name, &links->config,
-                    links->callbacks.open_direct != NULL ? &direct_callbacks : &callbacks, peer);
+    peer->link = gw_link_new(name, &links->config, &callbacks, peer);
     g_hash_table_insert(links->peers, peer->name, peer);
     return peer;
 }
@@ -481,7 +456,7 @@ gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers, guin
     g_autoptr(GSocketService) service = NULL;
     GwLinks *links;
 
-    g_return_val_if_fail(cb != NULL && (cb->open != NULL || cb->open_direct != NULL), NULL);
+    g_return_val_if_fail(cb != NULL && cb->open_direct != NULL, NULL);
     g_return_val_if_fail(events != NULL && events->may_export != NULL && events->found != NULL &&
                              events->lost != NULL,
                          NULL);

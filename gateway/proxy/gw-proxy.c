@@ -732,7 +732,7 @@ gw_proxy_side_watch(GwProxy *proxy, GwProxySide *side, const gchar *name)
 
 /* gw_proxy_new() and gw_proxy_new_with_transport(): @client or @transport. */
 static GwProxy *
-gw_proxy_new_full(GSocket *client, const GwProxyTransport *transport, gpointer transport_data,
+gw_proxy_new_full(GSocket *client, const GwTransport *transport, gpointer transport_data,
                   GSocket *qemu, const gchar *label, const GwProxyCallbacks *cb, gpointer user_data,
                   GError **error)
 {
@@ -787,7 +787,7 @@ gw_proxy_new(GSocket *client, GSocket *qemu, const gchar *label, const GwProxyCa
 }
 
 GwProxy *
-gw_proxy_new_with_transport(const GwProxyTransport *client, gpointer client_data, GSocket *qemu,
+gw_proxy_new_with_transport(const GwTransport *client, gpointer client_data, GSocket *qemu,
                             const gchar *label, const GwProxyCallbacks *cb, gpointer user_data,
                             GError **error)
 {

@@ -104,6 +104,7 @@
 
 #include <gio/gio.h>
 
+#include "gw-transport.h"
 #include "policy.h"
 
 G_BEGIN_DECLS
@@ -169,25 +170,6 @@ typedef struct {
     void (*closed)(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpointer user_data);
 } GwProxyCallbacks;
 
-/* The client side when it is not a socket (a gateway link's direct
- * stream, gw-link.h): the proxy reads and writes bytes through these, and
- * the owner tells it with gw_proxy_transport_ready() when bytes came or
- * room opened. Called on the proxy's thread, never after close(). */
-typedef struct {
-    /* Required. Up to @count bytes from the client: the count, 0 when none
-     * wait now, -1 when the client's end is gone. */
-    gssize (*read)(gpointer data, guint8 *buf, gsize count);
-    /* Required. Queues up to @count bytes for the client: the count taken
-     * (0: full, the owner tells G_IO_OUT when it takes more), -1 when the
-     * client's end is gone. */
-    gssize (*write)(gpointer data, const guint8 *buf, gsize count);
-    /* Optional. What was written goes out now (after each batch). */
-    void (*flush)(gpointer data);
-    /* Optional. The session ended: the proxy no longer uses the
-     * transport. */
-    void (*close)(gpointer data);
-} GwProxyTransport;
-
 /* Starts relaying between two connected stream sockets (unix or TCP), which
  * are made non-blocking; the proxy takes a reference on each and closes
  * them when the session ends. Sends the proxy's hello to the client at
@@ -196,11 +178,12 @@ typedef struct {
 GwProxy *gw_proxy_new(GSocket *client, GSocket *qemu, const gchar *label,
                       const GwProxyCallbacks *cb, gpointer user_data,
                       GError **error) G_GNUC_WARN_UNUSED_RESULT;
-/* As gw_proxy_new() with the client side on @client (copied; @client_data
- * its argument) instead of a socket. The proxy's hello to the client is
- * written at once. */
-GwProxy *gw_proxy_new_with_transport(const GwProxyTransport *client, gpointer client_data,
-                                     GSocket *qemu, const gchar *label, const GwProxyCallbacks *cb,
+/* As gw_proxy_new() with the client side on @client (gw-transport.h;
+ * copied, @client_data its argument; closed when the session ends)
+ * instead of a socket. The proxy's hello to the client is written at
+ * once. */
+GwProxy *gw_proxy_new_with_transport(const GwTransport *client, gpointer client_data, GSocket *qemu,
+                                     const gchar *label, const GwProxyCallbacks *cb,
                                      gpointer user_data, GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* The owner of the client transport: G_IO_IN, bytes came (or G_IO_HUP:
  * its end is gone, read() says so); G_IO_OUT, write() takes bytes again.

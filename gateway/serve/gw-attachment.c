@@ -189,7 +189,7 @@ gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer u
  * the header). */
 static gboolean
 gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connection,
-                            const GwSessionTransport *transport, gpointer transport_data,
+                            const GwTransport *transport, gpointer transport_data,
                             const gchar *where, GError **error)
 {
     g_autofree gchar *label = NULL;
@@ -247,7 +247,7 @@ gw_attachment_serve_peer(GwAttachment *attachment, GSocketConnection *connection
 }
 
 gboolean
-gw_attachment_serve_transport(GwAttachment *attachment, const GwSessionTransport *transport,
+gw_attachment_serve_transport(GwAttachment *attachment, const GwTransport *transport,
                               gpointer transport_data, const gchar *where, GError **error)
 {
     g_return_val_if_fail(attachment->service == NULL, FALSE);

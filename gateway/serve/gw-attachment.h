@@ -37,9 +37,8 @@ gboolean gw_attachment_serve_peer(GwAttachment *attachment, GSocketConnection *c
                                   const gchar *where, GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* As gw_attachment_serve_peer() with the peer on a transport
  * (gw-session.h) instead of a socket: a gateway link's direct stream. */
-gboolean gw_attachment_serve_transport(GwAttachment *attachment,
-                                       const GwSessionTransport *transport, gpointer transport_data,
-                                       const gchar *where,
+gboolean gw_attachment_serve_transport(GwAttachment *attachment, const GwTransport *transport,
+                                       gpointer transport_data, const gchar *where,
                                        GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* The transport's owner tells the peer's session (gw_session_transport_ready()). */
 void gw_attachment_transport_ready(GwAttachment *attachment, GIOCondition condition);

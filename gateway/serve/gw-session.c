@@ -45,10 +45,10 @@ typedef struct {
 } GwSessionSource;
 
 struct _GwSession {
-    gchar *label;                 /* owned */
-    GSocket *socket;              /* owned ref, nullable: on a transport */
-    int fd;                       /* borrowed from socket; -1 on a transport */
-    GwSessionTransport transport; /* transport.read set: the peer is on it */
+    gchar *label;          /* owned */
+    GSocket *socket;       /* owned ref, nullable: on a transport */
+    int fd;                /* borrowed from socket; -1 on a transport */
+    GwTransport transport; /* transport.read set: the peer is on it */
     gpointer transport_data;
     gboolean transport_full;     /* the last write was short: wait for G_IO_OUT */
     gboolean transport_readable; /* told G_IO_IN, not read empty since */
@@ -403,7 +403,7 @@ gw_session_transport_ready(GwSession *session, GIOCondition condition)
 /* gw_session_new() and gw_session_new_with_transport(): @socket or
  * @transport. */
 static GwSession *
-gw_session_new_full(libusb_context *usb, GSocket *socket, const GwSessionTransport *transport,
+gw_session_new_full(libusb_context *usb, GSocket *socket, const GwTransport *transport,
                     gpointer transport_data, const gchar *label, GwSessionClosedFunc closed,
                     gpointer user_data, GError **error)
 {
@@ -460,7 +460,7 @@ gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label, GwSessi
 }
 
 GwSession *
-gw_session_new_with_transport(libusb_context *usb, const GwSessionTransport *transport,
+gw_session_new_with_transport(libusb_context *usb, const GwTransport *transport,
                               gpointer transport_data, const gchar *label,
                               GwSessionClosedFunc closed, gpointer user_data, GError **error)
 {

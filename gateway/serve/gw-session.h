@@ -1,6 +1,6 @@
 /* One usbredir session: a usbredirhost instance speaking to one connected
  * peer (QEMU's usb-redir, or a test peer) over a stream socket, or over a
- * GwSessionTransport (a gateway link's stream, wired by the daemon), serving at
+ * GwTransport (a gateway link's stream, wired by the daemon), serving at
  * most one device at a time. The socket outlives device replugs: a device
  * that leaves sends device_disconnect, one that comes back device_connect.
  *
@@ -21,6 +21,8 @@
 #include <gio/gio.h>
 #include <libusb.h>
 
+#include "gw-transport.h"
+
 G_BEGIN_DECLS
 
 typedef struct _GwSession GwSession;
@@ -34,27 +36,13 @@ typedef void (*GwSessionClosedFunc)(GwSession *session, const gchar *reason, gpo
 GwSession *gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label,
                           GwSessionClosedFunc closed, gpointer user_data,
                           GError **error) G_GNUC_WARN_UNUSED_RESULT;
-/* The peer when it is not a socket (a gateway link's stream, wired by the
- * daemon): usbredirhost's bytes go through these, on the main thread
- * only. What usbredirhost queues on the usb thread is written from the
- * main loop, woken for it. */
-typedef struct {
-    /* Required. Up to @count bytes from the peer: the count, 0 when none
-     * wait, -1 when the peer's end is gone. */
-    gssize (*read)(gpointer data, guint8 *buf, gsize count);
-    /* Required. Queues up to @count bytes for the peer: the count taken (0:
-     * full, gw_session_transport_ready(G_IO_OUT) follows), -1 when gone. */
-    gssize (*write)(gpointer data, const guint8 *buf, gsize count);
-    /* Optional. What was written goes out now. */
-    void (*flush)(gpointer data);
-    /* Optional. The session is freed: the transport is no longer used. */
-    void (*close)(gpointer data);
-} GwSessionTransport;
 
-/* As gw_session_new() with the peer on @transport (copied; @transport_data
- * its argument). The session closes the transport when it is freed; on
+/* As gw_session_new() with the peer on @transport (gw-transport.h; copied,
+ * @transport_data its argument), used on the main thread only: what
+ * usbredirhost queues on the usb thread is written from the main loop,
+ * woken for it. The session closes the transport when it is freed; on
  * failure the caller keeps it. */
-GwSession *gw_session_new_with_transport(libusb_context *usb, const GwSessionTransport *transport,
+GwSession *gw_session_new_with_transport(libusb_context *usb, const GwTransport *transport,
                                          gpointer transport_data, const gchar *label,
                                          GwSessionClosedFunc closed, gpointer user_data,
                                          GError **error) G_GNUC_WARN_UNUSED_RESULT;
