@@ -200,7 +200,7 @@ gw_import_try_start(GwImport *import)
     /* the stream first: the proxy writes its hello to it at once */
     import->stream =
         gw_link_open_direct(import->link, import->remote_id, &stream_callbacks, import);
-    import->proxy = gw_proxy_new_with_transport(&transport, import,
+    import->proxy = gw_proxy_new_with_transport(&transport, &import->stream,
                                                 g_socket_connection_get_socket(import->qemu), label,
                                                 &proxy_callbacks, import, &error);
     /* the proxy holds QEMU's socket now */
