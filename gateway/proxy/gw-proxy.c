@@ -808,6 +808,9 @@ gw_proxy_transport_ready(GwProxy *proxy, GIOCondition condition)
         condition |= G_IO_IN;
     }
     gw_proxy_side_ready(-1, condition, side);
+    /* gone while not read (backpressure): as a socket's hang-up */
+    if ((condition & (G_IO_HUP | G_IO_ERR)) && !proxy->ended)
+        gw_proxy_fail(proxy, GW_PROXY_END_CLIENT_CLOSED, "%s hung up", side->name);
 }
 
 gboolean

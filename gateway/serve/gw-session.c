@@ -398,6 +398,9 @@ gw_session_transport_ready(GwSession *session, GIOCondition condition)
     if (condition & (G_IO_IN | G_IO_HUP | G_IO_ERR))
         session->transport_readable = TRUE;
     gw_session_transport_io(session, (condition & (G_IO_IN | G_IO_HUP | G_IO_ERR)) != 0);
+    /* gone while not read (too much waits for it): as a socket's hang-up */
+    if ((condition & (G_IO_HUP | G_IO_ERR)) && session->close_reason == NULL)
+        gw_session_close_later(session, "peer hung up");
 }
 
 /* gw_session_new() and gw_session_new_with_transport(): @socket or
