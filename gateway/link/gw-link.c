@@ -615,7 +615,6 @@ gw_link_stream_new(GwLink *link, gboolean mine, guint32 id, const gchar *device,
     s->all_node.data = s;
     s->ready_node.data = s;
     s->credit_node.data = s;
-    s->credit_node.data = s;
     s->notify_node.data = s;
     s->local = local;
     if (local != NULL) {
@@ -1313,7 +1312,7 @@ gw_link_on_open(GwLink *link, const GwLinkFrame *frame)
             return;
         }
         link->notifying = NULL;
-        if (!taken || s->cb.readable == NULL || link->conn_gen != gen) {
+        if (!taken || s->cb.readable == NULL) {
             gw_link_stream_detach(s);
             gw_link_stream_free(s);
             if (link->conn_gen == gen)
@@ -1321,7 +1320,9 @@ gw_link_on_open(GwLink *link, const GwLinkFrame *frame)
                                    TRUE);
             return;
         }
-        gw_link_wire_put_opened(link->ctl, 0, frame->stream);
+        /* taken: a connection lost meanwhile resumes it like any other */
+        if (link->conn_gen == gen)
+            gw_link_wire_put_opened(link->ctl, 0, frame->stream);
         return;
     }
     local = link->cb.open(link, device, &reason, link->user_data);
