@@ -139,61 +139,98 @@ gw_daemon_export_ended(GwAttachment *attachment, const gchar *reason, gpointer u
     }
 }
 
-/* A peer opens our device @id: the device's attachment serves one end of a
- * socketpair, the link relays the other. */
-static GSocket *
-gw_daemon_export_open(GwLinks *links, GwLink *link, const gchar *id, gchar **reason,
-                      gpointer user_data)
+/* An exported device's session on the link's direct stream (no
+ * socketpair between them). Freed with the session (its transport's
+ * close), which closes the stream if it is still open. */
+typedef struct {
+    GwLinkStream *stream;     /* first (the transport's slot); nullable: until the stream ended */
+    GwAttachment *attachment; /* borrowed: outlives its session */
+} GwDaemonExport;
+
+static void
+gw_daemon_export_close(gpointer data)
 {
+    /* @data is &e->stream, the struct's first member */
+    GwDaemonExport *e = data;
+    if (e->stream != NULL)
+        gw_link_stream_close(e->stream, "the local end closed");
+    g_free(e);
+}
+
+static void
+gw_daemon_export_readable(GwLinkStream *stream, gpointer user_data)
+{
+    GwDaemonExport *e = user_data;
+    gw_attachment_transport_ready(e->attachment, G_IO_IN);
+}
+
+static void
+gw_daemon_export_writable(GwLinkStream *stream, gpointer user_data)
+{
+    GwDaemonExport *e = user_data;
+    gw_attachment_transport_ready(e->attachment, G_IO_OUT);
+}
+
+/* The importer closed the stream, or the link stayed down past its grace:
+ * the session reads what came before and then the end (its peer hung up). */
+static void
+gw_daemon_export_stream_closed(GwLinkStream *stream, const gchar *reason, gpointer user_data)
+{
+    GwDaemonExport *e = user_data;
+    gw_attachment_transport_ready(e->attachment, G_IO_IN | G_IO_HUP);
+    e->stream = NULL;
+}
+
+/* A peer opens our device @id: the device's attachment serves it on the
+ * link's stream. */
+static gboolean
+gw_daemon_export_open(GwLinks *links, GwLink *link, GwLinkStream *stream, const gchar *id,
+                      gchar **reason, gpointer user_data)
+{
+    static const GwTransport transport = {
+        .read = gw_link_stream_slot_read,
+        .write = gw_link_stream_slot_write,
+        .flush = gw_link_stream_slot_flush,
+        .close = gw_daemon_export_close,
+    };
+    static const GwLinkStreamCallbacks stream_callbacks = {
+        .closed = gw_daemon_export_stream_closed,
+        .readable = gw_daemon_export_readable,
+        .writable = gw_daemon_export_writable,
+    };
     GwDaemon *daemon = user_data;
     const gchar *peer = gw_link_get_peer(link);
     const GwBinderDevice *dev = gw_binder_lookup(daemon->binder, id);
     GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
     PolicyDecision decision;
     g_autoptr(GError) error = NULL;
-    g_autoptr(GSocket) ours = NULL;
-    g_autoptr(GSocket) theirs = NULL;
-    g_autoptr(GSocketConnection) connection = NULL;
     g_autofree gchar *where = NULL;
-    int fds[2];
+    GwDaemonExport *e;
 
     if (!gw_daemon_exportable(daemon, dev) ||
         !policy_exports_to(gw_binder_get_policy(daemon->binder), dev->desc, peer, &decision)) {
         *reason = g_strdup_printf("%s is not exported to gateway %s now", id, peer);
-        return NULL;
+        return FALSE;
     }
     if (served == NULL || served->attachment == NULL) {
         *reason = g_strdup_printf("%s is not claimed on %s", id, gw_links_get_name(links));
-        return NULL;
+        return FALSE;
     }
     if (served->export_peer != NULL || gw_attachment_has_peer(served->attachment)) {
         *reason = g_strdup_printf("%s is in use by gateway %s", id,
                                   served->export_peer != NULL ? served->export_peer : "?");
-        return NULL;
+        return FALSE;
     }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
-        *reason = g_strdup_printf("socketpair: %s", g_strerror(errno));
-        return NULL;
-    }
-    ours = g_socket_new_from_fd(fds[0], &error);
-    if (ours == NULL) {
-        close(fds[0]);
-        close(fds[1]);
-        *reason = g_strdup(error->message);
-        return NULL;
-    }
-    theirs = g_socket_new_from_fd(fds[1], &error);
-    if (theirs == NULL) {
-        close(fds[1]);
-        *reason = g_strdup(error->message);
-        return NULL;
-    }
-    connection = g_socket_connection_factory_create_connection(ours);
+    e = g_new0(GwDaemonExport, 1);
+    e->stream = stream;
+    e->attachment = served->attachment;
+    gw_link_stream_set_callbacks(stream, &stream_callbacks, e);
     where = g_strdup_printf("from gateway %s", peer);
     gw_attachment_set_peer_ended(served->attachment, gw_daemon_export_ended, daemon);
-    if (!gw_attachment_serve_peer(served->attachment, connection, where, &error)) {
+    if (!gw_attachment_serve_transport(served->attachment, &transport, &e->stream, where, &error)) {
         *reason = g_strdup(error->message);
-        return NULL;
+        g_free(e);
+        return FALSE;
     }
     served->export_peer = g_strdup(peer);
     {
@@ -208,7 +245,7 @@ gw_daemon_export_open(GwLinks *links, GwLink *link, const gchar *id, gchar **rea
         };
         gw_daemon_record(daemon, &record);
     }
-    return g_steal_pointer(&theirs);
+    return TRUE;
 }
 
 /* ---- import --------------------------------------------------------------- */
@@ -485,7 +522,7 @@ gboolean
 gw_daemon_start_links(GwDaemon *daemon, GError **error)
 {
     static const GwLinksCallbacks callbacks = {
-        .open = gw_daemon_export_open,
+        .open_direct = gw_daemon_export_open,
         .event = gw_daemon_link_event,
     };
     static const GwDirectoryEvents events = {

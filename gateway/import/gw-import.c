@@ -136,15 +136,35 @@ gw_import_stream_closed(GwLinkStream *stream, const gchar *reason, gpointer user
     g_autofree gchar *why = g_strdup_printf("gateway %s: %s", gw_link_get_peer(import->link),
                                             reason != NULL ? reason : "stream closed");
 
-    /* the link closed our end of the socketpair: the proxy ends when it
-     * reads that, after whatever it still had to say (its own reason, a
+    /* the proxy takes what the exporter sent before the end, then reads
+     * the end, after whatever it still had to say (its own reason, a
      * denial, comes first); this one is kept for it */
-    import->stream = NULL;
     gw_import_log(import, G_LOG_LEVEL_MESSAGE, NULL, "%s: %s", import->id, why);
     g_free(import->stream_end);
     import->stream_end = g_steal_pointer(&why);
+    if (import->proxy != NULL)
+        gw_proxy_transport_ready(import->proxy, G_IO_IN | G_IO_HUP);
+    import->stream = NULL;
     if (import->proxy == NULL)
         g_clear_pointer(&import->stream_end, g_free);
+}
+
+static void
+gw_import_stream_readable(GwLinkStream *stream, gpointer user_data)
+{
+    GwImport *import = user_data;
+
+    if (import->proxy != NULL)
+        gw_proxy_transport_ready(import->proxy, G_IO_IN);
+}
+
+static void
+gw_import_stream_writable(GwLinkStream *stream, gpointer user_data)
+{
+    GwImport *import = user_data;
+
+    if (import->proxy != NULL)
+        gw_proxy_transport_ready(import->proxy, G_IO_OUT);
 }
 
 static gboolean
@@ -169,13 +189,19 @@ gw_import_try_start(GwImport *import)
     static const GwLinkStreamCallbacks stream_callbacks = {
         .opened = gw_import_stream_opened,
         .closed = gw_import_stream_closed,
+        .readable = gw_import_stream_readable,
+        .writable = gw_import_stream_writable,
+    };
+    /* the session ends (and closes the stream with its reason) in
+     * gw_import_proxy_closed(): no close here */
+    static const GwTransport transport = {
+        .read = gw_link_stream_slot_read,
+        .write = gw_link_stream_slot_write,
+        .flush = gw_link_stream_slot_flush,
     };
     gint64 now = g_get_monotonic_time();
     g_autoptr(GError) error = NULL;
-    g_autoptr(GSocket) link_end = NULL;
-    g_autoptr(GSocket) proxy_end = NULL;
     g_autofree gchar *label = NULL;
-    int fds[2];
 
     if (import->qemu == NULL || import->proxy != NULL || import->start_id != 0)
         return;
@@ -187,37 +213,23 @@ gw_import_try_start(GwImport *import)
         return;
     }
     g_clear_handle_id(&import->qemu_watch, g_source_remove);
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
-        gw_import_log(import, G_LOG_LEVEL_WARNING, NULL, "%s: socketpair: %s", import->id,
-                      g_strerror(errno));
-        return;
-    }
-    link_end = g_socket_new_from_fd(fds[0], &error);
-    if (link_end == NULL) {
-        close(fds[0]);
-        close(fds[1]);
-        gw_import_log(import, G_LOG_LEVEL_WARNING, NULL, "%s: %s", import->id, error->message);
-        return;
-    }
-    proxy_end = g_socket_new_from_fd(fds[1], &error);
-    if (proxy_end == NULL) {
-        close(fds[1]);
-        gw_import_log(import, G_LOG_LEVEL_WARNING, NULL, "%s: %s", import->id, error->message);
-        return;
-    }
     label = g_strdup_printf("%s#%u (vm \"%s\", gateway %s)", import->id, ++import->sessions,
                             import->vm, gw_link_get_peer(import->link));
-    import->proxy = gw_proxy_new(proxy_end, g_socket_connection_get_socket(import->qemu), label,
-                                 &proxy_callbacks, import, &error);
+    /* the stream first: the proxy writes its hello to it at once */
+    import->stream =
+        gw_link_open_direct(import->link, import->remote_id, &stream_callbacks, import);
+    import->proxy = gw_proxy_new_with_transport(&transport, &import->stream,
+                                                g_socket_connection_get_socket(import->qemu), label,
+                                                &proxy_callbacks, import, &error);
     /* the proxy holds QEMU's socket now */
     g_clear_object(&import->qemu);
     if (import->proxy == NULL) {
         gw_usbgw_metrics_attach(GW_USBGW_ATTACH_FAILED, -1);
         gw_import_log(import, G_LOG_LEVEL_WARNING, NULL, "%s: %s", label, error->message);
+        gw_link_stream_close(import->stream, "the importer could not start a session");
+        import->stream = NULL;
         return;
     }
-    import->stream =
-        gw_link_open(import->link, import->remote_id, link_end, &stream_callbacks, import);
     gw_import_log(import, G_LOG_LEVEL_MESSAGE, NULL, "%s: session opened", label);
 }
 

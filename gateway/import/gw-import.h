@@ -6,7 +6,7 @@
  * (gw-proxy.h), so what the exporter sends is checked like a lent device:
  * a compromised dongle server cannot present a keyboard.
  *
- *   QEMU --unix socket--> GwImport --GwProxy--> socketpair --GwLinkStream--> exporter
+ *   QEMU --unix socket--> GwImport --GwProxy--> GwLinkStream (direct) --> exporter
  *
  * Sessions: one per QEMU connection. A link lost for less than its grace
  * is invisible here (the stream resumes inside GwLink). A session that

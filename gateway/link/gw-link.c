@@ -143,15 +143,22 @@ struct _GwLinkStream {
     GList all_node;   /* in link->streams */
     GList ready_node; /* in link->ready while it has DATA to send */
     gboolean ready;
-    gboolean mine; /* we opened it: our id namespace */
+    GList credit_node; /* in link->credit_due while a small CREDIT waits */
+    gboolean credit_due;
+    GList notify_node;   /* in link->notify while a readable/writable call waits */
+    gboolean notify_in;  /* direct: bytes from the peer came */
+    gboolean notify_out; /* direct: the window opened after a short write */
+    gboolean want_out;   /* direct: the last gw_link_stream_write() was short */
+    gboolean closing;    /* ending: the closed callback runs */
+    gboolean mine;       /* we opened it: our id namespace */
     guint32 id;
     gchar *device; /* owned */
     GwLinkStreamState state;
     gboolean need_resume; /* reconnected: no DATA until the peer's RESUME */
     gboolean local_eof;
     gchar *doom_reason; /* owned, nullable: to be closed from an idle */
-    GSocket *local;     /* owned */
-    GwFdWatch *watch;   /* owned */
+    GSocket *local;     /* owned, nullable: NULL for a direct stream */
+    GwFdWatch *watch;   /* owned, nullable: on @local */
     GwLinkStreamCallbacks cb;
     gpointer user_data;
     /* local -> peer: tx holds [tx_acked, tx_read) */
@@ -197,8 +204,11 @@ struct _GwLink {
     GIOStream *conn;               /* owned, nullable */
     GPollableInputStream *input;   /* borrowed from conn */
     GPollableOutputStream *output; /* borrowed from conn */
-    GSource *in_source;            /* owned, nullable */
-    GSource *out_source;           /* owned, nullable */
+    GSource *in_source;            /* owned, nullable: without @conn_fd */
+    GSource *out_source;           /* owned, nullable: without @conn_fd */
+    int conn_fd;                   /* borrowed: the socket under conn, or -1 */
+    GwFdWatch *conn_watch;         /* owned, nullable: on @conn_fd */
+    gboolean in_pending;           /* the last read stopped before the connection was empty */
     guint conn_gen;                /* changes when a connection ends */
     gboolean hello;                /* the peer's HELLO came on this connection */
     gboolean syncing;              /* the peer's directory sync runs (until SYNCED) */
@@ -208,6 +218,11 @@ struct _GwLink {
     gsize out_pos;
     GByteArray *ctl;         /* owned: control frames not yet in out */
     GQueue ready;            /* GwLinkStream with DATA to send, round robin */
+    GQueue credit_due;       /* GwLinkStream whose small CREDIT waits for credit_source */
+    GQueue notify;           /* direct GwLinkStream to call readable/writable */
+    GwLinkStream *notifying; /* nullable: whose callback runs (cleared if it ends) */
+    gboolean reading;        /* frames are being handled: the dispatch writes after */
+    gboolean quiet;          /* inside a gw_link_*() call: a write error is handled later */
     GQueue pending;          /* GwLinkExport to send in this sync */
     gboolean synced_pending; /* SYNCED still to send */
     gint64 last_rx;
@@ -288,6 +303,15 @@ gw_link_stream_unready(GwLinkStream *s)
 }
 
 static void
+gw_link_stream_credit_done(GwLinkStream *s)
+{
+    if (!s->credit_due)
+        return;
+    g_queue_unlink(&s->link->credit_due, &s->credit_node);
+    s->credit_due = FALSE;
+}
+
+static void
 gw_link_stream_update_watch(GwLinkStream *s)
 {
     GIOCondition cond = 0;
@@ -353,11 +377,46 @@ gw_link_stream_detach(GwLinkStream *s)
     GwLink *link = s->link;
 
     gw_link_stream_unready(s);
+    gw_link_stream_credit_done(s);
+    if (s->notify_in || s->notify_out) {
+        g_queue_unlink(&link->notify, &s->notify_node);
+        s->notify_in = s->notify_out = FALSE;
+    }
+    if (link->notifying == s)
+        link->notifying = NULL;
     if (s->doom_reason != NULL)
         g_queue_remove(&link->doomed, s);
     g_hash_table_remove(s->mine ? link->mine : link->theirs, GUINT_TO_POINTER(s->id));
     g_queue_unlink(&link->streams, &s->all_node);
     link->stats.streams = link->streams.length;
+}
+
+/* Queues DATA for what a direct stream's owner wrote and the peer has not
+ * been sent yet (at most a window), ahead of the stream's CLOSE. */
+static void
+gw_link_stream_put_unsent(GwLinkStream *s)
+{
+    guint8 data[GW_LINK_MAX_DATA];
+
+    while (gw_link_stream_may_send(s)) {
+        gsize n = (gsize)MIN(s->tx_read - s->tx_sent, (guint64)GW_LINK_MAX_DATA);
+        gw_link_buffer_peek(&s->tx, (gsize)(s->tx_sent - s->tx_acked), data, n);
+        gw_link_wire_put_data(s->link->ctl, gw_link_stream_flags(s), s->id, data, n);
+        s->tx_sent += n;
+        s->tx_max_sent = MAX(s->tx_max_sent, s->tx_sent);
+    }
+}
+
+/* A direct stream's owner is told (after the frames of this read). */
+static void
+gw_link_stream_notify(GwLinkStream *s, gboolean in)
+{
+    if (!s->notify_in && !s->notify_out)
+        g_queue_push_tail_link(&s->link->notify, &s->notify_node);
+    if (in)
+        s->notify_in = TRUE;
+    else
+        s->notify_out = TRUE;
 }
 
 typedef enum {
@@ -374,14 +433,19 @@ gw_link_stream_end(GwLinkStream *s, const gchar *reason, GwLinkCloseMode mode, g
 {
     GwLink *link = s->link;
 
+    s->closing = TRUE;
     gw_link_stream_detach(s);
+    /* what the owner of a direct stream wrote goes before the CLOSE */
+    if (mode == GW_LINK_CLOSE_SEND && s->local == NULL)
+        gw_link_stream_put_unsent(s);
     if (mode != GW_LINK_CLOSE_NONE && s->state != GW_LINK_STREAM_PENDING)
         gw_link_send_close(link, gw_link_stream_flags(s), s->id, reason,
                            mode == GW_LINK_CLOSE_SEND);
     g_clear_pointer(&s->watch, gw_fd_watch_free);
     if (s->local != NULL)
         g_socket_close(s->local, NULL);
-    if (notify && s->mine && !link->freed)
+    /* the peer's streams have an owner's callbacks when they are direct */
+    if (notify && s->cb.closed != NULL && !link->freed)
         s->cb.closed(s, reason, s->user_data);
     gw_link_stream_free(s);
 }
@@ -403,16 +467,20 @@ gw_link_stream_put_credit(GwLinkStream *s, GByteArray *out, gboolean all)
     return TRUE;
 }
 
-/* The credits no DATA took along (GW_LINK_CREDIT_STEP). */
+/* The credits no DATA took along (GW_LINK_CREDIT_STEP): only the streams
+ * that owe one, not every stream of the link. */
 static gboolean
 gw_link_credit_cb(gpointer user_data)
 {
     GwLink *link = gw_link_ref(user_data);
     gboolean credited = FALSE;
+    GwLinkStream *s;
 
     g_clear_pointer(&link->credit_source, g_source_unref);
-    for (GList *l = link->streams.head; l != NULL; l = l->next)
-        credited |= gw_link_stream_put_credit(l->data, link->ctl, TRUE);
+    while ((s = g_queue_peek_head(&link->credit_due)) != NULL) {
+        gw_link_stream_credit_done(s);
+        credited |= gw_link_stream_put_credit(s, link->ctl, TRUE);
+    }
     if (credited)
         gw_link_conn_flush(link);
     gw_link_unref(link);
@@ -427,7 +495,13 @@ gw_link_stream_maybe_credit(GwLinkStream *s)
     GwLink *link = s->link;
 
     if (gw_link_stream_put_credit(s, link->ctl, FALSE) || s->rx_delivered == s->rx_credited ||
-        link->credit_source != NULL || !gw_link_connected(link))
+        !gw_link_connected(link))
+        return;
+    if (!s->credit_due) {
+        s->credit_due = TRUE;
+        g_queue_push_tail_link(&link->credit_due, &s->credit_node);
+    }
+    if (link->credit_source != NULL)
         return;
     link->credit_source = g_timeout_source_new(GW_LINK_CREDIT_DELAY_MS);
     g_source_set_name(link->credit_source, "usbgw-link-credit");
@@ -540,10 +614,14 @@ gw_link_stream_new(GwLink *link, gboolean mine, guint32 id, const gchar *device,
     s->device = g_strdup(device);
     s->all_node.data = s;
     s->ready_node.data = s;
+    s->credit_node.data = s;
+    s->notify_node.data = s;
     s->local = local;
-    g_socket_set_blocking(local, FALSE);
-    s->watch =
-        gw_fd_watch_new(link->context, name, g_socket_get_fd(local), 0, gw_link_stream_watch_cb, s);
+    if (local != NULL) {
+        g_socket_set_blocking(local, FALSE);
+        s->watch = gw_fd_watch_new(link->context, name, g_socket_get_fd(local), 0,
+                                   gw_link_stream_watch_cb, s);
+    }
     g_hash_table_insert(mine ? link->mine : link->theirs, GUINT_TO_POINTER(id), s);
     g_queue_push_tail_link(&link->streams, &s->all_node);
     link->stats.streams = link->streams.length;
@@ -682,6 +760,7 @@ gw_link_out_cb(GObject *stream, gpointer user_data)
 }
 
 static gboolean gw_link_in_cb(GObject *stream, gpointer user_data);
+static void gw_link_conn_read(GwLink *link);
 
 static void
 gw_link_destroy_source(GSource **source)
@@ -692,14 +771,51 @@ gw_link_destroy_source(GSource **source)
     g_clear_pointer(source, g_source_unref);
 }
 
+/* Before a poll while the last read stopped short (budget, control
+ * queue) or TLS may hold decrypted bytes the socket no longer shows:
+ * dispatch the connection's watch at once. */
+static gboolean
+gw_link_conn_prepare(gpointer user_data)
+{
+    GwLink *link = user_data;
+    return link->in_pending && link->ctl->len < GW_LINK_CONTROL_HIGH;
+}
+
+static void
+gw_link_conn_watch_cb(int fd, GIOCondition revents, gpointer user_data)
+{
+    GwLink *link = gw_link_ref(user_data);
+
+    if ((revents & (G_IO_IN | G_IO_HUP | G_IO_ERR)) != 0 || link->in_pending)
+        gw_link_conn_read(link);
+    if (!link->freed)
+        gw_link_conn_flush(link);
+    gw_link_unref(link);
+}
+
 /* Watches the connection for what is needed now: output only while a
- * write would block, input unless the peer makes us queue too much. */
+ * write would block, input unless the peer makes us queue too much. A
+ * connection over a socket is one GwFdWatch on that socket (TLS reads and
+ * writes go through the GIOStream as before): GLib's pollable sources of
+ * a TLS connection are a source with child sources, which GLib takes out
+ * of the poll set and puts back around every dispatch, waking the context
+ * each time (five eventfd writes per frame read, measured). */
 static void
 gw_link_conn_update_sources(GwLink *link)
 {
     gboolean want_in = link->conn != NULL && link->ctl->len < GW_LINK_CONTROL_HIGH;
     gboolean want_out = link->conn != NULL && link->want_out;
 
+    if (link->conn_watch != NULL) {
+        GIOCondition cond = 0;
+        if (want_in)
+            cond |= G_IO_IN | G_IO_HUP | G_IO_ERR;
+        if (want_out)
+            cond |= G_IO_OUT;
+        gw_fd_watch_set_condition(link->conn_watch, cond);
+        gw_fd_watch_set_prepare(link->conn_watch, link->in_pending ? gw_link_conn_prepare : NULL);
+        return;
+    }
     if (want_in && link->in_source == NULL) {
         link->in_source = g_pollable_input_stream_create_source(link->input, NULL);
         g_source_set_name(link->in_source, "usbgw-link-in");
@@ -799,6 +915,12 @@ gw_link_conn_flush(GwLink *link)
             link->want_out = TRUE;
             break;
         }
+        if (n < 0 && link->quiet) {
+            /* inside an API call: the loss is handled (with its callbacks)
+             * when the idle write meets the error again */
+            gw_link_kick(link);
+            break;
+        }
         if (n < 0) {
             g_autofree gchar *reason = g_strdup_printf("write: %s", error->message);
             gw_link_conn_lost(link, reason);
@@ -850,6 +972,9 @@ gw_link_conn_close(GwLink *link)
         return;
     gw_link_destroy_source(&link->in_source);
     gw_link_destroy_source(&link->out_source);
+    g_clear_pointer(&link->conn_watch, gw_fd_watch_free);
+    link->conn_fd = -1;
+    link->in_pending = FALSE;
     gw_link_destroy_source(&link->flush_source);
     gw_link_destroy_source(&link->credit_source);
     gw_link_destroy_source(&link->keepalive_source);
@@ -876,6 +1001,9 @@ gw_link_conn_close(GwLink *link)
     g_byte_array_set_size(link->ctl, 0);
     while (link->ready.head != NULL)
         gw_link_stream_unready(link->ready.head->data);
+    /* a resumed connection credits what was delivered with RESUME */
+    while (link->credit_due.head != NULL)
+        gw_link_stream_credit_done(link->credit_due.head->data);
     while (link->pending.head != NULL) {
         GwLinkExport *e = link->pending.head->data;
         g_queue_unlink(&link->pending, &e->pending_node);
@@ -928,9 +1056,9 @@ gw_link_keepalive_cb(gpointer user_data)
     return G_SOURCE_CONTINUE;
 }
 
-/* Sets TCP_NOTSENT_LOWAT and TCP_NODELAY on the TCP socket under
- * @connection, if there is one. */
-static void
+/* The socket under @connection (TLS or not), if it is one: its fd, and
+ * TCP_NOTSENT_LOWAT and TCP_NODELAY set on a TCP socket. -1 otherwise. */
+static int
 gw_link_tune_socket(GIOStream *connection)
 {
     g_autoptr(GIOStream) base = NULL;
@@ -941,13 +1069,15 @@ gw_link_tune_socket(GIOStream *connection)
     else
         base = g_object_ref(connection);
     if (!G_IS_SOCKET_CONNECTION(base))
-        return;
+        return -1;
     socket = g_socket_connection_get_socket(G_SOCKET_CONNECTION(base));
-    if (g_socket_get_family(socket) != G_SOCKET_FAMILY_IPV4 &&
-        g_socket_get_family(socket) != G_SOCKET_FAMILY_IPV6)
-        return;
-    (void)g_socket_set_option(socket, IPPROTO_TCP, TCP_NOTSENT_LOWAT, GW_LINK_NOTSENT_LOWAT, NULL);
-    (void)g_socket_set_option(socket, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
+    if (g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV4 ||
+        g_socket_get_family(socket) == G_SOCKET_FAMILY_IPV6) {
+        (void)g_socket_set_option(socket, IPPROTO_TCP, TCP_NOTSENT_LOWAT, GW_LINK_NOTSENT_LOWAT,
+                                  NULL);
+        (void)g_socket_set_option(socket, IPPROTO_TCP, TCP_NODELAY, 1, NULL);
+    }
+    return g_socket_get_fd(socket);
 }
 
 void
@@ -968,7 +1098,15 @@ gw_link_attach(GwLink *link, GIOStream *connection)
     link->conn = g_object_ref(connection);
     link->input = G_POLLABLE_INPUT_STREAM(in);
     link->output = G_POLLABLE_OUTPUT_STREAM(out);
-    gw_link_tune_socket(connection);
+    link->conn_fd = gw_link_tune_socket(connection);
+    if (link->conn_fd >= 0) {
+        g_autofree gchar *name = g_strdup_printf("usbgw-link-%s", link->peer);
+        link->conn_watch =
+            gw_fd_watch_new(link->context, name, link->conn_fd, 0, gw_link_conn_watch_cb, link);
+        /* the handshake's last read may have taken our peer's first
+         * frames into TLS's buffer: read once without waiting for poll */
+        link->in_pending = TRUE;
+    }
     gw_link_decoder_init(&link->decoder);
     link->last_rx = link->last_tx = g_get_monotonic_time();
     link->stats.connects++;
@@ -1162,6 +1300,31 @@ gw_link_on_open(GwLink *link, const GwLinkFrame *frame)
         gw_link_send_close(link, 0, frame->stream, why, TRUE);
         return;
     }
+    if (link->cb.open_direct != NULL) {
+        GwLinkStream *s = gw_link_stream_new(link, FALSE, frame->stream, device, NULL);
+        gboolean taken;
+
+        s->state = GW_LINK_STREAM_OPEN;
+        link->notifying = s; /* tells whether the callback ended it */
+        taken = link->cb.open_direct(link, s, device, &reason, link->user_data);
+        if (link->freed || link->notifying != s) {
+            /* the link or the stream went meanwhile */
+            return;
+        }
+        link->notifying = NULL;
+        if (!taken || s->cb.readable == NULL) {
+            gw_link_stream_detach(s);
+            gw_link_stream_free(s);
+            if (link->conn_gen == gen)
+                gw_link_send_close(link, 0, frame->stream, reason != NULL ? reason : "refused",
+                                   TRUE);
+            return;
+        }
+        /* taken: a connection lost meanwhile resumes it like any other */
+        if (link->conn_gen == gen)
+            gw_link_wire_put_opened(link->ctl, 0, frame->stream);
+        return;
+    }
     local = link->cb.open(link, device, &reason, link->user_data);
     if (link->freed || link->conn_gen != gen) {
         g_clear_object(&local);
@@ -1190,6 +1353,10 @@ gw_link_on_data(GwLink *link, GwLinkStream *s, const GwLinkFrame *frame)
     }
     s->rx_received += frame->length;
     gw_link_buffer_append(&s->rx, frame->payload, frame->length);
+    if (s->local == NULL) {
+        gw_link_stream_notify(s, TRUE);
+        return;
+    }
     if (gw_link_stream_write_local(s))
         gw_link_stream_update_watch(s);
 }
@@ -1211,6 +1378,10 @@ gw_link_on_credit(GwLink *link, GwLinkStream *s, const GwLinkFrame *frame)
     gw_link_buffer_drop(&s->tx, (gsize)(acked - s->tx_acked));
     s->tx_acked = acked;
     s->tx_sent = MAX(s->tx_sent, acked);
+    if (s->want_out) {
+        s->want_out = FALSE;
+        gw_link_stream_notify(s, FALSE);
+    }
     if (gw_link_stream_maybe_finish(s))
         gw_link_stream_update_watch(s);
 }
@@ -1299,6 +1470,8 @@ gw_link_on_stream_frame(GwLink *link, const GwLinkFrame *frame)
         }
         s->state = GW_LINK_STREAM_OPEN;
         gw_link_stream_update_watch(s);
+        /* what a direct stream's owner wrote meanwhile */
+        gw_link_stream_mark_ready(s);
         if (s->cb.opened != NULL)
             s->cb.opened(s, s->user_data);
         return;
@@ -1311,7 +1484,7 @@ gw_link_on_stream_frame(GwLink *link, const GwLinkFrame *frame)
         }
         /* what the peer sent before its CLOSE goes to the local socket
          * as far as it takes it now */
-        if (s->rx.size > 0 && !gw_link_stream_write_local(s))
+        if (s->local != NULL && s->rx.size > 0 && !gw_link_stream_write_local(s))
             return;
         gw_link_stream_end(s, reason, GW_LINK_CLOSE_ANSWER, TRUE);
         return;
@@ -1398,20 +1571,59 @@ gw_link_on_frame(GwLink *link, const GwLinkFrame *frame)
 }
 
 /* Reads and handles what the peer sent, within the read budget. */
+/* Tells the owners of direct streams what the frames just handled
+ * brought: bytes to read, room to write. Their callbacks may end streams
+ * or free the link. */
+static void
+gw_link_notify_streams(GwLink *link)
+{
+    GList *node;
+
+    while (!link->freed && (node = g_queue_pop_head_link(&link->notify)) != NULL) {
+        GwLinkStream *s = node->data;
+        gboolean in = s->notify_in, out = s->notify_out;
+
+        s->notify_in = s->notify_out = FALSE;
+        link->notifying = s;
+        if (in)
+            s->cb.readable(s, s->user_data);
+        if (out && !link->freed && link->notifying == s)
+            s->cb.writable(s, s->user_data);
+        if (!link->freed)
+            link->notifying = NULL;
+    }
+}
+
+static void gw_link_conn_read_frames(GwLink *link);
+
 static void
 gw_link_conn_read(GwLink *link)
+{
+    link->reading = TRUE;
+    gw_link_conn_read_frames(link);
+    if (!link->freed)
+        link->reading = FALSE;
+    gw_link_notify_streams(link);
+}
+
+static void
+gw_link_conn_read_frames(GwLink *link)
 {
     guint gen = link->conn_gen;
     gsize budget = GW_LINK_READ_BUDGET;
     guint8 buf[GW_LINK_READ_SIZE];
 
+    /* stays set when the budget or the control queue stops the loop */
+    link->in_pending = TRUE;
     while (link->conn != NULL && link->conn_gen == gen && budget > 0 &&
            link->ctl->len < GW_LINK_CONTROL_HIGH) {
         g_autoptr(GError) error = NULL;
         gssize n =
             g_pollable_input_stream_read_nonblocking(link->input, buf, sizeof(buf), NULL, &error);
-        if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+        if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
+            link->in_pending = FALSE;
             break;
+        }
         if (n < 0) {
             g_autofree gchar *reason = g_strdup_printf("read: %s", error->message);
             gw_link_conn_lost(link, reason);
@@ -1485,7 +1697,7 @@ gw_link_new(const gchar *peer, const GwLinkConfig *config, const GwLinkCallbacks
 {
     GwLink *link = g_new0(GwLink, 1);
 
-    g_return_val_if_fail(cb != NULL && cb->open != NULL, NULL);
+    g_return_val_if_fail(cb != NULL && (cb->open != NULL || cb->open_direct != NULL), NULL);
     link->ref = 1;
     link->peer = g_strdup(peer);
     if (config != NULL)
@@ -1507,6 +1719,7 @@ gw_link_new(const gchar *peer, const GwLinkConfig *config, const GwLinkCallbacks
     link->peer_devices =
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gw_link_peer_device_free);
     link->next_id = 1;
+    link->conn_fd = -1;
     link->stats.rtt_us = -1;
     return link;
 }
@@ -1599,15 +1812,16 @@ gw_link_withdraw(GwLink *link, const gchar *id)
     g_hash_table_remove(link->exports, id);
 }
 
-GwLinkStream *
-gw_link_open(GwLink *link, const gchar *id, GSocket *local, const GwLinkStreamCallbacks *cb,
-             gpointer user_data)
+/* gw_link_open() and gw_link_open_direct(): @local (taken) or NULL. */
+static GwLinkStream *
+gw_link_open_stream(GwLink *link, const gchar *id, GSocket *local, const GwLinkStreamCallbacks *cb,
+                    gpointer user_data)
 {
     GwLinkStream *s;
 
-    g_return_val_if_fail(link != NULL && id != NULL && G_IS_SOCKET(local), NULL);
+    g_return_val_if_fail(link != NULL && id != NULL, NULL);
     g_return_val_if_fail(cb != NULL && cb->closed != NULL, NULL);
-    s = gw_link_stream_new(link, TRUE, link->next_id++, id, g_object_ref(local));
+    s = gw_link_stream_new(link, TRUE, link->next_id++, id, local);
     if (link->next_id == 0)
         link->next_id = 1;
     s->cb = *cb;
@@ -1631,6 +1845,114 @@ gw_link_open(GwLink *link, const gchar *id, GSocket *local, const GwLinkStreamCa
         gw_link_grace_start(link);
     }
     return s;
+}
+
+GwLinkStream *
+gw_link_open_direct(GwLink *link, const gchar *id, const GwLinkStreamCallbacks *cb,
+                    gpointer user_data)
+{
+    g_return_val_if_fail(cb != NULL && cb->readable != NULL && cb->writable != NULL, NULL);
+    return gw_link_open_stream(link, id, NULL, cb, user_data);
+}
+
+void
+gw_link_stream_set_callbacks(GwLinkStream *stream, const GwLinkStreamCallbacks *cb,
+                             gpointer user_data)
+{
+    g_return_if_fail(stream->local == NULL && cb != NULL && cb->closed != NULL &&
+                     cb->readable != NULL && cb->writable != NULL);
+    stream->cb = *cb;
+    stream->user_data = user_data;
+}
+
+gssize
+gw_link_stream_read(GwLinkStream *stream, guint8 *data, gsize count)
+{
+    GwLinkBuffer *rx = &stream->rx;
+    gsize n = 0;
+
+    g_return_val_if_fail(stream->local == NULL, -1);
+    while (n < count && rx->size > 0) {
+        GwLinkChunk *chunk = g_queue_peek_head(&rx->chunks);
+        gsize take = MIN(count - n, chunk->len - rx->head_off);
+        memcpy(data + n, chunk->data + rx->head_off, take);
+        gw_link_buffer_drop(rx, take);
+        n += take;
+    }
+    if (n == 0)
+        return stream->closing ? -1 : 0;
+    stream->rx_delivered += n;
+    if (!stream->closing) {
+        gsize queued = stream->link->ctl->len;
+        gw_link_stream_maybe_credit(stream);
+        if (stream->link->ctl->len != queued && !stream->link->reading)
+            gw_link_kick(stream->link);
+    }
+    return (gssize)n;
+}
+
+gssize
+gw_link_stream_write(GwLinkStream *stream, const guint8 *data, gsize count)
+{
+    gsize room;
+
+    g_return_val_if_fail(stream->local == NULL, -1);
+    if (stream->closing || stream->local_eof)
+        return -1;
+    room = GW_LINK_WINDOW - (gsize)(stream->tx_read - stream->tx_acked);
+    if (count > room) {
+        stream->want_out = TRUE;
+        count = room;
+    }
+    if (count == 0)
+        return 0;
+    gw_link_buffer_append(&stream->tx, data, count);
+    stream->tx_read += count;
+    gw_link_stream_mark_ready(stream);
+    return (gssize)count;
+}
+
+void
+gw_link_stream_flush(GwLinkStream *stream)
+{
+    GwLink *link = stream->link;
+
+    /* the link's own dispatch writes when it is done */
+    if (link->reading || link->conn == NULL || stream->closing)
+        return;
+    link->quiet = TRUE;
+    gw_link_conn_flush(link);
+    link->quiet = FALSE;
+}
+
+gssize
+gw_link_stream_slot_read(gpointer data, guint8 *buf, gsize count)
+{
+    GwLinkStream *stream = *(GwLinkStream **)data;
+    return stream != NULL ? gw_link_stream_read(stream, buf, count) : -1;
+}
+
+gssize
+gw_link_stream_slot_write(gpointer data, const guint8 *buf, gsize count)
+{
+    GwLinkStream *stream = *(GwLinkStream **)data;
+    return stream != NULL ? gw_link_stream_write(stream, buf, count) : -1;
+}
+
+void
+gw_link_stream_slot_flush(gpointer data)
+{
+    GwLinkStream *stream = *(GwLinkStream **)data;
+    if (stream != NULL)
+        gw_link_stream_flush(stream);
+}
+
+GwLinkStream *
+gw_link_open(GwLink *link, const gchar *id, GSocket *local, const GwLinkStreamCallbacks *cb,
+             gpointer user_data)
+{
+    g_return_val_if_fail(G_IS_SOCKET(local), NULL);
+    return gw_link_open_stream(link, id, g_object_ref(local), cb, user_data);
 }
 
 void

@@ -18,7 +18,12 @@
  * socketpair and hands one end to the link): what is read from it goes to
  * the peer, what the peer sends is written to it. Local EOF or an error
  * closes the stream (CLOSE to the peer); a stream closed by the peer
- * closes the local socket.
+ * closes the local socket. A direct stream (gw_link_open_direct()) has no
+ * socket: its owner takes the peer's bytes with gw_link_stream_read() when
+ * told they came (readable) and queues its own with gw_link_stream_write()
+ * within the stream's window (writable: the window opened again), one
+ * socketpair hop, its wake-ups and system calls less per message. The
+ * same windows, credits, resume and close apply to both kinds.
  *
  * A protocol error from the peer (a frame the wire does not allow, DATA
  * beyond a stream's window, a frame on a stream that does not exist, bad
@@ -103,6 +108,13 @@ typedef struct {
      * with *@reason set (g_strdup'd, taken) to refuse: the peer's stream
      * gets CLOSE with that reason. */
     GSocket *(*open)(GwLink *link, const gchar *id, gchar **reason, gpointer user_data);
+    /* Optional; when set, used instead of open(): the peer opens @stream,
+     * a direct stream, on our device @id. Take it (set its callbacks with
+     * gw_link_stream_set_callbacks(); closed() then runs as for our own
+     * streams) and return TRUE, or return FALSE with *@reason set
+     * (g_strdup'd, taken) to refuse: the link frees @stream. */
+    gboolean (*open_direct)(GwLink *link, GwLinkStream *stream, const gchar *id, gchar **reason,
+                            gpointer user_data);
 } GwLinkCallbacks;
 
 typedef struct {
@@ -110,8 +122,16 @@ typedef struct {
     void (*opened)(GwLinkStream *stream, gpointer user_data);
     /* Required. The stream ended: refused or closed by the peer (its
      * reason), the local socket closed, or the link lost past the grace.
-     * The local socket is closed; the stream is freed after this returns. */
+     * The local socket is closed; the stream is freed after this returns.
+     * A direct stream's owner may still gw_link_stream_read() what the
+     * peer sent before its end (then -1) from here; writes fail. */
     void (*closed)(GwLinkStream *stream, const gchar *reason, gpointer user_data);
+    /* Direct streams, required there: bytes from the peer wait. Told once
+     * per arrival, not again for bytes the owner leaves unread. */
+    void (*readable)(GwLinkStream *stream, gpointer user_data);
+    /* Direct streams, required there: gw_link_stream_write() takes bytes
+     * again after it took fewer than offered. */
+    void (*writable)(GwLinkStream *stream, gpointer user_data);
 } GwLinkStreamCallbacks;
 
 /* @peer: the peer gateway's name (from its certificate), for logs. @config
@@ -145,8 +165,36 @@ void gw_link_withdraw(GwLink *link, const gchar *id);
  * connection if the link is down. @cb is copied. */
 GwLinkStream *gw_link_open(GwLink *link, const gchar *id, GSocket *local,
                            const GwLinkStreamCallbacks *cb, gpointer user_data);
-/* Closes the stream (CLOSE with @reason to the peer, the local socket
- * closed); no callback runs after this. */
+/* Opens a direct stream on the peer's device @id: no local socket, the
+ * owner reads and writes it (@cb's readable and writable are required). */
+GwLinkStream *gw_link_open_direct(GwLink *link, const gchar *id, const GwLinkStreamCallbacks *cb,
+                                  gpointer user_data);
+/* A direct stream the peer opened (open_direct()): its owner's callbacks
+ * (closed, readable and writable required), copied. */
+void gw_link_stream_set_callbacks(GwLinkStream *stream, const GwLinkStreamCallbacks *cb,
+                                  gpointer user_data);
+/* Direct streams. Takes up to @count bytes the peer sent: the count, 0
+ * when none wait, -1 once the stream ended and none are left. Taking
+ * them credits the peer (as a socket's reading would). */
+gssize gw_link_stream_read(GwLinkStream *stream, guint8 *data, gsize count);
+/* Direct streams. Queues up to @count bytes for the peer, as far as the
+ * stream's window allows: the count taken (0: the window is full,
+ * writable() follows), -1 when the stream is ending. Nothing is written
+ * before gw_link_stream_flush() or the link's next dispatch. */
+gssize gw_link_stream_write(GwLinkStream *stream, const guint8 *data, gsize count);
+/* Direct streams. Writes what is queued to the connection now, as far as
+ * it takes it (a write error is handled from an idle: no callback runs
+ * inside this call). */
+void gw_link_stream_flush(GwLinkStream *stream);
+/* A direct stream as a GwTransport's read, write and flush
+ * (common/gw-transport.h): @data is a GwLinkStream ** whose stream is
+ * NULL once it ended (read and write then say -1, flush does nothing). */
+gssize gw_link_stream_slot_read(gpointer data, guint8 *buf, gsize count);
+gssize gw_link_stream_slot_write(gpointer data, const guint8 *buf, gsize count);
+void gw_link_stream_slot_flush(gpointer data);
+/* Closes the stream (CLOSE with @reason to the peer, after what the owner
+ * of a direct stream wrote; the local socket closed); no callback runs
+ * after this. */
 void gw_link_stream_close(GwLinkStream *stream, const gchar *reason);
 const gchar *gw_link_stream_get_device(GwLinkStream *stream);
 GwLink *gw_link_stream_get_link(GwLinkStream *stream);

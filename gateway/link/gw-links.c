@@ -223,8 +223,9 @@ gw_links_synced(GwLink *link, guint devices, gpointer user_data)
                   devices == 1 ? "" : "s");
 }
 
-static GSocket *
-gw_links_open(GwLink *link, const gchar *id, gchar **reason, gpointer user_data)
+static gboolean
+gw_links_open_direct(GwLink *link, GwLinkStream *stream, const gchar *id, gchar **reason,
+                     gpointer user_data)
 {
     GwLinksPeerState *peer = user_data;
     GwLinks *links = peer->links;
@@ -232,9 +233,9 @@ gw_links_open(GwLink *link, const gchar *id, gchar **reason, gpointer user_data)
     if (!g_hash_table_contains(peer->announced, id)) {
         *reason = g_strdup_printf("device %s is not exported to gateway %s", id, peer->name);
         g_message("link %s: refused to open %s: %s", peer->name, id, *reason);
-        return NULL;
+        return FALSE;
     }
-    return links->callbacks.open(links, link, id, reason, links->user_data);
+    return links->callbacks.open_direct(links, link, stream, id, reason, links->user_data);
 }
 
 static GwLinksPeerState *
@@ -247,7 +248,7 @@ gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address)
         .device_added = gw_links_device_added,
         .device_removed = gw_links_device_removed,
         .synced = gw_links_synced,
-        .open = gw_links_open,
+        .open_direct = gw_links_open_direct,
     };
     GwLinksPeerState *peer = g_new0(GwLinksPeerState, 1);
 
@@ -431,7 +432,7 @@ gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers, guin
     g_autoptr(GSocketService) service = NULL;
     GwLinks *links;
 
-    g_return_val_if_fail(cb != NULL && cb->open != NULL, NULL);
+    g_return_val_if_fail(cb != NULL && cb->open_direct != NULL, NULL);
     g_return_val_if_fail(events != NULL && events->may_export != NULL && events->found != NULL &&
                              events->lost != NULL,
                          NULL);

@@ -42,10 +42,10 @@ typedef enum {
 } GwLinksEvent;
 
 typedef struct {
-    /* Required. A peer opens a stream on our device @id; return a
-     * connected socket for it or NULL with *@reason (gw-link.h). */
-    GSocket *(*open)(GwLinks *links, GwLink *link, const gchar *id, gchar **reason,
-                     gpointer user_data);
+    /* Required. A peer opens @stream, a direct stream, on our device @id:
+     * take it or refuse with *@reason (gw-link.h, GwLinkCallbacks.open_direct). */
+    gboolean (*open_direct)(GwLinks *links, GwLink *link, GwLinkStream *stream, const gchar *id,
+                            gchar **reason, gpointer user_data);
     /* Optional. For the audit: @peer (a name, or "ADDRESS" for a refused
      * dialer without one), @reason nullable. */
     void (*event)(GwLinks *links, GwLinksEvent event, const gchar *peer, const gchar *address,

@@ -36,10 +36,14 @@ typedef enum {
 } GwProxyDevState;
 
 typedef struct {
-    GwProxy *proxy;                /* back pointer */
-    const gchar *name;             /* "client" or "QEMU" */
-    GSocket *socket;               /* owned ref */
-    int fd;                        /* borrowed from socket; -1 once closed */
+    GwProxy *proxy;        /* back pointer */
+    const gchar *name;     /* "client" or "QEMU" */
+    GSocket *socket;       /* owned ref, nullable: a transport side has none */
+    int fd;                /* borrowed from socket; -1 once closed (and on a transport) */
+    GwTransport transport; /* the client on a transport: transport.read set */
+    gpointer transport_data;
+    gboolean transport_open;       /* the transport is in use (until the session ends) */
+    gboolean transport_readable;   /* told G_IO_IN and not read empty since */
     struct usbredirparser *parser; /* owned */
     gboolean initialized;          /* usbredirparser_init() done (our hello queued) */
     gboolean hello;                /* the peer's hello came */

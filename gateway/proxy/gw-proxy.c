@@ -89,6 +89,13 @@ gw_proxy_side_output_drained(GwProxySide *side)
            usbredirparser_get_bufferered_output_size(side->parser) < GW_PROXY_RESUME_BUFFERED;
 }
 
+/* The side's socket or transport is still in use. */
+static gboolean
+gw_proxy_side_is_open(GwProxySide *side)
+{
+    return side->transport.read != NULL ? side->transport_open : side->fd >= 0;
+}
+
 static GwProxySide *
 gw_proxy_other(GwProxySide *side)
 {
@@ -103,7 +110,7 @@ gw_proxy_side_may_read(GwProxySide *side)
     GwProxySide *other = gw_proxy_other(side);
     GwProxy *proxy = side->proxy;
 
-    if (!side->initialized || side->fd < 0)
+    if (!side->initialized || !gw_proxy_side_is_open(side))
         return FALSE;
     if (side->blocked && gw_proxy_side_output_drained(other))
         side->blocked = FALSE;
@@ -217,12 +224,29 @@ gw_proxy_side_read(GwProxySide *side, uint8_t *data, int count)
 {
     gsize n = 0;
 
-    if (side->fd < 0 || side->proxy->ended)
+    if (!gw_proxy_side_is_open(side) || side->proxy->ended)
         return -1;
     /* pretend the socket is empty: usbredirparser_do_read() returns and
      * resumes where it stopped once the other side drained */
     if (!gw_proxy_side_may_read(side))
         return 0;
+    if (side->transport.read != NULL) {
+        /* straight into the parser's buffer: the transport holds the
+         * bytes the parser leaves */
+        gssize got = side->transport.read(side->transport_data, data, (gsize)count);
+        if (got == 0) {
+            side->transport_readable = FALSE;
+            return 0;
+        }
+        if (got < 0) {
+            side->eof = TRUE;
+            return -1;
+        }
+        side->bytes_in += (guint64)got;
+        if (!gw_proxy_side_track_frames(side, data, (gsize)got))
+            return -1;
+        return (int)got;
+    }
     if (side->in_len == 0) {
         gssize got = gw_proxy_side_fill(side, data, (gsize)count);
         if (got <= 0)
@@ -247,8 +271,17 @@ gw_proxy_side_write(GwProxySide *side, uint8_t *data, int count)
 {
     ssize_t n;
 
-    if (side->fd < 0)
+    if (!gw_proxy_side_is_open(side))
         return -1;
+    if (side->transport.read != NULL) {
+        gssize taken = side->transport.write(side->transport_data, data, (gsize)count);
+        if (taken < 0) {
+            side->eof = TRUE;
+            return -1;
+        }
+        side->bytes_out += (guint64)taken;
+        return (int)taken;
+    }
     n = send(side->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n >= 0) {
         side->bytes_out += (guint64)n;
@@ -323,6 +356,12 @@ gw_proxy_qemu_log_cb(void *priv, int level, const char *msg)
 static void
 gw_proxy_side_close(GwProxySide *side)
 {
+    if (side->transport.read != NULL) {
+        if (side->transport_open && side->transport.close != NULL)
+            side->transport.close(side->transport_data);
+        side->transport_open = FALSE;
+        return;
+    }
     if (side->fd < 0)
         return;
     g_socket_close(side->socket, NULL);
@@ -348,10 +387,12 @@ gw_proxy_end(GwProxy *proxy, GwProxyEnd end, const gchar *reason)
         usbredirparser_send_device_disconnect(proxy->qemu.parser);
         (void)usbredirparser_do_write(proxy->qemu.parser);
     }
-    if (end == GW_PROXY_END_DENIED && proxy->client.fd >= 0 &&
+    if (end == GW_PROXY_END_DENIED && gw_proxy_side_is_open(&proxy->client) &&
         usbredirparser_peer_has_cap(proxy->client.parser, usb_redir_cap_filter)) {
         usbredirparser_send_filter_reject(proxy->client.parser);
         (void)usbredirparser_do_write(proxy->client.parser);
+        if (proxy->client.transport.flush != NULL && proxy->client.transport_open)
+            proxy->client.transport.flush(proxy->client.transport_data);
     }
     /* safe from inside either watch's callback */
     g_clear_pointer(&proxy->client.watch, gw_fd_watch_free);
@@ -584,8 +625,13 @@ gw_proxy_side_flush(GwProxySide *side)
 
     if (proxy->ended || !side->initialized || !usbredirparser_has_data_to_write(side->parser))
         return;
-    if (usbredirparser_do_write(side->parser) < 0)
+    if (usbredirparser_do_write(side->parser) < 0) {
         gw_proxy_fail(proxy, gw_proxy_side_closed_end(side), "write to %s failed", side->name);
+        return;
+    }
+    /* a transport sends what this batch queued at once */
+    if (side->transport.flush != NULL && side->transport_open)
+        side->transport.flush(side->transport_data);
 }
 
 /* After a dispatch: what the parser left in the thread's read buffer
@@ -651,6 +697,14 @@ gw_proxy_side_ready(int fd, GIOCondition revents, gpointer data)
     /* relay at once: what this side's read queued for the other */
     gw_proxy_side_flush(&proxy->qemu);
     gw_proxy_side_flush(&proxy->client);
+    /* a client transport holding bytes it was not read for (backpressure)
+     * has no poll() to report them: read on once the QEMU side drained */
+    if (side != &proxy->client && proxy->client.transport_readable && !proxy->ended &&
+        gw_proxy_side_may_read(&proxy->client)) {
+        gw_proxy_side_dispatch_read(&proxy->client, G_IO_IN);
+        gw_proxy_side_flush(&proxy->qemu);
+        gw_proxy_side_flush(&proxy->client);
+    }
     /* both: a side's condition depends on the other's queue (nothing when
      * the session ended: the watches are gone) */
     gw_proxy_side_update(&proxy->qemu);
@@ -676,13 +730,15 @@ gw_proxy_side_watch(GwProxy *proxy, GwProxySide *side, const gchar *name)
                                   gw_proxy_side_ready, side);
 }
 
-GwProxy *
-gw_proxy_new(GSocket *client, GSocket *qemu, const gchar *label, const GwProxyCallbacks *cb,
-             gpointer user_data, GError **error)
+/* gw_proxy_new() and gw_proxy_new_with_transport(): @client or @transport. */
+static GwProxy *
+gw_proxy_new_full(GSocket *client, const GwTransport *transport, gpointer transport_data,
+                  GSocket *qemu, const gchar *label, const GwProxyCallbacks *cb, gpointer user_data,
+                  GError **error)
 {
     g_autoptr(GwProxy) proxy = NULL;
 
-    g_return_val_if_fail(G_IS_SOCKET(client) && G_IS_SOCKET(qemu), NULL);
+    g_return_val_if_fail(G_IS_SOCKET(qemu), NULL);
     g_return_val_if_fail(cb != NULL && cb->check != NULL && cb->closed != NULL, NULL);
 
     proxy = g_new0(GwProxy, 1);
@@ -693,7 +749,16 @@ gw_proxy_new(GSocket *client, GSocket *qemu, const gchar *label, const GwProxyCa
     proxy->pending = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
     proxy->pending_by_qemu = g_hash_table_new(g_int64_hash, g_int64_equal);
     proxy->next_client_id = 1;
-    gw_proxy_side_setup(proxy, &proxy->client, "the client", client);
+    if (client != NULL) {
+        gw_proxy_side_setup(proxy, &proxy->client, "the client", client);
+    } else {
+        proxy->client.proxy = proxy;
+        proxy->client.name = "the client";
+        proxy->client.fd = -1;
+        proxy->client.transport = *transport;
+        proxy->client.transport_data = transport_data;
+        proxy->client.transport_open = TRUE;
+    }
     gw_proxy_side_setup(proxy, &proxy->qemu, "QEMU", qemu);
 
     proxy->client.parser = gw_proxy_client_parser_new(proxy);
@@ -705,9 +770,47 @@ gw_proxy_new(GSocket *client, GSocket *qemu, const gchar *label, const GwProxyCa
     }
     gw_proxy_init_client(proxy);
 
-    gw_proxy_side_watch(proxy, &proxy->client, "usbgw-proxy client");
+    if (client != NULL)
+        gw_proxy_side_watch(proxy, &proxy->client, "usbgw-proxy client");
+    else
+        gw_proxy_side_flush(&proxy->client); /* our hello */
     gw_proxy_side_watch(proxy, &proxy->qemu, "usbgw-proxy qemu");
     return g_steal_pointer(&proxy);
+}
+
+GwProxy *
+gw_proxy_new(GSocket *client, GSocket *qemu, const gchar *label, const GwProxyCallbacks *cb,
+             gpointer user_data, GError **error)
+{
+    g_return_val_if_fail(G_IS_SOCKET(client), NULL);
+    return gw_proxy_new_full(client, NULL, NULL, qemu, label, cb, user_data, error);
+}
+
+GwProxy *
+gw_proxy_new_with_transport(const GwTransport *client, gpointer client_data, GSocket *qemu,
+                            const gchar *label, const GwProxyCallbacks *cb, gpointer user_data,
+                            GError **error)
+{
+    g_return_val_if_fail(client != NULL && client->read != NULL && client->write != NULL, NULL);
+    return gw_proxy_new_full(NULL, client, client_data, qemu, label, cb, user_data, error);
+}
+
+void
+gw_proxy_transport_ready(GwProxy *proxy, GIOCondition condition)
+{
+    GwProxySide *side = &proxy->client;
+
+    g_return_if_fail(side->transport.read != NULL);
+    if (proxy->ended)
+        return;
+    if (condition & (G_IO_IN | G_IO_HUP | G_IO_ERR)) {
+        side->transport_readable = TRUE;
+        condition |= G_IO_IN;
+    }
+    gw_proxy_side_ready(-1, condition, side);
+    /* gone while not read (backpressure): as a socket's hang-up */
+    if ((condition & (G_IO_HUP | G_IO_ERR)) && !proxy->ended)
+        gw_proxy_fail(proxy, GW_PROXY_END_CLIENT_CLOSED, "%s hung up", side->name);
 }
 
 gboolean
@@ -741,7 +844,8 @@ gw_proxy_side_clear(GwProxySide *side)
     g_clear_pointer(&side->watch, gw_fd_watch_free);
     gw_proxy_side_close(side);
     g_clear_pointer(&side->parser, usbredirparser_destroy);
-    g_clear_object(&side->socket);
+    if (side->socket != NULL)
+        g_clear_object(&side->socket);
     g_clear_pointer(&side->stream_error, g_free);
     g_clear_pointer(&side->held, g_free);
     side->in = NULL;

@@ -94,7 +94,9 @@
  * in usbgwd, docs/threading.md). All I/O is non-blocking, from one fd
  * watch per socket on that context (GwFdWatch, common/gw-fd-watch.h); a
  * socket is polled for G_IO_OUT only while output is pending, so an idle
- * proxy costs no CPU. Callbacks run on that thread from
+ * proxy costs no CPU. A client on a transport (gw_proxy_new_with_transport())
+ * has no watch: its owner calls gw_proxy_transport_ready(), and the proxy
+ * reads it on by itself once backpressure on QEMU's side lifts. Callbacks run on that thread from
  * a fresh idle callback, never from inside a gw_proxy_* call; the owner
  * may free the proxy from closed().
  */
@@ -102,6 +104,7 @@
 
 #include <gio/gio.h>
 
+#include "gw-transport.h"
 #include "policy.h"
 
 G_BEGIN_DECLS
@@ -175,6 +178,17 @@ typedef struct {
 GwProxy *gw_proxy_new(GSocket *client, GSocket *qemu, const gchar *label,
                       const GwProxyCallbacks *cb, gpointer user_data,
                       GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* As gw_proxy_new() with the client side on @client (gw-transport.h;
+ * copied, @client_data its argument; closed when the session ends)
+ * instead of a socket. The proxy's hello to the client is written at
+ * once. */
+GwProxy *gw_proxy_new_with_transport(const GwTransport *client, gpointer client_data, GSocket *qemu,
+                                     const gchar *label, const GwProxyCallbacks *cb,
+                                     gpointer user_data, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The owner of the client transport: G_IO_IN, bytes came (or G_IO_HUP:
+ * its end is gone, read() says so); G_IO_OUT, write() takes bytes again.
+ * Handles them at once; callbacks still come from an idle. */
+void gw_proxy_transport_ready(GwProxy *proxy, GIOCondition condition);
 /* Stops the session without notifying (no callback runs after this). */
 void gw_proxy_free(GwProxy *proxy);
 void gw_proxy_get_stats(GwProxy *proxy, GwProxyStats *stats);

@@ -201,9 +201,11 @@ gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer u
         attachment->peer_ended(attachment, why, attachment->peer_ended_data);
 }
 
-/* Starts a session for @connection, the one peer (see the header). */
+/* Starts a session for @connection or on @transport, the one peer (see
+ * the header). */
 static gboolean
 gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connection,
+                            const GwTransport *transport, gpointer transport_data,
                             const gchar *where, GError **error)
 {
     g_autofree gchar *label = NULL;
@@ -215,12 +217,18 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
         return FALSE;
     }
     label = g_strdup_printf("%s#%u", attachment->identity, ++attachment->peer_count);
-    attachment->session = gw_session_new(
-        attachment->usb, g_socket_connection_get_socket(connection), label, attachment->identity,
-        attachment->vm, gw_attachment_session_closed, attachment, error);
+    if (connection != NULL)
+        attachment->session = gw_session_new(
+            attachment->usb, g_socket_connection_get_socket(connection), label,
+            attachment->identity, attachment->vm, gw_attachment_session_closed, attachment, error);
+    else
+        attachment->session = gw_session_new_with_transport(
+            attachment->usb, transport, transport_data, label, attachment->identity, attachment->vm,
+            gw_attachment_session_closed, attachment, error);
     if (attachment->session == NULL)
         return FALSE;
-    attachment->peer = g_object_ref(connection);
+    if (connection != NULL)
+        attachment->peer = g_object_ref(connection);
     if (attachment->vm != NULL) {
         /* a VM's QEMU: the attach of this binding, timed once */
         gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_SESSION,
@@ -257,7 +265,7 @@ gw_attachment_incoming(GSocketConnection *connection, gpointer user_data)
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return;
     }
-    if (!gw_attachment_start_session(attachment, connection, where, &error)) {
+    if (!gw_attachment_start_session(attachment, connection, NULL, NULL, where, &error)) {
         gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, NULL, "%s", error->message);
         gw_usbgw_metrics_attach(GW_USBGW_ATTACH_FAILED, -1);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
@@ -269,7 +277,22 @@ gw_attachment_serve_peer(GwAttachment *attachment, GSocketConnection *connection
                          const gchar *where, GError **error)
 {
     g_return_val_if_fail(attachment->service == NULL, FALSE);
-    return gw_attachment_start_session(attachment, connection, where, error);
+    return gw_attachment_start_session(attachment, connection, NULL, NULL, where, error);
+}
+
+gboolean
+gw_attachment_serve_transport(GwAttachment *attachment, const GwTransport *transport,
+                              gpointer transport_data, const gchar *where, GError **error)
+{
+    g_return_val_if_fail(attachment->service == NULL, FALSE);
+    return gw_attachment_start_session(attachment, NULL, transport, transport_data, where, error);
+}
+
+void
+gw_attachment_transport_ready(GwAttachment *attachment, GIOCondition condition)
+{
+    if (attachment->session != NULL)
+        gw_session_transport_ready(attachment->session, condition);
 }
 
 void

@@ -14,6 +14,7 @@
 #include <gio/gio.h>
 #include <libusb.h>
 
+#include "gw-session.h"
 #include "gw-vm-socket.h"
 
 G_BEGIN_DECLS
@@ -34,6 +35,13 @@ gboolean gw_attachment_bind(GwAttachment *attachment, const gchar *vm, const gch
  * a peer is already served. */
 gboolean gw_attachment_serve_peer(GwAttachment *attachment, GSocketConnection *connection,
                                   const gchar *where, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* As gw_attachment_serve_peer() with the peer on a transport
+ * (gw-session.h) instead of a socket: a gateway link's direct stream. */
+gboolean gw_attachment_serve_transport(GwAttachment *attachment, const GwTransport *transport,
+                                       gpointer transport_data, const gchar *where,
+                                       GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The transport's owner tells the peer's session (gw_session_transport_ready()). */
+void gw_attachment_transport_ready(GwAttachment *attachment, GIOCondition condition);
 /* Told when a peer's session ended by itself (the peer left, a protocol
  * error), not when the owner ended it; @reason for logs. Runs from the
  * session's I/O callback. */

@@ -39,18 +39,30 @@
 #define GW_SESSION_HELLO_MIN_BYTES                                                                 \
     (sizeof(struct usb_redir_header) - sizeof(uint32_t) + sizeof(struct usb_redir_hello_header))
 
+/* The main loop's side of a session on a transport: dispatched while
+ * usbredirhost holds output the transport takes, or a write failed. */
+typedef struct {
+    GSource source;
+    GwSession *session;
+} GwSessionSource;
+
 struct _GwSession {
-    gchar *label;              /* owned */
-    gchar *device_id;          /* owned, nullable: the journal's USBGW_DEVICE */
-    gchar *vm;                 /* owned, nullable: the journal's USBGW_VM */
-    GSocket *socket;           /* owned ref */
-    int fd;                    /* borrowed from socket */
-    struct usbredirhost *host; /* owned */
-    GMainContext *context;     /* owned ref */
-    GwFdWatch *watch;          /* owned, nullable: the peer's socket, until the session closes */
-    GSource *close_source;     /* owned, nullable: the pending close notification */
-    GSource *hello_timeout;    /* owned, nullable: until a hello's worth of bytes came */
-    guint64 bytes_read;        /* from the peer; main thread */
+    gchar *label;          /* owned */
+    gchar *device_id;      /* owned, nullable: the journal's USBGW_DEVICE */
+    gchar *vm;             /* owned, nullable: the journal's USBGW_VM */
+    GSocket *socket;       /* owned ref, nullable: on a transport */
+    int fd;                /* borrowed from socket; -1 on a transport */
+    GwTransport transport; /* transport.read set: the peer is on it */
+    gpointer transport_data;
+    gboolean transport_full;     /* the last write was short: wait for G_IO_OUT */
+    gboolean transport_readable; /* told G_IO_IN, not read empty since */
+    GSource *transport_source;   /* owned, nullable: GwSessionSource */
+    struct usbredirhost *host;   /* owned */
+    GMainContext *context;       /* owned ref */
+    GwFdWatch *watch;            /* owned, nullable: the peer's socket, until the session closes */
+    GSource *close_source;       /* owned, nullable: the pending close notification */
+    GSource *hello_timeout;      /* owned, nullable: until a hello's worth of bytes came */
+    guint64 bytes_read;          /* from the peer; main thread */
     GwSessionClosedFunc closed;
     gpointer user_data;
     gboolean has_device;
@@ -95,6 +107,15 @@ gw_session_read_cb(void *priv, uint8_t *data, int count)
      * (usbredirparser reads until the socket would block; 0 is that) */
     if (usbredirhost_has_data_to_write(session->host) > GW_SESSION_MAX_QUEUED_PACKETS)
         return 0;
+    if (session->transport.read != NULL) {
+        gssize got = session->transport.read(session->transport_data, data, (gsize)count);
+        if (got > 0) {
+            session->bytes_read += (guint64)got;
+            gw_usbgw_metrics_redir_bytes(GW_USBGW_FROM_PEER, (guint64)got);
+        } else if (got == 0)
+            session->transport_readable = FALSE;
+        return (int)got;
+    }
     n = recv(session->fd, data, (size_t)count, MSG_DONTWAIT);
     if (n > 0) {
         session->bytes_read += (guint64)n;
@@ -112,8 +133,21 @@ static int
 gw_session_write_cb(void *priv, uint8_t *data, int count)
 {
     GwSession *session = priv;
-    ssize_t n = send(session->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t n;
 
+    if (session->transport.read != NULL) {
+        /* main thread only (gw_session_flush_cb) */
+        gssize taken = session->transport.write(session->transport_data, data, (gsize)count);
+        if (taken == 0)
+            session->transport_full = TRUE;
+        if (taken > 0)
+            gw_usbgw_metrics_redir_bytes(GW_USBGW_TO_PEER, (guint64)taken);
+        if (taken >= 0)
+            return (int)taken;
+        g_atomic_int_set(&session->write_failed, 1);
+        return -1;
+    }
+    n = send(session->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n >= 0) {
         gw_usbgw_metrics_redir_bytes(GW_USBGW_TO_PEER, (guint64)n);
         return (int)n;
@@ -137,6 +171,19 @@ gw_session_flush_cb(void *priv)
     struct usbredirhost *host = g_atomic_pointer_get(&session->host);
     if (host == NULL)
         return;
+    if (session->transport.read != NULL) {
+        /* a transport is the main thread's: from the usb thread, wake the
+         * main loop, whose source writes */
+        if (!g_main_context_is_owner(session->context)) {
+            g_main_context_wakeup(session->context);
+            return;
+        }
+        if (!session->transport_full)
+            usbredirhost_write_guest_data(host);
+        if (session->transport.flush != NULL)
+            session->transport.flush(session->transport_data);
+        return;
+    }
     usbredirhost_write_guest_data(host);
     if (usbredirhost_has_data_to_write(host) > 0)
         g_main_context_wakeup(session->context);
@@ -215,6 +262,10 @@ gw_session_close_later(GwSession *session, const gchar *reason)
                   session->label, reason);
     session->close_reason = g_strdup(reason);
     g_clear_pointer(&session->watch, gw_fd_watch_free);
+    if (session->transport_source != NULL) {
+        g_source_destroy(session->transport_source);
+        g_clear_pointer(&session->transport_source, g_source_unref);
+    }
     gw_session_clear_hello_timeout(session);
     session->close_source = g_idle_source_new();
     g_source_set_callback(session->close_source, gw_session_notify_closed, session, NULL);
@@ -242,6 +293,32 @@ gw_session_prepare(gpointer data)
     return FALSE;
 }
 
+/* Reads what the peer sent; FALSE when the session is closing. */
+static gboolean
+gw_session_read_peer(GwSession *session)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (gw_usbredir_read_result_to_error(usbredirhost_read_guest_data(session->host), &error))
+        return TRUE;
+    if (g_error_matches(error, GW_USBREDIR_ERROR, GW_USBREDIR_ERROR_DEVICE_REJECTED)) {
+        /* usbredirhost expects us to release the device */
+        gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL, "%s: %s",
+                      session->label, error->message);
+        gw_session_clear_device(session);
+        return TRUE;
+    }
+    if (g_error_matches(error, GW_USBREDIR_ERROR, GW_USBREDIR_ERROR_DEVICE_LOST)) {
+        /* usbredirhost released it itself */
+        gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL, "%s: %s",
+                      session->label, error->message);
+        session->has_device = FALSE;
+        return TRUE;
+    }
+    gw_session_close_later(session, error->message);
+    return FALSE;
+}
+
 static void
 gw_session_ready(int fd, GIOCondition revents, gpointer data)
 {
@@ -258,43 +335,118 @@ gw_session_ready(int fd, GIOCondition revents, gpointer data)
         return;
     }
     if (revents & (G_IO_IN | G_IO_HUP | G_IO_ERR)) {
-        if (!gw_usbredir_read_result_to_error(usbredirhost_read_guest_data(session->host),
-                                              &error)) {
-            if (g_error_matches(error, GW_USBREDIR_ERROR, GW_USBREDIR_ERROR_DEVICE_REJECTED)) {
-                /* usbredirhost expects us to release the device */
-                gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL, "%s: %s",
-                              session->label, error->message);
-                gw_session_clear_device(session);
-            } else if (g_error_matches(error, GW_USBREDIR_ERROR, GW_USBREDIR_ERROR_DEVICE_LOST)) {
-                /* usbredirhost released it itself */
-                gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL, "%s: %s",
-                              session->label, error->message);
-                session->has_device = FALSE;
-            } else {
-                gw_session_close_later(session, error->message);
-                return;
-            }
-        }
+        if (!gw_session_read_peer(session))
+            return;
         if (revents & (G_IO_HUP | G_IO_ERR) && !(revents & G_IO_IN))
             gw_session_close_later(session, "peer hung up");
     }
 }
 
-GwSession *
-gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label, const gchar *device_id,
-               const gchar *vm, GwSessionClosedFunc closed, gpointer user_data, GError **error)
+/* ---- A peer on a transport ----------------------------------------------- */
+
+/* Writes what usbredirhost holds (as far as the transport takes it), then
+ * reads on if reading stopped for output that has drained now. */
+static void
+gw_session_transport_io(GwSession *session, gboolean read)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (session->close_reason != NULL)
+        return;
+    if (g_atomic_int_get(&session->write_failed)) {
+        gw_session_close_later(session, "write to peer failed");
+        return;
+    }
+    if (read && !gw_session_read_peer(session))
+        return;
+    if (!session->transport_full && usbredirhost_has_data_to_write(session->host) > 0) {
+        if (!gw_usbredir_write_result_to_error(usbredirhost_write_guest_data(session->host),
+                                               &error)) {
+            gw_session_close_later(session, error->message);
+            return;
+        }
+        if (session->transport.flush != NULL)
+            session->transport.flush(session->transport_data);
+    }
+    if (g_atomic_int_get(&session->write_failed)) {
+        gw_session_close_later(session, "write to peer failed");
+        return;
+    }
+    if (session->transport_readable &&
+        usbredirhost_has_data_to_write(session->host) <= GW_SESSION_MAX_QUEUED_PACKETS)
+        (void)gw_session_read_peer(session);
+}
+
+static gboolean
+gw_session_source_prepare(GSource *source, gint *timeout)
+{
+    GwSession *session = ((GwSessionSource *)source)->session;
+
+    *timeout = -1;
+    return g_atomic_int_get(&session->write_failed) ||
+           (!session->transport_full && usbredirhost_has_data_to_write(session->host) > 0);
+}
+
+static gboolean
+gw_session_source_check(GSource *source)
+{
+    gint timeout;
+    return gw_session_source_prepare(source, &timeout);
+}
+
+static gboolean
+gw_session_source_dispatch(GSource *source, GSourceFunc callback, gpointer user_data)
+{
+    GwSession *session = ((GwSessionSource *)source)->session;
+
+    gw_session_transport_io(session, FALSE);
+    return G_SOURCE_CONTINUE;
+}
+
+static GSourceFuncs gw_session_source_funcs = {
+    .prepare = gw_session_source_prepare,
+    .check = gw_session_source_check,
+    .dispatch = gw_session_source_dispatch,
+};
+
+void
+gw_session_transport_ready(GwSession *session, GIOCondition condition)
+{
+    g_return_if_fail(session->transport.read != NULL);
+    if (condition & G_IO_OUT)
+        session->transport_full = FALSE;
+    if (condition & (G_IO_IN | G_IO_HUP | G_IO_ERR))
+        session->transport_readable = TRUE;
+    gw_session_transport_io(session, (condition & (G_IO_IN | G_IO_HUP | G_IO_ERR)) != 0);
+    /* gone while not read (too much waits for it): as a socket's hang-up */
+    if ((condition & (G_IO_HUP | G_IO_ERR)) && session->close_reason == NULL)
+        gw_session_close_later(session, "peer hung up");
+}
+
+/* gw_session_new() and gw_session_new_with_transport(): @socket or
+ * @transport. */
+static GwSession *
+gw_session_new_full(libusb_context *usb, GSocket *socket, const GwTransport *transport,
+                    gpointer transport_data, const gchar *label, const gchar *device_id,
+                    const gchar *vm, GwSessionClosedFunc closed, gpointer user_data, GError **error)
 {
     g_autoptr(GwSession) session = g_new0(GwSession, 1);
 
     session->label = g_strdup(label);
     session->device_id = g_strdup(device_id);
     session->vm = g_strdup(vm);
-    session->socket = g_object_ref(socket);
-    session->fd = g_socket_get_fd(socket);
+    session->fd = -1;
+    if (socket != NULL) {
+        session->socket = g_object_ref(socket);
+        session->fd = g_socket_get_fd(socket);
+        g_socket_set_blocking(socket, FALSE);
+    } else {
+        session->transport = *transport;
+        session->transport_data = transport_data;
+    }
     session->context = g_main_context_ref_thread_default();
     session->closed = closed;
     session->user_data = user_data;
-    g_socket_set_blocking(socket, FALSE);
 
     session->host = usbredirhost_open_full(
         usb, NULL, gw_session_log_cb, gw_session_read_cb, gw_session_write_cb, gw_session_flush_cb,
@@ -303,16 +455,46 @@ gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label, const g
     if (session->host == NULL) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: cannot start a usbredir session",
                     label);
+        /* the caller keeps the transport */
+        session->transport.close = NULL;
         return NULL;
     }
 
-    session->watch = gw_fd_watch_new(session->context, "usbgw-session", session->fd, G_IO_IN,
-                                     gw_session_ready, session);
-    gw_fd_watch_set_prepare(session->watch, gw_session_prepare);
+    if (socket != NULL) {
+        session->watch = gw_fd_watch_new(session->context, "usbgw-session", session->fd, G_IO_IN,
+                                         gw_session_ready, session);
+        gw_fd_watch_set_prepare(session->watch, gw_session_prepare);
+    } else {
+        session->transport_source = g_source_new(&gw_session_source_funcs, sizeof(GwSessionSource));
+        ((GwSessionSource *)session->transport_source)->session = session;
+        g_source_set_name(session->transport_source, "usbgw-session-transport");
+        g_source_attach(session->transport_source, session->context);
+    }
     session->hello_timeout = g_timeout_source_new_seconds(GW_SESSION_HELLO_TIMEOUT_S);
     g_source_set_callback(session->hello_timeout, gw_session_hello_timed_out, session, NULL);
     g_source_attach(session->hello_timeout, session->context);
     return g_steal_pointer(&session);
+}
+
+GwSession *
+gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label, const gchar *device_id,
+               const gchar *vm, GwSessionClosedFunc closed, gpointer user_data, GError **error)
+{
+    g_return_val_if_fail(G_IS_SOCKET(socket), NULL);
+    return gw_session_new_full(usb, socket, NULL, NULL, label, device_id, vm, closed, user_data,
+                               error);
+}
+
+GwSession *
+gw_session_new_with_transport(libusb_context *usb, const GwTransport *transport,
+                              gpointer transport_data, const gchar *label, const gchar *device_id,
+                              const gchar *vm, GwSessionClosedFunc closed, gpointer user_data,
+                              GError **error)
+{
+    g_return_val_if_fail(transport != NULL && transport->read != NULL && transport->write != NULL,
+                         NULL);
+    return gw_session_new_full(usb, NULL, transport, transport_data, label, device_id, vm, closed,
+                               user_data, error);
 }
 
 gboolean
@@ -355,6 +537,10 @@ gw_session_free(GwSession *session)
     if (session == NULL)
         return;
     g_clear_pointer(&session->watch, gw_fd_watch_free);
+    if (session->transport_source != NULL) {
+        g_source_destroy(session->transport_source);
+        g_clear_pointer(&session->transport_source, g_source_unref);
+    }
     gw_session_clear_hello_timeout(session);
     if (session->close_source != NULL) {
         g_source_destroy(session->close_source);
@@ -367,8 +553,12 @@ gw_session_free(GwSession *session)
         g_atomic_pointer_set(&session->host, NULL);
         usbredirhost_close(host);
     }
-    g_socket_close(session->socket, NULL);
-    g_object_unref(session->socket);
+    if (session->socket != NULL) {
+        g_socket_close(session->socket, NULL);
+        g_object_unref(session->socket);
+    } else if (session->transport.close != NULL) {
+        session->transport.close(session->transport_data);
+    }
     g_main_context_unref(session->context);
     g_free(session->close_reason);
     g_free(session->label);

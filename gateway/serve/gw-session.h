@@ -1,5 +1,6 @@
 /* One usbredir session: a usbredirhost instance speaking to one connected
- * peer (QEMU's usb-redir, or a test peer) over a stream socket, serving at
+ * peer (QEMU's usb-redir, or a test peer) over a stream socket, or over a
+ * GwTransport (a gateway link's stream, wired by the daemon), serving at
  * most one device at a time. The socket outlives device replugs: a device
  * that leaves sends device_disconnect, one that comes back device_connect.
  *
@@ -12,11 +13,15 @@
  * main thread. usbredirhost's transfer callbacks run on the usb thread and
  * write to the socket from there (writes are serialized by usbredirhost's
  * GMutex-backed locks); what cannot be written at once is flushed from the
- * main loop when the socket is writable. */
+ * main loop when the socket is writable. A transport is used on the main
+ * thread only: output queued on the usb thread wakes the main loop, which
+ * writes it. */
 #pragma once
 
 #include <gio/gio.h>
 #include <libusb.h>
+
+#include "gw-transport.h"
 
 G_BEGIN_DECLS
 
@@ -34,6 +39,20 @@ typedef void (*GwSessionClosedFunc)(GwSession *session, const gchar *reason, gpo
 GwSession *gw_session_new(libusb_context *usb, GSocket *socket, const gchar *label,
                           const gchar *device_id, const gchar *vm, GwSessionClosedFunc closed,
                           gpointer user_data, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+
+/* As gw_session_new() with the peer on @transport (gw-transport.h; copied,
+ * @transport_data its argument), used on the main thread only: what
+ * usbredirhost queues on the usb thread is written from the main loop,
+ * woken for it. The session closes the transport when it is freed; on
+ * failure the caller keeps it. */
+GwSession *gw_session_new_with_transport(libusb_context *usb, const GwTransport *transport,
+                                         gpointer transport_data, const gchar *label,
+                                         const gchar *device_id, const gchar *vm,
+                                         GwSessionClosedFunc closed, gpointer user_data,
+                                         GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The transport's owner: G_IO_IN, bytes came (G_IO_HUP: the end, read()
+ * says so); G_IO_OUT, write() takes bytes again. Handled at once. */
+void gw_session_transport_ready(GwSession *session, GIOCondition condition);
 /* Takes ownership of @handle (closed on failure too) and offers the
  * device to the peer (interface_info, ep_info, device_connect). On
  * failure @error is in GW_USBREDIR_ERROR (gw-usbredir-error.h). */

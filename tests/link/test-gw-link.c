@@ -588,6 +588,170 @@ test_open_close(void)
     side_clear(&b);
 }
 
+/* A direct stream (no local socket): what its owner's callbacks saw. */
+typedef struct {
+    GwLinkStream *stream;
+    GByteArray *got; /* read from the stream, also inside closed() */
+    guint readable, writable, closed;
+    gchar *reason;
+    gboolean read_end; /* gw_link_stream_read() said -1 inside closed() */
+} Direct;
+
+static void
+direct_take(Direct *d)
+{
+    guint8 buf[4096];
+    gssize n;
+
+    while ((n = gw_link_stream_read(d->stream, buf, sizeof(buf))) > 0)
+        g_byte_array_append(d->got, buf, (guint)n);
+    if (n < 0)
+        d->read_end = TRUE;
+}
+
+static void
+direct_readable(GwLinkStream *stream, gpointer data)
+{
+    Direct *d = data;
+    d->readable++;
+    direct_take(d);
+}
+
+static void
+direct_writable(GwLinkStream *stream, gpointer data)
+{
+    ((Direct *)data)->writable++;
+}
+
+static void
+direct_closed(GwLinkStream *stream, const gchar *reason, gpointer data)
+{
+    Direct *d = data;
+    d->closed++;
+    d->reason = g_strdup(reason);
+    /* what the peer sent before its end is still there to read */
+    direct_take(d);
+    g_assert_cmpint(gw_link_stream_write(stream, (const guint8 *)"x", 1), ==, -1);
+    d->stream = NULL;
+}
+
+static gboolean
+direct_has(gpointer data)
+{
+    Direct *d = data;
+    return d->got->len >= 5;
+}
+
+static gboolean
+direct_is_closed(gpointer data)
+{
+    return ((Direct *)data)->closed > 0;
+}
+
+static gboolean
+direct_is_writable(gpointer data)
+{
+    return ((Direct *)data)->writable > 0;
+}
+
+/* The owner of a direct stream reads and writes it: bytes both ways, the
+ * window bounds what write() takes and writable() says when it takes more,
+ * DATA written before a close reaches the peer before the end, and the
+ * peer's last bytes and its reason reach the owner. */
+static void
+test_direct(void)
+{
+    static const GwLinkStreamCallbacks cb = {
+        .closed = direct_closed,
+        .readable = direct_readable,
+        .writable = direct_writable,
+    };
+    Side a, b;
+    Direct d = {0}, e = {0};
+    AcceptedWait wb = {&b, 1}, wb2 = {&b, 2};
+    g_autofree guint8 *big = g_malloc(GW_LINK_WINDOW);
+    guint8 buf[8];
+    gsize taken = 0;
+
+    side_init(&a, "a", 0, 0);
+    side_init(&b, "b", 0, 0);
+    sides_connect(&a, &b);
+    d.got = g_byte_array_new();
+    e.got = g_byte_array_new();
+
+    /* written before OPENED: sent once the peer took the stream */
+    d.stream = gw_link_open_direct(a.link, "dev", &cb, &d);
+    g_assert_cmpint(gw_link_stream_write(d.stream, (const guint8 *)"hello", 5), ==, 5);
+    gw_link_stream_flush(d.stream);
+    test_wait(accepted_count, &wb, "b accepted");
+    GSocket *b_end = g_ptr_array_index(b.accepted, 0);
+    test_read_exact(b_end, buf, 5);
+    g_assert_cmpmem(buf, 5, "hello", 5);
+    test_write_all(b_end, "world", 5);
+    test_wait(direct_has, &d, "a read");
+    g_assert_cmpmem(d.got->data, d.got->len, "world", 5);
+    g_assert_cmpuint(d.readable, >=, 1);
+
+    /* the window: b does not read, so write() stops taking bytes once a
+     * window is unacknowledged (beyond what b's socket buffer absorbed) */
+    gboolean full = FALSE;
+    memset(big, 0x5a, GW_LINK_WINDOW);
+    for (guint i = 0; i < 200 && !full; i++) {
+        gssize n = gw_link_stream_write(d.stream, big, GW_LINK_WINDOW);
+        gsize tx, rx;
+        g_assert_cmpint(n, >=, 0);
+        full = (gsize)n < GW_LINK_WINDOW;
+        taken += (gsize)n;
+        gw_link_stream_flush(d.stream);
+        test_run_for(5);
+        gw_link_debug_buffered(a.link, &tx, &rx);
+        g_assert_cmpuint(tx, <=, GW_LINK_WINDOW);
+    }
+    g_assert_true(full);
+    g_assert_cmpuint(taken, >=, GW_LINK_WINDOW);
+    g_assert_cmpuint(d.writable, ==, 0);
+    /* b reads all of it: CREDIT comes back, writable() follows */
+    guint8 *sink = g_malloc(taken);
+    test_read_exact(b_end, sink, taken);
+    for (gsize i = 0; i < taken; i++)
+        g_assert_cmpuint(sink[i], ==, 0x5a);
+    g_free(sink);
+    test_wait(direct_is_writable, &d, "writable");
+    g_assert_cmpint(gw_link_stream_write(d.stream, big, 4096), ==, 4096);
+    gw_link_stream_flush(d.stream);
+    guint8 *rest = g_malloc(4096);
+    test_read_exact(b_end, rest, 4096);
+    g_free(rest);
+
+    /* the peer's last bytes, then its end: read inside closed() */
+    g_byte_array_set_size(d.got, 0);
+    test_write_all(b_end, "bye!!", 5);
+    g_socket_close(b_end, NULL);
+    test_wait(direct_is_closed, &d, "a's stream closed");
+    g_assert_cmpmem(d.got->data, d.got->len, "bye!!", 5);
+    g_assert_true(d.read_end);
+    g_assert_cmpstr(d.reason, ==, "the local end closed");
+
+    /* DATA written just before a close goes before the CLOSE */
+    e.stream = gw_link_open_direct(a.link, "dev2", &cb, &e);
+    test_wait(accepted_count, &wb2, "b accepted again");
+    GSocket *b_end2 = g_ptr_array_index(b.accepted, 1);
+    test_run_for(20);
+    g_assert_cmpint(gw_link_stream_write(e.stream, (const guint8 *)"last!", 5), ==, 5);
+    gw_link_stream_close(e.stream, "done");
+    e.stream = NULL;
+    test_read_exact(b_end2, buf, 5);
+    g_assert_cmpmem(buf, 5, "last!", 5);
+    test_wait(test_socket_eof, b_end2, "b's end closed");
+    g_assert_cmpuint(e.closed, ==, 0);
+
+    g_byte_array_unref(d.got);
+    g_byte_array_unref(e.got);
+    g_free(d.reason);
+    side_clear(&a);
+    side_clear(&b);
+}
+
 static guint8
 pattern(guint64 pos, guint seed)
 {
@@ -1104,6 +1268,7 @@ main(int argc, char **argv)
 
     g_test_add_func("/link/directory", test_directory);
     g_test_add_func("/link/open-close", test_open_close);
+    g_test_add_func("/link/direct", test_direct);
     g_test_add_func("/link/bulk-slow-reader", test_bulk_slow_reader);
     g_test_add_func("/link/interleave", test_interleave);
     g_test_add_func("/link/resume", test_resume);
