@@ -17,6 +17,8 @@ set -euo pipefail
 
 usbgwd=$1 sim=$2 usbgwctl_bin=$3 page_dir=$4 log_dir=$5
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../sim/usbgwd-test.sh
+. "$here/../sim/usbgwd-test.sh"
 COCKPIT_WS=${COCKPIT_WS:-/usr/lib/cockpit/cockpit-ws}
 # how long cockpit-ws, usbgwd and the whole browser run may take
 START_TIMEOUT_S=30
@@ -115,14 +117,7 @@ assign id 0529:0001 via-port "1-2" to pool "cad"
 assign id 064f:2af9 to pool "cad"
 POLICY
 # (the pool line is no rule of its own: 4 rules)
-cat > "$work/usbgwd.conf" <<CONF
-[usbgwd]
-control-socket=$work/control.sock
-state=$work/state.json
-audit-log=$work/audit.log
-libvirt-uri=
-vm-pid-file=$work/pids/{vm}.pid
-CONF
+gw_test_conf "$work" "vm-pid-file=$work/pids/{vm}.pid"
 mkdir -m 755 "$work/pids"
 
 "$usbgwd" --foreground --policy "$work/usbgw.policy" --rundir "$work/run" \
@@ -136,9 +131,6 @@ wait_until "the pool's lease for cad-01" holder_is 0529:0001@1-2 cad-01
 # The package, as cockpit-ws finds packages: DIR/share/cockpit/NAME
 mkdir -p "$work/pkgroot/share/cockpit"
 ln -s "$(cd "$page_dir" && pwd)" "$work/pkgroot/share/cockpit/usbgw"
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 # cockpit-ws on PORT, its bridge running as the user it runs as; the bridge
 # inherits this environment: the build's usbgwctl comes first in PATH, and it
 # finds the test's usbgwd through $USBGWCTL_SOCKET
@@ -150,14 +142,14 @@ start_ws() { # PORT LOG [WRAPPER…]
         "$@" "$COCKPIT_WS" --no-tls --local-session=cockpit-bridge --port "$port" --address 127.0.0.1 \
         > "$log" 2>&1 &
 }
-port=$(free_port)
+port=$(gw_test_free_port)
 start_ws "$port" "$work/cockpit-ws.log"
 ws_pid=$!
 # the same page for a user who may not administer usbgwd (not root, not in
 # group usbgw): nobody, whose usbgwctl reaches the socket (usbgwd's control
 # socket is 0666; its directory here is opened to others) and is refused
 chmod 755 "$work"
-nobody_port=$(free_port)
+nobody_port=$(gw_test_free_port)
 mkdir -m 700 "$work/nobody-home" && chown 65534:65534 "$work/nobody-home"
 start_ws "$nobody_port" "$work/cockpit-ws-nobody.log" \
     setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$work/nobody-home" XDG_RUNTIME_DIR="$work/nobody-home"

@@ -11,6 +11,9 @@
 # cannot be reached.
 set -euo pipefail
 
+# shellcheck source=../sim/usbgwd-test.sh
+. "$(dirname "$0")/../sim/usbgwd-test.sh"
+
 usbgwctl_bin=$1 usbgwd=$2 sim=$3 completion=$4
 
 bash_completion=/usr/share/bash-completion/bash_completion
@@ -45,14 +48,7 @@ sock=$work/control.sock
 cat > "$work/policy" <<'POLICY'
 assign id 0529:0001 to vm "test-vm"
 POLICY
-cat > "$work/usbgwd.conf" <<CONF
-[usbgwd]
-control-socket=$sock
-state=$work/state.json
-audit-log=$work/audit.log
-libvirt-uri=
-vm-pid-file=$work/{vm}.pid
-CONF
+gw_test_conf "$work" "vm-pid-file=$work/{vm}.pid"
 "$usbgwd" --foreground --policy "$work/policy" --rundir "$work/run" --config "$work/usbgwd.conf" \
     >> "$work/usbgwd.log" 2>&1 &
 gw_pid=$!

@@ -11,6 +11,8 @@ set -euo pipefail
 
 scenario=$1 usbgwd=$2 sim=$3 peer=$4 sim_client=$5 usbgwctl_bin=$6 guest_dir=${7:-}
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../sim/usbgwd-test.sh
+. "$here/../sim/usbgwd-test.sh"
 
 # Secrets the keys use in these tests: the peer and the guest answers are
 # checked against them.
@@ -157,14 +159,7 @@ for _ in range(100):
         continue
     print(port)
     break')
-cat > "$work/usbgwd.conf" <<CONF
-[usbgwd]
-control-socket=$work/control.sock
-state=$work/state.json
-audit-log=$work/audit.log
-libvirt-uri=
-vm-pid-file=$work/pids/{vm}.pid
-CONF
+gw_test_conf "$work" "vm-pid-file=$work/pids/{vm}.pid"
 # where "libvirtd" (this script, as root) writes each VM's QEMU pid
 mkdir -m 755 "$work/pids"
 if [ "$scenario" = pool ]; then

@@ -9,6 +9,9 @@
 #   test-compromised-exporter.sh USBGWD USBGW_SIM TEST_PEER USBGWCTL FAKE_EXPORTER MAKE_CERTS
 set -euo pipefail
 
+# shellcheck source=../sim/usbgwd-test.sh
+. "$(dirname "$0")/../sim/usbgwd-test.sh"
+
 usbgwd=$1 sim=$2 peer=$3 usbgwctl_bin=$4 fake=$5 make_certs=$6
 SECRET=000102030405060708090a0b0c0d0e0f
 CHALLENGE=00112233445566778899aabbccddeeff
@@ -39,20 +42,10 @@ gw_pid='' fake_pid=''
 trap 'for p in $gw_pid $fake_pid; do kill $p 2>/dev/null || true; done' EXIT
 bash "$make_certs" "$work/certs" dongles1 hv1 > "$work/certs.log" 2>&1 ||
     { cat "$work/certs.log"; fail "make-certs.sh"; }
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat > "$work/usbgwd.conf" <<CONF
-[usbgwd]
-libvirt-uri=
-control-socket=$work/control.sock
-state=$work/state.json
-audit-log=$work/audit.log
-vm-peer-check=uid
-link-peers=dongles1@127.0.0.1:$port
-link-cert=$work/certs/hv1-cert.pem
-link-key=$work/certs/hv1-key.pem
-link-ca=$work/certs/ca-cert.pem
-link-reattach-interval=0
-CONF
+port=$(gw_test_free_port)
+gw_test_conf "$work" vm-peer-check=uid "link-peers=dongles1@127.0.0.1:$port" \
+    "link-cert=$work/certs/hv1-cert.pem" "link-key=$work/certs/hv1-key.pem" \
+    "link-ca=$work/certs/ca-cert.pem" link-reattach-interval=0
 echo 'assign id 0529:0001 on gateway "dongles1" to vm "test-vm"' > "$work/policy"
 
 ctl() { "$usbgwctl_bin" --socket "$work/control.sock" "$@"; }

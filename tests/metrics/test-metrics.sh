@@ -19,6 +19,8 @@ set -euo pipefail
 
 scenario=$1 usbgwd=$2 sim=$3 peer=$4 usbgwctl_bin=$5
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../sim/usbgwd-test.sh
+. "$here/../sim/usbgwd-test.sh"
 HASP_SECRET=000102030405060708090a0b0c0d0e0f
 CHALLENGE=00112233445566778899aabbccddeeff
 # Debian's python3-prometheus-client is for Debian's python3
@@ -74,19 +76,9 @@ usbgwctl() {
     "$usbgwctl_bin" --socket "$work/control.sock" "$@"
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
-metrics_port=$(free_port)
-cat > "$work/usbgwd.conf" <<CONF
-[usbgwd]
-control-socket=$work/control.sock
-state=$work/state.json
-audit-log=$work/audit.log
-libvirt-uri=
-metrics-listen=127.0.0.1:$metrics_port
-CONF
+metrics_port=$(gw_test_free_port)
+gw_test_conf "$work" "metrics-listen=127.0.0.1:$metrics_port"
 
 if [ "$scenario" = exposition ]; then
     # QEMU's user may reach the socket; with no pid file for the VM, a
@@ -267,7 +259,7 @@ PY
     ;;
 prometheus)
     start_usbgwd
-    prom_port=$(free_port)
+    prom_port=$(gw_test_free_port)
     mkdir "$work/prom-data"
     cat > "$work/prometheus.yml" <<YML
 global:

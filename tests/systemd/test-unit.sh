@@ -11,6 +11,9 @@
 #   test-unit.sh UNIT USBGWD USBGWCTL USBGW_SIM MANDIR
 set -euo pipefail
 
+# shellcheck source=../sim/usbgwd-test.sh
+. "$(dirname "$0")/../sim/usbgwd-test.sh"
+
 unit=$1 usbgwd=$(realpath "$2") usbgwctl=$(realpath "$3") sim=$4 mandir=$5
 max_exposure=${USBGW_UNIT_MAX_EXPOSURE:-30}
 
@@ -61,13 +64,7 @@ if [[ "$(ldd "$usbgwd")" != *libsystemd* ]]; then
     exit 0
 fi
 grep -q '^Type=notify' "$unit" || fail "usbgwd speaks sd_notify, yet the unit is not Type=notify"
-cat > "$work/usbgwd.conf" <<CONF
-[usbgwd]
-control-socket=$work/control.sock
-state=$work/state.json
-audit-log=$work/audit.log
-libvirt-uri=
-CONF
+gw_test_conf "$work"
 printf 'assign id 0529:0001 to vm "test-vm"\n' > "$work/policy"
 # the notify socket's reader runs under usbgw-sim with usbgwd: at READY=1
 # it asks the control socket at once, so "ready" must mean "answers"
