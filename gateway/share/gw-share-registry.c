@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "gw-log.h"
 #include "gw-users.h"
 
 /* clang-format off */
@@ -131,13 +132,14 @@ gw_share_registry_event_cb(GwShare *share, const gchar *event, const PolicyDevic
         kind = GW_SHARE_REGISTRY_DENY; /* a login, logged by the share */
     } else if (g_strcmp0(event, "deny") == 0) {
         kind = GW_SHARE_REGISTRY_DENY;
-        g_message("vm \"%s\": refused %s lent by user \"%s\": %s", vm, what, user, reason);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm, NULL,
+                      "vm \"%s\": refused %s lent by user \"%s\": %s", vm, what, user, reason);
     } else {
         if (g_strcmp0(event, "lend") == 0)
             kind = GW_SHARE_REGISTRY_LEND;
-        g_message("vm \"%s\": %s %s (user \"%s\"%s%s)", vm,
-                  kind == GW_SHARE_REGISTRY_LEND ? "got the lent device" : "gave back", what, user,
-                  rule != NULL ? ", rule " : "", rule != NULL ? rule : "");
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm, NULL, "vm \"%s\": %s %s (user \"%s\"%s%s)", vm,
+                      kind == GW_SHARE_REGISTRY_LEND ? "got the lent device" : "gave back", what,
+                      user, rule != NULL ? ", rule " : "", rule != NULL ? rule : "");
     }
     registry->ops->event(kind, share, actor, reason, device, rule, registry->user_data);
 }
@@ -347,7 +349,8 @@ gw_share_registry_share(GwShareRegistry *registry, const gchar *vm, const gchar 
         }
         registry->ops->event(GW_SHARE_REGISTRY_UNSHARE, share, actor, "replaced by a new share",
                              NULL, NULL, registry->user_data);
-        g_message("share vm \"%s\" user \"%s\" replaced by a new share", vm, old_user);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm, NULL,
+                      "share vm \"%s\" user \"%s\" replaced by a new share", vm, old_user);
         gw_share_registry_refresh_groups(registry, user);
         registry->ops->changed(registry->user_data);
         *renewed = TRUE;
@@ -368,9 +371,10 @@ gw_share_registry_share(GwShareRegistry *registry, const gchar *vm, const gchar 
             return NULL;
         }
     }
-    g_message("share vm \"%s\" user \"%s\": SPICE port %u, ticket valid %u s for the first "
-              "login (%s)",
-              vm, user, (guint)gw_share_get_port(share), ttl_s, actor);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm, NULL,
+                  "share vm \"%s\" user \"%s\": SPICE port %u, ticket valid %u s for the first "
+                  "login (%s)",
+                  vm, user, (guint)gw_share_get_port(share), ttl_s, actor);
     registry->ops->event(GW_SHARE_REGISTRY_SHARE, share, actor, user, NULL, NULL,
                          registry->user_data);
     return share;
@@ -386,7 +390,8 @@ gw_share_registry_unshare(GwShareRegistry *registry, const gchar *vm, const gcha
 
     if (share == NULL)
         return FALSE;
-    g_message("share vm \"%s\" user \"%s\" ended: %s", vm, gw_share_get_user(share), reason);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm, NULL, "share vm \"%s\" user \"%s\" ended: %s", vm,
+                  gw_share_get_user(share), reason);
     registry->ops->event(GW_SHARE_REGISTRY_UNSHARE, share, actor, reason, NULL, NULL,
                          registry->user_data);
     paths = gw_share_get_socket_paths(share);
@@ -413,24 +418,28 @@ gw_share_registry_restore(GwShareRegistry *registry, const gchar *vm, const gcha
     g_autoptr(GError) error = NULL;
 
     if (config->port_base == 0) {
-        g_warning("share of vm \"%s\" not restored: SPICE ingress is off now", vm);
+        gw_log_device(G_LOG_LEVEL_WARNING, NULL, vm, NULL,
+                      "share of vm \"%s\" not restored: SPICE ingress is off now", vm);
         return FALSE;
     }
     if (user == NULL || ticket == NULL || ticket[0] == '\0' ||
         strlen(ticket) > GW_SHARE_REGISTRY_MAX_TICKET || !policy_vm_name_is_valid(vm) ||
         port < config->port_base || port >= (gint64)config->port_base + config->ports ||
         expires < 0 || ends < 0) {
-        g_warning("share of vm \"%s\" not restored: its saved entry is malformed or its "
-                  "port is outside spice-port-base/spice-ports",
-                  vm);
+        gw_log_device(G_LOG_LEVEL_WARNING, NULL, vm, NULL,
+                      "share of vm \"%s\" not restored: its saved entry is malformed or its "
+                      "port is outside spice-port-base/spice-ports",
+                      vm);
         return FALSE;
     }
     if (expires != 0 && expires <= now) {
-        g_message("share of vm \"%s\" not restored: its ticket expired unused", vm);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm, NULL,
+                      "share of vm \"%s\" not restored: its ticket expired unused", vm);
         return FALSE;
     }
     if (expires == 0 && ends != 0 && ends <= now) {
-        g_message("share of vm \"%s\" not restored: its share-max-life is over", vm);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm, NULL,
+                      "share of vm \"%s\" not restored: its share-max-life is over", vm);
         return FALSE;
     }
     if (expires == 0 && ends == 0)
@@ -440,10 +449,12 @@ gw_share_registry_restore(GwShareRegistry *registry, const gchar *vm, const gcha
         return FALSE;
     if (gw_share_registry_start(registry, vm, user, expires != 0 ? (guint)(expires - now) : 0,
                                 ticket, (guint16)port, expires == 0, ends, &error) == NULL) {
-        g_warning("share of vm \"%s\" not restored: %s", vm, error->message);
+        gw_log_device(G_LOG_LEVEL_WARNING, NULL, vm, NULL, "share of vm \"%s\" not restored: %s",
+                      vm, error->message);
         return FALSE;
     }
-    g_message("share vm \"%s\" user \"%s\" restored on SPICE port %u", vm, user, (guint)port);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm, NULL,
+                  "share vm \"%s\" user \"%s\" restored on SPICE port %u", vm, user, (guint)port);
     registry->ops->event(GW_SHARE_REGISTRY_SHARE, g_hash_table_lookup(registry->shares, vm),
                          "usbgwd (restored from the state file)", user, NULL, NULL,
                          registry->user_data);

@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <glib/gstdio.h>
 
+#include "gw-log.h"
 #include "gw-proxy.h"
 #include "sw-frame.h"
 #include "gw-vm-socket.h"
@@ -175,9 +176,10 @@ gw_share_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpoin
     GwShareSlot *slot = user_data;
     GwShare *share = slot->share;
 
-    g_message("share vm \"%s\" channel %u: session ended (%s%s%s)", share->vm, slot->index,
-              gw_proxy_end_to_string(end), reason != NULL ? ": " : "",
-              reason != NULL ? reason : "");
+    gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL,
+                  "share vm \"%s\" channel %u: session ended (%s%s%s)", share->vm, slot->index,
+                  gw_proxy_end_to_string(end), reason != NULL ? ": " : "",
+                  reason != NULL ? reason : "");
     if (slot->lent != NULL) {
         share->callbacks.event(share, "return", slot->lent, NULL, gw_proxy_end_to_string(end),
                                slot->lender, share->user_data);
@@ -234,7 +236,9 @@ gw_share_qemu_hup(gint fd, GIOCondition condition, gpointer data)
     GwShareSlot *slot = data;
 
     slot->qemu_watch = 0;
-    g_message("share vm \"%s\" channel %u: QEMU left %s", slot->share->vm, slot->index, slot->path);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, slot->share->vm, NULL,
+                  "share vm \"%s\" channel %u: QEMU left %s", slot->share->vm, slot->index,
+                  slot->path);
     g_clear_object(&slot->qemu);
     if (slot->share->callbacks.qemu_left != NULL)
         slot->share->callbacks.qemu_left(slot->share, slot->share->user_data);
@@ -253,13 +257,15 @@ gw_share_incoming(GSocketConnection *connection, gpointer user_data)
         return;
     }
     if (slot->qemu != NULL || slot->proxy != NULL) {
-        g_warning("share vm \"%s\": refused a second peer on %s", slot->share->vm, slot->path);
+        gw_log_device(G_LOG_LEVEL_WARNING, NULL, slot->share->vm, NULL,
+                      "share vm \"%s\": refused a second peer on %s", slot->share->vm, slot->path);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return;
     }
     slot->qemu = g_object_ref(connection);
-    g_info("share vm \"%s\" channel %u: QEMU connected on %s", slot->share->vm, slot->index,
-           slot->path);
+    gw_log_device(G_LOG_LEVEL_INFO, NULL, slot->share->vm, NULL,
+                  "share vm \"%s\" channel %u: QEMU connected on %s", slot->share->vm, slot->index,
+                  slot->path);
     if (slot->client != NULL) {
         gw_share_slot_try_start(slot);
         return;
@@ -324,21 +330,24 @@ gw_share_client(GwSpiceWorker *worker, guint event, const gchar *address, gpoint
         g_free(share->client_address);
         share->client_address = g_strdup(address);
         share->client_in = TRUE;
-        g_message("share vm \"%s\" user \"%s\": client %s logged in", share->vm, share->user,
-                  address);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL,
+                      "share vm \"%s\" user \"%s\": client %s logged in", share->vm, share->user,
+                      address);
         break;
     case SW_CLIENT_LEFT:
         share->client_in = FALSE;
-        g_message("share vm \"%s\" user \"%s\": client %s left; the ticket is accepted again "
-                  "(reconnect)",
-                  share->vm, share->user, address);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL,
+                      "share vm \"%s\" user \"%s\": client %s left; the ticket is accepted again "
+                      "(reconnect)",
+                      share->vm, share->user, address);
         break;
     default: /* SW_CLIENT_REFUSED */
         reason = g_strdup_printf(
             "SPICE login from %s refused: client %s holds the share (one "
             "client per share; a fresh ticket: usbgwctl share %s)",
             address, share->client_address != NULL ? share->client_address : "?", share->vm);
-        g_message("share vm \"%s\" user \"%s\": %s", share->vm, share->user, reason);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL, "share vm \"%s\" user \"%s\": %s",
+                      share->vm, share->user, reason);
         share->callbacks.event(share, "deny", NULL, NULL, reason, address, share->user_data);
         break;
     }
@@ -349,8 +358,9 @@ gw_share_worker_ready(GwSpiceWorker *worker, gpointer user_data)
 {
     GwShare *share = user_data;
 
-    g_message("share vm \"%s\" user \"%s\": SPICE listening on port %u", share->vm, share->user,
-              share->port);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL,
+                  "share vm \"%s\" user \"%s\": SPICE listening on port %u", share->vm, share->user,
+                  share->port);
     gw_spice_worker_set_ticket(worker, share->ticket,
                                share->used ? gw_share_life_left(share) : share->ttl_s, FALSE);
 }
@@ -363,13 +373,15 @@ gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GSocket *client, g
 
     gw_share_mark_used(share);
     slot->open = TRUE;
-    g_message("share vm \"%s\" user \"%s\": client opened channel %u", share->vm, share->user,
-              channel);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL,
+                  "share vm \"%s\" user \"%s\": client opened channel %u", share->vm, share->user,
+                  channel);
     g_clear_object(&slot->client);
     slot->client = client;
     if (slot->qemu == NULL)
-        g_message("share vm \"%s\" channel %u: waiting for QEMU on %s", share->vm, channel,
-                  slot->path);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL,
+                      "share vm \"%s\" channel %u: waiting for QEMU on %s", share->vm, channel,
+                      slot->path);
     gw_share_slot_try_start(slot);
 }
 
@@ -379,8 +391,9 @@ gw_share_channel_closed(GwSpiceWorker *worker, guint channel, gpointer user_data
     GwShare *share = user_data;
     GwShareSlot *slot = &share->slots[channel];
 
-    g_message("share vm \"%s\" user \"%s\": client closed channel %u", share->vm, share->user,
-              channel);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL,
+                  "share vm \"%s\" user \"%s\": client closed channel %u", share->vm, share->user,
+                  channel);
     /* a proxy sees the end on its own socket */
     g_clear_object(&slot->client);
     slot->open = FALSE;
@@ -392,7 +405,8 @@ gw_share_worker_exited(GwSpiceWorker *worker, const gchar *reason, gpointer user
     GwShare *share = user_data;
     g_autofree gchar *why = g_strdup_printf("SPICE worker: %s", reason);
 
-    g_warning("share vm \"%s\": %s", share->vm, why);
+    gw_log_device(G_LOG_LEVEL_WARNING, NULL, share->vm, NULL, "share vm \"%s\": %s", share->vm,
+                  why);
     gw_share_end(share, why);
 }
 
