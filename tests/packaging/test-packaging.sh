@@ -115,6 +115,13 @@ if [ -n "${USBGW_PACKAGING_INNER:-}" ]; then
             fail "cockpit-usbgw has no /usr/share/cockpit/usbgw/manifest.json"
         echo "ok: the Cockpit page is in /usr/share/cockpit/usbgw"
     fi
+    for file in deploy usbgw-pools.py; do
+        [ -x "$root/usr/share/usbgw/opennebula/$file" ] ||
+            fail "usbgw-opennebula has no executable /usr/share/usbgw/opennebula/$file"
+    done
+    in_root python3 -m py_compile /usr/share/usbgw/opennebula/deploy \
+        /usr/share/usbgw/opennebula/usbgw-pools.py ||
+        fail "the OpenNebula scripts do not compile with the installed python3"
     echo "ok: files in place"
 
     packages=()
@@ -232,7 +239,7 @@ host_state() {
     done
     echo "group usbgw: $(getent group usbgw || echo none)"
     echo "packages: $(dpkg-query -W -f='${Package} ${db:Status-Status}\n' usbgw usbgw-share \
-        cockpit-usbgw 2>/dev/null || true)"
+        cockpit-usbgw usbgw-opennebula 2>/dev/null || true)"
 }
 host_state > "$work/host-before"
 
