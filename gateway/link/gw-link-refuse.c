@@ -51,7 +51,6 @@ static void
 gw_link_refusal_written_cb(GObject *source, GAsyncResult *result, gpointer user_data)
 {
     GwLinkRefusal *r = user_data;
-    g_autoptr(GIOStream) base = NULL;
 
     if (!g_output_stream_write_all_finish(G_OUTPUT_STREAM(source), result, NULL, NULL)) {
         gw_link_refusal_finish(r);
