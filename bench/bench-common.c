@@ -631,7 +631,6 @@ bench_target_compare_ops(const gchar *name, BenchTarget *cand, BenchTarget *base
 gboolean
 bench_make_certs(const gchar *script, const gchar *dir, const gchar *names, GError **error)
 {
-    g_autofree gchar *command = NULL;
     g_autofree gchar *out = NULL;
     gint wait_status = 0;
     g_auto(GStrv) list = g_strsplit(names, " ", -1);

@@ -526,7 +526,6 @@ usbgwctl_socket_path(const gchar *override)
 static void
 usbgwctl_print_object(JsonObject *obj)
 {
-    g_autoptr(JsonBuilder) builder = json_builder_new();
     g_autoptr(JsonGenerator) generator = json_generator_new();
     g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), obj);
     g_autofree gchar *text = NULL;

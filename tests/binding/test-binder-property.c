@@ -307,7 +307,7 @@ main(int argc, char **argv)
         {"cases", 0, 0, G_OPTION_ARG_INT64, &cases, "Cases to run (default 100000)", "N"},
         {"seed", 0, 0, G_OPTION_ARG_INT64, &seed, "First case's seed (default 20261204)", "S"},
         {"events", 0, 0, G_OPTION_ARG_INT64, &max_events, "Most events per case (default 60)", "N"},
-        {NULL},
+        G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new("- GwBinder property test");
     g_autoptr(GError) error = NULL;
