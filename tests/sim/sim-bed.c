@@ -45,6 +45,10 @@ struct _SimBed {
     SimSlot *slots;           /* owned, one per key model */
     gsize n_slots;
     guint next_devnum;
+    /* devnum → SimUsbfs (owned): the nodes of unplugged keys, still served
+     * (every ioctl fails with ENODEV) until their device number is taken
+     * again; see sim_bed_unplug() */
+    GHashTable *retired;
 };
 
 /* "1-3.1" → SIM_BED_HCD_PATH/usb1/1-3/1-3.1; "usb1" → …/usb1 */
@@ -143,6 +147,7 @@ sim_bed_new(GError **error)
 
     self->testbed = umockdev_testbed_new();
     self->next_devnum = G_N_ELEMENTS(sim_bed_hubs) + 1;
+    self->retired = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_object_unref);
     self->slots = g_new0(SimSlot, self->n_slots);
     for (gsize i = 0; i < self->n_slots; i++) {
         g_autofree char *path = sim_bed_sysfs_path(models[i].port);
@@ -165,6 +170,7 @@ sim_bed_free(SimBed *self)
         g_free(self->slots[i].syspath);
     }
     g_free(self->slots);
+    g_clear_pointer(&self->retired, g_hash_table_unref);
     /* removes the testbed directory and unsets UMOCKDEV_DIR */
     g_clear_object(&self->testbed);
     g_free(self);
@@ -224,14 +230,31 @@ sim_bed_devnum_in_use(SimBed *self, guint devnum)
 
 /* Like the kernel: the next free number after the last one given, so a
  * replugged key comes back under a new node. 0 if the bus is full. */
+/* Stops serving the node of an unplugged key whose device number is taken
+ * again (a whole round of the bus's numbers after its unplug). */
+static void
+sim_bed_end_retired(SimBed *self, guint devnum)
+{
+    g_autofree char *node = g_strdup_printf("/dev/bus/usb/%03u/%03u", SIM_BED_BUSNUM, devnum);
+    g_autoptr(GError) error = NULL;
+
+    if (!g_hash_table_contains(self->retired, GUINT_TO_POINTER(devnum)))
+        return;
+    if (!umockdev_testbed_detach_ioctl(self->testbed, node, &error))
+        g_warning("%s: %s", node, error->message);
+    g_hash_table_remove(self->retired, GUINT_TO_POINTER(devnum));
+}
+
 static guint
 sim_bed_alloc_devnum(SimBed *self)
 {
     for (guint tries = 0; tries < SIM_BED_MAX_DEVNUM; tries++) {
         guint devnum = self->next_devnum;
         self->next_devnum = devnum % SIM_BED_MAX_DEVNUM + 1;
-        if (!sim_bed_devnum_in_use(self, devnum))
+        if (!sim_bed_devnum_in_use(self, devnum)) {
+            sim_bed_end_retired(self, devnum);
             return devnum;
+        }
     }
     return 0;
 }
@@ -283,7 +306,6 @@ gboolean
 sim_bed_unplug(SimBed *self, const char *name, GError **error)
 {
     SimSlot *slot = sim_bed_lookup(self, name, error);
-    g_autoptr(GError) detach_error = NULL;
 
     if (slot == NULL)
         return FALSE;
@@ -291,16 +313,18 @@ sim_bed_unplug(SimBed *self, const char *name, GError **error)
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_CONNECTED, "%s is not plugged", name);
         return FALSE;
     }
-    g_autofree char *node = g_strdup_printf("/dev/bus/usb/%03u/%03u", SIM_BED_BUSNUM, slot->devnum);
-
     /* As in the kernel: URBs die first, then "remove" goes out. The event
      * carries the uevent file, so it must precede removing the device. */
     sim_usbfs_disconnect(slot->usbfs);
     umockdev_testbed_uevent(self->testbed, slot->syspath, "remove");
     umockdev_testbed_remove_device(self->testbed, slot->syspath);
-    if (!umockdev_testbed_detach_ioctl(self->testbed, node, &detach_error))
-        g_warning("%s: %s", node, detach_error->message);
-    g_clear_object(&slot->usbfs);
+    /* The node stays served, every ioctl failing with ENODEV as the
+     * kernel's does for a file of an unplugged device: detaching the
+     * handler now would cut the connection of a client that still has the
+     * node open, and umockdev's preload aborts that client on the next
+     * ioctl ("Error communicating with ioctl socket, errno: 104"). */
+    g_hash_table_replace(self->retired, GUINT_TO_POINTER(slot->devnum),
+                         g_steal_pointer(&slot->usbfs));
     slot->devnum = 0;
     g_debug("unplugged %s from %s", name, slot->model->port);
     return TRUE;
