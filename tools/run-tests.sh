@@ -45,6 +45,16 @@ else
 fi
 ninja -C "$builddir"
 
+# usbgw-sim sends the simulated keys' uevents as unix datagrams, and
+# umockdev aborts the simulator when a receiver's queue is full. A booted
+# Debian host has systemd's 512 queued datagrams per socket; a bare
+# container has the kernel's default of 10, which hotplug churn fills.
+qlen=/proc/sys/net/unix/max_dgram_qlen
+if [ -w "$qlen" ] && [ "$(cat "$qlen")" -lt 512 ]; then
+    echo "run-tests: net.unix.max_dgram_qlen $(cat "$qlen") -> 512 (as systemd sets it)"
+    echo 512 > "$qlen"
+fi
+
 status=0
 meson test -C "$builddir" --print-errorlogs "$@" || status=$?
 
