@@ -30,8 +30,9 @@ struct _GwAttachment {
     libusb_device_handle *handle; /* owned, nullable: held while no peer has it */
     guint32 detached;             /* interfaces whose kernel driver we detached */
     guint n_interfaces;
-    GSocketConnection *peer; /* owned, nullable */
-    GwSession *session;      /* owned, nullable */
+    GSocketConnection *peer;           /* owned, nullable */
+    GSocketConnection *migration_peer; /* owned, nullable: a pending migration destination */
+    GwSession *session;                /* owned, nullable */
     guint peer_count;
     GwAttachmentPeerEnded peer_ended; /* nullable */
     gpointer peer_ended_data;
@@ -177,6 +178,7 @@ gw_attachment_end_session(GwAttachment *attachment)
     g_clear_handle_id(&attachment->offer_retry_id, g_source_remove);
     attachment->offer_retries = 0;
     g_clear_pointer(&attachment->session, gw_session_free);
+    g_clear_object(&attachment->migration_peer); /* the session closed it */
     if (attachment->peer != NULL) {
         g_io_stream_close(G_IO_STREAM(attachment->peer), NULL, NULL);
         g_clear_object(&attachment->peer);
@@ -247,6 +249,65 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
     return TRUE;
 }
 
+/* The session's migration destination took over, or was dropped. */
+static void
+gw_attachment_handover(GwSession *session, GwSessionHandover what, const gchar *detail,
+                       gpointer user_data)
+{
+    GwAttachment *attachment = user_data;
+    const GwVmSocketAccess *access = attachment->access;
+
+    if (what == GW_SESSION_HANDOVER_DONE) {
+        /* the session closed the source's socket */
+        g_clear_object(&attachment->peer);
+        attachment->peer = g_steal_pointer(&attachment->migration_peer);
+    } else {
+        g_clear_object(&attachment->migration_peer);
+    }
+    if (what == GW_SESSION_HANDOVER_REFUSED) {
+        gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, GW_LOG_ID_PEER_REFUSED,
+                          "%s: refused a second peer on %s (it %s)", attachment->identity,
+                          attachment->socket_path, detail);
+        gw_usbgw_metrics_attach(GW_USBGW_ATTACH_REFUSED, -1);
+        return;
+    }
+    gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_SESSION,
+                      what == GW_SESSION_HANDOVER_DONE
+                          ? "%s: migrated on %s: %s"
+                          : "%s: migration on %s given up, the source stays: destination %s",
+                      attachment->identity, attachment->socket_path, detail);
+    if (access->migrated != NULL)
+        access->migrated(attachment->vm, attachment->identity, attachment->socket_path,
+                         what == GW_SESSION_HANDOVER_DONE, detail, access->user_data);
+}
+
+/* A second connection while a VM's QEMU is the peer: a live migration's
+ * destination, held until it writes, if it may use the socket and no
+ * other destination is pending. */
+static void
+gw_attachment_second_peer(GwAttachment *attachment, GSocketConnection *connection)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (attachment->vm == NULL || attachment->peer == NULL) {
+        g_set_error(&error, G_IO_ERROR, G_IO_ERROR_BUSY, "one peer per device");
+    } else if (gw_session_add_destination(attachment->session,
+                                          g_socket_connection_get_socket(connection), &error)) {
+        attachment->migration_peer = g_object_ref(connection);
+        gw_session_set_handover_func(attachment->session, gw_attachment_handover, attachment);
+        gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_SESSION,
+                          "%s: a migration destination connected on %s; it takes over when it "
+                          "first writes",
+                          attachment->identity, attachment->socket_path);
+        return;
+    }
+    gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, GW_LOG_ID_PEER_REFUSED,
+                      "%s: refused a second peer on %s (%s)", attachment->identity,
+                      attachment->socket_path, error->message);
+    gw_usbgw_metrics_attach(GW_USBGW_ATTACH_REFUSED, -1);
+    g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+}
+
 static void
 gw_attachment_incoming(GSocketConnection *connection, gpointer user_data)
 {
@@ -254,15 +315,14 @@ gw_attachment_incoming(GSocketConnection *connection, gpointer user_data)
     g_autoptr(GError) error = NULL;
     g_autofree gchar *where = g_strdup_printf("on %s", attachment->socket_path);
 
-    if (attachment->session != NULL ||
-        !gw_vm_socket_peer_allowed(attachment->access, connection, attachment->vm,
+    if (!gw_vm_socket_peer_allowed(attachment->access, connection, attachment->vm,
                                    attachment->identity, attachment->socket_path)) {
-        if (attachment->session != NULL)
-            gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, GW_LOG_ID_PEER_REFUSED,
-                              "%s: refused a second peer on %s (one peer per device)",
-                              attachment->identity, attachment->socket_path);
         gw_usbgw_metrics_attach(GW_USBGW_ATTACH_REFUSED, -1);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+        return;
+    }
+    if (attachment->session != NULL) {
+        gw_attachment_second_peer(attachment, connection);
         return;
     }
     if (!gw_attachment_start_session(attachment, connection, NULL, NULL, where, &error)) {
@@ -402,6 +462,12 @@ gboolean
 gw_attachment_has_peer(GwAttachment *attachment)
 {
     return attachment->session != NULL;
+}
+
+gboolean
+gw_attachment_is_migrating(GwAttachment *attachment)
+{
+    return attachment->session != NULL && gw_session_is_migrating(attachment->session);
 }
 
 void

@@ -6,6 +6,7 @@
 #include <usbredirhost.h>
 
 #include "gw-fd-watch.h"
+#include "gw-handover.h"
 #include "gw-log.h"
 #include "gw-usbgw-metrics.h"
 #include "gw-usbredir-error.h"
@@ -68,6 +69,26 @@ struct _GwSession {
     gboolean has_device;
     gint write_failed;   /* atomic: set by the writer on any thread */
     gchar *close_reason; /* owned, nullable */
+    /* A live migration's destination (docs/migration.md). io_lock guards
+     * fd, bytes_written, ring, resend and the two flags below: the writer
+     * runs on any thread, the handover on the main one. */
+    GMutex io_lock;
+    guint64 bytes_written;        /* to the peer */
+    GSocket *destination;         /* owned ref, nullable: held, neither read nor written */
+    GwFdWatch *destination_watch; /* owned, nullable: its first bytes or its hang-up */
+    GwHandoverRing *ring;         /* owned, nullable: while a destination is pending */
+    GBytes *resend;               /* owned, nullable: re-sent bytes the destination has not taken */
+    gsize resend_offset;
+    gboolean migrating;         /* a destination is pending: a failed write waits for it */
+    gboolean source_gone;       /* the source hung up first: nothing is written until the switch */
+    guint64 unread_sample;      /* the source's unread bytes when last asked */
+    guint64 unread_sample_at;   /* bytes_written then */
+    GSource *sample_timer;      /* owned, nullable: while a destination is pending */
+    GSource *source_gone_timer; /* owned, nullable: the destination's time to take over */
+    gboolean draining;          /* reading the source to its end: no back-pressure, EOF ends it */
+    gboolean source_eof;        /* the source's end was read while a destination is pending */
+    GwSessionHandoverFunc handover; /* nullable */
+    gpointer handover_data;
 };
 
 static void
@@ -105,7 +126,8 @@ gw_session_read_cb(void *priv, uint8_t *data, int count)
 
     /* too much waits for the peer already: read on once it took some
      * (usbredirparser reads until the socket would block; 0 is that) */
-    if (usbredirhost_has_data_to_write(session->host) > GW_SESSION_MAX_QUEUED_PACKETS)
+    if (!session->draining &&
+        usbredirhost_has_data_to_write(session->host) > GW_SESSION_MAX_QUEUED_PACKETS)
         return 0;
     if (session->transport.read != NULL) {
         gssize got = session->transport.read(session->transport_data, data, (gsize)count);
@@ -124,9 +146,46 @@ gw_session_read_cb(void *priv, uint8_t *data, int count)
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
+    if (n == 0 && session->destination != NULL) {
+        /* a migration's source at its end: the destination may go on */
+        session->source_eof = TRUE;
+        return 0;
+    }
     /* 0: the peer closed; <0: a socket error. usbredirhost stops reading
      * on a negative return. */
     return -1;
+}
+
+/* Sends what is left of the bytes re-sent to a migration's destination:
+ * 1 when none are left, 0 when some still wait (the socket is full), -1
+ * on a failed write (write_failed set). Under io_lock. */
+static int
+gw_session_flush_resend_locked(GwSession *session)
+{
+    gsize size;
+    const guint8 *data;
+
+    if (session->resend == NULL)
+        return 1;
+    data = g_bytes_get_data(session->resend, &size);
+    while (session->resend_offset < size) {
+        ssize_t n = send(session->fd, data + session->resend_offset, size - session->resend_offset,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        if (n < 0) {
+            g_atomic_int_set(&session->write_failed, 1);
+            return -1;
+        }
+        session->bytes_written += (guint64)n;
+        session->resend_offset += (gsize)n;
+        gw_usbgw_metrics_redir_bytes(GW_USBGW_TO_PEER, (guint64)n);
+    }
+    g_clear_pointer(&session->resend, g_bytes_unref);
+    session->resend_offset = 0;
+    return 1;
 }
 
 static int
@@ -147,7 +206,25 @@ gw_session_write_cb(void *priv, uint8_t *data, int count)
         g_atomic_int_set(&session->write_failed, 1);
         return -1;
     }
+    g_mutex_lock(&session->io_lock);
+    /* the bytes a migration's source did not read go first; a source gone
+     * takes nothing: usbredirhost keeps it for the destination */
+    if (session->source_gone || gw_session_flush_resend_locked(session) <= 0) {
+        g_mutex_unlock(&session->io_lock);
+        return 0;
+    }
     n = send(session->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+        session->bytes_written += (guint64)n;
+        if (session->ring != NULL)
+            gw_handover_ring_append(session->ring, data, (gsize)n);
+    }
+    if (n < 0 && session->migrating && (errno == EPIPE || errno == ECONNRESET)) {
+        /* the source hung up; the read side tells the main loop */
+        g_mutex_unlock(&session->io_lock);
+        return 0;
+    }
+    g_mutex_unlock(&session->io_lock);
     if (n >= 0) {
         gw_usbgw_metrics_redir_bytes(GW_USBGW_TO_PEER, (guint64)n);
         return (int)n;
@@ -235,6 +312,7 @@ gw_session_clear_hello_timeout(GwSession *session)
 }
 
 static void gw_session_close_later(GwSession *session, const gchar *reason);
+static void gw_session_stop_timer(GSource **timer);
 
 static gboolean
 gw_session_hello_timed_out(gpointer data)
@@ -267,6 +345,9 @@ gw_session_close_later(GwSession *session, const gchar *reason)
         g_clear_pointer(&session->transport_source, g_source_unref);
     }
     gw_session_clear_hello_timeout(session);
+    gw_session_stop_timer(&session->sample_timer);
+    gw_session_stop_timer(&session->source_gone_timer);
+    g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
     session->close_source = g_idle_source_new();
     g_source_set_callback(session->close_source, gw_session_notify_closed, session, NULL);
     g_source_attach(session->close_source, session->context);
@@ -285,8 +366,10 @@ gw_session_prepare(gpointer data)
     if (g_atomic_int_get(&session->write_failed))
         return TRUE;
     queued = usbredirhost_has_data_to_write(session->host);
-    if (queued > 0)
+    g_mutex_lock(&session->io_lock);
+    if (queued > 0 || session->resend != NULL)
         condition |= G_IO_OUT;
+    g_mutex_unlock(&session->io_lock);
     if (queued > GW_SESSION_MAX_QUEUED_PACKETS)
         condition &= ~G_IO_IN; /* read on once the peer took some (a hang-up still wakes us) */
     gw_fd_watch_set_condition(session->watch, condition);
@@ -319,6 +402,8 @@ gw_session_read_peer(GwSession *session)
     return FALSE;
 }
 
+static void gw_session_source_gone(GwSession *session);
+
 static void
 gw_session_ready(int fd, GIOCondition revents, gpointer data)
 {
@@ -329,17 +414,286 @@ gw_session_ready(int fd, GIOCondition revents, gpointer data)
         gw_session_close_later(session, "write to peer failed");
         return;
     }
-    if (revents & G_IO_OUT &&
-        !gw_usbredir_write_result_to_error(usbredirhost_write_guest_data(session->host), &error)) {
-        gw_session_close_later(session, error->message);
-        return;
+    if (revents & G_IO_OUT) {
+        g_mutex_lock(&session->io_lock);
+        int resent = gw_session_flush_resend_locked(session);
+        g_mutex_unlock(&session->io_lock);
+        if (resent < 0) {
+            gw_session_close_later(session, "write to peer failed");
+            return;
+        }
+        if (!gw_usbredir_write_result_to_error(usbredirhost_write_guest_data(session->host),
+                                               &error)) {
+            gw_session_close_later(session, error->message);
+            return;
+        }
     }
     if (revents & (G_IO_IN | G_IO_HUP | G_IO_ERR)) {
         if (!gw_session_read_peer(session))
             return;
+        if (session->destination != NULL &&
+            (session->source_eof || (revents & (G_IO_HUP | G_IO_ERR)))) {
+            gw_session_source_gone(session);
+            return;
+        }
         if (revents & (G_IO_HUP | G_IO_ERR) && !(revents & G_IO_IN))
             gw_session_close_later(session, "peer hung up");
     }
+}
+
+/* ---- A live migration's destination ----------------------------------------- */
+
+static void
+gw_session_stop_timer(GSource **timer)
+{
+    if (*timer == NULL)
+        return;
+    g_source_destroy(*timer);
+    g_clear_pointer(timer, g_source_unref);
+}
+
+/* Asks the kernel how many bytes the source has not read; kept with the
+ * count written then. Under io_lock. */
+static gboolean
+gw_session_sample_unread_locked(GwSession *session, GError **error)
+{
+    guint64 unread;
+
+    if (!gw_handover_peer_unread(session->fd, &unread, error))
+        return FALSE;
+    session->unread_sample = unread;
+    session->unread_sample_at = session->bytes_written;
+    return TRUE;
+}
+
+static gboolean
+gw_session_sample_unread(gpointer data)
+{
+    GwSession *session = data;
+
+    /* a source gone cannot be asked: the last sample stays */
+    g_mutex_lock(&session->io_lock);
+    (void)gw_session_sample_unread_locked(session, NULL);
+    g_mutex_unlock(&session->io_lock);
+    return G_SOURCE_CONTINUE;
+}
+
+static void
+gw_session_tell_handover(GwSession *session, GwSessionHandover what, const gchar *detail)
+{
+    if (session->handover != NULL)
+        session->handover(session, what, detail, session->handover_data);
+}
+
+/* Closes the destination; the source goes on as it did (or, if it hung up
+ * already, the session ends). */
+static void
+gw_session_drop_destination(GwSession *session, GwSessionHandover what, const gchar *reason)
+{
+    g_mutex_lock(&session->io_lock);
+    g_clear_pointer(&session->ring, gw_handover_ring_free);
+    session->migrating = FALSE;
+    g_mutex_unlock(&session->io_lock);
+    g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
+    g_socket_close(session->destination, NULL);
+    g_clear_object(&session->destination);
+    gw_session_stop_timer(&session->sample_timer);
+    gw_session_stop_timer(&session->source_gone_timer);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
+                  "%s: migration destination dropped: %s", session->label, reason);
+    gw_session_tell_handover(session, what, reason);
+    if (session->source_gone) {
+        g_autofree gchar *why =
+            g_strdup_printf("the migration's source hung up and its destination %s", reason);
+        gw_session_close_later(session, why);
+    }
+}
+
+/* The destination wrote: its VM runs, the source is paused. Drain the
+ * source, send the destination what the source did not read, and make it
+ * the peer. */
+static void
+gw_session_take_over(GwSession *session)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GSocket) source = NULL;
+    g_autofree gchar *detail = NULL;
+    guint64 read_before = session->bytes_read;
+    guint64 unread;
+    int resent;
+
+    if (!session->source_gone) {
+        /* everything the source sent before it paused, to its end */
+        session->draining = TRUE;
+        gboolean ok = gw_session_read_peer(session);
+        session->draining = FALSE;
+        if (!ok)
+            return;
+    }
+    g_mutex_lock(&session->io_lock);
+    if (session->source_gone)
+        unread = session->unread_sample + (session->bytes_written - session->unread_sample_at);
+    else if (!gw_handover_peer_unread(session->fd, &unread, &error)) {
+        g_mutex_unlock(&session->io_lock);
+        g_autofree gchar *why = g_strdup_printf("migration handover: %s", error->message);
+        gw_session_close_later(session, why);
+        return;
+    }
+    session->resend = gw_handover_ring_tail(session->ring, unread, &error);
+    if (session->resend == NULL) {
+        g_mutex_unlock(&session->io_lock);
+        g_autofree gchar *why = g_strdup_printf("migration handover: %s", error->message);
+        gw_session_close_later(session, why);
+        return;
+    }
+    session->resend_offset = 0;
+    source = g_steal_pointer(&session->socket);
+    session->socket = g_steal_pointer(&session->destination);
+    session->fd = g_socket_get_fd(session->socket);
+    g_clear_pointer(&session->ring, gw_handover_ring_free);
+    session->migrating = FALSE;
+    session->source_gone = FALSE;
+    session->source_eof = FALSE;
+    resent = gw_session_flush_resend_locked(session);
+    g_mutex_unlock(&session->io_lock);
+
+    gw_session_stop_timer(&session->sample_timer);
+    gw_session_stop_timer(&session->source_gone_timer);
+    g_clear_pointer(&session->watch, gw_fd_watch_free);
+    g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
+    g_socket_close(source, NULL);
+    session->watch = gw_fd_watch_new(session->context, "usbgw-session", session->fd, G_IO_IN,
+                                     gw_session_ready, session);
+    gw_fd_watch_set_prepare(session->watch, gw_session_prepare);
+    detail =
+        g_strdup_printf("%" G_GUINT64_FORMAT " bytes drained from the source, %" G_GUINT64_FORMAT
+                        " bytes it had not read re-sent to the destination",
+                        session->bytes_read - read_before, unread);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
+                  "%s: handed over to the migration destination: %s", session->label, detail);
+    gw_session_tell_handover(session, GW_SESSION_HANDOVER_DONE, detail);
+    if (resent < 0)
+        gw_session_close_later(session, "write to the migration destination failed");
+}
+
+static void
+gw_session_destination_ready(int fd, GIOCondition revents, gpointer data)
+{
+    GwSession *session = data;
+    guint8 head[GW_HANDOVER_HELLO_PEEK];
+    ssize_t n;
+
+    n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        gw_session_drop_destination(session, GW_SESSION_HANDOVER_DROPPED,
+                                    "closed before it took over (migration cancelled or failed)");
+        return;
+    }
+    if (gw_handover_is_hello(head, (gsize)n)) {
+        gw_session_drop_destination(session, GW_SESSION_HANDOVER_REFUSED,
+                                    "sent a usbredir hello: a new peer, not a migration "
+                                    "destination");
+        return;
+    }
+    gw_session_take_over(session);
+}
+
+static gboolean
+gw_session_source_gone_timed_out(gpointer data)
+{
+    GwSession *session = data;
+    g_autofree gchar *why =
+        g_strdup_printf("did not take over within %d s", GW_HANDOVER_SOURCE_GONE_WAIT_S);
+
+    g_clear_pointer(&session->source_gone_timer, g_source_unref);
+    gw_session_drop_destination(session, GW_SESSION_HANDOVER_DROPPED, why);
+    return G_SOURCE_REMOVE;
+}
+
+/* The source hung up while a destination is pending (libvirt stops the
+ * source once the destination runs, maybe before the destination wrote):
+ * what it sent is read, its unread count is the last sample's, and the
+ * destination has GW_HANDOVER_SOURCE_GONE_WAIT_S to write. */
+static void
+gw_session_source_gone(GwSession *session)
+{
+    if (!session->source_eof) {
+        session->draining = TRUE;
+        gboolean ok = gw_session_read_peer(session);
+        session->draining = FALSE;
+        if (!ok)
+            return;
+    }
+    g_mutex_lock(&session->io_lock);
+    session->source_gone = TRUE;
+    g_mutex_unlock(&session->io_lock);
+    /* the socket stays open (its fd is the session's until the switch) */
+    g_clear_pointer(&session->watch, gw_fd_watch_free);
+    gw_session_stop_timer(&session->sample_timer);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
+                  "%s: the migration's source hung up; waiting up to %d s for its destination",
+                  session->label, GW_HANDOVER_SOURCE_GONE_WAIT_S);
+    session->source_gone_timer = g_timeout_source_new_seconds(GW_HANDOVER_SOURCE_GONE_WAIT_S);
+    g_source_set_callback(session->source_gone_timer, gw_session_source_gone_timed_out, session,
+                          NULL);
+    g_source_attach(session->source_gone_timer, session->context);
+}
+
+gboolean
+gw_session_add_destination(GwSession *session, GSocket *socket, GError **error)
+{
+    g_autoptr(GError) local = NULL;
+    int fd = g_socket_get_fd(socket);
+
+    if (session->socket == NULL || session->close_reason != NULL) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                    "%s: no migration destination for a session on a transport or closing",
+                    session->label);
+        return FALSE;
+    }
+    if (session->destination != NULL) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                    "%s: a migration handover is pending already", session->label);
+        return FALSE;
+    }
+    g_mutex_lock(&session->io_lock);
+    /* the first sample tells whether the kernel can count unread bytes */
+    if (!gw_session_sample_unread_locked(session, &local)) {
+        g_mutex_unlock(&session->io_lock);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "%s: no migration destination: %s",
+                    session->label, local->message);
+        return FALSE;
+    }
+    session->ring = gw_handover_ring_new(gw_handover_ring_capacity_for(session->fd));
+    session->migrating = TRUE;
+    g_mutex_unlock(&session->io_lock);
+
+    g_socket_set_blocking(socket, FALSE);
+    session->destination = g_object_ref(socket);
+    session->destination_watch = gw_fd_watch_new(session->context, "usbgw-session-destination", fd,
+                                                 G_IO_IN, gw_session_destination_ready, session);
+    session->sample_timer = g_timeout_source_new(GW_HANDOVER_SAMPLE_MS);
+    g_source_set_callback(session->sample_timer, gw_session_sample_unread, session, NULL);
+    g_source_attach(session->sample_timer, session->context);
+    gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
+                  "%s: migration destination connected; it takes over when it first writes",
+                  session->label);
+    return TRUE;
+}
+
+gboolean
+gw_session_is_migrating(GwSession *session)
+{
+    return session->destination != NULL;
+}
+
+void
+gw_session_set_handover_func(GwSession *session, GwSessionHandoverFunc handover, gpointer user_data)
+{
+    session->handover = handover;
+    session->handover_data = user_data;
 }
 
 /* ---- A peer on a transport ----------------------------------------------- */
@@ -444,6 +798,7 @@ gw_session_new_full(libusb_context *usb, GSocket *socket, const GwTransport *tra
         session->transport = *transport;
         session->transport_data = transport_data;
     }
+    g_mutex_init(&session->io_lock);
     session->context = g_main_context_ref_thread_default();
     session->closed = closed;
     session->user_data = user_data;
@@ -553,6 +908,15 @@ gw_session_free(GwSession *session)
         g_atomic_pointer_set(&session->host, NULL);
         usbredirhost_close(host);
     }
+    gw_session_stop_timer(&session->sample_timer);
+    gw_session_stop_timer(&session->source_gone_timer);
+    g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
+    if (session->destination != NULL) {
+        g_socket_close(session->destination, NULL);
+        g_object_unref(session->destination);
+    }
+    g_clear_pointer(&session->ring, gw_handover_ring_free);
+    g_clear_pointer(&session->resend, g_bytes_unref);
     if (session->socket != NULL) {
         g_socket_close(session->socket, NULL);
         g_object_unref(session->socket);
@@ -560,6 +924,7 @@ gw_session_free(GwSession *session)
         session->transport.close(session->transport_data);
     }
     g_main_context_unref(session->context);
+    g_mutex_clear(&session->io_lock);
     g_free(session->close_reason);
     g_free(session->label);
     g_free(session->device_id);
