@@ -32,7 +32,8 @@ struct _GwAttachment {
     guint n_interfaces;
     GSocketConnection *peer;           /* owned, nullable */
     GSocketConnection *migration_peer; /* owned, nullable: a pending migration destination */
-    GwSession *session;                /* owned, nullable */
+    pid_t migrated_pid; /* the last migration's source QEMU, 0: none; it may connect again */
+    GwSession *session; /* owned, nullable */
     guint peer_count;
     GwAttachmentPeerEnded peer_ended; /* nullable */
     gpointer peer_ended_data;
@@ -249,6 +250,21 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
     return TRUE;
 }
 
+/* The pid of a unix peer, 0 when unknown. */
+static pid_t
+gw_attachment_peer_pid(GSocketConnection *connection)
+{
+    g_autoptr(GCredentials) credentials = NULL;
+
+    if (connection == NULL)
+        return 0;
+    credentials = g_socket_get_credentials(g_socket_connection_get_socket(connection), NULL);
+    if (credentials == NULL)
+        return 0;
+    pid_t pid = g_credentials_get_unix_pid(credentials, NULL);
+    return pid > 0 ? pid : 0;
+}
+
 /* The session's migration destination took over, or was dropped. */
 static void
 gw_attachment_handover(GwSession *session, GwSessionHandover what, const gchar *detail,
@@ -258,7 +274,10 @@ gw_attachment_handover(GwSession *session, GwSessionHandover what, const gchar *
     const GwVmSocketAccess *access = attachment->access;
 
     if (what == GW_SESSION_HANDOVER_DONE) {
-        /* the session closed the source's socket */
+        /* the session closed the source's socket. The source QEMU lives
+         * on, paused, until it is stopped, and its chardev (reconnect)
+         * connects again: that is not the next migration's destination */
+        attachment->migrated_pid = gw_attachment_peer_pid(attachment->peer);
         g_clear_object(&attachment->peer);
         attachment->peer = g_steal_pointer(&attachment->migration_peer);
     } else {
@@ -289,15 +308,20 @@ gw_attachment_second_peer(GwAttachment *attachment, GSocketConnection *connectio
 {
     g_autoptr(GError) error = NULL;
 
+    pid_t pid = gw_attachment_peer_pid(connection);
+
     if (attachment->vm == NULL || attachment->peer == NULL) {
         g_set_error(&error, G_IO_ERROR, G_IO_ERROR_BUSY, "one peer per device");
+    } else if (pid != 0 && pid == attachment->migrated_pid) {
+        g_set_error(&error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                    "pid %d is the QEMU the device migrated away from", (int)pid);
     } else if (gw_session_add_destination(attachment->session,
                                           g_socket_connection_get_socket(connection), &error)) {
         attachment->migration_peer = g_object_ref(connection);
         gw_session_set_handover_func(attachment->session, gw_attachment_handover, attachment);
         gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_SESSION,
-                          "%s: a migration destination connected on %s; it takes over when it "
-                          "first writes",
+                          "%s: a migration destination connected on %s; it takes over once its "
+                          "VM runs",
                           attachment->identity, attachment->socket_path);
         return;
     }

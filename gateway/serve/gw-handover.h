@@ -20,13 +20,25 @@
 
 G_BEGIN_DECLS
 
-/* A migration destination that has not written this long after the source
- * hung up is given up, and the session ends. */
-#define GW_HANDOVER_SOURCE_GONE_WAIT_S 5
+/* A destination that took over from a source that hung up, and neither
+ * read nor wrote this long after, never ran: the session ends. */
+#define GW_HANDOVER_RUN_WAIT_S 5
 /* While a destination is pending, the source's unread byte count is read
- * this often, so a source that hangs up before the destination writes
- * (libvirt stops it once the destination runs) still has a count. */
+ * this often: a source that hangs up before the destination writes
+ * (libvirt stops it once the destination runs) still has a count, and a
+ * source that stopped reading is seen. */
 #define GW_HANDOVER_SAMPLE_MS 10
+/* A source that has not read for this long while bytes wait for it is
+ * taken as stopped (QEMU reads its chardev at once while its VM runs, and
+ * not at all once it stopped for the migration's last phase): the waiting
+ * bytes are copied to the destination, which reads them when it runs.
+ * Far longer than the stalls a loaded host gives a running QEMU (more than
+ * 250 ms seen here during a migration's live phase under TCG): a source
+ * that reads again after the copy costs the destination its connection.
+ * Shorter than a guest's USB timeouts (5 s), so an answer on its way when
+ * the source stopped reaches the guest late, never lost. libvirt stops the
+ * source right after the destination resumes, which hands over at once. */
+#define GW_HANDOVER_STALL_MS 1500
 /* Kept beyond the socket's send buffer: the kernel lets one more buffer
  * be queued past SO_SNDBUF. */
 #define GW_HANDOVER_RING_SLACK (64 * 1024)

@@ -79,14 +79,21 @@ struct _GwSession {
     GwHandoverRing *ring;         /* owned, nullable: while a destination is pending */
     GBytes *resend;               /* owned, nullable: re-sent bytes the destination has not taken */
     gsize resend_offset;
-    gboolean migrating;         /* a destination is pending: a failed write waits for it */
-    gboolean source_gone;       /* the source hung up first: nothing is written until the switch */
-    guint64 unread_sample;      /* the source's unread bytes when last asked */
-    guint64 unread_sample_at;   /* bytes_written then */
-    GSource *sample_timer;      /* owned, nullable: while a destination is pending */
-    GSource *source_gone_timer; /* owned, nullable: the destination's time to take over */
-    gboolean draining;          /* reading the source to its end: no back-pressure, EOF ends it */
-    gboolean source_eof;        /* the source's end was read while a destination is pending */
+    gboolean migrating;       /* a destination is pending: a write the gone source refused waits */
+    guint64 unread_sample;    /* the source's unread bytes when last asked */
+    guint64 unread_sample_at; /* bytes_written then */
+    guint64 source_read;      /* the bytes the source had read then */
+    gint64 source_read_changed; /* monotonic µs: when that last changed */
+    gboolean copied;       /* the stopped source's unread bytes were copied to the destination */
+    guint64 copied_at;     /* bytes_written then */
+    guint64 copied_len;    /* how many */
+    GSource *sample_timer; /* owned, nullable: while a destination is pending */
+    GSource
+        *run_timer; /* owned, nullable: a destination that took over from a gone source must run */
+    guint64 run_read;    /* bytes_read when it took over */
+    guint64 run_written; /* bytes_written to the source then (re-sent bytes come after) */
+    gboolean draining;   /* reading the source to its end: no back-pressure, EOF ends it */
+    gboolean source_eof; /* the source's end was read while a destination is pending */
     GwSessionHandoverFunc handover; /* nullable */
     gpointer handover_data;
 };
@@ -146,8 +153,9 @@ gw_session_read_cb(void *priv, uint8_t *data, int count)
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
-    if (n == 0 && session->destination != NULL) {
-        /* a migration's source at its end: the destination may go on */
+    if ((n == 0 || (n < 0 && errno == ECONNRESET)) && session->destination != NULL) {
+        /* a migration's source at its end (reset when it left bytes
+         * unread): the destination goes on */
         session->source_eof = TRUE;
         return 0;
     }
@@ -207,9 +215,8 @@ gw_session_write_cb(void *priv, uint8_t *data, int count)
         return -1;
     }
     g_mutex_lock(&session->io_lock);
-    /* the bytes a migration's source did not read go first; a source gone
-     * takes nothing: usbredirhost keeps it for the destination */
-    if (session->source_gone || gw_session_flush_resend_locked(session) <= 0) {
+    /* the bytes a migration's source did not read go first */
+    if (gw_session_flush_resend_locked(session) <= 0) {
         g_mutex_unlock(&session->io_lock);
         return 0;
     }
@@ -346,7 +353,7 @@ gw_session_close_later(GwSession *session, const gchar *reason)
     }
     gw_session_clear_hello_timeout(session);
     gw_session_stop_timer(&session->sample_timer);
-    gw_session_stop_timer(&session->source_gone_timer);
+    gw_session_stop_timer(&session->run_timer);
     g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
     session->close_source = g_idle_source_new();
     g_source_set_callback(session->close_source, gw_session_notify_closed, session, NULL);
@@ -452,32 +459,6 @@ gw_session_stop_timer(GSource **timer)
     g_clear_pointer(timer, g_source_unref);
 }
 
-/* Asks the kernel how many bytes the source has not read; kept with the
- * count written then. Under io_lock. */
-static gboolean
-gw_session_sample_unread_locked(GwSession *session, GError **error)
-{
-    guint64 unread;
-
-    if (!gw_handover_peer_unread(session->fd, &unread, error))
-        return FALSE;
-    session->unread_sample = unread;
-    session->unread_sample_at = session->bytes_written;
-    return TRUE;
-}
-
-static gboolean
-gw_session_sample_unread(gpointer data)
-{
-    GwSession *session = data;
-
-    /* a source gone cannot be asked: the last sample stays */
-    g_mutex_lock(&session->io_lock);
-    (void)gw_session_sample_unread_locked(session, NULL);
-    g_mutex_unlock(&session->io_lock);
-    return G_SOURCE_CONTINUE;
-}
-
 static void
 gw_session_tell_handover(GwSession *session, GwSessionHandover what, const gchar *detail)
 {
@@ -485,8 +466,8 @@ gw_session_tell_handover(GwSession *session, GwSessionHandover what, const gchar
         session->handover(session, what, detail, session->handover_data);
 }
 
-/* Closes the destination; the source goes on as it did (or, if it hung up
- * already, the session ends). */
+/* Closes the destination; the source goes on as it did (bytes copied to
+ * the destination were copies: the source's own queue still holds them). */
 static void
 gw_session_drop_destination(GwSession *session, GwSessionHandover what, const gchar *reason)
 {
@@ -494,24 +475,35 @@ gw_session_drop_destination(GwSession *session, GwSessionHandover what, const gc
     g_clear_pointer(&session->ring, gw_handover_ring_free);
     session->migrating = FALSE;
     g_mutex_unlock(&session->io_lock);
+    session->copied = FALSE;
     g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
     g_socket_close(session->destination, NULL);
     g_clear_object(&session->destination);
     gw_session_stop_timer(&session->sample_timer);
-    gw_session_stop_timer(&session->source_gone_timer);
     gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
                   "%s: migration destination dropped: %s", session->label, reason);
     gw_session_tell_handover(session, what, reason);
-    if (session->source_gone) {
-        g_autofree gchar *why =
-            g_strdup_printf("the migration's source hung up and its destination %s", reason);
-        gw_session_close_later(session, why);
-    }
 }
 
-/* The destination wrote: its VM runs, the source is paused. Drain the
- * source, send the destination what the source did not read, and make it
- * the peer. */
+/* Reads everything a migration's source sent before it stopped, to its
+ * end, past the back-pressure that holds a running peer; FALSE when the
+ * session is closing. */
+static gboolean
+gw_session_drain_source(GwSession *session)
+{
+    gboolean ok;
+
+    if (session->source_eof)
+        return TRUE;
+    session->draining = TRUE;
+    ok = gw_session_read_peer(session);
+    session->draining = FALSE;
+    return ok;
+}
+
+/* The destination runs (it wrote, or read what was copied to it), or the
+ * source hung up: drain the source, send the destination what the source
+ * did not read, and make it the peer. */
 static void
 gw_session_take_over(GwSession *session)
 {
@@ -519,21 +511,20 @@ gw_session_take_over(GwSession *session)
     g_autoptr(GSocket) source = NULL;
     g_autofree gchar *detail = NULL;
     guint64 read_before = session->bytes_read;
-    guint64 unread;
-    int resent;
+    guint64 unread, resent;
+    int flushed;
 
-    if (!session->source_gone) {
-        /* everything the source sent before it paused, to its end */
-        session->draining = TRUE;
-        gboolean ok = gw_session_read_peer(session);
-        session->draining = FALSE;
-        if (!ok)
-            return;
-    }
+    if (session->destination == NULL || !gw_session_drain_source(session))
+        return;
     g_mutex_lock(&session->io_lock);
-    if (session->source_gone)
+    if (session->copied) {
+        /* what was written to the stopped source after the copy */
+        unread = session->bytes_written - session->copied_at;
+    } else if (session->source_eof) {
+        /* gone: the kernel cannot be asked any more; the last count, and
+         * what was written since (the source stopped before it left) */
         unread = session->unread_sample + (session->bytes_written - session->unread_sample_at);
-    else if (!gw_handover_peer_unread(session->fd, &unread, &error)) {
+    } else if (!gw_handover_peer_unread(session->fd, &unread, &error)) {
         g_mutex_unlock(&session->io_lock);
         g_autofree gchar *why = g_strdup_printf("migration handover: %s", error->message);
         gw_session_close_later(session, why);
@@ -546,19 +537,19 @@ gw_session_take_over(GwSession *session)
         gw_session_close_later(session, why);
         return;
     }
+    resent = unread + (session->copied ? session->copied_len : 0);
     session->resend_offset = 0;
     source = g_steal_pointer(&session->socket);
     session->socket = g_steal_pointer(&session->destination);
     session->fd = g_socket_get_fd(session->socket);
     g_clear_pointer(&session->ring, gw_handover_ring_free);
     session->migrating = FALSE;
-    session->source_gone = FALSE;
-    session->source_eof = FALSE;
-    resent = gw_session_flush_resend_locked(session);
+    flushed = gw_session_flush_resend_locked(session);
     g_mutex_unlock(&session->io_lock);
 
+    session->copied = FALSE;
+    session->source_eof = FALSE;
     gw_session_stop_timer(&session->sample_timer);
-    gw_session_stop_timer(&session->source_gone_timer);
     g_clear_pointer(&session->watch, gw_fd_watch_free);
     g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
     g_socket_close(source, NULL);
@@ -568,12 +559,91 @@ gw_session_take_over(GwSession *session)
     detail =
         g_strdup_printf("%" G_GUINT64_FORMAT " bytes drained from the source, %" G_GUINT64_FORMAT
                         " bytes it had not read re-sent to the destination",
-                        session->bytes_read - read_before, unread);
+                        session->bytes_read - read_before, resent);
     gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
                   "%s: handed over to the migration destination: %s", session->label, detail);
     gw_session_tell_handover(session, GW_SESSION_HANDOVER_DONE, detail);
-    if (resent < 0)
+    if (flushed < 0)
         gw_session_close_later(session, "write to the migration destination failed");
+}
+
+/* Copies the bytes the stopped source has not read to the destination,
+ * which reads them once its VM runs. Under io_lock. */
+static gboolean
+gw_session_copy_unread_locked(GwSession *session, guint64 unread, GError **error)
+{
+    g_autoptr(GBytes) tail = gw_handover_ring_tail(session->ring, unread, error);
+    gsize size;
+    const guint8 *data;
+    ssize_t n;
+
+    if (tail == NULL)
+        return FALSE;
+    data = g_bytes_get_data(tail, &size);
+    /* the destination's socket is empty: a few packets always fit */
+    n = send(g_socket_get_fd(session->destination), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n != (ssize_t)size) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                    "cannot copy %" G_GSIZE_FORMAT " unread bytes to it: %s", size,
+                    n < 0 ? g_strerror(errno) : "short write");
+        return FALSE;
+    }
+    session->copied = TRUE;
+    session->copied_at = session->bytes_written;
+    session->copied_len = unread;
+    return TRUE;
+}
+
+/* Every GW_HANDOVER_SAMPLE_MS while a destination is pending: how many
+ * bytes the source has not read. A source that has not read for
+ * GW_HANDOVER_STALL_MS while bytes wait for it is taken as stopped (QEMU
+ * reads its chardev at once while its VM runs): those bytes are copied to
+ * the destination, and once the destination has read some of them its VM
+ * runs and it takes over. A source that reads again after the copy was
+ * only slow: the destination, now holding bytes it must not get, is
+ * dropped. */
+static gboolean
+gw_session_sample_unread(gpointer data)
+{
+    GwSession *session = data;
+    gint64 now = g_get_monotonic_time();
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *drop = NULL;
+    guint64 unread, dest_unread;
+    gboolean take_over = FALSE;
+
+    g_mutex_lock(&session->io_lock);
+    if (gw_handover_peer_unread(session->fd, &unread, NULL)) {
+        guint64 read = session->bytes_written - unread;
+        session->unread_sample = unread;
+        session->unread_sample_at = session->bytes_written;
+        if (read != session->source_read) {
+            session->source_read = read;
+            session->source_read_changed = now;
+            if (session->copied)
+                drop = g_strdup("the source read again after it had stopped reading (it was "
+                                "slow, not stopped)");
+        } else if (!session->copied && unread > 0 &&
+                   now - session->source_read_changed >= GW_HANDOVER_STALL_MS * 1000) {
+            if (gw_session_copy_unread_locked(session, unread, &error))
+                gw_log_device(G_LOG_LEVEL_INFO, session->device_id, session->vm, NULL,
+                              "%s: the source stopped reading with %" G_GUINT64_FORMAT
+                              " bytes unread: copied to the migration destination",
+                              session->label, unread);
+            else
+                drop = g_strdup(error->message);
+        }
+    }
+    if (drop == NULL && session->copied &&
+        gw_handover_peer_unread(g_socket_get_fd(session->destination), &dest_unread, NULL) &&
+        dest_unread < session->copied_len)
+        take_over = TRUE;
+    g_mutex_unlock(&session->io_lock);
+    if (drop != NULL)
+        gw_session_drop_destination(session, GW_SESSION_HANDOVER_DROPPED, drop);
+    else if (take_over)
+        gw_session_take_over(session);
+    return G_SOURCE_CONTINUE;
 }
 
 static void
@@ -600,50 +670,60 @@ gw_session_destination_ready(int fd, GIOCondition revents, gpointer data)
     gw_session_take_over(session);
 }
 
+/* A destination that took over from a source gone has neither written
+ * nor read anything since: its VM never ran. */
 static gboolean
-gw_session_source_gone_timed_out(gpointer data)
+gw_session_run_timed_out(gpointer data)
 {
     GwSession *session = data;
-    g_autofree gchar *why =
-        g_strdup_printf("did not take over within %d s", GW_HANDOVER_SOURCE_GONE_WAIT_S);
+    guint64 unread = 0;
+    gboolean idle;
+    g_autofree gchar *why = NULL;
 
-    g_clear_pointer(&session->source_gone_timer, g_source_unref);
-    gw_session_drop_destination(session, GW_SESSION_HANDOVER_DROPPED, why);
+    g_clear_pointer(&session->run_timer, g_source_unref);
+    g_mutex_lock(&session->io_lock);
+    idle = session->bytes_read == session->run_read &&
+           gw_handover_peer_unread(session->fd, &unread, NULL) &&
+           unread == session->bytes_written - session->run_written;
+    g_mutex_unlock(&session->io_lock);
+    if (!idle)
+        return G_SOURCE_REMOVE;
+    why = g_strdup_printf("the migration's source hung up and its destination did not run "
+                          "within %d s",
+                          GW_HANDOVER_RUN_WAIT_S);
+    gw_session_close_later(session, why);
     return G_SOURCE_REMOVE;
 }
 
-/* The source hung up while a destination is pending (libvirt stops the
- * source once the destination runs, maybe before the destination wrote):
- * what it sent is read, its unread count is the last sample's, and the
- * destination has GW_HANDOVER_SOURCE_GONE_WAIT_S to write. */
+/* The source hung up while a destination is pending: libvirt stops the
+ * source once the destination runs, maybe before the destination wrote.
+ * The destination takes over at once; if its VM does not run within
+ * GW_HANDOVER_RUN_WAIT_S (the migration failed and the source died), the
+ * session ends. */
 static void
 gw_session_source_gone(GwSession *session)
 {
-    if (!session->source_eof) {
-        session->draining = TRUE;
-        gboolean ok = gw_session_read_peer(session);
-        session->draining = FALSE;
-        if (!ok)
-            return;
-    }
+    if (!gw_session_drain_source(session))
+        return;
+    session->source_eof = TRUE;
+    gw_log_device(G_LOG_LEVEL_INFO, session->device_id, session->vm, NULL,
+                  "%s: the migration's source hung up; its destination takes over", session->label);
     g_mutex_lock(&session->io_lock);
-    session->source_gone = TRUE;
+    session->run_written = session->bytes_written;
     g_mutex_unlock(&session->io_lock);
-    /* the socket stays open (its fd is the session's until the switch) */
-    g_clear_pointer(&session->watch, gw_fd_watch_free);
-    gw_session_stop_timer(&session->sample_timer);
-    gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
-                  "%s: the migration's source hung up; waiting up to %d s for its destination",
-                  session->label, GW_HANDOVER_SOURCE_GONE_WAIT_S);
-    session->source_gone_timer = g_timeout_source_new_seconds(GW_HANDOVER_SOURCE_GONE_WAIT_S);
-    g_source_set_callback(session->source_gone_timer, gw_session_source_gone_timed_out, session,
-                          NULL);
-    g_source_attach(session->source_gone_timer, session->context);
+    session->run_read = session->bytes_read;
+    gw_session_take_over(session);
+    if (session->destination != NULL || session->close_reason != NULL)
+        return;
+    session->run_timer = g_timeout_source_new_seconds(GW_HANDOVER_RUN_WAIT_S);
+    g_source_set_callback(session->run_timer, gw_session_run_timed_out, session, NULL);
+    g_source_attach(session->run_timer, session->context);
 }
 
 gboolean
 gw_session_add_destination(GwSession *session, GSocket *socket, GError **error)
 {
+    guint64 unread;
     g_autoptr(GError) local = NULL;
     int fd = g_socket_get_fd(socket);
 
@@ -659,13 +739,17 @@ gw_session_add_destination(GwSession *session, GSocket *socket, GError **error)
         return FALSE;
     }
     g_mutex_lock(&session->io_lock);
-    /* the first sample tells whether the kernel can count unread bytes */
-    if (!gw_session_sample_unread_locked(session, &local)) {
+    /* the first count tells whether the kernel can count unread bytes */
+    if (!gw_handover_peer_unread(session->fd, &unread, &local)) {
         g_mutex_unlock(&session->io_lock);
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "%s: no migration destination: %s",
                     session->label, local->message);
         return FALSE;
     }
+    session->unread_sample = unread;
+    session->unread_sample_at = session->bytes_written;
+    session->source_read = session->bytes_written - unread;
+    session->source_read_changed = g_get_monotonic_time();
     session->ring = gw_handover_ring_new(gw_handover_ring_capacity_for(session->fd));
     session->migrating = TRUE;
     g_mutex_unlock(&session->io_lock);
@@ -678,7 +762,7 @@ gw_session_add_destination(GwSession *session, GSocket *socket, GError **error)
     g_source_set_callback(session->sample_timer, gw_session_sample_unread, session, NULL);
     g_source_attach(session->sample_timer, session->context);
     gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
-                  "%s: migration destination connected; it takes over when it first writes",
+                  "%s: migration destination connected; it takes over once its VM runs",
                   session->label);
     return TRUE;
 }
@@ -909,7 +993,7 @@ gw_session_free(GwSession *session)
         usbredirhost_close(host);
     }
     gw_session_stop_timer(&session->sample_timer);
-    gw_session_stop_timer(&session->source_gone_timer);
+    gw_session_stop_timer(&session->run_timer);
     g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
     if (session->destination != NULL) {
         g_socket_close(session->destination, NULL);

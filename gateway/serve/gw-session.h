@@ -60,16 +60,17 @@ gboolean gw_session_set_device(GwSession *session, libusb_device_handle *handle,
                                GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* A live migration on this host (docs/migration.md). A session on a
  * socket may hold a second connection, the migration destination's QEMU:
- * it is neither read nor written (QEMU does neither while its VM is not
+ * it is not read (QEMU neither reads nor writes while its VM is not
  * running, and its parser starts without hello from the source's state).
- * When it first writes, the source is paused: what the source sent is
- * read, the bytes written to it that it did not read are sent again to
+ * The destination takes over once its VM runs — it writes, or it reads the
+ * bytes the stopped source did not read, copied to it (see
+ * GW_HANDOVER_STALL_MS) — or when the source hangs up: what the source
+ * sent is read, the bytes written to it that it did not read are sent to
  * the destination (a ring of the last bytes written; the kernel's count of
  * the source's unread bytes), and the destination is the peer from then
- * on, the source closed. A destination that closes before it writes is
- * dropped and nothing changes; one that starts with a usbredir hello is a
- * new peer, not a destination, and is dropped too. A source that hangs up
- * first leaves the destination GW_HANDOVER_SOURCE_GONE_WAIT_S to write. */
+ * on, the source closed. A destination that closes before it takes over
+ * is dropped and nothing changes; one that starts with a usbredir hello is
+ * a new peer, not a destination, and is dropped too. */
 typedef enum {
     GW_SESSION_HANDOVER_DONE,    /* the destination is the peer now */
     GW_SESSION_HANDOVER_DROPPED, /* it left (or never wrote): the source stays, if it is there */
