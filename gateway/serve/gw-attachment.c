@@ -12,6 +12,9 @@
 #include "gw-session.h"
 #include "gw-usb.h"
 #include "gw-usbgw-metrics.h"
+
+/* How many QEMUs a device migrated away from are told from new peers. */
+#define GW_ATTACHMENT_MIGRATED_PIDS 4
 #include "gw-vm-socket.h"
 
 /* A device another process holds (busy) is offered again this often, this
@@ -32,7 +35,13 @@ struct _GwAttachment {
     guint n_interfaces;
     GSocketConnection *peer;           /* owned, nullable */
     GSocketConnection *migration_peer; /* owned, nullable: a pending migration destination */
-    pid_t migrated_pid; /* the last migration's source QEMU, 0: none; it may connect again */
+    pid_t peer_pid;      /* the peer's, 0: unknown (read when it connected: a closed socket
+                            has no credentials) */
+    pid_t migration_pid; /* the pending destination's */
+    /* the last migrations' source QEMUs, 0: none: each lives on, paused,
+     * until it is stopped, and its chardev (reconnect) connects again */
+    pid_t migrated_pids[GW_ATTACHMENT_MIGRATED_PIDS];
+    guint migrated_next;
     GwSession *session; /* owned, nullable */
     guint peer_count;
     GwAttachmentPeerEnded peer_ended; /* nullable */
@@ -204,6 +213,21 @@ gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer u
         attachment->peer_ended(attachment, why, attachment->peer_ended_data);
 }
 
+/* The pid of a unix peer, 0 when unknown. */
+static pid_t
+gw_attachment_peer_pid(GSocketConnection *connection)
+{
+    g_autoptr(GCredentials) credentials = NULL;
+
+    if (connection == NULL)
+        return 0;
+    credentials = g_socket_get_credentials(g_socket_connection_get_socket(connection), NULL);
+    if (credentials == NULL)
+        return 0;
+    pid_t pid = g_credentials_get_unix_pid(credentials, NULL);
+    return pid > 0 ? pid : 0;
+}
+
 /* Starts a session for @connection or on @transport, the one peer (see
  * the header). */
 static gboolean
@@ -230,8 +254,10 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
             gw_attachment_session_closed, attachment, error);
     if (attachment->session == NULL)
         return FALSE;
-    if (connection != NULL)
+    if (connection != NULL) {
         attachment->peer = g_object_ref(connection);
+        attachment->peer_pid = gw_attachment_peer_pid(connection);
+    }
     if (attachment->vm != NULL) {
         /* a VM's QEMU: the attach of this binding, timed once */
         gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_SESSION,
@@ -250,21 +276,6 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
     return TRUE;
 }
 
-/* The pid of a unix peer, 0 when unknown. */
-static pid_t
-gw_attachment_peer_pid(GSocketConnection *connection)
-{
-    g_autoptr(GCredentials) credentials = NULL;
-
-    if (connection == NULL)
-        return 0;
-    credentials = g_socket_get_credentials(g_socket_connection_get_socket(connection), NULL);
-    if (credentials == NULL)
-        return 0;
-    pid_t pid = g_credentials_get_unix_pid(credentials, NULL);
-    return pid > 0 ? pid : 0;
-}
-
 /* The session's migration destination took over, or was dropped. */
 static void
 gw_attachment_handover(GwSession *session, GwSessionHandover what, const gchar *detail,
@@ -277,9 +288,11 @@ gw_attachment_handover(GwSession *session, GwSessionHandover what, const gchar *
         /* the session closed the source's socket. The source QEMU lives
          * on, paused, until it is stopped, and its chardev (reconnect)
          * connects again: that is not the next migration's destination */
-        attachment->migrated_pid = gw_attachment_peer_pid(attachment->peer);
+        attachment->migrated_pids[attachment->migrated_next] = attachment->peer_pid;
+        attachment->migrated_next = (attachment->migrated_next + 1) % GW_ATTACHMENT_MIGRATED_PIDS;
         g_clear_object(&attachment->peer);
         attachment->peer = g_steal_pointer(&attachment->migration_peer);
+        attachment->peer_pid = attachment->migration_pid;
     } else {
         g_clear_object(&attachment->migration_peer);
     }
@@ -300,6 +313,18 @@ gw_attachment_handover(GwSession *session, GwSessionHandover what, const gchar *
                          what == GW_SESSION_HANDOVER_DONE, detail, access->user_data);
 }
 
+/* Whether @pid is a QEMU the device migrated away from. */
+static gboolean
+gw_attachment_migrated_from(GwAttachment *attachment, pid_t pid)
+{
+    if (pid == 0)
+        return FALSE;
+    for (guint i = 0; i < GW_ATTACHMENT_MIGRATED_PIDS; i++)
+        if (attachment->migrated_pids[i] == pid)
+            return TRUE;
+    return FALSE;
+}
+
 /* A second connection while a VM's QEMU is the peer: a live migration's
  * destination, held until it writes, if it may use the socket and no
  * other destination is pending. */
@@ -312,12 +337,13 @@ gw_attachment_second_peer(GwAttachment *attachment, GSocketConnection *connectio
 
     if (attachment->vm == NULL || attachment->peer == NULL) {
         g_set_error(&error, G_IO_ERROR, G_IO_ERROR_BUSY, "one peer per device");
-    } else if (pid != 0 && pid == attachment->migrated_pid) {
+    } else if (gw_attachment_migrated_from(attachment, pid)) {
         g_set_error(&error, G_IO_ERROR, G_IO_ERROR_BUSY,
                     "pid %d is the QEMU the device migrated away from", (int)pid);
     } else if (gw_session_add_destination(attachment->session,
                                           g_socket_connection_get_socket(connection), &error)) {
         attachment->migration_peer = g_object_ref(connection);
+        attachment->migration_pid = pid;
         gw_session_set_handover_func(attachment->session, gw_attachment_handover, attachment);
         gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_SESSION,
                           "%s: a migration destination connected on %s; it takes over once its "
@@ -347,6 +373,14 @@ gw_attachment_incoming(GSocketConnection *connection, gpointer user_data)
     }
     if (attachment->session != NULL) {
         gw_attachment_second_peer(attachment, connection);
+        return;
+    }
+    if (gw_attachment_migrated_from(attachment, gw_attachment_peer_pid(connection))) {
+        gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_PEER_REFUSED,
+                          "%s: refused a peer on %s: it is a QEMU the device migrated away from",
+                          attachment->identity, attachment->socket_path);
+        gw_usbgw_metrics_attach(GW_USBGW_ATTACH_REFUSED, -1);
+        g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return;
     }
     if (!gw_attachment_start_session(attachment, connection, NULL, NULL, where, &error)) {

@@ -77,11 +77,35 @@ gw_handover_ring_kept(GwHandoverRing *ring)
     return (gsize)MIN(ring->total, (guint64)ring->capacity);
 }
 
+gboolean
+gw_handover_ring_copy(GwHandoverRing *ring, guint64 from, guint64 n, GByteArray *out,
+                      GError **error)
+{
+    gsize start, at;
+
+    if (from + n > ring->total || from < ring->total - gw_handover_ring_kept(ring)) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                    "%" G_GUINT64_FORMAT " bytes written %" G_GUINT64_FORMAT
+                    " bytes back are needed but only the last %" G_GSIZE_FORMAT " are kept",
+                    n, ring->total - from, gw_handover_ring_kept(ring));
+        return FALSE;
+    }
+    at = out->len;
+    g_byte_array_set_size(out, out->len + (guint)n);
+    start = (ring->head + ring->capacity - (gsize)(ring->total - from)) % ring->capacity;
+    for (gsize i = 0; i < n;) {
+        gsize chunk = MIN((gsize)n - i, ring->capacity - start);
+        memcpy(out->data + at + i, ring->buf + start, chunk);
+        start = (start + chunk) % ring->capacity;
+        i += chunk;
+    }
+    return TRUE;
+}
+
 GBytes *
 gw_handover_ring_tail(GwHandoverRing *ring, guint64 n, GError **error)
 {
-    guint8 *out;
-    gsize start;
+    g_autoptr(GByteArray) out = g_byte_array_new();
 
     if (n > gw_handover_ring_kept(ring)) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
@@ -91,15 +115,9 @@ gw_handover_ring_tail(GwHandoverRing *ring, guint64 n, GError **error)
                     n, gw_handover_ring_kept(ring));
         return NULL;
     }
-    out = g_malloc(MAX(n, 1));
-    start = (ring->head + ring->capacity - (gsize)n) % ring->capacity;
-    for (gsize i = 0; i < n;) {
-        gsize chunk = MIN((gsize)n - i, ring->capacity - start);
-        memcpy(out + i, ring->buf + start, chunk);
-        start = (start + chunk) % ring->capacity;
-        i += chunk;
-    }
-    return g_bytes_new_take(out, (gsize)n);
+    if (!gw_handover_ring_copy(ring, ring->total - n, n, out, error))
+        return NULL;
+    return g_byte_array_free_to_bytes(g_steal_pointer(&out));
 }
 
 void

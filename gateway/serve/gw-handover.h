@@ -20,9 +20,6 @@
 
 G_BEGIN_DECLS
 
-/* A destination that took over from a source that hung up, and neither
- * read nor wrote this long after, never ran: the session ends. */
-#define GW_HANDOVER_RUN_WAIT_S 5
 /* While a destination is pending, the source's unread byte count is read
  * this often: a source that hangs up before the destination writes
  * (libvirt stops it once the destination runs) still has a count, and a
@@ -59,6 +56,11 @@ gsize gw_handover_ring_kept(GwHandoverRing *ring);
  * are kept. */
 GBytes *gw_handover_ring_tail(GwHandoverRing *ring, guint64 n,
                               GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Appends to @out the @n bytes appended from the @from'th on (counted
+ * from the ring's first byte); FALSE (with @error) when they are not all
+ * kept. */
+gboolean gw_handover_ring_copy(GwHandoverRing *ring, guint64 from, guint64 n, GByteArray *out,
+                               GError **error) G_GNUC_WARN_UNUSED_RESULT;
 void gw_handover_ring_free(GwHandoverRing *ring);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwHandoverRing, gw_handover_ring_free)
 

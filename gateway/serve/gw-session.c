@@ -2,10 +2,12 @@
 #include "gw-session.h"
 
 #include <errno.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <usbredirhost.h>
 
 #include "gw-fd-watch.h"
+#include "gw-handover-stream.h"
 #include "gw-handover.h"
 #include "gw-log.h"
 #include "gw-usbgw-metrics.h"
@@ -77,7 +79,14 @@ struct _GwSession {
     GSocket *destination;         /* owned ref, nullable: held, neither read nor written */
     GwFdWatch *destination_watch; /* owned, nullable: its first bytes or its hang-up */
     GwHandoverRing *ring;         /* owned, nullable: while a destination is pending */
-    GBytes *resend;               /* owned, nullable: re-sent bytes the destination has not taken */
+    guint64 ring_base;            /* bytes_written when the ring began */
+    GwHandoverStream *stream;     /* owned, nullable (on a transport): the packets written */
+    guint64 answered_from;        /* what the source had read when it last wrote: answers after may
+                                     have been taken after it stopped */
+    guint8 hello[GW_HANDOVER_HELLO_CAPS_END]; /* the peer's first bytes, until ids are known */
+    gsize hello_have;
+    gboolean hello_known;
+    GBytes *resend; /* owned, nullable: re-sent bytes the destination has not taken */
     gsize resend_offset;
     gboolean migrating;       /* a destination is pending: a write the gone source refused waits */
     guint64 unread_sample;    /* the source's unread bytes when last asked */
@@ -87,13 +96,10 @@ struct _GwSession {
     gboolean copied;       /* the stopped source's unread bytes were copied to the destination */
     guint64 copied_at;     /* bytes_written then */
     guint64 copied_len;    /* how many */
+    guint copied_answers;  /* answers among them */
     GSource *sample_timer; /* owned, nullable: while a destination is pending */
-    GSource
-        *run_timer; /* owned, nullable: a destination that took over from a gone source must run */
-    guint64 run_read;    /* bytes_read when it took over */
-    guint64 run_written; /* bytes_written to the source then (re-sent bytes come after) */
-    gboolean draining;   /* reading the source to its end: no back-pressure, EOF ends it */
-    gboolean source_eof; /* the source's end was read while a destination is pending */
+    gboolean draining;     /* reading the source to its end: no back-pressure, EOF ends it */
+    gboolean source_eof;   /* the source's end was read while a destination is pending */
     GwSessionHandoverFunc handover; /* nullable */
     gpointer handover_data;
 };
@@ -125,6 +131,24 @@ gw_session_log_cb(void *priv, int level, const char *msg)
                   session->label, msg);
 }
 
+/* The peer's first bytes: its hello says whether packet ids are 64-bit
+ * (usbredirhost's are), which the stream of packets written needs. */
+static void
+gw_session_learn_hello(GwSession *session, const guint8 *data, gsize len)
+{
+    gsize take = MIN(len, sizeof(session->hello) - session->hello_have);
+    gboolean ids64;
+
+    memcpy(session->hello + session->hello_have, data, take);
+    session->hello_have += take;
+    if (!gw_handover_hello_ids64(session->hello, session->hello_have, &ids64))
+        return;
+    session->hello_known = TRUE;
+    g_mutex_lock(&session->io_lock);
+    gw_handover_stream_set_ids64(session->stream, ids64);
+    g_mutex_unlock(&session->io_lock);
+}
+
 static int
 gw_session_read_cb(void *priv, uint8_t *data, int count)
 {
@@ -145,10 +169,27 @@ gw_session_read_cb(void *priv, uint8_t *data, int count)
             session->transport_readable = FALSE;
         return (int)got;
     }
+    /* while a destination is pending: what the source had read before
+     * it wrote what comes now (it writes only while its VM runs) */
+    guint64 answered = 0;
+    gboolean answered_known = FALSE;
+    if (session->destination != NULL && !session->draining) {
+        guint64 unread;
+        g_mutex_lock(&session->io_lock);
+        if (gw_handover_peer_unread(session->fd, &unread, NULL)) {
+            answered = session->bytes_written - unread;
+            answered_known = TRUE;
+        }
+        g_mutex_unlock(&session->io_lock);
+    }
     n = recv(session->fd, data, (size_t)count, MSG_DONTWAIT);
     if (n > 0) {
         session->bytes_read += (guint64)n;
         gw_usbgw_metrics_redir_bytes(GW_USBGW_FROM_PEER, (guint64)n);
+        if (answered_known)
+            session->answered_from = MAX(session->answered_from, answered);
+        if (!session->hello_known)
+            gw_session_learn_hello(session, data, (gsize)n);
         return (int)n;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -222,6 +263,7 @@ gw_session_write_cb(void *priv, uint8_t *data, int count)
     }
     n = send(session->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n > 0) {
+        gw_handover_stream_append(session->stream, session->bytes_written, data, (gsize)n);
         session->bytes_written += (guint64)n;
         if (session->ring != NULL)
             gw_handover_ring_append(session->ring, data, (gsize)n);
@@ -353,7 +395,6 @@ gw_session_close_later(GwSession *session, const gchar *reason)
     }
     gw_session_clear_hello_timeout(session);
     gw_session_stop_timer(&session->sample_timer);
-    gw_session_stop_timer(&session->run_timer);
     g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
     session->close_source = g_idle_source_new();
     g_source_set_callback(session->close_source, gw_session_notify_closed, session, NULL);
@@ -473,6 +514,7 @@ gw_session_drop_destination(GwSession *session, GwSessionHandover what, const gc
 {
     g_mutex_lock(&session->io_lock);
     g_clear_pointer(&session->ring, gw_handover_ring_free);
+    gw_handover_stream_record(session->stream, FALSE);
     session->migrating = FALSE;
     g_mutex_unlock(&session->io_lock);
     session->copied = FALSE;
@@ -501,9 +543,46 @@ gw_session_drain_source(GwSession *session)
     return ok;
 }
 
+/* What the destination needs, the source having read the first
+ * @consumed bytes written to it: the answers it may have taken after it
+ * stopped (those written after it last wrote; QEMU ignores one whose
+ * request it does not hold), then the bytes it did not read. The answers
+ * go only where @consumed falls between two packets: a packet cut there
+ * was begun by the source's parser, whose state the destination holds.
+ * Under io_lock. */
+static GBytes *
+gw_session_handover_bytes_locked(GwSession *session, guint64 consumed, guint *answers,
+                                 GError **error)
+{
+    g_autoptr(GByteArray) out = g_byte_array_new();
+    g_autoptr(GArray) ranges = g_array_new(FALSE, FALSE, sizeof(GwHandoverRange));
+
+    *answers = 0;
+    if (consumed < session->ring_base || consumed > session->bytes_written) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
+                    "the source left unread bytes written before its destination connected");
+        return NULL;
+    }
+    if (gw_handover_stream_answers(session->stream, MAX(session->answered_from, session->ring_base),
+                                   consumed, ranges)) {
+        for (guint i = 0; i < ranges->len; i++) {
+            const GwHandoverRange *range = &g_array_index(ranges, GwHandoverRange, i);
+            if (!gw_handover_ring_copy(session->ring, range->start - session->ring_base,
+                                       range->end - range->start, out, error))
+                return NULL;
+        }
+        *answers = ranges->len;
+    }
+    if (!gw_handover_ring_copy(session->ring, consumed - session->ring_base,
+                               session->bytes_written - consumed, out, error))
+        return NULL;
+    return g_byte_array_free_to_bytes(g_steal_pointer(&out));
+}
+
 /* The destination runs (it wrote, or read what was copied to it), or the
  * source hung up: drain the source, send the destination what the source
- * did not read, and make it the peer. */
+ * did not read and the answers it may have taken after it stopped, and
+ * make it the peer. */
 static void
 gw_session_take_over(GwSession *session)
 {
@@ -511,38 +590,47 @@ gw_session_take_over(GwSession *session)
     g_autoptr(GSocket) source = NULL;
     g_autofree gchar *detail = NULL;
     guint64 read_before = session->bytes_read;
-    guint64 unread, resent;
+    guint64 unread, consumed;
+    guint answers = 0;
+    gsize resent;
     int flushed;
 
     if (session->destination == NULL || !gw_session_drain_source(session))
         return;
     g_mutex_lock(&session->io_lock);
     if (session->copied) {
-        /* what was written to the stopped source after the copy */
+        /* the answers went with the copy; what was written after it */
         unread = session->bytes_written - session->copied_at;
-    } else if (session->source_eof) {
-        /* gone: the kernel cannot be asked any more; the last count, and
-         * what was written since (the source stopped before it left) */
-        unread = session->unread_sample + (session->bytes_written - session->unread_sample_at);
-    } else if (!gw_handover_peer_unread(session->fd, &unread, &error)) {
-        g_mutex_unlock(&session->io_lock);
-        g_autofree gchar *why = g_strdup_printf("migration handover: %s", error->message);
-        gw_session_close_later(session, why);
-        return;
+        session->resend = gw_handover_ring_tail(session->ring, unread, &error);
+    } else {
+        if (session->source_eof) {
+            /* gone: the kernel cannot be asked any more; what it had read
+             * at the last count (it stopped before it left) */
+            consumed = session->unread_sample_at - session->unread_sample;
+        } else if (gw_handover_peer_unread(session->fd, &unread, &error)) {
+            consumed = session->bytes_written - unread;
+        } else {
+            g_mutex_unlock(&session->io_lock);
+            g_autofree gchar *why = g_strdup_printf("migration handover: %s", error->message);
+            gw_session_close_later(session, why);
+            return;
+        }
+        session->resend = gw_session_handover_bytes_locked(session, consumed, &answers, &error);
     }
-    session->resend = gw_handover_ring_tail(session->ring, unread, &error);
     if (session->resend == NULL) {
         g_mutex_unlock(&session->io_lock);
         g_autofree gchar *why = g_strdup_printf("migration handover: %s", error->message);
         gw_session_close_later(session, why);
         return;
     }
-    resent = unread + (session->copied ? session->copied_len : 0);
+    resent = g_bytes_get_size(session->resend) + (session->copied ? session->copied_len : 0);
+    answers += session->copied ? session->copied_answers : 0;
     session->resend_offset = 0;
     source = g_steal_pointer(&session->socket);
     session->socket = g_steal_pointer(&session->destination);
     session->fd = g_socket_get_fd(session->socket);
     g_clear_pointer(&session->ring, gw_handover_ring_free);
+    gw_handover_stream_record(session->stream, FALSE);
     session->migrating = FALSE;
     flushed = gw_session_flush_resend_locked(session);
     g_mutex_unlock(&session->io_lock);
@@ -556,10 +644,10 @@ gw_session_take_over(GwSession *session)
     session->watch = gw_fd_watch_new(session->context, "usbgw-session", session->fd, G_IO_IN,
                                      gw_session_ready, session);
     gw_fd_watch_set_prepare(session->watch, gw_session_prepare);
-    detail =
-        g_strdup_printf("%" G_GUINT64_FORMAT " bytes drained from the source, %" G_GUINT64_FORMAT
-                        " bytes it had not read re-sent to the destination",
-                        session->bytes_read - read_before, resent);
+    detail = g_strdup_printf("%" G_GUINT64_FORMAT " bytes drained from the source, %" G_GSIZE_FORMAT
+                             " bytes re-sent to the destination (%u answers the source may have "
+                             "taken after it stopped, and what it had not read)",
+                             session->bytes_read - read_before, resent, answers);
     gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
                   "%s: handed over to the migration destination: %s", session->label, detail);
     gw_session_tell_handover(session, GW_SESSION_HANDOVER_DONE, detail);
@@ -567,30 +655,33 @@ gw_session_take_over(GwSession *session)
         gw_session_close_later(session, "write to the migration destination failed");
 }
 
-/* Copies the bytes the stopped source has not read to the destination,
- * which reads them once its VM runs. Under io_lock. */
+/* Copies what the stopped source needs to the destination (it read the
+ * first @consumed bytes), which reads them once its VM runs. Under
+ * io_lock. */
 static gboolean
-gw_session_copy_unread_locked(GwSession *session, guint64 unread, GError **error)
+gw_session_copy_unread_locked(GwSession *session, guint64 consumed, GError **error)
 {
-    g_autoptr(GBytes) tail = gw_handover_ring_tail(session->ring, unread, error);
+    guint answers;
+    g_autoptr(GBytes) bytes = gw_session_handover_bytes_locked(session, consumed, &answers, error);
     gsize size;
     const guint8 *data;
     ssize_t n;
 
-    if (tail == NULL)
+    if (bytes == NULL)
         return FALSE;
-    data = g_bytes_get_data(tail, &size);
+    data = g_bytes_get_data(bytes, &size);
     /* the destination's socket is empty: a few packets always fit */
     n = send(g_socket_get_fd(session->destination), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n != (ssize_t)size) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "cannot copy %" G_GSIZE_FORMAT " unread bytes to it: %s", size,
+                    "cannot copy %" G_GSIZE_FORMAT " bytes to it: %s", size,
                     n < 0 ? g_strerror(errno) : "short write");
         return FALSE;
     }
     session->copied = TRUE;
     session->copied_at = session->bytes_written;
-    session->copied_len = unread;
+    session->copied_len = size;
+    session->copied_answers = answers;
     return TRUE;
 }
 
@@ -625,7 +716,7 @@ gw_session_sample_unread(gpointer data)
                                 "slow, not stopped)");
         } else if (!session->copied && unread > 0 &&
                    now - session->source_read_changed >= GW_HANDOVER_STALL_MS * 1000) {
-            if (gw_session_copy_unread_locked(session, unread, &error))
+            if (gw_session_copy_unread_locked(session, read, &error))
                 gw_log_device(G_LOG_LEVEL_INFO, session->device_id, session->vm, NULL,
                               "%s: the source stopped reading with %" G_GUINT64_FORMAT
                               " bytes unread: copied to the migration destination",
@@ -638,6 +729,10 @@ gw_session_sample_unread(gpointer data)
         gw_handover_peer_unread(g_socket_get_fd(session->destination), &dest_unread, NULL) &&
         dest_unread < session->copied_len)
         take_over = TRUE;
+    /* packets whose bytes the ring no longer keeps cannot be re-sent */
+    gw_handover_stream_forget_before(session->stream, session->ring_base +
+                                                          gw_handover_ring_total(session->ring) -
+                                                          gw_handover_ring_kept(session->ring));
     g_mutex_unlock(&session->io_lock);
     if (drop != NULL)
         gw_session_drop_destination(session, GW_SESSION_HANDOVER_DROPPED, drop);
@@ -656,7 +751,14 @@ gw_session_destination_ready(int fd, GIOCondition revents, gpointer data)
     n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
-    if (n <= 0) {
+    if (n < 0) {
+        g_autofree gchar *why = g_strdup_printf(
+            "its connection failed before it took over (%s): migration cancelled or failed",
+            g_strerror(errno));
+        gw_session_drop_destination(session, GW_SESSION_HANDOVER_DROPPED, why);
+        return;
+    }
+    if (n == 0) {
         gw_session_drop_destination(session, GW_SESSION_HANDOVER_DROPPED,
                                     "closed before it took over (migration cancelled or failed)");
         return;
@@ -670,36 +772,10 @@ gw_session_destination_ready(int fd, GIOCondition revents, gpointer data)
     gw_session_take_over(session);
 }
 
-/* A destination that took over from a source gone has neither written
- * nor read anything since: its VM never ran. */
-static gboolean
-gw_session_run_timed_out(gpointer data)
-{
-    GwSession *session = data;
-    guint64 unread = 0;
-    gboolean idle;
-    g_autofree gchar *why = NULL;
-
-    g_clear_pointer(&session->run_timer, g_source_unref);
-    g_mutex_lock(&session->io_lock);
-    idle = session->bytes_read == session->run_read &&
-           gw_handover_peer_unread(session->fd, &unread, NULL) &&
-           unread == session->bytes_written - session->run_written;
-    g_mutex_unlock(&session->io_lock);
-    if (!idle)
-        return G_SOURCE_REMOVE;
-    why = g_strdup_printf("the migration's source hung up and its destination did not run "
-                          "within %d s",
-                          GW_HANDOVER_RUN_WAIT_S);
-    gw_session_close_later(session, why);
-    return G_SOURCE_REMOVE;
-}
-
 /* The source hung up while a destination is pending: libvirt stops the
  * source once the destination runs, maybe before the destination wrote.
- * The destination takes over at once; if its VM does not run within
- * GW_HANDOVER_RUN_WAIT_S (the migration failed and the source died), the
- * session ends. */
+ * The destination takes over at once. A destination whose migration
+ * failed does not linger: its QEMU exits and its connection closes. */
 static void
 gw_session_source_gone(GwSession *session)
 {
@@ -708,16 +784,7 @@ gw_session_source_gone(GwSession *session)
     session->source_eof = TRUE;
     gw_log_device(G_LOG_LEVEL_INFO, session->device_id, session->vm, NULL,
                   "%s: the migration's source hung up; its destination takes over", session->label);
-    g_mutex_lock(&session->io_lock);
-    session->run_written = session->bytes_written;
-    g_mutex_unlock(&session->io_lock);
-    session->run_read = session->bytes_read;
     gw_session_take_over(session);
-    if (session->destination != NULL || session->close_reason != NULL)
-        return;
-    session->run_timer = g_timeout_source_new_seconds(GW_HANDOVER_RUN_WAIT_S);
-    g_source_set_callback(session->run_timer, gw_session_run_timed_out, session, NULL);
-    g_source_attach(session->run_timer, session->context);
 }
 
 gboolean
@@ -739,6 +806,13 @@ gw_session_add_destination(GwSession *session, GSocket *socket, GError **error)
         return FALSE;
     }
     g_mutex_lock(&session->io_lock);
+    if (session->resend != NULL) {
+        g_mutex_unlock(&session->io_lock);
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                    "%s: the last migration's destination has not taken its bytes yet",
+                    session->label);
+        return FALSE;
+    }
     /* the first count tells whether the kernel can count unread bytes */
     if (!gw_handover_peer_unread(session->fd, &unread, &local)) {
         g_mutex_unlock(&session->io_lock);
@@ -750,7 +824,10 @@ gw_session_add_destination(GwSession *session, GSocket *socket, GError **error)
     session->unread_sample_at = session->bytes_written;
     session->source_read = session->bytes_written - unread;
     session->source_read_changed = g_get_monotonic_time();
+    session->answered_from = session->source_read;
     session->ring = gw_handover_ring_new(gw_handover_ring_capacity_for(session->fd));
+    session->ring_base = session->bytes_written;
+    gw_handover_stream_record(session->stream, TRUE);
     session->migrating = TRUE;
     g_mutex_unlock(&session->io_lock);
 
@@ -878,6 +955,8 @@ gw_session_new_full(libusb_context *usb, GSocket *socket, const GwTransport *tra
         session->socket = g_object_ref(socket);
         session->fd = g_socket_get_fd(socket);
         g_socket_set_blocking(socket, FALSE);
+        /* from the first byte: usbredirhost writes its hello at once */
+        session->stream = gw_handover_stream_new();
     } else {
         session->transport = *transport;
         session->transport_data = transport_data;
@@ -993,13 +1072,13 @@ gw_session_free(GwSession *session)
         usbredirhost_close(host);
     }
     gw_session_stop_timer(&session->sample_timer);
-    gw_session_stop_timer(&session->run_timer);
     g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
     if (session->destination != NULL) {
         g_socket_close(session->destination, NULL);
         g_object_unref(session->destination);
     }
     g_clear_pointer(&session->ring, gw_handover_ring_free);
+    g_clear_pointer(&session->stream, gw_handover_stream_free);
     g_clear_pointer(&session->resend, g_bytes_unref);
     if (session->socket != NULL) {
         g_socket_close(session->socket, NULL);
