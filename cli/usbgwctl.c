@@ -830,6 +830,8 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
                                        json_array_get_string_element(ids, k));
             g_print("%-20s %-36s %-10s %s\n", usbgwctl_str(vm, "name"), usbgwctl_str(vm, "uuid"),
                     usbgwctl_vm_usb_bus(vm), list->len > 0 ? list->str : "-");
+            if (g_strcmp0(usbgwctl_str(vm, "state"), "migrating") == 0)
+                g_print("    migrating: a destination QEMU waits to take its devices over\n");
             usbgwctl_print_vm_notes(vm);
         }
     } else if (g_strcmp0(command, "status") == 0) {

@@ -55,6 +55,9 @@ gw_daemon_device_state(GwDaemon *daemon, GwInventoryDevice *inv, const GwBinderD
 
     if (!gw_inventory_device_is_present(inv))
         return "absent";
+    if (dev != NULL && dev->vm != NULL && attachment != NULL &&
+        gw_attachment_is_migrating(attachment))
+        return "migrating";
     if (dev != NULL && dev->vm != NULL && attachment != NULL && gw_attachment_has_peer(attachment))
         return "attached";
     if (dev != NULL && dev->vm != NULL && served != NULL && served->import != NULL &&
@@ -263,17 +266,24 @@ gw_cmd_vms(const GwCommandCall *call)
         const gchar *uuid = gw_binder_get_vm_uuid(binder, name);
         g_autoptr(JsonObject) vm = json_object_new();
         g_autoptr(JsonArray) ids = json_array_new();
+        gboolean migrating = FALSE;
         for (guint i = 0; i < devices->len; i++) {
             const GwBinderDevice *dev = g_ptr_array_index(devices, i);
-            if (g_strcmp0(dev->vm, name) == 0)
-                json_array_add_string_element(ids, dev->id);
+            GwDaemonServed *served = g_hash_table_lookup(call->daemon->served, dev->id);
+            if (g_strcmp0(dev->vm, name) != 0)
+                continue;
+            json_array_add_string_element(ids, dev->id);
+            /* a live migration's destination waits to take a session over */
+            if (served != NULL && served->attachment != NULL &&
+                gw_attachment_is_migrating(served->attachment))
+                migrating = TRUE;
         }
         json_object_set_string_member(vm, "name", name);
         if (uuid != NULL)
             json_object_set_string_member(vm, "uuid", uuid);
         else
             json_object_set_null_member(vm, "uuid");
-        json_object_set_string_member(vm, "state", "running");
+        json_object_set_string_member(vm, "state", migrating ? "migrating" : "running");
         json_object_set_array_member(vm, "devices", g_steal_pointer(&ids));
         gw_cmd_vm_libvirt(call->daemon, name, vm);
         json_array_add_object_element(array, g_steal_pointer(&vm));

@@ -299,6 +299,18 @@ gw_daemon_peer_refused(const gchar *vm, const gchar *device_id, const gchar *pat
     gw_daemon_audit(daemon, GW_AUDIT_PEER_REFUSED, device_id, vm, actor, why);
 }
 
+/* A live migration's handover on a VM socket ended: GwVmSocketMigrated. */
+static void
+gw_daemon_migrated(const gchar *vm, const gchar *device_id, const gchar *path, gboolean done,
+                   const gchar *detail, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+    g_autofree gchar *why = g_strdup_printf("%s: %s", path, detail);
+
+    gw_daemon_audit(daemon, done ? GW_AUDIT_MIGRATE : GW_AUDIT_MIGRATE_FAILED, device_id, vm,
+                    "usbgwd", why);
+}
+
 /* socket-user / socket-group: names to ids, once, at start; with
  * vm-peer-check, who may use the VM sockets. */
 static gboolean
@@ -312,6 +324,7 @@ gw_daemon_resolve_access(GwDaemon *daemon, GError **error)
     access->check = daemon->config.vm_peer_check;
     access->pid_file = g_strdup(daemon->config.vm_pid_file);
     access->refused = gw_daemon_peer_refused;
+    access->migrated = gw_daemon_migrated;
     access->user_data = daemon;
     if (daemon->config.socket_user != NULL) {
         g_autoptr(GwUser) user = gw_users_lookup(daemon->config.socket_user, &local_error);

@@ -7,8 +7,10 @@
  *   device present, peer:     the handle belongs to the peer's session
  *   device absent:            the socket stays; a peer waits for device_connect
  *
- * Exactly one peer at a time: a second connection is refused and logged.
- * Main thread only. */
+ * One peer at a time. While a VM's QEMU is the peer, a second connection
+ * that may use the socket is held as a live migration's destination
+ * (gw-session.h, docs/migration.md) and takes over when it first writes;
+ * any other second connection is refused and logged. Main thread only. */
 #pragma once
 
 #include <gio/gio.h>
@@ -68,6 +70,8 @@ void gw_attachment_device_left(GwAttachment *attachment);
 /* The socket while bound, else NULL. */
 const gchar *gw_attachment_get_socket_path(GwAttachment *attachment);
 gboolean gw_attachment_has_peer(GwAttachment *attachment);
+/* Whether a migration destination waits to take over the peer's session. */
+gboolean gw_attachment_is_migrating(GwAttachment *attachment);
 /* Closes the peer's session, hands the device back to the host (kernel
  * drivers reattached) and removes the socket. */
 void gw_attachment_free(GwAttachment *attachment);

@@ -58,6 +58,39 @@ void gw_session_transport_ready(GwSession *session, GIOCondition condition);
  * failure @error is in GW_USBREDIR_ERROR (gw-usbredir-error.h). */
 gboolean gw_session_set_device(GwSession *session, libusb_device_handle *handle,
                                GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* A live migration on this host (docs/migration.md). A session on a
+ * socket may hold a second connection, the migration destination's QEMU:
+ * it is not read (QEMU neither reads nor writes while its VM is not
+ * running, and its parser starts without hello from the source's state).
+ * The destination takes over once its VM runs — it writes, or it reads the
+ * bytes the stopped source did not read, copied to it (see
+ * GW_HANDOVER_STALL_MS) — or when the source hangs up: what the source
+ * sent is read, the bytes written to it that it did not read are sent to
+ * the destination (a ring of the last bytes written; the kernel's count of
+ * the source's unread bytes), and the destination is the peer from then
+ * on, the source closed. A destination that closes before it takes over
+ * is dropped and nothing changes; one that starts with a usbredir hello is
+ * a new peer, not a destination, and is dropped too. */
+typedef enum {
+    GW_SESSION_HANDOVER_DONE,    /* the destination is the peer now */
+    GW_SESSION_HANDOVER_DROPPED, /* it left (or never wrote): the source stays, if it is there */
+    GW_SESSION_HANDOVER_REFUSED, /* it sent a hello: not a migration destination */
+} GwSessionHandover;
+/* Told on the main thread from the session's I/O callbacks; @detail says
+ * what happened (bytes drained and re-sent, or why it was dropped). The
+ * session must not be freed from here. */
+typedef void (*GwSessionHandoverFunc)(GwSession *session, GwSessionHandover what,
+                                      const gchar *detail, gpointer user_data);
+void gw_session_set_handover_func(GwSession *session, GwSessionHandoverFunc handover,
+                                  gpointer user_data);
+/* Holds @socket (connected; a reference is taken, and the session closes
+ * it) as the migration destination. Fails on a transport, while closing,
+ * when a destination is pending already, or when the kernel cannot count
+ * the peer's unread bytes (socket diagnostics). */
+gboolean gw_session_add_destination(GwSession *session, GSocket *socket,
+                                    GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Whether a migration destination is pending. */
+gboolean gw_session_is_migrating(GwSession *session);
 /* Sends device_disconnect and closes the device handle, if any. */
 void gw_session_clear_device(GwSession *session);
 gboolean gw_session_has_device(GwSession *session);

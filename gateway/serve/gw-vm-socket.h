@@ -39,6 +39,12 @@ typedef enum {
 typedef void (*GwVmSocketRefused)(const gchar *vm, const gchar *device_id, const gchar *path,
                                   const gchar *actor, const gchar *reason, gpointer user_data);
 
+/* A live migration's handover on @vm's socket @path ended: @done TRUE
+ * when the destination took over, FALSE when it was dropped (the source
+ * stays); @detail says how (bytes drained and re-sent) or why. */
+typedef void (*GwVmSocketMigrated)(const gchar *vm, const gchar *device_id, const gchar *path,
+                                   gboolean done, const gchar *detail, gpointer user_data);
+
 /* Owned by the daemon; attachments and shares borrow it for as long as
  * they live. */
 typedef struct {
@@ -47,6 +53,7 @@ typedef struct {
     GwVmPeerCheck check;
     gchar *pid_file;           /* owned, nullable with GW_VM_PEER_CHECK_UID: a pattern with {vm} */
     GwVmSocketRefused refused; /* nullable */
+    GwVmSocketMigrated migrated; /* nullable */
     gpointer user_data;
 } GwVmSocketAccess;
 

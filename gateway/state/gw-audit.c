@@ -152,6 +152,10 @@ gw_audit_kind_to_string(GwAuditKind kind)
         return "no-usb-bus";
     case GW_AUDIT_USB_CONTROLLER:
         return "usb-controller-added";
+    case GW_AUDIT_MIGRATE:
+        return "migrate";
+    case GW_AUDIT_MIGRATE_FAILED:
+        return "migrate-failed";
     }
     return "unknown";
 }
@@ -189,6 +193,8 @@ gw_audit_message_id(GwAuditKind kind)
     case GW_AUDIT_EXPORT_OPEN:
     case GW_AUDIT_EXPORT_CLOSE:
     case GW_AUDIT_USB_CONTROLLER:
+    case GW_AUDIT_MIGRATE:
+    case GW_AUDIT_MIGRATE_FAILED:
         break;
     }
     return NULL;

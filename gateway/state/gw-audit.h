@@ -35,6 +35,8 @@ typedef enum {
     GW_AUDIT_WISH_DENIED,     /* a VM's metadata asked for what the policy does not allow */
     GW_AUDIT_NO_USB_BUS,      /* a VM has no USB controller a redirdev can be plugged into */
     GW_AUDIT_USB_CONTROLLER,  /* usbgwd added one to the VM's persistent definition */
+    GW_AUDIT_MIGRATE,         /* a live migration's destination QEMU took the session over */
+    GW_AUDIT_MIGRATE_FAILED,  /* the destination left before it took over: the source stays */
 } GwAuditKind;
 
 const gchar *gw_audit_kind_to_string(GwAuditKind kind);

@@ -21,6 +21,7 @@
 #   USBGW_GUEST_KVM=1    use KVM instead of TCG (KVM is broken on the test rig)
 #   USBGW_GUEST_QEMU     QEMU binary (default qemu-system-x86_64)
 #   USBGW_GUEST_PVH=0    boot OUTDIR/vmlinuz even when OUTDIR/vmlinux exists
+#   USBGW_GUEST_MEM      guest memory in MiB (default 512; less migrates faster)
 set -euo pipefail
 
 me=run-guest.sh
@@ -42,6 +43,7 @@ qemu=${USBGW_GUEST_QEMU:-qemu-system-x86_64}
 kernel=$dir/vmlinuz
 [[ ${USBGW_GUEST_PVH:-1} == 0 || ! -s $dir/vmlinux ]] || kernel=$dir/vmlinux
 limit=${USBGW_GUEST_TIMEOUT:-120}
+mem=${USBGW_GUEST_MEM:-512}
 accel=(-accel tcg)
 [[ ${USBGW_GUEST_KVM:-0} != 1 ]] || accel=(-accel kvm -cpu host)
 
@@ -49,7 +51,7 @@ accel=(-accel tcg)
 # limit; without it, a QEMU in a background process group would stop on tty
 # input. -k: a QEMU that ignores SIGTERM gets SIGKILL 5 s later.
 rc=0
-timeout --foreground -k 5 "$limit" "$qemu" "${accel[@]}" -machine q35 -m 512 \
+timeout --foreground -k 5 "$limit" "$qemu" "${accel[@]}" -machine q35 -m "$mem" \
     -nographic -no-reboot -nic none \
     -kernel "$kernel" -initrd "$dir/initrd.img" \
     -append "console=ttyS0 quiet panic=-1 ${USBGW_GUEST_APPEND:-}" \

@@ -10,6 +10,7 @@
  *   usbgw.loop=SECONDS            loop mode: repeat the whole round (listing and
  *                                 key probes) every SECONDS (0: one round, the
  *                                 default)
+ *   usbgw.loop_ms=MS              the same in milliseconds (a 200 ms loop; up to 1000000)
  *   usbgw.rounds=N                in loop mode, stop after N rounds (default 0:
  *                                 until the VM is shut down)
  *
@@ -17,7 +18,7 @@
  *   USBGW-GUEST-READY
  *   USBGW-ROUND n                    (loop mode only: round n, from 1, begins)
  *   USBGW-DEVICE vid:pid class=XX ifaces=XX[,XX…] port=<devpath> serial=<s|->
- *   USBGW-ANSWER vid:pid serial=<s|-> port=<devpath> response=<32 hex>
+ *   USBGW-ANSWER vid:pid serial=<s|-> port=<devpath> busnum=N devnum=N response=<32 hex>
  *   USBGW-ERROR vid:pid <reason>     (vid:pid is "-" when no device is concerned)
  *   USBGW-ROUND-END n                (loop mode only: round n is complete)
  *   USBGW-PROBE-DONE
@@ -25,7 +26,9 @@
  * request order.
  *
  * vid:pid is lower-case hex; <devpath> is the sysfs devpath, the port chain on
- * its bus ("1", "1.2"), which matches QEMU's port= property on xhci.0. The
+ * its bus ("1", "1.2"), which matches QEMU's port= property on xhci.0;
+ * busnum and devnum are the guest's numbers for the device (a device that
+ * enumerated again gets a new devnum). The
  * listing follows the key probes' wait, so a test asserting that a device is
  * absent should also name one that is present (or raise usbgw.settle).
  *
@@ -89,7 +92,7 @@ struct params {
     const char *challenge_err; /* NULL when the challenge is valid */
     int wait_s, settle_s;
     double start; /* when the probe started: usbgw.wait counts from there */
-    int loop_s;   /* 0: a single round */
+    int loop_ms;  /* 0: a single round */
     long rounds;  /* loop mode: last round, 0: unbounded */
     bool list;
 };
@@ -317,7 +320,9 @@ parse_cmdline(struct params *p)
         else if (strcmp(tok, "usbgw.settle") == 0)
             p->settle_s = parse_seconds(tok, val, 2);
         else if (strcmp(tok, "usbgw.loop") == 0)
-            p->loop_s = parse_seconds(tok, val, 0);
+            p->loop_ms = parse_seconds(tok, val, 0) * 1000;
+        else if (strcmp(tok, "usbgw.loop_ms") == 0)
+            p->loop_ms = (int)parse_count(tok, val);
         else if (strcmp(tok, "usbgw.rounds") == 0)
             p->rounds = parse_count(tok, val);
         else if (strcmp(tok, "usbgw.list") == 0)
@@ -665,7 +670,7 @@ out:
 static void
 probe_key(const struct params *p, const struct want *w)
 {
-    char err[256], serial[128], port[64] = "-";
+    char err[256], serial[128], port[64] = "-", busnum[16] = "-", devnum[16] = "-";
     uint8_t response[USBGW_KEY_LEN];
     struct layout l;
     bool ok = false;
@@ -693,7 +698,10 @@ out:
         snprintf(hex + 2 * i, 3, "%02x", response[i]);
     read_serial(w->name, serial, sizeof(serial));
     read_attr(w->name, "devpath", port, sizeof(port));
-    say("USBGW-ANSWER %04x:%04x serial=%s port=%s response=%s", w->vid, w->pid, serial, port, hex);
+    read_attr(w->name, "busnum", busnum, sizeof(busnum));
+    read_attr(w->name, "devnum", devnum, sizeof(devnum));
+    say("USBGW-ANSWER %04x:%04x serial=%s port=%s busnum=%s devnum=%s response=%s", w->vid, w->pid,
+        serial, port, busnum, devnum, hex);
 }
 
 /* One round: match the keys afresh (waiting until DEADLINE for missing ones),
@@ -771,14 +779,14 @@ main(void)
     if (!p.nwant && !p.list)
         say("USBGW-ERROR - nothing to do: no usbgw.dev= or usbgw.list=1 on the kernel command "
             "line");
-    if (!p.loop_s) {
+    if (!p.loop_ms) {
         run_round(&p, false);
         say("USBGW-PROBE-DONE");
         return 0;
     }
 
     /* Loop mode: round 1 waits like the single round, later ones are
-     * snapshots; each starts loop_s after the one before, or at once. */
+     * snapshots; each starts loop_ms after the one before, or at once. */
     for (long n = 1;; n++) {
         double round_start = now();
         say("USBGW-ROUND %ld", n);
@@ -786,7 +794,7 @@ main(void)
         say("USBGW-ROUND-END %ld", n);
         if (n == p.rounds)
             break;
-        sleep_until(round_start + p.loop_s);
+        sleep_until(round_start + p.loop_ms / 1000.0);
     }
     say("USBGW-PROBE-DONE");
     for (;;) /* until the VM is shut down */

@@ -17,6 +17,7 @@ typedef struct {
     UMockdevIoctlData *buffer;   /* owned, nullable: urb->buffer, copied from the client */
     int status;                  /* written into the client's URB when it is reaped */
     int actual_length;
+    gint64 ready_at; /* monotonic µs: not reaped without waiting before then */
 } SimUrb;
 
 /* One open file descriptor of the node: URBs are reaped where submitted. */
@@ -34,6 +35,7 @@ struct _SimUsbfs {
     GHashTable *clients; /* UMockdevIoctlClient* (ref) → SimUsbfsClient* (owned) */
     GQueue waiting;      /* SimUrb* (owned): submitted, the device has not answered */
     UMockdevIoctlClient *claims[SIM_USBFS_MAX_INTERFACES]; /* not owned, nullable */
+    gint64 reap_delay_us; /* USBGW_SIM_REAP_DELAY_MS: a slow device's transfers */
 };
 
 G_DEFINE_TYPE(SimUsbfs, sim_usbfs, UMOCKDEV_TYPE_IOCTL_BASE)
@@ -83,13 +85,17 @@ sim_usbfs_resolve(UMockdevIoctlData *data, gsize offset, gsize len)
 }
 
 /* Hands the oldest finished URB back through the REAPURB argument and
- * completes the ioctl. FALSE if there is none. */
+ * completes the ioctl. FALSE if there is none (for REAPURBNDELAY, none
+ * whose reap delay has passed: libusb polls again, the node always
+ * polls ready under umockdev). */
 static gboolean
 sim_usbfs_reap(SimUsbfsClient *c, UMockdevIoctlClient *client)
 {
-    g_autoptr(SimUrb) u = g_queue_pop_head(&c->done);
-    if (u == NULL)
+    SimUrb *head = g_queue_peek_head(&c->done);
+    if (head == NULL || (umockdev_ioctl_client_get_request(client) == USBDEVFS_REAPURBNDELAY &&
+                         head->ready_at > g_get_monotonic_time()))
         return FALSE;
+    g_autoptr(SimUrb) u = g_queue_pop_head(&c->done);
 
     sim_urb_get(u)->status = u->status;
     sim_urb_get(u)->actual_length = u->actual_length;
@@ -115,6 +121,7 @@ sim_usbfs_finish(SimUsbfs *self, SimUrb *u)
         sim_urb_free(u);
         return;
     }
+    u->ready_at = g_get_monotonic_time() + self->reap_delay_us;
     g_queue_push_tail(&c->done, u);
     if (c->reap_waits) {
         c->reap_waits = FALSE;
@@ -536,7 +543,12 @@ SimUsbfs *
 sim_usbfs_new(SimKey *key, guint devnum)
 {
     SimUsbfs *self = g_object_new(SIM_TYPE_USBFS, NULL);
+    const gchar *delay = g_getenv("USBGW_SIM_REAP_DELAY_MS");
     self->key = key;
     self->devnum = devnum;
+    /* a slow device: every transfer's answer is held this long (tests of
+     * what is in flight when a peer stops, e.g. a live migration) */
+    if (delay != NULL)
+        self->reap_delay_us = CLAMP(g_ascii_strtoll(delay, NULL, 10), 0, 10000) * 1000;
     return self;
 }
