@@ -459,6 +459,17 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
           f"(loop {LOOP_MS} ms, key {KEY_DELAY_MS} ms per transfer); QEMU downtime max "
           f"{max(downtimes)} ms; longest gap of the whole run (cancel and failure included) "
           f"{longest * 1000:.0f} ms", flush=True)
+    # BENCH.md's migration-stall: what a migration adds to the longest gap
+    # between the guest's answers (the loop's own period taken off), next
+    # to the downtime QEMU reports for the same migration
+    added = sorted(max(0.0, x * 1000 - LOOP_MS) for x in stalls)
+    down = sorted(downtimes)
+    median_added, median_down = added[len(added) // 2], down[len(down) // 2]
+    print(f"bench migration-stall: {median_added:.0f} ms median added gap, "
+          f"{added[0]:.0f}-{added[-1]:.0f} ms over {len(added)} migrations (baseline QEMU "
+          f"downtime {median_down} ms median, {down[0]}-{down[-1]} ms, ratio "
+          f"{median_added / max(median_down, 1):.1f}); rig: plain QEMU, TCG, "
+          f"{GUEST_MEM_MB} MiB, usbgw-sim key, {os.cpu_count()} cores", flush=True)
     if KEY_DELAY_MS and not any(resent):
         fail("no migration caught an answer in flight (every handover re-sent 0 bytes): the "
              "re-send was not exercised")
