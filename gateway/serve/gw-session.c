@@ -9,6 +9,7 @@
 #include "gw-fd-watch.h"
 #include "gw-handover-stream.h"
 #include "gw-handover.h"
+#include "gw-peer-handover.h"
 #include "gw-log.h"
 #include "gw-usbgw-metrics.h"
 #include "gw-usbredir-error.h"
@@ -71,36 +72,20 @@ struct _GwSession {
     gboolean has_device;
     gint write_failed;   /* atomic: set by the writer on any thread */
     gchar *close_reason; /* owned, nullable */
-    /* A live migration's destination (docs/migration.md). io_lock guards
-     * fd, bytes_written, ring, resend and the two flags below: the writer
-     * runs on any thread, the handover on the main one. */
+    /* A live migration (docs/migration.md). io_lock guards fd,
+     * bytes_written, the stream, resend and the handover's ring: the
+     * writer runs on any thread, the handover on the main one. */
     GMutex io_lock;
-    guint64 bytes_written;        /* to the peer */
-    GSocket *destination;         /* owned ref, nullable: held, neither read nor written */
-    GwFdWatch *destination_watch; /* owned, nullable: its first bytes or its hang-up */
-    GwHandoverRing *ring;         /* owned, nullable: while a destination is pending */
-    guint64 ring_base;            /* bytes_written when the ring began */
-    GwHandoverStream *stream;     /* owned, nullable (on a transport): the packets written */
-    guint64 answered_from;        /* what the source had read when it last wrote: answers after may
-                                     have been taken after it stopped */
+    guint64 bytes_written;    /* to the peer */
+    GwHandoverStream *stream; /* owned, nullable (on a transport): the packets written */
+    GwPeerHandover *handover; /* owned, nullable: while a destination is pending */
+    GBytes *resend;           /* owned, nullable: re-sent bytes the destination has not taken */
+    gsize resend_offset;
+    gboolean draining; /* reading the source to its end: no back-pressure, EOF ends it */
     guint8 hello[GW_HANDOVER_HELLO_CAPS_END]; /* the peer's first bytes, until ids are known */
     gsize hello_have;
     gboolean hello_known;
-    GBytes *resend; /* owned, nullable: re-sent bytes the destination has not taken */
-    gsize resend_offset;
-    gboolean migrating;       /* a destination is pending: a write the gone source refused waits */
-    guint64 unread_sample;    /* the source's unread bytes when last asked */
-    guint64 unread_sample_at; /* bytes_written then */
-    guint64 source_read;      /* the bytes the source had read then */
-    gint64 source_read_changed; /* monotonic µs: when that last changed */
-    gboolean copied;       /* the stopped source's unread bytes were copied to the destination */
-    guint64 copied_at;     /* bytes_written then */
-    guint64 copied_len;    /* how many */
-    guint copied_answers;  /* answers among them */
-    GSource *sample_timer; /* owned, nullable: while a destination is pending */
-    gboolean draining;     /* reading the source to its end: no back-pressure, EOF ends it */
-    gboolean source_eof;   /* the source's end was read while a destination is pending */
-    GwSessionHandoverFunc handover; /* nullable */
+    GwSessionHandoverFunc handover_func; /* nullable */
     gpointer handover_data;
 };
 
@@ -169,35 +154,26 @@ gw_session_read_cb(void *priv, uint8_t *data, int count)
             session->transport_readable = FALSE;
         return (int)got;
     }
-    /* while a destination is pending: what the source had read before
-     * it wrote what comes now (it writes only while its VM runs) */
-    guint64 answered = 0;
-    gboolean answered_known = FALSE;
-    if (session->destination != NULL && !session->draining) {
-        guint64 unread;
-        g_mutex_lock(&session->io_lock);
-        if (gw_handover_peer_unread(session->fd, &unread, NULL)) {
-            answered = session->bytes_written - unread;
-            answered_known = TRUE;
-        }
-        g_mutex_unlock(&session->io_lock);
-    }
+    if (session->handover != NULL && !session->draining)
+        gw_peer_handover_before_read(session->handover);
     n = recv(session->fd, data, (size_t)count, MSG_DONTWAIT);
+    int saved_errno = errno;
+    if (session->handover != NULL)
+        gw_peer_handover_after_read(session->handover,
+                                    n > 0 || (n < 0 && saved_errno != ECONNRESET) ? MAX(n, 0) : -1);
+    errno = saved_errno;
     if (n > 0) {
         session->bytes_read += (guint64)n;
         gw_usbgw_metrics_redir_bytes(GW_USBGW_FROM_PEER, (guint64)n);
-        if (answered_known)
-            session->answered_from = MAX(session->answered_from, answered);
         if (!session->hello_known)
             gw_session_learn_hello(session, data, (gsize)n);
         return (int)n;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
-    if ((n == 0 || (n < 0 && errno == ECONNRESET)) && session->destination != NULL) {
+    if ((n == 0 || (n < 0 && errno == ECONNRESET)) && session->handover != NULL) {
         /* a migration's source at its end (reset when it left bytes
          * unread): the destination goes on */
-        session->source_eof = TRUE;
         return 0;
     }
     /* 0: the peer closed; <0: a socket error. usbredirhost stops reading
@@ -265,10 +241,10 @@ gw_session_write_cb(void *priv, uint8_t *data, int count)
     if (n > 0) {
         gw_handover_stream_append(session->stream, session->bytes_written, data, (gsize)n);
         session->bytes_written += (guint64)n;
-        if (session->ring != NULL)
-            gw_handover_ring_append(session->ring, data, (gsize)n);
+        if (session->handover != NULL)
+            gw_peer_handover_written_locked(session->handover, data, (gsize)n);
     }
-    if (n < 0 && session->migrating && (errno == EPIPE || errno == ECONNRESET)) {
+    if (n < 0 && session->handover != NULL && (errno == EPIPE || errno == ECONNRESET)) {
         /* the source hung up; the read side tells the main loop */
         g_mutex_unlock(&session->io_lock);
         return 0;
@@ -361,7 +337,19 @@ gw_session_clear_hello_timeout(GwSession *session)
 }
 
 static void gw_session_close_later(GwSession *session, const gchar *reason);
-static void gw_session_stop_timer(GSource **timer);
+
+/* A pending migration ends with the session: its destination is closed
+ * (its QEMU connects again). */
+static void
+gw_session_end_handover(GwSession *session)
+{
+    GwPeerHandover *handover;
+
+    g_mutex_lock(&session->io_lock);
+    handover = g_steal_pointer(&session->handover);
+    g_mutex_unlock(&session->io_lock);
+    gw_peer_handover_free(handover);
+}
 
 static gboolean
 gw_session_hello_timed_out(gpointer data)
@@ -394,8 +382,7 @@ gw_session_close_later(GwSession *session, const gchar *reason)
         g_clear_pointer(&session->transport_source, g_source_unref);
     }
     gw_session_clear_hello_timeout(session);
-    gw_session_stop_timer(&session->sample_timer);
-    g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
+    gw_session_end_handover(session);
     session->close_source = g_idle_source_new();
     g_source_set_callback(session->close_source, gw_session_notify_closed, session, NULL);
     g_source_attach(session->close_source, session->context);
@@ -450,8 +437,6 @@ gw_session_read_peer(GwSession *session)
     return FALSE;
 }
 
-static void gw_session_source_gone(GwSession *session);
-
 static void
 gw_session_ready(int fd, GIOCondition revents, gpointer data)
 {
@@ -479,9 +464,9 @@ gw_session_ready(int fd, GIOCondition revents, gpointer data)
     if (revents & (G_IO_IN | G_IO_HUP | G_IO_ERR)) {
         if (!gw_session_read_peer(session))
             return;
-        if (session->destination != NULL &&
-            (session->source_eof || (revents & (G_IO_HUP | G_IO_ERR)))) {
-            gw_session_source_gone(session);
+        if (session->handover != NULL && (gw_peer_handover_source_ended(session->handover) ||
+                                          (revents & (G_IO_HUP | G_IO_ERR)))) {
+            gw_peer_handover_source_gone(session->handover);
             return;
         }
         if (revents & (G_IO_HUP | G_IO_ERR) && !(revents & G_IO_IN))
@@ -491,308 +476,81 @@ gw_session_ready(int fd, GIOCondition revents, gpointer data)
 
 /* ---- A live migration's destination ----------------------------------------- */
 
-static void
-gw_session_stop_timer(GSource **timer)
-{
-    if (*timer == NULL)
-        return;
-    g_source_destroy(*timer);
-    g_clear_pointer(timer, g_source_unref);
-}
-
-static void
-gw_session_tell_handover(GwSession *session, GwSessionHandover what, const gchar *detail)
-{
-    if (session->handover != NULL)
-        session->handover(session, what, detail, session->handover_data);
-}
-
-/* Closes the destination; the source goes on as it did (bytes copied to
- * the destination were copies: the source's own queue still holds them). */
-static void
-gw_session_drop_destination(GwSession *session, GwSessionHandover what, const gchar *reason)
-{
-    g_mutex_lock(&session->io_lock);
-    g_clear_pointer(&session->ring, gw_handover_ring_free);
-    gw_handover_stream_record(session->stream, FALSE);
-    session->migrating = FALSE;
-    g_mutex_unlock(&session->io_lock);
-    session->copied = FALSE;
-    g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
-    g_socket_close(session->destination, NULL);
-    g_clear_object(&session->destination);
-    gw_session_stop_timer(&session->sample_timer);
-    gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
-                  "%s: migration destination dropped: %s", session->label, reason);
-    gw_session_tell_handover(session, what, reason);
-}
-
-/* Reads everything a migration's source sent before it stopped, to its
- * end, past the back-pressure that holds a running peer; FALSE when the
- * session is closing. */
+/* GwPeerHandover's drain: what the source sent, read to its end. */
 static gboolean
-gw_session_drain_source(GwSession *session)
+gw_session_drain_source(gpointer owner, guint64 *drained)
 {
-    gboolean ok;
+    GwSession *session = owner;
+    guint64 before = session->bytes_read;
+    gboolean ok = TRUE;
 
-    if (session->source_eof)
-        return TRUE;
-    session->draining = TRUE;
-    ok = gw_session_read_peer(session);
-    session->draining = FALSE;
+    if (!gw_peer_handover_source_ended(session->handover)) {
+        session->draining = TRUE;
+        ok = gw_session_read_peer(session);
+        session->draining = FALSE;
+    }
+    *drained = session->bytes_read - before;
     return ok;
 }
 
-/* What the destination needs, the source having read the first
- * @consumed bytes written to it: the answers it may have taken after it
- * stopped (those written after it last wrote; QEMU ignores one whose
- * request it does not hold), then the bytes it did not read. The answers
- * go only where @consumed falls between two packets: a packet cut there
- * was begun by the source's parser, whose state the destination holds.
- * Under io_lock. */
-static GBytes *
-gw_session_handover_bytes_locked(GwSession *session, guint64 consumed, guint *answers,
-                                 GError **error)
-{
-    g_autoptr(GByteArray) out = g_byte_array_new();
-    g_autoptr(GArray) ranges = g_array_new(FALSE, FALSE, sizeof(GwHandoverRange));
-
-    *answers = 0;
-    if (consumed < session->ring_base || consumed > session->bytes_written) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NO_SPACE,
-                    "the source left unread bytes written before its destination connected");
-        return NULL;
-    }
-    if (gw_handover_stream_answers(session->stream, MAX(session->answered_from, session->ring_base),
-                                   consumed, ranges)) {
-        for (guint i = 0; i < ranges->len; i++) {
-            const GwHandoverRange *range = &g_array_index(ranges, GwHandoverRange, i);
-            if (!gw_handover_ring_copy(session->ring, range->start - session->ring_base,
-                                       range->end - range->start, out, error))
-                return NULL;
-        }
-        *answers = ranges->len;
-    }
-    if (!gw_handover_ring_copy(session->ring, consumed - session->ring_base,
-                               session->bytes_written - consumed, out, error))
-        return NULL;
-    return g_byte_array_free_to_bytes(g_steal_pointer(&out));
-}
-
-/* The destination runs (it wrote, or read what was copied to it), or the
- * source hung up: drain the source, send the destination what the source
- * did not read and the answers it may have taken after it stopped, and
- * make it the peer. */
+/* The destination is the peer from now on: the re-sent bytes go first,
+ * the source is closed. Under io_lock. */
 static void
-gw_session_take_over(GwSession *session)
+gw_session_switch_peer_locked(gpointer owner, GSocket *destination, GBytes *resend)
 {
-    g_autoptr(GError) error = NULL;
-    g_autoptr(GSocket) source = NULL;
-    g_autofree gchar *detail = NULL;
-    guint64 read_before = session->bytes_read;
-    guint64 unread, consumed;
-    guint answers = 0;
-    gsize resent;
-    int flushed;
+    GwSession *session = owner;
+    g_autoptr(GSocket) source = g_steal_pointer(&session->socket);
 
-    if (session->destination == NULL || !gw_session_drain_source(session))
-        return;
-    g_mutex_lock(&session->io_lock);
-    if (session->copied) {
-        /* the answers went with the copy; what was written after it */
-        unread = session->bytes_written - session->copied_at;
-        session->resend = gw_handover_ring_tail(session->ring, unread, &error);
-    } else {
-        if (session->source_eof) {
-            /* gone: the kernel cannot be asked any more; what it had read
-             * at the last count (it stopped before it left) */
-            consumed = session->unread_sample_at - session->unread_sample;
-        } else if (gw_handover_peer_unread(session->fd, &unread, &error)) {
-            consumed = session->bytes_written - unread;
-        } else {
-            g_mutex_unlock(&session->io_lock);
-            g_autofree gchar *why = g_strdup_printf("migration handover: %s", error->message);
-            gw_session_close_later(session, why);
-            return;
-        }
-        session->resend = gw_session_handover_bytes_locked(session, consumed, &answers, &error);
-    }
-    if (session->resend == NULL) {
-        g_mutex_unlock(&session->io_lock);
-        g_autofree gchar *why = g_strdup_printf("migration handover: %s", error->message);
-        gw_session_close_later(session, why);
-        return;
-    }
-    resent = g_bytes_get_size(session->resend) + (session->copied ? session->copied_len : 0);
-    answers += session->copied ? session->copied_answers : 0;
+    session->socket = destination;
+    session->fd = g_socket_get_fd(destination);
+    session->resend = resend;
     session->resend_offset = 0;
-    source = g_steal_pointer(&session->socket);
-    session->socket = g_steal_pointer(&session->destination);
-    session->fd = g_socket_get_fd(session->socket);
-    g_clear_pointer(&session->ring, gw_handover_ring_free);
-    gw_handover_stream_record(session->stream, FALSE);
-    session->migrating = FALSE;
-    flushed = gw_session_flush_resend_locked(session);
-    g_mutex_unlock(&session->io_lock);
-
-    session->copied = FALSE;
-    session->source_eof = FALSE;
-    gw_session_stop_timer(&session->sample_timer);
+    if (gw_session_flush_resend_locked(session) < 0)
+        g_main_context_wakeup(session->context); /* write_failed: the main loop closes */
     g_clear_pointer(&session->watch, gw_fd_watch_free);
-    g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
     g_socket_close(source, NULL);
     session->watch = gw_fd_watch_new(session->context, "usbgw-session", session->fd, G_IO_IN,
                                      gw_session_ready, session);
     gw_fd_watch_set_prepare(session->watch, gw_session_prepare);
-    detail = g_strdup_printf("%" G_GUINT64_FORMAT " bytes drained from the source, %" G_GSIZE_FORMAT
-                             " bytes re-sent to the destination (%u answers the source may have "
-                             "taken after it stopped, and what it had not read)",
-                             session->bytes_read - read_before, resent, answers);
-    gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
-                  "%s: handed over to the migration destination: %s", session->label, detail);
-    gw_session_tell_handover(session, GW_SESSION_HANDOVER_DONE, detail);
-    if (flushed < 0)
-        gw_session_close_later(session, "write to the migration destination failed");
 }
 
-/* Copies what the stopped source needs to the destination (it read the
- * first @consumed bytes), which reads them once its VM runs. Under
- * io_lock. */
-static gboolean
-gw_session_copy_unread_locked(GwSession *session, guint64 consumed, GError **error)
+static void
+gw_session_handover_finished(gpointer owner, GwPeerHandoverResult result, const gchar *detail)
 {
-    guint answers;
-    g_autoptr(GBytes) bytes = gw_session_handover_bytes_locked(session, consumed, &answers, error);
-    gsize size;
-    const guint8 *data;
-    ssize_t n;
-
-    if (bytes == NULL)
-        return FALSE;
-    data = g_bytes_get_data(bytes, &size);
-    /* the destination's socket is empty: a few packets always fit */
-    n = send(g_socket_get_fd(session->destination), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n != (ssize_t)size) {
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_FAILED,
-                    "cannot copy %" G_GSIZE_FORMAT " bytes to it: %s", size,
-                    n < 0 ? g_strerror(errno) : "short write");
-        return FALSE;
-    }
-    session->copied = TRUE;
-    session->copied_at = session->bytes_written;
-    session->copied_len = size;
-    session->copied_answers = answers;
-    return TRUE;
-}
-
-/* Every GW_HANDOVER_SAMPLE_MS while a destination is pending: how many
- * bytes the source has not read. A source that has not read for
- * GW_HANDOVER_STALL_MS while bytes wait for it is taken as stopped (QEMU
- * reads its chardev at once while its VM runs): those bytes are copied to
- * the destination, and once the destination has read some of them its VM
- * runs and it takes over. A source that reads again after the copy was
- * only slow: the destination, now holding bytes it must not get, is
- * dropped. */
-static gboolean
-gw_session_sample_unread(gpointer data)
-{
-    GwSession *session = data;
-    gint64 now = g_get_monotonic_time();
-    g_autoptr(GError) error = NULL;
-    g_autofree gchar *drop = NULL;
-    guint64 unread, dest_unread;
-    gboolean take_over = FALSE;
+    GwSession *session = owner;
+    GwSessionHandover what;
 
     g_mutex_lock(&session->io_lock);
-    if (gw_handover_peer_unread(session->fd, &unread, NULL)) {
-        guint64 read = session->bytes_written - unread;
-        session->unread_sample = unread;
-        session->unread_sample_at = session->bytes_written;
-        if (read != session->source_read) {
-            session->source_read = read;
-            session->source_read_changed = now;
-            if (session->copied)
-                drop = g_strdup("the source read again after it had stopped reading (it was "
-                                "slow, not stopped)");
-        } else if (!session->copied && unread > 0 &&
-                   now - session->source_read_changed >= GW_HANDOVER_STALL_MS * 1000) {
-            if (gw_session_copy_unread_locked(session, read, &error))
-                gw_log_device(G_LOG_LEVEL_INFO, session->device_id, session->vm, NULL,
-                              "%s: the source stopped reading with %" G_GUINT64_FORMAT
-                              " bytes unread: copied to the migration destination",
-                              session->label, unread);
-            else
-                drop = g_strdup(error->message);
-        }
-    }
-    if (drop == NULL && session->copied &&
-        gw_handover_peer_unread(g_socket_get_fd(session->destination), &dest_unread, NULL) &&
-        dest_unread < session->copied_len)
-        take_over = TRUE;
-    /* packets whose bytes the ring no longer keeps cannot be re-sent */
-    gw_handover_stream_forget_before(session->stream, session->ring_base +
-                                                          gw_handover_ring_total(session->ring) -
-                                                          gw_handover_ring_kept(session->ring));
+    g_clear_pointer(&session->handover, gw_peer_handover_free);
     g_mutex_unlock(&session->io_lock);
-    if (drop != NULL)
-        gw_session_drop_destination(session, GW_SESSION_HANDOVER_DROPPED, drop);
-    else if (take_over)
-        gw_session_take_over(session);
-    return G_SOURCE_CONTINUE;
+    switch (result) {
+    case GW_PEER_HANDOVER_FAILED:
+        gw_session_close_later(session, detail);
+        return;
+    case GW_PEER_HANDOVER_DONE:
+        what = GW_SESSION_HANDOVER_DONE;
+        break;
+    case GW_PEER_HANDOVER_REFUSED:
+        what = GW_SESSION_HANDOVER_REFUSED;
+        break;
+    default:
+        what = GW_SESSION_HANDOVER_DROPPED;
+        break;
+    }
+    if (session->handover_func != NULL)
+        session->handover_func(session, what, detail, session->handover_data);
 }
 
-static void
-gw_session_destination_ready(int fd, GIOCondition revents, gpointer data)
-{
-    GwSession *session = data;
-    guint8 head[GW_HANDOVER_HELLO_PEEK];
-    ssize_t n;
-
-    n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
-    if (n < 0) {
-        g_autofree gchar *why = g_strdup_printf(
-            "its connection failed before it took over (%s): migration cancelled or failed",
-            g_strerror(errno));
-        gw_session_drop_destination(session, GW_SESSION_HANDOVER_DROPPED, why);
-        return;
-    }
-    if (n == 0) {
-        gw_session_drop_destination(session, GW_SESSION_HANDOVER_DROPPED,
-                                    "closed before it took over (migration cancelled or failed)");
-        return;
-    }
-    if (gw_handover_is_hello(head, (gsize)n)) {
-        gw_session_drop_destination(session, GW_SESSION_HANDOVER_REFUSED,
-                                    "sent a usbredir hello: a new peer, not a migration "
-                                    "destination");
-        return;
-    }
-    gw_session_take_over(session);
-}
-
-/* The source hung up while a destination is pending: libvirt stops the
- * source once the destination runs, maybe before the destination wrote.
- * The destination takes over at once. A destination whose migration
- * failed does not linger: its QEMU exits and its connection closes. */
-static void
-gw_session_source_gone(GwSession *session)
-{
-    if (!gw_session_drain_source(session))
-        return;
-    session->source_eof = TRUE;
-    gw_log_device(G_LOG_LEVEL_INFO, session->device_id, session->vm, NULL,
-                  "%s: the migration's source hung up; its destination takes over", session->label);
-    gw_session_take_over(session);
-}
+static const GwPeerHandoverFuncs gw_session_handover_funcs = {
+    .drain = gw_session_drain_source,
+    .switch_peer_locked = gw_session_switch_peer_locked,
+    .finished = gw_session_handover_finished,
+};
 
 gboolean
 gw_session_add_destination(GwSession *session, GSocket *socket, GError **error)
 {
-    guint64 unread;
-    g_autoptr(GError) local = NULL;
-    int fd = g_socket_get_fd(socket);
+    GwPeerHandover *handover;
 
     if (session->socket == NULL || session->close_reason != NULL) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
@@ -800,7 +558,7 @@ gw_session_add_destination(GwSession *session, GSocket *socket, GError **error)
                     session->label);
         return FALSE;
     }
-    if (session->destination != NULL) {
+    if (session->handover != NULL) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_BUSY,
                     "%s: a migration handover is pending already", session->label);
         return FALSE;
@@ -813,47 +571,25 @@ gw_session_add_destination(GwSession *session, GSocket *socket, GError **error)
                     session->label);
         return FALSE;
     }
-    /* the first count tells whether the kernel can count unread bytes */
-    if (!gw_handover_peer_unread(session->fd, &unread, &local)) {
-        g_mutex_unlock(&session->io_lock);
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "%s: no migration destination: %s",
-                    session->label, local->message);
-        return FALSE;
-    }
-    session->unread_sample = unread;
-    session->unread_sample_at = session->bytes_written;
-    session->source_read = session->bytes_written - unread;
-    session->source_read_changed = g_get_monotonic_time();
-    session->answered_from = session->source_read;
-    session->ring = gw_handover_ring_new(gw_handover_ring_capacity_for(session->fd));
-    session->ring_base = session->bytes_written;
-    gw_handover_stream_record(session->stream, TRUE);
-    session->migrating = TRUE;
+    handover = gw_peer_handover_new(session->fd, session->bytes_written, &session->io_lock,
+                                    session->stream, socket, session->context, session->label,
+                                    session->device_id, session->vm, &gw_session_handover_funcs,
+                                    session, error);
+    session->handover = handover;
     g_mutex_unlock(&session->io_lock);
-
-    g_socket_set_blocking(socket, FALSE);
-    session->destination = g_object_ref(socket);
-    session->destination_watch = gw_fd_watch_new(session->context, "usbgw-session-destination", fd,
-                                                 G_IO_IN, gw_session_destination_ready, session);
-    session->sample_timer = g_timeout_source_new(GW_HANDOVER_SAMPLE_MS);
-    g_source_set_callback(session->sample_timer, gw_session_sample_unread, session, NULL);
-    g_source_attach(session->sample_timer, session->context);
-    gw_log_device(G_LOG_LEVEL_MESSAGE, session->device_id, session->vm, NULL,
-                  "%s: migration destination connected; it takes over once its VM runs",
-                  session->label);
-    return TRUE;
+    return handover != NULL;
 }
 
 gboolean
 gw_session_is_migrating(GwSession *session)
 {
-    return session->destination != NULL;
+    return session->handover != NULL;
 }
 
 void
 gw_session_set_handover_func(GwSession *session, GwSessionHandoverFunc handover, gpointer user_data)
 {
-    session->handover = handover;
+    session->handover_func = handover;
     session->handover_data = user_data;
 }
 
@@ -1071,13 +807,7 @@ gw_session_free(GwSession *session)
         g_atomic_pointer_set(&session->host, NULL);
         usbredirhost_close(host);
     }
-    gw_session_stop_timer(&session->sample_timer);
-    g_clear_pointer(&session->destination_watch, gw_fd_watch_free);
-    if (session->destination != NULL) {
-        g_socket_close(session->destination, NULL);
-        g_object_unref(session->destination);
-    }
-    g_clear_pointer(&session->ring, gw_handover_ring_free);
+    gw_session_end_handover(session);
     g_clear_pointer(&session->stream, gw_handover_stream_free);
     g_clear_pointer(&session->resend, g_bytes_unref);
     if (session->socket != NULL) {
