@@ -349,13 +349,16 @@ gw_fd_watch_get_condition(GwFdWatch *watch)
     return watch->condition;
 }
 
-void
+gboolean
 gw_fd_watch_call_after_dispatch(GwFdWatch *watch)
 {
-    if (watch->ready || watch->freed)
-        return;
-    watch->ready = TRUE;
-    g_ptr_array_add(watch->loop->ready, watch);
+    if (watch->loop->dispatching == 0 || watch->freed)
+        return FALSE;
+    if (!watch->ready) {
+        watch->ready = TRUE;
+        g_ptr_array_add(watch->loop->ready, watch);
+    }
+    return TRUE;
 }
 
 void

@@ -370,13 +370,14 @@ test_context_freed_first(void)
 
 /* Two readable watches each ask a third, idle one to run after the
  * dispatch: it runs once, with revents 0, after both of them and in the
- * same iteration; asked outside a dispatch, it runs at the next iteration
- * without a poll reporting anything. */
+ * same iteration. Outside a dispatch the call is refused; a watch freed
+ * after it was asked for gets no call. */
 typedef struct {
     GwFdWatch *after;
     guint calls;
     guint after_calls_seen; /* the after watch's calls when this one ran */
     Seen *after_seen;
+    gboolean free_after; /* frees the after watch once it asked */
 } Asker;
 
 static void
@@ -388,8 +389,12 @@ asker_ready(int fd, GIOCondition revents, gpointer user_data)
     asker->calls++;
     asker->after_calls_seen = asker->after_seen->calls;
     g_assert_cmpint(read(fd, &c, 1), ==, 1);
-    gw_fd_watch_call_after_dispatch(asker->after);
-    gw_fd_watch_call_after_dispatch(asker->after);
+    g_assert_true(gw_fd_watch_call_after_dispatch(asker->after));
+    g_assert_true(gw_fd_watch_call_after_dispatch(asker->after));
+    if (asker->free_after) {
+        g_clear_pointer(&asker->after_seen->watch, gw_fd_watch_free);
+        asker->after = NULL;
+    }
 }
 
 static void
@@ -424,19 +429,17 @@ test_call_after_dispatch(void)
     drain();
     g_assert_cmpuint(after.calls, ==, 1);
 
-    /* outside a dispatch: at the next iteration, which does not block */
-    gw_fd_watch_call_after_dispatch(after.watch);
-    gw_fd_watch_call_after_dispatch(after.watch);
-    g_assert_true(g_main_context_iteration(NULL, TRUE));
-    g_assert_cmpuint(after.calls, ==, 2);
+    /* outside a dispatch: refused, the caller does the work itself */
+    g_assert_false(gw_fd_watch_call_after_dispatch(after.watch));
     drain();
-    g_assert_cmpuint(after.calls, ==, 2);
+    g_assert_cmpuint(after.calls, ==, 1);
 
-    /* asked and then freed: no call */
-    gw_fd_watch_call_after_dispatch(after.watch);
-    g_clear_pointer(&after.watch, gw_fd_watch_free);
-    drain();
-    g_assert_cmpuint(after.calls, ==, 2);
+    /* asked, and freed by a later callback of the same dispatch: no call */
+    a.free_after = TRUE;
+    g_assert_cmpint(write(fa[1], "x", 1), ==, 1);
+    g_assert_true(g_main_context_iteration(NULL, TRUE));
+    g_assert_null(after.watch);
+    g_assert_cmpuint(after.calls, ==, 1);
 
     gw_fd_watch_free(wa);
     gw_fd_watch_free(wb);
