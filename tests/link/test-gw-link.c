@@ -654,6 +654,12 @@ direct_is_writable(gpointer data)
     return ((Direct *)data)->writable > 0;
 }
 
+static const GwLinkStreamCallbacks direct_callbacks = {
+    .closed = direct_closed,
+    .readable = direct_readable,
+    .writable = direct_writable,
+};
+
 /* The owner of a direct stream reads and writes it: bytes both ways, the
  * window bounds what write() takes and writable() says when it takes more,
  * DATA written before a close reaches the peer before the end, and the
@@ -661,11 +667,6 @@ direct_is_writable(gpointer data)
 static void
 test_direct(void)
 {
-    static const GwLinkStreamCallbacks cb = {
-        .closed = direct_closed,
-        .readable = direct_readable,
-        .writable = direct_writable,
-    };
     Side a, b;
     Direct d = {0}, e = {0};
     AcceptedWait wb = {&b, 1}, wb2 = {&b, 2};
@@ -680,7 +681,7 @@ test_direct(void)
     e.got = g_byte_array_new();
 
     /* written before OPENED: sent once the peer took the stream */
-    d.stream = gw_link_open_direct(a.link, "dev", &cb, &d);
+    d.stream = gw_link_open_direct(a.link, "dev", &direct_callbacks, &d);
     g_assert_cmpint(gw_link_stream_write(d.stream, (const guint8 *)"hello", 5), ==, 5);
     gw_link_stream_flush(d.stream);
     test_wait(accepted_count, &wb, "b accepted");
@@ -733,7 +734,7 @@ test_direct(void)
     g_assert_cmpstr(d.reason, ==, "the local end closed");
 
     /* DATA written just before a close goes before the CLOSE */
-    e.stream = gw_link_open_direct(a.link, "dev2", &cb, &e);
+    e.stream = gw_link_open_direct(a.link, "dev2", &direct_callbacks, &e);
     test_wait(accepted_count, &wb2, "b accepted again");
     GSocket *b_end2 = g_ptr_array_index(b.accepted, 1);
     test_run_for(20);
@@ -785,11 +786,6 @@ batch_ready(int fd, GIOCondition revents, gpointer data)
 static void
 test_flush_batched(void)
 {
-    static const GwLinkStreamCallbacks cb = {
-        .closed = direct_closed,
-        .readable = direct_readable,
-        .writable = direct_writable,
-    };
     Side a, b;
     Direct d = {0}, e = {0};
     AcceptedWait wb2 = {&b, 2};
@@ -805,8 +801,8 @@ test_flush_batched(void)
     batch.link = a.link;
     d.got = g_byte_array_new();
     e.got = g_byte_array_new();
-    d.stream = gw_link_open_direct(a.link, "dev", &cb, &d);
-    e.stream = gw_link_open_direct(a.link, "dev2", &cb, &e);
+    d.stream = gw_link_open_direct(a.link, "dev", &direct_callbacks, &d);
+    e.stream = gw_link_open_direct(a.link, "dev2", &direct_callbacks, &e);
     test_wait(accepted_count, &wb2, "b accepted both");
     test_run_for(20);
 
