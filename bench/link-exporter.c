@@ -2,8 +2,10 @@
  * It speaks the gateway-link wire with gateway/link's own code (GwLinkTls
  * accepts and checks the importer's certificate, GwLink speaks the wire)
  * and announces N fake devices, 0529:0001 with serials S00000…, vendor
- * class. Each OPEN gets a socketpair whose other end is a usbredir fake
- * device (tests/usbredir-peer in the host role, no libusb, no umockdev)
+ * class. Each OPEN gets a direct stream (no socketpair: the link hands the
+ * request's bytes to the device and takes its answer, as usbgwd's exporter
+ * does with a usbredirhost session) served by a usbredir fake device
+ * (tests/usbredir-peer in the host role, buffered, no libusb, no umockdev)
  * answering control transfers at once: OUT 0x01 stores a 16-byte
  * challenge, IN 0x02 returns the key function of it under the secret
  * 00 01 … 0f (tests/sim/key-protocol.h), as the simulated keys do.
@@ -47,10 +49,15 @@ typedef struct {
 
 /* ---- a fake device on one stream ------------------------------------------ */
 
+/* A fake device on a link stream is a buffered peer on a direct stream, as
+ * usbgwd's exporter serves a usbredirhost session (no socketpair between
+ * the link and the device); on --direct it is a peer on its own socket. */
 typedef struct {
-    UsbredirPeer *peer; /* owned */
-    guint watch;
-    UsbredirFakeKey key;
+    UsbredirFakeKey key;  /* the peer's user_data */
+    UsbredirPeer *peer;   /* owned */
+    guint watch;          /* --direct: the socket's source */
+    GwLinkStream *stream; /* borrowed, nullable: a link stream until closed() */
+    GByteArray *unsent;   /* owned: answers the stream's window did not take */
 } FakeDevice;
 
 static void
@@ -58,6 +65,7 @@ fake_device_free(FakeDevice *dev)
 {
     g_clear_handle_id(&dev->watch, g_source_remove);
     g_clear_pointer(&dev->peer, usbredir_peer_free);
+    g_clear_pointer(&dev->unsent, g_byte_array_unref);
     g_free(dev);
 }
 
@@ -87,28 +95,93 @@ fake_device_new(int fd)
     return dev;
 }
 
+/* Queues what the stream's window takes of dev->unsent. */
+static void
+fake_device_write(FakeDevice *dev)
+{
+    while (dev->stream != NULL && dev->unsent->len > 0) {
+        gssize n = gw_link_stream_write(dev->stream, dev->unsent->data, dev->unsent->len);
+        if (n <= 0)
+            break; /* full: writable() follows; ending: closed() follows */
+        g_byte_array_remove_range(dev->unsent, 0, (guint)n);
+    }
+}
+
+/* The buffered peer's output (user_data is the key, the device's first
+ * member). */
+static void
+fake_device_send(UsbredirPeer *peer, const guint8 *data, gsize length, gpointer user_data)
+{
+    FakeDevice *dev = user_data;
+    gssize n = 0;
+
+    if (dev->stream != NULL && dev->unsent->len == 0)
+        n = gw_link_stream_write(dev->stream, data, length);
+    if (n < 0)
+        return;
+    g_byte_array_append(dev->unsent, data + n, (guint)(length - (gsize)n));
+}
+
+static void
+fake_device_readable(GwLinkStream *stream, gpointer user_data)
+{
+    FakeDevice *dev = user_data;
+    guint8 buf[GW_LINK_MAX_DATA];
+    gssize n;
+
+    while ((n = gw_link_stream_read(stream, buf, sizeof(buf))) > 0) {
+        g_autoptr(GError) error = NULL;
+        if (!usbredir_peer_feed(dev->peer, buf, (gsize)n, &error)) {
+            g_printerr("link-exporter: %s\n", error->message);
+            /* closed() does not run for our own close */
+            gw_link_stream_close(stream, "the fake device could not parse the request");
+            fake_device_free(dev);
+            return;
+        }
+    }
+    gw_link_stream_flush(stream);
+}
+
+static void
+fake_device_writable(GwLinkStream *stream, gpointer user_data)
+{
+    FakeDevice *dev = user_data;
+
+    fake_device_write(dev);
+    gw_link_stream_flush(stream);
+}
+
+static void
+fake_device_closed(GwLinkStream *stream, const gchar *reason, gpointer user_data)
+{
+    FakeDevice *dev = user_data;
+
+    dev->stream = NULL;
+    fake_device_free(dev);
+}
+
 /* ---- the link --------------------------------------------------------------- */
 
-static GSocket *
-exporter_open(GwLink *link, const gchar *id, gchar **reason, gpointer user_data)
+static gboolean
+exporter_open_direct(GwLink *link, GwLinkStream *stream, const gchar *id, gchar **reason,
+                     gpointer user_data)
 {
-    g_autoptr(GError) error = NULL;
-    GSocket *theirs;
-    int fds[2];
+    static const GwLinkStreamCallbacks callbacks = {
+        .closed = fake_device_closed,
+        .readable = fake_device_readable,
+        .writable = fake_device_writable,
+    };
+    FakeDevice *dev = g_new0(FakeDevice, 1);
 
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
-        *reason = g_strdup_printf("socketpair: %s", g_strerror(errno));
-        return NULL;
-    }
-    theirs = g_socket_new_from_fd(fds[1], &error);
-    if (theirs == NULL) {
-        close(fds[0]);
-        close(fds[1]);
-        *reason = g_strdup(error->message);
-        return NULL;
-    }
-    fake_device_new(fds[0]);
-    return theirs;
+    G_STATIC_ASSERT(G_STRUCT_OFFSET(FakeDevice, key) == 0);
+    usbredir_fake_key_init(&dev->key);
+    dev->stream = stream;
+    dev->unsent = g_byte_array_new();
+    gw_link_stream_set_callbacks(stream, &callbacks, dev);
+    /* its hello goes out with the link's OPENED */
+    dev->peer = usbredir_fake_key_peer_new_buffered(&dev->key, "link-exporter fake device",
+                                                    fake_device_send);
+    return TRUE;
 }
 
 static void
@@ -138,7 +211,7 @@ exporter_accepted(GObject *source, GAsyncResult *result, gpointer user_data)
 {
     static const GwLinkCallbacks callbacks = {
         .down = exporter_down,
-        .open = exporter_open,
+        .open_direct = exporter_open_direct,
     };
     Exporter *exp = user_data;
     g_autoptr(GError) error = NULL;
@@ -254,7 +327,7 @@ main(int argc, char **argv)
         }
         address = g_inet_socket_address_new(inet, (guint16)port);
     }
-    /* two descriptors per device stream */
+    /* one descriptor per --direct peer */
     if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
         limit.rlim_cur = limit.rlim_max;
         setrlimit(RLIMIT_NOFILE, &limit);

@@ -38,7 +38,8 @@ struct _GwFdWatchLoop {
     GPollFD pollfd;
     guint watches;     /* not freed */
     GQueue prepared;   /* GwFdWatch with a prepare function */
-    GPtrArray *ready;  /* GwFdWatch whose prepare returned TRUE */
+    GPtrArray *ready;  /* GwFdWatch whose prepare returned TRUE, or called after */
+    GPtrArray *spare;  /* the other ready array, swapped in by each dispatch */
     guint dispatching; /* depth of dispatch */
     GPtrArray *freed;  /* GwFdWatch freed while dispatching */
 };
@@ -140,13 +141,14 @@ gw_fd_watch_loop_dispatch(GSource *source, GSourceFunc callback, gpointer user_d
 {
     GwFdWatchLoop *loop = (GwFdWatchLoop *)source;
     struct epoll_event events[GW_FD_WATCH_BATCH];
-    g_autoptr(GPtrArray) ready = loop->ready;
+    GPtrArray *ready = loop->ready;
     int n = 0;
 
     /* watches freed by a callback stay allocated (marked) until every
-     * callback of the batch ran */
+     * callback of the batch ran; a nested dispatch finds no spare array */
     loop->dispatching++;
-    loop->ready = g_ptr_array_new();
+    loop->ready = loop->spare != NULL ? loop->spare : g_ptr_array_new();
+    loop->spare = NULL;
     if (loop->pollfd.revents & G_IO_IN) {
         n = epoll_wait(loop->epfd, events, GW_FD_WATCH_BATCH, 0);
         if (n < 0 && errno != EINTR)
@@ -154,9 +156,25 @@ gw_fd_watch_loop_dispatch(GSource *source, GSourceFunc callback, gpointer user_d
     }
     for (int i = 0; i < n; i++)
         gw_fd_watch_run(events[i].data.ptr, gw_fd_watch_from_epoll(events[i].events));
-    /* those whose prepare asked and epoll did not report */
-    for (guint i = 0; i < ready->len; i++)
-        gw_fd_watch_run(ready->pdata[i], 0);
+    /* those whose prepare asked and epoll did not report, then those the
+     * callbacks asked to run after them (which may ask again: one more
+     * round) */
+    for (;;) {
+        GPtrArray *next;
+
+        for (guint i = 0; i < ready->len; i++)
+            gw_fd_watch_run(ready->pdata[i], 0);
+        g_ptr_array_set_size(ready, 0);
+        if (loop->dispatching > 1 || loop->ready->len == 0)
+            break;
+        next = loop->ready;
+        loop->ready = ready;
+        ready = next;
+    }
+    if (loop->spare == NULL)
+        loop->spare = ready;
+    else
+        g_ptr_array_unref(ready);
     if (--loop->dispatching == 0) {
         for (guint i = 0; i < loop->freed->len; i++)
             gw_fd_watch_release(loop->freed->pdata[i]);
@@ -178,6 +196,7 @@ gw_fd_watch_loop_finalize(GSource *source)
     g_mutex_unlock(&gw_fd_watch_loops_lock);
     close(loop->epfd);
     g_ptr_array_unref(loop->ready);
+    g_clear_pointer(&loop->spare, g_ptr_array_unref);
     g_ptr_array_unref(loop->freed);
 }
 
@@ -229,6 +248,7 @@ gw_fd_watch_loop_get(GMainContext *context)
     loop->pollfd.fd = epfd;
     loop->pollfd.events = G_IO_IN;
     loop->ready = g_ptr_array_new();
+    loop->spare = g_ptr_array_new();
     loop->freed = g_ptr_array_new();
     g_source_set_name(&loop->source, "usbgw-fd-watch");
     g_source_add_poll(&loop->source, &loop->pollfd);
@@ -327,6 +347,18 @@ GIOCondition
 gw_fd_watch_get_condition(GwFdWatch *watch)
 {
     return watch->condition;
+}
+
+gboolean
+gw_fd_watch_call_after_dispatch(GwFdWatch *watch)
+{
+    if (watch->loop->dispatching == 0 || watch->freed)
+        return FALSE;
+    if (!watch->ready) {
+        watch->ready = TRUE;
+        g_ptr_array_add(watch->loop->ready, watch);
+    }
+    return TRUE;
 }
 
 void

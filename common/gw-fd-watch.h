@@ -69,6 +69,14 @@ void gw_fd_watch_set_prepare(GwFdWatch *watch, GwFdWatchPrepareFunc prepare);
 /* What the fd is watched for from the next poll on; 0 stops watching. */
 void gw_fd_watch_set_condition(GwFdWatch *watch, GIOCondition condition);
 GIOCondition gw_fd_watch_get_condition(GwFdWatch *watch);
+/* Inside a dispatch of the watch's context (from any watch's callback):
+ * calls the watch's callback once with revents 0 after the callbacks of
+ * that dispatch (those of every watch epoll reported ready in it) and
+ * returns TRUE; several calls make one call. Outside a dispatch it does
+ * nothing and returns FALSE: the caller does the work now. For work that
+ * is cheaper done once per wake-up than once per callback: a link writes
+ * the frames every ready session queued as one TLS record. */
+gboolean gw_fd_watch_call_after_dispatch(GwFdWatch *watch);
 /* Detaches and frees the watch; safe from its own callback. */
 void gw_fd_watch_free(GwFdWatch *watch);
 

@@ -245,6 +245,10 @@ gw_link_stream_flush(GwLinkStream *stream)
     /* the link's own dispatch writes when it is done */
     if (link->reading || link->conn == NULL || stream->closing)
         return;
+    /* inside a dispatch: once, after every session of this wake-up queued
+     * what it had */
+    if (link->conn_watch != NULL && gw_fd_watch_call_after_dispatch(link->conn_watch))
+        return;
     link->quiet = TRUE;
     gw_link_conn_flush(link);
     link->quiet = FALSE;

@@ -118,6 +118,9 @@ gw_link_conn_prepare(gpointer user_data)
     return link->in_pending && link->ctl->len < GW_LINK_CONTROL_HIGH;
 }
 
+/* The connection is readable or writable, or (revents 0) its prepare
+ * asked, or a direct stream's owner flushed during this dispatch
+ * (gw_link_stream_flush()): read what came, write what is queued. */
 static void
 gw_link_conn_watch_cb(int fd, GIOCondition revents, gpointer user_data)
 {
@@ -207,12 +210,8 @@ gw_link_conn_flush(GwLink *link)
 
         if (link->out == NULL || link->out_pos == link->out->len)
             gw_link_fill_out(link);
-        if (link->out->len == link->out_pos) {
-            /* drained: the buffer is freed until there is output again */
-            g_clear_pointer(&link->out, g_byte_array_unref);
-            link->out_pos = 0;
-            break;
-        }
+        if (link->out->len == link->out_pos)
+            break; /* drained: kept for the next write (one per link) */
         n = g_pollable_output_stream_write_nonblocking(
             link->output, link->out->data + link->out_pos, link->out->len - link->out_pos, NULL,
             &error);

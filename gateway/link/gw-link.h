@@ -182,9 +182,12 @@ gssize gw_link_stream_read(GwLinkStream *stream, guint8 *data, gsize count);
  * writable() follows), -1 when the stream is ending. Nothing is written
  * before gw_link_stream_flush() or the link's next dispatch. */
 gssize gw_link_stream_write(GwLinkStream *stream, const guint8 *data, gsize count);
-/* Direct streams. Writes what is queued to the connection now, as far as
- * it takes it (a write error is handled from an idle: no callback runs
- * inside this call). */
+/* Direct streams. What is queued goes to the connection: called from a
+ * GwFdWatch callback, once the callbacks of that dispatch are done, so
+ * that the frames every session queued in one wake-up go out as one TLS
+ * record and one write; otherwise now, as far as the connection takes it.
+ * No callback runs inside this call (a write error is handled from the
+ * link's dispatch or an idle). */
 void gw_link_stream_flush(GwLinkStream *stream);
 /* A direct stream as a GwTransport's read, write and flush
  * (common/gw-transport.h): @data is a GwLinkStream ** whose stream is

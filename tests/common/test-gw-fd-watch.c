@@ -5,7 +5,8 @@
  * applies from the next poll, and the callback may free its watch or
  * another ready one (which then gets no call). The watches of a context
  * share one epoll fd: two watches may name the same fd, the epoll fd goes
- * with the last watch, and a context of another thread gets its own. */
+ * with the last watch, and a context of another thread gets its own. A
+ * watch asked to run after a dispatch runs once, after the others. */
 #include <dirent.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -367,6 +368,88 @@ test_context_freed_first(void)
     close(fds[1]);
 }
 
+/* Two readable watches each ask a third, idle one to run after the
+ * dispatch: it runs once, with revents 0, after both of them and in the
+ * same iteration. Outside a dispatch the call is refused; a watch freed
+ * after it was asked for gets no call. */
+typedef struct {
+    GwFdWatch *after;
+    guint calls;
+    guint after_calls_seen; /* the after watch's calls when this one ran */
+    Seen *after_seen;
+    gboolean free_after; /* frees the after watch once it asked */
+} Asker;
+
+static void
+asker_ready(int fd, GIOCondition revents, gpointer user_data)
+{
+    Asker *asker = user_data;
+    char c;
+
+    asker->calls++;
+    asker->after_calls_seen = asker->after_seen->calls;
+    g_assert_cmpint(read(fd, &c, 1), ==, 1);
+    g_assert_true(gw_fd_watch_call_after_dispatch(asker->after));
+    g_assert_true(gw_fd_watch_call_after_dispatch(asker->after));
+    if (asker->free_after) {
+        g_clear_pointer(&asker->after_seen->watch, gw_fd_watch_free);
+        asker->after = NULL;
+    }
+}
+
+static void
+test_call_after_dispatch(void)
+{
+    Seen after = {0};
+    Asker a = {0}, b = {0};
+    int fa[2], fb[2], fc[2];
+    GwFdWatch *wa, *wb;
+
+    make_pair(fa);
+    make_pair(fb);
+    make_pair(fc);
+    /* watched for input that never comes */
+    after.watch = gw_fd_watch_new(NULL, "after", fc[0], G_IO_IN, seen_ready, &after);
+    a = (Asker){.after = after.watch, .after_seen = &after};
+    b = (Asker){.after = after.watch, .after_seen = &after};
+    wa = gw_fd_watch_new(NULL, "a", fa[0], G_IO_IN, asker_ready, &a);
+    wb = gw_fd_watch_new(NULL, "b", fb[0], G_IO_IN, asker_ready, &b);
+    drain();
+    g_assert_cmpuint(after.calls, ==, 0);
+
+    g_assert_cmpint(write(fa[1], "x", 1), ==, 1);
+    g_assert_cmpint(write(fb[1], "y", 1), ==, 1);
+    g_assert_true(g_main_context_iteration(NULL, TRUE));
+    g_assert_cmpuint(a.calls, ==, 1);
+    g_assert_cmpuint(b.calls, ==, 1);
+    g_assert_cmpuint(a.after_calls_seen, ==, 0);
+    g_assert_cmpuint(b.after_calls_seen, ==, 0);
+    g_assert_cmpuint(after.calls, ==, 1);
+    g_assert_cmpint(after.revents, ==, 0);
+    drain();
+    g_assert_cmpuint(after.calls, ==, 1);
+
+    /* outside a dispatch: refused, the caller does the work itself */
+    g_assert_false(gw_fd_watch_call_after_dispatch(after.watch));
+    drain();
+    g_assert_cmpuint(after.calls, ==, 1);
+
+    /* asked, and freed by a later callback of the same dispatch: no call */
+    a.free_after = TRUE;
+    g_assert_cmpint(write(fa[1], "x", 1), ==, 1);
+    g_assert_true(g_main_context_iteration(NULL, TRUE));
+    g_assert_null(after.watch);
+    g_assert_cmpuint(after.calls, ==, 1);
+
+    gw_fd_watch_free(wa);
+    gw_fd_watch_free(wb);
+    for (guint i = 0; i < 2; i++) {
+        close(fa[i]);
+        close(fb[i]);
+        close(fc[i]);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -381,5 +464,6 @@ main(int argc, char **argv)
     g_test_add_func("/gw-fd-watch/shared-fd-lifetime", test_shared_fd_lifetime);
     g_test_add_func("/gw-fd-watch/other-context", test_other_context);
     g_test_add_func("/gw-fd-watch/context-freed-first", test_context_freed_first);
+    g_test_add_func("/gw-fd-watch/call-after-dispatch", test_call_after_dispatch);
     return g_test_run();
 }

@@ -654,6 +654,12 @@ direct_is_writable(gpointer data)
     return ((Direct *)data)->writable > 0;
 }
 
+static const GwLinkStreamCallbacks direct_callbacks = {
+    .closed = direct_closed,
+    .readable = direct_readable,
+    .writable = direct_writable,
+};
+
 /* The owner of a direct stream reads and writes it: bytes both ways, the
  * window bounds what write() takes and writable() says when it takes more,
  * DATA written before a close reaches the peer before the end, and the
@@ -661,11 +667,6 @@ direct_is_writable(gpointer data)
 static void
 test_direct(void)
 {
-    static const GwLinkStreamCallbacks cb = {
-        .closed = direct_closed,
-        .readable = direct_readable,
-        .writable = direct_writable,
-    };
     Side a, b;
     Direct d = {0}, e = {0};
     AcceptedWait wb = {&b, 1}, wb2 = {&b, 2};
@@ -680,7 +681,7 @@ test_direct(void)
     e.got = g_byte_array_new();
 
     /* written before OPENED: sent once the peer took the stream */
-    d.stream = gw_link_open_direct(a.link, "dev", &cb, &d);
+    d.stream = gw_link_open_direct(a.link, "dev", &direct_callbacks, &d);
     g_assert_cmpint(gw_link_stream_write(d.stream, (const guint8 *)"hello", 5), ==, 5);
     gw_link_stream_flush(d.stream);
     test_wait(accepted_count, &wb, "b accepted");
@@ -733,7 +734,7 @@ test_direct(void)
     g_assert_cmpstr(d.reason, ==, "the local end closed");
 
     /* DATA written just before a close goes before the CLOSE */
-    e.stream = gw_link_open_direct(a.link, "dev2", &cb, &e);
+    e.stream = gw_link_open_direct(a.link, "dev2", &direct_callbacks, &e);
     test_wait(accepted_count, &wb2, "b accepted again");
     GSocket *b_end2 = g_ptr_array_index(b.accepted, 1);
     test_run_for(20);
@@ -748,6 +749,94 @@ test_direct(void)
     g_byte_array_unref(d.got);
     g_byte_array_unref(e.got);
     g_free(d.reason);
+    side_clear(&a);
+    side_clear(&b);
+}
+
+/* Flushes of direct streams inside a GwFdWatch callback (a proxy's QEMU
+ * socket was ready) are written once that dispatch is done, the frames of
+ * every stream together; outside a dispatch a flush writes at once. */
+typedef struct {
+    Direct *d[2];
+    GwLink *link;
+    guint64 bytes_out_in_cb; /* the link's bytes_out after both flushes */
+    guint64 bytes_out_before;
+    guint calls;
+} Batch;
+
+static void
+batch_ready(int fd, GIOCondition revents, gpointer data)
+{
+    Batch *batch = data;
+    GwLinkStats stats;
+    char c;
+
+    g_assert_cmpint(read(fd, &c, 1), ==, 1);
+    batch->calls++;
+    gw_link_get_stats(batch->link, &stats);
+    batch->bytes_out_before = stats.bytes_out;
+    g_assert_cmpint(gw_link_stream_write(batch->d[0]->stream, (const guint8 *)"one", 3), ==, 3);
+    gw_link_stream_flush(batch->d[0]->stream);
+    g_assert_cmpint(gw_link_stream_write(batch->d[1]->stream, (const guint8 *)"two", 3), ==, 3);
+    gw_link_stream_flush(batch->d[1]->stream);
+    gw_link_get_stats(batch->link, &stats);
+    batch->bytes_out_in_cb = stats.bytes_out;
+}
+
+static void
+test_flush_batched(void)
+{
+    Side a, b;
+    Direct d = {0}, e = {0};
+    AcceptedWait wb2 = {&b, 2};
+    Batch batch = {.d = {&d, &e}};
+    GwLinkStats before, after;
+    GwFdWatch *watch;
+    guint8 buf[3];
+    int fds[2];
+
+    side_init(&a, "a", 0, 0);
+    side_init(&b, "b", 0, 0);
+    sides_connect(&a, &b);
+    batch.link = a.link;
+    d.got = g_byte_array_new();
+    e.got = g_byte_array_new();
+    d.stream = gw_link_open_direct(a.link, "dev", &direct_callbacks, &d);
+    e.stream = gw_link_open_direct(a.link, "dev2", &direct_callbacks, &e);
+    test_wait(accepted_count, &wb2, "b accepted both");
+    test_run_for(20);
+
+    /* outside a dispatch: written by the flush itself */
+    gw_link_get_stats(a.link, &before);
+    g_assert_cmpint(gw_link_stream_write(d.stream, (const guint8 *)"now", 3), ==, 3);
+    gw_link_stream_flush(d.stream);
+    gw_link_get_stats(a.link, &after);
+    g_assert_cmpuint(after.bytes_out, >, before.bytes_out);
+    test_read_exact(g_ptr_array_index(b.accepted, 0), buf, 3);
+    g_assert_cmpmem(buf, 3, "now", 3);
+
+    /* inside one: nothing written until the callbacks are done, then both
+     * streams' frames in the same iteration */
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0);
+    watch = gw_fd_watch_new(NULL, "test-qemu", fds[0], G_IO_IN, batch_ready, &batch);
+    g_assert_cmpint(write(fds[1], "x", 1), ==, 1);
+    while (batch.calls == 0)
+        g_main_context_iteration(NULL, TRUE);
+    g_assert_cmpuint(batch.bytes_out_in_cb, ==, batch.bytes_out_before);
+    gw_link_get_stats(a.link, &after);
+    g_assert_cmpuint(after.bytes_out, >, batch.bytes_out_before);
+    test_read_exact(g_ptr_array_index(b.accepted, 0), buf, 3);
+    g_assert_cmpmem(buf, 3, "one", 3);
+    test_read_exact(g_ptr_array_index(b.accepted, 1), buf, 3);
+    g_assert_cmpmem(buf, 3, "two", 3);
+
+    gw_fd_watch_free(watch);
+    close(fds[0]);
+    close(fds[1]);
+    g_byte_array_unref(d.got);
+    g_byte_array_unref(e.got);
+    g_free(d.reason);
+    g_free(e.reason);
     side_clear(&a);
     side_clear(&b);
 }
@@ -1269,6 +1358,7 @@ main(int argc, char **argv)
     g_test_add_func("/link/directory", test_directory);
     g_test_add_func("/link/open-close", test_open_close);
     g_test_add_func("/link/direct", test_direct);
+    g_test_add_func("/link/flush-batched", test_flush_batched);
     g_test_add_func("/link/bulk-slow-reader", test_bulk_slow_reader);
     g_test_add_func("/link/interleave", test_interleave);
     g_test_add_func("/link/resume", test_resume);

@@ -47,20 +47,38 @@ usbredir_fake_key_control(UsbredirPeer *peer, const UsbredirPeerControl *control
     usbredirparser_send_control_packet(parser, control->id, &answer, response, answer.length);
 }
 
-UsbredirPeer *
-usbredir_fake_key_peer_new(int fd, UsbredirFakeKey *key, const gchar *version)
+static const UsbredirPeerEvents usbredir_fake_key_events = {
+    .hello = usbredir_fake_key_hello,
+    .control_packet = usbredir_fake_key_control,
+};
+
+static void
+usbredir_fake_key_config(UsbredirPeerConfig *config, const gchar *version)
 {
-    static const UsbredirPeerEvents events = {
-        .hello = usbredir_fake_key_hello,
-        .control_packet = usbredir_fake_key_control,
-    };
-    const UsbredirPeerConfig config = {
+    *config = (UsbredirPeerConfig){
         .role = USBREDIR_PEER_HOST,
         .version = version,
         .label = "fake key",
         .caps = USBREDIR_PEER_CAP_FILTER | USBREDIR_PEER_CAP_DEVICE_DISCONNECT_ACK,
         .log_level = usbredirparser_error,
     };
+}
 
-    return usbredir_peer_new(fd, &config, &events, key);
+UsbredirPeer *
+usbredir_fake_key_peer_new(int fd, UsbredirFakeKey *key, const gchar *version)
+{
+    UsbredirPeerConfig config;
+
+    usbredir_fake_key_config(&config, version);
+    return usbredir_peer_new(fd, &config, &usbredir_fake_key_events, key);
+}
+
+UsbredirPeer *
+usbredir_fake_key_peer_new_buffered(UsbredirFakeKey *key, const gchar *version,
+                                    UsbredirPeerSendFunc send)
+{
+    UsbredirPeerConfig config;
+
+    usbredir_fake_key_config(&config, version);
+    return usbredir_peer_new_buffered(&config, send, &usbredir_fake_key_events, key);
 }

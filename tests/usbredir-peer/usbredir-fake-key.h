@@ -32,3 +32,8 @@ void usbredir_fake_key_init(UsbredirFakeKey *key);
  * function of it. @key (the caller's) must outlive the peer. */
 UsbredirPeer *usbredir_fake_key_peer_new(int fd, UsbredirFakeKey *key,
                                          const gchar *version) G_GNUC_WARN_UNUSED_RESULT;
+/* The same key without a socket (usbredir_peer_new_buffered()): bytes in
+ * with usbredir_peer_feed(), out through @send, whose user_data is @key. */
+UsbredirPeer *
+usbredir_fake_key_peer_new_buffered(UsbredirFakeKey *key, const gchar *version,
+                                    UsbredirPeerSendFunc send) G_GNUC_WARN_UNUSED_RESULT;
