@@ -7,6 +7,10 @@
 static GMainContext *sw_core_context;
 static SwCoreChannelEventFunc sw_core_event_func;
 static gpointer sw_core_event_data;
+/* Between sw_core_hold_watches() and sw_core_release_watches(): the
+ * watches whose mask changed meanwhile (SpiceWatch *, not owned). */
+static gboolean sw_core_holding;
+static GPtrArray *sw_core_held;
 
 struct SpiceTimer {
     GSource *source; /* owned, nullable: armed */
@@ -16,6 +20,8 @@ struct SpiceTimer {
 
 struct SpiceWatch {
     GwFdWatch *fd_watch; /* owned */
+    int event_mask;      /* spice-server's, SPICE_WATCH_EVENT_* */
+    gboolean held;       /* in sw_core_held: the fd watch lags behind @event_mask */
     SpiceWatchFunc func;
     void *opaque;
 };
@@ -101,6 +107,7 @@ sw_core_watch_add(int fd, int event_mask, SpiceWatchFunc func, void *opaque)
 
     watch->func = func;
     watch->opaque = opaque;
+    watch->event_mask = event_mask;
     watch->fd_watch =
         gw_fd_watch_new(sw_core_context, "spice-server watch", fd,
                         sw_core_mask_to_condition(event_mask), sw_core_watch_ready, watch);
@@ -110,14 +117,47 @@ sw_core_watch_add(int fd, int event_mask, SpiceWatchFunc func, void *opaque)
 static void
 sw_core_watch_update_mask(SpiceWatch *watch, int event_mask)
 {
+    watch->event_mask = event_mask;
+    if (sw_core_holding) {
+        if (!watch->held) {
+            watch->held = TRUE;
+            g_ptr_array_add(sw_core_held, watch);
+        }
+        return;
+    }
     gw_fd_watch_set_condition(watch->fd_watch, sw_core_mask_to_condition(event_mask));
 }
 
 static void
 sw_core_watch_remove(SpiceWatch *watch)
 {
+    if (watch->held)
+        g_ptr_array_remove_fast(sw_core_held, watch);
     gw_fd_watch_free(watch->fd_watch);
     g_free(watch);
+}
+
+void
+sw_core_hold_watches(void)
+{
+    g_return_if_fail(!sw_core_holding);
+    if (sw_core_held == NULL)
+        sw_core_held = g_ptr_array_new();
+    sw_core_holding = TRUE;
+}
+
+void
+sw_core_release_watches(void)
+{
+    g_return_if_fail(sw_core_holding);
+    sw_core_holding = FALSE;
+    for (guint i = 0; i < sw_core_held->len; i++) {
+        SpiceWatch *watch = g_ptr_array_index(sw_core_held, i);
+
+        watch->held = FALSE;
+        gw_fd_watch_set_condition(watch->fd_watch, sw_core_mask_to_condition(watch->event_mask));
+    }
+    g_ptr_array_set_size(sw_core_held, 0);
 }
 
 static const char *

@@ -25,3 +25,15 @@ SpiceCoreInterface *sw_core_get(GMainContext *context);
 typedef void (*SwCoreChannelEventFunc)(int event, SpiceChannelEventInfo *info, gpointer user_data);
 /* Where the events go (besides a debug line); call before spice_server_init(). */
 void sw_core_set_channel_event_func(SwCoreChannelEventFunc func, gpointer user_data);
+
+/* Between sw_core_hold_watches() and sw_core_release_watches(), the
+ * watches spice-server changes keep what they had with the context's
+ * poller and take their last mask at the release (one epoll_ctl() at most
+ * per watch, none when the mask comes back to what it was). For calls
+ * into spice-server that run to completion without a poll in between,
+ * such as spice_server_char_device_wakeup(): spice-server marks a
+ * client's socket writable for the message it sends there and unmarks it
+ * once the message is out, two system calls for nothing. No poll runs in
+ * between, so no callback sees a held mask. Not nested. */
+void sw_core_hold_watches(void);
+void sw_core_release_watches(void);

@@ -563,6 +563,9 @@ sw_worker_on_frames_done(gpointer user_data)
 {
     SwWorker *worker = user_data;
 
+    /* spice-server reads the bytes and writes them to the client within
+     * the wakeup: its watch changes for that are held (sw-core.h) */
+    sw_core_hold_watches();
     for (guint i = 0; i < worker->n_channels; i++) {
         SwChannel *channel = &worker->channels[i];
 
@@ -572,6 +575,7 @@ sw_worker_on_frames_done(gpointer user_data)
         if (channel->open)
             spice_server_char_device_wakeup(&channel->sin);
     }
+    sw_core_release_watches();
 }
 
 static void

@@ -24,8 +24,9 @@ typedef struct {
     GwVmListener *service;   /* owned: listens on @path */
     GSocketConnection *qemu; /* owned, nullable: QEMU waiting for a device */
     guint qemu_watch;        /* HUP watch on an idle @qemu */
-    GSocket *client;         /* owned, nullable: a client waiting for QEMU */
+    GwSpiceStream *client;   /* owned, nullable: a client waiting for QEMU */
     GwProxy *proxy;          /* owned, nullable: relaying */
+    GwSpiceStream *relayed;  /* the proxy's client stream (the proxy owns it) */
     PolicyDevice *lent;      /* owned, nullable: what QEMU has from the client */
     gchar *rule;             /* owned, nullable: the rule the last check named */
     gboolean check_denied;   /* the last refusal was the check's, already reported */
@@ -186,6 +187,7 @@ gw_share_proxy_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpoin
         g_clear_pointer(&slot->lent, policy_device_free);
     }
     g_clear_pointer(&slot->proxy, gw_proxy_free);
+    slot->relayed = NULL;
     if (share->callbacks.qemu_left != NULL)
         share->callbacks.qemu_left(share, share->user_data);
     /* a refused device's channel stays idle until the client closes it
@@ -217,15 +219,32 @@ gw_share_slot_try_start(GwShareSlot *slot)
     g_clear_handle_id(&slot->qemu_watch, g_source_remove);
     label = g_strdup_printf("share vm \"%s\" user \"%s\" channel %u", share->vm, share->user,
                             slot->index);
-    slot->proxy = gw_proxy_new(slot->client, g_socket_connection_get_socket(slot->qemu), label,
-                               &callbacks, slot, &error);
-    /* the proxy holds both sockets now */
-    g_clear_object(&slot->client);
+    /* the proxy holds the client's stream and QEMU's socket now (and
+     * closes both if it cannot start) */
+    slot->relayed = g_steal_pointer(&slot->client);
+    slot->proxy = gw_proxy_new_with_transport(&gw_spice_stream_transport, slot->relayed,
+                                              g_socket_connection_get_socket(slot->qemu), label,
+                                              &callbacks, slot, &error);
     g_clear_object(&slot->qemu);
-    if (slot->proxy == NULL)
+    if (slot->proxy == NULL) {
+        slot->relayed = NULL;
         g_warning("%s: %s", label, error->message);
-    else
-        g_message("%s: relaying to %s", label, slot->path);
+        return;
+    }
+    g_message("%s: relaying to %s", label, slot->path);
+    /* what the client sent while QEMU was awaited */
+    gw_proxy_transport_ready(slot->proxy, G_IO_IN);
+}
+
+/* The client's stream has bytes, room or its end: its proxy, if it has
+ * one yet, takes them (a waiting stream keeps them until then). */
+static void
+gw_share_stream_ready(GwSpiceStream *stream, GIOCondition condition, gpointer user_data)
+{
+    GwShareSlot *slot = user_data;
+
+    if (slot->proxy != NULL && slot->relayed == stream)
+        gw_proxy_transport_ready(slot->proxy, condition);
 }
 
 /* ---- the QEMU side ------------------------------------------------------ */
@@ -366,7 +385,8 @@ gw_share_worker_ready(GwSpiceWorker *worker, gpointer user_data)
 }
 
 static void
-gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GSocket *client, gpointer user_data)
+gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GwSpiceStream *client,
+                        gpointer user_data)
 {
     GwShare *share = user_data;
     GwShareSlot *slot = &share->slots[channel];
@@ -376,8 +396,9 @@ gw_share_channel_opened(GwSpiceWorker *worker, guint channel, GSocket *client, g
     gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL,
                   "share vm \"%s\" user \"%s\": client opened channel %u", share->vm, share->user,
                   channel);
-    g_clear_object(&slot->client);
+    g_clear_pointer(&slot->client, gw_spice_stream_close);
     slot->client = client;
+    gw_spice_stream_set_ready_func(client, gw_share_stream_ready, slot);
     if (slot->qemu == NULL)
         gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL,
                       "share vm \"%s\" channel %u: waiting for QEMU on %s", share->vm, channel,
@@ -394,8 +415,8 @@ gw_share_channel_closed(GwSpiceWorker *worker, guint channel, gpointer user_data
     gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, share->vm, NULL,
                   "share vm \"%s\" user \"%s\": client closed channel %u", share->vm, share->user,
                   channel);
-    /* a proxy sees the end on its own socket */
-    g_clear_object(&slot->client);
+    /* a proxy sees the end on its own stream */
+    g_clear_pointer(&slot->client, gw_spice_stream_close);
     slot->open = FALSE;
 }
 
@@ -647,12 +668,13 @@ gw_share_free(GwShare *share)
         GwShareSlot *slot = &share->slots[i];
 
         g_clear_pointer(&slot->proxy, gw_proxy_free);
+        slot->relayed = NULL;
         g_clear_pointer(&slot->lent, policy_device_free);
         g_clear_handle_id(&slot->qemu_watch, g_source_remove);
         if (slot->qemu != NULL)
             g_io_stream_close(G_IO_STREAM(slot->qemu), NULL, NULL);
         g_clear_object(&slot->qemu);
-        g_clear_object(&slot->client);
+        g_clear_pointer(&slot->client, gw_spice_stream_close);
         if (slot->service != NULL) {
             g_clear_pointer(&slot->service, gw_vm_listener_free);
             g_unlink(slot->path);

@@ -1,4 +1,4 @@
-/* usbgwd's end of a usbgw-spice-worker: process, frames, channel sockets. */
+/* usbgwd's end of a usbgw-spice-worker: process, frames, channel streams. */
 #include "gw-spice.h"
 
 #include <errno.h>
@@ -13,10 +13,11 @@
 #include "gw-fd-watch.h"
 #include "sw-frame.h"
 
-/* Bytes queued for the worker beyond which the channel sockets are not
- * read (the worker stops reading too when its clients are slow). */
+/* Bytes queued for the worker beyond which a stream's write() takes
+ * nothing (the worker stops reading too when its clients are slow). */
 #define GW_SPICE_OUT_MAX (1024 * 1024)
-/* Bytes queued for one channel socket beyond which the worker is not read. */
+/* Bytes from the client that one stream's user has not read, beyond
+ * which the worker is not read. */
 #define GW_SPICE_CHANNEL_MAX (1024 * 1024)
 /* After the worker closed its end of the socketpair, how long its exit
  * status is waited for (it names the problem better than the EOF). */
@@ -33,13 +34,26 @@ static const gchar *const gw_spice_environment[] = {
     "G_MESSAGES_DEBUG", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", NULL,
 };
 
+/* One client's session on one channel (gw-spice.h). */
+struct _GwSpiceStream {
+    /* not owned, nullable: NULL once detached (the client closed the
+     * channel, or the worker is gone); the stream then only reads out
+     * what came before */
+    GwSpiceWorker *worker;
+    guint index;                  /* the channel */
+    GByteArray *in;               /* owned: from the client, not yet read */
+    gboolean eof;                 /* detached: read() returns -1 once @in is empty */
+    gboolean notify;              /* bytes came in this read from the worker */
+    gboolean want_out;            /* write() took nothing: tell G_IO_OUT */
+    guint hup_id;                 /* idle telling the user of the detach */
+    GwSpiceStreamReadyFunc ready; /* nullable */
+    gpointer ready_data;
+};
+
 typedef struct {
-    GwSpiceWorker *worker; /* not owned */
     guint index;
-    int fd;           /* owned, -1: our end of the channel's socketpair */
-    GwFdWatch *watch; /* owned, nullable: on @fd while it is open */
-    GByteArray *out;  /* owned: from the client, for the proxy */
-    gboolean open;    /* the worker said OPEN and not yet CLOSE */
+    GwSpiceStream *stream; /* nullable: the session's, until its user closes it */
+    gboolean open;         /* the worker said OPEN and not yet CLOSE */
 } GwSpiceChannel;
 
 struct _GwSpiceWorker {
@@ -56,6 +70,7 @@ struct _GwSpiceWorker {
     gboolean gone;    /* exited() was scheduled */
     gchar *why_gone;  /* owned, nullable */
     guint gone_id;    /* idle reporting exited() */
+    guint out_id;     /* idle telling streams that write() takes bytes again */
     GCancellable *cancellable;
     GwSpiceWorkerCallbacks callbacks;
     gpointer user_data;
@@ -82,14 +97,33 @@ gw_spice_worker_report_gone(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
-static void
-gw_spice_channel_close_fd(GwSpiceChannel *channel)
+static gboolean
+gw_spice_stream_hup_idle(gpointer data)
 {
-    g_clear_pointer(&channel->watch, gw_fd_watch_free);
-    if (channel->fd >= 0)
-        close(channel->fd);
-    channel->fd = -1;
-    g_byte_array_set_size(channel->out, 0);
+    GwSpiceStream *stream = data;
+
+    stream->hup_id = 0;
+    if (stream->ready != NULL)
+        stream->ready(stream, G_IO_IN | G_IO_HUP, stream->ready_data);
+    return G_SOURCE_REMOVE;
+}
+
+/* The channel's session is over for the worker's side: the stream's user
+ * reads what came before, then the end (told from an idle, so never from
+ * inside one of its own calls). */
+static void
+gw_spice_channel_detach(GwSpiceChannel *channel)
+{
+    GwSpiceStream *stream = channel->stream;
+
+    if (stream == NULL)
+        return;
+    channel->stream = NULL;
+    stream->worker = NULL;
+    stream->eof = TRUE;
+    stream->want_out = FALSE;
+    if (stream->hup_id == 0)
+        stream->hup_id = g_idle_add(gw_spice_stream_hup_idle, stream);
 }
 
 /* The worker is unusable: stop all I/O, report once from an idle. */
@@ -109,8 +143,9 @@ gw_spice_worker_fail(GwSpiceWorker *worker, const gchar *format, ...)
     va_end(args);
     g_clear_pointer(&worker->watch, gw_fd_watch_free);
     g_clear_handle_id(&worker->hang_up_id, g_source_remove);
+    g_clear_handle_id(&worker->out_id, g_source_remove);
     for (guint i = 0; i < worker->n_channels; i++)
-        gw_spice_channel_close_fd(&worker->channels[i]);
+        gw_spice_channel_detach(&worker->channels[i]);
     if (worker->fd >= 0)
         close(worker->fd);
     worker->fd = -1;
@@ -152,6 +187,24 @@ gw_spice_flush(int fd, GByteArray *buffer, int *error_number)
     return TRUE;
 }
 
+static gboolean
+gw_spice_worker_out_idle(gpointer data)
+{
+    GwSpiceWorker *worker = data;
+
+    worker->out_id = 0;
+    for (guint i = 0; i < worker->n_channels && !worker->gone; i++) {
+        GwSpiceStream *stream = worker->channels[i].stream;
+
+        if (stream == NULL || !stream->want_out || worker->out->len >= GW_SPICE_OUT_MAX)
+            continue;
+        stream->want_out = FALSE;
+        if (stream->ready != NULL)
+            stream->ready(stream, G_IO_OUT, stream->ready_data);
+    }
+    return G_SOURCE_REMOVE;
+}
+
 static void
 gw_spice_worker_flush(GwSpiceWorker *worker)
 {
@@ -168,78 +221,146 @@ gw_spice_worker_flush(GwSpiceWorker *worker)
         return;
     }
     gw_spice_worker_update_watches(worker);
+    /* a stream whose write() was refused learns of the room from an idle:
+     * this may run inside its user's flush() */
+    if (worker->out->len < GW_SPICE_OUT_MAX && worker->out_id == 0) {
+        for (guint i = 0; i < worker->n_channels; i++) {
+            GwSpiceStream *stream = worker->channels[i].stream;
+            if (stream != NULL && stream->want_out) {
+                worker->out_id = g_idle_add(gw_spice_worker_out_idle, worker);
+                break;
+            }
+        }
+    }
 }
 
-/* ---- channel sockets ---------------------------------------------------- */
-
-/* What an fd is watched for: input while @read, output while @out holds
- * bytes. A hang-up is heard while writing too (HUP with OUT), so that a
- * socket only written learns of a closed peer as it did when these were
- * g_unix_fd_add() watches, which pass on whatever poll() reported. */
-static GIOCondition
-gw_spice_condition(gboolean read, GByteArray *out)
-{
-    GIOCondition condition = 0;
-
-    if (read)
-        condition |= G_IO_IN | G_IO_HUP | G_IO_ERR;
-    if (out->len > 0)
-        condition |= G_IO_OUT | G_IO_HUP | G_IO_ERR;
-    return condition;
-}
-
-static void
-gw_spice_channel_update_watch(GwSpiceChannel *channel, gboolean read)
-{
-    if (channel->watch != NULL)
-        gw_fd_watch_set_condition(channel->watch, gw_spice_condition(read, channel->out));
-}
-
+/* What the worker's fd is watched for: input unless a stream's user lags
+ * behind (or the worker hung up), output while frames wait. A hang-up is
+ * heard while writing too (HUP with OUT). */
 static void
 gw_spice_worker_update_watches(GwSpiceWorker *worker)
 {
-    gboolean read_channels = worker->out->len < GW_SPICE_OUT_MAX;
-    gboolean read_worker = TRUE;
+    GIOCondition condition = 0;
+    gboolean read_worker = !worker->hung_up;
 
     if (worker->gone)
         return;
     for (guint i = 0; i < worker->n_channels; i++) {
-        gw_spice_channel_update_watch(&worker->channels[i], read_channels && !worker->hung_up);
-        if (worker->channels[i].out->len >= GW_SPICE_CHANNEL_MAX)
+        GwSpiceStream *stream = worker->channels[i].stream;
+        if (stream != NULL && stream->in->len >= GW_SPICE_CHANNEL_MAX)
             read_worker = FALSE;
     }
-    gw_fd_watch_set_condition(worker->watch,
-                              worker->hung_up ? 0 : gw_spice_condition(read_worker, worker->out));
+    if (read_worker)
+        condition |= G_IO_IN | G_IO_HUP | G_IO_ERR;
+    if (worker->out->len > 0 && !worker->hung_up)
+        condition |= G_IO_OUT | G_IO_HUP | G_IO_ERR;
+    gw_fd_watch_set_condition(worker->watch, condition);
 }
 
-/* The proxy's side can take more, wrote, or hung up. */
-static void
-gw_spice_channel_ready(int fd, GIOCondition condition, gpointer data)
+/* ---- streams: the channels' sessions as GwTransport ---------------------- */
+
+/* The bytes the client sent, in order; -1 after the end. */
+static gssize
+gw_spice_stream_read(gpointer data, guint8 *buf, gsize count)
 {
-    GwSpiceChannel *channel = data;
-    GwSpiceWorker *worker = channel->worker;
-    int error_number = 0;
+    GwSpiceStream *stream = data;
+    gboolean was_full = stream->in->len >= GW_SPICE_CHANNEL_MAX;
+    gsize n = MIN(count, (gsize)stream->in->len);
 
-    if ((condition & G_IO_OUT) && !gw_spice_flush(fd, channel->out, &error_number)) {
-        /* the proxy closed its end: what the client sends now is dropped */
-        g_debug("spice channel %u: %s", channel->index, g_strerror(error_number));
-        gw_spice_channel_close_fd(channel);
-    } else if (condition & (G_IO_IN | G_IO_HUP | G_IO_ERR)) {
-        guint8 buffer[GW_SPICE_READ_CHUNK];
-        ssize_t n;
+    if (n == 0)
+        return stream->eof ? -1 : 0;
+    memcpy(buf, stream->in->data, n);
+    g_byte_array_remove_range(stream->in, 0, (guint)n);
+    /* the worker is read again once no stream holds too much */
+    if (was_full && stream->worker != NULL)
+        gw_spice_worker_update_watches(stream->worker);
+    return (gssize)n;
+}
 
-        do {
-            n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
-        } while (n < 0 && errno == EINTR);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-            /* the proxy ended its session; the client's channel stays open
-             * until the client closes it (or the owner drops the client) */
-            gw_spice_channel_close_fd(channel);
-        } else if (n > 0 && channel->open) {
-            gw_spice_worker_queue(worker, SW_FRAME_DATA, channel->index, buffer, (gsize)n);
-        }
+/* Frames of @count bytes for the client, queued for the worker (sent at
+ * flush()); nothing while GW_SPICE_OUT_MAX bytes wait. */
+static gssize
+gw_spice_stream_write(gpointer data, const guint8 *buf, gsize count)
+{
+    GwSpiceStream *stream = data;
+    GwSpiceWorker *worker = stream->worker;
+
+    if (worker == NULL || worker->gone)
+        return -1;
+    if (worker->out->len >= GW_SPICE_OUT_MAX) {
+        stream->want_out = TRUE;
+        return 0;
     }
-    gw_spice_worker_flush(worker); /* also updates every watch */
+    for (gsize offset = 0; offset < count;) {
+        gsize chunk = MIN(count - offset, (gsize)SW_FRAME_MAX_PAYLOAD);
+
+        gw_spice_worker_queue(worker, SW_FRAME_DATA, stream->index, buf + offset, chunk);
+        offset += chunk;
+    }
+    return (gssize)count;
+}
+
+static void
+gw_spice_stream_flush(gpointer data)
+{
+    GwSpiceStream *stream = data;
+
+    if (stream->worker != NULL)
+        gw_spice_worker_flush(stream->worker);
+}
+
+void
+gw_spice_stream_close(GwSpiceStream *stream)
+{
+    GwSpiceWorker *worker = stream->worker;
+
+    if (worker != NULL) {
+        /* what the client sends from now on is dropped, until it closes
+         * the channel */
+        worker->channels[stream->index].stream = NULL;
+        gw_spice_worker_update_watches(worker);
+    }
+    g_clear_handle_id(&stream->hup_id, g_source_remove);
+    g_byte_array_unref(stream->in);
+    g_free(stream);
+}
+
+static void
+gw_spice_stream_transport_close(gpointer data)
+{
+    gw_spice_stream_close(data);
+}
+
+const GwTransport gw_spice_stream_transport = {
+    .read = gw_spice_stream_read,
+    .write = gw_spice_stream_write,
+    .flush = gw_spice_stream_flush,
+    .close = gw_spice_stream_transport_close,
+};
+
+void
+gw_spice_stream_set_ready_func(GwSpiceStream *stream, GwSpiceStreamReadyFunc func,
+                               gpointer user_data)
+{
+    stream->ready = func;
+    stream->ready_data = user_data;
+}
+
+/* Tells the users of streams that got bytes in this read from the worker,
+ * at once (their replies then leave in this same main-loop iteration).
+ * A user may close its stream or make the worker fail meanwhile. */
+static void
+gw_spice_worker_notify_streams(GwSpiceWorker *worker)
+{
+    for (guint i = 0; i < worker->n_channels && !worker->gone; i++) {
+        GwSpiceStream *stream = worker->channels[i].stream;
+
+        if (stream == NULL || !stream->notify)
+            continue;
+        stream->notify = FALSE;
+        if (stream->ready != NULL)
+            stream->ready(stream, G_IO_IN, stream->ready_data);
+    }
 }
 
 /* ---- frames from the worker ---------------------------------------------- */
@@ -247,34 +368,19 @@ gw_spice_channel_ready(int fd, GIOCondition condition, gpointer data)
 static gboolean
 gw_spice_worker_on_open(GwSpiceWorker *worker, GwSpiceChannel *channel)
 {
-    g_autoptr(GError) error = NULL;
-    g_autoptr(GSocket) client = NULL;
-    int fds[2];
+    GwSpiceStream *stream;
 
     if (channel->open) {
         gw_spice_worker_fail(worker, "worker opened channel %u twice", channel->index);
         return FALSE;
     }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) != 0) {
-        g_warning("spice channel %u: socketpair: %s", channel->index, g_strerror(errno));
-        channel->open = TRUE; /* the client's bytes are dropped until it closes */
-        return TRUE;
-    }
-    client = g_socket_new_from_fd(fds[0], &error);
-    if (client == NULL) {
-        close(fds[0]);
-        close(fds[1]);
-        g_warning("spice channel %u: %s", channel->index, error->message);
-        channel->open = TRUE;
-        return TRUE;
-    }
+    stream = g_new0(GwSpiceStream, 1);
+    stream->worker = worker;
+    stream->index = channel->index;
+    stream->in = g_byte_array_new();
     channel->open = TRUE;
-    channel->fd = fds[1];
-    channel->watch = gw_fd_watch_new(NULL, "usbgw-spice-channel", channel->fd, 0,
-                                     gw_spice_channel_ready, channel);
-    gw_spice_worker_update_watches(worker);
-    worker->callbacks.channel_opened(worker, channel->index, g_steal_pointer(&client),
-                                     worker->user_data);
+    channel->stream = stream;
+    worker->callbacks.channel_opened(worker, channel->index, stream, worker->user_data);
     return !worker->gone;
 }
 
@@ -354,7 +460,7 @@ gw_spice_worker_on_frame(GwSpiceWorker *worker, const SwFrameHeader *header, con
         channel->open = FALSE;
         /* nothing of the old session reaches the next client: the worker
          * drops DATA for this channel until this ack */
-        gw_spice_channel_close_fd(channel);
+        gw_spice_channel_detach(channel);
         gw_spice_worker_queue(worker, SW_FRAME_CLOSE, channel->index, NULL, 0);
         gw_spice_worker_flush(worker);
         worker->callbacks.channel_closed(worker, channel->index, worker->user_data);
@@ -365,11 +471,10 @@ gw_spice_worker_on_frame(GwSpiceWorker *worker, const SwFrameHeader *header, con
                                  channel->index);
             return FALSE;
         }
-        if (channel->fd >= 0) {
-            int error_number = 0;
-            g_byte_array_append(channel->out, payload, header->length);
-            if (!gw_spice_flush(channel->fd, channel->out, &error_number))
-                gw_spice_channel_close_fd(channel);
+        /* without a stream (its user closed it) the bytes are dropped */
+        if (channel->stream != NULL) {
+            g_byte_array_append(channel->stream->in, payload, header->length);
+            channel->stream->notify = TRUE;
         }
         return TRUE;
     }
@@ -429,8 +534,10 @@ gw_spice_worker_read(GwSpiceWorker *worker)
             return;
         offset += SW_FRAME_HEADER_SIZE + header.length;
     }
-    if (!worker->gone)
-        g_byte_array_remove_range(worker->in, 0, (guint)offset);
+    if (worker->gone)
+        return;
+    g_byte_array_remove_range(worker->in, 0, (guint)offset);
+    gw_spice_worker_notify_streams(worker);
 }
 
 static void
@@ -657,12 +764,8 @@ gw_spice_worker_new_for_fd(int fd, guint channels, const GwSpiceWorkerCallbacks 
     worker->out = g_byte_array_new();
     worker->n_channels = channels;
     worker->channels = g_new0(GwSpiceChannel, channels);
-    for (guint i = 0; i < channels; i++) {
-        worker->channels[i].worker = worker;
+    for (guint i = 0; i < channels; i++)
         worker->channels[i].index = i;
-        worker->channels[i].fd = -1;
-        worker->channels[i].out = g_byte_array_new();
-    }
     worker->callbacks = *callbacks;
     worker->user_data = user_data;
     worker->cancellable = g_cancellable_new();
@@ -709,10 +812,10 @@ gw_spice_worker_free(GwSpiceWorker *worker)
     g_clear_handle_id(&worker->gone_id, g_source_remove);
     g_clear_pointer(&worker->watch, gw_fd_watch_free);
     g_clear_handle_id(&worker->hang_up_id, g_source_remove);
-    for (guint i = 0; i < worker->n_channels; i++) {
-        gw_spice_channel_close_fd(&worker->channels[i]);
-        g_byte_array_unref(worker->channels[i].out);
-    }
+    g_clear_handle_id(&worker->out_id, g_source_remove);
+    /* a stream still held reads what came, then the end */
+    for (guint i = 0; i < worker->n_channels; i++)
+        gw_spice_channel_detach(&worker->channels[i]);
     if (worker->fd >= 0)
         close(worker->fd); /* the worker exits on EOF */
     /* it exits on the EOF or on SIGTERM, whichever it sees first; GLib's

@@ -29,7 +29,7 @@
 #define FUZZ_ROUNDS   4
 
 typedef struct {
-    GSocket *clients[FUZZ_CHANNELS]; /* owned, nullable: open channels */
+    GwSpiceStream *clients[FUZZ_CHANNELS]; /* owned, nullable: open channels */
     gboolean ready;
     guint exits;
 } FuzzOwner;
@@ -44,7 +44,7 @@ fuzz_ready(GwSpiceWorker *worker, gpointer user_data)
 }
 
 static void
-fuzz_opened(GwSpiceWorker *worker, guint channel, GSocket *client, gpointer user_data)
+fuzz_opened(GwSpiceWorker *worker, guint channel, GwSpiceStream *client, gpointer user_data)
 {
     FuzzOwner *owner = user_data;
 
@@ -68,7 +68,7 @@ fuzz_closed(GwSpiceWorker *worker, guint channel, gpointer user_data)
     FuzzOwner *owner = user_data;
 
     FUZZ_CHECK(owner->exits == 0 && channel < FUZZ_CHANNELS && owner->clients[channel] != NULL);
-    g_clear_object(&owner->clients[channel]);
+    g_clear_pointer(&owner->clients[channel], gw_spice_stream_close);
 }
 
 static void
@@ -81,17 +81,19 @@ fuzz_exited(GwSpiceWorker *worker, const gchar *reason, gpointer user_data)
     FUZZ_CHECK(owner->exits == 1);
 }
 
-/* Reads what the channels carry (a proxy would) so nothing backs up. */
+/* Reads what the channels carry (a proxy would) so nothing backs up, and
+ * writes it back through the stream, as a proxy's answers go. */
 static void
 fuzz_drain(FuzzOwner *owner)
 {
     for (guint i = 0; i < FUZZ_CHANNELS; i++) {
         guint8 buffer[4096];
+        gssize n;
         if (owner->clients[i] == NULL)
             continue;
-        while (g_socket_receive_with_blocking(owner->clients[i], (gchar *)buffer, sizeof(buffer),
-                                              FALSE, NULL, NULL) > 0)
-            ;
+        while ((n = gw_spice_stream_transport.read(owner->clients[i], buffer, sizeof(buffer))) > 0)
+            FUZZ_CHECK(gw_spice_stream_transport.write(owner->clients[i], buffer, (gsize)n) >= -1);
+        gw_spice_stream_transport.flush(owner->clients[i]);
     }
 }
 
@@ -143,7 +145,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_run(context, &owner);
     gw_spice_worker_free(worker);
     for (guint i = 0; i < FUZZ_CHANNELS; i++)
-        g_clear_object(&owner.clients[i]);
+        g_clear_pointer(&owner.clients[i], gw_spice_stream_close);
     fuzz_run(context, &owner);
     return 0;
 }
