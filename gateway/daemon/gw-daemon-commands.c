@@ -47,6 +47,18 @@ gw_reply_object(JsonObject *obj) /* adopted */
 
 /* ---- devices ---------------------------------------------------------------- */
 
+/* A live migration's destination waits to take the device's session
+ * over (a local one, or an imported one's proxy). */
+static gboolean
+gw_daemon_served_is_migrating(GwDaemonServed *served)
+{
+    if (served == NULL)
+        return FALSE;
+    if (served->attachment != NULL && gw_attachment_is_migrating(served->attachment))
+        return TRUE;
+    return served->import != NULL && gw_import_is_migrating(served->import);
+}
+
 const gchar *
 gw_daemon_device_state(GwDaemon *daemon, GwInventoryDevice *inv, const GwBinderDevice *dev)
 {
@@ -55,8 +67,7 @@ gw_daemon_device_state(GwDaemon *daemon, GwInventoryDevice *inv, const GwBinderD
 
     if (!gw_inventory_device_is_present(inv))
         return "absent";
-    if (dev != NULL && dev->vm != NULL && attachment != NULL &&
-        gw_attachment_is_migrating(attachment))
+    if (dev != NULL && dev->vm != NULL && gw_daemon_served_is_migrating(served))
         return "migrating";
     if (dev != NULL && dev->vm != NULL && attachment != NULL && gw_attachment_has_peer(attachment))
         return "attached";
@@ -274,8 +285,7 @@ gw_cmd_vms(const GwCommandCall *call)
                 continue;
             json_array_add_string_element(ids, dev->id);
             /* a live migration's destination waits to take a session over */
-            if (served != NULL && served->attachment != NULL &&
-                gw_attachment_is_migrating(served->attachment))
+            if (gw_daemon_served_is_migrating(served))
                 migrating = TRUE;
         }
         json_object_set_string_member(vm, "name", name);

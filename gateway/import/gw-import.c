@@ -1,4 +1,5 @@
 /* An imported device: the VM's socket, a link stream, the proxy between. */
+#include "gw-vm-handover.h"
 #include "gw-import.h"
 
 #include <errno.h>
@@ -20,14 +21,17 @@ struct _GwImport {
     const GwVmSocketAccess *access; /* borrowed */
     guint reattach_ms;
     GwVmListener *service;
-    GSocketConnection *qemu; /* owned, nullable: QEMU waiting for a session */
-    guint qemu_watch;        /* HUP watch on a waiting @qemu */
-    GwLinkStream *stream;    /* nullable: the session's stream */
-    gchar *stream_end;       /* owned, nullable: why the stream ended, for the proxy's end */
-    GwProxy *proxy;          /* owned, nullable: the session's proxy */
-    gboolean attached;       /* QEMU has the device */
-    gint64 not_before;       /* monotonic µs: no session starts before */
-    guint start_id;          /* timeout starting the session at not_before */
+    GSocketConnection *qemu;   /* owned, nullable: QEMU waiting for a session */
+    guint qemu_watch;          /* HUP watch on a waiting @qemu */
+    GwLinkStream *stream;      /* nullable: the session's stream */
+    gchar *stream_end;         /* owned, nullable: why the stream ended, for the proxy's end */
+    GwProxy *proxy;            /* owned, nullable: the session's proxy */
+    pid_t qemu_pid;            /* the waiting QEMU's, then the proxy's QEMU's; 0: unknown */
+    pid_t migration_pid;       /* a pending migration destination's */
+    GwVmMigratedPids migrated; /* the QEMUs the device migrated away from */
+    gboolean attached;         /* QEMU has the device */
+    gint64 not_before;         /* monotonic µs: no session starts before */
+    guint start_id;            /* timeout starting the session at not_before */
     guint sessions;
     gint64 bound_at;         /* monotonic µs of gw_import_new(): the attach's duration */
     gboolean attach_counted; /* the first session was counted (usbgw_attach_total) */
@@ -40,6 +44,8 @@ struct _GwImport {
     gw_log_device((level), (import)->id, (import)->vm, (message_id), __VA_ARGS__)
 
 static void gw_import_try_start(GwImport *import);
+static void gw_import_handover(GwProxy *proxy, GwPeerHandoverResult result, const gchar *detail,
+                               gpointer user_data);
 
 /* Ends the session: the proxy (device_disconnect to QEMU, its socket
  * closed) and the stream. */
@@ -221,6 +227,8 @@ gw_import_try_start(GwImport *import)
     import->proxy = gw_proxy_new_with_transport(&transport, &import->stream,
                                                 g_socket_connection_get_socket(import->qemu), label,
                                                 &proxy_callbacks, import, &error);
+    if (import->proxy != NULL)
+        gw_proxy_set_handover_func(import->proxy, gw_import_handover, import);
     /* the proxy holds QEMU's socket now */
     g_clear_object(&import->qemu);
     if (import->proxy == NULL) {
@@ -234,6 +242,18 @@ gw_import_try_start(GwImport *import)
 }
 
 /* ---- QEMU's socket ------------------------------------------------------ */
+
+/* The proxy's migration destination took over, or was dropped. */
+static void
+gw_import_handover(GwProxy *proxy, GwPeerHandoverResult result, const gchar *detail,
+                   gpointer user_data)
+{
+    GwImport *import = user_data;
+
+    gw_vm_socket_handover_ended(import->access, &import->migrated, &import->qemu_pid,
+                                import->migration_pid, import->id, import->id, import->vm,
+                                import->socket_path, result, detail);
+}
 
 static gboolean
 gw_import_qemu_hup(gint fd, GIOCondition condition, gpointer data)
@@ -249,15 +269,43 @@ gw_import_qemu_hup(gint fd, GIOCondition condition, gpointer data)
 }
 
 static void
+gw_import_refuse(GwImport *import, GSocketConnection *connection, const gchar *why)
+{
+    gw_usbgw_metrics_attach(GW_USBGW_ATTACH_REFUSED, -1);
+    gw_import_log(import, G_LOG_LEVEL_WARNING, GW_LOG_ID_PEER_REFUSED,
+                  "%s: refused a peer on %s (%s)", import->id, import->socket_path, why);
+    g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+}
+
+static void
 gw_import_incoming(GSocketConnection *connection, gpointer user_data)
 {
     GwImport *import = user_data;
     GSocket *socket = g_socket_connection_get_socket(connection);
+    pid_t pid = gw_vm_socket_peer_pid(connection);
+    g_autoptr(GError) error = NULL;
 
     if (!gw_vm_socket_peer_allowed(import->access, connection, import->vm, import->id,
                                    import->socket_path)) {
         gw_usbgw_metrics_attach(GW_USBGW_ATTACH_REFUSED, -1);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+        return;
+    }
+    if (gw_vm_migrated_pids_has(&import->migrated, pid)) {
+        gw_import_refuse(import, connection, "a QEMU the device migrated away from");
+        return;
+    }
+    if (import->proxy != NULL && import->qemu == NULL) {
+        /* QEMU holds the device: a live migration's destination */
+        if (gw_proxy_add_destination(import->proxy, socket, &error)) {
+            import->migration_pid = pid;
+            gw_import_log(import, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_SESSION,
+                          "%s: a migration destination connected on %s; it takes over once its "
+                          "VM runs",
+                          import->id, import->socket_path);
+            return;
+        }
+        gw_import_refuse(import, connection, error->message);
         return;
     }
     if (import->qemu != NULL || import->proxy != NULL) {
@@ -269,6 +317,7 @@ gw_import_incoming(GSocketConnection *connection, gpointer user_data)
         return;
     }
     import->qemu = g_object_ref(connection);
+    import->qemu_pid = pid;
     gw_import_log(import, G_LOG_LEVEL_MESSAGE, NULL, "%s: peer connected on %s", import->id,
                   import->socket_path);
     /* QEMU's hello waits unread until the session starts; only a hang-up
@@ -344,6 +393,12 @@ const gchar *
 gw_import_get_socket_path(GwImport *import)
 {
     return import->socket_path;
+}
+
+gboolean
+gw_import_is_migrating(GwImport *import)
+{
+    return import->proxy != NULL && gw_proxy_is_migrating(import->proxy);
 }
 
 gboolean

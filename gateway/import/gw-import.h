@@ -61,5 +61,7 @@ const gchar *gw_import_get_id(GwImport *import);
 const gchar *gw_import_get_vm(GwImport *import);
 const gchar *gw_import_get_socket_path(GwImport *import);
 /* Whether QEMU has the device now. */
+/* Whether a live migration's destination waits to take QEMU's place. */
+gboolean gw_import_is_migrating(GwImport *import);
 gboolean gw_import_is_attached(GwImport *import);
 G_END_DECLS

@@ -8,6 +8,8 @@
 #include <usbredirparser.h>
 
 #include "gw-fd-watch.h"
+#include "gw-handover-stream.h"
+#include "gw-peer-handover.h"
 #include "gw-proxy-descriptors.h"
 #include "gw-proxy.h"
 
@@ -75,6 +77,20 @@ typedef struct {
     guint64 packets_out;
 } GwProxySide;
 
+/* A live migration of QEMU's side (gw-proxy-migration.c,
+ * docs/migration.md): QEMU's connection moves to the destination QEMU's
+ * with the proxy's state and the stream to QEMU unbroken. */
+typedef struct {
+    GMutex lock;              /* the handover's contract (the proxy is single-threaded) */
+    GwHandoverStream *stream; /* owned: the packets written to QEMU */
+    GwPeerHandover *handover; /* owned, nullable: while a destination is pending */
+    GBytes *resend;           /* owned, nullable: bytes the destination gets first */
+    gsize resend_offset;
+    gboolean draining; /* reading the source QEMU to its end, past backpressure */
+    GwProxyHandoverFunc func;
+    gpointer func_data;
+} GwProxyMigration;
+
 /* A request from QEMU awaiting the client's answer. */
 typedef struct {
     guint64 client_id; /* key of GwProxy.pending */
@@ -119,6 +135,7 @@ struct _GwProxy {
     gboolean end_notified;
     GwProxyEnd end;
     gchar *end_reason; /* owned, nullable */
+    GwProxyMigration migration;
 };
 
 /* gw-proxy.c */
@@ -143,6 +160,29 @@ gboolean gw_proxy_try_take_stream_answer(GwProxy *proxy, uint64_t id, guint32 an
 void gw_proxy_init_qemu(GwProxy *proxy);
 #define gw_proxy_client_violation(proxy, ...)                                                      \
     gw_proxy_fail(proxy, GW_PROXY_END_CLIENT_PROTOCOL, __VA_ARGS__)
+
+void gw_proxy_side_flush(GwProxySide *side);
+void gw_proxy_side_rewatch(GwProxySide *side);
+
+/* gw-proxy-migration.c */
+void gw_proxy_migration_init(GwProxy *proxy);
+void gw_proxy_migration_clear(GwProxy *proxy);
+/* Ends a pending handover (its destination closed): the session ends. */
+void gw_proxy_migration_abandon(GwProxy *proxy);
+/* The re-sent bytes go first: 1 none left, 0 some wait (socket full),
+ * -1 the write failed. */
+int gw_proxy_migration_flush_resend(GwProxy *proxy);
+/* @len bytes were written to QEMU at stream offset @offset. */
+void gw_proxy_migration_written(GwProxy *proxy, guint64 offset, const guint8 *data, gsize len);
+void gw_proxy_migration_before_read(GwProxy *proxy);
+/* What QEMU's side read: bytes, 0, or -1 at its end. TRUE when the end
+ * belongs to a migration's source (the session goes on). */
+gboolean gw_proxy_migration_after_read(GwProxy *proxy, gssize got);
+/* QEMU's side ended or hung up: TRUE when a destination takes over. */
+gboolean gw_proxy_migration_source_gone(GwProxy *proxy);
+gboolean gw_proxy_migration_draining(GwProxy *proxy);
+/* QEMU's hello came: the stream learns its packet header size. */
+void gw_proxy_migration_qemu_hello(GwProxy *proxy);
 
 /* gw-proxy-client.c: the client parser's callbacks */
 void gw_proxy_count_to_client(GwProxy *proxy);

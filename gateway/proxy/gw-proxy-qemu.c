@@ -23,6 +23,7 @@ gw_proxy_qemu_hello(void *priv, struct usb_redir_hello_header *h)
     if (!gw_proxy_qemu_packet(proxy))
         return;
     proxy->qemu.hello = TRUE;
+    gw_proxy_migration_qemu_hello(proxy);
     gw_proxy_try_forward(proxy);
 }
 

@@ -112,6 +112,9 @@ gw_proxy_side_may_read(GwProxySide *side)
 
     if (!side->initialized || !gw_proxy_side_is_open(side))
         return FALSE;
+    /* a migration's source is read to its end, whatever waits */
+    if (side == &proxy->qemu && gw_proxy_migration_draining(proxy))
+        return TRUE;
     if (side->blocked && gw_proxy_side_output_drained(other))
         side->blocked = FALSE;
     else if (!side->blocked && gw_proxy_side_output_full(other))
@@ -201,7 +204,19 @@ gw_proxy_side_fill(GwProxySide *side, uint8_t *data, gsize count)
      * says when more comes */
     if (side->in_empty)
         return 0;
+    if (side == &side->proxy->qemu)
+        gw_proxy_migration_before_read(side->proxy);
     n = recv(side->fd, buffer, want, MSG_DONTWAIT);
+    if (side == &side->proxy->qemu) {
+        int saved = errno;
+        gboolean end = n == 0 || (n < 0 && saved == ECONNRESET);
+        if (gw_proxy_migration_after_read(side->proxy, end ? -1 : MAX(n, 0))) {
+            /* a migration's source at its end: its destination goes on */
+            side->in_empty = TRUE;
+            return 0;
+        }
+        errno = saved;
+    }
     if (n > 0) {
         side->bytes_in += (guint64)n;
         side->in_empty = (gsize)n < want;
@@ -282,7 +297,19 @@ gw_proxy_side_write(GwProxySide *side, uint8_t *data, int count)
         side->bytes_out += (guint64)taken;
         return (int)taken;
     }
+    if (side == &side->proxy->qemu) {
+        /* a migration's re-sent bytes go first */
+        int resent = gw_proxy_migration_flush_resend(side->proxy);
+        if (resent < 0) {
+            side->eof = TRUE;
+            return -1;
+        }
+        if (resent == 0)
+            return 0;
+    }
     n = send(side->fd, data, (size_t)count, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0 && side == &side->proxy->qemu)
+        gw_proxy_migration_written(side->proxy, side->bytes_out, data, (gsize)n);
     if (n >= 0) {
         side->bytes_out += (guint64)n;
         return (int)n;
@@ -394,6 +421,9 @@ gw_proxy_end(GwProxy *proxy, GwProxyEnd end, const gchar *reason)
         if (proxy->client.transport.flush != NULL && proxy->client.transport_open)
             proxy->client.transport.flush(proxy->client.transport_data);
     }
+    /* a pending migration's destination is closed (its QEMU connects
+     * again) */
+    gw_proxy_migration_abandon(proxy);
     /* safe from inside either watch's callback */
     g_clear_pointer(&proxy->client.watch, gw_fd_watch_free);
     g_clear_pointer(&proxy->qemu.watch, gw_fd_watch_free);
@@ -583,6 +613,8 @@ gw_proxy_side_wanted(GwProxySide *side)
         events |= G_IO_IN;
     if (side->initialized && usbredirparser_has_data_to_write(side->parser) > 0)
         events |= G_IO_OUT;
+    if (side == &side->proxy->qemu && side->proxy->migration.resend != NULL)
+        events |= G_IO_OUT;
     return events;
 }
 
@@ -618,7 +650,7 @@ gw_proxy_side_closed_end(GwProxySide *side)
     return side == &side->proxy->client ? GW_PROXY_END_CLIENT_CLOSED : GW_PROXY_END_QEMU_CLOSED;
 }
 
-static void
+void
 gw_proxy_side_flush(GwProxySide *side)
 {
     GwProxy *proxy = side->proxy;
@@ -673,13 +705,23 @@ gw_proxy_side_dispatch_read(GwProxySide *side, GIOCondition revents)
                           "malformed usbredir data from %s", side->name);
             return;
         }
+        /* a migration's source QEMU ended: its destination takes over */
+        if (!is_client && proxy->migration.handover != NULL &&
+            (gw_peer_handover_source_ended(proxy->migration.handover) ||
+             (revents & (G_IO_HUP | G_IO_ERR)))) {
+            gw_proxy_migration_source_gone(proxy);
+            return;
+        }
         if (rc < 0 || side->eof) {
             gw_proxy_fail(proxy, gw_proxy_side_closed_end(side), "%s closed the connection",
                           side->name);
             return;
         }
     } else if (revents & (G_IO_HUP | G_IO_ERR)) {
-        /* not read now (backpressure) but gone */
+        /* not read now (backpressure) but gone; a migration's source QEMU
+         * hands over to its destination */
+        if (!is_client && gw_proxy_migration_source_gone(proxy))
+            return;
         gw_proxy_fail(proxy, gw_proxy_side_closed_end(side), "%s hung up", side->name);
     }
 }
@@ -690,6 +732,11 @@ gw_proxy_side_ready(int fd, GIOCondition revents, gpointer data)
     GwProxySide *side = data;
     GwProxy *proxy = side->proxy;
 
+    if ((revents & G_IO_OUT) && side == &proxy->qemu &&
+        gw_proxy_migration_flush_resend(proxy) < 0) {
+        gw_proxy_fail(proxy, GW_PROXY_END_QEMU_CLOSED, "write to QEMU failed");
+        return;
+    }
     if (revents & G_IO_OUT)
         gw_proxy_side_flush(side);
     if ((revents & (G_IO_IN | G_IO_HUP | G_IO_ERR)) || side->in_len > 0)
@@ -730,6 +777,15 @@ gw_proxy_side_watch(GwProxy *proxy, GwProxySide *side, const gchar *name)
                                   gw_proxy_side_ready, side);
 }
 
+/* A side's socket changed (a migration's destination took over). */
+void
+gw_proxy_side_rewatch(GwProxySide *side)
+{
+    g_clear_pointer(&side->watch, gw_fd_watch_free);
+    gw_proxy_side_watch(side->proxy, side, "usbgw-proxy qemu");
+    gw_proxy_side_update(side);
+}
+
 /* gw_proxy_new() and gw_proxy_new_with_transport(): @client or @transport. */
 static GwProxy *
 gw_proxy_new_full(GSocket *client, const GwTransport *transport, gpointer transport_data,
@@ -749,6 +805,7 @@ gw_proxy_new_full(GSocket *client, const GwTransport *transport, gpointer transp
     proxy->pending = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
     proxy->pending_by_qemu = g_hash_table_new(g_int64_hash, g_int64_equal);
     proxy->next_client_id = 1;
+    gw_proxy_migration_init(proxy);
     if (client != NULL) {
         gw_proxy_side_setup(proxy, &proxy->client, "the client", client);
     } else {
@@ -861,8 +918,10 @@ gw_proxy_free(GwProxy *proxy)
         g_source_destroy(proxy->notify_source);
         g_source_unref(proxy->notify_source);
     }
+    gw_proxy_migration_abandon(proxy);
     gw_proxy_side_clear(&proxy->client);
     gw_proxy_side_clear(&proxy->qemu);
+    gw_proxy_migration_clear(proxy);
     g_clear_pointer(&proxy->pending_by_qemu, g_hash_table_unref);
     g_clear_pointer(&proxy->pending, g_hash_table_unref);
     g_clear_pointer(&proxy->connected_device, policy_device_free);

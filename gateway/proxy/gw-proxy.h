@@ -104,6 +104,7 @@
 
 #include <gio/gio.h>
 
+#include "gw-peer-handover.h"
 #include "gw-transport.h"
 #include "policy.h"
 
@@ -195,6 +196,20 @@ void gw_proxy_get_stats(GwProxy *proxy, GwProxyStats *stats);
 /* Whether QEMU has the client's device now. */
 gboolean gw_proxy_has_device(GwProxy *proxy);
 const gchar *gw_proxy_end_to_string(GwProxyEnd end);
+
+/* A live migration of QEMU's side (docs/migration.md): a second QEMU's
+ * connection is held as the destination (a reference is taken) and takes
+ * QEMU's place when its VM runs, the stream to QEMU going on byte-exactly;
+ * the client's side and the proxy's checks stay as they are. Fails when
+ * the session ended, QEMU has not sent its hello, a destination is
+ * pending, or the kernel cannot count QEMU's unread bytes. @func (may be
+ * NULL) is told on the proxy's thread how it ended (DONE, DROPPED,
+ * REFUSED; FAILED ends the session). */
+typedef void (*GwProxyHandoverFunc)(GwProxy *proxy, GwPeerHandoverResult result,
+                                    const gchar *detail, gpointer user_data);
+gboolean gw_proxy_add_destination(GwProxy *proxy, GSocket *destination, GError **error);
+gboolean gw_proxy_is_migrating(GwProxy *proxy);
+void gw_proxy_set_handover_func(GwProxy *proxy, GwProxyHandoverFunc func, gpointer user_data);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwProxy, gw_proxy_free)
 

@@ -1,5 +1,6 @@
 /* Attachments: a listening socket, the claimed device and the session of
  * the one connected peer. */
+#include "gw-vm-handover.h"
 #include "gw-attachment.h"
 
 #include <errno.h>
@@ -12,9 +13,6 @@
 #include "gw-session.h"
 #include "gw-usb.h"
 #include "gw-usbgw-metrics.h"
-
-/* How many QEMUs a device migrated away from are told from new peers. */
-#define GW_ATTACHMENT_MIGRATED_PIDS 4
 #include "gw-vm-socket.h"
 
 /* A device another process holds (busy) is offered again this often, this
@@ -35,14 +33,11 @@ struct _GwAttachment {
     guint n_interfaces;
     GSocketConnection *peer;           /* owned, nullable */
     GSocketConnection *migration_peer; /* owned, nullable: a pending migration destination */
-    pid_t peer_pid;      /* the peer's, 0: unknown (read when it connected: a closed socket
-                            has no credentials) */
-    pid_t migration_pid; /* the pending destination's */
-    /* the last migrations' source QEMUs, 0: none: each lives on, paused,
-     * until it is stopped, and its chardev (reconnect) connects again */
-    pid_t migrated_pids[GW_ATTACHMENT_MIGRATED_PIDS];
-    guint migrated_next;
-    GwSession *session; /* owned, nullable */
+    pid_t peer_pid;            /* the peer's, 0: unknown (read when it connected: a closed socket
+                                  has no credentials) */
+    pid_t migration_pid;       /* the pending destination's */
+    GwVmMigratedPids migrated; /* the last migrations' source QEMUs */
+    GwSession *session;        /* owned, nullable */
     guint peer_count;
     GwAttachmentPeerEnded peer_ended; /* nullable */
     gpointer peer_ended_data;
@@ -213,21 +208,6 @@ gw_attachment_session_closed(GwSession *session, const gchar *reason, gpointer u
         attachment->peer_ended(attachment, why, attachment->peer_ended_data);
 }
 
-/* The pid of a unix peer, 0 when unknown. */
-static pid_t
-gw_attachment_peer_pid(GSocketConnection *connection)
-{
-    g_autoptr(GCredentials) credentials = NULL;
-
-    if (connection == NULL)
-        return 0;
-    credentials = g_socket_get_credentials(g_socket_connection_get_socket(connection), NULL);
-    if (credentials == NULL)
-        return 0;
-    pid_t pid = g_credentials_get_unix_pid(credentials, NULL);
-    return pid > 0 ? pid : 0;
-}
-
 /* Starts a session for @connection or on @transport, the one peer (see
  * the header). */
 static gboolean
@@ -256,7 +236,7 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
         return FALSE;
     if (connection != NULL) {
         attachment->peer = g_object_ref(connection);
-        attachment->peer_pid = gw_attachment_peer_pid(connection);
+        attachment->peer_pid = gw_vm_socket_peer_pid(connection);
     }
     if (attachment->vm != NULL) {
         /* a VM's QEMU: the attach of this binding, timed once */
@@ -278,51 +258,22 @@ gw_attachment_start_session(GwAttachment *attachment, GSocketConnection *connect
 
 /* The session's migration destination took over, or was dropped. */
 static void
-gw_attachment_handover(GwSession *session, GwSessionHandover what, const gchar *detail,
+gw_attachment_handover(GwSession *session, GwPeerHandoverResult what, const gchar *detail,
                        gpointer user_data)
 {
     GwAttachment *attachment = user_data;
-    const GwVmSocketAccess *access = attachment->access;
 
-    if (what == GW_SESSION_HANDOVER_DONE) {
-        /* the session closed the source's socket. The source QEMU lives
-         * on, paused, until it is stopped, and its chardev (reconnect)
-         * connects again: that is not the next migration's destination */
-        attachment->migrated_pids[attachment->migrated_next] = attachment->peer_pid;
-        attachment->migrated_next = (attachment->migrated_next + 1) % GW_ATTACHMENT_MIGRATED_PIDS;
+    if (what == GW_PEER_HANDOVER_DONE) {
+        /* the session closed the source's socket */
         g_clear_object(&attachment->peer);
         attachment->peer = g_steal_pointer(&attachment->migration_peer);
-        attachment->peer_pid = attachment->migration_pid;
     } else {
         g_clear_object(&attachment->migration_peer);
     }
-    if (what == GW_SESSION_HANDOVER_REFUSED) {
-        gw_attachment_log(attachment, G_LOG_LEVEL_WARNING, GW_LOG_ID_PEER_REFUSED,
-                          "%s: refused a second peer on %s (it %s)", attachment->identity,
-                          attachment->socket_path, detail);
-        gw_usbgw_metrics_attach(GW_USBGW_ATTACH_REFUSED, -1);
-        return;
-    }
-    gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_SESSION,
-                      what == GW_SESSION_HANDOVER_DONE
-                          ? "%s: migrated on %s: %s"
-                          : "%s: migration on %s given up, the source stays: destination %s",
-                      attachment->identity, attachment->socket_path, detail);
-    if (access->migrated != NULL)
-        access->migrated(attachment->vm, attachment->identity, attachment->socket_path,
-                         what == GW_SESSION_HANDOVER_DONE, detail, access->user_data);
-}
-
-/* Whether @pid is a QEMU the device migrated away from. */
-static gboolean
-gw_attachment_migrated_from(GwAttachment *attachment, pid_t pid)
-{
-    if (pid == 0)
-        return FALSE;
-    for (guint i = 0; i < GW_ATTACHMENT_MIGRATED_PIDS; i++)
-        if (attachment->migrated_pids[i] == pid)
-            return TRUE;
-    return FALSE;
+    gw_vm_socket_handover_ended(attachment->access, &attachment->migrated, &attachment->peer_pid,
+                                attachment->migration_pid, attachment->identity,
+                                attachment->identity, attachment->vm, attachment->socket_path, what,
+                                detail);
 }
 
 /* A second connection while a VM's QEMU is the peer: a live migration's
@@ -333,11 +284,11 @@ gw_attachment_second_peer(GwAttachment *attachment, GSocketConnection *connectio
 {
     g_autoptr(GError) error = NULL;
 
-    pid_t pid = gw_attachment_peer_pid(connection);
+    pid_t pid = gw_vm_socket_peer_pid(connection);
 
     if (attachment->vm == NULL || attachment->peer == NULL) {
         g_set_error(&error, G_IO_ERROR, G_IO_ERROR_BUSY, "one peer per device");
-    } else if (gw_attachment_migrated_from(attachment, pid)) {
+    } else if (gw_vm_migrated_pids_has(&attachment->migrated, pid)) {
         g_set_error(&error, G_IO_ERROR, G_IO_ERROR_BUSY,
                     "pid %d is the QEMU the device migrated away from", (int)pid);
     } else if (gw_session_add_destination(attachment->session,
@@ -375,7 +326,7 @@ gw_attachment_incoming(GSocketConnection *connection, gpointer user_data)
         gw_attachment_second_peer(attachment, connection);
         return;
     }
-    if (gw_attachment_migrated_from(attachment, gw_attachment_peer_pid(connection))) {
+    if (gw_vm_migrated_pids_has(&attachment->migrated, gw_vm_socket_peer_pid(connection))) {
         gw_attachment_log(attachment, G_LOG_LEVEL_MESSAGE, GW_LOG_ID_PEER_REFUSED,
                           "%s: refused a peer on %s: it is a QEMU the device migrated away from",
                           attachment->identity, attachment->socket_path);

@@ -518,27 +518,16 @@ static void
 gw_session_handover_finished(gpointer owner, GwPeerHandoverResult result, const gchar *detail)
 {
     GwSession *session = owner;
-    GwSessionHandover what;
 
     g_mutex_lock(&session->io_lock);
     g_clear_pointer(&session->handover, gw_peer_handover_free);
     g_mutex_unlock(&session->io_lock);
-    switch (result) {
-    case GW_PEER_HANDOVER_FAILED:
+    if (result == GW_PEER_HANDOVER_FAILED) {
         gw_session_close_later(session, detail);
         return;
-    case GW_PEER_HANDOVER_DONE:
-        what = GW_SESSION_HANDOVER_DONE;
-        break;
-    case GW_PEER_HANDOVER_REFUSED:
-        what = GW_SESSION_HANDOVER_REFUSED;
-        break;
-    default:
-        what = GW_SESSION_HANDOVER_DROPPED;
-        break;
     }
     if (session->handover_func != NULL)
-        session->handover_func(session, what, detail, session->handover_data);
+        session->handover_func(session, result, detail, session->handover_data);
 }
 
 static const GwPeerHandoverFuncs gw_session_handover_funcs = {

@@ -18,6 +18,7 @@
  * writes it. */
 #pragma once
 
+#include "gw-peer-handover.h"
 #include <gio/gio.h>
 #include <libusb.h>
 
@@ -71,15 +72,11 @@ gboolean gw_session_set_device(GwSession *session, libusb_device_handle *handle,
  * on, the source closed. A destination that closes before it takes over
  * is dropped and nothing changes; one that starts with a usbredir hello is
  * a new peer, not a destination, and is dropped too. */
-typedef enum {
-    GW_SESSION_HANDOVER_DONE,    /* the destination is the peer now */
-    GW_SESSION_HANDOVER_DROPPED, /* it left (or never wrote): the source stays, if it is there */
-    GW_SESSION_HANDOVER_REFUSED, /* it sent a hello: not a migration destination */
-} GwSessionHandover;
-/* Told on the main thread from the session's I/O callbacks; @detail says
- * what happened (bytes drained and re-sent, or why it was dropped). The
- * session must not be freed from here. */
-typedef void (*GwSessionHandoverFunc)(GwSession *session, GwSessionHandover what,
+/* Told on the main thread from the session's I/O callbacks how a
+ * handover ended (DONE, DROPPED, REFUSED; FAILED closes the session);
+ * @detail says what happened (bytes drained and re-sent, or why it was
+ * dropped). The session must not be freed from here. */
+typedef void (*GwSessionHandoverFunc)(GwSession *session, GwPeerHandoverResult what,
                                       const gchar *detail, gpointer user_data);
 void gw_session_set_handover_func(GwSession *session, GwSessionHandoverFunc handover,
                                   gpointer user_data);

@@ -1,4 +1,5 @@
 /* Shares: a SPICE worker, one VM socket per channel, a proxy per lending. */
+#include "gw-vm-handover.h"
 #include "gw-share.h"
 
 #include <errno.h>
@@ -20,18 +21,21 @@
 typedef struct {
     GwShare *share; /* not owned */
     guint index;
-    gchar *path;             /* owned: the VM socket */
-    GwVmListener *service;   /* owned: listens on @path */
-    GSocketConnection *qemu; /* owned, nullable: QEMU waiting for a device */
-    guint qemu_watch;        /* HUP watch on an idle @qemu */
-    GwSpiceStream *client;   /* owned, nullable: a client waiting for QEMU */
-    GwProxy *proxy;          /* owned, nullable: relaying */
-    GwSpiceStream *relayed;  /* the proxy's client stream (the proxy owns it) */
-    PolicyDevice *lent;      /* owned, nullable: what QEMU has from the client */
-    gchar *rule;             /* owned, nullable: the rule the last check named */
-    gboolean check_denied;   /* the last refusal was the check's, already reported */
-    gchar *lender;           /* owned, nullable: address of the client that lent @lent */
-    gboolean open;           /* a client holds this channel */
+    gchar *path;               /* owned: the VM socket */
+    GwVmListener *service;     /* owned: listens on @path */
+    GSocketConnection *qemu;   /* owned, nullable: QEMU waiting for a device */
+    guint qemu_watch;          /* HUP watch on an idle @qemu */
+    GwSpiceStream *client;     /* owned, nullable: a client waiting for QEMU */
+    GwProxy *proxy;            /* owned, nullable: relaying */
+    GwSpiceStream *relayed;    /* the proxy's client stream (the proxy owns it) */
+    PolicyDevice *lent;        /* owned, nullable: what QEMU has from the client */
+    gchar *rule;               /* owned, nullable: the rule the last check named */
+    gboolean check_denied;     /* the last refusal was the check's, already reported */
+    gchar *lender;             /* owned, nullable: address of the client that lent @lent */
+    gboolean open;             /* a client holds this channel */
+    pid_t qemu_pid;            /* the waiting QEMU's, then the proxy's QEMU's; 0: unknown */
+    pid_t migration_pid;       /* a pending migration destination's */
+    GwVmMigratedPids migrated; /* the QEMUs the channel migrated away from */
 } GwShareSlot;
 
 struct _GwShare {
@@ -140,6 +144,9 @@ gw_share_proxy_check(GwProxy *proxy, const PolicyDevice *device, gchar **reason,
     return allowed;
 }
 
+static void gw_share_slot_handover(GwProxy *proxy, GwPeerHandoverResult result, const gchar *detail,
+                                   gpointer user_data);
+
 /* The session ends denied: a refusal of the check was reported there; one
  * of the proxy's own (what QEMU read of the lent device contradicted the
  * device as checked) is reported here, with the proxy's reason. */
@@ -225,6 +232,8 @@ gw_share_slot_try_start(GwShareSlot *slot)
     slot->proxy = gw_proxy_new_with_transport(&gw_spice_stream_transport, slot->relayed,
                                               g_socket_connection_get_socket(slot->qemu), label,
                                               &callbacks, slot, &error);
+    if (slot->proxy != NULL)
+        gw_proxy_set_handover_func(slot->proxy, gw_share_slot_handover, slot);
     g_clear_object(&slot->qemu);
     if (slot->proxy == NULL) {
         slot->relayed = NULL;
@@ -264,24 +273,58 @@ gw_share_qemu_hup(gint fd, GIOCondition condition, gpointer data)
     return G_SOURCE_REMOVE;
 }
 
+/* The proxy's migration destination took over, or was dropped. */
+static void
+gw_share_slot_handover(GwProxy *proxy, GwPeerHandoverResult result, const gchar *detail,
+                       gpointer user_data)
+{
+    GwShareSlot *slot = user_data;
+    g_autofree gchar *who =
+        g_strdup_printf("share vm \"%s\" channel %u", slot->share->vm, slot->index);
+
+    gw_vm_socket_handover_ended(slot->share->access, &slot->migrated, &slot->qemu_pid,
+                                slot->migration_pid, who, NULL, slot->share->vm, slot->path, result,
+                                detail);
+}
+
 static void
 gw_share_incoming(GSocketConnection *connection, gpointer user_data)
 {
     GwShareSlot *slot = user_data;
     GSocket *socket = g_socket_connection_get_socket(connection);
+    pid_t pid = gw_vm_socket_peer_pid(connection);
+    g_autoptr(GError) error = NULL;
+    const gchar *why = "one peer per channel";
 
     if (!gw_vm_socket_peer_allowed(slot->share->access, connection, slot->share->vm, NULL,
                                    slot->path)) {
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return;
     }
-    if (slot->qemu != NULL || slot->proxy != NULL) {
-        gw_log_device(G_LOG_LEVEL_WARNING, NULL, slot->share->vm, NULL,
-                      "share vm \"%s\": refused a second peer on %s", slot->share->vm, slot->path);
+    if (gw_vm_migrated_pids_has(&slot->migrated, pid)) {
+        why = "a QEMU the channel migrated away from";
+    } else if (slot->proxy != NULL && slot->qemu == NULL) {
+        /* QEMU holds the lent device: a live migration's destination */
+        if (gw_proxy_add_destination(slot->proxy, socket, &error)) {
+            slot->migration_pid = pid;
+            gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, slot->share->vm, GW_LOG_ID_SESSION,
+                          "share vm \"%s\" channel %u: a migration destination connected on %s; "
+                          "it takes over once its VM runs",
+                          slot->share->vm, slot->index, slot->path);
+            return;
+        }
+        why = error->message;
+    }
+    if (slot->qemu != NULL || slot->proxy != NULL ||
+        gw_vm_migrated_pids_has(&slot->migrated, pid)) {
+        gw_log_device(G_LOG_LEVEL_WARNING, NULL, slot->share->vm, GW_LOG_ID_PEER_REFUSED,
+                      "share vm \"%s\": refused a second peer on %s (%s)", slot->share->vm,
+                      slot->path, why);
         g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
         return;
     }
     slot->qemu = g_object_ref(connection);
+    slot->qemu_pid = pid;
     gw_log_device(G_LOG_LEVEL_INFO, NULL, slot->share->vm, NULL,
                   "share vm \"%s\" channel %u: QEMU connected on %s", slot->share->vm, slot->index,
                   slot->path);

@@ -31,11 +31,13 @@ every console and usbgwd's log).
 
 Exit 77 (skip) only when QEMU or the guest image is missing.
 """
+import glob
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -64,7 +66,13 @@ SOURCE_LINGER_S = 0.3
 SLOW_BANDWIDTH = "1M"
 FAST_BANDWIDTH = "1G"
 
+# USBGW_MIGRATION_PATH: "host" (the key on the VM's own usbgwd) or
+# "imported" (from another usbgwd over a gateway link, through the
+# importer's validating proxy)
+PATH = os.environ.get("USBGW_MIGRATION_PATH", "host")
 HERE = os.path.dirname(os.path.abspath(__file__))
+MAKE_CERTS = os.environ.get("USBGW_MIGRATION_MAKE_CERTS",
+                            os.path.join(HERE, "..", "link", "make-certs.sh"))
 GUEST = os.path.join(HERE, "..", "guest")
 PROCS = []
 
@@ -161,37 +169,94 @@ class Qemu:
         self.messages.thread.join(5)
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_usbgwd(usbgwd, work, name, policy, conf):
+    """usbgwd NAME with its own folder: policy, config, run dir, log."""
+    home = os.path.join(work, name)
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(home, "policy"), "w") as f:
+        f.write(policy)
+    with open(os.path.join(home, "usbgwd.conf"), "w") as f:
+        f.write(f"[usbgwd]\ncontrol-socket={home}/control.sock\nstate={home}/state.json\n"
+                f"audit-log={home}/audit.log\nlibvirt-uri=\nvm-peer-check=uid\n" +
+                "".join(f"{line}\n" for line in conf))
+    log = open(os.path.join(home, "usbgwd.log"), "wb")
+    env = dict(os.environ)
+    if os.environ.get("USBGW_MIGRATION_DEBUG"):
+        env["G_MESSAGES_DEBUG"] = "usbgw-serve usbgw-migration usbgw-proxy"
+    proc = subprocess.Popen([usbgwd, "--foreground", "--policy", os.path.join(home, "policy"),
+                             "--rundir", os.path.join(home, "run"),
+                             "--config", os.path.join(home, "usbgwd.conf")],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            env=env)
+    PROCS.append(proc)
+    return home, proc
+
+
+def wait_file(path, pattern, proc, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(path, errors="replace") as f:
+            if re.search(pattern, f.read()):
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            with open(path, errors="replace") as f:
+                fail(f"no {what}:\n{f.read()[-3000:]}")
+        time.sleep(0.05)
+
+
 class Rig:
+    """usbgwd serving the key to the VM: from the host (the key on this
+    usbgwd) or imported (another usbgwd, "dongles1", exports it over a
+    gateway link on loopback; this one, "hv1", serves it through its
+    validating proxy)."""
+
     def __init__(self, work, usbgwd, peer, usbgwctl, guest_dir):
         self.work = work
         self.usbgwctl = usbgwctl
         self.guest_dir = guest_dir
-        self.rundir = os.path.join(work, "run")
-        self.sock = os.path.join(self.rundir, "vm", VM, "0529-0001-at-1-1.sock")
-        self.control = os.path.join(work, "control.sock")
-        self.audit = os.path.join(work, "audit.log")
-        self.log_path = os.path.join(work, "usbgwd.log")
-        with open(os.path.join(work, "policy"), "w") as f:
-            f.write(f'assign id 0529:0001 to vm "{VM}"\n')
-        with open(os.path.join(work, "usbgwd.conf"), "w") as f:
-            f.write(f"[usbgwd]\ncontrol-socket={self.control}\nstate={work}/state.json\n"
-                    f"audit-log={self.audit}\nlibvirt-uri=\nvm-peer-check=uid\n")
-        self.log = open(self.log_path, "wb")
-        env = dict(os.environ)
-        if os.environ.get("USBGW_MIGRATION_DEBUG"):
-            env["G_MESSAGES_DEBUG"] = "usbgw-serve"
-        self.gw = subprocess.Popen([usbgwd, "--foreground", "--policy",
-                                    os.path.join(work, "policy"), "--rundir", self.rundir,
-                                    "--config", os.path.join(work, "usbgwd.conf")],
-                                   stdin=subprocess.DEVNULL, stdout=self.log,
-                                   stderr=subprocess.STDOUT, env=env)
-        PROCS.append(self.gw)
+        if PATH == "imported":
+            certs = os.path.join(work, "certs")
+            made = subprocess.run(["bash", MAKE_CERTS, certs, "dongles1", "hv1"],
+                                  capture_output=True, text=True)
+            if made.returncode != 0:
+                fail(f"make-certs.sh: {made.stderr}")
+            port = free_port()
+            self.exporter_home, self.exporter = start_usbgwd(
+                usbgwd, work, "dongles1", 'export id 0529:* to gateway "hv1"\n',
+                [f"link-listen=127.0.0.1:{port}", f"link-cert={certs}/dongles1-cert.pem",
+                 f"link-key={certs}/dongles1-key.pem", f"link-ca={certs}/ca-cert.pem"])
+            # one at a time: both open libusb under the same simulator
+            wait_file(os.path.join(self.exporter_home, "usbgwd.log"), r"\bready\b",
+                      self.exporter, 30, "dongles1's usbgwd ready")
+            self.home, self.gw = start_usbgwd(
+                usbgwd, work, "hv1", f'assign id 0529:0001 on gateway "dongles1" to vm "{VM}"\n',
+                [f"link-peers=dongles1@127.0.0.1:{port}", f"link-cert={certs}/hv1-cert.pem",
+                 f"link-key={certs}/hv1-key.pem", f"link-ca={certs}/ca-cert.pem",
+                 "link-reattach-interval=0"])
+        else:
+            self.home, self.gw = start_usbgwd(usbgwd, work, "gw",
+                                              f'assign id 0529:0001 to vm "{VM}"\n', [])
+        self.control = os.path.join(self.home, "control.sock")
+        self.audit = os.path.join(self.home, "audit.log")
+        self.log_path = os.path.join(self.home, "usbgwd.log")
         self.answer = subprocess.check_output([peer, "--key-answer", HASP_SECRET, CHALLENGE],
                                               text=True).strip()
-        deadline = time.monotonic() + 20
-        while not os.path.exists(self.sock):
+        vm_dir = os.path.join(self.home, "run", "vm", VM)
+        deadline = time.monotonic() + 30
+        self.sock = None
+        while self.sock is None:
+            socks = sorted(glob.glob(os.path.join(vm_dir, "*.sock")))
+            if socks:
+                self.sock = socks[0]
+                break
             if self.gw.poll() is not None or time.monotonic() > deadline:
-                fail(f"usbgwd does not serve the key on {self.sock}:\n{self.gw_log()}")
+                fail(f"usbgwd does not serve the key in {vm_dir}:\n{self.gw_log()}")
             time.sleep(0.05)
 
     def gw_log(self):
@@ -284,7 +349,8 @@ def check_migrating_shown(rig):
     if vm is not None and vm.get("state") != "migrating":
         fail(f"usbgwctl vms does not show {VM} migrating: {vm}")
     devices = rig.ctl_json("list")["devices"]
-    key = next((d for d in devices if d["id"].startswith("0529:0001")), None)
+    key = next((d for d in devices if "0529:0001" in d["id"] and d.get("vm") == VM),
+               None)
     if key is None or key.get("state") != "migrating":
         fail(f"usbgwctl list does not show the key migrating: {key}")
 
@@ -392,7 +458,8 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
         wait_console(src, r"^USBGW-ANSWER ", answers_before + ANSWERS_BETWEEN, 30,
                      "answers after the failed migration")
         print(f"failed migration: {src.name} kept the key", flush=True)
-        ended = rig.gw_count(r"peer session ended")
+        # a host session's end, or an imported key's proxy session's
+        ended = rig.gw_count(r"peer session ended|: session ends \(")
         src.hmp("quit", check=False)
         src.wait_exit(15)
     finally:
@@ -445,6 +512,9 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
     if ended != 0:
         fail(f"usbgwd ended {ended} sessions during the migrations:\n{rig.gw_log()[-3000:]}")
     transfer_errors = rig.gw_count(r"WARNING \*\*.*usbredir: ")
+    if PATH == "imported":
+        with open(os.path.join(rig.exporter_home, "usbgwd.log"), errors="replace") as f:
+            transfer_errors += len(re.findall(r"WARNING \*\*.*usbredir: ", f.read()))
     if transfer_errors:
         fail(f"usbgwd logged {transfer_errors} failed transfers")
     port, busnum, devnum = next(iter(ids))
@@ -499,9 +569,10 @@ def main():
                                  "--control", os.path.join(work, "sim.sock"), "--",
                                  sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
                                 env=env).returncode
-        if status != 0 and os.path.exists(os.path.join(work, "usbgwd.log")):
-            with open(os.path.join(work, "usbgwd.log"), errors="replace") as f:
-                print("--- usbgwd log (tail)\n" + f.read()[-6000:])
+        for log in sorted(glob.glob(os.path.join(work, "*", "usbgwd.log"))):
+            if status != 0:
+                with open(log, errors="replace") as f:
+                    print(f"--- {log} (tail)\n" + f.read()[-6000:])
     finally:
         if os.environ.get("USBGW_TEST_KEEP"):
             print(f"kept {work}")
