@@ -66,9 +66,11 @@ SOURCE_LINGER_S = 0.3
 SLOW_BANDWIDTH = "1M"
 FAST_BANDWIDTH = "1G"
 
-# USBGW_MIGRATION_PATH: "host" (the key on the VM's own usbgwd) or
+# USBGW_MIGRATION_PATH: "host" (the key on the VM's own usbgwd),
 # "imported" (from another usbgwd over a gateway link, through the
-# importer's validating proxy)
+# importer's validating proxy) or "lent" (usbgw-share lends it over SPICE:
+# the worker and the same proxy; USBGW_MIGRATION_WORKER,
+# USBGW_MIGRATION_SHARE and USBGW_MIGRATION_ACL_HELPER name the programs)
 PATH = os.environ.get("USBGW_MIGRATION_PATH", "host")
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAKE_CERTS = os.environ.get("USBGW_MIGRATION_MAKE_CERTS",
@@ -239,6 +241,11 @@ class Rig:
                 [f"link-peers=dongles1@127.0.0.1:{port}", f"link-cert={certs}/hv1-cert.pem",
                  f"link-key={certs}/hv1-key.pem", f"link-ca={certs}/ca-cert.pem",
                  "link-reattach-interval=0"])
+        elif PATH == "lent":
+            self.home, self.gw = start_usbgwd(
+                usbgwd, work, "gw", f'share id 0529:0001 user "alice" to vm "{VM}"\n',
+                [f"spice-port-base={free_port()}", "spice-ports=1", "spice-channels=1",
+                 "spice-host=127.0.0.1", f"spice-worker={os.environ['USBGW_MIGRATION_WORKER']}"])
         else:
             self.home, self.gw = start_usbgwd(usbgwd, work, "gw",
                                               f'assign id 0529:0001 to vm "{VM}"\n', [])
@@ -247,6 +254,8 @@ class Rig:
         self.log_path = os.path.join(self.home, "usbgwd.log")
         self.answer = subprocess.check_output([peer, "--key-answer", HASP_SECRET, CHALLENGE],
                                               text=True).strip()
+        if PATH == "lent":
+            self.lend()
         vm_dir = os.path.join(self.home, "run", "vm", VM)
         deadline = time.monotonic() + 30
         self.sock = None
@@ -258,6 +267,23 @@ class Rig:
             if self.gw.poll() is not None or time.monotonic() > deadline:
                 fail(f"usbgwd does not serve the key in {vm_dir}:\n{self.gw_log()}")
             time.sleep(0.05)
+
+    def lend(self):
+        """A share for the VM, and usbgw-share lending the key to it (the
+        simulator this test runs in has the key plugged)."""
+        wait_file(self.log_path, r"\bready\b", self.gw, 30, "usbgwd ready")
+        reply = self.ctl_json("share", VM, "--user", "alice", "--ttl", "30m")
+        ticket = os.path.join(self.home, "ticket")
+        fd = os.open(ticket, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(reply["ticket"] + "\n")
+        log = open(os.path.join(self.home, "usbgw-share.log"), "wb")
+        self.lender = subprocess.Popen(
+            [os.environ["USBGW_MIGRATION_SHARE"], reply["uri"], "--ticket-file", ticket,
+             "--device", "0529:0001"], stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, SPICE_USB_ACL_BINARY=os.environ["USBGW_MIGRATION_ACL_HELPER"]))
+        PROCS.append(self.lender)
 
     def gw_log(self):
         with open(self.log_path, errors="replace") as f:
@@ -348,6 +374,9 @@ def check_migrating_shown(rig):
     vm = next((v for v in vms if v["name"] == VM), None)
     if vm is not None and vm.get("state") != "migrating":
         fail(f"usbgwctl vms does not show {VM} migrating: {vm}")
+    if PATH == "lent":
+        # a lent device is not in usbgwctl list (it is the client's)
+        return
     devices = rig.ctl_json("list")["devices"]
     key = next((d for d in devices if "0529:0001" in d["id"] and d.get("vm") == VM),
                None)
