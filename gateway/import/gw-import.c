@@ -227,8 +227,10 @@ gw_import_try_start(GwImport *import)
     import->proxy = gw_proxy_new_with_transport(&transport, &import->stream,
                                                 g_socket_connection_get_socket(import->qemu), label,
                                                 &proxy_callbacks, import, &error);
-    if (import->proxy != NULL)
+    if (import->proxy != NULL) {
+        gw_proxy_set_journal_fields(import->proxy, import->id, import->vm);
         gw_proxy_set_handover_func(import->proxy, gw_import_handover, import);
+    }
     /* the proxy holds QEMU's socket now */
     g_clear_object(&import->qemu);
     if (import->proxy == NULL) {

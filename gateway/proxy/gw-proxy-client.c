@@ -173,7 +173,8 @@ gw_proxy_check_device(GwProxy *proxy, const struct usb_redir_interface_info_head
     g_autofree gchar *reason = NULL;
 
     if (proxy->cb.check(proxy, device, &reason, proxy->user_data)) {
-        g_info("%s: device %s allowed", proxy->label, description);
+        gw_proxy_log_device(proxy, G_LOG_LEVEL_INFO, NULL, "%s: device %s allowed", proxy->label,
+                            description);
         return TRUE;
     }
     gw_proxy_deny(proxy, g_steal_pointer(&device),
@@ -252,7 +253,8 @@ gw_proxy_client_hello(void *priv, struct usb_redir_hello_header *h)
     proxy->client.packets_in++;
     memcpy(version, h->version, sizeof(h->version));
     escaped = g_strescape(version, NULL);
-    g_info("%s: client is \"%s\"", proxy->label, escaped);
+    gw_proxy_log_device(proxy, G_LOG_LEVEL_INFO, NULL, "%s: client is \"%s\"", proxy->label,
+                        escaped);
     proxy->client.hello = TRUE;
     gw_proxy_init_qemu(proxy);
 }
@@ -388,7 +390,8 @@ gw_proxy_client_device_disconnect(void *priv)
         usbredirparser_send_device_disconnect(proxy->qemu.parser);
         gw_proxy_count_to_qemu(proxy);
         gw_proxy_pending_make_stale(proxy);
-        g_info("%s: the client's device left", proxy->label);
+        gw_proxy_log_device(proxy, G_LOG_LEVEL_INFO, NULL, "%s: the client's device left",
+                            proxy->label);
         if (usbredirparser_peer_has_cap(proxy->qemu.parser, usb_redir_cap_device_disconnect_ack))
             proxy->qemu_awaiting_ack = TRUE;
     }

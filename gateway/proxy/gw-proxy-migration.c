@@ -223,9 +223,10 @@ gw_proxy_add_destination(GwProxy *proxy, GSocket *destination, GError **error)
         return FALSE;
     }
     g_mutex_lock(&migration->lock);
-    migration->handover = gw_peer_handover_new(
-        proxy->qemu.fd, proxy->qemu.bytes_out, &migration->lock, migration->stream, destination,
-        proxy->context, proxy->label, NULL, NULL, &gw_proxy_migration_funcs, proxy, error);
+    migration->handover =
+        gw_peer_handover_new(proxy->qemu.fd, proxy->qemu.bytes_out, &migration->lock,
+                             migration->stream, destination, proxy->context, proxy->label,
+                             proxy->device_id, proxy->vm, &gw_proxy_migration_funcs, proxy, error);
     g_mutex_unlock(&migration->lock);
     return migration->handover != NULL;
 }

@@ -9,6 +9,7 @@
 
 #include "gw-fd-watch.h"
 #include "gw-handover-stream.h"
+#include "gw-log.h"
 #include "gw-peer-handover.h"
 #include "gw-proxy-descriptors.h"
 #include "gw-proxy.h"
@@ -106,7 +107,9 @@ typedef struct {
 } GwProxyPending;
 
 struct _GwProxy {
-    gchar *label; /* owned */
+    gchar *label;     /* owned */
+    gchar *device_id; /* owned, nullable: the journal's USBGW_DEVICE */
+    gchar *vm;        /* owned, nullable: the journal's USBGW_VM */
     GwProxyCallbacks cb;
     gpointer user_data;
     GMainContext *context;  /* owned ref */
@@ -137,6 +140,10 @@ struct _GwProxy {
     gchar *end_reason; /* owned, nullable */
     GwProxyMigration migration;
 };
+
+/* A message about the session, with its journal fields (gw-log.h). */
+#define gw_proxy_log_device(proxy, level, message_id, ...)                                         \
+    gw_log_device((level), (proxy)->device_id, (proxy)->vm, (message_id), __VA_ARGS__)
 
 /* gw-proxy.c */
 void gw_proxy_fail(GwProxy *proxy, GwProxyEnd end, const gchar *format, ...) G_GNUC_PRINTF(3, 4);

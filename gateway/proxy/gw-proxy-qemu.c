@@ -130,7 +130,8 @@ gw_proxy_qemu_filter_reject(void *priv)
 
     if (!gw_proxy_qemu_packet(proxy))
         return;
-    g_message("%s: QEMU's filter rejects the device", proxy->label);
+    gw_proxy_log_device(proxy, G_LOG_LEVEL_MESSAGE, NULL, "%s: QEMU's filter rejects the device",
+                        proxy->label);
     if (usbredirparser_peer_has_cap(proxy->client.parser, usb_redir_cap_filter)) {
         usbredirparser_send_filter_reject(proxy->client.parser);
         gw_proxy_count_to_client(proxy);

@@ -355,10 +355,12 @@ gw_proxy_log(GwProxy *proxy, const gchar *side, int level, const char *msg)
     switch (level) {
     case usbredirparser_error:
     case usbredirparser_warning:
-        g_message("%s: usbredir (%s): %s", proxy->label, side, msg);
+        gw_proxy_log_device(proxy, G_LOG_LEVEL_MESSAGE, NULL, "%s: usbredir (%s): %s", proxy->label,
+                            side, msg);
         break;
     case usbredirparser_info:
-        g_info("%s: usbredir (%s): %s", proxy->label, side, msg);
+        gw_proxy_log_device(proxy, G_LOG_LEVEL_INFO, NULL, "%s: usbredir (%s): %s", proxy->label,
+                            side, msg);
         break;
     default:
         g_debug("%s: usbredir (%s): %s", proxy->label, side, msg);
@@ -408,7 +410,8 @@ gw_proxy_end(GwProxy *proxy, GwProxyEnd end, const gchar *reason)
     proxy->ended = TRUE;
     proxy->end = end;
     proxy->end_reason = g_strdup(reason);
-    g_message("%s: session ends (%s): %s", proxy->label, gw_proxy_end_to_string(end), reason);
+    gw_proxy_log_device(proxy, G_LOG_LEVEL_MESSAGE, NULL, "%s: session ends (%s): %s", proxy->label,
+                        gw_proxy_end_to_string(end), reason);
 
     if (qemu_alive && proxy->dev == GW_PROXY_DEV_IN_QEMU && proxy->qemu.fd >= 0) {
         usbredirparser_send_device_disconnect(proxy->qemu.parser);
@@ -870,6 +873,15 @@ gw_proxy_transport_ready(GwProxy *proxy, GIOCondition condition)
         gw_proxy_fail(proxy, GW_PROXY_END_CLIENT_CLOSED, "%s hung up", side->name);
 }
 
+void
+gw_proxy_set_journal_fields(GwProxy *proxy, const gchar *device_id, const gchar *vm)
+{
+    g_free(proxy->device_id);
+    g_free(proxy->vm);
+    proxy->device_id = g_strdup(device_id);
+    proxy->vm = g_strdup(vm);
+}
+
 gboolean
 gw_proxy_has_device(GwProxy *proxy)
 {
@@ -929,5 +941,7 @@ gw_proxy_free(GwProxy *proxy)
     g_clear_pointer(&proxy->context, g_main_context_unref);
     g_free(proxy->end_reason);
     g_free(proxy->label);
+    g_free(proxy->device_id);
+    g_free(proxy->vm);
     g_free(proxy);
 }

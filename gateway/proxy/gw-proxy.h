@@ -208,6 +208,9 @@ const gchar *gw_proxy_end_to_string(GwProxyEnd end);
 typedef void (*GwProxyHandoverFunc)(GwProxy *proxy, GwPeerHandoverResult result,
                                     const gchar *detail, gpointer user_data);
 gboolean gw_proxy_add_destination(GwProxy *proxy, GSocket *destination, GError **error);
+/* The device and VM the session's messages are about, for their journal
+ * fields (USBGW_DEVICE, USBGW_VM; gw-log.h); either may be NULL. */
+void gw_proxy_set_journal_fields(GwProxy *proxy, const gchar *device_id, const gchar *vm);
 gboolean gw_proxy_is_migrating(GwProxy *proxy);
 void gw_proxy_set_handover_func(GwProxy *proxy, GwProxyHandoverFunc func, gpointer user_data);
 

@@ -12,6 +12,8 @@
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
 
+#include "gw-log.h"
+
 #include "gw-fd-watch.h"
 
 /* <rundir>/vm: anyone may pass, only root lists or writes. */
@@ -399,8 +401,9 @@ gw_vm_socket_peer_allowed(const GwVmSocketAccess *access, GSocketConnection *con
         reason = gw_vm_socket_not_the_vm(access, vm, pid);
     if (reason == NULL)
         return TRUE;
-    g_warning("%s: refused a peer with uid %d pid %d on %s: %s", device_id != NULL ? device_id : vm,
-              (int)uid, (int)pid, path, reason);
+    gw_log_device(G_LOG_LEVEL_WARNING, device_id, vm, GW_LOG_ID_PEER_REFUSED,
+                  "%s: refused a peer with uid %d pid %d on %s: %s",
+                  device_id != NULL ? device_id : vm, (int)uid, (int)pid, path, reason);
     actor = g_strdup_printf("peer uid=%d pid=%d", (int)uid, (int)pid);
     if (access->refused != NULL)
         access->refused(vm, device_id, path, actor, reason, access->user_data);

@@ -232,8 +232,10 @@ gw_share_slot_try_start(GwShareSlot *slot)
     slot->proxy = gw_proxy_new_with_transport(&gw_spice_stream_transport, slot->relayed,
                                               g_socket_connection_get_socket(slot->qemu), label,
                                               &callbacks, slot, &error);
-    if (slot->proxy != NULL)
+    if (slot->proxy != NULL) {
+        gw_proxy_set_journal_fields(slot->proxy, NULL, slot->share->vm);
         gw_proxy_set_handover_func(slot->proxy, gw_share_slot_handover, slot);
+    }
     g_clear_object(&slot->qemu);
     if (slot->proxy == NULL) {
         slot->relayed = NULL;
