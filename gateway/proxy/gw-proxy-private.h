@@ -1,7 +1,9 @@
 /* What the proxy's files share: gw-proxy.c (sockets, parsers, the fd
  * watches, the public API), gw-proxy-client.c (the lending client's side:
- * every packet checked before QEMU sees it) and gw-proxy-qemu.c (QEMU's
- * side). Nothing outside gateway/proxy/ includes it. Main thread only. */
+ * every packet checked before QEMU sees it), gw-proxy-qemu.c (QEMU's
+ * side), gw-proxy-pending.c (QEMU's requests awaiting answers) and
+ * gw-proxy-migration.c (QEMU's side handed to a migration's destination).
+ * Nothing outside gateway/proxy/ includes it. Main thread only. */
 #pragma once
 
 #include <usbredirfilter.h>
@@ -155,6 +157,13 @@ int gw_proxy_qemu_write_cb(void *priv, uint8_t *data, int count);
 void gw_proxy_client_log_cb(void *priv, int level, const char *msg);
 void gw_proxy_qemu_log_cb(void *priv, int level, const char *msg);
 void gw_proxy_end(GwProxy *proxy, GwProxyEnd end, const gchar *reason);
+void gw_proxy_init_qemu(GwProxy *proxy);
+#define gw_proxy_client_violation(proxy, ...)                                                      \
+    gw_proxy_fail(proxy, GW_PROXY_END_CLIENT_PROTOCOL, __VA_ARGS__)
+void gw_proxy_side_flush(GwProxySide *side);
+void gw_proxy_side_rewatch(GwProxySide *side);
+
+/* gw-proxy-pending.c */
 void gw_proxy_pending_make_stale(GwProxy *proxy);
 gboolean gw_proxy_qemu_request(GwProxy *proxy, uint64_t qemu_id, guint32 answer, gint endpoint,
                                guint32 length, guint32 stream_id, uint64_t *client_id);
@@ -164,12 +173,6 @@ gboolean gw_proxy_take_answer(GwProxy *proxy, uint64_t id, guint32 answer, gint 
                               const gchar *what, GwProxyPending *out);
 gboolean gw_proxy_try_take_stream_answer(GwProxy *proxy, uint64_t id, guint32 answer, gint endpoint,
                                          uint64_t *qemu_id, gboolean *stale);
-void gw_proxy_init_qemu(GwProxy *proxy);
-#define gw_proxy_client_violation(proxy, ...)                                                      \
-    gw_proxy_fail(proxy, GW_PROXY_END_CLIENT_PROTOCOL, __VA_ARGS__)
-
-void gw_proxy_side_flush(GwProxySide *side);
-void gw_proxy_side_rewatch(GwProxySide *side);
 
 /* gw-proxy-migration.c */
 void gw_proxy_migration_init(GwProxy *proxy);
