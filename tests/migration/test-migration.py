@@ -472,6 +472,7 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
 
         # cancelled: a slowed migration, migrate_cancel mid-way
         answers_before = src.console.count(r"^USBGW-ANSWER ")
+        given_up = rig.gw_count(r"migration on .* given up, the source stays")
         dest = start_destination(rig, "qemu-cancelled")
         src.hmp(f"migrate_set_parameter max-bandwidth {SLOW_BANDWIDTH}")
         src.hmp(f"migrate -d unix:{dest.incoming}")
@@ -480,7 +481,7 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
         wait_migration(src, ("cancelled",), 20)
         if dest.wait_exit(10) is None:
             dest.kill()
-        rig.wait_gw(r"migration on .* given up, the source stays", 1, 10,
+        rig.wait_gw(r"migration on .* given up, the source stays", given_up + 1, 10,
                     "the cancelled migration's destination dropped")
         wait_console(src, r"^USBGW-ANSWER ", answers_before + ANSWERS_BETWEEN, 30,
                      "answers after the cancelled migration")
@@ -488,12 +489,13 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
 
         # failed: the destination killed mid-way
         answers_before = src.console.count(r"^USBGW-ANSWER ")
+        given_up = rig.gw_count(r"migration on .* given up, the source stays")
         dest = start_destination(rig, "qemu-killed")
         src.hmp(f"migrate -d unix:{dest.incoming}")
         time.sleep(1.5)
         dest.kill()
         wait_migration(src, ("failed",), 20)
-        rig.wait_gw(r"migration on .* given up, the source stays", 2, 10,
+        rig.wait_gw(r"migration on .* given up, the source stays", given_up + 1, 10,
                     "the killed destination dropped")
         src.hmp(f"migrate_set_parameter max-bandwidth {FAST_BANDWIDTH}")
         wait_console(src, r"^USBGW-ANSWER ", answers_before + ANSWERS_BETWEEN, 30,
@@ -540,6 +542,14 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
     failed = rig.audit_events("migrate-failed")
     if len(migrate) != MIGRATIONS:
         fail(f"{len(migrate)} 'migrate' audit records, want {MIGRATIONS}")
+    # a destination dropped because the running source only paused (a
+    # loaded host) is usbgwd backing off as designed: its QEMU connects
+    # again; it is reported, not failed (the guest's rounds are checked)
+    slow = [r for r in failed if "slow, not stopped" in r.get("reason", "")]
+    failed = [r for r in failed if r not in slow]
+    if slow:
+        print(f"{len(slow)} destinations dropped because the source was slow, not stopped",
+              flush=True)
     if len(failed) != 2:
         fail(f"{len(failed)} 'migrate-failed' audit records, want 2: {failed}")
     resent, resent_answers = [], []
