@@ -8,6 +8,7 @@
  * spice-server serves one client per instance and parses network input;
  * it drops root right after binding its ports. */
 #include <errno.h>
+#include <signal.h>
 #include <netdb.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
@@ -792,6 +793,9 @@ main(int argc, char **argv)
     SwWorker worker = {0};
     guint8 ready[8];
 
+    /* a client that leaves while spice-server writes to it must cost its
+     * connection (EPIPE), not the worker (SIGPIPE kills) */
+    signal(SIGPIPE, SIG_IGN);
     context = g_option_context_new("- one SPICE endpoint for usbgwd");
     g_option_context_add_main_entries(context, sw_options, NULL);
     if (!g_option_context_parse(context, &argc, &argv, &error)) {
