@@ -1,5 +1,4 @@
 /* An imported device: the VM's socket, a link stream, the proxy between. */
-#include "gw-vm-handover.h"
 #include "gw-import.h"
 
 #include <errno.h>
@@ -11,6 +10,7 @@
 #include "gw-log.h"
 #include "gw-proxy.h"
 #include "gw-usbgw-metrics.h"
+#include "gw-vm-handover.h"
 
 struct _GwImport {
     GwLink *link; /* borrowed */

@@ -1,6 +1,5 @@
 /* Attachments: a listening socket, the claimed device and the session of
  * the one connected peer. */
-#include "gw-vm-handover.h"
 #include "gw-attachment.h"
 
 #include <errno.h>
@@ -14,6 +13,7 @@
 #include "gw-usb.h"
 #include "gw-usbgw-metrics.h"
 #include "gw-vm-socket.h"
+#include "gw-vm-handover.h"
 
 /* A device another process holds (busy) is offered again this often, this
  * many times, before the peer is left without it. */

@@ -1,5 +1,4 @@
 /* Shares: a SPICE worker, one VM socket per channel, a proxy per lending. */
-#include "gw-vm-handover.h"
 #include "gw-share.h"
 
 #include <errno.h>
@@ -12,6 +11,7 @@
 #include "gw-proxy.h"
 #include "sw-frame.h"
 #include "gw-vm-socket.h"
+#include "gw-vm-handover.h"
 
 /* Random bytes in a ticket; base64url makes 32 characters of them
  * (spice-server takes up to 60). */
