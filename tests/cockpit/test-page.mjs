@@ -89,8 +89,11 @@ async function main() {
     const browser = await chromium.launch({
         executablePath: CHROMIUM,
         headless: true,
-        // root in a container: Chromium's sandbox needs user namespaces it may not get
-        args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        // root in a container: Chromium's sandbox needs user namespaces it may not get.
+        // No proxy lookup and no background fetches: a fresh profile's first
+        // navigation must not wait on a network this machine does not have
+        args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-proxy-server",
+               "--disable-background-networking", "--disable-component-update"],
         timeout: 60000,
     });
     const consoleErrors = [];
