@@ -133,10 +133,8 @@ gw_peer_handover_take_over(GwPeerHandover *handover)
     g_mutex_lock(handover->lock);
     if (handover->copied) {
         /* the answers went with the copy; what was written after it */
-        g_autoptr(GByteArray) out = g_byte_array_new();
-        if (gw_handover_ring_copy(handover->ring, handover->copied_at - handover->ring_base,
-                                  handover->written - handover->copied_at, out, &error))
-            resend = g_byte_array_free_to_bytes(g_steal_pointer(&out));
+        resend =
+            gw_handover_ring_tail(handover->ring, handover->written - handover->copied_at, &error);
     } else {
         if (handover->source_eof || handover->hung_up) {
             /* gone: the kernel cannot be asked any more; what it had read
