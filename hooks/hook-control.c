@@ -11,6 +11,9 @@
 /* How long to wait before connecting again while usbgwd's listen backlog is
  * full (a non-blocking unix connect() fails with EAGAIN then). */
 #define HOOK_CONTROL_BACKLOG_RETRY_US (10 * G_TIME_SPAN_MILLISECOND)
+/* The op whose request lists the VM's usb-redir sockets: libvirt runs it on
+ * the destination host before the incoming QEMU starts. */
+#define HOOK_CONTROL_OP_MIGRATE "migrate"
 
 G_DEFINE_QUARK(usbgw_hook_control_error, hook_control_error)
 
@@ -43,6 +46,14 @@ hook_control_build_request(const HookDomain *domain, const gchar *op, const gcha
     json_builder_add_string_value(builder, op_utf8);
     json_builder_set_member_name(builder, "sub_op");
     json_builder_add_string_value(builder, sub_op_utf8);
+    if (strcmp(op, HOOK_CONTROL_OP_MIGRATE) == 0) {
+        /* usbgwd binds these before QEMU connects to them */
+        json_builder_set_member_name(builder, "sockets");
+        json_builder_begin_array(builder);
+        for (gchar **path = domain->sockets; path != NULL && *path != NULL; path++)
+            json_builder_add_string_value(builder, *path);
+        json_builder_end_array(builder);
+    }
     json_builder_end_object(builder);
 
     root = json_builder_get_root(builder);

@@ -37,7 +37,11 @@ void hook_reply_clear(HookReply *reply);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(HookReply, hook_reply_clear)
 
 /* {"command":"hook","domain":…,"uuid":…,"op":…,"sub_op":…}, one line
- * without its newline. */
+ * without its newline. For @op "migrate" it also carries "sockets": the
+ * array of @domain's usb-redir socket paths (empty when @domain->sockets is
+ * NULL or empty), which the destination's usbgwd binds before QEMU starts.
+ * HOOK_DOMAIN_MAX_SOCKETS of the longest paths take at most 41,280 bytes
+ * even with every byte escaped (\u00XX), within HOOK_CONTROL_MAX_LINE. */
 gchar *hook_control_build_request(const HookDomain *domain, const gchar *op,
                                   const gchar *sub_op) G_GNUC_WARN_UNUSED_RESULT;
 

@@ -12,8 +12,8 @@
 
 G_DEFINE_QUARK(usbgw_hook_domain_error, hook_domain_error)
 
-/* Set by a callback once <name> and <uuid> are both complete: not an error,
- * just the way to make GMarkup stop. */
+/* Set by a callback once <name>, <uuid> and <devices> are all complete: not
+ * an error, just the way to make GMarkup stop. */
 static GQuark
 hook_domain_done_quark(void)
 {
@@ -32,6 +32,12 @@ typedef struct {
     GString *text;         /* owned: the open field's text so far */
     gchar *name;           /* owned, nullable */
     gchar *uuid;           /* owned, nullable: as written */
+    gboolean in_devices;   /* <domain><devices> is open */
+    gboolean devices_done; /* <domain><devices> has closed */
+    /* a <devices><redirdev bus='usb' type='unix'> is open and none of its
+     * <source> children has given a path yet */
+    gboolean in_unix_redirdev;
+    GPtrArray *sockets; /* owned: gchar*, the checked socket paths so far */
 } HookDomainParser;
 
 void
@@ -41,6 +47,7 @@ hook_domain_free(HookDomain *domain)
         return;
     g_free(domain->name);
     g_free(domain->uuid);
+    g_strfreev(domain->sockets);
     g_free(domain);
 }
 
@@ -127,6 +134,87 @@ hook_domain_field_tag(HookDomainField field)
     return "?";
 }
 
+/* The value of attribute @name, or NULL. */
+static const gchar *
+hook_domain_attribute(const gchar **names, const gchar **values, const gchar *name)
+{
+    for (guint i = 0; names[i] != NULL; i++) {
+        if (strcmp(names[i], name) == 0)
+            return values[i];
+    }
+    return NULL;
+}
+
+/* Whether a <redirdev> is a usb-redir unix socket. libvirt writes bus='usb'
+ * always and takes a missing bus for usb, as here. */
+static gboolean
+hook_domain_redirdev_is_unix(const gchar **names, const gchar **values)
+{
+    const gchar *bus = hook_domain_attribute(names, values, "bus");
+
+    return (bus == NULL || strcmp(bus, "usb") == 0) &&
+           g_strcmp0(hook_domain_attribute(names, values, "type"), "unix") == 0;
+}
+
+/* Whether @path has a ".." component: such a path is not where it reads,
+ * and the destination's usbgwd is told only plain paths. */
+static gboolean
+hook_domain_path_climbs(const gchar *path)
+{
+    g_auto(GStrv) parts = g_strsplit(path, "/", -1);
+
+    return g_strv_contains((const gchar *const *)parts, "..");
+}
+
+static gboolean
+hook_domain_bad_socket(GError **error, const gchar *path, const gchar *problem)
+{
+    g_autofree gchar *quoted = hook_domain_quote(path);
+
+    g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_BAD_SOCKET,
+                "<redirdev type='unix'> socket path %s %s", quoted, problem);
+    return FALSE;
+}
+
+/* A <source> of an open unix <redirdev>: the first with a path and
+ * mode='connect' (libvirt's default) gives the socket; a redirdev whose
+ * QEMU listens itself (mode='bind') has nothing for usbgwd to bind. */
+static gboolean
+hook_domain_take_source(HookDomainParser *parser, const gchar **names, const gchar **values,
+                        GError **error)
+{
+    const gchar *mode = hook_domain_attribute(names, values, "mode");
+    const gchar *path = hook_domain_attribute(names, values, "path");
+    gsize len;
+
+    if (path == NULL || (mode != NULL && strcmp(mode, "connect") != 0))
+        return TRUE;
+    parser->in_unix_redirdev = FALSE;
+    len = strlen(path);
+    /* GMarkup has checked the document; a path is UTF-8 all the same */
+    if (!g_utf8_validate(path, (gssize)len, NULL))
+        return hook_domain_bad_socket(error, path, "is not UTF-8");
+    if (path[0] != '/')
+        return hook_domain_bad_socket(error, path, "is not absolute");
+    if (len > HOOK_DOMAIN_MAX_SOCKET_PATH) {
+        g_autofree gchar *problem = g_strdup_printf(
+            "is %" G_GSIZE_FORMAT " bytes long, more than the %d a unix socket path can hold", len,
+            HOOK_DOMAIN_MAX_SOCKET_PATH);
+        return hook_domain_bad_socket(error, path, problem);
+    }
+    if (hook_domain_path_climbs(path))
+        return hook_domain_bad_socket(error, path, "has a \"..\" component");
+    if (parser->sockets->len == HOOK_DOMAIN_MAX_SOCKETS) {
+        g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_TOO_MANY_SOCKETS,
+                    "<domain><devices> has more than %d usb-redir unix sockets "
+                    "(<redirdev type='unix'>)",
+                    HOOK_DOMAIN_MAX_SOCKETS);
+        return FALSE;
+    }
+    g_ptr_array_add(parser->sockets, g_strdup(path));
+    return TRUE;
+}
+
 static void
 hook_domain_start_element(GMarkupParseContext *context, const gchar *element_name,
                           const gchar **attribute_names, const gchar **attribute_values,
@@ -148,17 +236,28 @@ hook_domain_start_element(GMarkupParseContext *context, const gchar *element_nam
         return;
     }
     if (parser->depth == 1) {
+        gboolean devices = g_strcmp0(element_name, "devices") == 0;
+
         if (g_strcmp0(element_name, "name") == 0)
             parser->field = HOOK_DOMAIN_FIELD_NAME;
         else if (g_strcmp0(element_name, "uuid") == 0)
             parser->field = HOOK_DOMAIN_FIELD_UUID;
         if ((parser->field == HOOK_DOMAIN_FIELD_NAME && parser->name != NULL) ||
-            (parser->field == HOOK_DOMAIN_FIELD_UUID && parser->uuid != NULL)) {
+            (parser->field == HOOK_DOMAIN_FIELD_UUID && parser->uuid != NULL) ||
+            (devices && parser->devices_done)) {
             g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_DUPLICATE,
                         "<domain> has a second <%s>", element_name);
             return;
         }
+        parser->in_devices = devices;
         g_string_truncate(parser->text, 0);
+    } else if (parser->depth == 2 && parser->in_devices) {
+        parser->in_unix_redirdev = g_strcmp0(element_name, "redirdev") == 0 &&
+                                   hook_domain_redirdev_is_unix(attribute_names, attribute_values);
+    } else if (parser->depth == 3 && parser->in_unix_redirdev &&
+               g_strcmp0(element_name, "source") == 0) {
+        if (!hook_domain_take_source(parser, attribute_names, attribute_values, error))
+            return;
     }
     parser->depth++;
 }
@@ -170,14 +269,23 @@ hook_domain_end_element(GMarkupParseContext *context, const gchar *element_name,
     HookDomainParser *parser = user_data;
 
     parser->depth--;
-    if (parser->depth != 1 || parser->field == HOOK_DOMAIN_FIELD_NONE)
+    if (parser->depth == 2 && parser->in_devices) {
+        /* a child of <devices> closed: a redirdev ends here */
+        parser->in_unix_redirdev = FALSE;
         return;
-    if (parser->field == HOOK_DOMAIN_FIELD_NAME)
+    }
+    if (parser->depth != 1)
+        return;
+    if (parser->in_devices) {
+        parser->in_devices = FALSE;
+        parser->devices_done = TRUE;
+    } else if (parser->field == HOOK_DOMAIN_FIELD_NAME) {
         parser->name = g_strdup(parser->text->str);
-    else
+    } else if (parser->field == HOOK_DOMAIN_FIELD_UUID) {
         parser->uuid = g_strdup(parser->text->str);
+    }
     parser->field = HOOK_DOMAIN_FIELD_NONE;
-    if (parser->name != NULL && parser->uuid != NULL)
+    if (parser->name != NULL && parser->uuid != NULL && parser->devices_done)
         g_set_error_literal(error, hook_domain_done_quark(), 0, "done");
 }
 
@@ -197,8 +305,8 @@ static const GMarkupParser hook_domain_markup = {
     .text = hook_domain_text,
 };
 
-/* Runs GMarkup over @xml until <name> and <uuid> are both read or the
- * document ends. */
+/* Runs GMarkup over @xml until <name>, <uuid> and <devices> are all read or
+ * the document ends. */
 static gboolean
 hook_domain_run_parser(HookDomainParser *parser, const gchar *xml, gsize len, GError **error)
 {
@@ -244,13 +352,18 @@ hook_domain_run_parser(HookDomainParser *parser, const gchar *xml, gsize len, GE
 static HookDomain *
 hook_domain_parse_checked(const gchar *xml, gsize len, const gchar *argv_name, GError **error)
 {
-    HookDomainParser parser = {.text = g_string_new(NULL)};
+    HookDomainParser parser = {
+        .text = g_string_new(NULL),
+        .sockets = g_ptr_array_new_with_free_func(g_free),
+    };
     g_autoptr(HookDomain) domain = g_new0(HookDomain, 1);
     gboolean ok = hook_domain_run_parser(&parser, xml, len, error);
 
     g_string_free(parser.text, TRUE);
     domain->name = parser.name;
     domain->uuid = parser.uuid;
+    g_ptr_array_add(parser.sockets, NULL);
+    domain->sockets = (gchar **)g_ptr_array_free(parser.sockets, FALSE);
     if (!ok)
         return NULL;
 

@@ -1,11 +1,16 @@
 /* The domain XML libvirt hands its hooks on stdin: reading it within a size
- * and time bound, and taking the VM's name and UUID out of it.
+ * and time bound, and taking out of it the VM's name, UUID and the paths of
+ * the usb-redir unix sockets its QEMU connects to.
  *
- * Only <domain><name> and <domain><uuid> directly under the root are read
- * (GMarkup, no libxml2); a <name> anywhere deeper (a disk's <name>, metadata)
- * is not the domain's. Parsing stops once both are complete, so whatever
- * libvirt writes after them (devices, user metadata) cannot make the hook
- * fail. Every error is one line that says what was wrong and where. */
+ * Only <domain><name>, <domain><uuid> and <domain><devices><redirdev>
+ * directly under the root are read (GMarkup, no libxml2); a <name> or a
+ * <redirdev> anywhere deeper (a disk's <name>, metadata) is not the
+ * domain's. Parsing stops once the name, the UUID and <devices> are
+ * complete, so whatever libvirt writes after them (security labels, user
+ * metadata) cannot make the hook fail. Every error is one line that says
+ * what was wrong and where.
+ *
+ * Single-threaded use; a HookDomain owns all its strings. */
 #pragma once
 
 #include <glib.h>
@@ -16,26 +21,44 @@ G_BEGIN_DECLS
 GQuark hook_domain_error_quark(void);
 
 typedef enum {
-    HOOK_DOMAIN_ERROR_READ,          /* stdin could not be read */
-    HOOK_DOMAIN_ERROR_TIMEOUT,       /* stdin did not end before the deadline */
-    HOOK_DOMAIN_ERROR_TOO_LARGE,     /* more than HOOK_DOMAIN_MAX_XML_SIZE bytes */
-    HOOK_DOMAIN_ERROR_SYNTAX,        /* not well-formed XML (GMarkup) or not UTF-8 */
-    HOOK_DOMAIN_ERROR_NOT_DOMAIN,    /* the root element is not <domain> */
-    HOOK_DOMAIN_ERROR_DUPLICATE,     /* <domain> has two <name> or two <uuid> */
-    HOOK_DOMAIN_ERROR_NO_NAME,       /* no <domain><name> */
-    HOOK_DOMAIN_ERROR_BAD_NAME,      /* <name> is empty or holds an element */
-    HOOK_DOMAIN_ERROR_NO_UUID,       /* no <domain><uuid> */
-    HOOK_DOMAIN_ERROR_BAD_UUID,      /* <uuid> is not a UUID or holds an element */
-    HOOK_DOMAIN_ERROR_NAME_MISMATCH, /* <name> is not the name libvirt passed in argv */
+    HOOK_DOMAIN_ERROR_READ,             /* stdin could not be read */
+    HOOK_DOMAIN_ERROR_TIMEOUT,          /* stdin did not end before the deadline */
+    HOOK_DOMAIN_ERROR_TOO_LARGE,        /* more than HOOK_DOMAIN_MAX_XML_SIZE bytes */
+    HOOK_DOMAIN_ERROR_SYNTAX,           /* not well-formed XML (GMarkup) or not UTF-8 */
+    HOOK_DOMAIN_ERROR_NOT_DOMAIN,       /* the root element is not <domain> */
+    HOOK_DOMAIN_ERROR_DUPLICATE,        /* <domain> has two <name>, <uuid> or <devices> */
+    HOOK_DOMAIN_ERROR_NO_NAME,          /* no <domain><name> */
+    HOOK_DOMAIN_ERROR_BAD_NAME,         /* <name> is empty or holds an element */
+    HOOK_DOMAIN_ERROR_NO_UUID,          /* no <domain><uuid> */
+    HOOK_DOMAIN_ERROR_BAD_UUID,         /* <uuid> is not a UUID or holds an element */
+    HOOK_DOMAIN_ERROR_NAME_MISMATCH,    /* <name> is not the name libvirt passed in argv */
+    HOOK_DOMAIN_ERROR_TOO_MANY_SOCKETS, /* more than HOOK_DOMAIN_MAX_SOCKETS unix redirdevs */
+    HOOK_DOMAIN_ERROR_BAD_SOCKET,       /* a unix redirdev's path is not a usable absolute path */
 } HookDomainError;
 
 /* Domain XML larger than this is refused unread (libvirt's largest real
  * domains are a few hundred KiB). */
 #define HOOK_DOMAIN_MAX_XML_SIZE (4 * 1024 * 1024)
 
+/* At most this many usb-redir unix sockets per VM (more is
+ * HOOK_DOMAIN_ERROR_TOO_MANY_SOCKETS): far more redirected devices than a VM
+ * uses, and few enough that all their paths fit in one control request. */
+#define HOOK_DOMAIN_MAX_SOCKETS 64
+
+/* A socket path's longest length in bytes: struct sockaddr_un's sun_path
+ * holds 108 bytes, the terminating NUL included (QEMU refuses longer). */
+#define HOOK_DOMAIN_MAX_SOCKET_PATH 107
+
 typedef struct {
     gchar *name; /* owned: <domain><name>, as libvirt wrote it (entities resolved) */
     gchar *uuid; /* owned: <domain><uuid>, validated, lower case */
+    /* owned, NULL-terminated, empty when none: the path of each
+     * <domain><devices><redirdev bus='usb' type='unix'><source mode='connect'
+     * path='…'/>, in document order. Each is absolute, valid UTF-8, at most
+     * HOOK_DOMAIN_MAX_SOCKET_PATH bytes, without a ".." component. A redirdev
+     * of another type (spicevmc, tcp), with mode='bind' or without a path is
+     * not listed. */
+    gchar **sockets;
 } HookDomain;
 
 void hook_domain_free(HookDomain *domain);

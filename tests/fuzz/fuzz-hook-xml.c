@@ -1,9 +1,11 @@
 /* libFuzzer target for usbgw-hook's domain XML parser: any byte string
- * handed to hook_domain_parse() must give either a name and UUID or one
- * clean one-line error, never a crash, a leak or a broken invariant; a
+ * handed to hook_domain_parse() must give either a name, UUID and socket
+ * list or one clean one-line error, never a crash, a leak or a broken
+ * invariant; every socket path must keep the bounds hook-domain.h states; a
  * domain that parses must parse again with its own name as libvirt's argv
  * name, fail with NAME_MISMATCH under another, and become a one-line
- * control request that JSON reads back to the same name and UUID.
+ * control request that JSON reads back to the same name, UUID and (for
+ * "migrate" only) sockets.
  *
  * Run the fuzzer (libFuzzer needs clang); new inputs go to the first
  * directory, so give it a scratch one and the stored corpus second:
@@ -38,18 +40,49 @@ fuzz_check_error(const GError *error)
 }
 
 static void
-fuzz_check_request(const HookDomain *domain)
+fuzz_check_request(const HookDomain *domain, const gchar *op)
 {
-    g_autofree gchar *request = hook_control_build_request(domain, "prepare", "begin");
+    g_autofree gchar *request = hook_control_build_request(domain, op, "begin");
     g_autoptr(JsonParser) parser = json_parser_new();
     JsonObject *object;
+    JsonNode *sockets;
 
     FUZZ_CHECK(strchr(request, '\n') == NULL);
+    FUZZ_CHECK(strlen(request) < HOOK_CONTROL_MAX_LINE);
     FUZZ_CHECK(json_parser_load_from_data(parser, request, -1, NULL));
     FUZZ_CHECK(JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser)));
     object = json_node_get_object(json_parser_get_root(parser));
     FUZZ_CHECK(g_strcmp0(json_object_get_string_member(object, "domain"), domain->name) == 0);
     FUZZ_CHECK(g_strcmp0(json_object_get_string_member(object, "uuid"), domain->uuid) == 0);
+
+    sockets = json_object_get_member(object, "sockets");
+    if (strcmp(op, "migrate") != 0) {
+        FUZZ_CHECK(sockets == NULL);
+        return;
+    }
+    FUZZ_CHECK(sockets != NULL && JSON_NODE_HOLDS_ARRAY(sockets));
+    FUZZ_CHECK(json_array_get_length(json_node_get_array(sockets)) ==
+               g_strv_length(domain->sockets));
+    for (guint i = 0; domain->sockets[i] != NULL; i++) {
+        JsonNode *path = json_array_get_element(json_node_get_array(sockets), i);
+        FUZZ_CHECK(json_node_get_value_type(path) == G_TYPE_STRING);
+        FUZZ_CHECK(strcmp(json_node_get_string(path), domain->sockets[i]) == 0);
+    }
+}
+
+static void
+fuzz_check_sockets(const HookDomain *domain)
+{
+    FUZZ_CHECK(domain->sockets != NULL);
+    FUZZ_CHECK(g_strv_length(domain->sockets) <= HOOK_DOMAIN_MAX_SOCKETS);
+    for (gchar **path = domain->sockets; *path != NULL; path++) {
+        g_auto(GStrv) parts = g_strsplit(*path, "/", -1);
+
+        FUZZ_CHECK((*path)[0] == '/');
+        FUZZ_CHECK(strlen(*path) <= HOOK_DOMAIN_MAX_SOCKET_PATH);
+        FUZZ_CHECK(g_utf8_validate(*path, -1, NULL));
+        FUZZ_CHECK(!g_strv_contains((const gchar *const *)parts, ".."));
+    }
 }
 
 static void
@@ -65,12 +98,15 @@ fuzz_check_domain(const gchar *xml, gsize size, const HookDomain *domain)
     FUZZ_CHECK(domain->uuid != NULL && g_uuid_string_is_valid(domain->uuid));
     for (const gchar *p = domain->uuid; *p != '\0'; p++)
         FUZZ_CHECK(!g_ascii_isupper(*p));
+    fuzz_check_sockets(domain);
 
     /* what libvirt passes in argv is the XML's name */
     again = hook_domain_parse(xml, size, domain->name, &error);
     FUZZ_CHECK(again != NULL && error == NULL);
     FUZZ_CHECK(strcmp(again->name, domain->name) == 0);
     FUZZ_CHECK(strcmp(again->uuid, domain->uuid) == 0);
+    FUZZ_CHECK(
+        g_strv_equal((const gchar *const *)again->sockets, (const gchar *const *)domain->sockets));
 
     other_name = g_strconcat(domain->name, "-other", NULL);
     other = hook_domain_parse(xml, size, other_name, &error);
@@ -78,7 +114,8 @@ fuzz_check_domain(const gchar *xml, gsize size, const HookDomain *domain)
     fuzz_check_error(error);
     FUZZ_CHECK(error->code == HOOK_DOMAIN_ERROR_NAME_MISMATCH);
 
-    fuzz_check_request(domain);
+    fuzz_check_request(domain, "prepare");
+    fuzz_check_request(domain, "migrate");
 }
 
 int

@@ -6,7 +6,8 @@
 It speaks docs/control.md: newline-delimited JSON, one reply line per
 request line, `bad-request` for a line over 64 KiB, a line that is not a
 JSON object or a `hook` request with a missing or non-string argument,
-`unknown-command` for other commands. MODE says how it answers a valid
+`unknown-command` for other commands; a `sockets` member, when there is
+one, must be an array of strings. MODE says how it answers a valid
 `hook` request:
 
     ok            {"ok": true, "result": {}}
@@ -53,6 +54,9 @@ def answer(line, mode, message):
     for name in HOOK_ARGUMENTS:
         if not isinstance(request.get(name), str):
             return error_reply("bad-request", "missing or wrong-typed argument: %s" % name)
+    sockets = request.get("sockets", [])
+    if not isinstance(sockets, list) or not all(isinstance(s, str) for s in sockets):
+        return error_reply("bad-request", "wrong-typed argument: sockets")
     if mode == "veto-any" or (mode == "veto" and request["op"] == "prepare"):
         return error_reply("veto", message)
     if mode == "error":

@@ -1,5 +1,6 @@
 /* hook_control_build_request() and hook_control_parse_reply(): the request
- * line is exactly docs/control.md's "hook" command, and every reply line,
+ * line is exactly docs/control.md's "hook" command (with the VM's usb-redir
+ * sockets for "migrate" only), and every reply line,
  * good or broken, gives a HookReply or a PROTOCOL error. The exchange over
  * a socket is tested with the real program (test-usbgw-hook.py). */
 #include <json-glib/json-glib.h>
@@ -34,7 +35,14 @@ assert_request(const gchar *name, const gchar *op, const gchar *sub_op, const gc
     g_assert_null(strchr(request, '\r'));
     object = parse_object(request);
     members = json_object_get_members(object);
-    g_assert_cmpuint(g_list_length(members), ==, 5);
+    /* no sockets: the domain has none, and only "migrate" would carry them */
+    if (strcmp(op, "migrate") == 0) {
+        g_assert_cmpuint(g_list_length(members), ==, 6);
+        g_assert_cmpuint(json_array_get_length(json_object_get_array_member(object, "sockets")), ==,
+                         0);
+    } else {
+        g_assert_cmpuint(g_list_length(members), ==, 5);
+    }
     g_assert_cmpstr(json_object_get_string_member(object, "command"), ==, "hook");
     g_assert_cmpstr(json_object_get_string_member(object, "domain"), ==, name);
     g_assert_cmpstr(json_object_get_string_member(object, "uuid"), ==, UUID);
@@ -62,6 +70,68 @@ test_request_escapes(void)
 {
     assert_request("a\"b\\c\nd\te\x01", "started", "begin", "started", "begin");
     assert_request("caf\xc3\xa9", "stopped", "end", "stopped", "end");
+}
+
+/* "migrate" lists the VM's sockets in order, escaped; an empty or absent
+ * list is an empty array. */
+static void
+test_request_migrate_sockets(void)
+{
+    gchar *sockets[] = {(gchar *)"/run/usbgw/vm/a/0.sock", (gchar *)"/run/q\"uote\\d\n.sock", NULL};
+    gchar *none[] = {NULL};
+    HookDomain domain = {.name = (gchar *)"cad-01", .uuid = (gchar *)UUID, .sockets = sockets};
+    g_autofree gchar *request = hook_control_build_request(&domain, "migrate", "begin");
+    g_autofree gchar *empty = NULL;
+    g_autofree gchar *absent = NULL;
+
+    g_assert_cmpstr(request, ==,
+                    "{\"command\":\"hook\",\"domain\":\"cad-01\",\"uuid\":\"" UUID
+                    "\",\"op\":\"migrate\",\"sub_op\":\"begin\",\"sockets\":"
+                    "[\"/run/usbgw/vm/a/0.sock\",\"/run/q\\\"uote\\\\d\\n.sock\"]}");
+    domain.sockets = none;
+    empty = hook_control_build_request(&domain, "migrate", "begin");
+    g_assert_nonnull(g_strrstr(empty, ",\"sub_op\":\"begin\",\"sockets\":[]}"));
+    domain.sockets = NULL;
+    absent = hook_control_build_request(&domain, "migrate", "begin");
+    g_assert_cmpstr(absent, ==, empty);
+}
+
+/* Only "migrate" carries sockets, whatever the domain has. */
+static void
+test_request_other_ops_without_sockets(void)
+{
+    const gchar *ops[] = {"prepare", "started",   "stopped",  "release",
+                          "restore", "reconnect", "migrate ", "MIGRATE"};
+    gchar *sockets[] = {(gchar *)"/run/usbgw/vm/a/0.sock", NULL};
+    HookDomain domain = {.name = (gchar *)"vm1", .uuid = (gchar *)UUID, .sockets = sockets};
+
+    for (guint i = 0; i < G_N_ELEMENTS(ops); i++) {
+        g_autofree gchar *request = hook_control_build_request(&domain, ops[i], "begin");
+        g_autoptr(JsonObject) object = parse_object(request);
+
+        g_assert_false(json_object_has_member(object, "sockets"));
+        g_assert_cmpstr(json_object_get_string_member(object, "op"), ==, ops[i]);
+    }
+}
+
+/* The most sockets a domain may have, each as long as a path can be and
+ * with every byte escaped, still fit usbgwd's line limit. */
+static void
+test_request_most_sockets_fit(void)
+{
+    g_autofree gchar *path = g_strnfill(HOOK_DOMAIN_MAX_SOCKET_PATH, '\001');
+    gchar *sockets[HOOK_DOMAIN_MAX_SOCKETS + 1] = {NULL};
+    HookDomain domain = {.name = (gchar *)"vm1", .uuid = (gchar *)UUID, .sockets = sockets};
+    g_autofree gchar *request = NULL;
+    g_autoptr(JsonObject) object = NULL;
+
+    for (guint i = 0; i < HOOK_DOMAIN_MAX_SOCKETS; i++)
+        sockets[i] = path;
+    request = hook_control_build_request(&domain, "migrate", "begin");
+    g_assert_cmpuint(strlen(request) + 1, <=, HOOK_CONTROL_MAX_LINE);
+    object = parse_object(request);
+    g_assert_cmpuint(json_array_get_length(json_object_get_array_member(object, "sockets")), ==,
+                     HOOK_DOMAIN_MAX_SOCKETS);
 }
 
 /* argv bytes that are not UTF-8 become U+FFFD, never invalid JSON. */
@@ -214,6 +284,10 @@ main(int argc, char **argv)
     g_test_add_func("/hook/control/request/plain", test_request_plain);
     g_test_add_func("/hook/control/request/escapes", test_request_escapes);
     g_test_add_func("/hook/control/request/invalid-utf8-argv", test_request_invalid_utf8_argv);
+    g_test_add_func("/hook/control/request/migrate-sockets", test_request_migrate_sockets);
+    g_test_add_func("/hook/control/request/other-ops-without-sockets",
+                    test_request_other_ops_without_sockets);
+    g_test_add_func("/hook/control/request/most-sockets-fit", test_request_most_sockets_fit);
     for (guint i = 0; i < G_N_ELEMENTS(reply_cases); i++) {
         g_autofree gchar *path = g_strdup_printf("/hook/control/reply/%s", reply_cases[i].name);
         g_test_add_data_func(path, &reply_cases[i], test_reply_case);

@@ -1,6 +1,6 @@
 /* hook_domain_parse() and hook_domain_read_fd(): what every domain XML gives
- * (name, UUID) or which one-line error it gets, and the size and time
- * bounds on stdin. */
+ * (name, UUID, usb-redir socket paths) or which one-line error it gets, and
+ * the size and time bounds on stdin. */
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <string.h>
@@ -11,6 +11,15 @@
 #define UUID       "8c1f0a2e-5d2b-4c1e-9a57-3f6b1e2d4c5a"
 #define UUID_UPPER "8C1F0A2E-5D2B-4C1E-9A57-3F6B1E2D4C5A"
 #define FIELDS     "<name>vm1</name><uuid>" UUID "</uuid>"
+#define SOCK0      "/run/usbgw/vm/" UUID "/0.sock"
+#define SOCK1      "/run/usbgw/vm/" UUID "/1.sock"
+#define SOCK2      "/run/usbgw/vm/" UUID "/2.sock"
+
+/* A usb-redir device whose QEMU connects to the unix socket @path. */
+#define UNIX_REDIRDEV(path)                                                                        \
+    "<redirdev bus='usb' type='unix'><source mode='connect' path='" path "'/></redirdev>"
+/* A domain with @devices as the children of its <devices>. */
+#define WITH_DEVICES(devices) "<domain>" FIELDS "<devices>" devices "</devices></domain>"
 
 /* What `virsh dumpxml` gives for a small VM, with the elements that carry
  * a <name> of their own. */
@@ -28,8 +37,9 @@
     "    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n"                                       \
     "    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\n"                     \
     "      <source file='/var/lib/libvirt/images/cad-01.qcow2'/><target dev='vda'/></disk>\n"      \
-    "    <redirdev bus='usb' type='unix'><source mode='connect' "                                  \
-    "path='/run/usbgw/vm/" UUID "/0.sock'/></redirdev>\n"                                          \
+    "    <redirdev bus='usb' type='unix'><source mode='connect' path='" SOCK0 "'>\n"               \
+    "      <reconnect enabled='yes' timeout='2'/></source></redirdev>\n"                           \
+    "    <redirfilter><usbdev vendor='0x0529' allow='yes'/><usbdev allow='no'/></redirfilter>\n"   \
     "  </devices>\n"                                                                               \
     "  <seclabel type='dynamic' model='apparmor' relabel='yes'/>\n"                                \
     "</domain>\n"
@@ -41,6 +51,8 @@ typedef struct {
     const gchar *argv_name; /* NULL: not checked */
     const gchar *want_name; /* NULL: an error is expected */
     const gchar *want_uuid; /* when want_name is set */
+    /* when want_name is set: the socket paths, NULL-terminated (none: empty) */
+    const gchar *want_sockets[4];
     HookDomainError want_code;
     const gchar *want_text; /* a part of the error message */
 } ParseCase;
@@ -51,7 +63,8 @@ static const ParseCase parse_cases[] = {
      .input = LIBVIRT_DOMAIN,
      .argv_name = "cad-01",
      .want_name = "cad-01",
-     .want_uuid = UUID},
+     .want_uuid = UUID,
+     .want_sockets = {SOCK0, NULL}},
     {.name = "no-argv-name",
      .input = "<domain>" FIELDS "</domain>",
      .want_name = "vm1",
@@ -115,18 +128,103 @@ static const ParseCase parse_cases[] = {
      .argv_name = "vm1",
      .want_name = "vm1",
      .want_uuid = UUID},
-    /* parsing stops once both fields are read: what follows cannot fail the hook */
-    {.name = "nul-after-the-fields",
-     .input = "<domain>" FIELDS "\000<devices/></domain>",
-     .len = sizeof("<domain>" FIELDS "\000<devices/></domain>") - 1,
+    /* parsing stops once both fields and <devices> are read: what follows
+     * cannot fail the hook */
+    {.name = "nul-after-devices",
+     .input = "<domain>" FIELDS "<devices>" UNIX_REDIRDEV(SOCK0) "</devices>\000</domain>",
+     .len =
+         sizeof("<domain>" FIELDS "<devices>" UNIX_REDIRDEV(SOCK0) "</devices>\000</domain>") - 1,
+     .argv_name = "vm1",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_sockets = {SOCK0, NULL}},
+    {.name = "junk-after-devices",
+     .input = "<domain>" FIELDS "<devices/><description>&nbsp;</description>\xff\xfe</oops>",
      .argv_name = "vm1",
      .want_name = "vm1",
      .want_uuid = UUID},
-    {.name = "junk-after-the-fields",
-     .input = "<domain>" FIELDS "<description>&nbsp;</description>\xff\xfe</oops>",
+    {.name = "redirdev-after-devices-not-read",
+     .input = "<domain>" FIELDS "<devices/>" UNIX_REDIRDEV("relative") "</domain>",
      .argv_name = "vm1",
      .want_name = "vm1",
      .want_uuid = UUID},
+    {.name = "fields-after-devices",
+     .input = "<domain><devices>" UNIX_REDIRDEV(SOCK0) "</devices>" FIELDS "</domain>",
+     .argv_name = "vm1",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_sockets = {SOCK0, NULL}},
+
+    /* ---- usb-redir sockets ---- */
+    {.name = "sockets-no-devices",
+     .input = "<domain>" FIELDS "</domain>",
+     .want_name = "vm1",
+     .want_uuid = UUID},
+    {.name = "sockets-no-redirdevs",
+     .input = WITH_DEVICES("<disk type='file'><source file='/var/lib/a.qcow2'/></disk>"
+                           "<serial type='unix'><source mode='connect' path='/run/s.sock'/>"
+                           "</serial>"),
+     .want_name = "vm1",
+     .want_uuid = UUID},
+    {.name = "sockets-three-in-order",
+     .input = WITH_DEVICES(
+         UNIX_REDIRDEV(SOCK2) "<controller type='usb' model='qemu-xhci'/>"
+                              "<redirdev type='unix' bus='usb'><alias name='redir1'/>"
+                              "<source path='" SOCK0 "' mode='connect'><reconnect enabled='yes'/>"
+                              "</source><address type='usb' bus='0' port='2'/></redirdev>"
+                              "<redirdev type='unix'><source path='" SOCK1 "'/></redirdev>"),
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_sockets = {SOCK2, SOCK0, SOCK1, NULL}},
+    {.name = "sockets-other-types-ignored",
+     .input = WITH_DEVICES("<redirdev bus='usb' type='spicevmc'/>" UNIX_REDIRDEV(
+         SOCK0) "<redirdev bus='usb' type='tcp'><source mode='connect' "
+                "host='localhost' service='4000'/></redirdev>"
+                "<redirdev bus='other' type='unix'><source mode='connect' "
+                "path='/run/other.sock'/></redirdev>"),
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_sockets = {SOCK0, NULL}},
+    {.name = "sockets-without-path-ignored",
+     .input = WITH_DEVICES("<redirdev bus='usb' type='unix'/>"
+                           "<redirdev bus='usb' type='unix'><source mode='connect'/></redirdev>"
+                           "<redirdev bus='usb' type='unix'><alias name='x'/></redirdev>"),
+     .want_name = "vm1",
+     .want_uuid = UUID},
+    {.name = "sockets-bind-mode-ignored",
+     .input = WITH_DEVICES("<redirdev bus='usb' type='unix'><source mode='bind' "
+                           "path='/run/qemu-listens.sock'/></redirdev>"),
+     .want_name = "vm1",
+     .want_uuid = UUID},
+    {.name = "sockets-first-source-counts",
+     .input = WITH_DEVICES("<redirdev bus='usb' type='unix'><source mode='connect' path='" SOCK0
+                           "'/><source mode='connect' path='relative'/></redirdev>"),
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_sockets = {SOCK0, NULL}},
+    {.name = "sockets-nested-redirdevs-ignored",
+     .input = "<domain>" FIELDS UNIX_REDIRDEV("/run/top.sock") "<metadata><devices>" UNIX_REDIRDEV(
+         "/run/meta.sock") "</devices></metadata>"
+                           "<devices><hub>" UNIX_REDIRDEV(
+                               "/run/hub.sock") "</hub>"
+                                                "<devices>" UNIX_REDIRDEV(
+                                                    "/run/inner.sock") "</devices>"
+                                                                       "<redirdev bus='usb' "
+                                                                       "type='unix'><x><source "
+                                                                       "mode='connect' "
+                                                                       "path='/run/deep.sock'/>"
+                                                                       "</x></"
+                                                                       "redirdev>" UNIX_REDIRDEV(
+                                                                           SOCK1) "</devices></"
+                                                                                  "domain>",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_sockets = {SOCK1, NULL}},
+    {.name = "sockets-entities-and-dots",
+     .input = WITH_DEVICES(UNIX_REDIRDEV("/run/a&amp;b/..x/x../.&#x2e;./.sock")),
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_sockets = {"/run/a&b/..x/x../.../.sock", NULL}},
 
     /* ---- bad ---- */
     {.name = "empty",
@@ -265,6 +363,38 @@ static const ParseCase parse_cases[] = {
      .input = "<domain><name>vm1</uuid></domain>",
      .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
      .want_text = "not well-formed"},
+    {.name = "junk-before-devices",
+     .input = "<domain>" FIELDS "<description>&nbsp;</description><devices/></domain>",
+     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
+     .want_text = "not well-formed"},
+    {.name = "duplicate-devices",
+     .input = "<domain><devices/><devices>" UNIX_REDIRDEV(SOCK0) "</devices>" FIELDS "</domain>",
+     .want_code = HOOK_DOMAIN_ERROR_DUPLICATE,
+     .want_text = "<domain> has a second <devices>"},
+    {.name = "socket-relative-path",
+     .input = WITH_DEVICES(UNIX_REDIRDEV(SOCK0) UNIX_REDIRDEV("run/usbgw/1.sock")),
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_text = "<redirdev type='unix'> socket path \"run/usbgw/1.sock\" is not absolute"},
+    {.name = "socket-empty-path",
+     .input = WITH_DEVICES(UNIX_REDIRDEV("")),
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_text = "socket path \"\" is not absolute"},
+    {.name = "socket-dot-dot",
+     .input = WITH_DEVICES(UNIX_REDIRDEV("/run/usbgw/vm/../../etc/x.sock")),
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_text = "socket path \"/run/usbgw/vm/../../etc/x.sock\" has a \"..\" component"},
+    {.name = "socket-dot-dot-last",
+     .input = WITH_DEVICES(UNIX_REDIRDEV("/run/usbgw/&#x2e;.")),
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_text = "has a \"..\" component"},
+    {.name = "socket-bad-path-before-the-fields",
+     .input = "<domain><devices>" UNIX_REDIRDEV("x.sock") "</devices>" FIELDS "</domain>",
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_text = "\"x.sock\" is not absolute"},
+    {.name = "socket-invalid-utf8",
+     .input = WITH_DEVICES(UNIX_REDIRDEV("/run/\xc3\x28.sock")),
+     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
+     .want_text = "UTF-8"},
     {.name = "text-before-root",
      .input = "junk<domain>" FIELDS "</domain>",
      .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
@@ -293,6 +423,7 @@ test_parse_case(gconstpointer data)
         g_assert_nonnull(domain);
         g_assert_cmpstr(domain->name, ==, c->want_name);
         g_assert_cmpstr(domain->uuid, ==, c->want_uuid);
+        g_assert_cmpstrv(domain->sockets, c->want_sockets);
         return;
     }
     g_assert_null(domain);
@@ -336,6 +467,70 @@ test_parse_long_name_quoted_short(void)
     g_assert_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_NAME_MISMATCH);
     g_assert_cmpuint(strlen(error->message), <, 300);
     g_assert_nonnull(strstr(error->message, "xxx...\""));
+}
+
+/* A domain with @count unix redirdevs, socket i at /run/usbgw/vm/UUID/i.sock. */
+static GString *
+domain_with_sockets(guint count)
+{
+    GString *xml = g_string_new("<domain>" FIELDS "<devices>");
+
+    for (guint i = 0; i < count; i++)
+        g_string_append_printf(xml, UNIX_REDIRDEV("/run/usbgw/vm/" UUID "/%u.sock"), i);
+    g_string_append(xml, "</devices></domain>");
+    return xml;
+}
+
+/* HOOK_DOMAIN_MAX_SOCKETS are read, in order; one more is refused. */
+static void
+test_parse_sockets_limit(void)
+{
+    g_autoptr(GString) most = domain_with_sockets(HOOK_DOMAIN_MAX_SOCKETS);
+    g_autoptr(GString) over = domain_with_sockets(HOOK_DOMAIN_MAX_SOCKETS + 1);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(HookDomain) domain = hook_domain_parse(most->str, most->len, "vm1", &error);
+
+    g_assert_no_error(error);
+    g_assert_cmpuint(g_strv_length(domain->sockets), ==, HOOK_DOMAIN_MAX_SOCKETS);
+    for (guint i = 0; i < HOOK_DOMAIN_MAX_SOCKETS; i++) {
+        g_autofree gchar *want = g_strdup_printf("/run/usbgw/vm/" UUID "/%u.sock", i);
+        g_assert_cmpstr(domain->sockets[i], ==, want);
+    }
+    g_clear_pointer(&domain, hook_domain_free);
+
+    domain = hook_domain_parse(over->str, over->len, "vm1", &error);
+    g_assert_null(domain);
+    g_assert_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_TOO_MANY_SOCKETS);
+    assert_one_line(error->message);
+    g_assert_nonnull(strstr(error->message, "<domain><devices> has more than 64 usb-redir unix "
+                                            "sockets (<redirdev type='unix'>)"));
+}
+
+/* A path of HOOK_DOMAIN_MAX_SOCKET_PATH bytes fits sun_path with its NUL;
+ * one byte more does not. */
+static void
+test_parse_socket_path_length(void)
+{
+    g_autofree gchar *fill = g_strnfill(HOOK_DOMAIN_MAX_SOCKET_PATH - strlen("/run/"), 'p');
+    g_autofree gchar *longest = g_strconcat("/run/", fill, NULL);
+    g_autofree gchar *too_long = g_strconcat(longest, "p", NULL);
+    g_autofree gchar *good = g_strdup_printf(WITH_DEVICES(UNIX_REDIRDEV("%s")), longest);
+    g_autofree gchar *bad = g_strdup_printf(WITH_DEVICES(UNIX_REDIRDEV("%s")), too_long);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(HookDomain) domain = hook_domain_parse(good, strlen(good), "vm1", &error);
+
+    g_assert_no_error(error);
+    g_assert_cmpuint(strlen(longest), ==, HOOK_DOMAIN_MAX_SOCKET_PATH);
+    g_assert_cmpuint(g_strv_length(domain->sockets), ==, 1);
+    g_assert_cmpstr(domain->sockets[0], ==, longest);
+    g_clear_pointer(&domain, hook_domain_free);
+
+    domain = hook_domain_parse(bad, strlen(bad), "vm1", &error);
+    g_assert_null(domain);
+    g_assert_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_BAD_SOCKET);
+    assert_one_line(error->message);
+    g_assert_nonnull(
+        strstr(error->message, "is 108 bytes long, more than the 107 a unix socket path can hold"));
 }
 
 /* ---- hook_domain_read_fd ------------------------------------------------ */
@@ -466,6 +661,8 @@ main(int argc, char **argv)
     }
     g_test_add_func("/hook/domain/parse/deep-nesting", test_parse_deep_nesting);
     g_test_add_func("/hook/domain/parse/long-name-quoted-short", test_parse_long_name_quoted_short);
+    g_test_add_func("/hook/domain/parse/sockets-limit", test_parse_sockets_limit);
+    g_test_add_func("/hook/domain/parse/socket-path-length", test_parse_socket_path_length);
     g_test_add_func("/hook/domain/read/exactly-the-limit", test_read_exactly_the_limit);
     g_test_add_func("/hook/domain/read/over-the-limit", test_read_over_the_limit);
     g_test_add_func("/hook/domain/read/the-real-limit", test_read_the_real_limit);

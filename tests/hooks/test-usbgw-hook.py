@@ -46,11 +46,22 @@ for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
         LIBVIRT_ENV[var] = os.environ[var]
 
 
-def domain_xml(name="vm1", uuid=UUID, before="", after=""):
+def domain_xml(name="vm1", uuid=UUID, before="", after="", devices=""):
     return ("<domain type='kvm' id='7'>\n%s  <name>%s</name>\n  <uuid>%s</uuid>\n"
             "  <memory unit='KiB'>524288</memory>\n  <devices>\n"
-            "    <disk type='file' device='disk'><driver name='qemu'/></disk>\n"
-            "  </devices>\n%s</domain>\n" % (before, name, uuid, after))
+            "    <disk type='file' device='disk'><driver name='qemu'/></disk>\n%s"
+            "  </devices>\n%s</domain>\n" % (before, name, uuid, devices, after))
+
+
+def unix_redirdev(path):
+    """A usb-redir device whose QEMU connects to the unix socket at path."""
+    return ("    <redirdev bus='usb' type='unix'>\n"
+            "      <source mode='connect' path='%s'><reconnect enabled='yes' timeout='2'/>"
+            "</source>\n    </redirdev>\n" % path)
+
+
+def vm_socket(index, uuid=UUID):
+    return "/run/usbgw/vm/%s/%d.sock" % (uuid, index)
 
 
 class Failure(Exception):
@@ -272,9 +283,88 @@ def handled_ops_send_one_request():
                   "not one line", record)
             check(record["trailing"] == "", "sent more than one line", record)
             request = json.loads(record["raw"])
-            check(request == {"command": "hook", "domain": "cad-01", "uuid": UUID, "op": op,
-                              "sub_op": SUB_OPS[op]}, "wrong request", request)
+            want = {"command": "hook", "domain": "cad-01", "uuid": UUID, "op": op,
+                    "sub_op": SUB_OPS[op]}
+            if op == "migrate":
+                want["sockets"] = []  # the VM has no usb-redir device
+            check(request == want, "wrong request", request)
             check(record["reply"] == {"ok": True, "result": {}}, "server refused", record)
+    finally:
+        rig.close()
+
+
+# ---- migrate: the VM's usb-redir sockets --------------------------------------------
+
+MIGRATING_DEVICES = (unix_redirdev(vm_socket(1))
+                     + "    <redirdev bus='usb' type='spicevmc'/>\n"
+                     + unix_redirdev(vm_socket(0))
+                     + "    <hub type='usb'>%s</hub>\n" % unix_redirdev("/run/nested.sock")
+                     + unix_redirdev(vm_socket(2)))
+
+
+@test
+def migrate_sends_sockets():
+    """libvirt on the destination: usbgwd learns which sockets QEMU will connect to."""
+    rig = Rig()
+    try:
+        rig.start_server("ok")
+        xml = domain_xml(devices=MIGRATING_DEVICES,
+                         before="  <metadata>%s</metadata>\n" % unix_redirdev("/run/meta.sock"))
+        expect(rig.run(["vm1", "migrate", "begin", "-"], xml), 0, lines=0)
+        request = json.loads(rig.wait_requests(1)[0]["raw"])
+        check(request == {"command": "hook", "domain": "vm1", "uuid": UUID, "op": "migrate",
+                          "sub_op": "begin", "sockets": [vm_socket(1), vm_socket(0), vm_socket(2)]},
+              "wrong request", request)
+        check(rig.requests()[0]["reply"] == {"ok": True, "result": {}}, "server refused",
+              rig.requests())
+    finally:
+        rig.close()
+
+
+@test
+def other_ops_send_no_sockets():
+    rig = Rig()
+    try:
+        rig.start_server("ok")
+        xml = domain_xml(devices=MIGRATING_DEVICES)
+        ops = [op for op in HANDLED_OPS if op != "migrate"]
+        for count, op in enumerate(ops, 1):
+            expect(rig.run(["vm1", op, SUB_OPS[op], "-"], xml), 0, lines=0)
+            request = json.loads(rig.wait_requests(count)[-1]["raw"])
+            check(request["op"] == op and "sockets" not in request, "sockets sent", request)
+    finally:
+        rig.close()
+
+
+@test
+def migrate_bad_socket_path():
+    """A redirdev path usbgwd could not bind: usbgwd is not told, the migration goes on."""
+    rig = Rig()
+    try:
+        rig.start_server("ok")
+        xml = domain_xml(devices=unix_redirdev(vm_socket(0)) + unix_redirdev("run/x.sock"))
+        expect(rig.run(["vm1", "migrate", "begin", "-"], xml), 0,
+               "the domain XML is unusable (domain XML: ",
+               "<redirdev type='unix'> socket path \"run/x.sock\" is not absolute): usbgwd was "
+               "not told of VM vm1 migrate begin")
+        check(rig.requests() == [], "request sent", rig.requests())
+    finally:
+        rig.close()
+
+
+@test
+def migrate_too_many_sockets():
+    rig = Rig()
+    try:
+        rig.start_server("ok")
+        xml = domain_xml(devices="".join(unix_redirdev(vm_socket(i)) for i in range(65)))
+        expect(rig.run(["vm1", "migrate", "begin", "-"], xml), 0,
+               "<domain><devices> has more than 64 usb-redir unix sockets")
+        check(rig.requests() == [], "request sent", rig.requests())
+        xml = domain_xml(devices="".join(unix_redirdev(vm_socket(i)) for i in range(64)))
+        expect(rig.run(["vm1", "migrate", "begin", "-"], xml), 0, lines=0)
+        request = json.loads(rig.wait_requests(1)[0]["raw"])
+        check(request["sockets"] == [vm_socket(i) for i in range(64)], "wrong sockets", request)
     finally:
         rig.close()
 
