@@ -40,6 +40,7 @@ static const GwConfigString gw_config_strings[] = {
     {"link-key", G_STRUCT_OFFSET(GwConfig, link_key), NULL, TRUE},
     {"link-ca", G_STRUCT_OFFSET(GwConfig, link_ca), NULL, TRUE},
     {"link-peers", G_STRUCT_OFFSET(GwConfig, link_peers), NULL, TRUE},
+    {"migration-peers", G_STRUCT_OFFSET(GwConfig, migration_peers), NULL, TRUE},
     {"metrics-listen", G_STRUCT_OFFSET(GwConfig, metrics_listen), NULL, TRUE},
 };
 

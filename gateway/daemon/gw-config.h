@@ -74,6 +74,9 @@ typedef struct {
     guint link_grace;   /* seconds a lost link is hidden from the guests */
     /* seconds between an imported session lost with its link and the next */
     guint link_reattach_interval;
+    /* owned, nullable: "NAME,NAME…", the link peers a VM may migrate to
+     * and from with its device kept where it is (docs/migration.md) */
+    gchar *migration_peers;
     /* owned, nullable: "ADDRESS:PORT" of the Prometheus listener
      * (docs/metrics.md); off when NULL */
     gchar *metrics_listen;

@@ -397,6 +397,16 @@ gw_cmd_hook(const GwCommandCall *call)
     g_free(daemon->hook_last_call);
     daemon->hook_last_call = gw_daemon_now();
     gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, name, NULL, "hook: vm \"%s\" %s", name, op);
+    if (g_strcmp0(op, "migrate") == 0 && json_object_has_member(call->request, "sockets")) {
+        /* an incoming migration: its QEMU connects to these at start-up */
+        JsonNode *sockets = json_object_get_member(call->request, "sockets");
+        g_autoptr(GError) error = NULL;
+        if (!JSON_NODE_HOLDS_ARRAY(sockets))
+            return gw_control_reply_error("bad-request", "\"sockets\" is not an array");
+        gw_daemon_migrate_prepare(daemon, name, json_node_get_array(sockets), &error);
+        if (error != NULL)
+            return gw_control_reply_error("bad-request", "%s", error->message);
+    }
     if (g_strcmp0(op, "prepare") == 0 || g_strcmp0(op, "migrate") == 0) {
         /* a VM with a `required` rule must not start without a device */
         if (!gw_binder_check_requirements(daemon->binder, name, uuid, &unmet)) {

@@ -4,6 +4,7 @@
  * inventory, decided by the binder like local ones and served to VMs
  * through GwImport (import). */
 #include "gw-daemon-private.h"
+#include "gw-relay.h"
 
 #include <errno.h>
 #include <string.h>
@@ -200,13 +201,17 @@ gw_daemon_export_open(GwLinks *links, GwLink *link, GwLinkStream *stream, const 
     };
     GwDaemon *daemon = user_data;
     const gchar *peer = gw_link_get_peer(link);
-    const GwBinderDevice *dev = gw_binder_lookup(daemon->binder, id);
+    const GwBinderDevice *dev = NULL;
     GwDaemonServed *served = g_hash_table_lookup(daemon->served, id);
     PolicyDecision decision;
     g_autoptr(GError) error = NULL;
     g_autofree gchar *where = NULL;
     GwDaemonExport *e;
 
+    /* a VM that migrated to the peer's host, its device kept here */
+    if (g_str_has_prefix(id, GW_RELAY_STREAM_PREFIX))
+        return gw_daemon_relay_open(daemon, link, stream, id, reason);
+    dev = gw_binder_lookup(daemon->binder, id);
     if (!gw_daemon_exportable(daemon, dev) ||
         !policy_exports_to(gw_binder_get_policy(daemon->binder), dev->desc, peer, &decision)) {
         *reason = g_strdup_printf("%s is not exported to gateway %s now", id, peer);

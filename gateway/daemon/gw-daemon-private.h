@@ -55,7 +55,30 @@ struct _GwDaemon {
     GHashTable *vm_libvirt; /* VM name (owned) → GwDaemonVmLibvirt (owned): running VMs */
     struct _GwMetricsHttp *metrics_http; /* owned, nullable: metrics-listen */
     guint metrics_collector;             /* the scrape-time gauges' collector, 0: none */
+    GPtrArray *relay_anchors;  /* owned GwRelayAnchor: relays of VMs that left, device here */
+    GHashTable *relay_sockets; /* path → GwDaemonRelaySocket (owned): incoming migrations */
 };
+
+/* Live migration across hosts (gw-daemon-migrate.c). */
+typedef struct _GwDaemonRelaySocket GwDaemonRelaySocket;
+void gw_daemon_migrate_init(GwDaemon *daemon);
+void gw_daemon_migrate_clear(GwDaemon *daemon);
+/* GwVmSocketMigrated: a handover on a VM socket ended; the audit record. */
+void gw_daemon_migrated(const gchar *vm, const gchar *device_id, const gchar *path, gboolean done,
+                        const gchar *detail, const gchar *from, const gchar *to,
+                        gpointer user_data);
+/* A peer opens a relay stream ("migrate:VM/FILE") to a VM socket served
+ * here: FALSE with *@reason to refuse. */
+gboolean gw_daemon_relay_open(GwDaemon *daemon, GwLink *link, GwLinkStream *stream, const gchar *id,
+                              gchar **reason);
+/* The hook's migrate op: binds @vm's @sockets (their file names, under our
+ * rundir) for the incoming QEMU, unless served here already. */
+guint gw_daemon_migrate_prepare(GwDaemon *daemon, const gchar *vm, JsonArray *sockets,
+                                GError **error);
+/* @vm stopped here: its prepared sockets and relays go. */
+void gw_daemon_migrate_vm_stopped(GwDaemon *daemon, const gchar *vm);
+/* Whether @vm's device here is served to its QEMU on another host. */
+gboolean gw_daemon_vm_is_away(GwDaemon *daemon, const gchar *vm);
 
 /* What libvirt said of a running VM beyond its name: its metadata and USB
  * bus (gw_daemon_vm_inspected), for usbgwctl vms. */

@@ -168,6 +168,13 @@ gw_daemon_vm_started(GwDaemon *daemon, const gchar *name, const gchar *uuid, con
 void
 gw_daemon_vm_stopped(GwDaemon *daemon, const gchar *name, const gchar *actor)
 {
+    gw_daemon_migrate_vm_stopped(daemon, name);
+    /* libvirt stops a VM that migrated away; its device stays here for
+     * it, relayed to its new host */
+    if (gw_daemon_vm_is_away(daemon, name)) {
+        g_message("vm \"%s\" stopped here but runs on another host: its device stays bound", name);
+        return;
+    }
     if (!gw_binder_vm_is_running(daemon->binder, name))
         return;
     gw_share_registry_unshare(daemon->shares, name, actor, "vm stopped");
@@ -276,6 +283,7 @@ gw_daemon_new(const GwConfig *config, GError **error)
 
     gw_config_copy(&daemon->config, config);
     daemon->served = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gw_daemon_served_free);
+    gw_daemon_migrate_init(daemon);
     daemon->vm_libvirt =
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, gw_daemon_vm_libvirt_free);
     daemon->started = gw_daemon_now();
@@ -297,18 +305,6 @@ gw_daemon_peer_refused(const gchar *vm, const gchar *device_id, const gchar *pat
     g_autofree gchar *why = g_strdup_printf("%s: %s", path, reason);
 
     gw_daemon_audit(daemon, GW_AUDIT_PEER_REFUSED, device_id, vm, actor, why);
-}
-
-/* A live migration's handover on a VM socket ended: GwVmSocketMigrated. */
-static void
-gw_daemon_migrated(const gchar *vm, const gchar *device_id, const gchar *path, gboolean done,
-                   const gchar *detail, gpointer user_data)
-{
-    GwDaemon *daemon = user_data;
-    g_autofree gchar *why = g_strdup_printf("%s: %s", path, detail);
-
-    gw_daemon_audit(daemon, done ? GW_AUDIT_MIGRATE : GW_AUDIT_MIGRATE_FAILED, device_id, vm,
-                    "usbgwd", why);
 }
 
 /* socket-user / socket-group: names to ids, once, at start; with
@@ -445,6 +441,7 @@ gw_daemon_free(GwDaemon *daemon)
     /* 4 */
     g_clear_pointer(&daemon->served, g_hash_table_unref);
     g_clear_pointer(&daemon->vm_libvirt, g_hash_table_unref);
+    gw_daemon_migrate_clear(daemon);
     g_clear_pointer(&daemon->links, gw_links_free);
     g_clear_pointer(&daemon->exported, g_hash_table_unref);
     g_clear_pointer(&daemon->inventory, gw_inventory_free);

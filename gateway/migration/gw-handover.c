@@ -15,6 +15,8 @@
 #include <linux/unix_diag.h>
 #include <usbredirproto.h>
 
+#include "gw-handover-relay.h"
+
 /* The most capability words a hello is taken to carry (usbredir has one
  * today); only bounds the length gw_handover_is_hello() accepts. */
 #define GW_HANDOVER_HELLO_MAX_CAPS 64
@@ -42,9 +44,15 @@ gw_handover_ring_capacity_for(int fd)
     socklen_t len = sizeof(sndbuf);
 
     /* Linux reports twice what was set: the bookkeeping it allows */
+    guint64 peer;
+    gsize relayed = 0;
+
     if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) != 0 || sndbuf <= 0)
         sndbuf = 256 * 1024;
-    return (gsize)sndbuf + GW_HANDOVER_RING_SLACK;
+    /* a relay end forwards up to its window beyond its socket */
+    if (gw_handover_peer_inode(fd, &peer, NULL))
+        relayed = gw_handover_relay_window_of(peer);
+    return (gsize)sndbuf + GW_HANDOVER_RING_SLACK + relayed;
 }
 
 void
@@ -190,34 +198,62 @@ gw_handover_diag(int nl, guint32 ino, guint32 show, gushort type, gpointer out, 
     return FALSE;
 }
 
-gboolean
-gw_handover_peer_unread(int fd, guint64 *unread, GError **error)
+/* Opens a NETLINK_SOCK_DIAG socket, and the inode of @fd's unix socket. */
+static int
+gw_handover_diag_open(int fd, guint32 *ino, GError **error)
 {
     struct stat st;
-    guint32 peer = 0;
-    struct unix_diag_rqlen rqlen = {0};
     int nl;
-    gboolean ok;
 
     if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                     "socket diagnostics: fd %d is not a socket", fd);
-        return FALSE;
+        return -1;
     }
     nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
     if (nl < 0) {
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
                     "socket diagnostics (NETLINK_SOCK_DIAG): %s", g_strerror(errno));
-        return FALSE;
+        return -1;
     }
-    /* our socket names its peer; the peer's receive queue is the count */
-    ok =
-        gw_handover_diag(nl, (guint32)st.st_ino, UDIAG_SHOW_PEER, UNIX_DIAG_PEER, &peer,
-                         sizeof(peer), error) &&
-        gw_handover_diag(nl, peer, UDIAG_SHOW_RQLEN, UNIX_DIAG_RQLEN, &rqlen, sizeof(rqlen), error);
+    *ino = (guint32)st.st_ino;
+    return nl;
+}
+
+gboolean
+gw_handover_peer_inode(int fd, guint64 *peer_ino, GError **error)
+{
+    guint32 ino, peer = 0;
+    int nl = gw_handover_diag_open(fd, &ino, error);
+    gboolean ok;
+
+    if (nl < 0)
+        return FALSE;
+    ok = gw_handover_diag(nl, ino, UDIAG_SHOW_PEER, UNIX_DIAG_PEER, &peer, sizeof(peer), error);
     close(nl);
     if (ok)
-        *unread = rqlen.udiag_rqueue;
+        *peer_ino = peer;
+    return ok;
+}
+
+gboolean
+gw_handover_peer_unread(int fd, guint64 *unread, GError **error)
+{
+    guint32 ino, peer = 0;
+    struct unix_diag_rqlen rqlen = {0};
+    int nl = gw_handover_diag_open(fd, &ino, error);
+    gboolean ok;
+
+    if (nl < 0)
+        return FALSE;
+    /* our socket names its peer; the peer's receive queue is the count */
+    ok =
+        gw_handover_diag(nl, ino, UDIAG_SHOW_PEER, UNIX_DIAG_PEER, &peer, sizeof(peer), error) &&
+        gw_handover_diag(nl, peer, UDIAG_SHOW_RQLEN, UNIX_DIAG_RQLEN, &rqlen, sizeof(rqlen), error);
+    close(nl);
+    /* a relay end's QEMU has not read what the end forwarded to it either */
+    if (ok)
+        *unread = rqlen.udiag_rqueue + gw_handover_relay_unread_of(peer);
     return ok;
 }
 

@@ -66,8 +66,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwHandoverRing, gw_handover_ring_free)
 
 /* The bytes written on @fd (a connected unix stream socket) that its peer
  * has not read yet. Fails (naming why) when the kernel's socket
- * diagnostics cannot tell: no sock_diag, the peer gone, not a unix socket. */
+ * diagnostics cannot tell: no sock_diag, the peer gone, not a unix socket.
+ * A peer that is a migration relay's end (gw-handover-relay.h) adds what
+ * it forwarded and its remote QEMU has not read. */
 gboolean gw_handover_peer_unread(int fd, guint64 *unread, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The inode of @fd's peer socket (a connected unix stream socket). */
+gboolean gw_handover_peer_inode(int fd, guint64 *peer_ino, GError **error) G_GNUC_WARN_UNUSED_RESULT;
 
 /* The fewest bytes gw_handover_is_hello() looks at. */
 #define GW_HANDOVER_HELLO_PEEK 8

@@ -7,6 +7,7 @@
 
 #include "gw-fd-watch.h"
 #include "gw-handover.h"
+#include "gw-handover-relay.h"
 #include "gw-log.h"
 
 struct _GwPeerHandover {
@@ -40,6 +41,8 @@ struct _GwPeerHandover {
     guint copied_answers;       /* answers among them */
     gboolean source_eof;        /* a read met the source's end */
     gboolean hung_up;           /* the owner saw the source hang up */
+    gboolean settling;          /* waiting for a relayed source's count (gw-handover-relay.h) */
+    gboolean settled;           /* that count is up to date */
 };
 
 static void
@@ -113,6 +116,8 @@ gw_peer_handover_bytes_locked(GwPeerHandover *handover, guint64 consumed, guint 
     return g_byte_array_free_to_bytes(g_steal_pointer(&out));
 }
 
+static void gw_peer_handover_settled(gpointer data);
+
 /* The destination runs (it wrote, or read what was copied to it), or the
  * source hung up: drain the source, give the destination what the source
  * did not read and the answers it may have taken after it stopped, and
@@ -127,6 +132,19 @@ gw_peer_handover_take_over(GwPeerHandover *handover)
     guint answers = 0;
     gsize resent;
 
+    if (handover->settling)
+        return;
+    /* a source on another host: its count is brought up to date first
+     * (and what it wrote before comes ahead of the answer) */
+    if (!handover->settled && !handover->copied) {
+        handover->settled = TRUE;
+        if (gw_handover_settle_peer(handover->source_fd, gw_peer_handover_settled, handover)) {
+            handover->settling = TRUE;
+            /* its first bytes wait unread meanwhile: not told again */
+            g_clear_pointer(&handover->destination_watch, gw_fd_watch_free);
+            return;
+        }
+    }
     /* the owner reads the source to its end; it may be closing then */
     if (!handover->funcs->drain(handover->owner, &drained))
         return;
@@ -136,12 +154,15 @@ gw_peer_handover_take_over(GwPeerHandover *handover)
         resend =
             gw_handover_ring_tail(handover->ring, handover->written - handover->copied_at, &error);
     } else {
-        if (handover->source_eof || handover->hung_up) {
+        if ((handover->source_eof || handover->hung_up) &&
+            !gw_handover_peer_unread(handover->source_fd, &unread, NULL)) {
             /* gone: the kernel cannot be asked any more; what it had read
-             * at the last count (it stopped before it left) */
+             * at the last count (it stopped before it left). A relay's end
+             * that only shut down its side can still be asked. */
             consumed = handover->unread_sample_at - handover->unread_sample;
             resend = gw_peer_handover_bytes_locked(handover, consumed, &answers, &error);
-        } else if (gw_handover_peer_unread(handover->source_fd, &unread, &error)) {
+        } else if (handover->source_eof || handover->hung_up ||
+                   gw_handover_peer_unread(handover->source_fd, &unread, &error)) {
             consumed = handover->written - unread;
             resend = gw_peer_handover_bytes_locked(handover, consumed, &answers, &error);
         }
@@ -167,6 +188,16 @@ gw_peer_handover_take_over(GwPeerHandover *handover)
     gw_log_device(G_LOG_LEVEL_MESSAGE, handover->device_id, handover->vm, NULL,
                   "%s: handed over to the migration destination: %s", handover->label, detail);
     gw_peer_handover_finish(handover, GW_PEER_HANDOVER_DONE, detail);
+}
+
+/* A relayed source's count is up to date: take over now. */
+static void
+gw_peer_handover_settled(gpointer data)
+{
+    GwPeerHandover *handover = data;
+
+    handover->settling = FALSE;
+    gw_peer_handover_take_over(handover);
 }
 
 /* Copies what the stopped source needs to the destination (it read the
@@ -216,6 +247,8 @@ gw_peer_handover_sample(gpointer data)
     guint64 unread, dest_unread;
     gboolean take_over = FALSE;
 
+    if (handover->settling)
+        return G_SOURCE_CONTINUE;
     g_mutex_lock(handover->lock);
     if (gw_handover_peer_unread(handover->source_fd, &unread, NULL)) {
         guint64 read = handover->written - unread;
@@ -339,6 +372,7 @@ gw_peer_handover_free(GwPeerHandover *handover)
 {
     if (handover == NULL)
         return;
+    gw_handover_settle_cancel(handover);
     gw_peer_handover_stop_sampling(handover);
     g_clear_pointer(&handover->destination_watch, gw_fd_watch_free);
     if (handover->destination != NULL) {

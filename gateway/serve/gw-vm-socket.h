@@ -41,9 +41,13 @@ typedef void (*GwVmSocketRefused)(const gchar *vm, const gchar *device_id, const
 
 /* A live migration's handover on @vm's socket @path ended: @done TRUE
  * when the destination took over, FALSE when it was dropped (the source
- * stays); @detail says how (bytes drained and re-sent) or why. */
+ * stays); @detail says how (bytes drained and re-sent) or why. @from and
+ * @to: the gateways whose QEMU was the source and the destination, NULL
+ * for a QEMU on this host (a relayed one is on another,
+ * gw-relay-anchor.h). */
 typedef void (*GwVmSocketMigrated)(const gchar *vm, const gchar *device_id, const gchar *path,
-                                   gboolean done, const gchar *detail, gpointer user_data);
+                                   gboolean done, const gchar *detail, const gchar *from,
+                                   const gchar *to, gpointer user_data);
 
 /* Owned by the daemon; attachments and shares borrow it for as long as
  * they live. */

@@ -156,6 +156,10 @@ gw_audit_kind_to_string(GwAuditKind kind)
         return "migrate";
     case GW_AUDIT_MIGRATE_FAILED:
         return "migrate-failed";
+    case GW_AUDIT_MIGRATE_OUT:
+        return "migrate-out";
+    case GW_AUDIT_MIGRATE_IN:
+        return "migrate-in";
     }
     return "unknown";
 }
@@ -195,6 +199,8 @@ gw_audit_message_id(GwAuditKind kind)
     case GW_AUDIT_USB_CONTROLLER:
     case GW_AUDIT_MIGRATE:
     case GW_AUDIT_MIGRATE_FAILED:
+    case GW_AUDIT_MIGRATE_OUT:
+    case GW_AUDIT_MIGRATE_IN:
         break;
     }
     return NULL;
@@ -227,6 +233,8 @@ gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
     }
     gw_audit_set(obj, "peer", event->peer);
     gw_audit_set(obj, "address", event->address);
+    gw_audit_set(obj, "from", event->from);
+    gw_audit_set(obj, "to", event->to);
     gw_audit_set(obj, "vm", event->vm);
     gw_audit_set(obj, "uuid", event->vm_uuid);
     gw_audit_set(obj, "rule", event->rule);

@@ -37,6 +37,8 @@ typedef enum {
     GW_AUDIT_USB_CONTROLLER,  /* usbgwd added one to the VM's persistent definition */
     GW_AUDIT_MIGRATE,         /* a live migration's destination QEMU took the session over */
     GW_AUDIT_MIGRATE_FAILED,  /* the destination left before it took over: the source stays */
+    GW_AUDIT_MIGRATE_OUT,     /* the VM went on to another host (from, to: the gateways) */
+    GW_AUDIT_MIGRATE_IN,      /* the VM came from another host (from, to: the gateways) */
 } GwAuditKind;
 
 const gchar *gw_audit_kind_to_string(GwAuditKind kind);
@@ -52,6 +54,8 @@ typedef struct {
     const gchar *reason;        /* nullable */
     const gchar *peer;          /* nullable: the other gateway of a link event or export */
     const gchar *address;       /* nullable: that gateway's address */
+    const gchar *from;          /* nullable: a migration's source gateway */
+    const gchar *to;            /* nullable: its destination gateway */
 } GwAuditEvent;
 
 /* @path NULL: structured log only. The file is opened for appending
