@@ -86,9 +86,11 @@ static void
 gw_daemon_anchor_closed(GwRelayAnchor *anchor, const gchar *reason, gpointer user_data)
 {
     GwDaemon *daemon = user_data;
+    guint index;
 
-    g_ptr_array_remove(daemon->relay_anchors, anchor);
-    /* from inside its own callbacks */
+    /* freed from an idle: this runs inside its own callbacks */
+    if (g_ptr_array_find(daemon->relay_anchors, anchor, &index))
+        g_ptr_array_steal_index(daemon->relay_anchors, index);
     g_idle_add(gw_daemon_anchor_free_idle, anchor);
 }
 

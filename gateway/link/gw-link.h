@@ -59,6 +59,10 @@ G_BEGIN_DECLS
 #define GW_LINK_MAX_STREAMS 4096
 /* Devices one peer may announce. */
 #define GW_LINK_MAX_DEVICES 16384
+/* Streams whose id starts with this are not device streams: a live
+ * migration's relay of a VM's QEMU to the gateway that keeps its device
+ * ("migrate:VM/FILE", docs/migration.md). No device id has a '/'. */
+#define GW_LINK_MIGRATION_STREAM_PREFIX "migrate:"
 /* Defaults of GwLinkConfig. */
 #define GW_LINK_DEFAULT_GRACE_MS     10000
 #define GW_LINK_DEFAULT_KEEPALIVE_MS 1000

@@ -230,7 +230,10 @@ gw_links_open_direct(GwLink *link, GwLinkStream *stream, const gchar *id, gchar 
     GwLinksPeerState *peer = user_data;
     GwLinks *links = peer->links;
 
-    if (!g_hash_table_contains(peer->announced, id)) {
+    /* a migration relay names a VM's socket, not a device: the owner
+     * decides whether this peer may open one */
+    if (!g_hash_table_contains(peer->announced, id) &&
+        !g_str_has_prefix(id, GW_LINK_MIGRATION_STREAM_PREFIX)) {
         *reason = g_strdup_printf("device %s is not exported to gateway %s", id, peer->name);
         g_message("link %s: refused to open %s: %s", peer->name, id, *reason);
         return FALSE;

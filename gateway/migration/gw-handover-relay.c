@@ -17,6 +17,7 @@ struct _GwHandoverRelay {
     GwHandoverRelaySettle settle;
     gpointer data;
     GArray *waiters; /* GwHandoverWaiter */
+    gboolean final;
 };
 
 static GMutex gw_handover_relays_lock;
@@ -97,6 +98,15 @@ gw_handover_relay_settled(GwHandoverRelay *relay)
     gw_handover_relay_call(waiters);
 }
 
+void
+gw_handover_relay_set_final(GwHandoverRelay *relay)
+{
+    g_mutex_lock(&gw_handover_relays_lock);
+    relay->final = TRUE;
+    g_mutex_unlock(&gw_handover_relays_lock);
+    gw_handover_relay_settled(relay);
+}
+
 gboolean
 gw_handover_settle_peer(int fd, GwHandoverSettled done, gpointer data)
 {
@@ -109,7 +119,7 @@ gw_handover_settle_peer(int fd, GwHandoverSettled done, gpointer data)
         return FALSE;
     g_mutex_lock(&gw_handover_relays_lock);
     relay = gw_handover_relays != NULL ? g_hash_table_lookup(gw_handover_relays, &peer) : NULL;
-    if (relay == NULL) {
+    if (relay == NULL || relay->final) {
         g_mutex_unlock(&gw_handover_relays_lock);
         return FALSE;
     }

@@ -40,10 +40,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwHandoverRelay, gw_handover_relay_free)
 void gw_handover_relay_set_unread(GwHandoverRelay *relay, guint64 unread);
 /* Its count is up to date: tells whoever waits. */
 void gw_handover_relay_settled(GwHandoverRelay *relay);
+/* Its count will not change any more (its QEMU left): nothing to ask, a
+ * handover uses it as it is. Tells whoever waits. */
+void gw_handover_relay_set_final(GwHandoverRelay *relay);
 
 /* When @fd's peer is a relay end: asks it to settle, and TRUE: @done(@data)
- * runs once it did (or went away). FALSE when there is nothing to wait
- * for (a local peer). */
+ * runs once it did (or went away), never from inside this call. FALSE
+ * when there is nothing to wait for (a local peer, or a final count). */
 gboolean gw_handover_settle_peer(int fd, GwHandoverSettled done, gpointer data);
 /* Forgets every wait for @data (its owner is going away). */
 void gw_handover_settle_cancel(gpointer data);

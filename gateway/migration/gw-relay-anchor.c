@@ -39,7 +39,6 @@ struct _GwRelayAnchor {
     GByteArray *to_socket; /* DATA not written to the socket yet */
     guint64 forwarded;     /* DATA bytes read from the socket and sent */
     guint64 consumed;      /* of them, read by the relay's QEMU (its last report) */
-    guint settle_idle;     /* a settle answered without a stream */
     gboolean stream_ended; /* the relay closed the stream, or the link was lost */
     gboolean ended;        /* closed() ran */
 };
@@ -48,6 +47,7 @@ static GHashTable *gw_relay_anchors; /* path -> GPtrArray of GwRelayAnchor (borr
 
 static void gw_relay_anchor_update_watch(GwRelayAnchor *anchor);
 static void gw_relay_anchor_pump_in(GwRelayAnchor *anchor);
+static void gw_relay_anchor_relay_gone(GwRelayAnchor *anchor, const gchar *reason);
 
 static void
 gw_relay_anchor_register(GwRelayAnchor *anchor)
@@ -103,7 +103,7 @@ gw_relay_anchor_end(GwRelayAnchor *anchor, const gchar *reason)
     if (anchor->stream != NULL)
         gw_link_stream_close(g_steal_pointer(&anchor->stream), reason);
     /* a handover waiting for a count gets the last one */
-    gw_handover_relay_settled(anchor->relay);
+    gw_handover_relay_set_final(anchor->relay);
     anchor->closed(anchor, reason, anchor->user_data);
 }
 
@@ -190,6 +190,10 @@ gw_relay_anchor_record(GwRelayAnchor *anchor, const GwRelayRecord *record, GErro
         if (!gw_relay_anchor_count(anchor, record, error))
             return FALSE;
         gw_handover_relay_settled(anchor->relay);
+        return TRUE;
+    case GW_RELAY_RECORD_GONE:
+        /* the stream stays for the records a handover sends the relay */
+        gw_relay_anchor_relay_gone(anchor, "its QEMU closed its connection");
         return TRUE;
     default:
         /* the decoder lets nothing else through */
@@ -306,8 +310,24 @@ gw_relay_anchor_writable(GwLinkStream *stream, gpointer user_data)
     gw_relay_anchor_update_watch(anchor);
 }
 
-/* The relay's QEMU left (or the link is gone past its grace): the socket's
- * owner sees its end after what came before; we stay until it closes. */
+/* The relay's QEMU left (GONE), or the stream ended: the socket's owner
+ * sees its end after what came before; we stay until it closes. */
+static void
+gw_relay_anchor_relay_gone(GwRelayAnchor *anchor, const gchar *reason)
+{
+    if (anchor->stream_ended)
+        return;
+    anchor->stream_ended = TRUE;
+    gw_log_device(G_LOG_LEVEL_INFO, NULL, anchor->vm, NULL,
+                  "migration relay from gateway %s on %s: %s", anchor->gateway, anchor->path,
+                  reason);
+    /* the count is final: a handover that waits for it goes on, and one
+     * the end starts needs no answer */
+    gw_handover_relay_set_final(anchor->relay);
+    shutdown(anchor->fd, SHUT_WR);
+    gw_relay_anchor_update_watch(anchor);
+}
+
 static void
 gw_relay_anchor_stream_closed(GwLinkStream *stream, const gchar *reason, gpointer user_data)
 {
@@ -315,23 +335,7 @@ gw_relay_anchor_stream_closed(GwLinkStream *stream, const gchar *reason, gpointe
 
     gw_relay_anchor_pump_in(anchor);
     anchor->stream = NULL;
-    anchor->stream_ended = TRUE;
-    gw_log_device(G_LOG_LEVEL_INFO, NULL, anchor->vm, NULL,
-                  "migration relay from gateway %s on %s ended: %s", anchor->gateway, anchor->path,
-                  reason);
-    shutdown(anchor->fd, SHUT_WR);
-    gw_handover_relay_settled(anchor->relay);
-    gw_relay_anchor_update_watch(anchor);
-}
-
-static gboolean
-gw_relay_anchor_settled_idle(gpointer data)
-{
-    GwRelayAnchor *anchor = data;
-
-    anchor->settle_idle = 0;
-    gw_handover_relay_settled(anchor->relay);
-    return G_SOURCE_REMOVE;
+    gw_relay_anchor_relay_gone(anchor, reason);
 }
 
 /* A handover on the socket wants the relay's count now. */
@@ -340,14 +344,7 @@ gw_relay_anchor_settle(gpointer data)
 {
     GwRelayAnchor *anchor = data;
 
-    if (anchor->stream == NULL) {
-        /* no more counts come: the last one stands (told from an idle:
-         * the handover is still asking) */
-        if (anchor->settle_idle == 0)
-            anchor->settle_idle = g_idle_add(gw_relay_anchor_settled_idle, anchor);
-        return;
-    }
-    gw_relay_wire_put_query(anchor->out);
+    gw_relay_wire_put_empty(anchor->out, GW_RELAY_RECORD_QUERY);
     gw_relay_anchor_flush_out(anchor);
     gw_relay_anchor_update_watch(anchor);
 }
@@ -429,8 +426,6 @@ gw_relay_anchor_free(GwRelayAnchor *anchor)
         return;
     gw_relay_anchor_unregister(anchor);
     g_clear_pointer(&anchor->watch, gw_fd_watch_free);
-    if (anchor->settle_idle != 0)
-        g_source_remove(anchor->settle_idle);
     if (anchor->stream != NULL)
         gw_link_stream_close(anchor->stream, "the anchor closed");
     gw_handover_relay_free(anchor->relay);

@@ -13,6 +13,7 @@ static const gchar *const gw_relay_record_names[] = {
     [GW_RELAY_RECORD_ANSWER] = "ANSWER",
     [GW_RELAY_RECORD_MIGRATED_IN] = "MIGRATED_IN",
     [GW_RELAY_RECORD_MIGRATED_OUT] = "MIGRATED_OUT",
+    [GW_RELAY_RECORD_GONE] = "GONE",
 };
 
 const gchar *
@@ -44,6 +45,9 @@ gw_relay_record_allowed(GwRelayEnd end, guint type, guint *min, guint *max)
     case GW_RELAY_RECORD_QUERY:
         *min = *max = 0;
         return end == GW_RELAY_END_RELAY;
+    case GW_RELAY_RECORD_GONE:
+        *min = *max = 0;
+        return end == GW_RELAY_END_ANCHOR;
     case GW_RELAY_RECORD_MIGRATED_IN:
     case GW_RELAY_RECORD_MIGRATED_OUT:
         *min = 1;
@@ -200,9 +204,9 @@ gw_relay_wire_put_u64(GByteArray *out, GwRelayRecordType type, guint64 value)
 }
 
 void
-gw_relay_wire_put_query(GByteArray *out)
+gw_relay_wire_put_empty(GByteArray *out, GwRelayRecordType type)
 {
-    gw_relay_wire_put_header(out, GW_RELAY_RECORD_QUERY, 0);
+    gw_relay_wire_put_header(out, type, 0);
 }
 
 void

@@ -18,6 +18,9 @@
  *   MIGRATED_IN   anchor      a gateway name: the relay's QEMU holds the
  *                             device now; the VM came from that gateway
  *   MIGRATED_OUT  anchor      a gateway name: the VM went on to it
+ *   GONE          relay       empty: the relay's QEMU closed its connection;
+ *                             no more DATA or counts come, the stream stays
+ *                             open for the anchor's last records
  *
  * GwRelayDecoder takes the stream's bytes in pieces of any size and
  * returns whole records, after checking the type (and its direction), the
@@ -42,6 +45,7 @@ typedef enum {
     GW_RELAY_RECORD_ANSWER = 4,
     GW_RELAY_RECORD_MIGRATED_IN = 5,
     GW_RELAY_RECORD_MIGRATED_OUT = 6,
+    GW_RELAY_RECORD_GONE = 7,
 } GwRelayRecordType;
 
 /* Which end decodes: each accepts only the records the other end sends. */
@@ -97,7 +101,8 @@ gchar *gw_relay_record_name_text(const GwRelayRecord *record) G_GNUC_WARN_UNUSED
 void gw_relay_wire_put_data(GByteArray *out, const guint8 *data, gsize len);
 /* CONSUMED or ANSWER */
 void gw_relay_wire_put_u64(GByteArray *out, GwRelayRecordType type, guint64 value);
-void gw_relay_wire_put_query(GByteArray *out);
+/* QUERY or GONE */
+void gw_relay_wire_put_empty(GByteArray *out, GwRelayRecordType type);
 /* MIGRATED_IN or MIGRATED_OUT; @name is cut to GW_RELAY_WIRE_MAX_NAME. */
 void gw_relay_wire_put_name(GByteArray *out, GwRelayRecordType type, const gchar *name);
 

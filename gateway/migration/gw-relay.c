@@ -14,6 +14,8 @@
 /* More DATA than this waiting for QEMU means the anchor ignored its
  * window (its own reads stop at GW_RELAY_ANCHOR_WINDOW unreported). */
 #define GW_RELAY_MAX_TO_QEMU (2 * GW_RELAY_ANCHOR_WINDOW)
+/* After QEMU left, the anchor's last records are waited for this long. */
+#define GW_RELAY_LINGER_S 30
 
 struct _GwRelay {
     GSocketConnection *qemu; /* owned */
@@ -28,6 +30,8 @@ struct _GwRelay {
     gboolean opened;
     gchar *anchor; /* the gateway that accepted */
     gboolean holds_device;
+    gboolean qemu_gone; /* GONE sent: the stream waits for the anchor's last records */
+    guint linger;       /* ends the relay if the anchor does not */
     gboolean ended;
 
     GwFdWatch *watch;
@@ -47,6 +51,10 @@ gw_relay_end(GwRelay *relay, const gchar *reason)
     if (relay->ended)
         return;
     relay->ended = TRUE;
+    if (relay->linger != 0) {
+        g_source_remove(relay->linger);
+        relay->linger = 0;
+    }
     gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, relay->vm, NULL,
                   "migration relay of %s to gateway %s ended: %s", relay->id,
                   relay->anchor != NULL ? relay->anchor : "(none)", reason);
@@ -59,6 +67,46 @@ gw_relay_end(GwRelay *relay, const gchar *reason)
         gw_link_stream_close(g_steal_pointer(&relay->stream), reason);
     g_io_stream_close(G_IO_STREAM(relay->qemu), NULL, NULL);
     relay->funcs->closed(relay, reason, relay->user_data);
+}
+
+static void gw_relay_flush_out(GwRelay *relay);
+
+static gboolean
+gw_relay_linger_done(gpointer data)
+{
+    GwRelay *relay = data;
+
+    relay->linger = 0;
+    gw_relay_end(relay, "the VM's QEMU closed its connection");
+    return G_SOURCE_REMOVE;
+}
+
+/* QEMU's connection ended: the anchor is told (GONE) and may still say
+ * that the VM migrated on (its handover takes the end as the source
+ * leaving); it closes the stream when its socket's owner let go. */
+static void
+gw_relay_qemu_gone(GwRelay *relay, const gchar *reason)
+{
+    if (relay->qemu_gone)
+        return;
+    if (relay->stream == NULL || !relay->opened) {
+        gw_relay_end(relay, reason);
+        return;
+    }
+    relay->qemu_gone = TRUE;
+    gw_log_device(G_LOG_LEVEL_INFO, NULL, relay->vm, NULL,
+                  "migration relay of %s: %s; telling gateway %s", relay->id, reason,
+                  relay->anchor);
+    g_clear_pointer(&relay->watch, gw_fd_watch_free);
+    if (relay->sampler != NULL) {
+        g_source_destroy(relay->sampler);
+        g_clear_pointer(&relay->sampler, g_source_unref);
+    }
+    g_io_stream_close(G_IO_STREAM(relay->qemu), NULL, NULL);
+    g_byte_array_set_size(relay->to_qemu, 0);
+    gw_relay_wire_put_empty(relay->out, GW_RELAY_RECORD_GONE);
+    gw_relay_flush_out(relay);
+    relay->linger = g_timeout_add_seconds(GW_RELAY_LINGER_S, gw_relay_linger_done, relay);
 }
 
 static void
@@ -97,7 +145,8 @@ gw_relay_report(GwRelay *relay, GwRelayRecordType type)
     guint64 unread;
     guint64 read = relay->reported;
 
-    if (gw_handover_peer_unread(relay->fd, &unread, NULL) && unread <= relay->delivered)
+    if (!relay->qemu_gone && gw_handover_peer_unread(relay->fd, &unread, NULL) &&
+        unread <= relay->delivered)
         read = relay->delivered - unread;
     if (read == relay->reported && type == GW_RELAY_RECORD_CONSUMED)
         return;
@@ -155,8 +204,9 @@ gw_relay_read_qemu(GwRelay *relay, gboolean all)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         if (n <= 0) {
-            gw_relay_end(relay, n == 0 ? "the VM's QEMU closed its connection"
-                                       : "the VM's QEMU's connection failed");
+            gw_relay_flush_out(relay);
+            gw_relay_qemu_gone(relay, n == 0 ? "the VM's QEMU closed its connection"
+                                             : "the VM's QEMU's connection failed");
             return FALSE;
         }
         gw_relay_wire_put_data(relay->out, buf, (gsize)n);
@@ -172,6 +222,8 @@ gw_relay_record(GwRelay *relay, const GwRelayRecord *record, GError **error)
 
     switch (record->type) {
     case GW_RELAY_RECORD_DATA:
+        if (relay->qemu_gone)
+            return TRUE;
         if (relay->to_qemu->len + record->length > GW_RELAY_MAX_TO_QEMU) {
             g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                         "migration relay stream: more than %u bytes sent ahead of the VM's QEMU",
@@ -183,7 +235,7 @@ gw_relay_record(GwRelay *relay, const GwRelayRecord *record, GError **error)
         return TRUE;
     case GW_RELAY_RECORD_QUERY:
         /* everything QEMU wrote, then what it read */
-        if (!gw_relay_read_qemu(relay, TRUE))
+        if (!relay->qemu_gone && !gw_relay_read_qemu(relay, TRUE))
             return TRUE;
         gw_relay_report(relay, GW_RELAY_RECORD_ANSWER);
         gw_relay_flush_out(relay);
@@ -303,14 +355,14 @@ gw_relay_qemu_ready(int fd, GIOCondition revents, gpointer data)
     if (revents & G_IO_OUT) {
         gw_relay_write_qemu(relay);
         gw_relay_readable(relay->stream, relay);
-        if (relay->ended)
+        if (relay->ended || relay->qemu_gone)
             return;
     }
     if (revents & G_IO_IN) {
         if (!gw_relay_read_qemu(relay, FALSE))
             return;
     } else if (revents & (G_IO_HUP | G_IO_ERR)) {
-        gw_relay_end(relay, "the VM's QEMU closed its connection");
+        gw_relay_qemu_gone(relay, "the VM's QEMU closed its connection");
         return;
     }
     gw_relay_update_watch(relay);
@@ -349,6 +401,8 @@ gw_relay_free(GwRelay *relay)
         g_source_destroy(relay->sampler);
         g_source_unref(relay->sampler);
     }
+    if (relay->linger != 0)
+        g_source_remove(relay->linger);
     if (relay->stream != NULL)
         gw_link_stream_close(relay->stream, "the relay closed");
     g_io_stream_close(G_IO_STREAM(relay->qemu), NULL, NULL);

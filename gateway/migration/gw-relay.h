@@ -21,7 +21,7 @@
 G_BEGIN_DECLS
 
 /* The link stream id prefix of a relay stream. */
-#define GW_RELAY_STREAM_PREFIX "migrate:"
+#define GW_RELAY_STREAM_PREFIX GW_LINK_MIGRATION_STREAM_PREFIX
 
 typedef struct _GwRelay GwRelay;
 

@@ -48,6 +48,10 @@ fuzz_check(GwRelayEnd end, const GwRelayRecord *record)
         FUZZ_CHECK(end == GW_RELAY_END_RELAY);
         FUZZ_CHECK(record->length == 0);
         break;
+    case GW_RELAY_RECORD_GONE:
+        FUZZ_CHECK(end == GW_RELAY_END_ANCHOR);
+        FUZZ_CHECK(record->length == 0);
+        break;
     case GW_RELAY_RECORD_MIGRATED_IN:
     case GW_RELAY_RECORD_MIGRATED_OUT:
         FUZZ_CHECK(end == GW_RELAY_END_RELAY);

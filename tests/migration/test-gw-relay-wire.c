@@ -55,8 +55,9 @@ test_round_trip(void)
     gw_relay_wire_put_u64(to_anchor, GW_RELAY_RECORD_ANSWER,
                           G_GUINT64_CONSTANT(0x0102030405060708));
     gw_relay_wire_put_data(to_anchor, big, sizeof(big));
+    gw_relay_wire_put_empty(to_anchor, GW_RELAY_RECORD_GONE);
     gw_relay_wire_put_data(to_relay, (const guint8 *)"a", 1);
-    gw_relay_wire_put_query(to_relay);
+    gw_relay_wire_put_empty(to_relay, GW_RELAY_RECORD_QUERY);
     gw_relay_wire_put_name(to_relay, GW_RELAY_RECORD_MIGRATED_IN, "hv-a");
     gw_relay_wire_put_name(to_relay, GW_RELAY_RECORD_MIGRATED_OUT, "hv-b");
     for (guint i = 0; i < G_N_ELEMENTS(pieces); i++) {
@@ -67,7 +68,7 @@ test_round_trip(void)
         g_assert_cmpint(decode_all(GW_RELAY_END_ANCHOR, to_anchor, pieces[i], got, &error), ==,
                         GW_RELAY_DECODE_MORE);
         g_assert_no_error(error);
-        g_assert_cmpstr(got->str, ==, "DATA=1:q CONSUMED=1 ANSWER=72623859790382856 DATA=16384:b ");
+        g_assert_cmpstr(got->str, ==, "DATA=1:q CONSUMED=1 ANSWER=72623859790382856 DATA=16384:b GONE ");
         g_assert_cmpint(decode_all(GW_RELAY_END_RELAY, to_relay, pieces[i], got_relay, &error), ==,
                         GW_RELAY_DECODE_MORE);
         g_assert_no_error(error);
@@ -96,6 +97,8 @@ test_bad(void)
         {GW_RELAY_END_ANCHOR, {4, 0, 0, 7}, 4, "ANSWER of 7 bytes (it has 8 to 8)"},
         {GW_RELAY_END_RELAY, {5, 0, 0, 0}, 4, "MIGRATED_IN of 0 bytes"},
         {GW_RELAY_END_RELAY, {3, 0, 0, 1}, 4, "QUERY of 1 bytes"},
+        {GW_RELAY_END_RELAY, {7, 0, 0, 0}, 4, "GONE is not a record the relay receives"},
+        {GW_RELAY_END_ANCHOR, {7, 0, 0, 2}, 4, "GONE of 2 bytes"},
     };
 
     for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
