@@ -355,16 +355,14 @@ class Rig:
             port = free_port()
             self.exporter_home, self.exporter = start_usbgwd(
                 usbgwd, work, "dongles1", 'export id 0529:* to gateway "hv1"\n',
-                [f"link-listen=127.0.0.1:{port}", f"link-cert={certs}/dongles1-cert.pem",
-                 f"link-key={certs}/dongles1-key.pem", f"link-ca={certs}/ca-cert.pem"])
+                [f"link-listen=127.0.0.1:{port}", *link_credentials(certs, "dongles1")])
             # one at a time: both open libusb under the same simulator,
             # and the key is claimed before the second looks at it
             wait_file(os.path.join(self.exporter_home, "usbgwd.log"), r"kept claimed",
                       self.exporter, 30, "dongles1's usbgwd holding the key")
             return start_usbgwd(
                 usbgwd, work, "hv1", f'assign id 0529:0001 on gateway "dongles1" to vm "{VM}"\n',
-                [f"link-peers=dongles1@127.0.0.1:{port}", f"link-cert={certs}/hv1-cert.pem",
-                 f"link-key={certs}/hv1-key.pem", f"link-ca={certs}/ca-cert.pem",
+                [f"link-peers=dongles1@127.0.0.1:{port}", *link_credentials(certs, "hv1"),
                  "link-reattach-interval=0"])
         if PATH == "lent":
             return start_usbgwd(
