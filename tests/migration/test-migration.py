@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Live migration on one host: a VM keeps its key, no re-enumeration, no
-lost transfer.
+"""Live migration on one host (or between two, USBGW_MIGRATION_PATH=hosts):
+a VM keeps its key, no re-enumeration, no lost transfer.
 
     test-migration.py USBGWD USBGW_SIM TEST_PEER USBGWCTL GUEST_DIR
 
@@ -24,20 +24,34 @@ VM and its key shown "migrating" while a destination waits. Prints the
 rounds, the migrations, and the longest gap between two answers next to
 QEMU's own downtime (info migrate).
 
+USBGW_MIGRATION_PATH=hosts migrates between two hosts: two network
+namespaces joined by a veth pair, each with its own usbgwd and its own
+QEMUs. usbgwd "hv-a" holds the key and serves the VM (its anchor); usbgwd
+"hv-b" has a gateway link (TLS) to it and relays the socket of a QEMU on
+its host to hv-a. Before each destination QEMU starts, usbgw-hook runs on
+the destination host as libvirt would ("migrate begin" with the source's
+domain XML), and that host's usbgwd binds the VM's socket under its own
+run dir; the migration stream goes over TCP between the namespaces.
+Asserted as well: hv-a hands over every time, each host audits its
+"migrate-out" and "migrate-in" records naming both gateways.
+
 Env: USBGW_MIGRATION_KEY_DELAY_MS (the key holds each answer this long,
 default 0), USBGW_MIGRATION_DEBUG=N (usb-redir debug=N on every QEMU,
 usbgwd's serve debug log), USBGW_TEST_KEEP=1 (keep the work folder with
 every console and usbgwd's log).
 
-Exit 77 (skip) only when QEMU or the guest image is missing.
+Exit 77 (skip) only when QEMU or the guest image is missing, and for
+USBGW_MIGRATION_PATH=hosts without root or iproute2's `ip netns`.
 """
 import glob
+import itertools
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -68,15 +82,33 @@ FAST_BANDWIDTH = "1G"
 
 # USBGW_MIGRATION_PATH: "host" (the key on the VM's own usbgwd),
 # "imported" (from another usbgwd over a gateway link, through the
-# importer's validating proxy) or "lent" (usbgw-share lends it over SPICE:
+# importer's validating proxy), "lent" (usbgw-share lends it over SPICE:
 # the worker and the same proxy; USBGW_MIGRATION_WORKER,
 # USBGW_MIGRATION_SHARE and USBGW_MIGRATION_ACL_HELPER name the programs)
+# or "hosts" (between two hosts, see HostsRig; USBGW_MIGRATION_HOOK names
+# usbgw-hook)
 PATH = os.environ.get("USBGW_MIGRATION_PATH", "host")
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAKE_CERTS = os.environ.get("USBGW_MIGRATION_MAKE_CERTS",
                             os.path.join(HERE, "..", "link", "make-certs.sh"))
 GUEST = os.path.join(HERE, "..", "guest")
 PROCS = []
+
+# USBGW_MIGRATION_PATH=hosts: the hosts' namespaces are named and
+# addressed by a run number claimed under HOSTS_CLAIMS (see Namespaces;
+# USBGW_MIGRATION_CLAIMS puts the claims elsewhere); the outer run passes
+# them to the inner one in the variable HOSTS_ENV names
+HOSTS_CLAIMS = os.environ.get("USBGW_MIGRATION_CLAIMS", "/run/usbgw-migration-hosts")
+HOSTS_ENV = "USBGW_MIGRATION_NETNS"
+HOOK = os.environ.get("USBGW_MIGRATION_HOOK", "")
+# the VM's UUID in the domain XML the hook reads
+VM_UUID = "5c0b7d4e-3f2a-4e61-9b8d-0a1c2e3f4a5b"
+# in the hosts' own namespaces, so fixed ports are free
+LINK_PORT = 7576
+MIGRATION_PORT_BASE = 5600
+# how long a destination's usbgwd may take to bind the VM's socket after
+# the hook returned
+BIND_TIMEOUT_S = 10
 
 
 def fail(msg):
@@ -126,18 +158,23 @@ class Console:
 
 
 class Qemu:
-    def __init__(self, rig, name, incoming=None):
+    """The VM's QEMU on HOST (a LocalHost or a NetnsHost), its usb-redir
+    chardev on that host's VM socket; with incoming, a migration
+    destination listening on the URI in self.incoming."""
+
+    def __init__(self, rig, name, host, incoming=False):
         self.name = name
+        self.host = host
         self.monitor = os.path.join(rig.work, f"{name}.mon")
-        self.incoming = os.path.join(rig.work, f"{name}.mig") if incoming else None
-        args = ["bash", os.path.join(GUEST, "run-guest.sh"), rig.guest_dir,
-                "-chardev", f"socket,id=ur0,path={rig.sock},reconnect=1",
+        self.incoming = host.incoming(name) if incoming else None
+        args = [*host.exec_prefix, "bash", os.path.join(GUEST, "run-guest.sh"), rig.guest_dir,
+                "-chardev", f"socket,id=ur0,path={host.sock},reconnect=1",
                 "-device", "usb-redir,chardev=ur0,bus=xhci.0,id=key"
                 + (f",debug={os.environ['USBGW_MIGRATION_DEBUG']}"
                    if os.environ.get("USBGW_MIGRATION_DEBUG") else ""),
                 "-monitor", f"unix:{self.monitor},server=on,wait=off"]
         if self.incoming:
-            args += ["-incoming", f"unix:{self.incoming}"]
+            args += ["-incoming", self.incoming]
         env = dict(os.environ,
                    USBGW_GUEST_APPEND=f"usbgw.dev=0529:0001 usbgw.challenge={CHALLENGE} "
                                       f"usbgw.loop_ms={LOOP_MS}",
@@ -170,6 +207,21 @@ class Qemu:
         self.console.thread.join(5)
         self.messages.thread.join(5)
 
+    def listening(self):
+        """Whether the destination listens on its incoming URI yet."""
+        kind, _, where = self.incoming.partition(":")
+        if kind == "unix":
+            return os.path.exists(where)
+        # tcp:ADDR:PORT: a listening socket (state 0A) in the QEMU's own
+        # network namespace, which its /proc/PID/net/tcp shows
+        port = f":{int(where.rsplit(':', 1)[1]):04X}"
+        try:
+            with open(f"/proc/{self.proc.pid}/net/tcp") as f:
+                rows = [row.split() for row in f.read().splitlines()[1:]]
+        except OSError:
+            return False
+        return any(row[1].endswith(port) and row[3] == "0A" for row in rows)
+
 
 def free_port():
     with socket.socket() as s:
@@ -177,8 +229,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_usbgwd(usbgwd, work, name, policy, conf):
-    """usbgwd NAME with its own folder: policy, config, run dir, log."""
+def start_usbgwd(usbgwd, work, name, policy, conf, exec_prefix=()):
+    """usbgwd NAME with its own folder: policy, config, run dir, log; run
+    by exec_prefix (a host's namespace) when given."""
     home = os.path.join(work, name)
     os.makedirs(home, exist_ok=True)
     with open(os.path.join(home, "policy"), "w") as f:
@@ -191,7 +244,8 @@ def start_usbgwd(usbgwd, work, name, policy, conf):
     env = dict(os.environ)
     if os.environ.get("USBGW_MIGRATION_DEBUG"):
         env["G_MESSAGES_DEBUG"] = "usbgw-serve usbgw-migration usbgw-proxy"
-    proc = subprocess.Popen([usbgwd, "--foreground", "--policy", os.path.join(home, "policy"),
+    proc = subprocess.Popen([*exec_prefix, usbgwd, "--foreground",
+                             "--policy", os.path.join(home, "policy"),
                              "--rundir", os.path.join(home, "run"),
                              "--config", os.path.join(home, "usbgwd.conf")],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -212,44 +266,69 @@ def wait_file(path, pattern, proc, timeout, what):
         time.sleep(0.05)
 
 
+def make_certs(work, *names):
+    """The link CA and a certificate for each gateway NAME in work/certs."""
+    certs = os.path.join(work, "certs")
+    made = subprocess.run(["bash", MAKE_CERTS, certs, *names], capture_output=True, text=True)
+    if made.returncode != 0:
+        fail(f"make-certs.sh: {made.stderr}")
+    return certs
+
+
+def link_credentials(certs, name):
+    """usbgwd's configuration lines for gateway NAME's link TLS."""
+    return [f"link-cert={certs}/{name}-cert.pem", f"link-key={certs}/{name}-key.pem",
+            f"link-ca={certs}/ca-cert.pem"]
+
+
+def wait_vm_socket(home, gw, timeout, who):
+    """The VM's usb-redir socket under the run dir of the usbgwd in HOME,
+    once it is bound."""
+    vm_dir = os.path.join(home, "run", "vm", VM)
+    deadline = time.monotonic() + timeout
+    while True:
+        socks = sorted(glob.glob(os.path.join(vm_dir, "*.sock")))
+        if socks:
+            return socks[0]
+        if gw.poll() is not None or time.monotonic() > deadline:
+            with open(os.path.join(home, "usbgwd.log"), errors="replace") as f:
+                fail(f"{who} does not serve the key in {vm_dir}:\n{f.read()[-3000:]}")
+        time.sleep(0.05)
+
+
+class LocalHost:
+    """The one host of the single-host modes: QEMU in the test's own
+    network namespace, the migration stream on a unix socket in the work
+    folder."""
+
+    exec_prefix = []
+
+    def __init__(self, work, sock):
+        self.name = "this host"
+        self.work = work
+        self.sock = sock
+
+    def incoming(self, qemu_name):
+        return f"unix:{os.path.join(self.work, qemu_name + '.mig')}"
+
+    def prepare(self, source_sock):
+        """Nothing to do: the destination connects to the source's socket."""
+
+
 class Rig:
     """usbgwd serving the key to the VM: from the host (the key on this
     usbgwd) or imported (another usbgwd, "dongles1", exports it over a
     gateway link on loopback; this one, "hv1", serves it through its
     validating proxy)."""
 
+    # every "migrate" audit record carries the handover's figures
+    FIGURES_REQUIRED = True
+
     def __init__(self, work, usbgwd, peer, usbgwctl, guest_dir):
         self.work = work
         self.usbgwctl = usbgwctl
         self.guest_dir = guest_dir
-        if PATH == "imported":
-            certs = os.path.join(work, "certs")
-            made = subprocess.run(["bash", MAKE_CERTS, certs, "dongles1", "hv1"],
-                                  capture_output=True, text=True)
-            if made.returncode != 0:
-                fail(f"make-certs.sh: {made.stderr}")
-            port = free_port()
-            self.exporter_home, self.exporter = start_usbgwd(
-                usbgwd, work, "dongles1", 'export id 0529:* to gateway "hv1"\n',
-                [f"link-listen=127.0.0.1:{port}", f"link-cert={certs}/dongles1-cert.pem",
-                 f"link-key={certs}/dongles1-key.pem", f"link-ca={certs}/ca-cert.pem"])
-            # one at a time: both open libusb under the same simulator,
-            # and the key is claimed before the second looks at it
-            wait_file(os.path.join(self.exporter_home, "usbgwd.log"), r"kept claimed",
-                      self.exporter, 30, "dongles1's usbgwd holding the key")
-            self.home, self.gw = start_usbgwd(
-                usbgwd, work, "hv1", f'assign id 0529:0001 on gateway "dongles1" to vm "{VM}"\n',
-                [f"link-peers=dongles1@127.0.0.1:{port}", f"link-cert={certs}/hv1-cert.pem",
-                 f"link-key={certs}/hv1-key.pem", f"link-ca={certs}/ca-cert.pem",
-                 "link-reattach-interval=0"])
-        elif PATH == "lent":
-            self.home, self.gw = start_usbgwd(
-                usbgwd, work, "gw", f'share id 0529:0001 user "alice" to vm "{VM}"\n',
-                [f"spice-port-base={free_port()}", "spice-ports=1", "spice-channels=1",
-                 "spice-host=127.0.0.1", f"spice-worker={os.environ['USBGW_MIGRATION_WORKER']}"])
-        else:
-            self.home, self.gw = start_usbgwd(usbgwd, work, "gw",
-                                              f'assign id 0529:0001 to vm "{VM}"\n', [])
+        self.home, self.gw = self.start(usbgwd)
         self.control = os.path.join(self.home, "control.sock")
         self.audit = os.path.join(self.home, "audit.log")
         self.log_path = os.path.join(self.home, "usbgwd.log")
@@ -257,17 +336,40 @@ class Rig:
                                               text=True).strip()
         if PATH == "lent":
             self.lend()
-        vm_dir = os.path.join(self.home, "run", "vm", VM)
-        deadline = time.monotonic() + 30
-        self.sock = None
-        while self.sock is None:
-            socks = sorted(glob.glob(os.path.join(vm_dir, "*.sock")))
-            if socks:
-                self.sock = socks[0]
-                break
-            if self.gw.poll() is not None or time.monotonic() > deadline:
-                fail(f"usbgwd does not serve the key in {vm_dir}:\n{self.gw_log()}")
-            time.sleep(0.05)
+        self.sock = wait_vm_socket(self.home, self.gw, 30, "usbgwd")
+        self.hosts = self.make_hosts()
+
+    def make_hosts(self):
+        return [LocalHost(self.work, self.sock)]
+
+    def destination_host(self, source_host):
+        """Where the destination of a QEMU on source_host runs."""
+        return self.hosts[0]
+
+    def start(self, usbgwd):
+        """Starts this mode's usbgwd's; returns the home and process of
+        the one the VM's QEMU connects to."""
+        work = self.work
+        if PATH == "imported":
+            certs = make_certs(work, "dongles1", "hv1")
+            port = free_port()
+            self.exporter_home, self.exporter = start_usbgwd(
+                usbgwd, work, "dongles1", 'export id 0529:* to gateway "hv1"\n',
+                [f"link-listen=127.0.0.1:{port}", *link_credentials(certs, "dongles1")])
+            # one at a time: both open libusb under the same simulator,
+            # and the key is claimed before the second looks at it
+            wait_file(os.path.join(self.exporter_home, "usbgwd.log"), r"kept claimed",
+                      self.exporter, 30, "dongles1's usbgwd holding the key")
+            return start_usbgwd(
+                usbgwd, work, "hv1", f'assign id 0529:0001 on gateway "dongles1" to vm "{VM}"\n',
+                [f"link-peers=dongles1@127.0.0.1:{port}", *link_credentials(certs, "hv1"),
+                 "link-reattach-interval=0"])
+        if PATH == "lent":
+            return start_usbgwd(
+                usbgwd, work, "gw", f'share id 0529:0001 user "alice" to vm "{VM}"\n',
+                [f"spice-port-base={free_port()}", "spice-ports=1", "spice-channels=1",
+                 "spice-host=127.0.0.1", f"spice-worker={os.environ['USBGW_MIGRATION_WORKER']}"])
+        return start_usbgwd(usbgwd, work, "gw", f'assign id 0529:0001 to vm "{VM}"\n', [])
 
     def lend(self):
         """A share for the VM, and usbgw-share lending the key to it (the
@@ -318,11 +420,303 @@ class Rig:
         return json.loads(out.stdout)
 
     def audit_events(self, kind):
-        if not os.path.exists(self.audit):
-            return []
-        with open(self.audit) as f:
-            return [r for r in map(json.loads, filter(None, f.read().splitlines()))
-                    if r.get("event") == kind]
+        return [r for _, r in audit_lines(self.audit) if r.get("event") == kind]
+
+    def handover_records(self):
+        """The handovers' audit records: one "migrate" per migration."""
+        migrate = self.audit_events("migrate")
+        if len(migrate) != MIGRATIONS:
+            fail(f"{len(migrate)} 'migrate' audit records, want {MIGRATIONS}")
+        return migrate
+
+
+def audit_lines(path):
+    """Each record of the audit log at PATH: (its JSON text, the record)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [(line, json.loads(line)) for line in f.read().splitlines() if line]
+
+
+# --- USBGW_MIGRATION_PATH=hosts ------------------------------------------
+
+def netns_exec(ns):
+    """The command prefix that runs a program in network namespace NS:
+    nsenter into the network namespace alone where nsenter is installed
+    (the mounts stay the test's, as umockdev's redirected /sys needs), else
+    `ip netns exec`."""
+    if shutil.which("nsenter"):
+        return ["nsenter", f"--net=/run/netns/{ns}", "--"]
+    return ["ip", "netns", "exec", ns]
+
+
+def hosts_unavailable():
+    """Why two hosts cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return f"network namespaces need root (uid {os.geteuid()})"
+    if shutil.which("ip") is None:
+        return "no 'ip' (iproute2)"
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return f"'ip netns' does not work: {out.stderr.strip()}"
+    return None
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+class Namespaces:
+    """The two hosts' network namespaces, sides "a" and "b", joined by one
+    veth pair (eth0 in each) on 10.79.<run>.0/24, loopback up.
+
+    The run number is claimed by creating HOSTS_CLAIMS/<run> (mkdir is
+    atomic) with the owner's pid in it, so parallel runs get distinct
+    namespaces (usbgwmig<run>a, usbgwmig<run>b) and subnets. A run whose
+    owner died without cleaning up (SIGKILL) is swept by the next one:
+    what it left running in its namespaces is killed, they are deleted."""
+
+    SIDES = ("a", "b")
+
+    def __init__(self):
+        os.makedirs(HOSTS_CLAIMS, exist_ok=True)
+        self.sweep_stale()
+        self.run = self.claim()
+        self.names = {side: self.ns_name(self.run, side) for side in self.SIDES}
+        self.addrs = {side: f"10.79.{self.run}.{n}" for n, side in enumerate(self.SIDES, 1)}
+        try:
+            self.wire()
+        except BaseException:
+            self.remove()
+            raise
+
+    @staticmethod
+    def ns_name(run, side):
+        return f"usbgwmig{run}{side}"
+
+    def claim(self):
+        start = os.getpid() % 254
+        for n in range(254):
+            run = (start + n) % 254 + 1
+            try:
+                os.mkdir(os.path.join(HOSTS_CLAIMS, str(run)))
+            except FileExistsError:
+                continue
+            with open(os.path.join(HOSTS_CLAIMS, str(run), "owner"), "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return run
+        fail(f"no free run number under {HOSTS_CLAIMS}")
+
+    def sweep_stale(self):
+        for claim in glob.glob(os.path.join(HOSTS_CLAIMS, "*")):
+            try:
+                with open(os.path.join(claim, "owner")) as f:
+                    owner = int(f.read())
+            except (OSError, ValueError):
+                # being set up right now, or its owner died in the first
+                # instant: only a minute-old claim without owner is stale
+                try:
+                    if time.time() - os.stat(claim).st_mtime < 60:
+                        continue
+                except OSError:
+                    continue
+                owner = None
+            if owner is not None and pid_alive(owner):
+                continue
+            run = os.path.basename(claim)
+            self.empty([self.ns_name(run, side) for side in self.SIDES])
+            shutil.rmtree(claim, ignore_errors=True)
+
+    def wire(self):
+        def ip(*args):
+            out = subprocess.run(["ip", *args], capture_output=True, text=True)
+            if out.returncode != 0:
+                fail(f"ip {' '.join(args)}: {out.stderr.strip()}")
+
+        for side in self.SIDES:
+            ip("netns", "add", self.names[side])
+            ip("-n", self.names[side], "link", "set", "lo", "up")
+        ip("-n", self.names["a"], "link", "add", "eth0", "type", "veth",
+           "peer", "name", "eth0", "netns", self.names["b"])
+        for side in self.SIDES:
+            ip("-n", self.names[side], "addr", "add", f"{self.addrs[side]}/24", "dev", "eth0")
+            ip("-n", self.names[side], "link", "set", "eth0", "up")
+
+    @staticmethod
+    def empty(names):
+        """Kills what runs in the namespaces NAMES (TERM, a second later
+        KILL) and deletes them."""
+        def pids():
+            found = []
+            for ns in names:
+                out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+                found += [int(pid) for pid in out.stdout.split()]
+            return found
+
+        def kill(sig):
+            for pid in pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+
+        kill(signal.SIGTERM)
+        deadline = time.monotonic() + 1
+        while pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kill(signal.SIGKILL)
+        for ns in names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def remove(self):
+        self.empty(list(self.names.values()))
+        shutil.rmtree(os.path.join(HOSTS_CLAIMS, str(self.run)), ignore_errors=True)
+
+    def describe(self):
+        """HOSTS_ENV's value: NS=ADDR for side a, then for side b."""
+        return " ".join(f"{self.names[side]}={self.addrs[side]}" for side in self.SIDES)
+
+
+def is_socket(path):
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+class NetnsHost:
+    """A host of USBGW_MIGRATION_PATH=hosts: a network namespace with its
+    own usbgwd (its folder in home) and its own QEMUs, which take the
+    migration stream on TCP at the host's address. sock is the VM's socket
+    in this host's run dir, None until its usbgwd bound one."""
+
+    ports = itertools.count(MIGRATION_PORT_BASE)
+
+    def __init__(self, name, ns, addr):
+        self.name = name
+        self.ns = ns
+        self.addr = addr
+        self.exec_prefix = netns_exec(ns)
+        self.home = self.gw = self.sock = self.hook_conf = None
+
+    def start(self, usbgwd, work, policy, conf):
+        self.home, self.gw = start_usbgwd(usbgwd, work, self.name, policy, conf, self.exec_prefix)
+        # usbgw-hook's configuration (hooks/hook-config.h): this host's usbgwd
+        self.hook_conf = os.path.join(self.home, "hook.conf")
+        with open(self.hook_conf, "w") as f:
+            f.write(f"[usbgwd]\ncontrol-socket={self.home}/control.sock\n"
+                    f"policy={self.home}/policy\n[hook]\ntimeout-ms=5000\n")
+
+    def log(self):
+        with open(os.path.join(self.home, "usbgwd.log"), errors="replace") as f:
+            return f.read()
+
+    def audit_lines(self):
+        return audit_lines(os.path.join(self.home, "audit.log"))
+
+    def incoming(self, qemu_name):
+        return f"tcp:{self.addr}:{next(self.ports)}"
+
+    def prepare(self, source_sock):
+        """What libvirt does on the destination host before it starts the
+        destination QEMU: usbgw-hook "migrate begin" in this host's
+        namespace, with the source's domain XML (its redirdev names the
+        source's socket); then this host's usbgwd binds the socket of the
+        same name under its own run dir, for the QEMU's chardev."""
+        xml = (f"<domain type='qemu'><name>{VM}</name><uuid>{VM_UUID}</uuid><devices>"
+               f"<redirdev bus='usb' type='unix'><source mode='connect' path='{source_sock}'/>"
+               f"</redirdev></devices></domain>")
+        call = f"usbgw-hook {VM} migrate begin on {self.name}"
+        try:
+            out = subprocess.run([*self.exec_prefix, HOOK, "--config", self.hook_conf, VM,
+                                  "migrate", "begin", "-"], input=xml, capture_output=True,
+                                 text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            fail(f"{call} did not exit within 30 s")
+        with open(os.path.join(self.home, "hook.log"), "a") as f:
+            f.write(f"migrate begin, source {source_sock}: exit {out.returncode}\n{out.stderr}")
+        if out.returncode != 0:
+            fail(f"{call} exited {out.returncode}: {out.stderr.strip()}")
+        if out.stdout:
+            # libvirt would take it for a replacement domain XML
+            fail(f"{call} wrote to stdout: {out.stdout[:200]!r}")
+        path = os.path.join(self.home, "run", "vm", VM, os.path.basename(source_sock))
+        deadline = time.monotonic() + BIND_TIMEOUT_S
+        while not is_socket(path):
+            if self.gw.poll() is not None:
+                fail(f"{self.name}'s usbgwd exited ({self.gw.returncode}) before it bound {path}:"
+                     f"\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                folder = os.path.dirname(path)
+                held = sorted(os.listdir(folder)) if os.path.isdir(folder) else None
+                fail(f"{self.name}'s usbgwd bound no socket {path} for VM {VM} within "
+                     f"{BIND_TIMEOUT_S} s after {call} exited 0 (the source's socket: "
+                     f"{source_sock}); {folder} "
+                     + (f"holds {held}" if held is not None else "does not exist")
+                     + f"; {self.name}'s log (tail):\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+        self.sock = path
+
+
+class HostsRig(Rig):
+    """Two hosts: usbgwd "hv-a" (namespace a) holds the key, serves it to
+    the VM and anchors the VM's session; usbgwd "hv-b" (namespace b) has a
+    gateway link (TLS) to hv-a and relays the socket of a QEMU on its host
+    to hv-a, which the policy lets import the key. The VM starts on hv-a.
+    hv-a does every handover, so the Rig's log and audit are hv-a's."""
+
+    # the handover's figures are printed where hv-a's records give them
+    FIGURES_REQUIRED = False
+
+    def start(self, usbgwd):
+        (ns_a, addr_a), (ns_b, addr_b) = [entry.split("=")
+                                          for entry in os.environ[HOSTS_ENV].split()]
+        self.a = NetnsHost("hv-a", ns_a, addr_a)
+        self.b = NetnsHost("hv-b", ns_b, addr_b)
+        certs = make_certs(self.work, "hv-a", "hv-b")
+        self.a.start(usbgwd, self.work,
+                     f'assign id 0529:0001 to vm "{VM}"\nexport id 0529:* to gateway "hv-b"\n',
+                     [f"link-listen={addr_a}:{LINK_PORT}", *link_credentials(certs, "hv-a")])
+        # one at a time: both open libusb under the same simulator, and the
+        # key is claimed before the second looks at it
+        self.a.sock = wait_vm_socket(self.a.home, self.a.gw, 30, "hv-a's usbgwd")
+        self.b.start(usbgwd, self.work, "# no rule: hv-b relays the VM's socket to hv-a\n",
+                     [f"link-peers=hv-a@{addr_a}:{LINK_PORT}", *link_credentials(certs, "hv-b"),
+                      "link-reattach-interval=0"])
+        wait_file(os.path.join(self.b.home, "usbgwd.log"), r"link hv-a: up\b", self.b.gw, 30,
+                  "link from hv-b to hv-a up")
+        print(f"hosts: hv-a in {ns_a} at {addr_a}, hv-b in {ns_b} at {addr_b}, link up",
+              flush=True)
+        return self.a.home, self.a.gw
+
+    def make_hosts(self):
+        return [self.a, self.b]
+
+    def destination_host(self, source_host):
+        return self.b if source_host is self.a else self.a
+
+    def handover_records(self):
+        """Each host audits its side of every migration: hv-a "migrate-out"
+        when the VM leaves it and "migrate-in" when it comes back, hv-b the
+        same; every record names both gateways. Returns hv-a's."""
+        for host in (self.a, self.b):
+            for event in ("migrate-out", "migrate-in"):
+                records = [line for line, r in host.audit_lines() if r.get("event") == event]
+                if len(records) != MIGRATIONS // 2:
+                    fail(f"{host.name}: {len(records)} '{event}' audit records, want "
+                         f"{MIGRATIONS // 2}: {records}")
+                for line in records:
+                    if "hv-a" not in line or "hv-b" not in line:
+                        fail(f"{host.name}: a '{event}' audit record that does not name both "
+                             f"hv-a and hv-b: {line}")
+        return [r for _, r in self.a.audit_lines()
+                if r.get("event") in ("migrate-out", "migrate-in")]
 
 
 def wait_console(qemu, pattern, count, timeout, what):
@@ -360,15 +754,22 @@ def wait_migration(qemu, want, timeout):
         time.sleep(0.1)
 
 
-def start_destination(rig, name):
-    """A destination QEMU whose chardev usbgwd holds as the migration's
-    destination."""
+def hosts_of(src, dest):
+    """" (hv-a -> hv-b)" where the two QEMUs run on different hosts."""
+    return f" ({src.host.name} -> {dest.host.name})" if src.host is not dest.host else ""
+
+
+def start_destination(rig, name, source):
+    """A destination QEMU for SOURCE (on the other host, where there are
+    two), whose chardev usbgwd holds as the migration's destination."""
+    host = rig.destination_host(source.host)
+    host.prepare(source.host.sock)
     held = rig.gw_count(r"a migration destination connected")
-    dest = Qemu(rig, name, incoming=True)
+    dest = Qemu(rig, name, host, incoming=True)
     rig.wait_gw(r"a migration destination connected", held + 1, 30,
                 f"{name}'s connection held as the migration destination")
     deadline = time.monotonic() + 10
-    while not os.path.exists(dest.incoming):
+    while not dest.listening():
         if time.monotonic() > deadline:
             fail(f"{name} did not listen on {dest.incoming}")
         time.sleep(0.05)
@@ -426,7 +827,7 @@ def analyse(rig, qemus):
 
 def inner(usbgwd, peer, usbgwctl, guest_dir):
     work = os.environ["USBGW_MIGRATION_INNER"]
-    rig = Rig(work, usbgwd, peer, usbgwctl, guest_dir)
+    rig = (HostsRig if PATH == "hosts" else Rig)(work, usbgwd, peer, usbgwctl, guest_dir)
     qemus = []
     downtimes, totals = [], []
     windows = []  # host times from "migrate" to "completed"
@@ -434,7 +835,7 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
     errors_at_boot = 0
     try:
         t0 = time.monotonic()
-        src = Qemu(rig, "qemu0")
+        src = Qemu(rig, "qemu0", rig.hosts[0])
         qemus.append(src)
         wait_console(src, r"^USBGW-ANSWER ", 1, BOOT_TIMEOUT_S, "first answer")
         # from here on: a claim retried while the key was first opened is
@@ -443,13 +844,13 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
         print(f"boot: first answer after {time.monotonic() - t0:.1f} s", flush=True)
         for i in range(1, MIGRATIONS + 1):
             wait_console(src, r"^USBGW-ANSWER ", ANSWERS_BETWEEN, 30, "answers before migrating")
-            dest = start_destination(rig, f"qemu{i}")
+            dest = start_destination(rig, f"qemu{i}", src)
             qemus.append(dest)
             if i == 1:
                 check_migrating_shown(rig)
             handovers = rig.gw_count(r"handed over to the migration destination")
             started = time.monotonic()
-            src.hmp(f"migrate -d unix:{dest.incoming}")
+            src.hmp(f"migrate -d {dest.incoming}")
             status, downtime, total = wait_migration(src, ("completed",), MIGRATE_TIMEOUT_S)
             windows.append((started, time.monotonic()))
             downtimes.append(downtime)
@@ -465,7 +866,8 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
                         f"handover {i}")
             if src.wait_exit(15) is None:
                 src.kill()
-            print(f"migration {i}: {src.name} -> {dest.name} completed in {total} ms, "
+            print(f"migration {i}: {src.name} -> {dest.name}{hosts_of(src, dest)} completed in "
+                  f"{total} ms, "
                   f"downtime {downtime} ms", flush=True)
             src = dest
         wait_console(src, r"^USBGW-ANSWER ", ANSWERS_BETWEEN, 30, "answers after the last migration")
@@ -473,9 +875,9 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
         # cancelled: a slowed migration, migrate_cancel mid-way
         answers_before = src.console.count(r"^USBGW-ANSWER ")
         given_up = rig.gw_count(r"migration on .* given up, the source stays")
-        dest = start_destination(rig, "qemu-cancelled")
+        dest = start_destination(rig, "qemu-cancelled", src)
         src.hmp(f"migrate_set_parameter max-bandwidth {SLOW_BANDWIDTH}")
-        src.hmp(f"migrate -d unix:{dest.incoming}")
+        src.hmp(f"migrate -d {dest.incoming}")
         time.sleep(1.5)
         src.hmp("migrate_cancel")
         wait_migration(src, ("cancelled",), 20)
@@ -490,8 +892,8 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
         # failed: the destination killed mid-way
         answers_before = src.console.count(r"^USBGW-ANSWER ")
         given_up = rig.gw_count(r"migration on .* given up, the source stays")
-        dest = start_destination(rig, "qemu-killed")
-        src.hmp(f"migrate -d unix:{dest.incoming}")
+        dest = start_destination(rig, "qemu-killed", src)
+        src.hmp(f"migrate -d {dest.incoming}")
         time.sleep(1.5)
         dest.kill()
         wait_migration(src, ("failed",), 20)
@@ -538,10 +940,8 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
     # that overlaps the migration (issued to completed)
     stalls = [max((b - a for a, b in pairs if b >= w0 and a <= w1), default=0.0)
               for w0, w1 in windows]
-    migrate = rig.audit_events("migrate")
+    migrate = rig.handover_records()
     failed = rig.audit_events("migrate-failed")
-    if len(migrate) != MIGRATIONS:
-        fail(f"{len(migrate)} 'migrate' audit records, want {MIGRATIONS}")
     # a destination dropped because the running source only paused (a
     # loaded host) is usbgwd backing off as designed: its QEMU connects
     # again; it is reported, not failed (the guest's rounds are checked)
@@ -556,8 +956,10 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
     for record in migrate:
         m = re.search(r"(\d+) bytes drained from the source, (\d+) bytes re-sent to the "
                       r"destination \((\d+) answers", record.get("reason", ""))
-        if m is None or record.get("vm") != VM:
-            fail(f"a 'migrate' audit record without its details: {record}")
+        if (m is None and rig.FIGURES_REQUIRED) or record.get("vm") != VM:
+            fail(f"a '{record.get('event')}' audit record without its details: {record}")
+        if m is None:
+            continue
         resent.append(int(m.group(2)))
         resent_answers.append(int(m.group(3)))
     if ended != 0:
@@ -608,11 +1010,23 @@ def main():
                            capture_output=True, text=True)
     if build.returncode != 0:
         skip(f"no guest image: build-guest.sh failed:\n{build.stderr[-2000:]}")
+    namespaces = None
+    if PATH == "hosts":
+        reason = hosts_unavailable()
+        if reason is not None:
+            skip(reason)
+        if not os.access(HOOK, os.X_OK):
+            fail(f"USBGW_MIGRATION_HOOK={HOOK!r} is not usbgw-hook's executable")
+        # a test runner's TERM (time out) still removes the namespaces
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = tempfile.mkdtemp(prefix="usbgw-migration.")
     status = 1
     try:
         env = dict(os.environ, USBGW_MIGRATION_INNER=work,
                    USBGW_SIM_REAP_DELAY_MS=str(KEY_DELAY_MS))
+        if PATH == "hosts":
+            namespaces = Namespaces()
+            env[HOSTS_ENV] = namespaces.describe()
         status = subprocess.run([sim, "--secret", f"hasp={HASP_SECRET}", "--plug", "hasp",
                                  "--control", os.path.join(work, "sim.sock"), "--",
                                  sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
@@ -622,6 +1036,8 @@ def main():
                 with open(log, errors="replace") as f:
                     print(f"--- {log} (tail)\n" + f.read()[-6000:])
     finally:
+        if namespaces is not None:
+            namespaces.remove()
         if os.environ.get("USBGW_TEST_KEEP"):
             print(f"kept {work}")
         else:
