@@ -71,7 +71,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwHandoverRing, gw_handover_ring_free)
  * it forwarded and its remote QEMU has not read. */
 gboolean gw_handover_peer_unread(int fd, guint64 *unread, GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* The inode of @fd's peer socket (a connected unix stream socket). */
-gboolean gw_handover_peer_inode(int fd, guint64 *peer_ino, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+gboolean gw_handover_peer_inode(int fd, guint64 *peer_ino,
+                                GError **error) G_GNUC_WARN_UNUSED_RESULT;
 
 /* The fewest bytes gw_handover_is_hello() looks at. */
 #define GW_HANDOVER_HELLO_PEEK 8

@@ -268,8 +268,8 @@ gw_relay_readable(GwLinkStream *stream, gpointer user_data)
     g_autoptr(GError) error = NULL;
     gssize n;
 
-    while (!relay->ended && relay->stream != NULL &&
-           (n = gw_link_stream_read(relay->stream, buf, sizeof(buf))) > 0) {
+    while (!relay->ended && stream != NULL &&
+           (n = gw_link_stream_read(stream, buf, sizeof(buf))) > 0) {
         gsize pos = 0;
         while (pos < (gsize)n && !relay->ended) {
             GwRelayRecord record;
@@ -318,7 +318,12 @@ gw_relay_stream_closed(GwLinkStream *stream, const gchar *reason, gpointer user_
 {
     GwRelay *relay = user_data;
 
+    /* what the anchor sent before its end (its last records) first */
     relay->stream = NULL;
+    if (relay->opened)
+        gw_relay_readable(stream, relay);
+    if (relay->ended)
+        return;
     if (!relay->opened) {
         /* refused: the next migration peer may hold the device */
         gw_relay_open_next(relay, reason);

@@ -68,7 +68,8 @@ test_round_trip(void)
         g_assert_cmpint(decode_all(GW_RELAY_END_ANCHOR, to_anchor, pieces[i], got, &error), ==,
                         GW_RELAY_DECODE_MORE);
         g_assert_no_error(error);
-        g_assert_cmpstr(got->str, ==, "DATA=1:q CONSUMED=1 ANSWER=72623859790382856 DATA=16384:b GONE ");
+        g_assert_cmpstr(got->str, ==,
+                        "DATA=1:q CONSUMED=1 ANSWER=72623859790382856 DATA=16384:b GONE ");
         g_assert_cmpint(decode_all(GW_RELAY_END_RELAY, to_relay, pieces[i], got_relay, &error), ==,
                         GW_RELAY_DECODE_MORE);
         g_assert_no_error(error);

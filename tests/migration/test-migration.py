@@ -668,8 +668,9 @@ class HostsRig(Rig):
     """Two hosts: usbgwd "hv-a" (namespace a) holds the key, serves it to
     the VM and anchors the VM's session; usbgwd "hv-b" (namespace b) has a
     gateway link (TLS) to hv-a and relays the socket of a QEMU on its host
-    to hv-a, which the policy lets import the key. The VM starts on hv-a.
-    hv-a does every handover, so the Rig's log and audit are hv-a's."""
+    to hv-a. Each lists the other in migration-peers (who may relay). The
+    VM starts on hv-a. hv-a does every handover, so the Rig's log and
+    audit are hv-a's."""
 
     # the handover's figures are printed where hv-a's records give them
     FIGURES_REQUIRED = False
@@ -681,14 +682,15 @@ class HostsRig(Rig):
         self.b = NetnsHost("hv-b", ns_b, addr_b)
         certs = make_certs(self.work, "hv-a", "hv-b")
         self.a.start(usbgwd, self.work,
-                     f'assign id 0529:0001 to vm "{VM}"\nexport id 0529:* to gateway "hv-b"\n',
-                     [f"link-listen={addr_a}:{LINK_PORT}", *link_credentials(certs, "hv-a")])
+                     f'assign id 0529:0001 to vm "{VM}"\n',
+                     [f"link-listen={addr_a}:{LINK_PORT}", *link_credentials(certs, "hv-a"),
+                      "migration-peers=hv-b"])
         # one at a time: both open libusb under the same simulator, and the
         # key is claimed before the second looks at it
         self.a.sock = wait_vm_socket(self.a.home, self.a.gw, 30, "hv-a's usbgwd")
         self.b.start(usbgwd, self.work, "# no rule: hv-b relays the VM's socket to hv-a\n",
                      [f"link-peers=hv-a@{addr_a}:{LINK_PORT}", *link_credentials(certs, "hv-b"),
-                      "link-reattach-interval=0"])
+                      "link-reattach-interval=0", "migration-peers=hv-a"])
         wait_file(os.path.join(self.b.home, "usbgwd.log"), r"link hv-a: up\b", self.b.gw, 30,
                   "link from hv-b to hv-a up")
         print(f"hosts: hv-a in {ns_a} at {addr_a}, hv-b in {ns_b} at {addr_b}, link up",
