@@ -12,8 +12,9 @@
 
 G_DEFINE_QUARK(usbgw_hook_domain_error, hook_domain_error)
 
-/* Set by a callback once <name>, <uuid> and <devices> are all complete: not
- * an error, just the way to make GMarkup stop. */
+/* Set by a callback once <name>, <uuid> and <devices> (or </domain>, or a
+ * socket problem) are all complete: not an error, just the way to make
+ * GMarkup stop. */
 static GQuark
 hook_domain_done_quark(void)
 {
@@ -34,10 +35,15 @@ typedef struct {
     gchar *uuid;           /* owned, nullable: as written */
     gboolean in_devices;   /* <domain><devices> is open */
     gboolean devices_done; /* <domain><devices> has closed */
+    gboolean root_done;    /* </domain> has closed: no more devices can come */
     /* a <devices><redirdev bus='usb' type='unix'> is open and none of its
      * <source> children has given a path yet */
     gboolean in_unix_redirdev;
     GPtrArray *sockets; /* owned: gchar*, the checked socket paths so far */
+    /* owned, nullable: the first socket problem; once set no more sockets
+     * are collected */
+    GError *sockets_error;
+    GError *markup_error; /* owned, nullable: the first error GMarkup reported */
 } HookDomainParser;
 
 void
@@ -48,6 +54,7 @@ hook_domain_free(HookDomain *domain)
     g_free(domain->name);
     g_free(domain->uuid);
     g_strfreev(domain->sockets);
+    g_clear_error(&domain->sockets_error);
     g_free(domain);
 }
 
@@ -178,7 +185,8 @@ hook_domain_bad_socket(GError **error, const gchar *path, const gchar *problem)
 
 /* A <source> of an open unix <redirdev>: the first with a path and
  * mode='connect' (libvirt's default) gives the socket; a redirdev whose
- * QEMU listens itself (mode='bind') has nothing for usbgwd to bind. */
+ * QEMU listens itself (mode='bind') has nothing for usbgwd to bind. A bad
+ * path sets @error. */
 static gboolean
 hook_domain_take_source(HookDomainParser *parser, const gchar **names, const gchar **values,
                         GError **error)
@@ -215,6 +223,40 @@ hook_domain_take_source(HookDomainParser *parser, const gchar **names, const gch
     return TRUE;
 }
 
+/* Whether GMarkup can stop: the name and the UUID are read, and so are the
+ * sockets (or the domain ended without <devices>), or there is a socket
+ * problem and no socket matters any more. */
+static gboolean
+hook_domain_complete(const HookDomainParser *parser)
+{
+    return parser->name != NULL && parser->uuid != NULL &&
+           (parser->devices_done || parser->root_done || parser->sockets_error != NULL);
+}
+
+static void
+hook_domain_stop_if_complete(const HookDomainParser *parser, GError **error)
+{
+    if (hook_domain_complete(parser))
+        g_set_error_literal(error, hook_domain_done_quark(), 0, "done");
+}
+
+/* Keeps @problem (taken) as the domain's sockets_error, prefixed like the
+ * errors GMarkup reports, and stops collecting sockets: a socket problem
+ * does not fail the parse, only the ops that need the sockets refuse it. */
+static void
+hook_domain_record_socket_problem(HookDomainParser *parser, GMarkupParseContext *context,
+                                  GError *problem)
+{
+    gint line = 0;
+    gint column = 0;
+
+    g_markup_parse_context_get_position(context, &line, &column);
+    g_prefix_error(&problem, "domain XML: line %d char %d: ", line, column);
+    parser->sockets_error = problem;
+    parser->in_devices = FALSE;
+    parser->in_unix_redirdev = FALSE;
+}
+
 static void
 hook_domain_start_element(GMarkupParseContext *context, const gchar *element_name,
                           const gchar **attribute_names, const gchar **attribute_values,
@@ -222,6 +264,8 @@ hook_domain_start_element(GMarkupParseContext *context, const gchar *element_nam
 {
     HookDomainParser *parser = user_data;
 
+    if (parser->markup_error != NULL)
+        return;
     if (parser->depth == 0 && g_strcmp0(element_name, "domain") != 0) {
         g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_NOT_DOMAIN,
                     "the root element is <%s>, expected <domain>", element_name);
@@ -243,23 +287,33 @@ hook_domain_start_element(GMarkupParseContext *context, const gchar *element_nam
         else if (g_strcmp0(element_name, "uuid") == 0)
             parser->field = HOOK_DOMAIN_FIELD_UUID;
         if ((parser->field == HOOK_DOMAIN_FIELD_NAME && parser->name != NULL) ||
-            (parser->field == HOOK_DOMAIN_FIELD_UUID && parser->uuid != NULL) ||
-            (devices && parser->devices_done)) {
+            (parser->field == HOOK_DOMAIN_FIELD_UUID && parser->uuid != NULL)) {
             g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_DUPLICATE,
                         "<domain> has a second <%s>", element_name);
             return;
         }
-        parser->in_devices = devices;
+        if (devices && parser->devices_done && parser->sockets_error == NULL) {
+            /* which of them are the VM's devices is unclear: a socket problem */
+            hook_domain_record_socket_problem(
+                parser, context,
+                g_error_new(HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_DUPLICATE,
+                            "<domain> has a second <%s>", element_name));
+        }
+        parser->in_devices = devices && parser->sockets_error == NULL;
         g_string_truncate(parser->text, 0);
     } else if (parser->depth == 2 && parser->in_devices) {
         parser->in_unix_redirdev = g_strcmp0(element_name, "redirdev") == 0 &&
                                    hook_domain_redirdev_is_unix(attribute_names, attribute_values);
     } else if (parser->depth == 3 && parser->in_unix_redirdev &&
                g_strcmp0(element_name, "source") == 0) {
-        if (!hook_domain_take_source(parser, attribute_names, attribute_values, error))
-            return;
+        /* in_unix_redirdev is never set once there is a sockets_error */
+        GError *problem = NULL;
+
+        if (!hook_domain_take_source(parser, attribute_names, attribute_values, &problem))
+            hook_domain_record_socket_problem(parser, context, problem);
     }
     parser->depth++;
+    hook_domain_stop_if_complete(parser, error);
 }
 
 static void
@@ -268,15 +322,22 @@ hook_domain_end_element(GMarkupParseContext *context, const gchar *element_name,
 {
     HookDomainParser *parser = user_data;
 
+    if (parser->markup_error != NULL)
+        return;
     parser->depth--;
     if (parser->depth == 2 && parser->in_devices) {
         /* a child of <devices> closed: a redirdev ends here */
         parser->in_unix_redirdev = FALSE;
         return;
     }
+    if (parser->depth == 0) {
+        parser->root_done = TRUE;
+        hook_domain_stop_if_complete(parser, error);
+        return;
+    }
     if (parser->depth != 1)
         return;
-    if (parser->in_devices) {
+    if (g_strcmp0(element_name, "devices") == 0) {
         parser->in_devices = FALSE;
         parser->devices_done = TRUE;
     } else if (parser->field == HOOK_DOMAIN_FIELD_NAME) {
@@ -285,8 +346,7 @@ hook_domain_end_element(GMarkupParseContext *context, const gchar *element_name,
         parser->uuid = g_strdup(parser->text->str);
     }
     parser->field = HOOK_DOMAIN_FIELD_NONE;
-    if (parser->name != NULL && parser->uuid != NULL && parser->devices_done)
-        g_set_error_literal(error, hook_domain_done_quark(), 0, "done");
+    hook_domain_stop_if_complete(parser, error);
 }
 
 static void
@@ -295,20 +355,36 @@ hook_domain_text(GMarkupParseContext *context, const gchar *text, gsize text_len
 {
     HookDomainParser *parser = user_data;
 
-    if (parser->field != HOOK_DOMAIN_FIELD_NONE)
+    if (parser->markup_error == NULL && parser->field != HOOK_DOMAIN_FIELD_NONE)
         g_string_append_len(parser->text, text, (gssize)text_len);
+}
+
+/* GMarkup reports every error here first, its own and the callbacks'.
+ * The first is kept, and the callbacks do nothing once there is one:
+ * GMarkup (GLib 2.74 at least) sets an error for invalid UTF-8 in a
+ * CDATA section yet goes on parsing, so a later error of its or ours would
+ * land on the first (a GLib warning) if the parse had a GError to fill. */
+static void
+hook_domain_markup_error(GMarkupParseContext *context, GError *error, gpointer user_data)
+{
+    HookDomainParser *parser = user_data;
+
+    if (parser->markup_error == NULL)
+        parser->markup_error = g_error_copy(error);
 }
 
 static const GMarkupParser hook_domain_markup = {
     .start_element = hook_domain_start_element,
     .end_element = hook_domain_end_element,
     .text = hook_domain_text,
+    .error = hook_domain_markup_error,
 };
 
 /* Runs GMarkup over @xml until <name>, <uuid> and <devices> are all read or
- * the document ends. */
+ * the document ends. Sets @error, a HOOK_DOMAIN_ERROR, when the document
+ * is unusable. */
 static gboolean
-hook_domain_run_parser(HookDomainParser *parser, const gchar *xml, gsize len, GError **error)
+hook_domain_run_markup(HookDomainParser *parser, const gchar *xml, gsize len, GError **error)
 {
     g_autoptr(GMarkupParseContext) context = NULL;
     g_autoptr(GError) local_error = NULL;
@@ -328,16 +404,19 @@ hook_domain_run_parser(HookDomainParser *parser, const gchar *xml, gsize len, GE
     context = g_markup_parse_context_new(
         &hook_domain_markup, G_MARKUP_TREAT_CDATA_AS_TEXT | G_MARKUP_PREFIX_ERROR_POSITION, parser,
         NULL);
-    if (g_markup_parse_context_parse(context, xml, (gssize)parse_len, &local_error)) {
-        if (nul != NULL) {
-            g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_SYNTAX,
-                        "domain XML is not well-formed: a NUL byte at offset %" G_GSIZE_FORMAT,
-                        parse_len);
-            return FALSE;
-        }
-        if (g_markup_parse_context_end_parse(context, &local_error))
-            return TRUE;
+    /* errors arrive through hook_domain_markup_error() (see there) */
+    g_markup_parse_context_parse(context, xml, (gssize)parse_len, NULL);
+    if (parser->markup_error == NULL && nul != NULL) {
+        g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_SYNTAX,
+                    "domain XML is not well-formed: a NUL byte at offset %" G_GSIZE_FORMAT,
+                    parse_len);
+        return FALSE;
     }
+    if (parser->markup_error == NULL)
+        g_markup_parse_context_end_parse(context, NULL);
+    if (parser->markup_error == NULL)
+        return TRUE;
+    local_error = g_steal_pointer(&parser->markup_error);
     if (local_error->domain == hook_domain_done_quark())
         return TRUE;
     if (local_error->domain == HOOK_DOMAIN_ERROR) {
@@ -347,6 +426,26 @@ hook_domain_run_parser(HookDomainParser *parser, const gchar *xml, gsize len, GE
     g_set_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_SYNTAX,
                 "domain XML is not well-formed: %s", local_error->message);
     return FALSE;
+}
+
+/* hook_domain_run_markup(), but a problem found once the name and the UUID
+ * are read only costs the sockets: it becomes the sockets_error (unless
+ * there is one already) and the parse succeeds. Only the ops that need the
+ * sockets depend on what follows the two fields. */
+static gboolean
+hook_domain_run_parser(HookDomainParser *parser, const gchar *xml, gsize len, GError **error)
+{
+    g_autoptr(GError) local_error = NULL;
+
+    if (hook_domain_run_markup(parser, xml, len, &local_error))
+        return TRUE;
+    if (parser->name == NULL || parser->uuid == NULL) {
+        g_propagate_error(error, g_steal_pointer(&local_error));
+        return FALSE;
+    }
+    if (parser->sockets_error == NULL)
+        parser->sockets_error = g_steal_pointer(&local_error);
+    return TRUE;
 }
 
 static HookDomain *
@@ -360,8 +459,13 @@ hook_domain_parse_checked(const gchar *xml, gsize len, const gchar *argv_name, G
     gboolean ok = hook_domain_run_parser(&parser, xml, len, error);
 
     g_string_free(parser.text, TRUE);
+    g_clear_error(&parser.markup_error);
     domain->name = parser.name;
     domain->uuid = parser.uuid;
+    domain->sockets_error = parser.sockets_error;
+    /* with a socket problem the paths read before it are no use either */
+    if (domain->sockets_error != NULL)
+        g_ptr_array_set_size(parser.sockets, 0);
     g_ptr_array_add(parser.sockets, NULL);
     domain->sockets = (gchar **)g_ptr_array_free(parser.sockets, FALSE);
     if (!ok)
@@ -427,8 +531,11 @@ hook_domain_parse(const gchar *xml, gsize len, const gchar *argv_name, GError **
     g_autoptr(GError) local_error = NULL;
     HookDomain *domain = hook_domain_parse_checked(xml, len, argv_name, &local_error);
 
-    if (domain != NULL)
+    if (domain != NULL) {
+        if (domain->sockets_error != NULL)
+            hook_domain_error_to_one_line(domain->sockets_error);
         return domain;
+    }
     hook_domain_error_to_one_line(local_error);
     g_propagate_error(error, g_steal_pointer(&local_error));
     return NULL;

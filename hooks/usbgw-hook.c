@@ -37,10 +37,13 @@
 #define HOOK_CONFIG_OPTION "--config"
 
 #define HOOK_OP_PREPARE "prepare"
+/* The one op that needs the VM's usb-redir sockets (hook-control.c sends
+ * them) and so the one that refuses domain XML whose sockets are unusable. */
+#define HOOK_OP_MIGRATE "migrate"
 
 /* The ops usbgwd acts on; for any other the hook exits 0 at once. */
 static const gchar *const hook_handled_ops[] = {
-    HOOK_OP_PREPARE, "started", "stopped", "release", "migrate", "restore", "reconnect", NULL,
+    HOOK_OP_PREPARE, "started", "stopped", "release", HOOK_OP_MIGRATE, "restore", "reconnect", NULL,
 };
 
 typedef struct {
@@ -162,6 +165,12 @@ hook_run(const HookConfig *config, const HookArgs *args, gint64 deadline)
     }
     if (domain == NULL)
         return hook_not_confirmed(config, args, NULL, "the domain XML is unusable", error->message);
+    /* without its sockets a migrate request would have the destination's
+     * usbgwd bind the wrong ones; every other op goes on without them */
+    if (domain->sockets_error != NULL && strcmp(args->op, HOOK_OP_MIGRATE) == 0)
+        return hook_not_confirmed(config, args, domain->uuid,
+                                  "the domain XML's usb-redir sockets are unusable",
+                                  domain->sockets_error->message);
 
     request = hook_control_build_request(domain, args->op, args->sub_op);
     if (!hook_control_call(config->control_socket, request, deadline, &reply, &error)) {

@@ -1,11 +1,13 @@
 /* libFuzzer target for usbgw-hook's domain XML parser: any byte string
  * handed to hook_domain_parse() must give either a name, UUID and socket
- * list or one clean one-line error, never a crash, a leak or a broken
+ * list (or a clean one-line sockets_error and no sockets) or one clean
+ * one-line error, never a crash, a leak, a GLib warning or a broken
  * invariant; every socket path must keep the bounds hook-domain.h states; a
- * domain that parses must parse again with its own name as libvirt's argv
- * name, fail with NAME_MISMATCH under another, and become a one-line
- * control request that JSON reads back to the same name, UUID and (for
- * "migrate" only) sockets.
+ * domain that parses must parse again, to the same sockets or
+ * sockets_error, with its own name as libvirt's argv name, fail with
+ * NAME_MISMATCH under another, and become a one-line control request that
+ * JSON reads back to the same name, UUID and (for "migrate" only)
+ * sockets.
  *
  * Run the fuzzer (libFuzzer needs clang); new inputs go to the first
  * directory, so give it a scratch one and the stored corpus second:
@@ -74,6 +76,14 @@ static void
 fuzz_check_sockets(const HookDomain *domain)
 {
     FUZZ_CHECK(domain->sockets != NULL);
+    if (domain->sockets_error != NULL) {
+        fuzz_check_error(domain->sockets_error);
+        FUZZ_CHECK(domain->sockets_error->code == HOOK_DOMAIN_ERROR_BAD_SOCKET ||
+                   domain->sockets_error->code == HOOK_DOMAIN_ERROR_TOO_MANY_SOCKETS ||
+                   domain->sockets_error->code == HOOK_DOMAIN_ERROR_DUPLICATE ||
+                   domain->sockets_error->code == HOOK_DOMAIN_ERROR_SYNTAX);
+        FUZZ_CHECK(domain->sockets[0] == NULL);
+    }
     FUZZ_CHECK(g_strv_length(domain->sockets) <= HOOK_DOMAIN_MAX_SOCKETS);
     for (gchar **path = domain->sockets; *path != NULL; path++) {
         g_auto(GStrv) parts = g_strsplit(*path, "/", -1);
@@ -107,6 +117,11 @@ fuzz_check_domain(const gchar *xml, gsize size, const HookDomain *domain)
     FUZZ_CHECK(strcmp(again->uuid, domain->uuid) == 0);
     FUZZ_CHECK(
         g_strv_equal((const gchar *const *)again->sockets, (const gchar *const *)domain->sockets));
+    FUZZ_CHECK((again->sockets_error == NULL) == (domain->sockets_error == NULL));
+    if (domain->sockets_error != NULL) {
+        FUZZ_CHECK(again->sockets_error->code == domain->sockets_error->code);
+        FUZZ_CHECK(strcmp(again->sockets_error->message, domain->sockets_error->message) == 0);
+    }
 
     other_name = g_strconcat(domain->name, "-other", NULL);
     other = hook_domain_parse(xml, size, other_name, &error);
@@ -124,6 +139,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_autoptr(GError) error = NULL;
     g_autoptr(HookDomain) domain = NULL;
 
+    /* the parser logs nothing: a GLib warning is a GError set twice */
+    g_log_set_always_fatal(G_LOG_FATAL_MASK | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL);
     domain = hook_domain_parse((const gchar *)data, size, NULL, &error);
     if (domain == NULL)
         fuzz_check_error(error);

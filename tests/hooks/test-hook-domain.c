@@ -1,6 +1,6 @@
 /* hook_domain_parse() and hook_domain_read_fd(): what every domain XML gives
- * (name, UUID, usb-redir socket paths) or which one-line error it gets, and
- * the size and time bounds on stdin. */
+ * (name, UUID, usb-redir socket paths or the socket problem) or which
+ * one-line error it gets, and the size and time bounds on stdin. */
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <string.h>
@@ -53,6 +53,9 @@ typedef struct {
     const gchar *want_uuid; /* when want_name is set */
     /* when want_name is set: the socket paths, NULL-terminated (none: empty) */
     const gchar *want_sockets[4];
+    /* when want_name is set, a part of the sockets_error's message (NULL:
+     * no sockets_error); its code is want_code */
+    const gchar *want_sockets_text;
     HookDomainError want_code;
     const gchar *want_text; /* a part of the error message */
 } ParseCase;
@@ -148,6 +151,11 @@ static const ParseCase parse_cases[] = {
      .argv_name = "vm1",
      .want_name = "vm1",
      .want_uuid = UUID},
+    {.name = "devices-after-the-root",
+     .input = "<domain>" FIELDS "</domain><devices>" UNIX_REDIRDEV("x.sock") "</devices>\xff",
+     .argv_name = "vm1",
+     .want_name = "vm1",
+     .want_uuid = UUID},
     {.name = "fields-after-devices",
      .input = "<domain><devices>" UNIX_REDIRDEV(SOCK0) "</devices>" FIELDS "</domain>",
      .argv_name = "vm1",
@@ -225,6 +233,105 @@ static const ParseCase parse_cases[] = {
      .want_name = "vm1",
      .want_uuid = UUID,
      .want_sockets = {"/run/a&b/..x/x../.../.sock", NULL}},
+
+    /* ---- socket problems: the domain parses, sockets_error says why ---- */
+    {.name = "socket-relative-path",
+     .input = WITH_DEVICES(UNIX_REDIRDEV(SOCK0) UNIX_REDIRDEV("run/usbgw/1.sock")),
+     .argv_name = "vm1",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_sockets_text = "domain XML: line 1 char 294: <redirdev type='unix'> socket path "
+                          "\"run/usbgw/1.sock\" is not absolute"},
+    {.name = "socket-empty-path",
+     .input = WITH_DEVICES(UNIX_REDIRDEV("")),
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_sockets_text = "socket path \"\" is not absolute"},
+    {.name = "socket-dot-dot",
+     .input = WITH_DEVICES(UNIX_REDIRDEV("/run/usbgw/vm/../../etc/x.sock")),
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_sockets_text = "socket path \"/run/usbgw/vm/../../etc/x.sock\" has a \"..\" component"},
+    {.name = "socket-dot-dot-last",
+     .input = WITH_DEVICES(UNIX_REDIRDEV("/run/usbgw/&#x2e;.")),
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_sockets_text = "has a \"..\" component"},
+    {.name = "socket-bad-path-before-the-fields",
+     .input = "<domain><devices>" UNIX_REDIRDEV(SOCK0) UNIX_REDIRDEV("x.sock") "</devices>" FIELDS
+                                                                               "</domain>",
+     .argv_name = "vm1",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_sockets_text = "\"x.sock\" is not absolute"},
+    /* only the first problem is kept, and parsing stops there */
+    {.name = "socket-first-problem-stops",
+     .input = "<domain>" FIELDS "<devices>" UNIX_REDIRDEV("a.sock")
+         UNIX_REDIRDEV("/run/../b.sock") "&nbsp;</devices><name>x</name></domain>",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
+     .want_sockets_text = "\"a.sock\" is not absolute"},
+    {.name = "socket-invalid-utf8",
+     .input = WITH_DEVICES(UNIX_REDIRDEV("/run/\xc3\x28.sock")),
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
+     .want_sockets_text = "UTF-8"},
+    {.name = "duplicate-devices",
+     .input = "<domain><devices/><devices>" UNIX_REDIRDEV(SOCK0) "</devices>" FIELDS "</domain>",
+     .argv_name = "vm1",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_DUPLICATE,
+     .want_sockets_text = "<domain> has a second <devices>"},
+    /* once the name and the UUID are read, bad XML costs only the sockets,
+     * as the hook read nothing further before it knew of sockets */
+    {.name = "junk-before-devices",
+     .input = "<domain>" FIELDS "<description>&nbsp;</description><devices/></domain>",
+     .argv_name = "vm1",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
+     .want_sockets_text = "domain XML is not well-formed"},
+    {.name = "junk-inside-devices",
+     .input = WITH_DEVICES(UNIX_REDIRDEV(SOCK0) "<x a=b/>"),
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
+     .want_sockets_text = "domain XML is not well-formed"},
+    {.name = "truncated-inside-devices",
+     .input = "<domain>" FIELDS "<devices>" UNIX_REDIRDEV(SOCK0) "<redirdev bus='usb'",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
+     .want_sockets_text = "domain XML is not well-formed"},
+    {.name = "nul-before-devices",
+     .input = "<domain>" FIELDS "\000<devices/></domain>",
+     .len = sizeof("<domain>" FIELDS "\000<devices/></domain>") - 1,
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
+     .want_sockets_text = "a NUL byte at offset 73"},
+    {.name = "cdata-invalid-utf8-inside-devices",
+     .input = "<domain>" FIELDS
+              "<devices><![CDATA[\xff]]>" UNIX_REDIRDEV("x.sock") "</devices><devices/><x",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
+     .want_sockets_text = "UTF-8"},
+    {.name = "second-name-before-devices",
+     .input = "<domain>" FIELDS "<name>vm2</name><devices/></domain>",
+     .argv_name = "vm1",
+     .want_name = "vm1",
+     .want_uuid = UUID,
+     .want_code = HOOK_DOMAIN_ERROR_DUPLICATE,
+     .want_sockets_text = "<domain> has a second <name>"},
 
     /* ---- bad ---- */
     {.name = "empty",
@@ -363,42 +470,32 @@ static const ParseCase parse_cases[] = {
      .input = "<domain><name>vm1</uuid></domain>",
      .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
      .want_text = "not well-formed"},
-    {.name = "junk-before-devices",
-     .input = "<domain>" FIELDS "<description>&nbsp;</description><devices/></domain>",
-     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
-     .want_text = "not well-formed"},
-    {.name = "duplicate-devices",
-     .input = "<domain><devices/><devices>" UNIX_REDIRDEV(SOCK0) "</devices>" FIELDS "</domain>",
-     .want_code = HOOK_DOMAIN_ERROR_DUPLICATE,
-     .want_text = "<domain> has a second <devices>"},
-    {.name = "socket-relative-path",
-     .input = WITH_DEVICES(UNIX_REDIRDEV(SOCK0) UNIX_REDIRDEV("run/usbgw/1.sock")),
-     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
-     .want_text = "<redirdev type='unix'> socket path \"run/usbgw/1.sock\" is not absolute"},
-    {.name = "socket-empty-path",
-     .input = WITH_DEVICES(UNIX_REDIRDEV("")),
-     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
-     .want_text = "socket path \"\" is not absolute"},
-    {.name = "socket-dot-dot",
-     .input = WITH_DEVICES(UNIX_REDIRDEV("/run/usbgw/vm/../../etc/x.sock")),
-     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
-     .want_text = "socket path \"/run/usbgw/vm/../../etc/x.sock\" has a \"..\" component"},
-    {.name = "socket-dot-dot-last",
-     .input = WITH_DEVICES(UNIX_REDIRDEV("/run/usbgw/&#x2e;.")),
-     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
-     .want_text = "has a \"..\" component"},
-    {.name = "socket-bad-path-before-the-fields",
-     .input = "<domain><devices>" UNIX_REDIRDEV("x.sock") "</devices>" FIELDS "</domain>",
-     .want_code = HOOK_DOMAIN_ERROR_BAD_SOCKET,
-     .want_text = "\"x.sock\" is not absolute"},
-    {.name = "socket-invalid-utf8",
-     .input = WITH_DEVICES(UNIX_REDIRDEV("/run/\xc3\x28.sock")),
-     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
-     .want_text = "UTF-8"},
     {.name = "text-before-root",
      .input = "junk<domain>" FIELDS "</domain>",
      .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
      .want_text = "not well-formed"},
+    /* GMarkup goes on after invalid UTF-8 in CDATA: its first error counts,
+     * and the later ones cause no GLib warning (fatal here) */
+    {.name = "cdata-invalid-utf8-in-name",
+     .input = "<domain><name><![CDATA[\x8a]]></name><uuid>" UUID "</uuid><devices/><x",
+     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
+     .want_text = "UTF-8"},
+    /* before the name and the UUID are read, bad XML is bad as it always was */
+    {.name = "junk-inside-devices-before-the-fields",
+     .input = "<domain><devices>" UNIX_REDIRDEV(SOCK0) "&nbsp;</devices>" FIELDS "</domain>",
+     .want_code = HOOK_DOMAIN_ERROR_SYNTAX,
+     .want_text = "not well-formed"},
+    /* a socket problem does not excuse a bad name or UUID */
+    {.name = "socket-problem-and-bad-uuid",
+     .input = "<domain><devices>" UNIX_REDIRDEV(
+         "x.sock") "</devices><name>vm1</name><uuid>nope</uuid></domain>",
+     .want_code = HOOK_DOMAIN_ERROR_BAD_UUID,
+     .want_text = "<domain><uuid> \"nope\" is not a UUID"},
+    {.name = "socket-problem-and-name-mismatch",
+     .input = WITH_DEVICES(UNIX_REDIRDEV("x.sock")),
+     .argv_name = "vm2",
+     .want_code = HOOK_DOMAIN_ERROR_NAME_MISMATCH,
+     .want_text = "names the VM \"vm1\" but libvirt called the hook for \"vm2\""},
 };
 
 static void
@@ -424,6 +521,15 @@ test_parse_case(gconstpointer data)
         g_assert_cmpstr(domain->name, ==, c->want_name);
         g_assert_cmpstr(domain->uuid, ==, c->want_uuid);
         g_assert_cmpstrv(domain->sockets, c->want_sockets);
+        if (c->want_sockets_text == NULL) {
+            g_assert_no_error(domain->sockets_error);
+            return;
+        }
+        g_assert_error(domain->sockets_error, HOOK_DOMAIN_ERROR, (gint)c->want_code);
+        assert_one_line(domain->sockets_error->message);
+        if (strstr(domain->sockets_error->message, c->want_sockets_text) == NULL)
+            g_error("%s: sockets_error \"%s\" lacks \"%s\"", c->name,
+                    domain->sockets_error->message, c->want_sockets_text);
         return;
     }
     g_assert_null(domain);
@@ -499,11 +605,15 @@ test_parse_sockets_limit(void)
     g_clear_pointer(&domain, hook_domain_free);
 
     domain = hook_domain_parse(over->str, over->len, "vm1", &error);
-    g_assert_null(domain);
-    g_assert_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_TOO_MANY_SOCKETS);
-    assert_one_line(error->message);
-    g_assert_nonnull(strstr(error->message, "<domain><devices> has more than 64 usb-redir unix "
-                                            "sockets (<redirdev type='unix'>)"));
+    g_assert_no_error(error);
+    g_assert_cmpstr(domain->name, ==, "vm1");
+    g_assert_cmpstr(domain->uuid, ==, UUID);
+    g_assert_cmpuint(g_strv_length(domain->sockets), ==, 0);
+    g_assert_error(domain->sockets_error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_TOO_MANY_SOCKETS);
+    assert_one_line(domain->sockets_error->message);
+    g_assert_nonnull(strstr(domain->sockets_error->message,
+                            "<domain><devices> has more than 64 usb-redir unix "
+                            "sockets (<redirdev type='unix'>)"));
 }
 
 /* A path of HOOK_DOMAIN_MAX_SOCKET_PATH bytes fits sun_path with its NUL;
@@ -520,17 +630,21 @@ test_parse_socket_path_length(void)
     g_autoptr(HookDomain) domain = hook_domain_parse(good, strlen(good), "vm1", &error);
 
     g_assert_no_error(error);
+    g_assert_no_error(domain->sockets_error);
     g_assert_cmpuint(strlen(longest), ==, HOOK_DOMAIN_MAX_SOCKET_PATH);
     g_assert_cmpuint(g_strv_length(domain->sockets), ==, 1);
     g_assert_cmpstr(domain->sockets[0], ==, longest);
     g_clear_pointer(&domain, hook_domain_free);
 
     domain = hook_domain_parse(bad, strlen(bad), "vm1", &error);
-    g_assert_null(domain);
-    g_assert_error(error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_BAD_SOCKET);
-    assert_one_line(error->message);
-    g_assert_nonnull(
-        strstr(error->message, "is 108 bytes long, more than the 107 a unix socket path can hold"));
+    g_assert_no_error(error);
+    g_assert_cmpstr(domain->name, ==, "vm1");
+    g_assert_cmpstr(domain->uuid, ==, UUID);
+    g_assert_cmpuint(g_strv_length(domain->sockets), ==, 0);
+    g_assert_error(domain->sockets_error, HOOK_DOMAIN_ERROR, HOOK_DOMAIN_ERROR_BAD_SOCKET);
+    assert_one_line(domain->sockets_error->message);
+    g_assert_nonnull(strstr(domain->sockets_error->message,
+                            "is 108 bytes long, more than the 107 a unix socket path can hold"));
 }
 
 /* ---- hook_domain_read_fd ------------------------------------------------ */

@@ -336,20 +336,79 @@ def other_ops_send_no_sockets():
         rig.close()
 
 
+# Domain XML whose sockets cannot be told, and what the migrate op says of
+# each: only migrate refuses it, every other op goes on as without redirdevs.
+BAD_SOCKETS = [
+    (domain_xml(devices=unix_redirdev(vm_socket(0)) + unix_redirdev("run/x.sock")),
+     "<redirdev type='unix'> socket path \"run/x.sock\" is not absolute"),
+    (domain_xml(devices=unix_redirdev("/run/usbgw/vm/../x.sock")),
+     "socket path \"/run/usbgw/vm/../x.sock\" has a \"..\" component"),
+    (domain_xml(devices=unix_redirdev("/run/" + "p" * 103)),
+     "is 108 bytes long, more than the 107 a unix socket path can hold"),
+    (domain_xml(devices="".join(unix_redirdev(vm_socket(i)) for i in range(65))),
+     "<domain><devices> has more than 64 usb-redir unix sockets"),
+    (domain_xml(devices=unix_redirdev("/run/@.sock")).encode().replace(b"@", b"\xff"),
+     "domain XML is not well-formed: "),
+    (domain_xml(devices=unix_redirdev(vm_socket(0)) + "<x a=b/>"),
+     "domain XML is not well-formed: "),
+]
+
+
 @test
-def migrate_bad_socket_path():
-    """A redirdev path usbgwd could not bind: usbgwd is not told, the migration goes on."""
+def migrate_bad_sockets():
+    """Sockets usbgwd could not bind: usbgwd is not told, the migration goes on."""
     rig = Rig()
     try:
         rig.start_server("ok")
-        xml = domain_xml(devices=unix_redirdev(vm_socket(0)) + unix_redirdev("run/x.sock"))
-        expect(rig.run(["vm1", "migrate", "begin", "-"], xml), 0,
-               "the domain XML is unusable (domain XML: ",
-               "<redirdev type='unix'> socket path \"run/x.sock\" is not absolute): usbgwd was "
-               "not told of VM vm1 migrate begin")
+        for xml, problem in BAD_SOCKETS:
+            result = rig.run(["vm1", "migrate", "begin", "-"], xml)
+            expect(result, 0, "usbgw-hook: the domain XML's usb-redir sockets are unusable ("
+                   + ("domain XML: line " if "is not well-formed" not in problem else ""),
+                   problem, "): usbgwd was not told of VM vm1 migrate begin\n")
         check(rig.requests() == [], "request sent", rig.requests())
     finally:
         rig.close()
+
+
+def same_as_without_redirdevs(op, mode, message=None, policy=""):
+    """Each BAD_SOCKETS domain gives op exactly the exit status, stderr and
+    request that the same domain without redirdevs gives."""
+    rig = Rig(policy=policy)
+    try:
+        if mode is not None:
+            rig.start_server(mode, message)
+        argv = ["vm1", op, SUB_OPS[op], "-"]
+        want = rig.run(argv, domain_xml(), prefixed=False)
+        want_requests = [r["raw"] for r in rig.wait_requests(1 if mode else 0)]
+        for count, (xml, _) in enumerate(BAD_SOCKETS, 2):
+            result = rig.run(argv, xml, prefixed=False)
+            check((result.rc, result.stderr) == (want.rc, want.stderr),
+                  "not as without redirdevs", op, mode, want, result)
+            if mode is not None:
+                want_requests.append(want_requests[0])
+            got = [r["raw"] for r in rig.wait_requests(len(want_requests))]
+            check(got == want_requests, "requests not as without redirdevs", got)
+        return want
+    finally:
+        rig.close()
+
+
+@test
+def prepare_ignores_bad_sockets():
+    message = "usbgw: VM \"vm1\" requires a USB device"
+    check(same_as_without_redirdevs("prepare", "ok").rc == 0, "not started")
+    check(same_as_without_redirdevs("prepare", "veto", message).rc == 1, "not vetoed")
+    want = same_as_without_redirdevs("prepare", None,
+                                     policy='assign id 0529:0001 to vm "vm1" required\n')
+    check(want.rc == 1 and "usbgwd is not running and policy" in want.stderr, "not refused",
+          want)
+
+
+@test
+def other_ops_ignore_bad_sockets():
+    for op in HANDLED_OPS:
+        if op not in ("prepare", "migrate"):
+            check(same_as_without_redirdevs(op, "ok").rc == 0, "failed", op)
 
 
 @test
@@ -359,6 +418,7 @@ def migrate_too_many_sockets():
         rig.start_server("ok")
         xml = domain_xml(devices="".join(unix_redirdev(vm_socket(i)) for i in range(65)))
         expect(rig.run(["vm1", "migrate", "begin", "-"], xml), 0,
+               "the domain XML's usb-redir sockets are unusable",
                "<domain><devices> has more than 64 usb-redir unix sockets")
         check(rig.requests() == [], "request sent", rig.requests())
         xml = domain_xml(devices="".join(unix_redirdev(vm_socket(i)) for i in range(64)))
