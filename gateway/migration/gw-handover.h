@@ -36,6 +36,11 @@ G_BEGIN_DECLS
  * the source stopped reaches the guest late, never lost. libvirt stops the
  * source right after the destination resumes, which hands over at once. */
 #define GW_HANDOVER_STALL_MS 1500
+/* A source on another host (a migration relay, gw-handover-relay.h) is
+ * asked for its exact unread count before a handover; its answer is
+ * waited for this long at most (a link round trip takes milliseconds),
+ * then the last count it reported stands. */
+#define GW_HANDOVER_SETTLE_MS 2000
 /* Kept beyond the socket's send buffer: the kernel lets one more buffer
  * be queued past SO_SNDBUF. */
 #define GW_HANDOVER_RING_SLACK (64 * 1024)

@@ -42,6 +42,7 @@ struct _GwPeerHandover {
     gboolean source_eof;        /* a read met the source's end */
     gboolean hung_up;           /* the owner saw the source hang up */
     gboolean settling;          /* waiting for a relayed source's count (gw-handover-relay.h) */
+    GSource *settle_timer;      /* owned, nullable: gives up waiting */
     gboolean settled;           /* that count is up to date */
 };
 
@@ -117,6 +118,7 @@ gw_peer_handover_bytes_locked(GwPeerHandover *handover, guint64 consumed, guint 
 }
 
 static void gw_peer_handover_settled(gpointer data);
+static gboolean gw_peer_handover_settle_timeout(gpointer data);
 
 /* The destination runs (it wrote, or read what was copied to it), or the
  * source hung up: drain the source, give the destination what the source
@@ -140,6 +142,10 @@ gw_peer_handover_take_over(GwPeerHandover *handover)
         handover->settled = TRUE;
         if (gw_handover_settle_peer(handover->source_fd, gw_peer_handover_settled, handover)) {
             handover->settling = TRUE;
+            handover->settle_timer = g_timeout_source_new(GW_HANDOVER_SETTLE_MS);
+            g_source_set_callback(handover->settle_timer, gw_peer_handover_settle_timeout, handover,
+                                  NULL);
+            g_source_attach(handover->settle_timer, handover->context);
             /* its first bytes wait unread meanwhile: not told again */
             g_clear_pointer(&handover->destination_watch, gw_fd_watch_free);
             return;
@@ -197,7 +203,30 @@ gw_peer_handover_settled(gpointer data)
     GwPeerHandover *handover = data;
 
     handover->settling = FALSE;
+    if (handover->settle_timer != NULL) {
+        g_source_destroy(handover->settle_timer);
+        g_clear_pointer(&handover->settle_timer, g_source_unref);
+    }
     gw_peer_handover_take_over(handover);
+}
+
+/* The relayed source's gateway did not answer in time (its link is down,
+ * or it is stuck): the last count it reported stands, as for a local
+ * source that left. */
+static gboolean
+gw_peer_handover_settle_timeout(gpointer data)
+{
+    GwPeerHandover *handover = data;
+
+    gw_log_device(G_LOG_LEVEL_WARNING, handover->device_id, handover->vm, NULL,
+                  "%s: the relayed migration source did not report its count within %d ms; "
+                  "handing over with the last one",
+                  handover->label, GW_HANDOVER_SETTLE_MS);
+    gw_handover_settle_cancel(handover);
+    g_clear_pointer(&handover->settle_timer, g_source_unref);
+    handover->settling = FALSE;
+    gw_peer_handover_take_over(handover);
+    return G_SOURCE_REMOVE;
 }
 
 /* Copies what the stopped source needs to the destination (it read the
@@ -373,6 +402,10 @@ gw_peer_handover_free(GwPeerHandover *handover)
     if (handover == NULL)
         return;
     gw_handover_settle_cancel(handover);
+    if (handover->settle_timer != NULL) {
+        g_source_destroy(handover->settle_timer);
+        g_source_unref(handover->settle_timer);
+    }
     gw_peer_handover_stop_sampling(handover);
     g_clear_pointer(&handover->destination_watch, gw_fd_watch_free);
     if (handover->destination != NULL) {

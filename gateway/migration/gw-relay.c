@@ -14,6 +14,9 @@
 /* More DATA than this waiting for QEMU means the anchor ignored its
  * window (its own reads stop at GW_RELAY_ANCHOR_WINDOW unreported). */
 #define GW_RELAY_MAX_TO_QEMU (2 * GW_RELAY_ANCHOR_WINDOW)
+/* Records waiting for the stream, at most: QEMU's bytes are read only
+ * once the stream took the earlier ones, so only counts can pile up. */
+#define GW_RELAY_MAX_OUT (GW_RELAY_WIRE_MAX_DATA * 16)
 /* After QEMU left, the anchor's last records are waited for this long. */
 #define GW_RELAY_LINGER_S 30
 
@@ -116,6 +119,11 @@ gw_relay_flush_out(GwRelay *relay)
 
     if (relay->stream == NULL || relay->out->len == 0)
         return;
+    /* only counts pile up while the anchor takes nothing: it is stuck */
+    if (relay->out->len > GW_RELAY_MAX_OUT) {
+        gw_relay_end(relay, "the gateway that holds the device took nothing for too long");
+        return;
+    }
     n = gw_link_stream_write(relay->stream, relay->out->data, relay->out->len);
     if (n > 0)
         g_byte_array_remove_range(relay->out, 0, (guint)n);
