@@ -832,6 +832,11 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
                     usbgwctl_vm_usb_bus(vm), list->len > 0 ? list->str : "-");
             if (g_strcmp0(usbgwctl_str(vm, "state"), "migrating") == 0)
                 g_print("    migrating: a destination QEMU waits to take its devices over\n");
+            else if (g_strcmp0(usbgwctl_str(vm, "state"), "elsewhere") == 0)
+                g_print("    runs on gateway %s's host: its devices are relayed there\n",
+                        usbgwctl_str(vm, "host"));
+            else if (g_strcmp0(usbgwctl_str(vm, "state"), "relayed") == 0)
+                g_print("    relayed: its devices are on gateway %s\n", usbgwctl_str(vm, "anchor"));
             usbgwctl_print_vm_notes(vm);
         }
     } else if (g_strcmp0(command, "status") == 0) {

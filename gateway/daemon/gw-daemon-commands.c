@@ -296,8 +296,12 @@ gw_cmd_vms(const GwCommandCall *call)
         json_object_set_string_member(vm, "state", migrating ? "migrating" : "running");
         json_object_set_array_member(vm, "devices", g_steal_pointer(&ids));
         gw_cmd_vm_libvirt(call->daemon, name, vm);
+        /* it runs on another host, its device still served from here */
+        gw_daemon_migrate_vm_json(call->daemon, name, vm);
         json_array_add_object_element(array, g_steal_pointer(&vm));
     }
+    /* VMs that came here with their device elsewhere */
+    gw_daemon_migrate_relayed_json(call->daemon, vms, array);
     json_object_set_array_member(obj, "vms", g_steal_pointer(&array));
     return gw_reply_object(g_steal_pointer(&obj));
 }
@@ -403,7 +407,7 @@ gw_cmd_hook(const GwCommandCall *call)
         g_autoptr(GError) error = NULL;
         if (!JSON_NODE_HOLDS_ARRAY(sockets))
             return gw_control_reply_error("bad-request", "\"sockets\" is not an array");
-        gw_daemon_migrate_prepare(daemon, name, json_node_get_array(sockets), &error);
+        gw_daemon_migrate_prepare(daemon, name, uuid, json_node_get_array(sockets), &error);
         if (error != NULL)
             return gw_control_reply_error("bad-request", "%s", error->message);
     }

@@ -16,6 +16,7 @@
 struct _GwDaemonRelaySocket {
     GwDaemon *daemon; /* borrowed */
     gchar *vm;
+    gchar *uuid;
     gchar *file;
     gchar *path;
     GwVmListener *listener;    /* owned */
@@ -136,6 +137,50 @@ gw_daemon_vm_is_away(GwDaemon *daemon, const gchar *vm)
     return gw_relay_anchor_vm_is_away(vm);
 }
 
+void
+gw_daemon_migrate_vm_json(GwDaemon *daemon, const gchar *name, JsonObject *vm)
+{
+    const gchar *host = gw_relay_anchor_vm_host(name);
+
+    if (host == NULL)
+        return;
+    json_object_set_string_member(vm, "state", "elsewhere");
+    json_object_set_string_member(vm, "host", host);
+}
+
+void
+gw_daemon_migrate_relayed_json(GwDaemon *daemon, GPtrArray *listed, JsonArray *array)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+    GHashTableIter iter;
+    gpointer value;
+
+    for (guint i = 0; listed != NULL && i < listed->len; i++)
+        g_hash_table_add(seen, g_ptr_array_index(listed, i));
+    g_hash_table_iter_init(&iter, daemon->relay_sockets);
+    while (g_hash_table_iter_next(&iter, NULL, &value)) {
+        GwDaemonRelaySocket *rs = value;
+        JsonObject *vm;
+        JsonArray *sockets;
+
+        if (rs->relay == NULL || g_hash_table_contains(seen, rs->vm))
+            continue;
+        g_hash_table_add(seen, rs->vm);
+        vm = json_object_new();
+        json_object_set_string_member(vm, "name", rs->vm);
+        json_object_set_string_member(vm, "uuid", rs->uuid);
+        json_object_set_string_member(vm, "state",
+                                      gw_relay_holds_device(rs->relay) ? "relayed" : "migrating");
+        if (gw_relay_get_anchor(rs->relay) != NULL)
+            json_object_set_string_member(vm, "anchor", gw_relay_get_anchor(rs->relay));
+        json_object_set_array_member(vm, "devices", json_array_new());
+        sockets = json_array_new();
+        json_array_add_string_element(sockets, rs->path);
+        json_object_set_array_member(vm, "sockets", sockets);
+        json_array_add_object_element(array, vm);
+    }
+}
+
 /* ---- the relays: VMs that came here, their device elsewhere -------------- */
 
 static GwLinkStream *
@@ -180,7 +225,7 @@ gw_daemon_relay_migrated(GwRelay *relay, gboolean in, const gchar *anchor, const
     GwAuditEvent record = {
         .event = in ? GW_AUDIT_MIGRATE_IN : GW_AUDIT_MIGRATE_OUT,
         .vm = rs->vm,
-        .vm_uuid = gw_binder_get_vm_uuid(daemon->binder, rs->vm),
+        .vm_uuid = rs->uuid,
         .actor = "usbgwd",
         .reason = why,
         .peer = other,
@@ -252,6 +297,7 @@ gw_daemon_relay_socket_free(gpointer data)
     gw_vm_listener_free(rs->listener);
     g_clear_pointer(&rs->relay, gw_relay_free);
     g_free(rs->vm);
+    g_free(rs->uuid);
     g_free(rs->file);
     g_free(rs->path);
     g_free(rs);
@@ -276,7 +322,8 @@ gw_daemon_socket_file(const gchar *path, GError **error)
 }
 
 guint
-gw_daemon_migrate_prepare(GwDaemon *daemon, const gchar *vm, JsonArray *sockets, GError **error)
+gw_daemon_migrate_prepare(GwDaemon *daemon, const gchar *vm, const gchar *uuid, JsonArray *sockets,
+                          GError **error)
 {
     guint prepared = 0;
 
@@ -307,6 +354,7 @@ gw_daemon_migrate_prepare(GwDaemon *daemon, const gchar *vm, JsonArray *sockets,
         rs = g_new0(GwDaemonRelaySocket, 1);
         rs->daemon = daemon;
         rs->vm = g_strdup(vm);
+        rs->uuid = g_strdup(uuid);
         rs->file = g_strdup(file);
         rs->path = g_strdup(path);
         rs->listener =

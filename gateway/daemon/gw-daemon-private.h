@@ -73,12 +73,19 @@ gboolean gw_daemon_relay_open(GwDaemon *daemon, GwLink *link, GwLinkStream *stre
                               gchar **reason);
 /* The hook's migrate op: binds @vm's @sockets (their file names, under our
  * rundir) for the incoming QEMU, unless served here already. */
-guint gw_daemon_migrate_prepare(GwDaemon *daemon, const gchar *vm, JsonArray *sockets,
-                                GError **error);
+guint gw_daemon_migrate_prepare(GwDaemon *daemon, const gchar *vm, const gchar *uuid,
+                                JsonArray *sockets, GError **error);
 /* @vm stopped here: its prepared sockets and relays go. */
 void gw_daemon_migrate_vm_stopped(GwDaemon *daemon, const gchar *vm);
 /* Whether @vm's device here is served to its QEMU on another host. */
 gboolean gw_daemon_vm_is_away(GwDaemon *daemon, const gchar *vm);
+/* usbgwctl vms: "host" (the gateway whose relay serves @name's QEMU) in
+ * @vm, when it runs on another host. */
+void gw_daemon_migrate_vm_json(GwDaemon *daemon, const gchar *name, JsonObject *vm);
+/* usbgwctl vms: one entry per VM relayed here (not in @listed, the VMs
+ * with devices here) appended to @array: state "relayed" (its device is
+ * on "anchor") or "migrating" (its QEMU waits to take the device over). */
+void gw_daemon_migrate_relayed_json(GwDaemon *daemon, GPtrArray *listed, JsonArray *array);
 
 /* What libvirt said of a running VM beyond its name: its metadata and USB
  * bus (gw_daemon_vm_inspected), for usbgwctl vms. */

@@ -459,24 +459,30 @@ gw_relay_anchor_is_peer(GwRelayAnchor *anchor)
     return anchor->role == GW_RELAY_ANCHOR_PEER && !anchor->ended;
 }
 
-gboolean
-gw_relay_anchor_vm_is_away(const gchar *vm)
+const gchar *
+gw_relay_anchor_vm_host(const gchar *vm)
 {
     GHashTableIter iter;
     gpointer value;
 
     if (gw_relay_anchors == NULL)
-        return FALSE;
+        return NULL;
     g_hash_table_iter_init(&iter, gw_relay_anchors);
     while (g_hash_table_iter_next(&iter, NULL, &value)) {
         GPtrArray *list = value;
         for (guint i = 0; i < list->len; i++) {
             GwRelayAnchor *anchor = g_ptr_array_index(list, i);
             if (gw_relay_anchor_is_peer(anchor) && g_strcmp0(anchor->vm, vm) == 0)
-                return TRUE;
+                return anchor->gateway;
         }
     }
-    return FALSE;
+    return NULL;
+}
+
+gboolean
+gw_relay_anchor_vm_is_away(const gchar *vm)
+{
+    return gw_relay_anchor_vm_host(vm) != NULL;
 }
 
 /* Tells the relay @anchor a record naming @gateway. */

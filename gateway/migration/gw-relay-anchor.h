@@ -56,6 +56,9 @@ gboolean gw_relay_anchor_is_peer(GwRelayAnchor *anchor);
 /* Whether @vm's device on this gateway is served to a QEMU on another host
  * now (a relay is the peer of one of its sockets). */
 gboolean gw_relay_anchor_vm_is_away(const gchar *vm);
+/* The gateway whose relay is the peer of one of @vm's sockets, NULL when
+ * none is (borrowed). */
+const gchar *gw_relay_anchor_vm_host(const gchar *vm);
 
 /* A handover on the socket @path ended (@done: the destination took over).
  * @local_source and @local_destination: whether each side was a local QEMU
