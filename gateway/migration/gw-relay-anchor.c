@@ -482,7 +482,22 @@ gw_relay_anchor_vm_host(const gchar *vm)
 gboolean
 gw_relay_anchor_vm_is_away(const gchar *vm)
 {
-    return gw_relay_anchor_vm_host(vm) != NULL;
+    GHashTableIter iter;
+    gpointer value;
+
+    if (gw_relay_anchors == NULL)
+        return FALSE;
+    g_hash_table_iter_init(&iter, gw_relay_anchors);
+    while (g_hash_table_iter_next(&iter, NULL, &value)) {
+        GPtrArray *list = value;
+        for (guint i = 0; i < list->len; i++) {
+            GwRelayAnchor *anchor = g_ptr_array_index(list, i);
+            if (!anchor->ended && anchor->role != GW_RELAY_ANCHOR_DONE &&
+                g_strcmp0(anchor->vm, vm) == 0)
+                return TRUE;
+        }
+    }
+    return FALSE;
 }
 
 /* Tells the relay @anchor a record naming @gateway. */

@@ -54,7 +54,8 @@ const gchar *gw_relay_anchor_get_vm(GwRelayAnchor *anchor);
 gboolean gw_relay_anchor_is_peer(GwRelayAnchor *anchor);
 
 /* Whether @vm's device on this gateway is served to a QEMU on another host
- * now (a relay is the peer of one of its sockets). */
+ * now, or is about to be (a relay is the peer of one of its sockets, or
+ * waits as a migration's destination: the source's end hands over). */
 gboolean gw_relay_anchor_vm_is_away(const gchar *vm);
 /* The gateway whose relay is the peer of one of @vm's sockets, NULL when
  * none is (borrowed). */

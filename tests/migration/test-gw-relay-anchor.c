@@ -304,6 +304,9 @@ test_counts(void)
     guint8 got[16];
 
     rig_init(&rig);
+    /* a pending destination on another host: the VM is about to leave */
+    g_assert_true(gw_relay_anchor_vm_is_away("test-vm"));
+    g_assert_null(gw_relay_anchor_vm_host("test-vm"));
     g_assert_cmpuint(owner_write(&rig, 'x', 100), ==, 100);
     test_wait(relay_got, &w, "the owner's 100 bytes at the relay");
     g_assert_cmpuint(rig.data->len, ==, 100);
@@ -383,7 +386,9 @@ test_gone_and_records(void)
     wait_event(&rig, "MIGRATED_IN hv-a");
     g_assert_true(gw_relay_anchor_is_peer(rig.anchor));
     g_assert_true(gw_relay_anchor_vm_is_away("test-vm"));
+    g_assert_cmpstr(gw_relay_anchor_vm_host("test-vm"), ==, "hv-b");
     g_assert_false(gw_relay_anchor_vm_is_away("other-vm"));
+    g_assert_null(gw_relay_anchor_vm_host("other-vm"));
 
     owner_write(&rig, 'z', 30);
     test_wait(relay_got, &w, "the owner's bytes at the relay");
@@ -405,6 +410,7 @@ test_gone_and_records(void)
     g_assert_null(to);
     wait_event(&rig, "MIGRATED_OUT hv-a");
     g_assert_false(gw_relay_anchor_vm_is_away("test-vm"));
+    g_assert_null(gw_relay_anchor_vm_host("test-vm"));
     /* the owner lets go: the anchor ends and closes the stream */
     close(rig.owner_fd);
     rig.owner_fd = -1;
