@@ -33,7 +33,10 @@ the destination host as libvirt would ("migrate begin" with the source's
 domain XML), and that host's usbgwd binds the VM's socket under its own
 run dir; the migration stream goes over TCP between the namespaces.
 Asserted as well: hv-a hands over every time, each host audits its
-"migrate-out" and "migrate-in" records naming both gateways.
+"migrate-out" and "migrate-in" records naming both gateways. Before the
+migrations, hv-a refuses two relays of a fake QEMU (RelayAttacks): from a
+gateway of the same CA that is not its migration peer, and for a socket it
+does not serve; the VM keeps answering.
 
 Env: USBGW_MIGRATION_KEY_DELAY_MS (the key holds each answer this long,
 default 0), USBGW_MIGRATION_DEBUG=N (usb-redir debug=N on every QEMU,
@@ -342,6 +345,9 @@ class Rig:
     def make_hosts(self):
         return [LocalHost(self.work, self.sock)]
 
+    def attack(self, qemu):
+        """Attacks on the VM's usbgwd while QEMU runs on it (none here)."""
+
     def destination_host(self, source_host):
         """Where the destination of a QEMU on source_host runs."""
         return self.hosts[0]
@@ -623,30 +629,37 @@ class NetnsHost:
     def incoming(self, qemu_name):
         return f"tcp:{self.addr}:{next(self.ports)}"
 
-    def prepare(self, source_sock):
-        """What libvirt does on the destination host before it starts the
-        destination QEMU: usbgw-hook "migrate begin" in this host's
-        namespace, with the source's domain XML (its redirdev names the
-        source's socket); then this host's usbgwd binds the socket of the
-        same name under its own run dir, for the QEMU's chardev."""
-        xml = (f"<domain type='qemu'><name>{VM}</name><uuid>{VM_UUID}</uuid><devices>"
+    def hook(self, vm, uuid, op, sub, source_sock):
+        """usbgw-hook VM OP SUB in this host's namespace, as libvirt runs
+        it: the domain XML (its redirdev names SOURCE_SOCK) on stdin."""
+        xml = (f"<domain type='qemu'><name>{vm}</name><uuid>{uuid}</uuid><devices>"
                f"<redirdev bus='usb' type='unix'><source mode='connect' path='{source_sock}'/>"
                f"</redirdev></devices></domain>")
-        call = f"usbgw-hook {VM} migrate begin on {self.name}"
+        call = f"usbgw-hook {vm} {op} {sub} on {self.name}"
         try:
-            out = subprocess.run([*self.exec_prefix, HOOK, "--config", self.hook_conf, VM,
-                                  "migrate", "begin", "-"], input=xml, capture_output=True,
+            out = subprocess.run([*self.exec_prefix, HOOK, "--config", self.hook_conf, vm,
+                                  op, sub, "-"], input=xml, capture_output=True,
                                  text=True, timeout=30)
         except subprocess.TimeoutExpired:
             fail(f"{call} did not exit within 30 s")
         with open(os.path.join(self.home, "hook.log"), "a") as f:
-            f.write(f"migrate begin, source {source_sock}: exit {out.returncode}\n{out.stderr}")
+            f.write(f"{vm} {op} {sub}, source {source_sock}: exit {out.returncode}\n"
+                    f"{out.stderr}")
         if out.returncode != 0:
             fail(f"{call} exited {out.returncode}: {out.stderr.strip()}")
         if out.stdout:
             # libvirt would take it for a replacement domain XML
             fail(f"{call} wrote to stdout: {out.stdout[:200]!r}")
-        path = os.path.join(self.home, "run", "vm", VM, os.path.basename(source_sock))
+        return call
+
+    def prepare(self, source_sock, vm=VM, uuid=VM_UUID):
+        """What libvirt does on the destination host before it starts the
+        destination QEMU: usbgw-hook "migrate begin" in this host's
+        namespace, with the source's domain XML (its redirdev names the
+        source's socket); then this host's usbgwd binds the socket of the
+        same name under its own run dir, for the QEMU's chardev."""
+        call = self.hook(vm, uuid, "migrate", "begin", source_sock)
+        path = os.path.join(self.home, "run", "vm", vm, os.path.basename(source_sock))
         deadline = time.monotonic() + BIND_TIMEOUT_S
         while not is_socket(path):
             if self.gw.poll() is not None:
@@ -655,13 +668,15 @@ class NetnsHost:
             if time.monotonic() > deadline:
                 folder = os.path.dirname(path)
                 held = sorted(os.listdir(folder)) if os.path.isdir(folder) else None
-                fail(f"{self.name}'s usbgwd bound no socket {path} for VM {VM} within "
+                fail(f"{self.name}'s usbgwd bound no socket {path} for VM {vm} within "
                      f"{BIND_TIMEOUT_S} s after {call} exited 0 (the source's socket: "
                      f"{source_sock}); {folder} "
                      + (f"holds {held}" if held is not None else "does not exist")
                      + f"; {self.name}'s log (tail):\n{self.log()[-3000:]}")
             time.sleep(0.05)
-        self.sock = path
+        if vm == VM:
+            self.sock = path
+        return path
 
 
 class HostsRig(Rig):
@@ -680,7 +695,10 @@ class HostsRig(Rig):
                                           for entry in os.environ[HOSTS_ENV].split()]
         self.a = NetnsHost("hv-a", ns_a, addr_a)
         self.b = NetnsHost("hv-b", ns_b, addr_b)
-        certs = make_certs(self.work, "hv-a", "hv-b")
+        # hv-c: a gateway of the same CA that is no migration peer
+        # (RelayAttacks)
+        self.certs = certs = make_certs(self.work, "hv-a", "hv-b", "hv-c")
+        self.usbgwd = usbgwd
         self.a.start(usbgwd, self.work,
                      f'assign id 0529:0001 to vm "{VM}"\n',
                      [f"link-listen={addr_a}:{LINK_PORT}", *link_credentials(certs, "hv-a"),
@@ -699,6 +717,9 @@ class HostsRig(Rig):
 
     def make_hosts(self):
         return [self.a, self.b]
+
+    def attack(self, qemu):
+        RelayAttacks(self).run(qemu)
 
     def destination_host(self, source_host):
         return self.b if source_host is self.a else self.a
@@ -719,6 +740,121 @@ class HostsRig(Rig):
                              f"hv-a and hv-b: {line}")
         return [r for _, r in self.a.audit_lines()
                 if r.get("event") in ("migrate-out", "migrate-in")]
+
+
+class RelayAttacks:
+    """Relays hv-a must refuse, tried while the VM runs on hv-a: from a
+    gateway that is not one of its migration-peers ("hv-c": a certificate
+    of the same CA, a link to hv-a, its usbgwd beside hv-b in namespace b
+    with hv-a as its migration peer), and from a migration peer (hv-b) for
+    a socket hv-a does not serve. Each time usbgw-hook's "migrate begin"
+    prepares the relaying host, and a fake QEMU connects to the socket its
+    usbgwd bound and writes bytes that are no usbredir hello. Asserted: the
+    relaying usbgwd logs hv-a's refusal and closes the fake QEMU's
+    connection; hv-a neither holds it as a migration destination nor hands
+    over nor audits a migration; the VM keeps answering, right, with no
+    error round. hv-c is stopped afterwards (its link records on hv-a are
+    not among the ones the test counts)."""
+
+    OTHER_VM = "other-vm"
+    OTHER_UUID = "7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"
+    OTHER_FILE = "0529-0001-at-9-9.sock"
+    HELD = r"a migration destination connected"
+    HANDED = r"handed over to the migration destination"
+
+    def __init__(self, rig):
+        self.rig = rig
+
+    def run(self, qemu):
+        answers = qemu.console.count(r"^USBGW-ANSWER ")
+        errors = qemu.console.count(r"^USBGW-ERROR")
+        self.stranger()
+        self.unserved()
+        wait_console(qemu, r"^USBGW-ANSWER ", answers + ANSWERS_BETWEEN, 30,
+                     "answers after the refused relays")
+        with qemu.console.lock:
+            after = [l for _, l in qemu.console.lines if l.startswith("USBGW-ANSWER ")][answers:]
+        wrong = [l for l in after if not l.endswith(f"response={self.rig.answer}")]
+        if wrong or qemu.console.count(r"^USBGW-ERROR") != errors:
+            fail(f"the VM's rounds after the refused relays: wrong answers {wrong[:3]}, "
+                 f"{qemu.console.count(r'^USBGW-ERROR') - errors} error rounds")
+
+    def stranger(self):
+        """hv-c relays the VM's socket to hv-a, which lists only hv-b."""
+        rig = self.rig
+        c = NetnsHost("hv-c", rig.b.ns, rig.b.addr)
+        c.start(rig.usbgwd, rig.work, "# no rule: hv-c only tries to relay\n",
+                [f"link-peers=hv-a@{rig.a.addr}:{LINK_PORT}", *link_credentials(rig.certs, "hv-c"),
+                 "link-reattach-interval=0", "migration-peers=hv-a"])
+        try:
+            wait_file(os.path.join(c.home, "usbgwd.log"), r"link hv-a: up\b", c.gw, 30,
+                      "link from hv-c to hv-a up")
+            c.prepare(rig.a.sock)
+            self.refused(c, c.sock, "no migration peer holds the device (gateway hv-c is not a "
+                         "migration peer of hv-a)", f"{VM}'s socket relayed by hv-c")
+        finally:
+            c.gw.terminate()
+            try:
+                c.gw.wait(10)
+            except subprocess.TimeoutExpired:
+                c.gw.kill()
+                c.gw.wait()
+        # the migrations start with hv-a as it was
+        wait_file(os.path.join(rig.a.home, "usbgwd.log"), r"link hv-c: down", rig.a.gw, 10,
+                  "hv-c's link down on hv-a")
+
+    def unserved(self):
+        """hv-b relays a socket of a VM hv-a does not run."""
+        b = self.rig.b
+        source = os.path.join(self.rig.a.home, "run", "vm", self.OTHER_VM, self.OTHER_FILE)
+        sock = b.prepare(source, self.OTHER_VM, self.OTHER_UUID)
+        self.refused(b, sock, f'no QEMU of VM "{self.OTHER_VM}" holds {self.OTHER_FILE} on hv-a',
+                     f"{self.OTHER_VM}'s {self.OTHER_FILE} relayed by hv-b")
+        # libvirt's hook when the VM that never started is gone: hv-b no
+        # longer listens on the socket
+        b.hook(self.OTHER_VM, self.OTHER_UUID, "stopped", "end", source)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as late:
+            try:
+                late.connect(sock)
+            except (ConnectionRefusedError, FileNotFoundError):
+                return
+        fail(f"hv-b still listens on {sock} after the hook's \"stopped\" for {self.OTHER_VM}")
+
+    def refused(self, host, sock, reason, what):
+        """A fake QEMU on SOCK (HOST relays it to hv-a), which hv-a must
+        refuse for REASON."""
+        a = self.rig.a
+        held, handed = (len(re.findall(p, a.log())) for p in (self.HELD, self.HANDED))
+        audited = len(a.audit_lines())
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as fake:
+            fake.settimeout(10)
+            fake.connect(sock)
+            try:
+                fake.sendall(bytes(16))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            wait_file(os.path.join(host.home, "usbgwd.log"), re.escape(reason), host.gw, 10,
+                      f"{host.name} logging hv-a's refusal of {what} ({reason})")
+            try:
+                left = fake.recv(64)
+            except ConnectionResetError:
+                left = b""
+            except socket.timeout:
+                fail(f"{host.name} kept the fake QEMU's connection of {what} open after hv-a "
+                     f"refused it")
+        if left:
+            fail(f"{host.name} wrote {left!r} to the fake QEMU of {what}")
+        if (len(re.findall(self.HELD, a.log())), len(re.findall(self.HANDED, a.log()))) != \
+                (held, handed):
+            fail(f"hv-a held {what} as a migration destination or handed over to it:\n"
+                 f"{a.log()[-3000:]}")
+        records = [line for line, r in a.audit_lines()[audited:]
+                   if r.get("event", "").startswith("migrate")]
+        if records:
+            fail(f"hv-a audited a migration for {what}: {records}")
+        print(f"refused relay: {what}: hv-a refused it ({reason}); the fake QEMU's connection "
+              f"closed, no destination held, no handover, no migrate record on hv-a",
+              flush=True)
 
 
 def wait_console(qemu, pattern, count, timeout, what):
@@ -844,6 +980,7 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
         # not a transfer the guest had
         errors_at_boot = rig.transfer_errors()
         print(f"boot: first answer after {time.monotonic() - t0:.1f} s", flush=True)
+        rig.attack(src)
         for i in range(1, MIGRATIONS + 1):
             wait_console(src, r"^USBGW-ANSWER ", ANSWERS_BETWEEN, 30, "answers before migrating")
             dest = start_destination(rig, f"qemu{i}", src)
