@@ -4,6 +4,8 @@
  * prepared for them, and the audit records of migrations. */
 #include <string.h>
 
+#include <glib/gstdio.h>
+
 #include "gw-daemon-private.h"
 #include "gw-log.h"
 #include "gw-relay-anchor.h"
@@ -95,9 +97,23 @@ gw_daemon_anchor_closed(GwRelayAnchor *anchor, const gchar *reason, gpointer use
     g_idle_add(gw_daemon_anchor_free_idle, anchor);
 }
 
+static gboolean gw_daemon_relay_accept(GwDaemon *daemon, GwLink *link, GwLinkStream *stream,
+                                       const gchar *id, gchar **reason);
+
 gboolean
 gw_daemon_relay_open(GwDaemon *daemon, GwLink *link, GwLinkStream *stream, const gchar *id,
                      gchar **reason)
+{
+    if (gw_daemon_relay_accept(daemon, link, stream, id, reason))
+        return TRUE;
+    /* the anchor's admin sees who tried, and why not */
+    g_message("link %s: refused a migration relay (%s): %s", gw_link_get_peer(link), id, *reason);
+    return FALSE;
+}
+
+static gboolean
+gw_daemon_relay_accept(GwDaemon *daemon, GwLink *link, GwLinkStream *stream, const gchar *id,
+                       gchar **reason)
 {
     const gchar *peer = gw_link_get_peer(link);
     g_autofree gchar *vm = NULL;
@@ -295,6 +311,8 @@ gw_daemon_relay_socket_free(gpointer data)
     GwDaemonRelaySocket *rs = data;
 
     gw_vm_listener_free(rs->listener);
+    if (rs->listener != NULL)
+        g_unlink(rs->path);
     g_clear_pointer(&rs->relay, gw_relay_free);
     g_free(rs->vm);
     g_free(rs->uuid);
