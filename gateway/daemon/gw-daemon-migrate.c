@@ -179,7 +179,8 @@ gw_daemon_migrate_relayed_json(GwDaemon *daemon, GPtrArray *listed, JsonArray *a
         JsonObject *vm;
         JsonArray *sockets;
 
-        if (rs->relay == NULL || g_hash_table_contains(seen, rs->vm))
+        if (rs->relay == NULL || !gw_relay_is_current(rs->relay) ||
+            g_hash_table_contains(seen, rs->vm))
             continue;
         g_hash_table_add(seen, rs->vm);
         vm = json_object_new();

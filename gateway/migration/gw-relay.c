@@ -33,6 +33,7 @@ struct _GwRelay {
     gboolean opened;
     gchar *anchor; /* the gateway that accepted */
     gboolean holds_device;
+    gboolean migrated_out; /* the anchor said the VM went on */
     gboolean qemu_gone; /* GONE sent: the stream waits for the anchor's last records */
     guint linger;       /* ends the relay if the anchor does not */
     gboolean ended;
@@ -252,6 +253,7 @@ gw_relay_record(GwRelay *relay, const GwRelayRecord *record, GError **error)
     case GW_RELAY_RECORD_MIGRATED_OUT:
         name = gw_relay_record_name_text(record);
         relay->holds_device = record->type == GW_RELAY_RECORD_MIGRATED_IN;
+        relay->migrated_out = record->type == GW_RELAY_RECORD_MIGRATED_OUT;
         gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, relay->vm, NULL,
                       relay->holds_device
                           ? "%s: migrated in from gateway %s; the device stays on gateway %s"
@@ -445,6 +447,12 @@ gboolean
 gw_relay_holds_device(GwRelay *relay)
 {
     return relay->holds_device && !relay->ended;
+}
+
+gboolean
+gw_relay_is_current(GwRelay *relay)
+{
+    return !relay->ended && !relay->qemu_gone && !relay->migrated_out;
 }
 
 gboolean

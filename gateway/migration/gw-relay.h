@@ -52,6 +52,9 @@ const gchar *gw_relay_get_vm(GwRelay *relay);
 const gchar *gw_relay_get_anchor(GwRelay *relay);
 /* Whether the anchor said the VM's QEMU here holds the device. */
 gboolean gw_relay_holds_device(GwRelay *relay);
+/* Whether the VM may still be here: its QEMU is connected and the anchor
+ * did not say it went on. */
+gboolean gw_relay_is_current(GwRelay *relay);
 
 /* "migrate:VM/FILE"; FALSE unless @id is one with a VM name and a file
  * name usbgwd could serve (the caller checks the VM name's rules). */

@@ -418,6 +418,10 @@ class Rig:
                      f"{self.gw_count(pattern)} times, want {count})")
             time.sleep(0.05)
 
+    def check_relay_shown(self, qemu):
+        """Across hosts: usbgwctl vms on the host the VM left for shows it
+        relayed to its anchor. Nothing to show on one host."""
+
     def ctl_json(self, *args):
         out = subprocess.run([self.usbgwctl, "--socket", self.control, "--json", *args],
                              capture_output=True, text=True)
@@ -718,6 +722,21 @@ class HostsRig(Rig):
     def make_hosts(self):
         return [self.a, self.b]
 
+    def check_relay_shown(self, qemu):
+        """hv-b's usbgwctl vms lists the VM "relayed" (its key on hv-a)
+        while it runs there, and not once it went back."""
+        out = subprocess.run([self.usbgwctl, "--socket", os.path.join(self.b.home, "control.sock"),
+                              "--json", "vms"], capture_output=True, text=True)
+        if out.returncode != 0:
+            fail(f"usbgwctl vms on hv-b: {out.stderr.strip()}")
+        vm = next((v for v in json.loads(out.stdout)["vms"] if v["name"] == VM), None)
+        if qemu.host is self.b:
+            if vm is None or vm.get("state") != "relayed" or vm.get("anchor") != "hv-a":
+                fail(f"usbgwctl vms on hv-b does not show {VM} relayed to hv-a: {vm}")
+            print(f"usbgwctl vms on hv-b: {VM} {vm['state']}, anchor {vm['anchor']}", flush=True)
+        elif vm is not None:
+            fail(f"usbgwctl vms on hv-b still lists {VM} after it left: {vm}")
+
     def attack(self, qemu):
         RelayAttacks(self).run(qemu)
 
@@ -1005,6 +1024,8 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
                         f"handover {i}")
             if src.wait_exit(15) is None:
                 src.kill()
+            if i <= 2:
+                rig.check_relay_shown(dest)
             print(f"migration {i}: {src.name} -> {dest.name}{hosts_of(src, dest)} completed in "
                   f"{total} ms, "
                   f"downtime {downtime} ms", flush=True)
