@@ -38,13 +38,20 @@ migrations, hv-a refuses two relays of a fake QEMU (RelayAttacks): from a
 gateway of the same CA that is not its migration peer, and for a socket it
 does not serve; the VM keeps answering.
 
+USBGW_MIGRATION_PATH=hosts-imported: the same two hosts, without the
+relay attacks, but hv-a imports the key from a dongle server, usbgwd
+"dongles1" beside it in namespace a (HostsImportedRig): the anchor's
+socket belongs to hv-a's import proxy, and the bytes of a QEMU on hv-b go
+hv-b -> hv-a -> dongles1.
+
 Env: USBGW_MIGRATION_KEY_DELAY_MS (the key holds each answer this long,
 default 0), USBGW_MIGRATION_DEBUG=N (usb-redir debug=N on every QEMU,
 usbgwd's serve debug log), USBGW_TEST_KEEP=1 (keep the work folder with
 every console and usbgwd's log).
 
 Exit 77 (skip) only when QEMU or the guest image is missing, and for
-USBGW_MIGRATION_PATH=hosts without root or iproute2's `ip netns`.
+USBGW_MIGRATION_PATH=hosts (or hosts-imported) without root or iproute2's
+`ip netns`.
 """
 import glob
 import itertools
@@ -88,8 +95,9 @@ FAST_BANDWIDTH = "1G"
 # importer's validating proxy), "lent" (usbgw-share lends it over SPICE:
 # the worker and the same proxy; USBGW_MIGRATION_WORKER,
 # USBGW_MIGRATION_SHARE and USBGW_MIGRATION_ACL_HELPER name the programs)
-# or "hosts" (between two hosts, see HostsRig; USBGW_MIGRATION_HOOK names
-# usbgw-hook)
+# "hosts" (between two hosts, see HostsRig; USBGW_MIGRATION_HOOK names
+# usbgw-hook) or "hosts-imported" (the same with the key imported from a
+# dongle server, see HostsImportedRig)
 PATH = os.environ.get("USBGW_MIGRATION_PATH", "host")
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAKE_CERTS = os.environ.get("USBGW_MIGRATION_MAKE_CERTS",
@@ -101,6 +109,7 @@ PROCS = []
 # addressed by a run number claimed under HOSTS_CLAIMS (see Namespaces;
 # USBGW_MIGRATION_CLAIMS puts the claims elsewhere); the outer run passes
 # them to the inner one in the variable HOSTS_ENV names
+HOSTS_PATHS = ("hosts", "hosts-imported")
 HOSTS_CLAIMS = os.environ.get("USBGW_MIGRATION_CLAIMS", "/run/usbgw-migration-hosts")
 HOSTS_ENV = "USBGW_MIGRATION_NETNS"
 HOOK = os.environ.get("USBGW_MIGRATION_HOOK", "")
@@ -418,6 +427,11 @@ class Rig:
                      f"{self.gw_count(pattern)} times, want {count})")
             time.sleep(0.05)
 
+    def sessions_ended(self):
+        """The sessions of the key that ended: a host session, or an
+        imported key's proxy session."""
+        return self.gw_count(r"peer session ended|: session ends \(")
+
     def check_relay_shown(self, qemu):
         """Across hosts: usbgwctl vms on the host the VM left for shows it
         relayed to its anchor. Nothing to show on one host."""
@@ -693,6 +707,13 @@ class HostsRig(Rig):
 
     # the handover's figures are printed where hv-a's records give them
     FIGURES_REQUIRED = False
+    # certificates of the mode's other gateways
+    EXTRA_CERTS = ()
+
+    def anchor_key(self):
+        """hv-a's policy and its configuration lines for the key: on hv-a
+        itself."""
+        return f'assign id 0529:0001 to vm "{VM}"\n', []
 
     def start(self, usbgwd):
         (ns_a, addr_a), (ns_b, addr_b) = [entry.split("=")
@@ -701,12 +722,12 @@ class HostsRig(Rig):
         self.b = NetnsHost("hv-b", ns_b, addr_b)
         # hv-c: a gateway of the same CA that is no migration peer
         # (RelayAttacks)
-        self.certs = certs = make_certs(self.work, "hv-a", "hv-b", "hv-c")
+        self.certs = certs = make_certs(self.work, "hv-a", "hv-b", "hv-c", *self.EXTRA_CERTS)
         self.usbgwd = usbgwd
-        self.a.start(usbgwd, self.work,
-                     f'assign id 0529:0001 to vm "{VM}"\n',
+        policy, conf = self.anchor_key()
+        self.a.start(usbgwd, self.work, policy,
                      [f"link-listen={addr_a}:{LINK_PORT}", *link_credentials(certs, "hv-a"),
-                      "migration-peers=hv-b"])
+                      "migration-peers=hv-b", *conf])
         # one at a time: both open libusb under the same simulator, and the
         # key is claimed before the second looks at it
         self.a.sock = wait_vm_socket(self.a.home, self.a.gw, 30, "hv-a's usbgwd")
@@ -759,6 +780,51 @@ class HostsRig(Rig):
                              f"hv-a and hv-b: {line}")
         return [r for _, r in self.a.audit_lines()
                 if r.get("event") in ("migrate-out", "migrate-in")]
+
+
+class HostsImportedRig(HostsRig):
+    """USBGW_MIGRATION_PATH=hosts-imported: the two hosts, but the key is
+    on a dongle server, usbgwd "dongles1" (in namespace a beside hv-a, its
+    link on the namespace's loopback), which exports it to hv-a; hv-a
+    imports it, so the VM's socket belongs to hv-a's import proxy and the
+    bytes of a QEMU on hv-b go hv-b -> hv-a -> dongles1. No relay attacks
+    (the hosts mode has them)."""
+
+    EXTRA_CERTS = ("dongles1",)
+    DONGLES_PORT = LINK_PORT + 1
+
+    def anchor_key(self):
+        self.dongles = NetnsHost("dongles1", self.a.ns, "127.0.0.1")
+        self.dongles.start(self.usbgwd, self.work, 'export id 0529:* to gateway "hv-a"\n',
+                           [f"link-listen=127.0.0.1:{self.DONGLES_PORT}",
+                            *link_credentials(self.certs, "dongles1")])
+        # one at a time: dongles1 claims the key before hv-a looks at it
+        wait_file(os.path.join(self.dongles.home, "usbgwd.log"), r"kept claimed",
+                  self.dongles.gw, 30, "dongles1's usbgwd holding the key")
+        return (f'assign id 0529:0001 on gateway "dongles1" to vm "{VM}"\n',
+                [f"link-peers=dongles1@127.0.0.1:{self.DONGLES_PORT}",
+                 "link-reattach-interval=0"])
+
+    def start(self, usbgwd):
+        home, gw = super().start(usbgwd)
+        # the VM's socket on hv-a is the import's (its proxy owns it)
+        if f"served on {self.a.sock} (from gateway dongles1)" not in self.a.log():
+            fail(f"hv-a does not serve {self.a.sock} from gateway dongles1:\n"
+                 f"{self.a.log()[-3000:]}")
+        return home, gw
+
+    def attack(self, qemu):
+        """None: the relay attacks run in the hosts mode."""
+
+    def sessions_ended(self):
+        """hv-a's as in the hosts mode, and dongles1's export session to
+        hv-a (one for the whole run: it carries every QEMU's bytes)."""
+        return super().sessions_ended() + len(re.findall(r"peer session ended",
+                                                         self.dongles.log()))
+
+    def transfer_errors(self):
+        """usbredirhost's warnings in dongles1's log (it holds the key)."""
+        return len(re.findall(r"WARNING \*\*.*usbredir: ", self.dongles.log()))
 
 
 class RelayAttacks:
@@ -984,7 +1050,8 @@ def analyse(rig, qemus):
 
 def inner(usbgwd, peer, usbgwctl, guest_dir):
     work = os.environ["USBGW_MIGRATION_INNER"]
-    rig = (HostsRig if PATH == "hosts" else Rig)(work, usbgwd, peer, usbgwctl, guest_dir)
+    rig = {"hosts": HostsRig, "hosts-imported": HostsImportedRig}.get(PATH, Rig)(
+        work, usbgwd, peer, usbgwctl, guest_dir)
     qemus = []
     downtimes, totals = [], []
     windows = []  # host times from "migrate" to "completed"
@@ -1063,8 +1130,7 @@ def inner(usbgwd, peer, usbgwctl, guest_dir):
         wait_console(src, r"^USBGW-ANSWER ", answers_before + ANSWERS_BETWEEN, 30,
                      "answers after the failed migration")
         print(f"failed migration: {src.name} kept the key", flush=True)
-        # a host session's end, or an imported key's proxy session's
-        ended = rig.gw_count(r"peer session ended|: session ends \(")
+        ended = rig.sessions_ended()
         src.hmp("quit", check=False)
         src.wait_exit(15)
     finally:
@@ -1171,7 +1237,7 @@ def main():
     if build.returncode != 0:
         skip(f"no guest image: build-guest.sh failed:\n{build.stderr[-2000:]}")
     namespaces = None
-    if PATH == "hosts":
+    if PATH in HOSTS_PATHS:
         reason = hosts_unavailable()
         if reason is not None:
             skip(reason)
@@ -1184,7 +1250,7 @@ def main():
     try:
         env = dict(os.environ, USBGW_MIGRATION_INNER=work,
                    USBGW_SIM_REAP_DELAY_MS=str(KEY_DELAY_MS))
-        if PATH == "hosts":
+        if PATH in HOSTS_PATHS:
             namespaces = Namespaces()
             env[HOSTS_ENV] = namespaces.describe()
         status = subprocess.run([sim, "--secret", f"hasp={HASP_SECRET}", "--plug", "hasp",
