@@ -75,7 +75,7 @@ work=$(realpath -m "$2")/libvirt-migration
 HASP_SECRET=000102030405060708090a0b0c0d0e0f
 CHALLENGE=00112233445566778899aabbccddeeff
 MIGRATIONS=${USBGW_LVMIG_MIGRATIONS:-4}
-LOOP_MS=500
+LOOP_MS=200
 LINK_PORT=7576
 # new answers the guest must give on each host before the next migration
 ANSWERS_BETWEEN=3
@@ -259,8 +259,8 @@ fail() {
     echo "$me: FAIL: $*"
     local s
     if [[ -n $hosts_dir && -f $hosts_dir/console.log ]]; then
-        echo "--- the guest's console (USBGW lines, last 30):"
-        tr -d '\r' <"$hosts_dir/console.log" | grep -a 'USBGW' | tail -n 30 || true
+        echo "--- the guest's console, last 30 lines:"
+        tr -d '\r' <"$hosts_dir/console.log" | tail -n 30 || true
     fi
     for s in "${SIDES[@]}"; do
         [[ -n ${home[$s]:-} ]] || continue
@@ -268,6 +268,8 @@ fail() {
         grep -av 'cannot find handle' "${home[$s]}/usbgwd.log" 2>/dev/null | tail -n 40 || true
         echo "--- ${gwname[$s]}: libvirtd log, last 20 lines:"
         tail -n 20 "${home[$s]}/libvirtd.log" 2>/dev/null || true
+        echo "--- ${gwname[$s]}: QEMU's log (libvirt's), last 12 lines:"
+        tail -n 12 "${home[$s]}/log-libvirt/qemu/$vm.log" 2>/dev/null || true
         echo "--- ${gwname[$s]}: hook calls:"
         cat "${home[$s]}/hook-calls.log" 2>/dev/null || true
     done
@@ -447,9 +449,11 @@ wait "$started_a" || fail "hv-a's libvirtd did not start (message above)"
 wait "$started_b" || fail "hv-b's libvirtd did not start (message above)"
 
 # the simulated key: a helper process owns it; hv-a's usbgwd gets its
-# environment (UMOCKDEV_DIR, the preload), nothing else does
+# environment (UMOCKDEV_DIR, the preload), nothing else does. It runs in
+# hv-a's namespaces, as does every process of the test but this shell, so
+# a run killed with SIGKILL leaves nothing the next run's sweep misses.
 # shellcheck disable=SC2016 # expanded by sh
-"$sim" --secret "hasp=$HASP_SECRET" --plug hasp --control "$hosts_dir/sim.sock" -- \
+hx a "$sim" --secret "hasp=$HASP_SECRET" --plug hasp --control "$hosts_dir/sim.sock" -- \
     sh -c 'env | grep -E "^(UMOCKDEV_DIR|LD_PRELOAD)=" >"$0.tmp" && mv "$0.tmp" "$0" && exec sleep 100000' \
     "$hosts_dir/sim.env" >"$hosts_dir/sim.log" 2>&1 &
 sim_pid=$!
@@ -461,7 +465,7 @@ wait_file "${home[b]}/usbgwd.log" 'link hv-a: up\b' 30 || fail "hv-b's link to h
 
 define_vm "$vm"
 # the console's lines with the host's time when they came (the file has none)
-python3 -u -c '
+hx a python3 -u -c '
 import sys, time
 f = open(sys.argv[1], "rb")
 buf = b""
