@@ -71,6 +71,10 @@ guest_dir=$1
 usbgwd=$(realpath "$3") usbgwctl_bin=$(realpath "$4") hook_bin=$(realpath "$5")
 sim=$(realpath "$6") peer=$(realpath "$7")
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+# lv_guest_xml only: this test starts its own libvirtds, in its own mount
+# namespaces, and never the rig's
+# shellcheck source-path=SCRIPTDIR source=libvirt-rig.sh
+. "$here/libvirt-rig.sh"
 work=$(realpath -m "$2")/libvirt-migration
 HASP_SECRET=000102030405060708090a0b0c0d0e0f
 CHALLENGE=00112233445566778899aabbccddeeff
@@ -295,15 +299,8 @@ host_uuid = "$(cat /proc/sys/kernel/random/uuid)"
 auth_unix_ro = "none"
 auth_unix_rw = "none"
 EOF
-    # what works on a host without systemd as init (see RIG-NOTES)
-    cat >"$h/etc-libvirt/qemu.conf" <<'EOF'
-user = "root"
-group = "root"
-security_driver = "none"
-dynamic_ownership = 0
-stdio_handler = "file"
-cgroup_controllers = [ ]
-EOF
+    # the rig's qemu.conf: what works on a host without systemd as init
+    printf '%s' "$lv__qemu_conf" >"$h/etc-libvirt/qemu.conf"
     # the hook must be there before libvirtd starts; it logs each call
     cat >"$h/etc-libvirt/hooks/qemu.d/50-usbgw" <<EOF
 #!/bin/sh
@@ -371,41 +368,15 @@ usbgwctl() {
 console() { tr -d '\r' <"$hosts_dir/console.log" 2>/dev/null; }
 answer_count() { console | grep -ac '^USBGW-ANSWER 0529:0001 ' || true; }
 
-# define_vm NAME: the tiny guest (TCG, 128 MiB, direct kernel boot), its
-# probe asking the key every LOOP_MS; the console appends to one file on
-# every host (the destination's QEMU must not truncate it).
+# define_vm NAME: libvirt-rig.sh's tiny guest in 128 MiB, its probe asking
+# the key every LOOP_MS; its console appends to one file on every host (the
+# destination's QEMU must not truncate it).
 define_vm() {
-    local kernel=$guest_dir/vmlinux
-    [[ -s $kernel ]] || kernel=$guest_dir/vmlinuz
+    local out
     : >"$hosts_dir/console.log"
-    cat >"$hosts_dir/vm.xml" <<EOF
-<domain type='qemu'>
-  <name>$1</name>
-  <uuid>$(cat /proc/sys/kernel/random/uuid)</uuid>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>$kernel</kernel>
-    <initrd>$guest_dir/initrd.img</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 usbgw.dev=0529:0001 usbgw.challenge=$CHALLENGE usbgw.loop_ms=$LOOP_MS usbgw.wait=60</cmdline>
-  </os>
-  <features>
-    <acpi/>
-  </features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <controller type='usb' model='qemu-xhci'/>
-    <serial type='file'>
-      <source path='$hosts_dir/console.log' append='on'/>
-      <target port='0'/>
-    </serial>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-EOF
+    LV_GUEST_MEM_MIB=128 LV_CONSOLE_APPEND=1 lv_guest_xml "$1" "$(cat /proc/sys/kernel/random/uuid)" \
+        "$guest_dir" "usbgw.dev=0529:0001 usbgw.challenge=$CHALLENGE usbgw.loop_ms=$LOOP_MS usbgw.wait=60" \
+        "$hosts_dir/console.log" >"$hosts_dir/vm.xml" || fail "no domain XML (message above)"
     out=$(hvirsh a define "$hosts_dir/vm.xml" 2>&1) || fail "virsh define on hv-a failed: $out"
 }
 
@@ -574,6 +545,9 @@ audit_check a migrate-out "$out_a"
 audit_check a migrate-in "$in_a"
 audit_check b migrate-in "$out_a"
 audit_check b migrate-out "$in_a"
+echo "$me: bytes re-sent to the destination at each handover (hv-a's records):" \
+    "$(sed -n 's/.*"event":"migrate-\(in\|out\)".*, \([0-9]*\) bytes re-sent .*(\([0-9]*\) answers.*/\2 (\3 answers)/p' \
+        "${home[a]}/audit.log" | paste -sd, | sed 's/,/, /g')"
 echo "$me: audit: hv-a $out_a migrate-out + $in_a migrate-in, hv-b $out_a migrate-in + $in_a migrate-out"
 
 hvirsh "$src" destroy "$vm" >/dev/null || fail "virsh destroy on ${gwname[$src]} failed"
