@@ -38,8 +38,10 @@
 #
 # Exit 77 (skip): not root, no libvirtd/virtlogd/virsh/QEMU, no unshare,
 # nsenter or ip, or network namespaces do not work.
-# Env: USBGW_LVMIG_MIGRATIONS (default 4), USBGW_TEST_KEEP=1 (keep the
-# hosts' folders: daemons' logs, consoles).
+# Env: USBGW_LVMIG_MIGRATIONS (default 4), USBGW_SIM_REAP_DELAY_MS (the
+# simulated key holds each answer this long, so more migrations stop the
+# source with an answer on its way), USBGW_TEST_KEEP=1 (keep the hosts'
+# folders: daemons' logs, consoles).
 set -euo pipefail
 
 me=test-libvirt-migration
