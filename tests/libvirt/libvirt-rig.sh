@@ -561,33 +561,18 @@ lv__xml_escape() {
 # lv_console NAME: the file the guest's serial console is logged to.
 lv_console() { echo "$LV_LOG_DIR/$1.console"; }
 
-# lv_define_guest NAME UUID GUEST_DIR APPEND [DEVICES_XML]: define (not
-# start) the tiny test guest built by tests/guest/build-guest.sh in
+# lv_guest_xml NAME UUID GUEST_DIR APPEND CONSOLE [DEVICES_XML]: print the
+# domain XML of the tiny test guest built by tests/guest/build-guest.sh in
 # GUEST_DIR: domain type qemu (TCG: KVM does not work on the rig), q35,
-# 512 MiB, 1 vCPU, direct kernel boot (vmlinux when present: PVH, faster;
-# else vmlinuz) with initrd.img and "console=ttyS0 quiet panic=-1 APPEND",
-# ACPI (virsh shutdown works), a qemu-xhci controller, the serial console
-# logged to $(lv_console NAME) (truncated at each start), no disk, no
-# network, plus DEVICES_XML (e.g. from lv_redirdev_xml) inside <devices>.
-# NAME must start with LV_PREFIX. lv_teardown undefines it.
-lv_define_guest() {
-    local name=${1:-} uuid=${2:-} dir=${3:-} append=${4-} devices=${5-} kernel xml out
-    [[ $# -eq 4 || $# -eq 5 ]] || {
-        lv__err "usage: lv_define_guest NAME UUID GUEST_DIR APPEND [DEVICES_XML]"
-        return 1
-    }
-    ((lv__owned)) || {
-        lv__err "lv_define_guest before lv_setup"
-        return 1
-    }
-    [[ $name =~ ^${LV_PREFIX}[A-Za-z0-9_.+-]+$ ]] || {
-        lv__err "domain name '$name' must be ${LV_PREFIX}<letters, digits, _.+->"
-        return 1
-    }
-    [[ $uuid =~ ^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$ ]] || {
-        lv__err "'$uuid' is not a UUID"
-        return 1
-    }
+# LV_GUEST_MEM_MIB MiB (default 512), 1 vCPU, direct kernel boot (vmlinux
+# when present: PVH, faster; else vmlinuz) with initrd.img and
+# "console=ttyS0 quiet panic=-1 APPEND", ACPI (virsh shutdown works), a
+# qemu-xhci controller, the serial console logged to the file CONSOLE
+# (truncated by QEMU at each start; appended to with LV_CONSOLE_APPEND=1,
+# as a migration's destination must), no disk, no network, plus
+# DEVICES_XML inside <devices>. Needs no libvirtd.
+lv_guest_xml() {
+    local name=$1 uuid=$2 dir=$3 append=$4 console=$5 devices=${6-} kernel console_append=''
     if ! dir=$(cd "$dir" 2>/dev/null && pwd -P) || [[ ! -s $dir/initrd.img ]]; then
         lv__err "no guest in '$3' (want initrd.img and vmlinux or vmlinuz from build-guest.sh)"
         return 1
@@ -598,17 +583,12 @@ lv_define_guest() {
         lv__err "no vmlinux or vmlinuz in $dir"
         return 1
     }
-    if lv_virsh domstate "$name" >/dev/null 2>&1; then
-        lv__err "a domain named $name exists already"
-        return 1
-    fi
-    xml=$LV_LOG_DIR/$name.xml
-    : >"$(lv_console "$name")"
-    cat >"$xml" <<EOF
+    [[ ${LV_CONSOLE_APPEND:-0} != 1 ]] || console_append=" append='on'"
+    cat <<EOF
 <domain type='qemu'>
   <name>$name</name>
   <uuid>$uuid</uuid>
-  <memory unit='MiB'>512</memory>
+  <memory unit='MiB'>${LV_GUEST_MEM_MIB:-512}</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
@@ -625,7 +605,7 @@ lv_define_guest() {
   <devices>
     <controller type='usb' model='qemu-xhci'/>
     <serial type='file'>
-      <source path='$(lv__xml_escape "$(lv_console "$name")")'/>
+      <source path='$(lv__xml_escape "$console")'$console_append/>
       <target port='0'/>
     </serial>
     <memballoon model='none'/>
@@ -633,6 +613,39 @@ $devices
   </devices>
 </domain>
 EOF
+}
+
+# lv_define_guest NAME UUID GUEST_DIR APPEND [DEVICES_XML]: define (not
+# start) the tiny test guest of lv_guest_xml, its console logged to
+# $(lv_console NAME) (truncated at each start). NAME must start with
+# LV_PREFIX. lv_teardown undefines it.
+lv_define_guest() {
+    local name=${1:-} uuid=${2:-} dir=${3:-} append=${4-} devices=${5-} xml text out
+    [[ $# -eq 4 || $# -eq 5 ]] || {
+        lv__err "usage: lv_define_guest NAME UUID GUEST_DIR APPEND [DEVICES_XML]"
+        return 1
+    }
+    ((lv__owned)) || {
+        lv__err "lv_define_guest before lv_setup"
+        return 1
+    }
+    [[ $name =~ ^${LV_PREFIX}[A-Za-z0-9_.+-]+$ ]] || {
+        lv__err "domain name '$name' must be ${LV_PREFIX}<letters, digits, _.+->"
+        return 1
+    }
+    [[ $uuid =~ ^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$ ]] || {
+        lv__err "'$uuid' is not a UUID"
+        return 1
+    }
+    text=$(lv_guest_xml "$name" "$uuid" "$dir" "$append" "$(lv_console "$name")" "$devices") ||
+        return 1
+    if lv_virsh domstate "$name" >/dev/null 2>&1; then
+        lv__err "a domain named $name exists already"
+        return 1
+    fi
+    xml=$LV_LOG_DIR/$name.xml
+    : >"$(lv_console "$name")"
+    printf '%s\n' "$text" >"$xml"
     # Record first: a define that fails half-way is cleaned up all the same.
     lv__record domain "$name"
     out=$(lv_virsh define "$xml" 2>&1) || {
