@@ -11,9 +11,12 @@
  * Exit status: 0, except for OP=prepare when a device the policy marks
  * `required` is not confirmed for the VM: usbgwd vetoes the start, or
  * usbgwd cannot be asked and the policy itself has a required rule for the
- * VM. Then 1, and the reason on stderr is what `virsh start` shows. Every
- * other problem is one line on stderr (libvirt logs it) and exit 0: the VM
- * must start without usbgw. Nothing is ever written to stdout: for migrate
+ * VM. Then 1, and the reason on stderr is what `virsh start` shows. Also 1
+ * for OP=migrate when the domain's QEMU expects usbgwd's sockets
+ * (<rundir>/vm/<vm>/FILE.sock) and usbgwd here cannot prepare them: libvirt
+ * then refuses the incoming migration and the VM keeps its devices where it
+ * runs. Every other problem is one line on stderr (libvirt logs it) and
+ * exit 0: the VM must start without usbgw. Nothing is ever written to stdout: for migrate
  * and restore libvirt would take it as a replacement domain XML. */
 #include <signal.h>
 #include <stdarg.h>
@@ -112,18 +115,48 @@ hook_parse_args(gint argc, gchar **argv, HookArgs *args)
     return TRUE;
 }
 
+/* How many of @domain's usb-redir sockets are laid out as usbgwd lays its
+ * own (<rundir>/vm/<vm>/FILE.sock): sockets the VM's QEMU expects usbgwd to
+ * serve on whatever host it runs. */
+static guint
+hook_usbgw_sockets(const HookDomain *domain)
+{
+    guint count = 0;
+
+    for (gchar **path = domain != NULL ? domain->sockets : NULL; path != NULL && *path != NULL;
+         path++) {
+        g_autofree gchar *vm_dir = g_path_get_dirname(*path);
+        g_autofree gchar *vms_dir = g_path_get_dirname(vm_dir);
+        g_autofree gchar *vms_name = g_path_get_basename(vms_dir);
+        if (g_str_has_suffix(*path, ".sock") && strcmp(vms_name, "vm") == 0)
+            count++;
+    }
+    return count;
+}
+
 /* usbgwd did not confirm the call (@cause, @detail). For prepare the policy
- * decides whether the VM may start without usbgwd; for any other op there
- * is nothing to refuse: usbgwd catches up from libvirt's events. */
+ * decides whether the VM may start without usbgwd. An incoming migration
+ * whose QEMU expects usbgwd's sockets is refused: without them its devices
+ * would be lost on the way, while a refused migration leaves the VM running
+ * where it is, with them. For any other op there is nothing to refuse:
+ * usbgwd catches up from libvirt's events. */
 static gint
-hook_not_confirmed(const HookConfig *config, const HookArgs *args, const gchar *vm_uuid,
+hook_not_confirmed(const HookConfig *config, const HookArgs *args, const HookDomain *domain,
                    const gchar *cause, const gchar *detail)
 {
+    const gchar *vm_uuid = domain != NULL ? domain->uuid : NULL;
     g_autoptr(Policy) policy = NULL;
     g_autoptr(GError) error = NULL;
     g_autoptr(GArray) requirements = NULL;
     const PolicyRequirement *first;
+    guint sockets = hook_usbgw_sockets(domain);
 
+    if (strcmp(args->op, HOOK_OP_MIGRATE) == 0 && sockets > 0) {
+        hook_log("%s (%s): VM %s's %u USB device socket%s cannot be prepared on this host, so "
+                 "its migration here is refused (it keeps its devices where it runs)",
+                 cause, detail, args->vm_name, sockets, sockets == 1 ? "" : "s");
+        return HOOK_EXIT_REFUSE;
+    }
     if (strcmp(args->op, HOOK_OP_PREPARE) != 0) {
         hook_log("%s (%s): usbgwd was not told of VM %s %s %s", cause, detail, args->vm_name,
                  args->op, args->sub_op);
@@ -168,7 +201,7 @@ hook_run(const HookConfig *config, const HookArgs *args, gint64 deadline)
     /* without its sockets a migrate request would have the destination's
      * usbgwd bind the wrong ones; every other op goes on without them */
     if (domain->sockets_error != NULL && strcmp(args->op, HOOK_OP_MIGRATE) == 0)
-        return hook_not_confirmed(config, args, domain->uuid,
+        return hook_not_confirmed(config, args, domain,
                                   "the domain XML's usb-redir sockets are unusable",
                                   domain->sockets_error->message);
 
@@ -181,7 +214,7 @@ hook_run(const HookConfig *config, const HookArgs *args, gint64 deadline)
             cause = g_strdup_printf("usbgwd did not answer within %u ms", config->timeout_ms);
         else
             cause = g_strdup("usbgwd did not take the hook call");
-        return hook_not_confirmed(config, args, domain->uuid, cause, error->message);
+        return hook_not_confirmed(config, args, domain, cause, error->message);
     }
     if (reply.ok)
         return HOOK_EXIT_OK;
@@ -194,7 +227,7 @@ hook_run(const HookConfig *config, const HookArgs *args, gint64 deadline)
         return HOOK_EXIT_REFUSE;
     }
     detail = g_strdup_printf("%s: %s", reply.code, reply.message);
-    return hook_not_confirmed(config, args, domain->uuid, "usbgwd refused the hook call", detail);
+    return hook_not_confirmed(config, args, domain, "usbgwd refused the hook call", detail);
 }
 
 int

@@ -388,6 +388,7 @@ gw_cmd_hook(const GwCommandCall *call)
         name != NULL ? gw_daemon_string_arg(call->request, "uuid", &error_reply) : NULL;
     const gchar *op = uuid != NULL ? gw_daemon_string_arg(call->request, "op", &error_reply) : NULL;
     PolicyRequirement unmet;
+    gboolean brings_devices = FALSE;
 
     if (op == NULL)
         return error_reply;
@@ -410,8 +411,10 @@ gw_cmd_hook(const GwCommandCall *call)
         gw_daemon_migrate_prepare(daemon, name, uuid, json_node_get_array(sockets), &error);
         if (error != NULL)
             return gw_control_reply_error("bad-request", "%s", error->message);
+        /* its devices come with it, relayed from the gateway that holds them */
+        brings_devices = json_array_get_length(json_node_get_array(sockets)) > 0;
     }
-    if (g_strcmp0(op, "prepare") == 0 || g_strcmp0(op, "migrate") == 0) {
+    if (g_strcmp0(op, "prepare") == 0 || (g_strcmp0(op, "migrate") == 0 && !brings_devices)) {
         /* a VM with a `required` rule must not start without a device */
         if (!gw_binder_check_requirements(daemon->binder, name, uuid, &unmet)) {
             g_autofree gchar *reason =

@@ -529,6 +529,52 @@ def no_socket_required_rule_other_ops_start():
         rig.close()
 
 
+# ---- migrate: refused when usbgwd here cannot prepare the VM's sockets ------------
+
+@test
+def migrate_refused_without_usbgwd():
+    """The destination's usbgwd is down: the incoming migration is refused,
+    so the VM keeps its devices where it runs (libvirt aborts on exit 1)."""
+    rig = Rig()
+    try:
+        xml = domain_xml(devices=unix_redirdev(vm_socket(0)) + unix_redirdev(vm_socket(1)))
+        result = rig.run(["vm1", "migrate", "begin", "-"], xml)
+        expect(result, 1, "usbgwd is not running",
+               "VM vm1's 2 USB device sockets cannot be prepared on this host, so its migration "
+               "here is refused (it keeps its devices where it runs)")
+        check(result.elapsed < FAST_S, "not at once", result)
+        check(result.stdout == "", "wrote to stdout", result)
+    finally:
+        rig.close()
+
+
+@test
+def migrate_refused_when_usbgwd_errs():
+    """usbgwd cannot bind a socket (it answers an error): refused too."""
+    rig = Rig()
+    try:
+        rig.start_server("error", "cannot bind")
+        xml = domain_xml(devices=unix_redirdev(vm_socket(0)))
+        expect(rig.run(["vm1", "migrate", "begin", "-"], xml), 1, "usbgwd refused the hook call",
+               "VM vm1's 1 USB device socket cannot be prepared on this host")
+    finally:
+        rig.close()
+
+
+@test
+def migrate_goes_on_without_usbgw_sockets():
+    """A VM without usbgwd's sockets migrates whether usbgwd runs or not."""
+    rig = Rig()
+    try:
+        xml = domain_xml(devices=unix_redirdev("/run/other/dev.sock"))
+        expect(rig.run(["vm1", "migrate", "begin", "-"], xml), 0, "usbgwd is not running",
+               "usbgwd was not told of VM vm1 migrate begin")
+        expect(rig.run(["vm1", "migrate", "begin", "-"], domain_xml()), 0,
+               "usbgwd is not running")
+    finally:
+        rig.close()
+
+
 @test
 def refused_socket_prepare_required():
     """A socket file nobody listens on (usbgwd died): refused at once."""
