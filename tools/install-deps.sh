@@ -23,6 +23,9 @@ packages=(
     # usbgwd's Prometheus listener (gateway/metrics/gw-metrics-http.c);
     # tests: prometheus_client's parser and a real Prometheus scraping it
     libsoup-3.0-dev python3-prometheus-client prometheus
+    # the cluster directory's tests run a real etcd (tests/cluster); etcdctl
+    # to inspect it and to compact in the watch test
+    etcd-server etcd-client
     # usbgwctl's bash completion: its install directory (pkg-config) and
     # its test
     bash-completion

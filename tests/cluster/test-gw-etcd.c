@@ -1,0 +1,951 @@
+/* GwEtcd (gateway/cluster/gw-etcd.h) against a real etcd: one member on
+ * 127.0.0.1 for most cases, three for the member killed in the middle of
+ * a run of puts. Each member's data directory is in a temporary directory;
+ * the members are killed at the end, at exit, and, through
+ * PR_SET_PDEATHSIG, when this process dies in any other way (an assertion,
+ * meson's timeout).
+ *
+ * Skipped only when no etcd binary is installed (Debian: etcd-server; the
+ * compaction case also wants etcdctl from etcd-client). */
+#include <glib/gstdio.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+
+#include "gw-etcd.h"
+
+/* Seconds a member has to answer after it was started. */
+#define TEST_START_TIMEOUT_S 30
+/* The lease TTL of the lease cases (etcd's minimum with the timings below
+ * is 1 s). */
+#define TEST_LEASE_TTL_S 2
+/* Races of two clients creating the same key. */
+#define TEST_RACES 200
+/* Puts of the failover case, and after which one a member is killed. */
+#define TEST_FAILOVER_PUTS 300
+#define TEST_FAILOVER_KILL 60
+
+typedef struct {
+    gchar *name;
+    gchar *client_url;
+    gchar *peer_url;
+    GSubprocess *process; /* nullable: killed */
+} TestMember;
+
+typedef struct {
+    gchar *dir;
+    GPtrArray *members; /* TestMember */
+} TestCluster;
+
+static gchar *etcd_path;
+static gchar *etcdctl_path;
+static TestCluster *single; /* the one-member cluster most cases share */
+static GPtrArray *all_processes;
+
+/* ---- running etcd ---- */
+
+static guint16
+test_free_port(void)
+{
+    g_autoptr(GSocket) socket =
+        g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL);
+    g_autoptr(GInetAddress) loopback = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
+    g_autoptr(GSocketAddress) any = g_inet_socket_address_new(loopback, 0);
+    g_autoptr(GSocketAddress) bound = NULL;
+
+    g_assert_nonnull(socket);
+    g_assert_true(g_socket_bind(socket, any, FALSE, NULL));
+    bound = g_socket_get_local_address(socket, NULL);
+    return g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound));
+}
+
+/* In the child: killed with this process, whatever ends it. */
+static void
+test_child_setup(gpointer data)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+static void
+test_kill_all(void)
+{
+    for (guint i = 0; all_processes != NULL && i < all_processes->len; i++) {
+        GSubprocess *process = g_ptr_array_index(all_processes, i);
+        g_subprocess_send_signal(process, SIGKILL);
+    }
+}
+
+static void
+test_member_kill(TestMember *member)
+{
+    if (member->process == NULL)
+        return;
+    g_subprocess_send_signal(member->process, SIGKILL);
+    g_assert_true(g_subprocess_wait(member->process, NULL, NULL));
+    g_clear_object(&member->process);
+}
+
+static GwEtcd *
+test_client(const gchar *const *endpoints)
+{
+    g_autoptr(GError) error = NULL;
+    GwEtcd *etcd = gw_etcd_new(endpoints, &error);
+    g_assert_no_error(error);
+    return etcd;
+}
+
+static void
+test_got_result(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+    *(GAsyncResult **)user_data = g_object_ref(result);
+}
+
+static GAsyncResult *
+test_wait(GAsyncResult **slot)
+{
+    while (*slot == NULL)
+        g_main_context_iteration(NULL, TRUE);
+    return *slot;
+}
+
+/* Waits until @url answers a range (any answer of etcd's). */
+static void
+test_wait_answering(const gchar *url)
+{
+    const gchar *endpoints[] = {url, NULL};
+    g_autoptr(GwEtcd) etcd = test_client(endpoints);
+    gint64 deadline = g_get_monotonic_time() + TEST_START_TIMEOUT_S * G_USEC_PER_SEC;
+
+    for (;;) {
+        g_autoptr(GAsyncResult) result = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GPtrArray) kvs = NULL;
+
+        gw_etcd_range_async(etcd, "/health-probe", FALSE, 0, NULL, test_got_result, &result);
+        kvs = gw_etcd_range_finish(etcd, test_wait(&result), NULL, NULL, &error);
+        if (kvs != NULL)
+            return;
+        if (g_get_monotonic_time() > deadline)
+            g_error("etcd at %s did not answer within %d s: %s", url, TEST_START_TIMEOUT_S,
+                    error->message);
+        g_usleep(100 * 1000);
+    }
+}
+
+static TestCluster *
+test_cluster_start(guint n)
+{
+    TestCluster *cluster = g_new0(TestCluster, 1);
+    g_autoptr(GString) initial = g_string_new(NULL);
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *token = NULL;
+
+    cluster->dir = g_dir_make_tmp("test-gw-etcd-XXXXXX", &error);
+    g_assert_no_error(error);
+    token = g_path_get_basename(cluster->dir);
+    cluster->members = g_ptr_array_new();
+    for (guint i = 0; i < n; i++) {
+        TestMember *member = g_new0(TestMember, 1);
+        member->name = g_strdup_printf("n%u", i + 1);
+        member->client_url = g_strdup_printf("http://127.0.0.1:%u", test_free_port());
+        member->peer_url = g_strdup_printf("http://127.0.0.1:%u", test_free_port());
+        g_string_append_printf(initial, "%s%s=%s", i > 0 ? "," : "", member->name,
+                               member->peer_url);
+        g_ptr_array_add(cluster->members, member);
+    }
+    for (guint i = 0; i < n; i++) {
+        TestMember *member = g_ptr_array_index(cluster->members, i);
+        g_autoptr(GSubprocessLauncher) launcher =
+            g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDIN_INHERIT);
+        g_autofree gchar *data_dir = g_build_filename(cluster->dir, member->name, NULL);
+        g_autofree gchar *log = g_strdup_printf("%s/%s.log", cluster->dir, member->name);
+
+        g_subprocess_launcher_set_stderr_file_path(launcher, log);
+        g_subprocess_launcher_set_stdout_file_path(launcher, log);
+        g_subprocess_launcher_set_child_setup(launcher, test_child_setup, NULL, NULL);
+        /* short heartbeats and elections: a killed leader is replaced in
+         * well under a second */
+        member->process = g_subprocess_launcher_spawn(
+            launcher, &error, etcd_path, "--name", member->name, "--data-dir", data_dir,
+            "--listen-client-urls", member->client_url, "--advertise-client-urls",
+            member->client_url, "--listen-peer-urls", member->peer_url,
+            "--initial-advertise-peer-urls", member->peer_url, "--initial-cluster", initial->str,
+            "--initial-cluster-state", "new", "--initial-cluster-token", token,
+            "--heartbeat-interval", "50", "--election-timeout", "500", NULL);
+        g_assert_no_error(error);
+        g_ptr_array_add(all_processes, g_object_ref(member->process));
+    }
+    for (guint i = 0; i < n; i++) {
+        TestMember *member = g_ptr_array_index(cluster->members, i);
+        test_wait_answering(member->client_url);
+    }
+    return cluster;
+}
+
+static void
+test_remove_tree(const gchar *path)
+{
+    GDir *dir = g_file_test(path, G_FILE_TEST_IS_SYMLINK) ? NULL : g_dir_open(path, 0, NULL);
+    const gchar *name;
+
+    while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
+        g_autofree gchar *child = g_build_filename(path, name, NULL);
+        test_remove_tree(child);
+    }
+    if (dir != NULL)
+        g_dir_close(dir);
+    g_remove(path);
+}
+
+static void
+test_cluster_stop(TestCluster *cluster)
+{
+    for (guint i = 0; i < cluster->members->len; i++) {
+        TestMember *member = g_ptr_array_index(cluster->members, i);
+        test_member_kill(member);
+        g_free(member->name);
+        g_free(member->client_url);
+        g_free(member->peer_url);
+        g_free(member);
+    }
+    g_ptr_array_unref(cluster->members);
+    test_remove_tree(cluster->dir);
+    g_free(cluster->dir);
+    g_free(cluster);
+}
+
+static const gchar *
+test_url(TestCluster *cluster, guint i)
+{
+    return ((TestMember *)g_ptr_array_index(cluster->members, i))->client_url;
+}
+
+/* The shared one-member cluster (started on first use), or NULL with the
+ * case skipped when etcd is not installed. */
+static TestCluster *
+test_single(void)
+{
+    if (etcd_path == NULL) {
+        g_test_skip("no etcd binary (Debian: etcd-server)");
+        return NULL;
+    }
+    if (single == NULL)
+        single = test_cluster_start(1);
+    return single;
+}
+
+static GwEtcd *
+test_single_client(void)
+{
+    TestCluster *cluster = test_single();
+    const gchar *endpoints[] = {cluster != NULL ? test_url(cluster, 0) : NULL, NULL};
+    return cluster != NULL ? test_client(endpoints) : NULL;
+}
+
+/* ---- synchronous helpers over the async API ---- */
+
+static gint64
+test_put(GwEtcd *etcd, const gchar *key, GBytes *value, gint64 lease)
+{
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autoptr(GError) error = NULL;
+    gint64 revision = 0;
+
+    gw_etcd_put_async(etcd, key, value, lease, NULL, test_got_result, &result);
+    g_assert_true(gw_etcd_put_finish(etcd, test_wait(&result), &revision, &error));
+    g_assert_no_error(error);
+    g_assert_cmpint(revision, >, 0);
+    return revision;
+}
+
+static gint64
+test_put_string(GwEtcd *etcd, const gchar *key, const gchar *value, gint64 lease)
+{
+    g_autoptr(GBytes) bytes = g_bytes_new(value, strlen(value));
+    return test_put(etcd, key, bytes, lease);
+}
+
+static GPtrArray *
+test_range(GwEtcd *etcd, const gchar *key, gboolean prefix, gint64 limit, gint64 *revision,
+           gboolean *more)
+{
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autoptr(GError) error = NULL;
+    GPtrArray *kvs;
+
+    gw_etcd_range_async(etcd, key, prefix, limit, NULL, test_got_result, &result);
+    kvs = gw_etcd_range_finish(etcd, test_wait(&result), revision, more, &error);
+    g_assert_no_error(error);
+    g_assert_nonnull(kvs);
+    return kvs;
+}
+
+static gint64
+test_grant(GwEtcd *etcd, gint64 ttl)
+{
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autoptr(GError) error = NULL;
+    gint64 id = 0;
+    gint64 granted = 0;
+
+    gw_etcd_lease_grant_async(etcd, ttl, NULL, test_got_result, &result);
+    g_assert_true(gw_etcd_lease_grant_finish(etcd, test_wait(&result), &id, &granted, &error));
+    g_assert_no_error(error);
+    g_assert_cmpint(id, !=, 0);
+    g_assert_cmpint(granted, ==, ttl);
+    return id;
+}
+
+static void
+test_assert_value(GwEtcdKv *kv, const gchar *key, const gchar *value)
+{
+    g_assert_cmpstr(kv->key, ==, key);
+    g_assert_cmpuint(kv->key_len, ==, strlen(key));
+    g_assert_cmpmem(g_bytes_get_data(kv->value, NULL), g_bytes_get_size(kv->value), value,
+                    strlen(value));
+}
+
+static gboolean
+test_set_flag(gpointer user_data)
+{
+    *(gboolean *)user_data = TRUE;
+    return G_SOURCE_REMOVE;
+}
+
+/* Sleeps @ms with the main context running (keepers, watches). */
+static void
+test_sleep_running(guint ms)
+{
+    gboolean done = FALSE;
+
+    g_timeout_add(ms, test_set_flag, &done);
+    while (!done)
+        g_main_context_iteration(NULL, TRUE);
+}
+
+/* ---- cases ---- */
+
+/* A binary value (every byte value, NUL included) comes back as put, with
+ * the revisions the puts returned. */
+static void
+test_put_range(void)
+{
+    g_autoptr(GwEtcd) etcd = test_single_client();
+    guint8 raw[256];
+    g_autoptr(GBytes) value = NULL;
+    g_autoptr(GPtrArray) kvs = NULL;
+    gint64 first, second, read_at = 0;
+
+    if (etcd == NULL)
+        return;
+    for (guint i = 0; i < sizeof(raw); i++)
+        raw[i] = (guint8)(255 - i);
+    value = g_bytes_new(raw, sizeof(raw));
+    first = test_put(etcd, "/t/rt/k", value, 0);
+    kvs = test_range(etcd, "/t/rt/k", FALSE, 0, &read_at, NULL);
+    g_assert_cmpuint(kvs->len, ==, 1);
+    GwEtcdKv *kv = g_ptr_array_index(kvs, 0);
+    g_assert_cmpstr(kv->key, ==, "/t/rt/k");
+    g_assert_true(g_bytes_equal(kv->value, value));
+    g_assert_cmpint(kv->create_revision, ==, first);
+    g_assert_cmpint(kv->mod_revision, ==, first);
+    g_assert_cmpint(kv->version, ==, 1);
+    g_assert_cmpint(kv->lease, ==, 0);
+    g_assert_cmpint(read_at, ==, first);
+
+    second = test_put_string(etcd, "/t/rt/k", "", 0);
+    g_assert_cmpint(second, >, first);
+    g_clear_pointer(&kvs, g_ptr_array_unref);
+    kvs = test_range(etcd, "/t/rt/k", FALSE, 0, NULL, NULL);
+    kv = g_ptr_array_index(kvs, 0);
+    g_assert_cmpuint(g_bytes_get_size(kv->value), ==, 0);
+    g_assert_cmpint(kv->create_revision, ==, first);
+    g_assert_cmpint(kv->mod_revision, ==, second);
+    g_assert_cmpint(kv->version, ==, 2);
+
+    g_clear_pointer(&kvs, g_ptr_array_unref);
+    kvs = test_range(etcd, "/t/rt/missing", FALSE, 0, NULL, NULL);
+    g_assert_cmpuint(kvs->len, ==, 0);
+}
+
+/* A prefix range returns its keys in order and no neighbour's; a limit
+ * cuts it and says so; a prefix delete removes them all. */
+static void
+test_prefix(void)
+{
+    g_autoptr(GwEtcd) etcd = test_single_client();
+    g_autoptr(GPtrArray) kvs = NULL;
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autoptr(GError) error = NULL;
+    gboolean more = TRUE;
+    gint64 deleted = 0;
+
+    if (etcd == NULL)
+        return;
+    test_put_string(etcd, "/t/pfx/c", "3", 0);
+    test_put_string(etcd, "/t/pfx/a", "1", 0);
+    test_put_string(etcd, "/t/pfx/b", "2", 0);
+    test_put_string(etcd, "/t/pfy", "neighbour", 0);
+    test_put_string(etcd, "/t/pfx", "the prefix itself, without the slash", 0);
+
+    kvs = test_range(etcd, "/t/pfx/", TRUE, 0, NULL, &more);
+    g_assert_cmpuint(kvs->len, ==, 3);
+    g_assert_false(more);
+    test_assert_value(g_ptr_array_index(kvs, 0), "/t/pfx/a", "1");
+    test_assert_value(g_ptr_array_index(kvs, 1), "/t/pfx/b", "2");
+    test_assert_value(g_ptr_array_index(kvs, 2), "/t/pfx/c", "3");
+
+    g_clear_pointer(&kvs, g_ptr_array_unref);
+    kvs = test_range(etcd, "/t/pfx/", TRUE, 2, NULL, &more);
+    g_assert_cmpuint(kvs->len, ==, 2);
+    g_assert_true(more);
+    test_assert_value(g_ptr_array_index(kvs, 1), "/t/pfx/b", "2");
+
+    gw_etcd_delete_async(etcd, "/t/pfx/", TRUE, NULL, test_got_result, &result);
+    g_assert_true(gw_etcd_delete_finish(etcd, test_wait(&result), &deleted, NULL, &error));
+    g_assert_no_error(error);
+    g_assert_cmpint(deleted, ==, 3);
+    g_clear_pointer(&kvs, g_ptr_array_unref);
+    kvs = test_range(etcd, "/t/pf", TRUE, 0, NULL, NULL);
+    g_assert_cmpuint(kvs->len, ==, 2);
+    test_assert_value(g_ptr_array_index(kvs, 0), "/t/pfx", "the prefix itself, without the slash");
+    test_assert_value(g_ptr_array_index(kvs, 1), "/t/pfy", "neighbour");
+}
+
+/* A key put with a lease is gone once the TTL ran out; a keepalive of the
+ * expired lease says so. */
+static void
+test_lease_expires(void)
+{
+    g_autoptr(GwEtcd) etcd = test_single_client();
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autoptr(GError) error = NULL;
+    gint64 lease, ttl = -1;
+    gint64 granted_at;
+    gint64 gone_after_ms = -1;
+
+    if (etcd == NULL)
+        return;
+    lease = test_grant(etcd, TEST_LEASE_TTL_S);
+    granted_at = g_get_monotonic_time();
+    test_put_string(etcd, "/t/lease/k", "v", lease);
+    {
+        g_autoptr(GPtrArray) kvs = test_range(etcd, "/t/lease/k", FALSE, 0, NULL, NULL);
+        g_assert_cmpuint(kvs->len, ==, 1);
+        g_assert_cmpint(((GwEtcdKv *)g_ptr_array_index(kvs, 0))->lease, ==, lease);
+    }
+    /* the one-shot keepalive gives the TTL back */
+    gw_etcd_lease_keepalive_async(etcd, lease, NULL, test_got_result, &result);
+    g_assert_true(gw_etcd_lease_keepalive_finish(etcd, test_wait(&result), &ttl, &error));
+    g_assert_no_error(error);
+    g_assert_cmpint(ttl, ==, TEST_LEASE_TTL_S);
+    granted_at = g_get_monotonic_time();
+
+    while (gone_after_ms < 0) {
+        g_autoptr(GPtrArray) kvs = test_range(etcd, "/t/lease/k", FALSE, 0, NULL, NULL);
+        gint64 ms = (g_get_monotonic_time() - granted_at) / 1000;
+        if (kvs->len == 0)
+            gone_after_ms = ms;
+        g_assert_cmpint(ms, <, (TEST_LEASE_TTL_S + 5) * 1000);
+        test_sleep_running(100);
+    }
+    /* not before the TTL (etcd expires leases on its own clock: a little
+     * slack) */
+    g_assert_cmpint(gone_after_ms, >=, TEST_LEASE_TTL_S * 1000 - 200);
+
+    g_clear_object(&result);
+    gw_etcd_lease_keepalive_async(etcd, lease, NULL, test_got_result, &result);
+    g_assert_false(gw_etcd_lease_keepalive_finish(etcd, test_wait(&result), &ttl, &error));
+    g_assert_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_LEASE_NOT_FOUND);
+    g_assert_nonnull(strstr(error->message, "etcd lease keepalive at http://127.0.0.1:"));
+}
+
+static void
+test_lease_lost_cb(GwEtcdLeaseKeeper *keeper, const GError *error, gpointer user_data)
+{
+    *(GError **)user_data = g_error_copy(error);
+}
+
+/* A keeper keeps the lease (and its key) alive past several TTLs; a
+ * revoke deletes the key at once, and the keeper reports the loss. */
+static void
+test_lease_keeper(void)
+{
+    g_autoptr(GwEtcd) etcd = test_single_client();
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GError) lost = NULL;
+    g_autoptr(GwEtcdLeaseKeeper) keeper = NULL;
+    gint64 lease;
+
+    if (etcd == NULL)
+        return;
+    lease = test_grant(etcd, TEST_LEASE_TTL_S);
+    test_put_string(etcd, "/t/keeper/k", "alive", lease);
+    keeper = gw_etcd_lease_keeper_new(etcd, lease, TEST_LEASE_TTL_S, test_lease_lost_cb, &lost);
+    test_sleep_running(TEST_LEASE_TTL_S * 3 * 1000);
+    g_assert_null(lost);
+    g_assert_cmpuint(gw_etcd_lease_keeper_get_renewals(keeper), >=, 7);
+    {
+        g_autoptr(GPtrArray) kvs = test_range(etcd, "/t/keeper/k", FALSE, 0, NULL, NULL);
+        g_assert_cmpuint(kvs->len, ==, 1);
+        test_assert_value(g_ptr_array_index(kvs, 0), "/t/keeper/k", "alive");
+    }
+
+    gw_etcd_lease_revoke_async(etcd, lease, NULL, test_got_result, &result);
+    g_assert_true(gw_etcd_lease_revoke_finish(etcd, test_wait(&result), &error));
+    g_assert_no_error(error);
+    {
+        g_autoptr(GPtrArray) kvs = test_range(etcd, "/t/keeper/k", FALSE, 0, NULL, NULL);
+        g_assert_cmpuint(kvs->len, ==, 0);
+    }
+    while (lost == NULL)
+        g_main_context_iteration(NULL, TRUE);
+    g_assert_error(lost, GW_ETCD_ERROR, GW_ETCD_ERROR_LEASE_NOT_FOUND);
+}
+
+typedef struct {
+    GwEtcd *etcd;
+    const gchar *who;
+    gboolean done;
+    gboolean won;
+} TestRacer;
+
+static void
+test_race_done(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+    TestRacer *racer = user_data;
+    g_autoptr(GError) error = NULL;
+
+    g_assert_true(gw_etcd_txn_finish(GW_ETCD(source), result, &racer->won, NULL, &error));
+    g_assert_no_error(error);
+    racer->done = TRUE;
+}
+
+static gboolean
+test_txn_run(GwEtcd *etcd, GwEtcdTxn *txn)
+{
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autoptr(GError) error = NULL;
+    gboolean succeeded = FALSE;
+
+    gw_etcd_txn_async(etcd, txn, NULL, test_got_result, &result);
+    g_assert_true(gw_etcd_txn_finish(etcd, test_wait(&result), &succeeded, NULL, &error));
+    g_assert_no_error(error);
+    return succeeded;
+}
+
+/* Two clients create the same key at once, TEST_RACES times: exactly one
+ * wins each race, and the key holds the winner's value; a second create
+ * fails. Then compares on mod_revision and value, and failure ops. */
+static void
+test_txn(void)
+{
+    TestCluster *cluster = test_single();
+    const gchar *endpoints[] = {cluster != NULL ? test_url(cluster, 0) : NULL, NULL};
+    g_autoptr(GwEtcd) a = NULL;
+    g_autoptr(GwEtcd) b = NULL;
+    guint wins_a = 0, wins_b = 0;
+
+    if (cluster == NULL)
+        return;
+    a = test_client(endpoints);
+    b = test_client(endpoints);
+    for (guint i = 0; i < TEST_RACES; i++) {
+        g_autofree gchar *key = g_strdup_printf("/t/race/%u", i);
+        g_autoptr(GBytes) value_a = g_bytes_new_static("A", 1);
+        g_autoptr(GBytes) value_b = g_bytes_new_static("B", 1);
+        g_autoptr(GwEtcdTxn) txn_a = gw_etcd_txn_new();
+        g_autoptr(GwEtcdTxn) txn_b = gw_etcd_txn_new();
+        TestRacer racer_a = {a, "A", FALSE, FALSE};
+        TestRacer racer_b = {b, "B", FALSE, FALSE};
+
+        gw_etcd_txn_if_absent(txn_a, key);
+        gw_etcd_txn_put(txn_a, TRUE, key, value_a, 0);
+        gw_etcd_txn_if_absent(txn_b, key);
+        gw_etcd_txn_put(txn_b, TRUE, key, value_b, 0);
+        /* every other race B sends first */
+        if (i % 2 == 0) {
+            gw_etcd_txn_async(a, txn_a, NULL, test_race_done, &racer_a);
+            gw_etcd_txn_async(b, txn_b, NULL, test_race_done, &racer_b);
+        } else {
+            gw_etcd_txn_async(b, txn_b, NULL, test_race_done, &racer_b);
+            gw_etcd_txn_async(a, txn_a, NULL, test_race_done, &racer_a);
+        }
+        while (!racer_a.done || !racer_b.done)
+            g_main_context_iteration(NULL, TRUE);
+        g_assert_true(racer_a.won != racer_b.won);
+        wins_a += racer_a.won;
+        wins_b += racer_b.won;
+        g_autoptr(GPtrArray) kvs = test_range(a, key, FALSE, 0, NULL, NULL);
+        g_assert_cmpuint(kvs->len, ==, 1);
+        test_assert_value(g_ptr_array_index(kvs, 0), key, racer_a.won ? "A" : "B");
+        /* the loser's create, again: still fails */
+        g_assert_false(test_txn_run(racer_a.won ? b : a, racer_a.won ? txn_b : txn_a));
+    }
+    g_assert_cmpuint(wins_a + wins_b, ==, TEST_RACES);
+    g_test_message("races: A won %u, B won %u", wins_a, wins_b);
+
+    /* compare-and-swap on mod_revision; a stale one runs the failure ops */
+    gint64 rev = test_put_string(a, "/t/cas", "one", 0);
+    g_autoptr(GBytes) two = g_bytes_new_static("two", 3);
+    g_autoptr(GBytes) one = g_bytes_new_static("one", 3);
+    g_autoptr(GwEtcdTxn) cas = gw_etcd_txn_new();
+    gw_etcd_txn_if_mod_revision(cas, "/t/cas", rev);
+    gw_etcd_txn_put(cas, TRUE, "/t/cas", two, 0);
+    gw_etcd_txn_put(cas, FALSE, "/t/cas-stale", one, 0);
+    g_assert_true(test_txn_run(a, cas));
+    g_assert_false(test_txn_run(a, cas));
+    g_autoptr(GPtrArray) kvs = test_range(a, "/t/cas", TRUE, 0, NULL, NULL);
+    g_assert_cmpuint(kvs->len, ==, 2);
+    test_assert_value(g_ptr_array_index(kvs, 0), "/t/cas", "two");
+    test_assert_value(g_ptr_array_index(kvs, 1), "/t/cas-stale", "one");
+
+    /* compare on the value; delete ops */
+    g_autoptr(GwEtcdTxn) by_value = gw_etcd_txn_new();
+    gw_etcd_txn_if_value(by_value, "/t/cas", one);
+    gw_etcd_txn_delete(by_value, FALSE, "/t/cas-stale");
+    g_assert_false(test_txn_run(a, by_value));
+    g_autoptr(GwEtcdTxn) by_value2 = gw_etcd_txn_new();
+    gw_etcd_txn_if_value(by_value2, "/t/cas", two);
+    gw_etcd_txn_delete(by_value2, TRUE, "/t/cas");
+    g_assert_true(test_txn_run(a, by_value2));
+    g_clear_pointer(&kvs, g_ptr_array_unref);
+    kvs = test_range(a, "/t/cas", TRUE, 0, NULL, NULL);
+    g_assert_cmpuint(kvs->len, ==, 0);
+}
+
+typedef struct {
+    GPtrArray *events; /* GwEtcdEvent copies as strings "PUT key value rev" */
+    GError *error;
+} TestWatched;
+
+static void
+test_watch_cb(GwEtcdWatch *watch, GPtrArray *events, const GError *error, gpointer user_data)
+{
+    TestWatched *watched = user_data;
+
+    if (error != NULL) {
+        g_assert_null(events);
+        g_assert_null(watched->error);
+        watched->error = g_error_copy(error);
+        return;
+    }
+    g_assert_cmpuint(events->len, >, 0);
+    for (guint i = 0; i < events->len; i++) {
+        GwEtcdEvent *event = g_ptr_array_index(events, i);
+        gsize len = 0;
+        const gchar *value = g_bytes_get_data(event->kv->value, &len);
+        g_ptr_array_add(watched->events,
+                        g_strdup_printf("%s %s %.*s %" G_GINT64_FORMAT,
+                                        event->type == GW_ETCD_EVENT_PUT ? "PUT" : "DELETE",
+                                        event->kv->key, (int)len, value != NULL ? value : "",
+                                        event->kv->mod_revision));
+    }
+}
+
+/* A watch from the revision after a range sees the puts and deletes that
+ * follow, in order, with the revisions the writes returned, and none of
+ * a neighbouring prefix. A watch from a compacted revision ends with
+ * GW_ETCD_ERROR_COMPACTED. */
+static void
+test_watch(void)
+{
+    g_autoptr(GwEtcd) etcd = test_single_client();
+    TestWatched watched = {g_ptr_array_new_with_free_func(g_free), NULL};
+    g_autoptr(GwEtcdWatch) watch = NULL;
+    g_autoptr(GPtrArray) kvs = NULL;
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autoptr(GError) error = NULL;
+    gint64 start = 0, r1, r2, r3, r4;
+    g_autofree gchar *want1 = NULL, *want2 = NULL, *want3 = NULL, *want4 = NULL;
+
+    if (etcd == NULL)
+        return;
+    kvs = test_range(etcd, "/t/watch/", TRUE, 0, &start, NULL);
+    watch = gw_etcd_watch_new(etcd, "/t/watch/", start + 1, test_watch_cb, &watched);
+    r1 = test_put_string(etcd, "/t/watch/a", "1", 0);
+    test_put_string(etcd, "/t/watchers", "not mine", 0);
+    r2 = test_put_string(etcd, "/t/watch/b", "2", 0);
+    gw_etcd_delete_async(etcd, "/t/watch/a", FALSE, NULL, test_got_result, &result);
+    g_assert_true(gw_etcd_delete_finish(etcd, test_wait(&result), NULL, &r3, &error));
+    g_assert_no_error(error);
+    r4 = test_put_string(etcd, "/t/watch/b", "22", 0);
+    while (watched.events->len < 4 && watched.error == NULL)
+        g_main_context_iteration(NULL, TRUE);
+    g_assert_no_error(watched.error);
+    g_assert_true(gw_etcd_watch_is_created(watch));
+    want1 = g_strdup_printf("PUT /t/watch/a 1 %" G_GINT64_FORMAT, r1);
+    want2 = g_strdup_printf("PUT /t/watch/b 2 %" G_GINT64_FORMAT, r2);
+    want3 = g_strdup_printf("DELETE /t/watch/a  %" G_GINT64_FORMAT, r3);
+    want4 = g_strdup_printf("PUT /t/watch/b 22 %" G_GINT64_FORMAT, r4);
+    g_assert_cmpuint(watched.events->len, ==, 4);
+    g_assert_cmpstr(g_ptr_array_index(watched.events, 0), ==, want1);
+    g_assert_cmpstr(g_ptr_array_index(watched.events, 1), ==, want2);
+    g_assert_cmpstr(g_ptr_array_index(watched.events, 2), ==, want3);
+    g_assert_cmpstr(g_ptr_array_index(watched.events, 3), ==, want4);
+    g_clear_pointer(&watch, gw_etcd_watch_free);
+
+    /* compaction past the start revision */
+    if (etcdctl_path == NULL) {
+        g_test_message("no etcdctl: compaction not checked");
+    } else {
+        g_autofree gchar *rev = g_strdup_printf("%" G_GINT64_FORMAT, r4);
+        g_autofree gchar *out = NULL;
+        gint status = -1;
+        const gchar *argv[] = {etcdctl_path, "--endpoints", test_url(test_single(), 0),
+                               "compact",    rev,           NULL};
+        gchar **envp = g_environ_setenv(g_get_environ(), "ETCDCTL_API", "3", TRUE);
+        g_assert_true(g_spawn_sync(NULL, (gchar **)argv, envp, G_SPAWN_STDERR_TO_DEV_NULL, NULL,
+                                   NULL, &out, NULL, &status, &error));
+        g_strfreev(envp);
+        g_assert_no_error(error);
+        g_assert_cmpint(status, ==, 0);
+        g_ptr_array_set_size(watched.events, 0);
+        watch = gw_etcd_watch_new(etcd, "/t/watch/", start + 1, test_watch_cb, &watched);
+        while (watched.error == NULL)
+            g_main_context_iteration(NULL, TRUE);
+        g_assert_error(watched.error, GW_ETCD_ERROR, GW_ETCD_ERROR_COMPACTED);
+        g_assert_nonnull(strstr(watched.error->message, "etcd watch of \"/t/watch/\" at http://"));
+        g_assert_cmpuint(watched.events->len, ==, 0);
+    }
+    g_clear_error(&watched.error);
+    g_ptr_array_unref(watched.events);
+}
+
+/* A member killed (SIGKILL) while a client puts in a loop: no put fails,
+ * the client moves on to another endpoint, every key is there afterwards,
+ * and a watch that streamed from the killed member resumes on another one
+ * without losing or repeating an event. */
+static void
+test_failover(void)
+{
+    TestCluster *cluster = NULL;
+    g_autoptr(GwEtcd) etcd = NULL;
+    g_autoptr(GwEtcd) watcher = NULL;
+    g_autoptr(GwEtcdWatch) watch = NULL;
+    TestWatched watched = {g_ptr_array_new_with_free_func(g_free), NULL};
+    g_autoptr(GPtrArray) kvs = NULL;
+    gint64 start = 0;
+    g_autofree gchar *killed = NULL;
+
+    if (etcd_path == NULL) {
+        g_test_skip("no etcd binary (Debian: etcd-server)");
+        return;
+    }
+    cluster = test_cluster_start(3);
+    {
+        const gchar *endpoints[] = {test_url(cluster, 0), test_url(cluster, 1),
+                                    test_url(cluster, 2), NULL};
+        etcd = test_client(endpoints);
+        watcher = test_client(endpoints);
+    }
+    g_ptr_array_unref(test_range(etcd, "/t/fo/", TRUE, 0, &start, NULL));
+    watch = gw_etcd_watch_new(watcher, "/t/fo/", start + 1, test_watch_cb, &watched);
+    for (guint i = 0; i < TEST_FAILOVER_PUTS; i++) {
+        g_autofree gchar *key = g_strdup_printf("/t/fo/%04u", i);
+        g_autofree gchar *value = g_strdup_printf("value %u", i);
+        g_autoptr(GBytes) bytes = g_bytes_new(value, strlen(value));
+        g_autoptr(GAsyncResult) result = NULL;
+        g_autoptr(GError) error = NULL;
+
+        gw_etcd_put_async(etcd, key, bytes, 0, NULL, test_got_result, &result);
+        if (i == TEST_FAILOVER_KILL) {
+            /* the member both clients use now, with this put on its way */
+            killed = g_strdup(gw_etcd_get_endpoint(etcd));
+            g_assert_cmpstr(gw_etcd_get_endpoint(watcher), ==, killed);
+            for (guint m = 0; m < cluster->members->len; m++) {
+                TestMember *member = g_ptr_array_index(cluster->members, m);
+                if (g_strcmp0(member->client_url, killed) == 0)
+                    test_member_kill(member);
+            }
+            g_test_message("killed the member at %s during put %u", killed, i);
+        }
+        g_assert_true(gw_etcd_put_finish(etcd, test_wait(&result), NULL, &error));
+        g_assert_no_error(error);
+    }
+    g_assert_nonnull(killed);
+    g_assert_cmpstr(gw_etcd_get_endpoint(etcd), !=, killed);
+
+    kvs = test_range(etcd, "/t/fo/", TRUE, 0, NULL, NULL);
+    g_assert_cmpuint(kvs->len, ==, TEST_FAILOVER_PUTS);
+    for (guint i = 0; i < TEST_FAILOVER_PUTS; i++) {
+        g_autofree gchar *key = g_strdup_printf("/t/fo/%04u", i);
+        g_autofree gchar *value = g_strdup_printf("value %u", i);
+        test_assert_value(g_ptr_array_index(kvs, i), key, value);
+    }
+    while (watched.events->len < TEST_FAILOVER_PUTS && watched.error == NULL)
+        g_main_context_iteration(NULL, TRUE);
+    g_assert_no_error(watched.error);
+    g_assert_cmpuint(watched.events->len, ==, TEST_FAILOVER_PUTS);
+    for (guint i = 0; i < TEST_FAILOVER_PUTS; i++) {
+        GwEtcdKv *kv = g_ptr_array_index(kvs, i);
+        g_autofree gchar *want =
+            g_strdup_printf("PUT %s value %u %" G_GINT64_FORMAT, kv->key, i, kv->mod_revision);
+        g_assert_cmpstr(g_ptr_array_index(watched.events, i), ==, want);
+    }
+    g_clear_pointer(&watch, gw_etcd_watch_free);
+    g_ptr_array_unref(watched.events);
+    test_cluster_stop(cluster);
+}
+
+/* A bad endpoint URL is refused at _new(); an endpoint where nothing
+ * listens fails with its URL named; a revoke of an unknown lease carries
+ * etcd's message. */
+static void
+test_errors(void)
+{
+    const gchar *bad[] = {"ftp://127.0.0.1:1", NULL};
+    const gchar *none[] = {NULL};
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GwEtcd) nothing = NULL;
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autofree gchar *closed = g_strdup_printf("http://127.0.0.1:%u", test_free_port());
+    const gchar *closed_list[] = {closed, NULL};
+
+    g_assert_null(gw_etcd_new(bad, &error));
+    g_assert_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_INVALID);
+    g_assert_nonnull(strstr(error->message, "ftp://127.0.0.1:1"));
+    g_clear_error(&error);
+    g_assert_null(gw_etcd_new(none, &error));
+    g_assert_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_INVALID);
+    g_clear_error(&error);
+
+    nothing = test_client(closed_list);
+    gw_etcd_put_async(nothing, "/k", NULL, 0, NULL, test_got_result, &result);
+    g_assert_false(gw_etcd_put_finish(nothing, test_wait(&result), NULL, &error));
+    g_assert_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_UNREACHABLE);
+    g_assert_nonnull(strstr(error->message, "etcd put: no endpoint answered"));
+    g_assert_nonnull(strstr(error->message, closed));
+    g_clear_error(&error);
+    g_clear_object(&result);
+
+    g_autoptr(GwEtcd) etcd = test_single_client();
+    if (etcd == NULL)
+        return;
+    gw_etcd_lease_revoke_async(etcd, 12345, NULL, test_got_result, &result);
+    g_assert_false(gw_etcd_lease_revoke_finish(etcd, test_wait(&result), &error));
+    g_assert_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_LEASE_NOT_FOUND);
+    g_assert_nonnull(strstr(error->message, "requested lease not found"));
+    g_assert_nonnull(strstr(error->message, test_url(test_single(), 0)));
+}
+
+/* An endpoint that answers, but not like etcd: each error names the
+ * operation, the endpoint and what is wrong. The fake server is a plain
+ * socket service in a thread: it reads a request (headers, then the body
+ * by its Content-Length) and answers with fake_status and fake_answer. */
+static const gchar *volatile fake_answer;
+static volatile guint fake_status;
+
+static gboolean
+test_fake_run(GThreadedSocketService *service, GSocketConnection *connection, GObject *source,
+              gpointer user_data)
+{
+    GInputStream *in = g_io_stream_get_input_stream(G_IO_STREAM(connection));
+    GOutputStream *out = g_io_stream_get_output_stream(G_IO_STREAM(connection));
+    g_autoptr(GDataInputStream) lines = g_data_input_stream_new(in);
+    g_autofree gchar *reply = NULL;
+    guint64 length = 0;
+
+    g_data_input_stream_set_newline_type(lines, G_DATA_STREAM_NEWLINE_TYPE_ANY);
+    g_filter_input_stream_set_close_base_stream(G_FILTER_INPUT_STREAM(lines), FALSE);
+    for (;;) {
+        g_autofree gchar *line = g_data_input_stream_read_line(lines, NULL, NULL, NULL);
+        if (line == NULL)
+            return FALSE;
+        if (line[0] == '\0')
+            break;
+        if (g_ascii_strncasecmp(line, "Content-Length:", 15) == 0)
+            length = g_ascii_strtoull(line + 15, NULL, 10);
+    }
+    while (length-- > 0)
+        (void)g_data_input_stream_read_byte(lines, NULL, NULL);
+    reply = g_strdup_printf("HTTP/1.1 %u Fake\r\nContent-Type: application/json\r\n"
+                            "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                            fake_status, strlen(fake_answer), fake_answer);
+    g_output_stream_write_all(out, reply, strlen(reply), NULL, NULL, NULL);
+    g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+    return TRUE;
+}
+
+static void
+test_bad_answers(void)
+{
+    static const struct {
+        const gchar *name;
+        guint status;
+        const gchar *answer;
+        GwEtcdError code;
+        const gchar *want;
+    } cases[] = {
+        {"not JSON", 200, "<html>", GW_ETCD_ERROR_PROTOCOL, "bad JSON"},
+        {"not an object", 200, "[1]", GW_ETCD_ERROR_PROTOCOL, "not a JSON object"},
+        {"no header", 200, "{}", GW_ETCD_ERROR_PROTOCOL, "member \"header\" missing"},
+        {"revision not a number", 200, "{\"header\":{\"revision\":\"x\"}}", GW_ETCD_ERROR_PROTOCOL,
+         "member \"revision\" is not an integer"},
+        {"etcd's error", 400, "{\"error\":\"e\",\"message\":\"bad thing\",\"code\":3}",
+         GW_ETCD_ERROR_SERVER, "HTTP 400: etcd error (code 3): bad thing"},
+        {"plain 404", 404, "nothing here", GW_ETCD_ERROR_HTTP, "HTTP 404"},
+    };
+    g_autoptr(GSocketService) service = g_threaded_socket_service_new(1);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GwEtcd) etcd = NULL;
+    g_autofree gchar *url = NULL;
+    guint16 port;
+
+    port = g_socket_listener_add_any_inet_port(G_SOCKET_LISTENER(service), NULL, &error);
+    g_assert_no_error(error);
+    g_signal_connect(service, "run", G_CALLBACK(test_fake_run), NULL);
+    g_socket_service_start(service);
+    url = g_strdup_printf("http://127.0.0.1:%u", port);
+    {
+        const gchar *endpoints[] = {url, NULL};
+        etcd = test_client(endpoints);
+    }
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autoptr(GAsyncResult) result = NULL;
+        g_autofree gchar *prefix = g_strdup_printf("etcd put at %s: ", url);
+        g_test_message("%s", cases[i].name);
+        fake_status = cases[i].status;
+        fake_answer = cases[i].answer;
+        gw_etcd_put_async(etcd, "/k", NULL, 0, NULL, test_got_result, &result);
+        g_assert_false(gw_etcd_put_finish(etcd, test_wait(&result), NULL, &error));
+        g_assert_error(error, GW_ETCD_ERROR, (gint)cases[i].code);
+        g_assert_true(g_str_has_prefix(error->message, prefix));
+        g_assert_nonnull(strstr(error->message, cases[i].want));
+        g_clear_error(&error);
+    }
+    g_socket_service_stop(service);
+    g_socket_listener_close(G_SOCKET_LISTENER(service));
+}
+
+int
+main(int argc, char **argv)
+{
+    int ret;
+
+    g_test_init(&argc, &argv, NULL);
+    etcd_path = g_find_program_in_path("etcd");
+    etcdctl_path = g_find_program_in_path("etcdctl");
+    all_processes = g_ptr_array_new_with_free_func(g_object_unref);
+    atexit(test_kill_all);
+
+    g_test_add_func("/etcd/errors", test_errors);
+    g_test_add_func("/etcd/bad-answers", test_bad_answers);
+    g_test_add_func("/etcd/put-range", test_put_range);
+    g_test_add_func("/etcd/prefix", test_prefix);
+    g_test_add_func("/etcd/lease-expires", test_lease_expires);
+    g_test_add_func("/etcd/lease-keeper", test_lease_keeper);
+    g_test_add_func("/etcd/txn", test_txn);
+    g_test_add_func("/etcd/watch", test_watch);
+    g_test_add_func("/etcd/failover", test_failover);
+    ret = g_test_run();
+
+    if (single != NULL)
+        test_cluster_stop(single);
+    test_kill_all();
+    g_clear_pointer(&all_processes, g_ptr_array_unref);
+    g_free(etcd_path);
+    g_free(etcdctl_path);
+    return ret;
+}
