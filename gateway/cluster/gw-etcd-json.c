@@ -266,11 +266,13 @@ gw_etcd_json_txn_request(const GwEtcdTxn *txn)
 /* ---- answers ---- */
 
 /* Fails when brackets and braces outside strings nest deeper than
- * GW_ETCD_MAX_JSON_DEPTH: json-glib's parser recurses once per level. */
+ * GW_ETCD_MAX_JSON_DEPTH (json-glib's parser recurses once per level), or
+ * when anything but blanks follows the first object or array. */
 static gboolean
 gw_etcd_json_check_depth(const gchar *data, gsize len, GError **error)
 {
     gboolean in_string = FALSE;
+    gboolean ended = FALSE; /* a top-level object or array closed */
     guint depth = 0;
 
     for (gsize i = 0; i < len; i++) {
@@ -280,6 +282,12 @@ gw_etcd_json_check_depth(const gchar *data, gsize len, GError **error)
                 i++;
             else if (c == '"')
                 in_string = FALSE;
+        } else if (depth == 0 && ended && !g_ascii_isspace(c)) {
+            /* json-glib takes "{…} {…}" and leaks the first value's
+             * nodes; an answer (or one watch line) is one value */
+            g_set_error_literal(error, GW_ETCD_ERROR, GW_ETCD_ERROR_PROTOCOL,
+                                "bad JSON: more than one value");
+            return FALSE;
         } else if (c == '"') {
             in_string = TRUE;
         } else if (c == '{' || c == '[') {
@@ -291,6 +299,8 @@ gw_etcd_json_check_depth(const gchar *data, gsize len, GError **error)
         } else if ((c == '}' || c == ']') && depth > 0) {
             depth--;
         }
+        if (depth == 0 && (c == '}' || c == ']'))
+            ended = TRUE;
     }
     return TRUE;
 }
