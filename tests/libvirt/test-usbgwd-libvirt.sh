@@ -159,8 +159,10 @@ define_vm() {
 }
 
 # answers NAME: the distinct answers the guest got so far
+# Whole answers only: the guest may be writing the last line as it is read.
 answers() {
-    tr -d '\r' <"$(lv_console "$1")" | sed -n 's/^USBGW-ANSWER 0529:0001 .*response=//p' | sort -u
+    tr -d '\r' <"$(lv_console "$1")" |
+        sed -n 's/^USBGW-ANSWER 0529:0001 .*response=\([0-9a-f]\{32\}\)$/\1/p' | sort -u
 }
 
 hasp_answer=$("$peer" --key-answer $HASP_SECRET $CHALLENGE)
@@ -303,7 +305,7 @@ share)
             --device 0529:0001 >"$work/share$1.log" 2>&1 &
         share_pid=$!
     }
-    count() { tr -d '\r' <"$(lv_console "$name")" | grep -c '^USBGW-ANSWER 0529:0001 ' || true; }
+    count() { tr -d '\r' <"$(lv_console "$name")" | grep -c '^USBGW-ANSWER 0529:0001 .*response=[0-9a-f]\{32\}$' || true; }
     t0=$(now)
     lend 1
     lv_wait_console "$name" '^USBGW-ANSWER 0529:0001 ' 60 || { cat "$work/share1.log"; fail "the guest got no answer from the lent key"; }
