@@ -7,15 +7,10 @@
  *
  * Skipped only when no etcd binary is installed (Debian: etcd-server; the
  * compaction case also wants etcdctl from etcd-client). */
-#include <glib/gstdio.h>
-#include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
 
-#include "gw-etcd.h"
+#include "test-etcd-members.h"
 
-/* Seconds a member has to answer after it was started. */
-#define TEST_START_TIMEOUT_S 30
 /* The lease TTL of the lease cases (etcd's minimum with the timings below
  * is 1 s). */
 #define TEST_LEASE_TTL_S 2
@@ -25,200 +20,7 @@
 #define TEST_FAILOVER_PUTS 300
 #define TEST_FAILOVER_KILL 60
 
-typedef struct {
-    gchar *name;
-    gchar *client_url;
-    gchar *peer_url;
-    GSubprocess *process; /* nullable: killed */
-} TestMember;
-
-typedef struct {
-    gchar *dir;
-    GPtrArray *members; /* TestMember */
-} TestCluster;
-
-static gchar *etcd_path;
-static gchar *etcdctl_path;
 static TestCluster *single; /* the one-member cluster most cases share */
-static GPtrArray *all_processes;
-
-/* ---- running etcd ---- */
-
-static guint16
-test_free_port(void)
-{
-    g_autoptr(GSocket) socket =
-        g_socket_new(G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL);
-    g_autoptr(GInetAddress) loopback = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
-    g_autoptr(GSocketAddress) any = g_inet_socket_address_new(loopback, 0);
-    g_autoptr(GSocketAddress) bound = NULL;
-
-    g_assert_nonnull(socket);
-    g_assert_true(g_socket_bind(socket, any, FALSE, NULL));
-    bound = g_socket_get_local_address(socket, NULL);
-    return g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound));
-}
-
-/* In the child: killed with this process, whatever ends it. */
-static void
-test_child_setup(gpointer data)
-{
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-}
-
-static void
-test_kill_all(void)
-{
-    for (guint i = 0; all_processes != NULL && i < all_processes->len; i++) {
-        GSubprocess *process = g_ptr_array_index(all_processes, i);
-        g_subprocess_send_signal(process, SIGKILL);
-    }
-}
-
-static void
-test_member_kill(TestMember *member)
-{
-    if (member->process == NULL)
-        return;
-    g_subprocess_send_signal(member->process, SIGKILL);
-    g_assert_true(g_subprocess_wait(member->process, NULL, NULL));
-    g_clear_object(&member->process);
-}
-
-static GwEtcd *
-test_client(const gchar *const *endpoints)
-{
-    g_autoptr(GError) error = NULL;
-    GwEtcd *etcd = gw_etcd_new(endpoints, &error);
-    g_assert_no_error(error);
-    return etcd;
-}
-
-static void
-test_got_result(GObject *source, GAsyncResult *result, gpointer user_data)
-{
-    *(GAsyncResult **)user_data = g_object_ref(result);
-}
-
-static GAsyncResult *
-test_wait(GAsyncResult **slot)
-{
-    while (*slot == NULL)
-        g_main_context_iteration(NULL, TRUE);
-    return *slot;
-}
-
-/* Waits until @url answers a range (any answer of etcd's). */
-static void
-test_wait_answering(const gchar *url)
-{
-    const gchar *endpoints[] = {url, NULL};
-    g_autoptr(GwEtcd) etcd = test_client(endpoints);
-    gint64 deadline = g_get_monotonic_time() + TEST_START_TIMEOUT_S * G_USEC_PER_SEC;
-
-    for (;;) {
-        g_autoptr(GAsyncResult) result = NULL;
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GPtrArray) kvs = NULL;
-
-        gw_etcd_range_async(etcd, "/health-probe", FALSE, 0, NULL, test_got_result, &result);
-        kvs = gw_etcd_range_finish(etcd, test_wait(&result), NULL, NULL, &error);
-        if (kvs != NULL)
-            return;
-        if (g_get_monotonic_time() > deadline)
-            g_error("etcd at %s did not answer within %d s: %s", url, TEST_START_TIMEOUT_S,
-                    error->message);
-        g_usleep(100 * 1000);
-    }
-}
-
-static TestCluster *
-test_cluster_start(guint n)
-{
-    TestCluster *cluster = g_new0(TestCluster, 1);
-    g_autoptr(GString) initial = g_string_new(NULL);
-    g_autoptr(GError) error = NULL;
-    g_autofree gchar *token = NULL;
-
-    cluster->dir = g_dir_make_tmp("test-gw-etcd-XXXXXX", &error);
-    g_assert_no_error(error);
-    token = g_path_get_basename(cluster->dir);
-    cluster->members = g_ptr_array_new();
-    for (guint i = 0; i < n; i++) {
-        TestMember *member = g_new0(TestMember, 1);
-        member->name = g_strdup_printf("n%u", i + 1);
-        member->client_url = g_strdup_printf("http://127.0.0.1:%u", test_free_port());
-        member->peer_url = g_strdup_printf("http://127.0.0.1:%u", test_free_port());
-        g_string_append_printf(initial, "%s%s=%s", i > 0 ? "," : "", member->name,
-                               member->peer_url);
-        g_ptr_array_add(cluster->members, member);
-    }
-    for (guint i = 0; i < n; i++) {
-        TestMember *member = g_ptr_array_index(cluster->members, i);
-        g_autoptr(GSubprocessLauncher) launcher =
-            g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDIN_INHERIT);
-        g_autofree gchar *data_dir = g_build_filename(cluster->dir, member->name, NULL);
-        g_autofree gchar *log = g_strdup_printf("%s/%s.log", cluster->dir, member->name);
-
-        g_subprocess_launcher_set_stderr_file_path(launcher, log);
-        g_subprocess_launcher_set_stdout_file_path(launcher, log);
-        g_subprocess_launcher_set_child_setup(launcher, test_child_setup, NULL, NULL);
-        /* short heartbeats and elections: a killed leader is replaced in
-         * well under a second */
-        member->process = g_subprocess_launcher_spawn(
-            launcher, &error, etcd_path, "--name", member->name, "--data-dir", data_dir,
-            "--listen-client-urls", member->client_url, "--advertise-client-urls",
-            member->client_url, "--listen-peer-urls", member->peer_url,
-            "--initial-advertise-peer-urls", member->peer_url, "--initial-cluster", initial->str,
-            "--initial-cluster-state", "new", "--initial-cluster-token", token,
-            "--heartbeat-interval", "50", "--election-timeout", "500", NULL);
-        g_assert_no_error(error);
-        g_ptr_array_add(all_processes, g_object_ref(member->process));
-    }
-    for (guint i = 0; i < n; i++) {
-        TestMember *member = g_ptr_array_index(cluster->members, i);
-        test_wait_answering(member->client_url);
-    }
-    return cluster;
-}
-
-static void
-test_remove_tree(const gchar *path)
-{
-    GDir *dir = g_file_test(path, G_FILE_TEST_IS_SYMLINK) ? NULL : g_dir_open(path, 0, NULL);
-    const gchar *name;
-
-    while (dir != NULL && (name = g_dir_read_name(dir)) != NULL) {
-        g_autofree gchar *child = g_build_filename(path, name, NULL);
-        test_remove_tree(child);
-    }
-    if (dir != NULL)
-        g_dir_close(dir);
-    g_remove(path);
-}
-
-static void
-test_cluster_stop(TestCluster *cluster)
-{
-    for (guint i = 0; i < cluster->members->len; i++) {
-        TestMember *member = g_ptr_array_index(cluster->members, i);
-        test_member_kill(member);
-        g_free(member->name);
-        g_free(member->client_url);
-        g_free(member->peer_url);
-        g_free(member);
-    }
-    g_ptr_array_unref(cluster->members);
-    test_remove_tree(cluster->dir);
-    g_free(cluster->dir);
-    g_free(cluster);
-}
-
-static const gchar *
-test_url(TestCluster *cluster, guint i)
-{
-    return ((TestMember *)g_ptr_array_index(cluster->members, i))->client_url;
-}
 
 /* The shared one-member cluster (started on first use), or NULL with the
  * case skipped when etcd is not installed. */
@@ -265,37 +67,6 @@ test_put_string(GwEtcd *etcd, const gchar *key, const gchar *value, gint64 lease
     return test_put(etcd, key, bytes, lease);
 }
 
-static GPtrArray *
-test_range(GwEtcd *etcd, const gchar *key, gboolean prefix, gint64 limit, gint64 *revision,
-           gboolean *more)
-{
-    g_autoptr(GAsyncResult) result = NULL;
-    g_autoptr(GError) error = NULL;
-    GPtrArray *kvs;
-
-    gw_etcd_range_async(etcd, key, prefix, limit, NULL, test_got_result, &result);
-    kvs = gw_etcd_range_finish(etcd, test_wait(&result), revision, more, &error);
-    g_assert_no_error(error);
-    g_assert_nonnull(kvs);
-    return kvs;
-}
-
-static gint64
-test_grant(GwEtcd *etcd, gint64 ttl)
-{
-    g_autoptr(GAsyncResult) result = NULL;
-    g_autoptr(GError) error = NULL;
-    gint64 id = 0;
-    gint64 granted = 0;
-
-    gw_etcd_lease_grant_async(etcd, ttl, NULL, test_got_result, &result);
-    g_assert_true(gw_etcd_lease_grant_finish(etcd, test_wait(&result), &id, &granted, &error));
-    g_assert_no_error(error);
-    g_assert_cmpint(id, !=, 0);
-    g_assert_cmpint(granted, ==, ttl);
-    return id;
-}
-
 static void
 test_assert_value(GwEtcdKv *kv, const gchar *key, const gchar *value)
 {
@@ -303,24 +74,6 @@ test_assert_value(GwEtcdKv *kv, const gchar *key, const gchar *value)
     g_assert_cmpuint(kv->key_len, ==, strlen(key));
     g_assert_cmpmem(g_bytes_get_data(kv->value, NULL), g_bytes_get_size(kv->value), value,
                     strlen(value));
-}
-
-static gboolean
-test_set_flag(gpointer user_data)
-{
-    *(gboolean *)user_data = TRUE;
-    return G_SOURCE_REMOVE;
-}
-
-/* Sleeps @ms with the main context running (keepers, watches). */
-static void
-test_sleep_running(guint ms)
-{
-    gboolean done = FALSE;
-
-    g_timeout_add(ms, test_set_flag, &done);
-    while (!done)
-        g_main_context_iteration(NULL, TRUE);
 }
 
 /* ---- cases ---- */
@@ -925,10 +678,7 @@ main(int argc, char **argv)
     int ret;
 
     g_test_init(&argc, &argv, NULL);
-    etcd_path = g_find_program_in_path("etcd");
-    etcdctl_path = g_find_program_in_path("etcdctl");
-    all_processes = g_ptr_array_new_with_free_func(g_object_unref);
-    atexit(test_kill_all);
+    test_etcd_setup();
 
     g_test_add_func("/etcd/errors", test_errors);
     g_test_add_func("/etcd/bad-answers", test_bad_answers);
@@ -943,9 +693,6 @@ main(int argc, char **argv)
 
     if (single != NULL)
         test_cluster_stop(single);
-    test_kill_all();
-    g_clear_pointer(&all_processes, g_ptr_array_unref);
-    g_free(etcd_path);
-    g_free(etcdctl_path);
+    test_etcd_teardown();
     return ret;
 }
