@@ -390,7 +390,14 @@ gw_link_wire_parse_open(const GwLinkFrame *frame, gchar **device, GError **error
     g_autoptr(JsonParser) parser = json_parser_new();
     JsonObject *obj = gw_link_wire_parse_object(frame, parser, error);
 
-    return obj != NULL && gw_link_wire_member_id(frame, obj, "device", device, error);
+    g_autofree gchar *raw = NULL;
+
+    if (obj == NULL || !gw_link_wire_member_id(frame, obj, "device", &raw, error))
+        return FALSE;
+    /* the id reaches logs and refusal reasons: printable only (every id a
+     * gateway serves is, so a changed one matches nothing) */
+    *device = gw_link_wire_sanitize(raw, GW_LINK_WIRE_MAX_PAYLOAD);
+    return TRUE;
 }
 
 guint64

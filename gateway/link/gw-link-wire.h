@@ -115,7 +115,8 @@ gboolean gw_link_wire_parse_device_remove(const GwLinkFrame *frame, gchar **id,
 /* SYNCED: a JSON object. */
 gboolean gw_link_wire_parse_synced(const GwLinkFrame *frame,
                                    GError **error) G_GNUC_WARN_UNUSED_RESULT;
-/* OPEN: the device id. */
+/* OPEN: the device id, made printable (control characters and invalid
+ * UTF-8 replaced by '?'). */
 gboolean gw_link_wire_parse_open(const GwLinkFrame *frame, gchar **device,
                                  GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* CREDIT and RESUME: the u64 (the decoder checked the length). */

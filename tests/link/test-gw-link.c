@@ -1347,6 +1347,29 @@ test_protocol_error(gconstpointer data)
     raw_clear(&raw);
 }
 
+/* An OPEN's device id with control characters comes
+ * out printable: it reaches logs and refusal reasons. */
+static void
+test_open_id_printable(void)
+{
+    g_autoptr(GByteArray) out = g_byte_array_new();
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *device = NULL;
+    GwLinkDecoder decoder;
+    GwLinkFrame frame;
+    gsize used;
+
+    g_assert_true(gw_link_wire_put_open(out, 3, "dev\n\001x\ty", &error));
+    g_assert_no_error(error);
+    gw_link_decoder_init(&decoder);
+    g_assert_cmpint(gw_link_decoder_feed(&decoder, out->data, out->len, &used, &frame, &error), ==,
+                    GW_LINK_DECODE_FRAME);
+    g_assert_true(gw_link_wire_parse_open(&frame, &device, &error));
+    g_assert_no_error(error);
+    g_assert_cmpstr(device, ==, "dev??x?y");
+    gw_link_decoder_clear(&decoder);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1355,6 +1378,7 @@ main(int argc, char **argv)
     g_log_set_handler("usbgw-link", G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG,
                       test_log_handler, NULL);
 
+    g_test_add_func("/link/open-id-printable", test_open_id_printable);
     g_test_add_func("/link/directory", test_directory);
     g_test_add_func("/link/open-close", test_open_close);
     g_test_add_func("/link/direct", test_direct);
