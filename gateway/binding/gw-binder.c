@@ -16,12 +16,13 @@ struct _GwBinder {
     PolicyPools *pools;     /* owned */
     const GwBinderOps *ops; /* borrowed */
     gpointer user_data;
-    GHashTable *devices;  /* id → GwBinderDevice (owned) */
-    GHashTable *vms;      /* name → GwBinderVm (owned) */
-    GPtrArray *vm_order;  /* GwBinderVm (borrowed from vms), in start order */
-    GwBinderState *saved; /* owned: restored state; leases dropped as their VM stops */
-    GHashTable *wishes;   /* VM name (owned) → GPtrArray of GwBinderWish (owned) */
-    gboolean settled;     /* every running VM has been reported since the restore */
+    GHashTable *devices;   /* id → GwBinderDevice (owned) */
+    GHashTable *vms;       /* name → GwBinderVm (owned) */
+    GPtrArray *vm_order;   /* GwBinderVm (borrowed from vms), in start order */
+    GwBinderState *saved;  /* owned: restored state; leases dropped as their VM stops */
+    GHashTable *wishes;    /* VM name (owned) → GPtrArray of GwBinderWish (owned) */
+    gboolean settled;      /* every running VM has been reported since the restore */
+    GHashTable *elsewhere; /* id (owned) → holder (owned): pool keys held in the cluster */
 };
 
 /* The one VM a device's assignment names (the journal's USBGW_VM): an
@@ -127,6 +128,7 @@ gw_binder_new(Policy *policy, const GwBinderOps *ops, gpointer user_data)
     GwBinder *binder = g_new0(GwBinder, 1);
     binder->policy = policy_ref(policy);
     binder->pools = policy_pools_new(policy);
+    binder->elsewhere = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     binder->ops = ops;
     binder->user_data = user_data;
     binder->devices = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, gw_binder_device_free);
@@ -147,6 +149,7 @@ gw_binder_free(GwBinder *binder)
     g_hash_table_unref(binder->vms);
     g_hash_table_unref(binder->devices);
     g_hash_table_unref(binder->wishes);
+    g_hash_table_unref(binder->elsewhere);
     gw_binder_state_free(binder->saved);
     policy_pools_free(binder->pools);
     policy_unref(binder->policy);
@@ -502,7 +505,8 @@ gw_binder_pool_drop(GwBinder *binder, GwBinderDevice *dev)
 {
     g_autoptr(GError) error = NULL;
     policy_pools_remove_device(binder->pools, dev->id);
-    if (!policy_pools_add_device(binder->pools, dev->decision.target, dev->id, &error))
+    if (!g_hash_table_contains(binder->elsewhere, dev->id) &&
+        !policy_pools_add_device(binder->pools, dev->decision.target, dev->id, &error))
         gw_log_device(G_LOG_LEVEL_WARNING, dev->id, dev->vm, NULL, "%s: %s", dev->id,
                       error->message);
 }
@@ -750,8 +754,10 @@ gw_binder_decide(GwBinder *binder, GwBinderDevice *dev)
     g_autoptr(GError) error = NULL;
 
     policy_decide(binder->policy, POLICY_ORIGIN_HOST, dev->desc, NULL, &dev->decision);
-    /* an admin's assign or release takes the device out of its pool */
+    /* an admin's assign or release takes the device out of its pool, and
+     * so does its key being held elsewhere in the cluster */
     if (dev->manual_vm == NULL && !dev->released &&
+        !g_hash_table_contains(binder->elsewhere, dev->id) &&
         dev->decision.verdict == POLICY_VERDICT_ASSIGN &&
         dev->decision.target_kind == POLICY_TARGET_POOL &&
         !policy_pools_add_device(binder->pools, dev->decision.target, dev->id, &error))
@@ -1023,6 +1029,42 @@ gw_binder_release(GwBinder *binder, const gchar *id, const gchar *actor)
 }
 
 void
+gw_binder_set_elsewhere(GwBinder *binder, const gchar *id, const gchar *holder, const gchar *actor)
+{
+    GwBinderDevice *dev;
+    g_autoptr(GError) error = NULL;
+
+    if (g_strcmp0(g_hash_table_lookup(binder->elsewhere, id), holder) == 0)
+        return;
+    if (holder != NULL)
+        g_hash_table_insert(binder->elsewhere, g_strdup(id), g_strdup(holder));
+    else
+        g_hash_table_remove(binder->elsewhere, id);
+    dev = g_hash_table_lookup(binder->devices, id);
+    if (dev == NULL || dev->manual_vm != NULL || dev->released ||
+        dev->decision.verdict != POLICY_VERDICT_ASSIGN ||
+        dev->decision.target_kind != POLICY_TARGET_POOL)
+        return;
+    if (holder != NULL) {
+        g_autofree gchar *reason = g_strdup_printf("held in the cluster by %s", holder);
+        if (dev->vm != NULL)
+            gw_binder_unbind(binder, dev, actor, reason, TRUE);
+        policy_pools_remove_device(binder->pools, dev->id);
+        gw_log_device(G_LOG_LEVEL_INFO, dev->id, NULL, NULL, "%s: %s", dev->id, reason);
+    } else if (!policy_pools_add_device(binder->pools, dev->decision.target, dev->id, &error)) {
+        gw_log_device(G_LOG_LEVEL_WARNING, dev->id, NULL, NULL, "%s: %s", dev->id, error->message);
+    }
+    /* the VM that had it may take another key; a freed key may be waited for */
+    gw_binder_offer_all(binder, actor);
+}
+
+const gchar *
+gw_binder_get_elsewhere(GwBinder *binder, const gchar *id)
+{
+    return g_hash_table_lookup(binder->elsewhere, id);
+}
+
+void
 gw_binder_set_policy(GwBinder *binder, Policy *policy, const gchar *actor)
 {
     g_autoptr(GPtrArray) devices = gw_binder_list_devices(binder);
@@ -1086,6 +1128,7 @@ gw_binder_requirement_is_met(GwBinder *binder, GPtrArray *devices, const gchar *
         GwBinderDevice *dev = g_ptr_array_index(devices, i);
         if (dev->present && !dev->released && dev->manual_vm == NULL &&
             (dev->vm == NULL || g_strcmp0(dev->vm, name) == 0) &&
+            (dev->vm != NULL || !g_hash_table_contains(binder->elsewhere, dev->id)) &&
             policy_requirement_is_met_by(binder->policy, req, dev->desc))
             return TRUE;
     }

@@ -161,6 +161,16 @@ gboolean gw_binder_assign(GwBinder *binder, const gchar *id, const gchar *vm, co
 /* usbgwctl release: unbound, handed back to the host, out of its pool
  * until replugged. */
 void gw_binder_release(GwBinder *binder, const gchar *id, const gchar *actor);
+/* Cluster mode: pool key @id is held in the cluster for another VM
+ * (@holder says by whom, e.g. "gateway hv-b for vm web2"), or no longer
+ * (@holder NULL). While it is held elsewhere it is out of its pool here:
+ * unbound from the VM it was leased to (which may take another key), and
+ * leased to no VM. May name a device not seen yet. Devices not in a pool
+ * by the policy are not affected. */
+void gw_binder_set_elsewhere(GwBinder *binder, const gchar *id, const gchar *holder,
+                             const gchar *actor);
+/* Who holds @id elsewhere in the cluster, or NULL. */
+const gchar *gw_binder_get_elsewhere(GwBinder *binder, const gchar *id);
 /* A new policy (a new reference is taken): every device decided again;
  * bindings the new policy no longer gives are undone, new ones made. */
 void gw_binder_set_policy(GwBinder *binder, Policy *policy, const gchar *actor);

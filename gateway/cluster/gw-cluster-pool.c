@@ -50,11 +50,18 @@ gw_cluster_pool_hold_copy(const GwClusterPoolHold *hold)
 
 /* ---- names and values ---- */
 
+/* Bytes a device name may hold besides letters and digits ('%' starts the
+ * escapes of gw_cluster_pool_device_name()); a pool name's are "._:-". */
+#define GW_CLUSTER_POOL_DEVICE_CHARS "._:-@#%+=,"
+#define GW_CLUSTER_POOL_POOL_CHARS   "._:-"
+
 /* A pool or device name: it becomes one component of an etcd key. */
 static gboolean
 gw_cluster_pool_check_component(const gchar *what, const gchar *name, GError **error)
 {
     gsize len = name != NULL ? strlen(name) : 0;
+    const gchar *allowed =
+        strcmp(what, "pool") == 0 ? GW_CLUSTER_POOL_POOL_CHARS : GW_CLUSTER_POOL_DEVICE_CHARS;
 
     if (len == 0 || len > GW_CLUSTER_POOL_MAX_NAME) {
         g_set_error(error, GW_CLUSTER_POOL_ERROR, GW_CLUSTER_POOL_ERROR_INVALID,
@@ -63,15 +70,52 @@ gw_cluster_pool_check_component(const gchar *what, const gchar *name, GError **e
         return FALSE;
     }
     for (gsize i = 0; i < len; i++) {
-        if (!g_ascii_isalnum(name[i]) && strchr("._:-", name[i]) == NULL) {
+        if (!g_ascii_isalnum(name[i]) && strchr(allowed, name[i]) == NULL) {
             g_autofree gchar *shown = g_strescape(name, NULL);
             g_set_error(error, GW_CLUSTER_POOL_ERROR, GW_CLUSTER_POOL_ERROR_INVALID,
-                        "%s name \"%s\": byte %zu is not a letter, digit or one of \"._:-\"", what,
-                        shown, i + 1);
+                        "%s name \"%s\": byte %zu is not a letter, digit or one of \"%s\"", what,
+                        shown, i + 1, allowed);
             return FALSE;
         }
     }
     return TRUE;
+}
+
+gchar *
+gw_cluster_pool_device_name(const gchar *id)
+{
+    GString *name = g_string_new(NULL);
+
+    for (const guchar *p = (const guchar *)id; *p != '\0'; p++) {
+        if (g_ascii_isalnum(*p) || (*p != '%' && strchr(GW_CLUSTER_POOL_DEVICE_CHARS, *p) != NULL))
+            g_string_append_c(name, (gchar)*p);
+        else
+            g_string_append_printf(name, "%%%02X", *p);
+    }
+    return g_string_free(name, FALSE);
+}
+
+gchar *
+gw_cluster_pool_device_id(const gchar *name)
+{
+    GString *id = g_string_new(NULL);
+
+    for (const gchar *p = name; *p != '\0'; p++) {
+        gint hi, lo;
+        if (*p != '%') {
+            g_string_append_c(id, *p);
+            continue;
+        }
+        hi = g_ascii_xdigit_value(p[1]);
+        lo = hi >= 0 ? g_ascii_xdigit_value(p[2]) : -1;
+        if (lo < 0 || (hi == 0 && lo == 0)) {
+            g_string_free(id, TRUE);
+            return NULL;
+        }
+        g_string_append_c(id, (gchar)(hi * 16 + lo));
+        p += 2;
+    }
+    return g_string_free(id, FALSE);
 }
 
 /* A gateway or VM name: it goes into the JSON value. */

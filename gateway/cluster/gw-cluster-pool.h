@@ -25,9 +25,10 @@
  * when it expires) and returned, so the caller stops lending those
  * devices; later acquires fail with GW_CLUSTER_POOL_ERROR_LEASE_LOST.
  *
- * Names: pool and device names are 1 to GW_CLUSTER_POOL_MAX_NAME bytes of
- * letters, digits and "._:-" (no "/", so one pool's prefix never covers
- * another's keys); the gateway and VM names are non-empty UTF-8 of at most
+ * Names: pool names are 1 to GW_CLUSTER_POOL_MAX_NAME bytes of letters,
+ * digits and "._:-" (no "/", so one pool's prefix never covers another's
+ * keys); device names the same and "@#%+=," (gw_cluster_pool_device_name()
+ * makes one of any device id); the gateway and VM names are non-empty UTF-8 of at most
  * GW_CLUSTER_POOL_MAX_NAME bytes. Anything else is
  * GW_CLUSTER_POOL_ERROR_INVALID naming it.
  *
@@ -69,6 +70,12 @@ typedef enum {
 #define GW_CLUSTER_POOL_MAX_VALUE 4096
 /* Most keys one query returns (bounds the answer's memory). */
 #define GW_CLUSTER_POOL_MAX_KEYS 100000
+
+/* The device name of device id @id (any string): bytes other than letters,
+ * digits and "._:-@#+=," become %XX. gw_cluster_pool_device_id() reverses
+ * it (NULL: not such a name). Both owned by the caller. */
+gchar *gw_cluster_pool_device_name(const gchar *id) G_GNUC_WARN_UNUSED_RESULT;
+gchar *gw_cluster_pool_device_id(const gchar *name) G_GNUC_WARN_UNUSED_RESULT;
 
 /* One held key of a pool, as etcd has it. */
 typedef struct {

@@ -1,5 +1,11 @@
 /* GwEtcdLeaseKeeper (gw-etcd.h): a timer on the client's context sending
- * one keepalive at a time, and the rule that decides the lease is lost. */
+ * one keepalive at a time, and the rule that decides the lease is lost.
+ *
+ * etcd restarts a lease's TTL when it receives a keepalive, which is after
+ * we sent it; so the lease lives at least until send time + TTL. The keeper
+ * reports it lost at the latest renewal's send time + 9/10 of the TTL (a
+ * timer of its own, not the keepalive tick), so a gateway stops using what
+ * the lease holds before etcd can expire it and give it to another. */
 #include "gw-etcd-private.h"
 
 struct _GwEtcdLeaseKeeper {
@@ -11,7 +17,9 @@ struct _GwEtcdLeaseKeeper {
     gpointer user_data;
     GCancellable *cancellable; /* owned: cancelled by _free() */
     GSource *timer;            /* owned */
-    gint64 renewed_us;         /* monotonic time of the last renewal (or grant) */
+    GSource *deadline;         /* owned: fires when the lease must be taken as lost */
+    gint64 renewed_us;         /* monotonic send time of the last renewal (or the grant) */
+    gint64 sent_us;            /* monotonic send time of the keepalive in flight */
     guint renewals;
     gboolean in_flight; /* a keepalive is on its way */
     gboolean stopped;   /* lost, or _free() */
@@ -26,6 +34,10 @@ gw_etcd_lease_keeper_unref(GwEtcdLeaseKeeper *keeper)
         g_source_destroy(keeper->timer);
         g_source_unref(keeper->timer);
     }
+    if (keeper->deadline != NULL) {
+        g_source_destroy(keeper->deadline);
+        g_source_unref(keeper->deadline);
+    }
     g_object_unref(keeper->cancellable);
     g_object_unref(keeper->etcd);
     g_free(keeper);
@@ -38,18 +50,26 @@ gw_etcd_lease_keeper_lose(GwEtcdLeaseKeeper *keeper, GError *error)
     keeper->stopped = TRUE;
     g_cancellable_cancel(keeper->cancellable);
     g_source_destroy(keeper->timer);
+    g_source_destroy(keeper->deadline);
     g_prefix_error(&error, "etcd lease %" G_GINT64_FORMAT ": ", keeper->lease_id);
     keeper->lost(keeper, error, keeper->user_data);
     g_error_free(error);
 }
 
-/* No renewal for a whole TTL: etcd may have expired the lease already. */
+/* How long after a renewal's send time the lease is taken as lost. */
+static gint64
+gw_etcd_lease_keeper_life_us(GwEtcdLeaseKeeper *keeper)
+{
+    return keeper->ttl_s * G_USEC_PER_SEC * 9 / 10;
+}
+
+/* No renewal for (nearly) a whole TTL: etcd may expire the lease now. */
 static gboolean
 gw_etcd_lease_keeper_expired(GwEtcdLeaseKeeper *keeper, const GError *last)
 {
     gint64 silent_us = g_get_monotonic_time() - keeper->renewed_us;
 
-    if (silent_us < keeper->ttl_s * G_USEC_PER_SEC)
+    if (silent_us < gw_etcd_lease_keeper_life_us(keeper))
         return FALSE;
     gw_etcd_lease_keeper_lose(
         keeper, g_error_new(GW_ETCD_ERROR, GW_ETCD_ERROR_LEASE_NOT_FOUND,
@@ -73,8 +93,10 @@ gw_etcd_lease_keeper_done(GObject *source, GAsyncResult *result, gpointer user_d
         return;
     }
     if (ok) {
-        keeper->renewed_us = g_get_monotonic_time();
+        keeper->renewed_us = keeper->sent_us;
         keeper->renewals++;
+        g_source_set_ready_time(keeper->deadline,
+                                keeper->renewed_us + gw_etcd_lease_keeper_life_us(keeper));
     } else if (g_error_matches(error, GW_ETCD_ERROR, GW_ETCD_ERROR_LEASE_NOT_FOUND)) {
         gw_etcd_lease_keeper_lose(keeper, g_steal_pointer(&error));
     } else {
@@ -93,10 +115,35 @@ gw_etcd_lease_keeper_tick(gpointer user_data)
         return G_SOURCE_REMOVE;
     if (!keeper->in_flight) {
         keeper->in_flight = TRUE;
+        keeper->sent_us = g_get_monotonic_time();
         keeper->refs++;
         gw_etcd_lease_keepalive_async(keeper->etcd, keeper->lease_id, keeper->cancellable,
                                       gw_etcd_lease_keeper_done, keeper);
     }
+    return G_SOURCE_CONTINUE;
+}
+
+/* A source that runs at its ready time only (a timeout source would set
+ * its own after each dispatch). */
+static gboolean
+gw_etcd_deadline_dispatch(GSource *source, GSourceFunc callback, gpointer user_data)
+{
+    (void)source;
+    return callback(user_data);
+}
+
+static GSourceFuncs gw_etcd_deadline_funcs = {
+    .dispatch = gw_etcd_deadline_dispatch,
+};
+
+static gboolean
+gw_etcd_lease_keeper_deadline(gpointer user_data)
+{
+    GwEtcdLeaseKeeper *keeper = user_data;
+
+    if (!gw_etcd_lease_keeper_expired(keeper, NULL))
+        g_source_set_ready_time(keeper->deadline,
+                                keeper->renewed_us + gw_etcd_lease_keeper_life_us(keeper));
     return G_SOURCE_CONTINUE;
 }
 
@@ -119,6 +166,11 @@ gw_etcd_lease_keeper_new(GwEtcd *etcd, gint64 lease_id, gint64 ttl_s, GwEtcdLeas
     keeper->timer = g_timeout_source_new((guint)(ttl * 1000 / GW_ETCD_KEEPALIVE_PER_TTL));
     g_source_set_callback(keeper->timer, gw_etcd_lease_keeper_tick, keeper, NULL);
     g_source_attach(keeper->timer, gw_etcd_get_context(etcd));
+    keeper->deadline = g_source_new(&gw_etcd_deadline_funcs, sizeof(GSource));
+    g_source_set_ready_time(keeper->deadline,
+                            keeper->renewed_us + gw_etcd_lease_keeper_life_us(keeper));
+    g_source_set_callback(keeper->deadline, gw_etcd_lease_keeper_deadline, keeper, NULL);
+    g_source_attach(keeper->deadline, gw_etcd_get_context(etcd));
     return keeper;
 }
 
@@ -136,5 +188,6 @@ gw_etcd_lease_keeper_free(GwEtcdLeaseKeeper *keeper)
     keeper->stopped = TRUE;
     g_cancellable_cancel(keeper->cancellable);
     g_source_destroy(keeper->timer);
+    g_source_destroy(keeper->deadline);
     gw_etcd_lease_keeper_unref(keeper);
 }

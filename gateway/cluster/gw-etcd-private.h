@@ -24,4 +24,13 @@ void gw_etcd_endpoint_failed(GwEtcd *etcd, guint index);
 /* @index answered: the next operation starts there. */
 void gw_etcd_endpoint_answered(GwEtcd *etcd, guint index);
 
+/* Sets on @msg what every request carries: our client certificate (if
+ * any) and the handler that records why a member's certificate was
+ * refused. */
+void gw_etcd_prepare_message(GwEtcd *etcd, SoupMessage *msg);
+/* @error (taken) from sending @msg, or, when the member's certificate was
+ * refused, an error saying what was wrong with it (or, for a TLS error
+ * without a client certificate configured, saying that). */
+GError *gw_etcd_explain_failure(GwEtcd *etcd, SoupMessage *msg, GError *error);
+
 G_END_DECLS

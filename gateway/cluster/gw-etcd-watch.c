@@ -217,7 +217,7 @@ gw_etcd_watch_sent_cb(GObject *source, GAsyncResult *result, gpointer user_data)
         return;
     }
     if (stream == NULL) {
-        gw_etcd_watch_next(watch, error);
+        gw_etcd_watch_next(watch, gw_etcd_explain_failure(watch->etcd, watch->msg, error));
         gw_etcd_watch_unref(watch);
         return;
     }
@@ -248,6 +248,7 @@ gw_etcd_watch_start(GwEtcdWatch *watch)
                                              "cannot make a request of \"%s\"", url));
         return;
     }
+    gw_etcd_prepare_message(watch->etcd, watch->msg);
     gsize len = strlen(body);
     g_autoptr(GBytes) bytes = g_bytes_new_take(g_steal_pointer(&body), len);
     soup_message_set_request_body_from_bytes(watch->msg, "application/json", bytes);

@@ -15,11 +15,12 @@
 
 struct _GwEtcd {
     GObject parent;
-    GPtrArray *endpoints;        /* owned gchar*: base URLs without a trailing '/' */
-    guint current;               /* the endpoint tried first */
-    GMainContext *context;       /* owned ref */
-    SoupSession *session;        /* owned: unary operations */
-    SoupSession *stream_session; /* owned: watches */
+    GPtrArray *endpoints;         /* owned gchar*: base URLs without a trailing '/' */
+    guint current;                /* the endpoint tried first */
+    GMainContext *context;        /* owned ref */
+    SoupSession *session;         /* owned: unary operations */
+    SoupSession *stream_session;  /* owned: watches */
+    GTlsCertificate *client_cert; /* owned, nullable: ours, for https:// members */
 };
 
 G_DEFINE_TYPE(GwEtcd, gw_etcd, G_TYPE_OBJECT)
@@ -31,6 +32,7 @@ gw_etcd_finalize(GObject *object)
 
     g_clear_object(&etcd->session);
     g_clear_object(&etcd->stream_session);
+    g_clear_object(&etcd->client_cert);
     g_clear_pointer(&etcd->endpoints, g_ptr_array_unref);
     g_clear_pointer(&etcd->context, g_main_context_unref);
     G_OBJECT_CLASS(gw_etcd_parent_class)->finalize(object);
@@ -103,6 +105,168 @@ gw_etcd_new(const gchar *const *endpoints, GError **error)
         GW_ETCD_MAX_WATCH_STREAMS * (gint)etcd->endpoints->len, "max-conns-per-host",
         GW_ETCD_MAX_WATCH_STREAMS, "user-agent", "usbgw/" PACKAGE_VERSION, NULL);
     return g_steal_pointer(&etcd);
+}
+
+/* ---- TLS: our client certificate, the members' CA ---- */
+
+/* Whether @path can be read, or an error naming it as @what. */
+static gboolean
+gw_etcd_check_readable(const gchar *what, const gchar *path, GError **error)
+{
+    g_autoptr(GError) local = NULL;
+    g_autofree gchar *contents = NULL;
+
+    if (!g_file_get_contents(path, &contents, NULL, &local)) {
+        g_set_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_INVALID, "etcd %s %s: %s", what, path,
+                    local->message);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* The CAs of @ca_file as a database (GIO's file database wants an
+ * absolute path), or an error naming the file. */
+static GTlsDatabase *
+gw_etcd_load_ca(const gchar *ca_file, GError **error)
+{
+    g_autofree gchar *path = g_canonicalize_filename(ca_file, NULL);
+    g_autoptr(GError) local = NULL;
+    g_autolist(GTlsCertificate) cas = NULL;
+    GTlsDatabase *database;
+
+    if (!gw_etcd_check_readable("CA file", ca_file, error))
+        return NULL;
+    cas = g_tls_certificate_list_new_from_file(path, &local);
+    if (cas == NULL) {
+        g_set_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_INVALID, "etcd CA file %s: %s", ca_file,
+                    local != NULL ? local->message : "no PEM certificate in it");
+        return NULL;
+    }
+    database = g_tls_file_database_new(path, &local);
+    if (database == NULL) {
+        g_set_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_INVALID, "etcd CA file %s: %s", ca_file,
+                    local->message);
+        return NULL;
+    }
+    return database;
+}
+
+gboolean
+gw_etcd_set_tls(GwEtcd *etcd, const gchar *cert_file, const gchar *key_file, const gchar *ca_file,
+                GError **error)
+{
+    g_autoptr(GTlsCertificate) cert = NULL;
+    g_autoptr(GTlsDatabase) database = NULL;
+    g_autoptr(GError) local = NULL;
+
+    if (cert_file == NULL && key_file != NULL) {
+        g_set_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_INVALID,
+                    "etcd client key %s: given without a client certificate", key_file);
+        return FALSE;
+    }
+    if (cert_file != NULL) {
+        if (key_file == NULL)
+            key_file = cert_file;
+        if (!gw_etcd_check_readable("client certificate", cert_file, error) ||
+            !gw_etcd_check_readable("client key", key_file, error))
+            return FALSE;
+        cert = g_tls_certificate_new_from_files(cert_file, key_file, &local);
+        if (cert == NULL) {
+            g_set_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_INVALID,
+                        "etcd client certificate %s with key %s: %s", cert_file, key_file,
+                        local->message);
+            return FALSE;
+        }
+    }
+    if (ca_file != NULL) {
+        database = gw_etcd_load_ca(ca_file, error);
+        if (database == NULL)
+            return FALSE;
+        g_object_set(etcd->session, "tls-database", database, NULL);
+        g_object_set(etcd->stream_session, "tls-database", database, NULL);
+    }
+    g_set_object(&etcd->client_cert, cert);
+    return TRUE;
+}
+
+/* The server certificate's problems as found while connecting @msg;
+ * returning FALSE refuses the certificate (the message fails). */
+static gboolean
+gw_etcd_reject_certificate(SoupMessage *msg, GTlsCertificate *certificate,
+                           GTlsCertificateFlags errors, gpointer user_data)
+{
+    g_object_set_data(G_OBJECT(msg), "usbgw-etcd-tls-errors", GUINT_TO_POINTER(errors));
+    return FALSE;
+}
+
+/* Before a TLS handshake: offer HTTP/1.1 alone. etcd would pick HTTP/2,
+ * whose client in libsoup 3.2 mishandles reused connections; HTTP/1.1
+ * also keeps https:// members to the same connection limits as http://
+ * ones (one request or watch per connection). */
+static void
+gw_etcd_network_event(SoupMessage *msg, GSocketClientEvent event, GIOStream *connection,
+                      gpointer user_data)
+{
+    static const gchar *const http1[] = {"http/1.1", NULL};
+
+    if (event == G_SOCKET_CLIENT_TLS_HANDSHAKING && G_IS_TLS_CONNECTION(connection))
+        g_tls_connection_set_advertised_protocols(G_TLS_CONNECTION(connection), http1);
+}
+
+void
+gw_etcd_prepare_message(GwEtcd *etcd, SoupMessage *msg)
+{
+    if (etcd->client_cert != NULL)
+        soup_message_set_tls_client_certificate(msg, etcd->client_cert);
+    g_signal_connect(msg, "accept-certificate", G_CALLBACK(gw_etcd_reject_certificate), NULL);
+    g_signal_connect(msg, "network-event", G_CALLBACK(gw_etcd_network_event), NULL);
+}
+
+GError *
+gw_etcd_explain_failure(GwEtcd *etcd, SoupMessage *msg, GError *error)
+{
+    static const struct {
+        GTlsCertificateFlags flag;
+        const gchar *what;
+    } problems[] = {
+        {G_TLS_CERTIFICATE_UNKNOWN_CA, "not issued by a trusted CA"},
+        {G_TLS_CERTIFICATE_BAD_IDENTITY, "does not name the member's host"},
+        {G_TLS_CERTIFICATE_NOT_ACTIVATED, "not valid yet"},
+        {G_TLS_CERTIFICATE_EXPIRED, "expired"},
+        {G_TLS_CERTIFICATE_REVOKED, "revoked"},
+        {G_TLS_CERTIFICATE_INSECURE, "uses an insecure algorithm"},
+        {G_TLS_CERTIFICATE_GENERIC_ERROR, "unusable"},
+    };
+    guint errors = msg != NULL
+                       ? GPOINTER_TO_UINT(g_object_get_data(G_OBJECT(msg), "usbgw-etcd-tls-errors"))
+                       : 0;
+    g_autoptr(GString) why = NULL;
+    GError *explained;
+
+    if (errors == 0 && error->domain == G_TLS_ERROR) {
+        /* a member that refuses our certificate (or its absence) ends
+         * the handshake with an alert that does not always say so */
+        explained = g_error_new(G_TLS_ERROR, error->code, "TLS: %s (%s)", error->message,
+                                etcd->client_cert == NULL
+                                    ? "this client has no client certificate configured"
+                                    : "the member may not accept this client's certificate");
+        g_error_free(error);
+        return explained;
+    }
+    if (errors == 0)
+        return error;
+    why = g_string_new(NULL);
+    for (guint i = 0; i < G_N_ELEMENTS(problems); i++) {
+        if (errors & problems[i].flag)
+            g_string_append_printf(why, "%s%s", why->len > 0 ? ", " : "", problems[i].what);
+    }
+    if (why->len == 0)
+        g_string_append_printf(why, "verification flags 0x%x", errors);
+    explained =
+        g_error_new(G_TLS_ERROR, G_TLS_ERROR_BAD_CERTIFICATE,
+                    "TLS: the member's certificate was refused: %s (%s)", why->str, error->message);
+    g_error_free(error);
+    return explained;
 }
 
 const gchar *
@@ -316,7 +480,8 @@ gw_etcd_call_sent_cb(GObject *source, GAsyncResult *result, gpointer user_data)
 
     call->stream = soup_session_send_finish(SOUP_SESSION(source), result, &error);
     if (call->stream == NULL) {
-        gw_etcd_call_next(task, error);
+        gw_etcd_call_next(
+            task, gw_etcd_explain_failure(g_task_get_source_object(task), call->msg, error));
         return;
     }
     length = soup_message_headers_get_content_length(soup_message_get_response_headers(call->msg));
@@ -343,6 +508,7 @@ gw_etcd_call_try(GTask *task)
                                             "cannot make a request of \"%s\"", url));
         return;
     }
+    gw_etcd_prepare_message(etcd, call->msg);
     soup_message_set_request_body_from_bytes(call->msg, "application/json", call->body);
     soup_session_send_async(etcd->session, call->msg, G_PRIORITY_DEFAULT,
                             g_task_get_cancellable(task), gw_etcd_call_sent_cb, task);

@@ -113,6 +113,19 @@ G_DECLARE_FINAL_TYPE(GwEtcd, gw_etcd, GW, ETCD, GObject)
  * list is empty or a URL is not an absolute http(s) URL; the error names
  * it. Nothing is connected before the first operation. */
 GwEtcd *gw_etcd_new(const gchar *const *endpoints, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* TLS for https:// members: use @cert_file (PEM) with its key @key_file
+ * (PEM; NULL: the key is in @cert_file) as our client certificate, and
+ * trust only the CAs of @ca_file (PEM) for the members' certificates.
+ * Either may be NULL: no client certificate, or the system's CAs. A
+ * member's certificate must chain to a trusted CA, be valid now and name
+ * the endpoint's host (an IP address in the URL needs it as an IP
+ * subjectAltName); one that does not is never accepted: the endpoint
+ * fails with an error saying what was wrong ("the member's certificate
+ * was refused: not issued by a trusted CA") and the next is tried. Fails
+ * (GW_ETCD_ERROR_INVALID) naming the file that cannot be read or holds no
+ * certificate or key. Call before the first operation. */
+gboolean gw_etcd_set_tls(GwEtcd *etcd, const gchar *cert_file, const gchar *key_file,
+                         const gchar *ca_file, GError **error) G_GNUC_WARN_UNUSED_RESULT;
 /* The endpoint the next operation goes to first (the one that answered
  * last). Borrowed. */
 const gchar *gw_etcd_get_endpoint(GwEtcd *etcd);

@@ -42,6 +42,11 @@ static const GwConfigString gw_config_strings[] = {
     {"link-peers", G_STRUCT_OFFSET(GwConfig, link_peers), NULL, TRUE},
     {"migration-peers", G_STRUCT_OFFSET(GwConfig, migration_peers), NULL, TRUE},
     {"metrics-listen", G_STRUCT_OFFSET(GwConfig, metrics_listen), NULL, TRUE},
+    {"cluster-etcd", G_STRUCT_OFFSET(GwConfig, cluster_etcd), NULL, TRUE},
+    {"cluster-etcd-cert", G_STRUCT_OFFSET(GwConfig, cluster_etcd_cert), NULL, TRUE},
+    {"cluster-etcd-key", G_STRUCT_OFFSET(GwConfig, cluster_etcd_key), NULL, TRUE},
+    {"cluster-etcd-ca", G_STRUCT_OFFSET(GwConfig, cluster_etcd_ca), NULL, TRUE},
+    {"cluster-address", G_STRUCT_OFFSET(GwConfig, cluster_address), NULL, TRUE},
 };
 
 typedef struct {
@@ -75,6 +80,8 @@ static const GwConfigNumber gw_config_numbers[] = {
      "seconds a lost link is hidden from the guests, 1 to 3600"},
     {"link-reattach-interval", G_STRUCT_OFFSET(GwConfig, link_reattach_interval), 30, 0, 3600,
      "seconds between an imported device's session lost with its link and the next, 0 to 3600"},
+    {"cluster-ttl", G_STRUCT_OFFSET(GwConfig, cluster_ttl), 10, 2, 300,
+     "seconds of the gateway's etcd lease, 2 to 300"},
 };
 
 /* vm-peer-check values, in GwVmPeerCheck order. */
@@ -208,6 +215,64 @@ gw_config_check_links(GwConfig *config, const gchar *path, GError **error)
     return TRUE;
 }
 
+/* cluster-etcd=URL,… and what cluster mode needs: links (the gateway's
+ * name is its link certificate's; other gateways dial its link-listen),
+ * the address others dial, both halves of a client certificate. */
+static gboolean
+gw_config_check_cluster(GwConfig *config, const gchar *path, GError **error)
+{
+    g_auto(GStrv) urls = NULL;
+    const gchar *host_end;
+
+    if (config->cluster_etcd == NULL)
+        return TRUE;
+    urls = g_strsplit(config->cluster_etcd, ",", -1);
+    for (guint i = 0; urls[i] != NULL; i++) {
+        const gchar *url = g_strstrip(urls[i]);
+        if (!g_str_has_prefix(url, "https://") && !g_str_has_prefix(url, "http://")) {
+            g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                        "%s: [%s] cluster-etcd: '%s': expected https://HOST:PORT (or http://)",
+                        path, GW_CONFIG_GROUP, url);
+            return FALSE;
+        }
+    }
+    if (config->link_listen == NULL) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] cluster-etcd needs gateway links: link-listen, link-cert, link-key "
+                    "and link-ca",
+                    path, GW_CONFIG_GROUP);
+        return FALSE;
+    }
+    if ((config->cluster_etcd_cert == NULL) != (config->cluster_etcd_key == NULL)) {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] cluster-etcd-cert and cluster-etcd-key go together", path,
+                    GW_CONFIG_GROUP);
+        return FALSE;
+    }
+    if (config->cluster_address == NULL) {
+        /* link-listen is the address others dial unless it is a wildcard */
+        host_end = strrchr(config->link_listen, ':');
+        if (host_end == config->link_listen ||
+            g_str_has_prefix(config->link_listen, "0.0.0.0:") ||
+            g_str_has_prefix(config->link_listen, "[::]:") ||
+            g_str_has_prefix(config->link_listen, "*:")) {
+            g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                        "%s: [%s] link-listen=%s listens on every address: set cluster-address "
+                        "to the HOST:PORT other gateways dial",
+                        path, GW_CONFIG_GROUP, config->link_listen);
+            return FALSE;
+        }
+        config->cluster_address = g_strdup(config->link_listen);
+    } else if (strrchr(config->cluster_address, ':') == NULL ||
+               config->cluster_address[0] == ':') {
+        g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                    "%s: [%s] cluster-address=%s: expected HOST:PORT", path, GW_CONFIG_GROUP,
+                    config->cluster_address);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 /* (uid_t)-1 means "unchanged" to setuid(); 0 is root. */
 #define GW_CONFIG_UID_MAX 4294967294U
 
@@ -259,6 +324,7 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
     if (!g_key_file_load_from_file(keyfile, path, G_KEY_FILE_NONE, &local_error)) {
         if (g_error_matches(local_error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
             return gw_config_check_links(config, path, error) &&
+                   gw_config_check_cluster(config, path, error) &&
                    gw_config_parse_uid_range(config, path, error);
         g_set_error(error, local_error->domain, local_error->code, "%s: %s", path,
                     local_error->message);
@@ -351,7 +417,8 @@ gw_config_load(GwConfig *config, const gchar *path, GError **error)
                     path, GW_CONFIG_GROUP);
         return FALSE;
     }
-    if (!gw_config_check_links(config, path, error))
+    if (!gw_config_check_links(config, path, error) ||
+        !gw_config_check_cluster(config, path, error))
         return FALSE;
     if (config->spice_port_base != 0 && config->spice_tls_cert == NULL &&
         !config->spice_allow_plain_network &&

@@ -80,6 +80,16 @@ typedef struct {
     /* owned, nullable: "ADDRESS:PORT" of the Prometheus listener
      * (docs/metrics.md); off when NULL */
     gchar *metrics_listen;
+    /* cluster mode (docs/cluster.md): on when cluster_etcd is set; needs
+     * gateway links (link-listen and its certificates) */
+    gchar *cluster_etcd;      /* owned, nullable: "URL,URL…", etcd's client URLs */
+    gchar *cluster_etcd_cert; /* owned, nullable: our etcd client certificate (PEM) */
+    gchar *cluster_etcd_key;  /* owned, nullable: its key */
+    gchar *cluster_etcd_ca;   /* owned, nullable: the CAs etcd's members are checked against */
+    /* owned, nullable: "HOST:PORT" other gateways dial (default: link-listen,
+     * unless it is a wildcard) */
+    gchar *cluster_address;
+    guint cluster_ttl; /* seconds of the gateway's etcd lease */
 } GwConfig;
 
 /* A static peer: a gateway this one dials. */

@@ -153,6 +153,7 @@ binder_harness_new(const gchar *const *policies)
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)policy_device_free);
     harness->fail_vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     harness->wishes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    harness->elsewhere = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     harness->log = g_string_new(NULL);
     harness->binder = gw_binder_new(g_ptr_array_index(harness->policies, 0), &harness_ops, harness);
     return harness;
@@ -170,6 +171,7 @@ binder_harness_free(BinderHarness *harness)
     g_hash_table_unref(harness->present);
     g_hash_table_unref(harness->fail_vms);
     g_hash_table_unref(harness->wishes);
+    g_hash_table_unref(harness->elsewhere);
     g_string_free(harness->log, TRUE);
     g_free(harness->error);
     g_free(harness);
@@ -250,6 +252,13 @@ binder_harness_run(BinderHarness *harness, const gchar *line, GError **error)
         gw_binder_settle(binder);
     } else if (g_strcmp0(verb, "restart") == 0 && n <= 2) {
         binder_harness_restart(harness, n == 2 ? (guint32)g_ascii_strtoull(words[1], NULL, 10) : 0);
+    } else if (g_strcmp0(verb, "elsewhere") == 0 && n == 3) {
+        if (g_strcmp0(words[2], "-") != 0)
+            g_hash_table_insert(harness->elsewhere, g_strdup(words[1]), g_strdup(words[2]));
+        else
+            g_hash_table_remove(harness->elsewhere, words[1]);
+        gw_binder_set_elsewhere(binder, words[1], g_strcmp0(words[2], "-") != 0 ? words[2] : NULL,
+                                "test");
     } else if (g_strcmp0(verb, "fail-bind") == 0 && n == 2) {
         g_hash_table_add(harness->fail_vms, g_strdup(words[1]));
     } else {
@@ -296,6 +305,14 @@ binder_harness_restart(BinderHarness *harness, guint32 order_seed)
     g_hash_table_remove_all(harness->present);
     harness->binder = gw_binder_new(policy, &harness_ops, harness);
     policy_unref(policy);
+    /* the cluster's holds come first: usbgwd reads them before it serves */
+    {
+        GHashTableIter iter;
+        gpointer id, holder;
+        g_hash_table_iter_init(&iter, harness->elsewhere);
+        while (g_hash_table_iter_next(&iter, &id, &holder))
+            gw_binder_set_elsewhere(harness->binder, id, holder, "test");
+    }
     gw_binder_restore(harness->binder, saved);
     for (guint i = 0; i < events->len; i++)
         (void)binder_harness_run(harness, events->pdata[i], NULL);
@@ -388,6 +405,11 @@ binder_harness_check(BinderHarness *harness)
             return g_strdup_printf("%s: bound to %s, which does not run, by a %s rule", dev->id,
                                    dev->vm,
                                    policy_target_kind_to_string(dev->decision.target_kind));
+        if (dev->decision.target_kind == POLICY_TARGET_POOL &&
+            gw_binder_get_elsewhere(harness->binder, dev->id) != NULL)
+            return g_strdup_printf("%s: held elsewhere in the cluster (%s), yet bound to %s",
+                                   dev->id, gw_binder_get_elsewhere(harness->binder, dev->id),
+                                   dev->vm);
         if (dev->decision.target_kind == POLICY_TARGET_POOL) {
             g_autofree gchar *key = g_strdup_printf("%s\n%s", dev->decision.target, dev->vm);
             const gchar *other = g_hash_table_lookup(pool_holders, key);

@@ -15,6 +15,8 @@
  *   wish VM SPECS    the VM's metadata asks for SPECS: pool=NAME, id=VID:PID or
  *                    id=VID:PID#SERIAL, comma-separated; "-" for nothing. The
  *                    binder learns it now if the VM runs, else at its start
+ *   elsewhere ID WHO the cluster says another gateway holds ID's pool key
+ *                    (WHO, no spaces), or that it is free again (WHO "-")
  */
 #pragma once
 
@@ -23,15 +25,16 @@
 G_BEGIN_DECLS
 
 typedef struct {
-    GwBinder *binder;     /* owned */
-    GPtrArray *policies;  /* Policy (owned): reload N picks one; 0 is the first policy */
-    GHashTable *served;   /* id → VM: what the intents have made usbgwd serve */
-    GHashTable *claimed;  /* id set: claimed by usbgwd */
-    GHashTable *present;  /* id → PolicyDevice: plugged in now */
-    GHashTable *fail_vms; /* VM names whose binds fail */
-    GHashTable *wishes;   /* VM → its wish SPECS as the script gave them */
-    GString *log;         /* the intents, one per line: "bind ID VM", "unbind ID VM", … */
-    gchar *error;         /* the first inconsistency the intents showed, or NULL */
+    GwBinder *binder;      /* owned */
+    GPtrArray *policies;   /* Policy (owned): reload N picks one; 0 is the first policy */
+    GHashTable *served;    /* id → VM: what the intents have made usbgwd serve */
+    GHashTable *claimed;   /* id set: claimed by usbgwd */
+    GHashTable *present;   /* id → PolicyDevice: plugged in now */
+    GHashTable *fail_vms;  /* VM names whose binds fail */
+    GHashTable *wishes;    /* VM → its wish SPECS as the script gave them */
+    GHashTable *elsewhere; /* id → holder: what the cluster says (told again after a restart) */
+    GString *log;          /* the intents, one per line: "bind ID VM", "unbind ID VM", … */
+    gchar *error;          /* the first inconsistency the intents showed, or NULL */
 } BinderHarness;
 
 /* @policies: policy texts (NULL-terminated); a text that does not parse

@@ -158,6 +158,11 @@ random_case(PropertyCase *c, guint32 seed, guint max_events)
         case 13:
             line = g_strdup_printf("reload %d", g_rand_int_range(rand, 0, 3));
             break;
+        case 14:
+            /* the cluster: another gateway holds the key, or let it go */
+            line =
+                g_strdup_printf("elsewhere %s %s", dev, g_rand_boolean(rand) ? "hv-x/vm-9" : "-");
+            break;
         case 16:
         case 17:
             line = g_strdup_printf("wish %s %s", vm, PICK(rand, wish_specs));

@@ -40,6 +40,44 @@ typedef struct {
 
 static const BinderCase cases[] = {
     {
+        .name = "cluster-held-elsewhere-is-not-leased",
+        .policies = {POOL},
+        .script = "elsewhere " K1 " hv-b/vm-9\narrive " K1 "\narrive " K2 "\nstart vm-1\n"
+                  "start vm-2",
+        .want = K1 "=- " K2 "=vm-1",
+        .not_in_log = "bind " K1,
+    },
+    {
+        .name = "cluster-taken-away-gives-another-key",
+        .policies = {POOL},
+        .script = "arrive " K1 "\narrive " K2 "\nstart vm-1\nelsewhere " K1 " hv-b/vm-9",
+        .want = K1 "=- " K2 "=vm-1",
+        .want_log =
+            "bind " K1 " vm-1\nunbind " K1 " vm-1\nevent detach " K1 " vm-1\nbind " K2 " vm-1\n",
+    },
+    {
+        .name = "cluster-freed-key-goes-to-the-waiting-vm",
+        .policies = {POOL},
+        .script = "arrive " K1 "\nelsewhere " K1 " hv-b/vm-9\nstart vm-1\nelsewhere " K1 " -",
+        .want = K1 "=vm-1",
+        .want_log = "bind " K1 " vm-1\n",
+    },
+    {
+        .name = "cluster-holder-changes-stay-out",
+        .policies = {POOL},
+        .script = "arrive " K1 "\nelsewhere " K1 " hv-b/vm-9\nstart vm-1\nelsewhere " K1
+                  " hv-c/vm-3\nreload 0\nleave " K1 "\narrive " K1,
+        .want = K1 "=-",
+        .not_in_log = "bind " K1,
+    },
+    {
+        .name = "cluster-does-not-touch-assignments",
+        .policies = {"assign id 0529:0001 to vm \"vm-1\"\n"},
+        .script = "arrive " K1 "\nstart vm-1\nelsewhere " K1 " hv-b/vm-9",
+        .want = K1 "=vm-1",
+        .not_in_log = "unbind",
+    },
+    {
         .name = "wish-pool-joins-the-pool",
         .policies = {META},
         .script = "arrive " K1 "\narrive " K2 "\nwish one-7 pool=cad\nstart one-7\nstart cad-1\n"

@@ -78,12 +78,52 @@ test_wait(GAsyncResult **slot)
     return *slot;
 }
 
-/* Waits until @url answers a range (any answer of etcd's). */
+gboolean
+test_tls_available(void)
+{
+    g_autofree gchar *openssl = g_find_program_in_path("openssl");
+    const gchar *script = g_getenv("ETCD_MAKE_CERTS");
+
+    return openssl != NULL && script != NULL && g_file_test(script, G_FILE_TEST_IS_REGULAR);
+}
+
+gchar *
+test_cert_file(TestCluster *cluster, const gchar *name)
+{
+    g_autofree gchar *file = g_strdup_printf("%s.pem", name);
+    return g_build_filename(cluster->certs, file, NULL);
+}
+
+GwEtcd *
+test_tls_client(TestCluster *cluster, const gchar *const *endpoints, const gchar *cert,
+                const gchar *ca)
+{
+    g_autoptr(GwEtcd) etcd = test_client(endpoints);
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *cert_name = cert != NULL ? g_strdup_printf("%s-cert", cert) : NULL;
+    g_autofree gchar *key_name = cert != NULL ? g_strdup_printf("%s-key", cert) : NULL;
+    g_autofree gchar *ca_name = ca != NULL ? g_strdup_printf("%s-cert", ca) : NULL;
+    g_autofree gchar *cert_file = cert != NULL ? test_cert_file(cluster, cert_name) : NULL;
+    g_autofree gchar *key_file = cert != NULL ? test_cert_file(cluster, key_name) : NULL;
+    g_autofree gchar *ca_file = ca != NULL ? test_cert_file(cluster, ca_name) : NULL;
+
+    g_assert_true(gw_etcd_set_tls(etcd, cert_file, key_file, ca_file, &error));
+    g_assert_no_error(error);
+    return g_steal_pointer(&etcd);
+}
+
+/* Waits until @url answers a range (any answer of etcd's); over https
+ * with the cluster's client certificate, trusting the CA that signed the
+ * members' certificates. */
 static void
-test_wait_answering(const gchar *url)
+test_wait_answering(TestCluster *cluster, const gchar *url)
 {
     const gchar *endpoints[] = {url, NULL};
-    g_autoptr(GwEtcd) etcd = test_client(endpoints);
+    g_autoptr(GwEtcd) etcd =
+        cluster->certs == NULL
+            ? test_client(endpoints)
+            : test_tls_client(cluster, endpoints, "client",
+                              g_strcmp0(cluster->member_cert, "rogue") == 0 ? "other-ca" : "ca");
     gint64 deadline = g_get_monotonic_time() + TEST_START_TIMEOUT_S * G_USEC_PER_SEC;
 
     for (;;) {
@@ -102,8 +142,27 @@ test_wait_answering(const gchar *url)
     }
 }
 
-TestCluster *
-test_cluster_start(guint n)
+/* Makes the certificates of a TLS cluster in its directory. */
+static void
+test_make_certs(TestCluster *cluster)
+{
+    const gchar *argv[] = {g_getenv("ETCD_MAKE_CERTS"), NULL, NULL};
+    g_autoptr(GError) error = NULL;
+    g_autofree gchar *err = NULL;
+    gint status = -1;
+
+    cluster->certs = g_build_filename(cluster->dir, "certs", NULL);
+    argv[1] = cluster->certs;
+    g_assert_true(g_spawn_sync(NULL, (gchar **)argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                               NULL, &err, &status, &error));
+    g_assert_no_error(error);
+    if (!g_spawn_check_wait_status(status, NULL))
+        g_error("%s failed: %s", argv[0], err);
+}
+
+/* Starts the members; over https with @member_cert when not NULL. */
+static TestCluster *
+test_cluster_start_full(guint n, const gchar *member_cert)
 {
     TestCluster *cluster = g_new0(TestCluster, 1);
     g_autoptr(GString) initial = g_string_new(NULL);
@@ -113,11 +172,16 @@ test_cluster_start(guint n)
     cluster->dir = g_dir_make_tmp("test-gw-etcd-XXXXXX", &error);
     g_assert_no_error(error);
     token = g_path_get_basename(cluster->dir);
+    if (member_cert != NULL) {
+        cluster->member_cert = g_strdup(member_cert);
+        test_make_certs(cluster);
+    }
     cluster->members = g_ptr_array_new();
     for (guint i = 0; i < n; i++) {
         TestMember *member = g_new0(TestMember, 1);
         member->name = g_strdup_printf("n%u", i + 1);
-        member->client_url = g_strdup_printf("http://127.0.0.1:%u", test_free_port());
+        member->client_url = g_strdup_printf(
+            "%s://127.0.0.1:%u", member_cert != NULL ? "https" : "http", test_free_port());
         member->peer_url = g_strdup_printf("http://127.0.0.1:%u", test_free_port());
         g_string_append_printf(initial, "%s%s=%s", i > 0 ? "," : "", member->name,
                                member->peer_url);
@@ -129,27 +193,75 @@ test_cluster_start(guint n)
             g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDIN_INHERIT);
         g_autofree gchar *data_dir = g_build_filename(cluster->dir, member->name, NULL);
         g_autofree gchar *log = g_strdup_printf("%s/%s.log", cluster->dir, member->name);
+        g_autoptr(GStrvBuilder) args = g_strv_builder_new();
+        g_auto(GStrv) argv = NULL;
 
         g_subprocess_launcher_set_stderr_file_path(launcher, log);
         g_subprocess_launcher_set_stdout_file_path(launcher, log);
         g_subprocess_launcher_set_child_setup(launcher, test_child_setup, NULL, NULL);
         /* short heartbeats and elections: a killed leader is replaced in
          * well under a second */
-        member->process = g_subprocess_launcher_spawn(
-            launcher, &error, etcd_path, "--name", member->name, "--data-dir", data_dir,
-            "--listen-client-urls", member->client_url, "--advertise-client-urls",
-            member->client_url, "--listen-peer-urls", member->peer_url,
-            "--initial-advertise-peer-urls", member->peer_url, "--initial-cluster", initial->str,
-            "--initial-cluster-state", "new", "--initial-cluster-token", token,
-            "--heartbeat-interval", "50", "--election-timeout", "500", NULL);
+        const gchar *common[] = {etcd_path,
+                                 "--name",
+                                 member->name,
+                                 "--data-dir",
+                                 data_dir,
+                                 "--listen-client-urls",
+                                 member->client_url,
+                                 "--advertise-client-urls",
+                                 member->client_url,
+                                 "--listen-peer-urls",
+                                 member->peer_url,
+                                 "--initial-advertise-peer-urls",
+                                 member->peer_url,
+                                 "--initial-cluster",
+                                 initial->str,
+                                 "--initial-cluster-state",
+                                 "new",
+                                 "--initial-cluster-token",
+                                 token,
+                                 "--heartbeat-interval",
+                                 "50",
+                                 "--election-timeout",
+                                 "500",
+                                 NULL};
+        g_strv_builder_addv(args, common);
+        if (member_cert != NULL) {
+            g_autofree gchar *cert_name = g_strdup_printf("%s-cert", member_cert);
+            g_autofree gchar *key_name = g_strdup_printf("%s-key", member_cert);
+            g_autofree gchar *cert = test_cert_file(cluster, cert_name);
+            g_autofree gchar *key = test_cert_file(cluster, key_name);
+            /* a rogue member's own gateway dials it with the rogue
+             * certificate: it trusts both CAs */
+            g_autofree gchar *ca = test_cert_file(
+                cluster, g_strcmp0(member_cert, "rogue") == 0 ? "both-ca-cert" : "ca-cert");
+            const gchar *tls[] = {"--cert-file",       cert, "--key-file",         key,
+                                  "--trusted-ca-file", ca,   "--client-cert-auth", NULL};
+            g_strv_builder_addv(args, tls);
+        }
+        argv = g_strv_builder_end(args);
+        member->process =
+            g_subprocess_launcher_spawnv(launcher, (const gchar *const *)argv, &error);
         g_assert_no_error(error);
         g_ptr_array_add(all_processes, g_object_ref(member->process));
     }
     for (guint i = 0; i < n; i++) {
         TestMember *member = g_ptr_array_index(cluster->members, i);
-        test_wait_answering(member->client_url);
+        test_wait_answering(cluster, member->client_url);
     }
     return cluster;
+}
+
+TestCluster *
+test_cluster_start(guint n)
+{
+    return test_cluster_start_full(n, NULL);
+}
+
+TestCluster *
+test_cluster_start_tls(guint n, const gchar *member_cert)
+{
+    return test_cluster_start_full(n, member_cert);
 }
 
 static void
@@ -181,6 +293,8 @@ test_cluster_stop(TestCluster *cluster)
     g_ptr_array_unref(cluster->members);
     test_remove_tree(cluster->dir);
     g_free(cluster->dir);
+    g_free(cluster->certs);
+    g_free(cluster->member_cert);
     g_free(cluster);
 }
 

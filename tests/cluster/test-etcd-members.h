@@ -26,6 +26,8 @@ typedef struct {
 typedef struct {
     gchar *dir;
     GPtrArray *members; /* TestMember */
+    gchar *certs;       /* nullable: make-etcd-certs.sh's files when the members serve https */
+    gchar *member_cert; /* nullable: which of them the members serve ("member" or "rogue") */
 } TestCluster;
 
 /* Found by test_etcd_setup(); NULL when not installed. */
@@ -44,6 +46,22 @@ void test_kill_all(void);
 void test_member_kill(TestMember *member);
 /* @n members forming one cluster, each answering when this returns. */
 TestCluster *test_cluster_start(guint n);
+/* Whether members can serve https (openssl and tests/cluster/make-etcd-
+ * certs.sh, whose path comes in ETCD_MAKE_CERTS, are there). */
+gboolean test_tls_available(void);
+/* The same over https: the certificates of make-etcd-certs.sh, made in
+ * the cluster's directory; the members serve @member_cert ("member": from
+ * the cluster's CA; "rogue": from another CA) on https client URLs (peer
+ * URLs stay http) and take only clients with a certificate from the
+ * cluster's CA (--client-cert-auth). */
+TestCluster *test_cluster_start_tls(guint n, const gchar *member_cert);
+/* The file @name ("client-cert", "ca-cert", …) of a TLS cluster's
+ * certificates. */
+gchar *test_cert_file(TestCluster *cluster, const gchar *name);
+/* A client of @endpoints with the TLS files of @cluster named by
+ * @cert and @ca ("client", "ca", …; NULL: none). */
+GwEtcd *test_tls_client(TestCluster *cluster, const gchar *const *endpoints, const gchar *cert,
+                        const gchar *ca);
 void test_cluster_stop(TestCluster *cluster);
 const gchar *test_url(TestCluster *cluster, guint i);
 

@@ -382,6 +382,33 @@ test_lease_lost(void)
 /* Bad names are refused naming them; a pool key someone else wrote badly
  * is named by the query, and shown as unreadable in a refusal; an etcd
  * that does not answer is an etcd error naming the pool and device. */
+/* Any device id becomes a device name and back; names that are no escape
+ * are refused. */
+static void
+test_device_names(void)
+{
+    const struct {
+        const gchar *id, *name;
+    } cases[] = {
+        {"0529:0001@1-1", "0529:0001@1-1"},
+        {"d1/0529:0001#S 7", "d1%2F0529:0001#S%207"},
+        {"50%/x", "50%25%2Fx"},
+        {"caf\xc3\xa9", "caf%C3%A9"},
+    };
+    const gchar *const bad[] = {"%", "%4", "%zz", "a%00b"};
+
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree gchar *name = gw_cluster_pool_device_name(cases[i].id);
+        g_autofree gchar *id = gw_cluster_pool_device_id(name);
+        g_assert_cmpstr(name, ==, cases[i].name);
+        g_assert_cmpstr(id, ==, cases[i].id);
+    }
+    for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_autofree gchar *id = gw_cluster_pool_device_id(bad[i]);
+        g_assert_null(id);
+    }
+}
+
 static void
 test_errors(void)
 {
@@ -818,6 +845,7 @@ main(int argc, char **argv)
     if (etcd_path != NULL)
         cluster = test_cluster_start(3);
 
+    g_test_add_func("/cluster-pool/device-names", test_device_names);
     g_test_add_func("/cluster-pool/two-keys", test_two_keys);
     g_test_add_func("/cluster-pool/lease-lost", test_lease_lost);
     g_test_add_func("/cluster-pool/errors", test_errors);

@@ -672,6 +672,273 @@ test_bad_answers(void)
     g_socket_listener_close(G_SOCKET_LISTENER(service));
 }
 
+/* ---- HTTPS with client certificates ---- */
+
+/* Puts over https, and after which one a member is killed. */
+#define TEST_TLS_PUTS 60
+#define TEST_TLS_KILL 20
+
+static TestCluster *tls_single; /* one https member (certificate from the cluster's CA) */
+
+/* The shared https member, or NULL with the case skipped when etcd or
+ * openssl is not installed. */
+static TestCluster *
+test_tls_single(void)
+{
+    if (etcd_path == NULL || !test_tls_available()) {
+        g_test_skip("no etcd binary (Debian: etcd-server) or no openssl");
+        return NULL;
+    }
+    if (tls_single == NULL)
+        tls_single = test_cluster_start_tls(1, "member");
+    return tls_single;
+}
+
+/* put, range, txn, watch and a lease keeper over https with a client
+ * certificate, on three members of which the one in use is killed: the
+ * puts and the keeper go on on another member, the watch resumes there
+ * without losing or repeating an event. */
+static void
+test_tls_cluster(void)
+{
+    TestCluster *cluster;
+    g_autoptr(GwEtcd) etcd = NULL;
+    g_autoptr(GwEtcdWatch) watch = NULL;
+    g_autoptr(GwEtcdLeaseKeeper) keeper = NULL;
+    g_autoptr(GError) lost = NULL;
+    TestWatched watched = {g_ptr_array_new_with_free_func(g_free), NULL};
+    g_autoptr(GPtrArray) kvs = NULL;
+    g_autofree gchar *killed = NULL;
+    gint64 start = 0, lease;
+
+    if (etcd_path == NULL || !test_tls_available()) {
+        g_test_skip("no etcd binary (Debian: etcd-server) or no openssl");
+        g_ptr_array_unref(watched.events);
+        return;
+    }
+    cluster = test_cluster_start_tls(3, "member");
+    {
+        const gchar *endpoints[] = {test_url(cluster, 0), test_url(cluster, 1),
+                                    test_url(cluster, 2), NULL};
+        g_assert_true(g_str_has_prefix(endpoints[0], "https://127.0.0.1:"));
+        etcd = test_tls_client(cluster, endpoints, "client", "ca");
+    }
+    g_ptr_array_unref(test_range(etcd, "/t/tls/", TRUE, 0, &start, NULL));
+    watch = gw_etcd_watch_new(etcd, "/t/tls/", start + 1, test_watch_cb, &watched);
+    lease = test_grant(etcd, TEST_LEASE_TTL_S);
+    test_put_string(etcd, "/t/tls-leased", "alive", lease);
+    keeper = gw_etcd_lease_keeper_new(etcd, lease, TEST_LEASE_TTL_S, test_lease_lost_cb, &lost);
+    for (guint i = 0; i < TEST_TLS_PUTS; i++) {
+        g_autofree gchar *key = g_strdup_printf("/t/tls/%04u", i);
+        g_autofree gchar *value = g_strdup_printf("value %u", i);
+
+        if (i == TEST_TLS_KILL) {
+            killed = g_strdup(gw_etcd_get_endpoint(etcd));
+            for (guint m = 0; m < cluster->members->len; m++) {
+                TestMember *member = g_ptr_array_index(cluster->members, m);
+                if (g_strcmp0(member->client_url, killed) == 0)
+                    test_member_kill(member);
+            }
+            g_test_message("killed the member at %s before put %u", killed, i);
+        }
+        test_put_string(etcd, key, value, 0);
+    }
+    g_assert_cmpstr(gw_etcd_get_endpoint(etcd), !=, killed);
+
+    /* a create-if-absent: once it wins, once it does not */
+    g_autoptr(GBytes) mine = g_bytes_new_static("mine", 4);
+    g_autoptr(GwEtcdTxn) txn = gw_etcd_txn_new();
+    gw_etcd_txn_if_absent(txn, "/t/tls/txn");
+    gw_etcd_txn_put(txn, TRUE, "/t/tls/txn", mine, 0);
+    g_assert_true(test_txn_run(etcd, txn));
+    g_assert_false(test_txn_run(etcd, txn));
+
+    kvs = test_range(etcd, "/t/tls/", TRUE, 0, NULL, NULL);
+    g_assert_cmpuint(kvs->len, ==, TEST_TLS_PUTS + 1);
+    for (guint i = 0; i < TEST_TLS_PUTS; i++) {
+        g_autofree gchar *key = g_strdup_printf("/t/tls/%04u", i);
+        g_autofree gchar *value = g_strdup_printf("value %u", i);
+        test_assert_value(g_ptr_array_index(kvs, i), key, value);
+    }
+    test_assert_value(g_ptr_array_index(kvs, TEST_TLS_PUTS), "/t/tls/txn", "mine");
+
+    while (watched.events->len < TEST_TLS_PUTS + 1 && watched.error == NULL)
+        g_main_context_iteration(NULL, TRUE);
+    g_assert_no_error(watched.error);
+    g_assert_cmpuint(watched.events->len, ==, TEST_TLS_PUTS + 1);
+    for (guint i = 0; i < TEST_TLS_PUTS; i++) {
+        GwEtcdKv *kv = g_ptr_array_index(kvs, i);
+        g_autofree gchar *want =
+            g_strdup_printf("PUT %s value %u %" G_GINT64_FORMAT, kv->key, i, kv->mod_revision);
+        g_assert_cmpstr(g_ptr_array_index(watched.events, i), ==, want);
+    }
+
+    /* the keeper held the lease across the kill, for more than its TTL */
+    test_sleep_running(TEST_LEASE_TTL_S * 1000 + 500);
+    g_assert_null(lost);
+    g_assert_cmpuint(gw_etcd_lease_keeper_get_renewals(keeper), >=, 2);
+    {
+        g_autoptr(GPtrArray) leased = test_range(etcd, "/t/tls-leased", FALSE, 0, NULL, NULL);
+        g_assert_cmpuint(leased->len, ==, 1);
+        g_assert_cmpint(((GwEtcdKv *)g_ptr_array_index(leased, 0))->lease, ==, lease);
+    }
+    g_clear_pointer(&keeper, gw_etcd_lease_keeper_free);
+    g_clear_pointer(&watch, gw_etcd_watch_free);
+    g_ptr_array_unref(watched.events);
+    test_cluster_stop(cluster);
+}
+
+/* A put over https that must fail: the error, checked to name the
+ * operation and the endpoint, is returned. */
+static GError *
+test_tls_put_fails(GwEtcd *etcd, const gchar *url)
+{
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autofree gchar *at = g_strdup_printf("at %s: ", url);
+    GError *error = NULL;
+
+    gw_etcd_put_async(etcd, "/t/tls-refused", NULL, 0, NULL, test_got_result, &result);
+    g_assert_false(gw_etcd_put_finish(etcd, test_wait(&result), NULL, &error));
+    g_assert_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_UNREACHABLE);
+    g_assert_true(g_str_has_prefix(error->message, "etcd put: no endpoint answered (1 tried)"));
+    g_assert_nonnull(strstr(error->message, at));
+    g_test_message("%s", error->message);
+    return error;
+}
+
+/* What etcd refuses and what the client refuses: no client certificate,
+ * one from another CA, a member certificate from a CA the client does
+ * not trust (the system's CAs, or a rogue member's), one that does not
+ * name the host dialed. Nothing reaches etcd. */
+static void
+test_tls_refused(void)
+{
+    TestCluster *cluster = test_tls_single();
+    TestCluster *rogue = NULL;
+    const gchar *url = cluster != NULL ? test_url(cluster, 0) : NULL;
+    const gchar *endpoints[] = {url, NULL};
+    g_autofree gchar *by_name = NULL;
+
+    if (cluster == NULL)
+        return;
+    /* sanity: the good client is served */
+    {
+        g_autoptr(GwEtcd) good = test_tls_client(cluster, endpoints, "client", "ca");
+        test_put_string(good, "/t/tls-ok", "yes", 0);
+    }
+    /* etcd refuses the handshake of a client without a certificate, and
+     * of one whose certificate another CA issued */
+    {
+        g_autoptr(GwEtcd) anonymous = test_tls_client(cluster, endpoints, NULL, "ca");
+        g_autoptr(GError) error = test_tls_put_fails(anonymous, url);
+        g_assert_nonnull(strstr(error->message, "TLS: "));
+        g_assert_nonnull(strstr(error->message, "no client certificate configured"));
+    }
+    {
+        g_autoptr(GwEtcd) foreign = test_tls_client(cluster, endpoints, "foreign", "ca");
+        /* with TLS 1.3 etcd checks the certificate after the client's
+         * side of the handshake: the TLS alert or a reset, whichever the
+         * client reads first */
+        g_autoptr(GError) error = test_tls_put_fails(foreign, url);
+    }
+    /* none of those puts reached etcd */
+    {
+        g_autoptr(GwEtcd) good = test_tls_client(cluster, endpoints, "client", "ca");
+        g_autoptr(GPtrArray) kvs = test_range(good, "/t/tls-refused", FALSE, 0, NULL, NULL);
+        g_assert_cmpuint(kvs->len, ==, 0);
+    }
+    /* the member's certificate is not trusted by the system's CAs */
+    {
+        g_autoptr(GwEtcd) system_cas = test_tls_client(cluster, endpoints, "client", NULL);
+        g_autoptr(GError) error = test_tls_put_fails(system_cas, url);
+        g_assert_nonnull(strstr(
+            error->message, "the member's certificate was refused: not issued by a trusted CA"));
+    }
+    /* a certificate for 127.0.0.1 reached as localhost */
+    by_name = g_strdup_printf("https://localhost:%s", strrchr(url, ':') + 1);
+    {
+        const gchar *named[] = {by_name, NULL};
+        g_autoptr(GwEtcd) etcd = test_tls_client(cluster, named, "client", "ca");
+        g_autoptr(GError) error = test_tls_put_fails(etcd, by_name);
+        g_assert_nonnull(
+            strstr(error->message,
+                   "the member's certificate was refused: does not name the member's host"));
+    }
+    /* a member whose certificate another CA issued: put and watch fail */
+    rogue = test_cluster_start_tls(1, "rogue");
+    {
+        const gchar *rogue_endpoints[] = {test_url(rogue, 0), NULL};
+        g_autoptr(GwEtcd) etcd = test_tls_client(rogue, rogue_endpoints, "client", "ca");
+        g_autoptr(GError) error = test_tls_put_fails(etcd, test_url(rogue, 0));
+        TestWatched watched = {g_ptr_array_new_with_free_func(g_free), NULL};
+        g_autoptr(GwEtcdWatch) watch = NULL;
+
+        g_assert_nonnull(strstr(
+            error->message, "the member's certificate was refused: not issued by a trusted CA"));
+        watch = gw_etcd_watch_new(etcd, "/t/", 1, test_watch_cb, &watched);
+        while (watched.error == NULL)
+            g_main_context_iteration(NULL, TRUE);
+        g_assert_error(watched.error, GW_ETCD_ERROR, GW_ETCD_ERROR_UNREACHABLE);
+        g_assert_nonnull(strstr(watched.error->message, test_url(rogue, 0)));
+        g_assert_nonnull(
+            strstr(watched.error->message,
+                   "the member's certificate was refused: not issued by a trusted CA"));
+        g_assert_cmpuint(watched.events->len, ==, 0);
+        g_clear_error(&watched.error);
+        g_ptr_array_unref(watched.events);
+    }
+    test_cluster_stop(rogue);
+}
+
+/* gw_etcd_set_tls() names the file it cannot use. */
+typedef struct {
+    const gchar *name;
+    const gchar *cert, *key, *ca; /* the files given */
+    const gchar *named;           /* the one the error names */
+    const gchar *want;            /* how the error starts */
+} TestTlsFileCase;
+
+static void
+test_tls_files(void)
+{
+    TestCluster *cluster = test_tls_single();
+    const gchar *endpoints[] = {cluster != NULL ? test_url(cluster, 0) : NULL, NULL};
+    g_autofree gchar *cert = NULL, *key = NULL, *ca = NULL, *missing = NULL, *garbage = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GwEtcd) etcd = NULL;
+
+    if (cluster == NULL)
+        return;
+    cert = test_cert_file(cluster, "client-cert");
+    key = test_cert_file(cluster, "client-key");
+    ca = test_cert_file(cluster, "ca-cert");
+    missing = g_build_filename(cluster->dir, "no-such-file.pem", NULL);
+    garbage = g_build_filename(cluster->dir, "garbage.pem", NULL);
+    g_assert_true(g_file_set_contents(garbage, "not PEM\n", -1, NULL));
+    const TestTlsFileCase cases[] = {
+        {"no certificate file", missing, key, ca, missing, "etcd client certificate"},
+        {"no key file", cert, missing, ca, missing, "etcd client key"},
+        {"no CA file", cert, key, missing, missing, "etcd CA file"},
+        {"no certificate in the CA file", cert, key, garbage, garbage, "etcd CA file"},
+        {"no key in the key file", cert, garbage, ca, garbage, "etcd client certificate"},
+        {"a key without a certificate", NULL, key, ca, key, "etcd client key"},
+    };
+    etcd = test_client(endpoints);
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_test_message("%s", cases[i].name);
+        g_assert_false(gw_etcd_set_tls(etcd, cases[i].cert, cases[i].key, cases[i].ca, &error));
+        g_assert_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_INVALID);
+        g_test_message("%s", error->message);
+        g_assert_true(g_str_has_prefix(error->message, cases[i].want));
+        g_assert_nonnull(strstr(error->message, cases[i].named));
+        g_clear_error(&error);
+    }
+    /* after the failures, good files work */
+    g_assert_true(gw_etcd_set_tls(etcd, cert, key, ca, &error));
+    g_assert_no_error(error);
+    test_put_string(etcd, "/t/tls-files", "ok", 0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -689,10 +956,15 @@ main(int argc, char **argv)
     g_test_add_func("/etcd/txn", test_txn);
     g_test_add_func("/etcd/watch", test_watch);
     g_test_add_func("/etcd/failover", test_failover);
+    g_test_add_func("/etcd/tls/cluster", test_tls_cluster);
+    g_test_add_func("/etcd/tls/refused", test_tls_refused);
+    g_test_add_func("/etcd/tls/files", test_tls_files);
     ret = g_test_run();
 
     if (single != NULL)
         test_cluster_stop(single);
+    if (tls_single != NULL)
+        test_cluster_stop(tls_single);
     test_etcd_teardown();
     return ret;
 }
