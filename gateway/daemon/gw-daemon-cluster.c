@@ -38,8 +38,9 @@ typedef struct {
     gchar *id;                /* owned: the binder's device id */
     gchar *name;              /* owned: the device's name in etcd */
     gchar *pool;              /* owned */
-    gchar *vm;                /* owned: the VM it is (or was) for */
-    gchar *released_vm;       /* owned, nullable: RELEASING: the VM it was held for */
+    gchar *vm;                /* owned: the VM the binding wants it for */
+    gchar *asked_vm;          /* owned, nullable: the VM the acquire in flight asks for */
+    gchar *held_vm;           /* owned, nullable: HELD, RELEASING: the VM etcd's entry names */
     GwDaemonHoldState state;
     gchar *reason;   /* owned, nullable: why it waits */
     gint64 revision; /* HELD: the revision of our put */
@@ -114,7 +115,8 @@ gw_daemon_hold_free(gpointer data)
     g_free(hold->name);
     g_free(hold->pool);
     g_free(hold->vm);
-    g_free(hold->released_vm);
+    g_free(hold->asked_vm);
+    g_free(hold->held_vm);
     g_free(hold->reason);
     g_free(hold);
 }
@@ -137,14 +139,14 @@ gw_daemon_cluster_set_error(GwDaemonCluster *cluster, const gchar *state, const 
 /* A cluster record in the audit trail. */
 static void
 gw_daemon_cluster_audit(GwDaemonCluster *cluster, GwAuditKind kind, const GwDaemonHold *hold,
-                        gint64 revision, const gchar *reason)
+                        const gchar *vm, gint64 revision, const gchar *reason)
 {
     GwInventoryDevice *inv = gw_inventory_lookup(cluster->daemon->inventory, hold->id);
     GwAuditEvent record = {
         .event = kind,
         .device_id = hold->id,
         .device = inv != NULL ? inv->desc : NULL,
-        .vm = hold->vm,
+        .vm = vm,
         .actor = "cluster",
         .reason = reason,
         .pool = hold->pool,
@@ -239,21 +241,26 @@ gw_daemon_cluster_acquired(GObject *source, GAsyncResult *result, gpointer user_
         cluster->acquires++;
         hold->state = GW_DAEMON_HOLD_HELD;
         hold->revision = got->revision;
+        g_free(hold->held_vm);
+        hold->held_vm = g_steal_pointer(&hold->asked_vm);
         g_clear_pointer(&hold->reason, g_free);
         gw_log_device(
-            G_LOG_LEVEL_MESSAGE, id, hold->vm, NULL,
+            G_LOG_LEVEL_MESSAGE, id, hold->held_vm, NULL,
             "%s: cluster lease of pool \"%s\" held for vm \"%s\" (revision %" G_GINT64_FORMAT ")",
-            id, hold->pool, hold->vm, got->revision);
-        gw_daemon_cluster_audit(cluster, GW_AUDIT_CLUSTER_HOLD, hold, got->revision, NULL);
-        if (hold->wanted) {
+            id, hold->pool, hold->held_vm, got->revision);
+        gw_daemon_cluster_audit(cluster, GW_AUDIT_CLUSTER_HOLD, hold, hold->held_vm, got->revision,
+                                NULL);
+        if (hold->wanted && g_strcmp0(hold->vm, hold->held_vm) == 0) {
             g_autofree gchar *vm = g_strdup(hold->vm);
             gw_daemon_serve_bind(cluster->daemon, id, vm, "cluster");
         } else {
+            /* unbound, or bound to another VM of ours, meanwhile */
             gw_daemon_cluster_kick(hold);
         }
         gw_daemon_save_state(cluster->daemon);
         return;
     }
+    g_clear_pointer(&hold->asked_vm, g_free);
     if (!hold->wanted) {
         gw_daemon_hold_drop(hold);
         return;
@@ -296,19 +303,15 @@ gw_daemon_cluster_released(GObject *source, GAsyncResult *result, gpointer user_
         return;
     }
     if (ok) {
-        /* the record names the VM it was held for, not the next one */
-        g_autofree gchar *next = g_steal_pointer(&hold->vm);
-        hold->vm = g_steal_pointer(&hold->released_vm);
-        gw_log_device(G_LOG_LEVEL_MESSAGE, id, hold->vm, NULL,
+        gw_log_device(G_LOG_LEVEL_MESSAGE, id, hold->held_vm, NULL,
                       "%s: cluster lease of pool \"%s\" given back (vm \"%s\")", id, hold->pool,
-                      hold->vm);
-        gw_daemon_cluster_audit(cluster, GW_AUDIT_CLUSTER_RELEASE, hold, revision, NULL);
-        g_free(hold->vm);
-        hold->vm = g_steal_pointer(&next);
+                      hold->held_vm);
+        gw_daemon_cluster_audit(cluster, GW_AUDIT_CLUSTER_RELEASE, hold, hold->held_vm, revision,
+                                NULL);
     } else {
-        gw_log_device(G_LOG_LEVEL_MESSAGE, id, hold->vm, NULL, "%s: %s", id, error->message);
+        gw_log_device(G_LOG_LEVEL_MESSAGE, id, hold->held_vm, NULL, "%s: %s", id, error->message);
     }
-    g_clear_pointer(&hold->released_vm, g_free);
+    g_clear_pointer(&hold->held_vm, g_free);
     if (hold->wanted) {
         /* bound again meanwhile: acquire anew */
         hold->state = GW_DAEMON_HOLD_WAITING;
@@ -336,15 +339,18 @@ gw_daemon_cluster_kick(GwDaemonHold *hold)
     if (hold->wanted && hold->state == GW_DAEMON_HOLD_WAITING) {
         const gchar *candidates[] = {hold->name, NULL};
         hold->busy = TRUE;
+        g_free(hold->asked_vm);
+        hold->asked_vm = g_strdup(hold->vm);
         gw_cluster_pool_acquire_async(cluster->pools, hold->pool, candidates, hold->vm,
                                       cluster->cancellable, gw_daemon_cluster_acquired,
                                       gw_daemon_cluster_call_new(cluster, hold->id));
         return;
     }
-    if (!hold->wanted && hold->state == GW_DAEMON_HOLD_HELD) {
+    if (hold->state == GW_DAEMON_HOLD_HELD &&
+        (!hold->wanted || g_strcmp0(hold->vm, hold->held_vm) != 0)) {
+        /* no binding wants it, or it is held for another VM of ours: it
+         * goes back first (etcd's entry names the VM) */
         hold->state = GW_DAEMON_HOLD_RELEASING;
-        g_free(hold->released_vm);
-        hold->released_vm = g_strdup(hold->vm);
         hold->busy = TRUE;
         gw_cluster_pool_release_async(cluster->pools, hold->pool, hold->name, cluster->cancellable,
                                       gw_daemon_cluster_released,
@@ -591,12 +597,11 @@ gw_daemon_cluster_lease_lost(GwEtcdLeaseKeeper *keeper, const GError *error, gpo
         g_hash_table_add(cluster->lost, g_strdup(hold->id));
         copy = g_new0(GwDaemonHold, 1);
         copy->id = g_strdup(hold->id);
-        copy->vm = g_strdup(hold->state == GW_DAEMON_HOLD_RELEASING && hold->released_vm != NULL
-                                ? hold->released_vm
-                                : hold->vm);
+        copy->vm = g_strdup(hold->held_vm != NULL ? hold->held_vm : hold->vm);
         copy->pool = g_strdup(hold->pool);
         g_ptr_array_add(taken, copy);
         hold->state = GW_DAEMON_HOLD_WAITING;
+        g_clear_pointer(&hold->held_vm, g_free);
     }
     /* the binder unbinds them (our unbound hook lets the holds go) */
     for (guint i = 0; i < taken->len; i++) {
@@ -605,7 +610,7 @@ gw_daemon_cluster_lease_lost(GwEtcdLeaseKeeper *keeper, const GError *error, gpo
                                 "cluster");
         gw_log_device(G_LOG_LEVEL_WARNING, copy->id, copy->vm, NULL, "%s: taken from vm \"%s\": %s",
                       copy->id, copy->vm, reason);
-        gw_daemon_cluster_audit(cluster, GW_AUDIT_CLUSTER_LOST, copy, 0, reason);
+        gw_daemon_cluster_audit(cluster, GW_AUDIT_CLUSTER_LOST, copy, copy->vm, 0, reason);
     }
     gw_daemon_save_state(cluster->daemon);
     gw_daemon_cluster_grant(cluster);
@@ -857,7 +862,7 @@ gw_daemon_cluster_wait(GwDaemon *daemon, const gchar *id, const gchar *vm)
         dev->decision.target_kind != POLICY_TARGET_POOL)
         return FALSE;
     hold = g_hash_table_lookup(cluster->holds, id);
-    if (hold != NULL && hold->state == GW_DAEMON_HOLD_HELD && g_strcmp0(hold->vm, vm) == 0) {
+    if (hold != NULL && hold->state == GW_DAEMON_HOLD_HELD && g_strcmp0(hold->held_vm, vm) == 0) {
         hold->wanted = TRUE;
         return FALSE;
     }
@@ -871,11 +876,7 @@ gw_daemon_cluster_wait(GwDaemon *daemon, const gchar *id, const gchar *vm)
     }
     g_free(hold->pool);
     hold->pool = g_strdup(dev->decision.target);
-    if (g_strcmp0(hold->vm, vm) != 0 && hold->state == GW_DAEMON_HOLD_HELD) {
-        /* held for another VM of ours: give it back, then take it anew */
-        hold->wanted = FALSE;
-        gw_daemon_cluster_kick(hold);
-    }
+    /* held for another VM of ours: kick gives it back, then takes it anew */
     g_free(hold->vm);
     hold->vm = g_strdup(vm);
     hold->wanted = TRUE;
@@ -1049,8 +1050,7 @@ gw_daemon_cluster_to_json(GwDaemon *daemon, JsonBuilder *builder)
         if (hold->state == GW_DAEMON_HOLD_WAITING && !hold->wanted)
             continue;
         gw_daemon_cluster_hold_json(builder, hold->pool, hold->id,
-                                    hold->state == GW_DAEMON_HOLD_RELEASING ? hold->released_vm
-                                                                            : hold->vm,
+                                    hold->held_vm != NULL ? hold->held_vm : hold->vm,
                                     gw_daemon_hold_state_to_string(hold->state),
                                     hold->state == GW_DAEMON_HOLD_WAITING ? hold->reason : NULL);
     }
