@@ -29,6 +29,7 @@ typedef struct {
     GPtrArray *found; /* "GATEWAY/ID" */
     GPtrArray *lost;  /* "GATEWAY/ID" */
     gint64 lost_us;   /* monotonic time of the last lost event */
+    GPtrArray *downs; /* "PEER: REASON" of the audit's link-down events */
     gchar *listen;    /* nullable: "127.0.0.1:PORT" */
 } TGateway;
 
@@ -122,10 +123,20 @@ t_open_direct(GwLinks *links, GwLink *link, GwLinkStream *stream, const gchar *i
     return TRUE;
 }
 
+static void
+t_event(GwLinks *links, GwLinksEvent event, const gchar *peer, const gchar *address,
+        const gchar *reason, gpointer user_data)
+{
+    TGateway *gw = user_data;
+
+    if (event == GW_LINKS_EVENT_DOWN)
+        g_ptr_array_add(gw->downs, g_strdup_printf("%s: %s", peer, reason));
+}
+
 static TGateway *
 t_gateway_new(const gchar *name, gboolean listen, const gchar *device)
 {
-    static const GwLinksCallbacks callbacks = {.open_direct = t_open_direct};
+    static const GwLinksCallbacks callbacks = {.open_direct = t_open_direct, .event = t_event};
     static const GwDirectoryEvents events = {
         .may_export = t_may_export, .found = t_found, .lost = t_lost};
     GwLinkConfig config = {.grace_ms = T_GRACE_MS};
@@ -139,6 +150,7 @@ t_gateway_new(const gchar *name, gboolean listen, const gchar *device)
     g_assert_no_error(error);
     gw->found = g_ptr_array_new_with_free_func(g_free);
     gw->lost = g_ptr_array_new_with_free_func(g_free);
+    gw->downs = g_ptr_array_new_with_free_func(g_free);
     if (listen)
         gw->listen = g_strdup_printf("127.0.0.1:%u", test_free_port());
     gw->links = gw_links_new(tls, gw->listen, NULL, 0, &config, &callbacks, &events, gw, &error);
@@ -156,6 +168,7 @@ t_gateway_free(TGateway *gw)
     gw_links_free(gw->links);
     g_ptr_array_unref(gw->found);
     g_ptr_array_unref(gw->lost);
+    g_ptr_array_unref(gw->downs);
     g_free(gw->listen);
     g_free(gw);
 }
@@ -362,8 +375,12 @@ test_sort_rule(void)
     g_assert_true(t_dialed(a, "gw-b"));
     g_assert_false(t_dialed(b, "gw-a"));
 
+    /* no callback from inside the call; the audit hears of it after */
     gw_links_remove_peer(b->links, "gw-a");
+    g_assert_cmpuint(b->lost->len, ==, 0);
+    g_assert_cmpuint(b->downs->len, ==, 0);
     T_WAIT(t_count(b->lost, "gw-a/deva") == 1);
+    T_WAIT(t_count(b->downs, "gw-a: removed: the gateway is gone") == 1);
     T_WAIT(t_count(b->found, "gw-a/deva") == 2);
     g_assert_true(t_up(b, "gw-a"));
     g_assert_false(t_dialed(b, "gw-a"));
