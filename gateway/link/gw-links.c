@@ -534,8 +534,12 @@ gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address)
     g_free(peer->address);
     peer->address = g_strdup(address);
     peer->dials = dials;
-    if (!dials || gw_link_is_up(peer->link))
-        return; /* the next dial, if any, goes to the new address */
+    if (!dials) {
+        gw_links_peer_stop_dialing(peer);
+        return;
+    }
+    if (gw_link_is_up(peer->link))
+        return; /* the next dial goes to the new address */
     /* a dial to the old address, or the backoff after one, is no longer
      * of use: dial the new one now */
     gw_links_peer_stop_dialing(peer);
@@ -543,11 +547,17 @@ gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address)
     gw_links_dial(peer);
 }
 
+/* A removed peer's link ended (its streams and devices): the audit
+ * hears the link went down if it was up, and the peer is freed. */
 static void
 gw_links_link_expired(GwLink *link, gpointer user_data)
 {
     GwLinksPeerState *peer = user_data;
 
+    if (peer->state == GW_LINKS_STATE_UP)
+        gw_links_event(peer->links, GW_LINKS_EVENT_DOWN, peer->name,
+                       peer->address != NULL ? peer->address : peer->seen_from,
+                       "removed: the gateway is gone");
     g_ptr_array_remove_fast(peer->links->removed, peer);
 }
 
@@ -563,9 +573,6 @@ gw_links_remove_peer(GwLinks *links, const gchar *name)
     gw_links_peer_stop_dialing(peer);
     reason = g_strdup_printf("the gateway %s is gone (removed from the peers)", name);
     g_message("link %s: removed%s", name, peer->state == GW_LINKS_STATE_UP ? " (it was up)" : "");
-    if (peer->state == GW_LINKS_STATE_UP)
-        gw_links_event(links, GW_LINKS_EVENT_DOWN, peer->name,
-                       peer->address != NULL ? peer->address : peer->seen_from, reason);
     /* its streams end and its devices are lost from an idle callback
      * soon after, then gw_links_link_expired() frees it */
     g_ptr_array_add(links->removed, peer);
