@@ -197,9 +197,25 @@ gw_cluster_pool_parse_value(const gchar *data, gsize len, const gchar **gateway,
     return *vm != NULL;
 }
 
-/* A pool key as etcd holds it, read into a hold; the error names the key. */
-static GwClusterPoolHold *
-gw_cluster_pool_parse(const GwEtcdKv *kv, GError **error)
+gboolean
+gw_cluster_pool_split_key(const gchar *key, gchar **pool_name, gchar **device)
+{
+    const gchar *rest, *slash;
+
+    if (!g_str_has_prefix(key, GW_CLUSTER_POOL_PREFIX))
+        return FALSE;
+    rest = key + strlen(GW_CLUSTER_POOL_PREFIX);
+    slash = strchr(rest, '/');
+    if (slash == NULL || slash == rest || slash[1] == '\0' ||
+        !gw_cluster_pool_check_component("device", slash + 1, NULL))
+        return FALSE;
+    *pool_name = g_strndup(rest, slash - rest);
+    *device = g_strdup(slash + 1);
+    return TRUE;
+}
+
+GwClusterPoolHold *
+gw_cluster_pool_parse_kv(const GwEtcdKv *kv, GError **error)
 {
     g_autoptr(GwClusterPoolHold) hold = g_new0(GwClusterPoolHold, 1);
     g_autoptr(JsonNode) root = NULL;
@@ -381,7 +397,7 @@ gw_cluster_pool_holders(GwClusterPoolAcquire *acquire, GHashTable *found)
             g_string_append(holders, "free now");
             continue;
         }
-        hold = gw_cluster_pool_parse(kv, NULL);
+        hold = gw_cluster_pool_parse_kv(kv, NULL);
         if (hold != NULL)
             g_string_append_printf(holders, "%s for %s", hold->gateway, hold->vm);
         else
@@ -731,7 +747,7 @@ gw_cluster_pool_query_done(GObject *source, GAsyncResult *result, gpointer user_
         return;
     }
     for (guint i = 0; i < kvs->len; i++) {
-        GwClusterPoolHold *hold = gw_cluster_pool_parse(g_ptr_array_index(kvs, i), &error);
+        GwClusterPoolHold *hold = gw_cluster_pool_parse_kv(g_ptr_array_index(kvs, i), &error);
         if (hold == NULL) {
             g_task_return_error(task, g_steal_pointer(&error));
             return;

@@ -90,6 +90,15 @@ typedef struct {
 void gw_cluster_pool_hold_free(GwClusterPoolHold *hold);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwClusterPoolHold, gw_cluster_pool_hold_free)
 
+/* A pool key as etcd holds it (a range's or a watch's put), read into a
+ * hold (owned by the caller); BAD_ENTRY naming the key when it is not
+ * POOL/DEVICE = {"gateway","vm"}. */
+GwClusterPoolHold *gw_cluster_pool_parse_kv(const GwEtcdKv *kv,
+                                            GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* The pool and device names of pool key @key (a watch's delete has no
+ * value); FALSE when it is not one. */
+gboolean gw_cluster_pool_split_key(const gchar *key, gchar **pool_name, gchar **device);
+
 typedef struct _GwClusterPool GwClusterPool;
 
 /* The pool leases of gateway @gateway, attached to its etcd lease

@@ -109,6 +109,10 @@ gw_etcd_new(const gchar *const *endpoints, GError **error)
 
 /* ---- TLS: our client certificate, the members' CA ---- */
 
+/* A message's data: the GTlsCertificateFlags of the member certificate
+ * refused while connecting it. */
+#define GW_ETCD_TLS_ERRORS_KEY "usbgw-etcd-tls-errors"
+
 /* Whether @path can be read, or an error naming it as @what. */
 static gboolean
 gw_etcd_check_readable(const gchar *what, const gchar *path, GError **error)
@@ -195,7 +199,7 @@ static gboolean
 gw_etcd_reject_certificate(SoupMessage *msg, GTlsCertificate *certificate,
                            GTlsCertificateFlags errors, gpointer user_data)
 {
-    g_object_set_data(G_OBJECT(msg), "usbgw-etcd-tls-errors", GUINT_TO_POINTER(errors));
+    g_object_set_data(G_OBJECT(msg), GW_ETCD_TLS_ERRORS_KEY, GUINT_TO_POINTER(errors));
     return FALSE;
 }
 
@@ -238,12 +242,14 @@ gw_etcd_explain_failure(GwEtcd *etcd, SoupMessage *msg, GError *error)
         {G_TLS_CERTIFICATE_GENERIC_ERROR, "unusable"},
     };
     guint errors = msg != NULL
-                       ? GPOINTER_TO_UINT(g_object_get_data(G_OBJECT(msg), "usbgw-etcd-tls-errors"))
+                       ? GPOINTER_TO_UINT(g_object_get_data(G_OBJECT(msg), GW_ETCD_TLS_ERRORS_KEY))
                        : 0;
     g_autoptr(GString) why = NULL;
     GError *explained;
 
-    if (errors == 0 && error->domain == G_TLS_ERROR) {
+    if (errors == 0 && (g_error_matches(error, G_TLS_ERROR, G_TLS_ERROR_MISC) ||
+                        g_error_matches(error, G_TLS_ERROR, G_TLS_ERROR_HANDSHAKE) ||
+                        g_error_matches(error, G_TLS_ERROR, G_TLS_ERROR_CERTIFICATE_REQUIRED))) {
         /* a member that refuses our certificate (or its absence) ends
          * the handshake with an alert that does not always say so */
         explained = g_error_new(G_TLS_ERROR, error->code, "TLS: %s (%s)", error->message,

@@ -252,8 +252,7 @@ gw_config_check_cluster(GwConfig *config, const gchar *path, GError **error)
     if (config->cluster_address == NULL) {
         /* link-listen is the address others dial unless it is a wildcard */
         host_end = strrchr(config->link_listen, ':');
-        if (host_end == config->link_listen ||
-            g_str_has_prefix(config->link_listen, "0.0.0.0:") ||
+        if (host_end == config->link_listen || g_str_has_prefix(config->link_listen, "0.0.0.0:") ||
             g_str_has_prefix(config->link_listen, "[::]:") ||
             g_str_has_prefix(config->link_listen, "*:")) {
             g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
@@ -263,8 +262,7 @@ gw_config_check_cluster(GwConfig *config, const gchar *path, GError **error)
             return FALSE;
         }
         config->cluster_address = g_strdup(config->link_listen);
-    } else if (strrchr(config->cluster_address, ':') == NULL ||
-               config->cluster_address[0] == ':') {
+    } else if (strrchr(config->cluster_address, ':') == NULL || config->cluster_address[0] == ':') {
         g_set_error(error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
                     "%s: [%s] cluster-address=%s: expected HOST:PORT", path, GW_CONFIG_GROUP,
                     config->cluster_address);

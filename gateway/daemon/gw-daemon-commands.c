@@ -69,6 +69,8 @@ gw_daemon_device_state(GwDaemon *daemon, GwInventoryDevice *inv, const GwBinderD
         return "absent";
     if (dev != NULL && dev->vm != NULL && gw_daemon_served_is_migrating(served))
         return "migrating";
+    if (dev != NULL && dev->vm != NULL && gw_daemon_cluster_waits(daemon, inv->id))
+        return "waiting";
     if (dev != NULL && dev->vm != NULL && attachment != NULL && gw_attachment_has_peer(attachment))
         return "attached";
     if (dev != NULL && dev->vm != NULL && served != NULL && served->import != NULL &&
@@ -129,6 +131,10 @@ gw_daemon_device_json(GwDaemon *daemon, GwInventoryDevice *inv)
     }
     if (rule != NULL)
         json_object_set_string_member(obj, "rule", rule);
+    /* cluster mode: where its pool key's cluster lease stands */
+    if (gw_daemon_cluster_device_note(daemon, inv->id) != NULL)
+        json_object_set_string_member(obj, "cluster",
+                                      gw_daemon_cluster_device_note(daemon, inv->id));
     json_object_set_string_member(obj, "since", inv->since);
     return g_steal_pointer(&node);
 }
@@ -209,6 +215,13 @@ gw_cmd_status(const GwCommandCall *call)
     } else {
         json_object_set_null_member(obj, "gateway");
         json_object_set_array_member(obj, "links", json_array_new());
+    }
+    if (daemon->cluster != NULL) {
+        g_autoptr(JsonBuilder) builder = json_builder_new();
+        gw_daemon_cluster_to_json(daemon, builder);
+        json_object_set_member(obj, "cluster", json_builder_get_root(builder));
+    } else {
+        json_object_set_null_member(obj, "cluster");
     }
     return gw_reply_object(g_steal_pointer(&obj));
 }

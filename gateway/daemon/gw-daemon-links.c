@@ -63,9 +63,9 @@ gw_daemon_sync_exports(GwDaemon *daemon)
     GHashTableIter iter;
     gpointer key;
 
-    if (daemon->links == NULL)
+    directory = gw_daemon_directory(daemon);
+    if (directory == NULL)
         return;
-    directory = gw_links_get_directory(daemon->links);
     devices = gw_binder_list_devices(daemon->binder);
     now = g_hash_table_new(g_str_hash, g_str_equal);
     for (guint i = 0; i < devices->len; i++) {

@@ -13,7 +13,7 @@
 /* The states of usbgw_devices: every one is rendered, 0 included, so
  * that a state's series does not vanish (gw_daemon_device_state()). */
 static const gchar *const gw_daemon_metric_device_states[] = {
-    "absent", "present", "denied", "claimed", "bound", "attached", "exported",
+    "absent", "present", "denied", "claimed", "bound", "waiting", "attached", "exported",
 };
 
 /* The states of usbgw_pool_keys. */
@@ -158,6 +158,27 @@ gw_daemon_collect_links(GwDaemon *daemon, const GwUsbgwMetricFamilies *f)
 }
 
 /* GwMetricsCollectFunc: runs on the main thread (every render is). */
+/* Cluster mode: the lease, the holds, the directory. */
+static void
+gw_daemon_collect_cluster(GwDaemon *daemon, const GwUsbgwMetricFamilies *f)
+{
+    GwDaemonClusterCounts counts;
+
+    gw_daemon_cluster_counts(daemon, &counts);
+    if (!counts.enabled)
+        return;
+    gw_metric_series_set(gw_metric_family_single(f->cluster_up), counts.up);
+    gw_metric_series_set(gw_metric_family_series(f->cluster_holds, (const gchar *const[]){"held"}),
+                         counts.held);
+    gw_metric_series_set(
+        gw_metric_family_series(f->cluster_holds, (const gchar *const[]){"waiting"}),
+        counts.waiting);
+    gw_metric_series_set(gw_metric_family_single(f->cluster_gateways), counts.gateways);
+    gw_metric_series_set(gw_metric_family_single(f->cluster_devices), counts.devices);
+    gw_metric_series_set(gw_metric_family_single(f->cluster_lease_losses),
+                         (gdouble)counts.lease_losses);
+}
+
 static void
 gw_daemon_collect(GwMetrics *metrics, gpointer user_data)
 {
@@ -167,6 +188,7 @@ gw_daemon_collect(GwMetrics *metrics, gpointer user_data)
     gw_daemon_collect_devices(daemon, f);
     gw_daemon_collect_required(daemon, f);
     gw_daemon_collect_pools(daemon, f);
+    gw_daemon_collect_cluster(daemon, f);
     gw_metric_series_set(gw_metric_family_single(f->shares),
                          daemon->shares != NULL ? gw_share_registry_get_count(daemon->shares) : 0);
     gw_daemon_collect_links(daemon, f);

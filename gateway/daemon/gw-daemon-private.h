@@ -57,7 +57,37 @@ struct _GwDaemon {
     guint metrics_collector;             /* the scrape-time gauges' collector, 0: none */
     GPtrArray *relay_anchors;  /* owned GwRelayAnchor: relays of VMs that left, device here */
     GHashTable *relay_sockets; /* path → GwDaemonRelaySocket (owned): incoming migrations */
+    struct _GwDaemonCluster *cluster; /* owned, nullable: no cluster-etcd */
 };
+
+/* Cluster mode (gw-daemon-cluster.c, docs/cluster.md). */
+typedef struct _GwDaemonCluster GwDaemonCluster;
+/* Starts it when usbgwd.conf has cluster-etcd (after the links). */
+gboolean gw_daemon_start_cluster(GwDaemon *daemon, GError **error) G_GNUC_WARN_UNUSED_RESULT;
+void gw_daemon_cluster_free(GwDaemonCluster *cluster);
+/* The directory our exportable devices go to: the cluster's (links and
+ * etcd), the links' alone, or NULL without links. */
+GwDirectory *gw_daemon_directory(GwDaemon *daemon);
+/* A binding of pool key @id to @vm is served only once this gateway holds
+ * the key's cluster lease: TRUE when it must wait (it is asked for now;
+ * gw_daemon_serve_bind() runs when it is held). */
+gboolean gw_daemon_cluster_wait(GwDaemon *daemon, const gchar *id, const gchar *vm);
+/* @id is no longer bound to @vm: its cluster lease goes back. */
+void gw_daemon_cluster_unbound(GwDaemon *daemon, const gchar *id, const gchar *vm);
+/* usbgwctl status's "cluster" object. */
+void gw_daemon_cluster_to_json(GwDaemon *daemon, JsonBuilder *builder);
+/* Whether @id's binding waits for its cluster lease. */
+gboolean gw_daemon_cluster_waits(GwDaemon *daemon, const gchar *id);
+/* usbgwctl list: where @id's cluster lease stands, NULL when nothing. */
+const gchar *gw_daemon_cluster_device_note(GwDaemon *daemon, const gchar *id);
+/* "connecting", "up", "unreachable", "lease-lost"; NULL: no cluster mode. */
+const gchar *gw_daemon_cluster_state(GwDaemon *daemon);
+typedef struct {
+    gboolean enabled, up;
+    guint64 lease_losses;
+    guint gateways, devices, held, waiting;
+} GwDaemonClusterCounts;
+void gw_daemon_cluster_counts(GwDaemon *daemon, GwDaemonClusterCounts *counts);
 
 /* Live migration across hosts (gw-daemon-migrate.c). */
 typedef struct _GwDaemonRelaySocket GwDaemonRelaySocket;
@@ -102,6 +132,9 @@ gchar *gw_daemon_now(void) G_GNUC_WARN_UNUSED_RESULT;
 
 /* Serving (gw-daemon-serve.c). */
 extern const GwBinderOps gw_daemon_binder_ops;
+/* Serves @id to @vm (the binder bound it): claim, socket, libvirt. */
+gboolean gw_daemon_serve_bind(GwDaemon *daemon, const gchar *id, const gchar *vm,
+                              const gchar *actor);
 void gw_daemon_served_free(gpointer data);
 /* libvirt plugged a device in (or refused): GwRedirdevPlugged. */
 void gw_daemon_plugged(const gchar *id, const gchar *vm, const GError *error, gpointer user_data);

@@ -136,10 +136,9 @@ gw_daemon_op_unclaim(const gchar *id, gpointer user_data)
 
 /* Serves the device on <rundir>/vm/<vm>/<slot>.sock; claims it first if
  * it is present. */
-static gboolean
-gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer user_data)
+gboolean
+gw_daemon_serve_bind(GwDaemon *daemon, const gchar *id, const gchar *vm, const gchar *actor)
 {
-    GwDaemon *daemon = user_data;
     GwInventoryDevice *inv = gw_inventory_lookup(daemon->inventory, id);
     const GwBinderDevice *dev = gw_binder_lookup(daemon->binder, id);
     GwDaemonServed *served;
@@ -189,6 +188,17 @@ gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer
     return TRUE;
 }
 
+/* In cluster mode a pool key waits for its cluster lease first. */
+static gboolean
+gw_daemon_op_bind(const gchar *id, const gchar *vm, const gchar *actor, gpointer user_data)
+{
+    GwDaemon *daemon = user_data;
+
+    if (gw_daemon_cluster_wait(daemon, id, vm))
+        return TRUE;
+    return gw_daemon_serve_bind(daemon, id, vm, actor);
+}
+
 static void
 gw_daemon_op_unbind(const gchar *id, const gchar *vm, gboolean detach, gpointer user_data)
 {
@@ -199,6 +209,7 @@ gw_daemon_op_unbind(const gchar *id, const gchar *vm, gboolean detach, gpointer 
     const gchar *path =
         served->attachment != NULL ? gw_attachment_get_socket_path(served->attachment) : NULL;
 
+    gw_daemon_cluster_unbound(daemon, id, vm);
     if (gw_daemon_is_remote(daemon, id)) {
         gw_daemon_import_unbind(daemon, id, vm, detach);
         return;

@@ -398,6 +398,8 @@ gw_daemon_start(GwDaemon *daemon, GError **error)
     gw_daemon_start_shares(daemon);
     if (!gw_daemon_start_links(daemon, error))
         return FALSE;
+    if (!gw_daemon_start_cluster(daemon, error))
+        return FALSE;
     if (!gw_daemon_start_metrics(daemon, error))
         return FALSE;
     if (daemon->libvirt != NULL)
@@ -426,7 +428,9 @@ gw_daemon_free(GwDaemon *daemon)
 {
     if (daemon == NULL)
         return;
-    /* 1 */
+    /* 1 (the cluster first: a clean stop revokes its lease, which runs
+     * the main context a little while everything else still stands) */
+    g_clear_pointer(&daemon->cluster, gw_daemon_cluster_free);
     gw_daemon_stop_metrics(daemon);
     g_cancellable_cancel(daemon->cancellable);
     if (daemon->inventory != NULL)

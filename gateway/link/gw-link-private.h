@@ -163,6 +163,7 @@ struct _GwLink {
     gint64 last_tx;
     GSource *keepalive_source; /* owned, nullable */
     GSource *grace_source;     /* owned, nullable */
+    gchar *expire_reason;      /* owned, nullable: gw_link_expire() ends the grace now */
     GSource *flush_source;     /* owned, nullable */
     GSource *credit_source;    /* owned, nullable: GW_LINK_CREDIT_DELAY_MS */
     GSource *doom_source;      /* owned, nullable */

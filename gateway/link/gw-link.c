@@ -52,17 +52,32 @@ static gboolean
 gw_link_grace_cb(gpointer user_data)
 {
     GwLink *link = gw_link_ref(user_data);
+    gboolean expired = link->expire_reason != NULL;
     g_autofree gchar *reason =
-        g_strdup_printf("the link to %s was down for longer than its grace period (%u ms)",
-                        link->peer, link->config.grace_ms);
+        expired
+            ? g_steal_pointer(&link->expire_reason)
+            : g_strdup_printf("the link to %s was down for longer than its grace period (%u ms)",
+                              link->peer, link->config.grace_ms);
 
     g_clear_pointer(&link->grace_source, g_source_unref);
     g_message("%s", reason);
     gw_link_close_streams(link, reason, TRUE);
     if (!link->freed)
         gw_link_remove_peer_devices(link, FALSE);
+    if (expired && !link->freed && link->cb.expired != NULL)
+        link->cb.expired(link, link->user_data);
     gw_link_unref(link);
     return G_SOURCE_REMOVE;
+}
+
+/* The end of the grace, @ms from now. */
+static void
+gw_link_grace_arm(GwLink *link, guint ms)
+{
+    link->grace_source = g_timeout_source_new(ms);
+    g_source_set_name(link->grace_source, "usbgw-link-grace");
+    g_source_set_callback(link->grace_source, gw_link_grace_cb, link, NULL);
+    g_source_attach(link->grace_source, link->context);
 }
 
 void
@@ -70,19 +85,28 @@ gw_link_grace_start(GwLink *link)
 {
     if (link->grace_source != NULL)
         return;
-    link->grace_source = g_timeout_source_new(link->config.grace_ms);
-    g_source_set_name(link->grace_source, "usbgw-link-grace");
-    g_source_set_callback(link->grace_source, gw_link_grace_cb, link, NULL);
-    g_source_attach(link->grace_source, link->context);
+    gw_link_grace_arm(link, link->config.grace_ms);
 }
 
 static void
 gw_link_grace_stop(GwLink *link)
 {
+    g_clear_pointer(&link->expire_reason, g_free);
     if (link->grace_source == NULL)
         return;
     g_source_destroy(link->grace_source);
     g_clear_pointer(&link->grace_source, g_source_unref);
+}
+
+static void gw_link_conn_close(GwLink *link);
+
+void
+gw_link_expire(GwLink *link, const gchar *reason)
+{
+    gw_link_conn_close(link);
+    gw_link_grace_stop(link);
+    link->expire_reason = g_strdup(reason);
+    gw_link_grace_arm(link, 0);
 }
 
 /* ---- The connection: writing ------------------------------------------- */
@@ -665,6 +689,7 @@ gw_link_free(GwLink *link)
     g_clear_pointer(&link->peer_devices, g_hash_table_unref);
     g_clear_pointer(&link->ctl, g_byte_array_unref);
     g_clear_pointer(&link->peer_instance, g_free);
+    g_clear_pointer(&link->expire_reason, g_free);
     g_clear_pointer(&link->context, g_main_context_unref);
     gw_link_unref(link);
 }

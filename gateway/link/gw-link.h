@@ -119,6 +119,10 @@ typedef struct {
      * (g_strdup'd, taken) to refuse: the link frees @stream. */
     gboolean (*open_direct)(GwLink *link, GwLinkStream *stream, const gchar *id, gchar **reason,
                             gpointer user_data);
+    /* Optional. gw_link_expire() is done: every stream ended and every
+     * device the peer announced was removed. The owner may free the link
+     * here. */
+    void (*expired)(GwLink *link, gpointer user_data);
 } GwLinkCallbacks;
 
 typedef struct {
@@ -151,6 +155,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwLink, gw_link_free)
  * surviving streams if the peer is the same instance, then every
  * announced device and SYNCED. */
 void gw_link_attach(GwLink *link, GIOStream *connection);
+/* The peer is gone for good: the connection is closed now (no down()),
+ * and, without waiting for the grace, from an idle callback soon after,
+ * the link ends as at the end of the grace: every stream ends (closed()
+ * with @reason), every device the peer announced is removed
+ * (device_removed()), then expired() runs. */
+void gw_link_expire(GwLink *link, const gchar *reason);
 /* Sends REFUSE with @reason on @connection and closes it (no GwLink
  * needed: an acceptor refusing a peer it does not take). Best effort,
  * does not block longer than @timeout_ms. */

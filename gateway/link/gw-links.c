@@ -23,7 +23,8 @@ static const gchar *const gw_links_state_names[] = {
 typedef struct {
     GwLinks *links; /* not owned */
     gchar *name;
-    gchar *address;   /* nullable: where we dial it (static peers) */
+    gchar *address;   /* nullable: where it listens (static and added peers) */
+    gboolean dials;   /* we dial it: a static peer, or an added one whose name sorts after ours */
     gchar *seen_from; /* nullable: the address its last accepted link came from */
     GwLink *link;     /* owned */
     GwLinksState state;
@@ -40,6 +41,7 @@ struct _GwLinks {
     GSocketService *service;
     GCancellable *cancellable; /* handshakes of accepted connections */
     GHashTable *peers;         /* name → GwLinksPeerState */
+    GPtrArray *removed;        /* GwLinksPeerState removed, until their link expired */
     GHashTable *published;     /* id → PolicyDevice: our exportable devices */
     GwLinkConfig config;
     GwLinksCallbacks callbacks;
@@ -180,7 +182,7 @@ gw_links_link_down(GwLink *link, const gchar *reason, gpointer user_data)
     }
     if (peer->state != GW_LINKS_STATE_REFUSED)
         gw_links_set_state(peer, GW_LINKS_STATE_DOWN, reason);
-    if (peer->address != NULL && peer->dial == NULL && peer->dial_id == 0)
+    if (peer->dials && peer->dial == NULL && peer->dial_id == 0)
         gw_links_dial(peer);
 }
 
@@ -241,8 +243,11 @@ gw_links_open_direct(GwLink *link, GwLinkStream *stream, const gchar *id, gchar 
     return links->callbacks.open_direct(links, link, stream, id, reason, links->user_data);
 }
 
+static void gw_links_link_expired(GwLink *link, gpointer user_data);
+
+/* A new peer; @address nullable (an accepted peer), @dials: we dial it. */
 static GwLinksPeerState *
-gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address)
+gw_links_peer_new(GwLinks *links, const gchar *name, const gchar *address, gboolean dials)
 {
     static const GwLinkCallbacks callbacks = {
         .up = gw_links_link_up,
@@ -252,12 +257,14 @@ gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address)
         .device_removed = gw_links_device_removed,
         .synced = gw_links_synced,
         .open_direct = gw_links_open_direct,
+        .expired = gw_links_link_expired,
     };
     GwLinksPeerState *peer = g_new0(GwLinksPeerState, 1);
 
     peer->links = links;
     peer->name = g_strdup(name);
     peer->address = g_strdup(address);
+    peer->dials = dials;
     peer->state = GW_LINKS_STATE_CONNECTING;
     peer->announced = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     peer->link = gw_link_new(name, &links->config, &callbacks, peer);
@@ -265,16 +272,24 @@ gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address)
     return peer;
 }
 
+/* No more dials of @peer: the one in progress is cancelled, the next
+ * one not scheduled. */
 static void
-gw_links_peer_free(gpointer data)
+gw_links_peer_stop_dialing(GwLinksPeerState *peer)
 {
-    GwLinksPeerState *peer = data;
-
     if (peer->dial != NULL) {
         g_cancellable_cancel(peer->dial);
         g_clear_object(&peer->dial);
     }
     g_clear_handle_id(&peer->dial_id, g_source_remove);
+}
+
+static void
+gw_links_peer_free(gpointer data)
+{
+    GwLinksPeerState *peer = data;
+
+    gw_links_peer_stop_dialing(peer);
     g_clear_pointer(&peer->link, gw_link_free);
     g_hash_table_unref(peer->announced);
     g_free(peer->name);
@@ -380,7 +395,7 @@ gw_links_accepted(GObject *source, GAsyncResult *result, gpointer user_data)
     if (refusal == NULL && g_strcmp0(name, gw_link_tls_get_name(links->tls)) == 0)
         refusal = g_error_new(G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
                               "the certificate names this gateway itself (%s)", name);
-    if (refusal == NULL && peer != NULL && peer->address != NULL &&
+    if (refusal == NULL && peer != NULL && peer->dials &&
         g_strcmp0(gw_link_tls_get_name(links->tls), name) < 0)
         refusal = g_error_new(G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
                               "%s dials %s itself (both list each other in link-peers; the name "
@@ -395,7 +410,7 @@ gw_links_accepted(GObject *source, GAsyncResult *result, gpointer user_data)
         return;
     }
     if (peer == NULL)
-        peer = gw_links_add_peer(links, name, NULL);
+        peer = gw_links_peer_new(links, name, NULL, FALSE);
     g_free(peer->seen_from);
     peer->seen_from = g_strdup(address);
     g_info("link %s: accepted from %s", name, address);
@@ -458,6 +473,7 @@ gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers, guin
     links->tls = g_steal_pointer(&owned_tls);
     links->cancellable = g_cancellable_new();
     links->peers = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, gw_links_peer_free);
+    links->removed = g_ptr_array_new_with_free_func(gw_links_peer_free);
     links->published =
         g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)policy_device_free);
     links->config = *config;
@@ -465,7 +481,7 @@ gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers, guin
     links->events = *events;
     links->user_data = user_data;
     for (guint i = 0; i < n_peers; i++)
-        gw_links_add_peer(links, peers[i].name, peers[i].address);
+        gw_links_peer_new(links, peers[i].name, peers[i].address, TRUE);
     if (service != NULL) {
         g_signal_connect(service, "incoming", G_CALLBACK(gw_links_incoming), links);
         g_socket_service_start(service);
@@ -475,6 +491,92 @@ gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *peers, guin
     for (guint i = 0; i < n_peers; i++)
         gw_links_dial(g_hash_table_lookup(links->peers, peers[i].name));
     return links;
+}
+
+/* ---- peers that come and go ----------------------------------------------- */
+
+void
+gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address)
+{
+    const gchar *self = gw_link_tls_get_name(links->tls);
+    GwLinksPeerState *peer;
+    gboolean dials;
+
+    g_return_if_fail(name != NULL && address != NULL);
+    if (strcmp(name, self) == 0)
+        return;
+    if (!policy_gateway_name_is_valid(name)) {
+        g_warning("links: peer \"%s\" at %s not added: not a valid gateway name", name, address);
+        return;
+    }
+    /* the name that sorts first dials, the other waits to be dialed */
+    dials = strcmp(self, name) < 0;
+    peer = g_hash_table_lookup(links->peers, name);
+    if (peer == NULL) {
+        if (g_hash_table_size(links->peers) >= GW_LINKS_MAX_PEERS) {
+            g_warning("links: peer %s at %s not added: %s has %u peers already", name, address,
+                      self, GW_LINKS_MAX_PEERS);
+            return;
+        }
+        peer = gw_links_peer_new(links, name, address, dials);
+        /* what it may import, announced once the link is up */
+        gw_links_offer_all(links, peer);
+        g_message("link %s: added at %s (%s)", name, address,
+                  dials ? "dialed from here" : "it dials here");
+        if (dials)
+            gw_links_dial(peer);
+        return;
+    }
+    if (g_strcmp0(peer->address, address) == 0 && peer->dials == dials)
+        return;
+    g_message("link %s: now at %s (%s)", name, address,
+              dials ? "dialed from here" : "it dials here");
+    g_free(peer->address);
+    peer->address = g_strdup(address);
+    peer->dials = dials;
+    if (!dials) {
+        gw_links_peer_stop_dialing(peer);
+        return;
+    }
+    if (gw_link_is_up(peer->link))
+        return; /* the next dial goes to the new address */
+    /* a dial to the old address, or the backoff after one, is no longer
+     * of use: dial the new one now */
+    gw_links_peer_stop_dialing(peer);
+    peer->backoff_ms = 0;
+    gw_links_dial(peer);
+}
+
+/* A removed peer's link ended (its streams and devices): the audit
+ * hears the link went down if it was up, and the peer is freed. */
+static void
+gw_links_link_expired(GwLink *link, gpointer user_data)
+{
+    GwLinksPeerState *peer = user_data;
+
+    if (peer->state == GW_LINKS_STATE_UP)
+        gw_links_event(peer->links, GW_LINKS_EVENT_DOWN, peer->name,
+                       peer->address != NULL ? peer->address : peer->seen_from,
+                       "removed: the gateway is gone");
+    g_ptr_array_remove_fast(peer->links->removed, peer);
+}
+
+void
+gw_links_remove_peer(GwLinks *links, const gchar *name)
+{
+    GwLinksPeerState *peer = g_hash_table_lookup(links->peers, name);
+    g_autofree gchar *reason = NULL;
+
+    if (peer == NULL)
+        return;
+    g_hash_table_steal(links->peers, name);
+    gw_links_peer_stop_dialing(peer);
+    reason = g_strdup_printf("the gateway %s is gone (removed from the peers)", name);
+    g_message("link %s: removed%s", name, peer->state == GW_LINKS_STATE_UP ? " (it was up)" : "");
+    /* its streams end and its devices are lost from an idle callback
+     * soon after, then gw_links_link_expired() frees it */
+    g_ptr_array_add(links->removed, peer);
+    gw_link_expire(peer->link, reason);
 }
 
 void
@@ -490,6 +592,7 @@ gw_links_free(GwLinks *links)
         g_clear_object(&links->service);
     }
     g_hash_table_unref(links->peers);
+    g_ptr_array_unref(links->removed);
     g_hash_table_unref(links->published);
     g_clear_object(&links->cancellable);
     gw_link_tls_free(links->tls);
@@ -568,7 +671,7 @@ gw_links_to_json(GwLinks *links, JsonBuilder *builder)
         else
             json_builder_add_null_value(builder);
         json_builder_set_member_name(builder, "dialed");
-        json_builder_add_boolean_value(builder, peer->address != NULL);
+        json_builder_add_boolean_value(builder, peer->dials);
         json_builder_set_member_name(builder, "streams");
         json_builder_add_int_value(builder, stats.streams);
         json_builder_set_member_name(builder, "peer_devices");

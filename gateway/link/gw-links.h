@@ -1,6 +1,6 @@
 /* GwLinks: this gateway's links (docs/links.md). It listens for other
- * gateways (link-listen), dials the static peers (link-peers) with a
- * backoff, authenticates both directions with gw-link-tls.h, keeps one
+ * gateways (link-listen), dials the static peers (link-peers) and those
+ * added at run time (gw_links_add_peer(): cluster mode) with a backoff, authenticates both directions with gw-link-tls.h, keeps one
  * GwLink per peer gateway for as long as usbgwd runs, and is the static
  * GwDirectory: our published devices are announced on every link whose
  * peer may import them, a peer's announcements are the devices it exports
@@ -26,7 +26,7 @@ G_BEGIN_DECLS
 
 /* Links accepted from gateways not in link-peers, at most. */
 #define GW_LINKS_MAX_PEERS 256
-/* Backoff between dials of a static peer. */
+/* Backoff between dials of a static or added peer. */
 #define GW_LINKS_DIAL_FIRST_MS 500
 #define GW_LINKS_DIAL_MAX_MS   10000
 /* A TLS handshake and its checks, at most. */
@@ -65,6 +65,24 @@ GwLinks *gw_links_new(GwLinkTls *tls, const gchar *listen, const GwLinksPeer *pe
                       const GwDirectoryEvents *events, gpointer user_data,
                       GError **error) G_GNUC_WARN_UNUSED_RESULT;
 void gw_links_free(GwLinks *links);
+
+/* Peers that come and go (usbgwd's cluster mode: the gateways registered
+ * in etcd). Dial @name at @address from now on: a new peer, or a new
+ * address for a known one (the next dial goes there; a dial of the old
+ * address or the backoff after one is given up and the new address
+ * dialed at once). An added peer is a static peer but for the sort rule,
+ * which it follows strictly: only the gateway whose name sorts first
+ * dials, the other waits to be dialed (and refuses none of its dials).
+ * Adding ourselves is ignored; a name that is not a gateway name, or a
+ * peer past GW_LINKS_MAX_PEERS, is not added (a warning says so). */
+void gw_links_add_peer(GwLinks *links, const gchar *name, const gchar *address);
+/* @name is gone for good (its registration expired): no more dials of
+ * it, its connection closed now, and, from an idle callback soon after
+ * (not after the grace), its streams end as after the grace and its
+ * devices are reported lost through the directory events. A link it
+ * makes later is an unlisted peer's (accepted, up to GW_LINKS_MAX_PEERS).
+ * Unknown names are ignored. */
+void gw_links_remove_peer(GwLinks *links, const gchar *name);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwLinks, gw_links_free)
 
 /* The static directory these links make (owned by @links). */

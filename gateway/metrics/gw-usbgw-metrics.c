@@ -36,7 +36,7 @@ gw_usbgw_metrics_instance(void)
         f->devices = gw_metrics_add_family(
             r, GW_METRIC_GAUGE, "usbgw_devices",
             "Devices usbgwd knows, by the state usbgwctl list shows (absent, present, denied, "
-            "claimed, bound, attached, exported)",
+            "claimed, bound, waiting, attached, exported)",
             state);
         f->sessions = gw_metrics_add_family(
             r, GW_METRIC_GAUGE, "usbgw_sessions",
@@ -88,6 +88,21 @@ gw_usbgw_metrics_instance(void)
         f->link_streams = gw_metrics_add_family(
             r, GW_METRIC_GAUGE, "usbgw_link_streams",
             "Open streams (device sessions) on a gateway link, both directions", peer);
+        f->cluster_up = gw_metrics_add_family(
+            r, GW_METRIC_GAUGE, "usbgw_cluster_up",
+            "1 when the gateway holds its etcd lease and etcd answered its last request", NULL);
+        f->cluster_holds = gw_metrics_add_family(
+            r, GW_METRIC_GAUGE, "usbgw_cluster_holds",
+            "Pool keys whose cluster lease this gateway holds (held) or waits for (waiting)",
+            state);
+        f->cluster_gateways = gw_metrics_add_family(r, GW_METRIC_GAUGE, "usbgw_cluster_gateways",
+                                                    "Gateways registered in the cluster", NULL);
+        f->cluster_devices = gw_metrics_add_family(
+            r, GW_METRIC_GAUGE, "usbgw_cluster_devices",
+            "Devices the cluster's gateways export, as the directory says", NULL);
+        f->cluster_lease_losses = gw_metrics_add_family(
+            r, GW_METRIC_COUNTER, "usbgw_cluster_lease_losses_total",
+            "Times this gateway lost its etcd lease (and stopped lending its pool keys)", NULL);
 
         gw_metric_series_set(
             gw_metric_family_series(f->build_info, (const gchar *const[]){PACKAGE_VERSION}), 1);

@@ -45,6 +45,12 @@ typedef struct {
     GwMetricFamily *link_connects;    /* counter {peer}, kept by each GwLink */
     GwMetricFamily *link_reconnects;  /* counter {peer}, kept by each GwLink */
     GwMetricFamily *link_streams;     /* gauge {peer} */
+    /* cluster mode only (no series otherwise) */
+    GwMetricFamily *cluster_up;           /* gauge */
+    GwMetricFamily *cluster_holds;        /* gauge {state} */
+    GwMetricFamily *cluster_gateways;     /* gauge */
+    GwMetricFamily *cluster_devices;      /* gauge */
+    GwMetricFamily *cluster_lease_losses; /* counter */
 } GwUsbgwMetricFamilies;
 
 /* The registry (made at the first call, never freed). */

@@ -160,6 +160,12 @@ gw_audit_kind_to_string(GwAuditKind kind)
         return "migrate-out";
     case GW_AUDIT_MIGRATE_IN:
         return "migrate-in";
+    case GW_AUDIT_CLUSTER_HOLD:
+        return "cluster-hold";
+    case GW_AUDIT_CLUSTER_RELEASE:
+        return "cluster-release";
+    case GW_AUDIT_CLUSTER_LOST:
+        return "cluster-lost";
     }
     return "unknown";
 }
@@ -201,6 +207,9 @@ gw_audit_message_id(GwAuditKind kind)
     case GW_AUDIT_MIGRATE_FAILED:
     case GW_AUDIT_MIGRATE_OUT:
     case GW_AUDIT_MIGRATE_IN:
+    case GW_AUDIT_CLUSTER_HOLD:
+    case GW_AUDIT_CLUSTER_RELEASE:
+    case GW_AUDIT_CLUSTER_LOST:
         break;
     }
     return NULL;
@@ -235,6 +244,9 @@ gw_audit_record(GwAudit *audit, const GwAuditEvent *event)
     gw_audit_set(obj, "address", event->address);
     gw_audit_set(obj, "from", event->from);
     gw_audit_set(obj, "to", event->to);
+    gw_audit_set(obj, "pool", event->pool);
+    if (event->revision != 0)
+        json_object_set_int_member(obj, "revision", event->revision);
     gw_audit_set(obj, "vm", event->vm);
     gw_audit_set(obj, "uuid", event->vm_uuid);
     gw_audit_set(obj, "rule", event->rule);

@@ -39,6 +39,9 @@ typedef enum {
     GW_AUDIT_MIGRATE_FAILED,  /* the destination left before it took over: the source stays */
     GW_AUDIT_MIGRATE_OUT,     /* the VM went on to another host (from, to: the gateways) */
     GW_AUDIT_MIGRATE_IN,      /* the VM came from another host (from, to: the gateways) */
+    GW_AUDIT_CLUSTER_HOLD,    /* the gateway took a pool key's cluster lease for a VM */
+    GW_AUDIT_CLUSTER_RELEASE, /* it gave the lease back */
+    GW_AUDIT_CLUSTER_LOST,    /* its etcd lease was lost: it stopped lending the key */
 } GwAuditKind;
 
 const gchar *gw_audit_kind_to_string(GwAuditKind kind);
@@ -56,6 +59,8 @@ typedef struct {
     const gchar *address;       /* nullable: that gateway's address */
     const gchar *from;          /* nullable: a migration's source gateway */
     const gchar *to;            /* nullable: its destination gateway */
+    const gchar *pool;          /* nullable: a cluster lease's pool */
+    gint64 revision;            /* 0: none; a cluster lease's etcd revision */
 } GwAuditEvent;
 
 /* @path NULL: structured log only. The file is opened for appending

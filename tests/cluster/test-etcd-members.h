@@ -13,6 +13,7 @@
 #pragma once
 
 #include "gw-etcd.h"
+#include "test-free-port.h"
 
 G_BEGIN_DECLS
 
@@ -41,7 +42,6 @@ extern GPtrArray *all_processes;
 void test_etcd_setup(void);
 void test_etcd_teardown(void);
 
-guint16 test_free_port(void);
 void test_kill_all(void);
 void test_member_kill(TestMember *member);
 /* @n members forming one cluster, each answering when this returns. */

@@ -12,6 +12,7 @@
 #include <glib/gstdio.h>
 
 #include "gw-link-tls.h"
+#include "link-test-certs.h"
 #include "policy.h"
 
 #define T_TIMEOUT_MS 5000 /* handshakes that should complete */
@@ -773,29 +774,15 @@ t_tick(gpointer data)
 int
 main(int argc, char **argv)
 {
-    const gchar *script = g_getenv("LINK_MAKE_CERTS");
+    const gchar *names[] = {"alpha", "beta", NULL};
     const gchar *bad[] = {"none",  "foreign", "expired", "notyet",
                           "badcn", "twocn",   "escaped", "nocn"};
-    g_autoptr(GError) error = NULL;
-    gint status;
     int ret;
 
     g_test_init(&argc, &argv, NULL);
-    if (!script) {
-        g_printerr("LINK_MAKE_CERTS (tests/link/make-certs.sh) is not set\n");
+    t_dir = link_test_certs_make("test-link-tls", names);
+    if (t_dir == NULL)
         return 1;
-    }
-    t_dir = g_dir_make_tmp("test-link-tls-XXXXXX", &error);
-    g_assert_no_error(error);
-    {
-        const gchar *args[] = {"bash", script, t_dir, "alpha", "beta", NULL};
-
-        g_spawn_sync(NULL, (gchar **)args, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
-                     &status, &error);
-        g_assert_no_error(error);
-        g_spawn_check_wait_status(status, &error);
-        g_assert_no_error(error);
-    }
     /* Wakes the loop so t_wait() checks its guard. */
     g_timeout_add(100, t_tick, NULL);
 
@@ -819,13 +806,7 @@ main(int argc, char **argv)
     g_test_add_func("/link-tls/ipv6", test_ipv6);
     ret = g_test_run();
 
-    {
-        g_autoptr(GError) rm_error = NULL;
-        const gchar *args[] = {"rm", "-rf", t_dir, NULL};
-
-        g_spawn_sync(NULL, (gchar **)args, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL,
-                     &rm_error);
-    }
+    link_test_certs_remove(t_dir);
     g_free(t_dir);
     return ret;
 }
