@@ -669,8 +669,9 @@ def check_audits(audits, intervals):
     cluster-hold is a put of the same device, gateway and VM at its
     revision, each cluster-release a delete of that hold, each cluster-lost
     a hold that ended without a release; every put has its cluster-hold.
-    Then from the records alone: no two holds of a device overlap. Returns
-    the cluster-lost records."""
+    Then from the records (and, for a hold whose gateway died without a
+    record, etcd's expiry): no two holds of a device overlap. Returns the
+    cluster-lost records."""
     by_put = {i["put"]: i for i in intervals}
     by_delete = {i["delete"]: i for i in intervals if i["delete"] is not None}
     held, lost_records, spans = set(), [], []
@@ -700,13 +701,18 @@ def check_audits(audits, intervals):
                 lost_records.append(r)
                 # the hold ends in etcd when the lease runs out
                 close_span(spans, device, gw, i["delete"] if i["delete"] is not None else 1 << 62)
+    # a hold no record ended (its gateway was killed) ended in etcd when
+    # its lease ran out; one etcd still has is open
+    for span in spans:
+        if span[4] is None:
+            i = by_put[span[3]]
+            span[4] = i["delete"] if i["delete"] is not None else 1 << 62
     missing = [i for i in intervals if i["put"] not in held]
     if missing:
         fail(f"holds in etcd's history that no cluster-hold audit record names: {missing[:5]}")
     per_device = {}
     for device, gw, vm, start, end, _ in spans:
-        per_device.setdefault(device, []).append((start, end if end is not None else 1 << 62,
-                                                  gw, vm))
+        per_device.setdefault(device, []).append((start, end, gw, vm))
     for device, spans_of in per_device.items():
         spans_of.sort()
         for a, b in zip(spans_of, spans_of[1:]):
@@ -966,6 +972,9 @@ def scenario_member_killed(rig):
     after = rig.pool_holds()
     if after != before:
         fail(f"the pool's keys changed after the kill: {before} -> {after}")
+    states = {hv: rig.gateways[hv].cluster().get("state") for hv in HYPERVISORS}
+    if set(states.values()) != {"up"}:
+        fail(f"the gateways' cluster states after the kill: {states}")
     # a VM that starts now still gets a key: the one vm-b gives back
     hv, vm, device = holders[1]
     rig.stop_vm(hv, vm)
