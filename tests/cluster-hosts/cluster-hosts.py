@@ -1073,6 +1073,10 @@ def scenario_gateway_cut(rig):
     def lost():
         return [r for r in rig.gateways["hv-a"].audit("cluster-lost") if r.get("vm") == "vm-a"]
     lost_rec = wait_until(3 * rig.ttl + 10, "hv-a's cluster-lost of vm-a's key", lost)[0]
+    losses = rig.gateways["hv-a"].metric("usbgw_cluster_lease_losses_total")
+    state = rig.gateways["hv-a"].cluster().get("state")
+    if not losses or state == "up":
+        fail(f"hv-a after its cluster-lost: state {state}, lease losses {losses}")
     got = rig.wait_held("hv-b", "vm-b", timeout=3 * rig.ttl + 20)
     if got != device:
         fail(f"vm-b got {got}, hv-a's key was {device}")
