@@ -105,7 +105,10 @@ DEFAULT_TTL = 10
 # a lost link's sessions: short, so a dead hypervisor's export ends soon
 LINK_GRACE_S = 3
 SOAK_OPS = int(os.environ.get("USBGW_SOAK_OPS", "3000"))
-SOAK_VMS = 24
+SOAK_VMS = 8
+# each driver thread pauses up to twice this between operations, so that
+# many acquires complete before their VM stops again
+SOAK_PAUSE_MS = float(os.environ.get("USBGW_SOAK_PAUSE_MS", "10"))
 # the wall clock's offset from the monotonic one: console lines carry
 # monotonic times, audit records wall-clock ones
 WALL = time.time() - time.monotonic()
@@ -590,6 +593,8 @@ class Rig:
         key that exists; then every hypervisor's audit records against it.
         Returns the figures."""
         events = self.etcd.history(POOL_PREFIX)
+        with open(os.path.join(self.work, "history.json"), "w") as f:
+            json.dump(events, f, indent=0)
         intervals, doubles = replay(events)
         if doubles:
             fail(f"{len(doubles)} double leases in etcd's history: {doubles[:5]}")
@@ -1153,6 +1158,7 @@ def soak_drive(rig, hvs, ops, seed):
                 rig.gateways[hv].hook(op, vm)
                 (running[hv].discard if op == "stopped" else running[hv].add)(vm)
                 counts[hv][op] += 1
+                time.sleep(rng.uniform(0, 2 * SOAK_PAUSE_MS) / 1000)
         except SystemExit as e:
             errors.append(f"{hv}: {e}")
 
@@ -1194,8 +1200,18 @@ def scenario_soak(rig):
         for vm in sorted(running[hv]):
             rig.gateways[hv].hook("stopped", vm)
             counts[hv]["stopped"] += 1
-    wait_until(60, "every pool key released once every VM stopped",
-               lambda: not rig.pool_holds(), 0.5)
+    # settled: no pool key in etcd, and no hold (waiting, releasing) on any
+    # hypervisor, twice a second apart: an acquire for a VM that stopped
+    # meanwhile may still be on its way, to be given back once it is held
+    quiet = []
+
+    def settled():
+        idle = not rig.pool_holds() and not any(
+            rig.gateways[hv].cluster().get("holds") for hv in HYPERVISORS)
+        quiet.append(idle)
+        return quiet[-2:] == [True, True]
+    wait_until(60, "every pool key released and no hold left once every VM stopped", settled,
+               1.0)
     t1 = time.monotonic()
     events, intervals = rig.check_history()
     t_check = time.monotonic() - t1
