@@ -840,6 +840,7 @@ test_tls_refused(void)
          * side of the handshake: the TLS alert or a reset, whichever the
          * client reads first */
         g_autoptr(GError) error = test_tls_put_fails(foreign, url);
+        g_test_message("refused: %s", error->message);
     }
     /* none of those puts reached etcd */
     {
