@@ -176,7 +176,7 @@ static const PoolStep remove_leased[] = {
     ACQUIRE("hasp-cad", "cad-01", "1-2"),
     ACQUIRE_FAILS("hasp-cad", "cad-02", POLICY_ERROR_EXHAUSTED, "(1 present)"),
     REMOVE("1-2"),
-    ACQUIRE_FAILS("hasp-cad", "cad-01", POLICY_ERROR_EXHAUSTED, "(0 present)"),
+    ACQUIRE_FAILS("hasp-cad", "cad-01", POLICY_ERROR_EXHAUSTED, "has no device here to lease"),
     RELEASE("cad-01", "0"),
     END,
 };
