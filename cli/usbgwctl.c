@@ -14,6 +14,7 @@
 #include "gw-device-json.h"
 #include "gw-json.h"
 #include "policy.h"
+#include "usbgwctl-cluster.h"
 #include "usbgwctl-pools.h"
 
 #define USBGWCTL_CONFIG         GW_DEFAULT_CONFIG_PATH
@@ -865,6 +866,7 @@ usbgwctl_remote(const gchar *command, gint argc, gchar **argv)
         else
             g_print("hook:    last called %s\n", usbgwctl_str(hook, "last_call"));
         usbgwctl_print_links(result);
+        usbgwctl_cluster_print(gw_json_get_object(result, "cluster"));
     } else if (g_strcmp0(command, "share") == 0) {
         g_print("vm \"%s\" may now get devices lent by user \"%s\"\n", usbgwctl_str(result, "vm"),
                 usbgwctl_str(result, "user"));

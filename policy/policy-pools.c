@@ -154,10 +154,16 @@ policy_pools_acquire(PolicyPools *pools, const gchar *pool, const gchar *vm_name
         if (g_strcmp0(holder, vm_name) == 0)
             return key;
     }
+    if (free_key == NULL && (members == NULL || members->len == 0)) {
+        /* absent, released, assigned by an admin or held in the cluster */
+        g_set_error(error, POLICY_ERROR, POLICY_ERROR_EXHAUSTED,
+                    "pool \"%s\" has no device here to lease (none present and free to take)",
+                    p->name);
+        return NULL;
+    }
     if (free_key == NULL) {
         g_set_error(error, POLICY_ERROR, POLICY_ERROR_EXHAUSTED,
-                    "every device of pool \"%s\" is in use (%u present)", p->name,
-                    members != NULL ? members->len : 0);
+                    "every device of pool \"%s\" is in use (%u present)", p->name, members->len);
         return NULL;
     }
     g_hash_table_insert(pools->holders, (gpointer)free_key, g_strdup(vm_name));

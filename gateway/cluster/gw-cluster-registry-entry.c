@@ -300,12 +300,38 @@ gw_cluster_registry_parse_gateway_value(const gchar *data, gsize len, gchar **ad
     return TRUE;
 }
 
+/* json-glib turns a lone \\uD800 escape into bytes that are not UTF-8:
+ * a description's strings are checked before anyone prints them. */
+static gboolean
+gw_cluster_registry_check_strings(const PolicyDevice *device, GError **error)
+{
+    const struct {
+        const gchar *name;
+        const gchar *text;
+    } strings[] = {
+        {"manufacturer", device->manufacturer},
+        {"product", device->product},
+        {"serial", device->serial},
+        {"port", device->port},
+        {"hash", device->hash},
+    };
+
+    for (guint i = 0; i < G_N_ELEMENTS(strings); i++) {
+        if (strings[i].text != NULL && !g_utf8_validate(strings[i].text, -1, NULL)) {
+            g_set_error(error, GW_CLUSTER_REGISTRY_ERROR, GW_CLUSTER_REGISTRY_ERROR_BAD_ENTRY,
+                        "value.%s: not UTF-8", strings[i].name);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 PolicyDevice *
 gw_cluster_registry_parse_device_value(const gchar *data, gsize len, GError **error)
 {
     g_autoptr(JsonNode) root = gw_cluster_registry_parse_json(data, len, error);
     g_autoptr(GError) local = NULL;
-    PolicyDevice *device;
+    g_autoptr(PolicyDevice) device = NULL;
 
     if (root == NULL)
         return NULL;
@@ -315,7 +341,9 @@ gw_cluster_registry_parse_device_value(const gchar *data, gsize len, GError **er
                     local->message);
         return NULL;
     }
-    return device;
+    if (!gw_cluster_registry_check_strings(device, error))
+        return NULL;
+    return g_steal_pointer(&device);
 }
 
 gboolean

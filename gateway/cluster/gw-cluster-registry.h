@@ -7,8 +7,9 @@
  * gw-cluster-registry-entry.h) per published device, all attached to the
  * gateway's etcd lease, so they go away with the gateway. publish() and
  * withdraw() only change the wanted set; the registry writes the
- * differences when it can (registration first, then the devices, a bounded
- * number in flight), retries with a backoff while etcd does not answer,
+ * differences when it can (registration first, then the devices in
+ * transactions of up to GW_CLUSTER_REGISTRY_TXN_OPS, a bounded number in
+ * flight), retries with a backoff while etcd does not answer,
  * and writes everything again after start() with a new lease. After
  * lease_lost() it writes nothing until the next start().
  *
@@ -47,8 +48,11 @@ G_BEGIN_DECLS
 /* Most gateways and devices the view holds. */
 #define GW_CLUSTER_REGISTRY_MAX_GATEWAYS 4096
 #define GW_CLUSTER_REGISTRY_MAX_DEVICES  100000
-/* Writes (puts and deletes) of one registry in flight at once. */
-#define GW_CLUSTER_REGISTRY_MAX_IN_FLIGHT 16
+/* Puts and deletes of devices per etcd transaction (etcd refuses more
+ * than its --max-txn-ops, 128 by default), and transactions of one
+ * registry in flight at once. */
+#define GW_CLUSTER_REGISTRY_TXN_OPS       64
+#define GW_CLUSTER_REGISTRY_MAX_IN_FLIGHT 4
 /* Backoff of writes and reads after etcd did not answer: the first retry
  * after the first delay, doubling up to the most. */
 #define GW_CLUSTER_REGISTRY_RETRY_FIRST_MS 200

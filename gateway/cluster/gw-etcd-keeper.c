@@ -72,10 +72,11 @@ gw_etcd_lease_keeper_expired(GwEtcdLeaseKeeper *keeper, const GError *last)
     if (silent_us < gw_etcd_lease_keeper_life_us(keeper))
         return FALSE;
     gw_etcd_lease_keeper_lose(
-        keeper, g_error_new(GW_ETCD_ERROR, GW_ETCD_ERROR_LEASE_NOT_FOUND,
-                            "not renewed for %" G_GINT64_FORMAT " s (its TTL): %s",
-                            silent_us / G_USEC_PER_SEC,
-                            last != NULL ? last->message : "keepalive still unanswered"));
+        keeper,
+        g_error_new(GW_ETCD_ERROR, GW_ETCD_ERROR_LEASE_NOT_FOUND,
+                    "not renewed for %.1f s (9/10 of its TTL of %" G_GINT64_FORMAT " s): %s",
+                    (gdouble)silent_us / G_USEC_PER_SEC, keeper->ttl_s,
+                    last != NULL ? last->message : "keepalive still unanswered"));
     return TRUE;
 }
 
@@ -172,6 +173,16 @@ gw_etcd_lease_keeper_new(GwEtcd *etcd, gint64 lease_id, gint64 ttl_s, GwEtcdLeas
     g_source_set_callback(keeper->deadline, gw_etcd_lease_keeper_deadline, keeper, NULL);
     g_source_attach(keeper->deadline, gw_etcd_get_context(etcd));
     return keeper;
+}
+
+void
+gw_etcd_lease_keeper_set_granted_at(GwEtcdLeaseKeeper *keeper, gint64 sent_us)
+{
+    if (keeper->stopped || sent_us >= keeper->renewed_us)
+        return;
+    keeper->renewed_us = sent_us;
+    g_source_set_ready_time(keeper->deadline,
+                            keeper->renewed_us + gw_etcd_lease_keeper_life_us(keeper));
 }
 
 guint

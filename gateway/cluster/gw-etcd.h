@@ -228,8 +228,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwEtcdWatch, gw_etcd_watch_free)
 
 /* Keeps a lease alive: a keepalive every TTL/3 (GW_ETCD_KEEPALIVE_PER_TTL),
  * each going from endpoint to endpoint like any operation. @lost is called once, and the keeper
- * stops, when etcd says the lease is gone or when no keepalive succeeded for a whole TTL (etcd
- * unreachable: the lease must be taken as lost, since etcd may have expired it); @error says which.
+ * stops, when etcd says the lease is gone or when 9/10 of the TTL passed since the send of the
+ * last keepalive that succeeded (etcd unreachable: the lease must be taken as lost before etcd
+ * may expire it); @error says which.
  */
 typedef struct _GwEtcdLeaseKeeper GwEtcdLeaseKeeper;
 typedef void (*GwEtcdLeaseLostFunc)(GwEtcdLeaseKeeper *keeper, const GError *error,
@@ -238,6 +239,11 @@ typedef void (*GwEtcdLeaseLostFunc)(GwEtcdLeaseKeeper *keeper, const GError *err
 /* @ttl_s: the TTL granted (> 0). The first keepalive goes after TTL/3. */
 GwEtcdLeaseKeeper *gw_etcd_lease_keeper_new(GwEtcd *etcd, gint64 lease_id, gint64 ttl_s,
                                             GwEtcdLeaseLostFunc lost, gpointer user_data);
+/* The grant's request was sent at @sent_us (g_get_monotonic_time()): the
+ * lease's life counts from then, not from the keeper's creation (a slow
+ * grant answer would otherwise make the keeper trust the lease too long).
+ * Call right after gw_etcd_lease_keeper_new(). */
+void gw_etcd_lease_keeper_set_granted_at(GwEtcdLeaseKeeper *keeper, gint64 sent_us);
 /* Keepalives that succeeded so far. */
 guint gw_etcd_lease_keeper_get_renewals(GwEtcdLeaseKeeper *keeper);
 /* Stops the keepalives (the lease is left to expire; revoke it to end it

@@ -67,6 +67,7 @@ struct _GwDaemonCluster {
     guint grant_retry;           /* timer of the next lease grant, 0: none */
     guint watch_retry;           /* timer of the next pool read, 0: none */
     gboolean granting;           /* a lease grant is in flight */
+    gint64 grant_sent_us;        /* when it was sent (monotonic) */
     gboolean watch_reading;      /* the pool read is in flight */
     guint64 lease_losses;
     guint64 acquires, refusals;
@@ -668,6 +669,7 @@ gw_daemon_cluster_grant(GwDaemonCluster *cluster)
     if (cluster->granting || cluster->pools != NULL || cluster->grant_retry != 0)
         return;
     cluster->granting = TRUE;
+    cluster->grant_sent_us = g_get_monotonic_time();
     gw_etcd_lease_grant_async(cluster->etcd, cluster->daemon->config.cluster_ttl,
                               cluster->cancellable, gw_daemon_cluster_granted, cluster);
 }

@@ -727,6 +727,72 @@ test_compacted(void)
     test_cluster_stop(own);
 }
 
+typedef struct {
+    GwClusterRegistry *registry; /* freed by its first device_found */
+    guint events;
+} TestSelfFree;
+
+static void
+test_free_on_found(const gchar *gateway, const gchar *id, const PolicyDevice *device,
+                   gpointer user_data)
+{
+    TestSelfFree *self = user_data;
+
+    self->events++;
+    g_clear_pointer(&self->registry, gw_cluster_registry_free);
+}
+
+static gboolean
+test_self_freed(gpointer data)
+{
+    return ((TestSelfFree *)data)->registry == NULL;
+}
+
+/* Many devices published before start are written in transactions of
+ * GW_CLUSTER_REGISTRY_TXN_OPS: 150 devices are 1 + 3 revisions. A
+ * registry freed by its own event handler gets no more events. */
+static void
+test_batched(void)
+{
+    static const GwClusterRegistryEvents free_events = {.device_found = test_free_on_found};
+    g_autoptr(PolicyDevice) device = test_make_device(0x0529, 0x0001, "B");
+    TestSelfFree self = {NULL, 0};
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GPtrArray) kvs = NULL;
+    gint64 before = 0, after = 0;
+    TestGw *a, *b;
+
+    if (test_skip_without_etcd())
+        return;
+    a = test_gw_new("gw-a", "127.0.0.1:7001", 0);
+    b = test_gw_new("gw-b", NULL, 1);
+    test_gw_start(b);
+    test_until_counts(b, 1, 0, TEST_START_MS);
+    self.registry = gw_cluster_registry_new(b->etcd, "gw-c", NULL, &free_events, &self, &error);
+    g_assert_no_error(error);
+    gw_cluster_registry_start(self.registry, b->lease);
+    test_until(test_is_written, self.registry, TEST_START_MS, "gateway c registered");
+    g_clear_pointer(&kvs, g_ptr_array_unref);
+    kvs = test_range(b->etcd, "/usbgw/none", FALSE, 0, &before, NULL);
+    for (guint i = 0; i < 150; i++) {
+        g_autofree gchar *id = g_strdup_printf("1-%u", i);
+        gw_cluster_registry_publish(a->registry, id, device);
+    }
+    test_gw_start(a);
+    test_until_counts(b, 3, 150, TEST_START_MS);
+    g_clear_pointer(&kvs, g_ptr_array_unref);
+    kvs = test_range(b->etcd, "/usbgw/none", FALSE, 0, &after, NULL);
+    g_assert_cmpint(after - before, ==,
+                    1 + (150 + GW_CLUSTER_REGISTRY_TXN_OPS - 1) / GW_CLUSTER_REGISTRY_TXN_OPS);
+    test_until(test_self_freed, &self, TEST_START_MS, "gateway c freed by its handler");
+    test_sleep_running(200);
+    g_assert_cmpuint(self.events, ==, 1);
+    test_revoke(a);
+    test_revoke(b);
+    test_gw_free(a);
+    test_gw_free(b);
+}
+
 /* Keys and values written into etcd by hand: each bad one is skipped with
  * one warning naming the key, per registry; the good ones stay. */
 static void
@@ -849,6 +915,7 @@ main(int argc, char **argv)
 
     g_test_add_func("/cluster-registry/entries", test_entries);
     g_test_add_func("/cluster-registry/two-gateways", test_two_gateways);
+    g_test_add_func("/cluster-registry/batched", test_batched);
     g_test_add_func("/cluster-registry/bad-entries", test_bad_entries);
     g_test_add_func("/cluster-registry/member-killed", test_member_killed);
     g_test_add_func("/cluster-registry/compacted", test_compacted);

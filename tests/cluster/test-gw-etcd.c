@@ -7,6 +7,7 @@
  *
  * Skipped only when no etcd binary is installed (Debian: etcd-server; the
  * compaction case also wants etcdctl from etcd-client). */
+#include <signal.h>
 #include <string.h>
 
 #include "test-etcd-members.h"
@@ -255,6 +256,69 @@ test_lease_keeper(void)
     while (lost == NULL)
         g_main_context_iteration(NULL, TRUE);
     g_assert_error(lost, GW_ETCD_ERROR, GW_ETCD_ERROR_LEASE_NOT_FOUND);
+}
+
+/* The keeper takes its lease as lost at 9/10 of the TTL after the send
+ * of its last renewal, on a timer of its own: when the member stops
+ * answering (SIGSTOP), the loss comes no later than 0.9 TTL after the
+ * stop, before etcd could expire the lease (a TTL after it received that
+ * renewal); and a grant whose request went long ago counts from then. */
+static void
+test_lease_keeper_deadline(void)
+{
+    const gint64 ttl = 3;
+    g_autoptr(GwEtcd) etcd = NULL;
+    g_autoptr(GError) lost = NULL;
+    g_autoptr(GwEtcdLeaseKeeper) keeper = NULL;
+    TestCluster *cluster;
+    TestMember *member;
+    const gchar *endpoints[2] = {NULL, NULL};
+    gint64 stopped_us, lost_ms, lease;
+
+    if (etcd_path == NULL) {
+        g_test_skip("no etcd binary");
+        return;
+    }
+    cluster = test_cluster_start(1);
+    member = g_ptr_array_index(cluster->members, 0);
+    endpoints[0] = test_url(cluster, 0);
+    etcd = test_client(endpoints);
+
+    /* a grant sent 2.5 s ago: 0.2 s of its 2.7 s are left */
+    lease = test_grant(etcd, ttl);
+    keeper = gw_etcd_lease_keeper_new(etcd, lease, ttl, test_lease_lost_cb, &lost);
+    stopped_us = g_get_monotonic_time();
+    gw_etcd_lease_keeper_set_granted_at(keeper, stopped_us - 2500 * 1000);
+    while (lost == NULL)
+        g_main_context_iteration(NULL, TRUE);
+    lost_ms = (g_get_monotonic_time() - stopped_us) / 1000;
+    g_test_message("an old grant: lost after %" G_GINT64_FORMAT " ms", lost_ms);
+    g_assert_cmpint(lost_ms, <=, 600);
+    g_assert_error(lost, GW_ETCD_ERROR, GW_ETCD_ERROR_LEASE_NOT_FOUND);
+    g_clear_pointer(&keeper, gw_etcd_lease_keeper_free);
+    g_clear_error(&lost);
+
+    /* renewals, then the member stops answering */
+    lease = test_grant(etcd, ttl);
+    keeper = gw_etcd_lease_keeper_new(etcd, lease, ttl, test_lease_lost_cb, &lost);
+    test_sleep_running(2 * ttl * 1000);
+    g_assert_null(lost);
+    g_assert_cmpuint(gw_etcd_lease_keeper_get_renewals(keeper), >=, 4);
+    g_subprocess_send_signal(member->process, SIGSTOP);
+    stopped_us = g_get_monotonic_time();
+    while (lost == NULL)
+        g_main_context_iteration(NULL, TRUE);
+    lost_ms = (g_get_monotonic_time() - stopped_us) / 1000;
+    g_subprocess_send_signal(member->process, SIGCONT);
+    g_test_message("member stopped: lost after %" G_GINT64_FORMAT " ms: %s", lost_ms,
+                   lost->message);
+    g_assert_error(lost, GW_ETCD_ERROR, GW_ETCD_ERROR_LEASE_NOT_FOUND);
+    /* the last renewal was sent before the stop: 0.9 TTL after it at the
+     * latest, with a little slack for the main loop */
+    g_assert_cmpint(lost_ms, <=, ttl * 900 + 300);
+    g_clear_pointer(&keeper, gw_etcd_lease_keeper_free);
+    g_clear_object(&etcd);
+    test_cluster_stop(cluster);
 }
 
 typedef struct {
@@ -840,6 +904,7 @@ test_tls_refused(void)
          * side of the handshake: the TLS alert or a reset, whichever the
          * client reads first */
         g_autoptr(GError) error = test_tls_put_fails(foreign, url);
+        g_test_message("refused: %s", error->message);
     }
     /* none of those puts reached etcd */
     {
@@ -953,6 +1018,7 @@ main(int argc, char **argv)
     g_test_add_func("/etcd/prefix", test_prefix);
     g_test_add_func("/etcd/lease-expires", test_lease_expires);
     g_test_add_func("/etcd/lease-keeper", test_lease_keeper);
+    g_test_add_func("/etcd/lease-keeper-deadline", test_lease_keeper_deadline);
     g_test_add_func("/etcd/txn", test_txn);
     g_test_add_func("/etcd/watch", test_watch);
     g_test_add_func("/etcd/failover", test_failover);

@@ -130,7 +130,7 @@ static const PoolStep errors[] = {
                   "VM \"erp-01\" is not a member of pool \"hasp-cad\" (vms \"cad-0?\", p.rules:1)"),
     ACQUIRE_FAILS("hasp-cad", "cad-010", POLICY_ERROR_NOT_ALLOWED, "not a member"),
     ACQUIRE_FAILS("erp", "erp-01", POLICY_ERROR_EXHAUSTED,
-                  "every device of pool \"erp\" is in use (0 present)"),
+                  "pool \"erp\" has no device here to lease (none present and free to take)"),
     /* a device belongs to one pool */
     ADD("hasp-cad", "1-1"),
     ADD_FAILS("erp", "1-1", POLICY_ERROR_NOT_ALLOWED,
@@ -176,7 +176,7 @@ static const PoolStep remove_leased[] = {
     ACQUIRE("hasp-cad", "cad-01", "1-2"),
     ACQUIRE_FAILS("hasp-cad", "cad-02", POLICY_ERROR_EXHAUSTED, "(1 present)"),
     REMOVE("1-2"),
-    ACQUIRE_FAILS("hasp-cad", "cad-01", POLICY_ERROR_EXHAUSTED, "(0 present)"),
+    ACQUIRE_FAILS("hasp-cad", "cad-01", POLICY_ERROR_EXHAUSTED, "has no device here to lease"),
     RELEASE("cad-01", "0"),
     END,
 };
