@@ -1022,10 +1022,13 @@ def scenario_etcd_unreachable(rig):
         cut(rig, m, True)
     rig.start_vm("hv-b", "vm-b")
     hb = rig.gateways["hv-b"]
-    states, ups, reasons = set(), set(), set()
+    states, ups, reasons, texts = set(), set(), set(), set()
     while time.time() - t_cut < cut_s:
         c = hb.cluster()
         states.add(c.get("state"))
+        # and as an admin reads it
+        plain = re.search(r"^cluster: (\S+)", hb.ctl("status", check=False).stdout, re.M)
+        texts.add(plain.group(1) if plain else None)
         ups.add(hb.metric("usbgw_cluster_up"))
         for h in c.get("holds") or []:
             if h.get("vm") == "vm-b":
@@ -1043,6 +1046,8 @@ def scenario_etcd_unreachable(rig):
           flush=True)
     if "unreachable" not in states:
         fail(f"hv-b's status never said unreachable during the cut: {states}")
+    if "unreachable" not in texts:
+        fail(f"hv-b's usbgwctl status never printed 'cluster: unreachable': {texts}")
     if 0.0 not in ups:
         fail(f"usbgw_cluster_up was never 0 during the cut: {ups}")
     if not any(r for r in reasons):
