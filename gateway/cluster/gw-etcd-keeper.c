@@ -185,6 +185,12 @@ gw_etcd_lease_keeper_set_granted_at(GwEtcdLeaseKeeper *keeper, gint64 sent_us)
                             keeper->renewed_us + gw_etcd_lease_keeper_life_us(keeper));
 }
 
+gint64
+gw_etcd_lease_keeper_get_renewed_at(GwEtcdLeaseKeeper *keeper)
+{
+    return keeper->renewed_us;
+}
+
 guint
 gw_etcd_lease_keeper_get_renewals(GwEtcdLeaseKeeper *keeper)
 {

@@ -244,6 +244,9 @@ GwEtcdLeaseKeeper *gw_etcd_lease_keeper_new(GwEtcd *etcd, gint64 lease_id, gint6
  * grant answer would otherwise make the keeper trust the lease too long).
  * Call right after gw_etcd_lease_keeper_new(). */
 void gw_etcd_lease_keeper_set_granted_at(GwEtcdLeaseKeeper *keeper, gint64 sent_us);
+/* The send time (g_get_monotonic_time()) of the last keepalive that
+ * succeeded, or of the grant. */
+gint64 gw_etcd_lease_keeper_get_renewed_at(GwEtcdLeaseKeeper *keeper);
 /* Keepalives that succeeded so far. */
 guint gw_etcd_lease_keeper_get_renewals(GwEtcdLeaseKeeper *keeper);
 /* Stops the keepalives (the lease is left to expire; revoke it to end it

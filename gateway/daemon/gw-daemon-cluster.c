@@ -62,8 +62,9 @@ struct _GwDaemonCluster {
     GHashTable *holds;           /* binder id → GwDaemonHold (owned) */
     GHashTable *holders;         /* binder id → "gateway G for vm V": others' holds */
     GHashTable *lost;            /* binder ids taken from their VMs when the lease was lost */
-    const gchar *state;          /* "connecting", "up", "unreachable", "lease-lost" */
     gchar *error;                /* owned, nullable: the last etcd problem */
+    gint64 error_us;             /* when it happened (monotonic) */
+    gint64 lost_lease;           /* the lease lost last: revoked once a new one is had */
     guint grant_retry;           /* timer of the next lease grant, 0: none */
     guint watch_retry;           /* timer of the next pool read, 0: none */
     gboolean granting;           /* a lease grant is in flight */
@@ -122,11 +123,10 @@ gw_daemon_hold_free(gpointer data)
     g_free(hold);
 }
 
+/* The last etcd problem (@error NULL: none; a new lease clears it). */
 static void
-gw_daemon_cluster_set_error(GwDaemonCluster *cluster, const gchar *state, const GError *error)
+gw_daemon_cluster_set_error(GwDaemonCluster *cluster, const GError *error)
 {
-    if (state != NULL)
-        cluster->state = state;
     if (error == NULL) {
         g_clear_pointer(&cluster->error, g_free);
         return;
@@ -135,6 +135,28 @@ gw_daemon_cluster_set_error(GwDaemonCluster *cluster, const gchar *state, const 
         g_warning("cluster: %s", error->message);
     g_free(cluster->error);
     cluster->error = g_strdup(error->message);
+    cluster->error_us = g_get_monotonic_time();
+}
+
+/* Where the cluster stands for status and metrics: "connecting" before the
+ * first lease, "lease-lost" while there is none after a loss,
+ * "unreachable" while the lease is held but etcd failed since its last
+ * renewal (or a keepalive is overdue: half the TTL without one), else
+ * "up". */
+static const gchar *
+gw_daemon_cluster_current_state(GwDaemonCluster *cluster)
+{
+    gint64 renewed;
+
+    if (cluster->pools == NULL || cluster->keeper == NULL)
+        return cluster->lease_losses > 0 ? "lease-lost"
+               : cluster->error != NULL  ? "unreachable"
+                                         : "connecting";
+    renewed = gw_etcd_lease_keeper_get_renewed_at(cluster->keeper);
+    if (g_get_monotonic_time() - renewed > cluster->ttl * G_USEC_PER_SEC / 2 ||
+        (cluster->error != NULL && cluster->error_us > renewed))
+        return "unreachable";
+    return "up";
 }
 
 /* A cluster record in the audit trail. */
@@ -275,7 +297,7 @@ gw_daemon_cluster_acquired(GObject *source, GAsyncResult *result, gpointer user_
         return;
     }
     if (error->domain == GW_ETCD_ERROR)
-        gw_daemon_cluster_set_error(cluster, "unreachable", error);
+        gw_daemon_cluster_set_error(cluster, error);
     gw_daemon_hold_wait(hold, error->message);
     gw_daemon_hold_retry(hold, GW_DAEMON_CLUSTER_RETRY_MS);
 }
@@ -299,7 +321,7 @@ gw_daemon_cluster_released(GObject *source, GAsyncResult *result, gpointer user_
     hold->busy = FALSE;
     if (!ok && error->domain == GW_ETCD_ERROR) {
         /* etcd did not answer: the key is still ours there, try again */
-        gw_daemon_cluster_set_error(cluster, "unreachable", error);
+        gw_daemon_cluster_set_error(cluster, error);
         gw_daemon_hold_retry(hold, GW_DAEMON_CLUSTER_RETRY_MS);
         return;
     }
@@ -457,7 +479,7 @@ gw_daemon_cluster_watched(GwEtcdWatch *watch, GPtrArray *events, const GError *e
 
     if (events == NULL) {
         /* the watch ended: read the pools again and watch anew */
-        gw_daemon_cluster_set_error(cluster, NULL, error);
+        gw_daemon_cluster_set_error(cluster, error);
         g_clear_pointer(&cluster->watch, gw_etcd_watch_free);
         if (cluster->watch_retry == 0)
             cluster->watch_retry = g_timeout_add(GW_DAEMON_CLUSTER_RETRY_MS,
@@ -493,7 +515,7 @@ gw_daemon_cluster_pools_read(GObject *source, GAsyncResult *result, gpointer use
         if (kvs != NULL)
             g_set_error(&error, GW_ETCD_ERROR, GW_ETCD_ERROR_TOO_LARGE,
                         "the pools hold over %d keys", GW_CLUSTER_POOL_MAX_KEYS);
-        gw_daemon_cluster_set_error(cluster, "unreachable", error);
+        gw_daemon_cluster_set_error(cluster, error);
         cluster->watch_retry =
             g_timeout_add(GW_DAEMON_CLUSTER_RETRY_MS, gw_daemon_cluster_read_pools_due, cluster);
         return;
@@ -581,7 +603,8 @@ gw_daemon_cluster_lease_lost(GwEtcdLeaseKeeper *keeper, const GError *error, gpo
         g_strdup_printf("this gateway's cluster lease was lost: %s", error->message);
 
     cluster->lease_losses++;
-    gw_daemon_cluster_set_error(cluster, "lease-lost", error);
+    cluster->lost_lease = cluster->lease;
+    gw_daemon_cluster_set_error(cluster, error);
     /* the keeper is in its own callback: it goes once this returns */
     g_idle_add(gw_daemon_cluster_free_keeper, keeper);
     cluster->keeper = NULL;
@@ -618,6 +641,17 @@ gw_daemon_cluster_lease_lost(GwEtcdLeaseKeeper *keeper, const GError *error, gpo
 }
 
 static void
+gw_daemon_cluster_old_revoked(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+    g_autoptr(GError) error = NULL;
+
+    if (gw_etcd_lease_revoke_finish(GW_ETCD(source), result, &error))
+        g_message("cluster: the lease given up was still in etcd: revoked, its keys freed");
+    else if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+        g_debug("cluster: the lease given up: %s", error->message);
+}
+
+static void
 gw_daemon_cluster_granted(GObject *source, GAsyncResult *result, gpointer user_data)
 {
     GwDaemonCluster *cluster = user_data;
@@ -629,8 +663,7 @@ gw_daemon_cluster_granted(GObject *source, GAsyncResult *result, gpointer user_d
         if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
             return;
         cluster->granting = FALSE;
-        gw_daemon_cluster_set_error(
-            cluster, cluster->lease_losses > 0 ? "lease-lost" : "unreachable", error);
+        gw_daemon_cluster_set_error(cluster, error);
         cluster->grant_retry =
             g_timeout_add(GW_DAEMON_CLUSTER_RETRY_MS, gw_daemon_cluster_grant_due, cluster);
         return;
@@ -646,11 +679,18 @@ gw_daemon_cluster_granted(GObject *source, GAsyncResult *result, gpointer user_d
     cluster->ttl = ttl;
     cluster->keeper =
         gw_etcd_lease_keeper_new(cluster->etcd, lease, ttl, gw_daemon_cluster_lease_lost, cluster);
-    gw_daemon_cluster_set_error(cluster, "up", NULL);
+    gw_daemon_cluster_set_error(cluster, NULL);
     g_message("cluster: gateway %s registered under etcd lease %" G_GINT64_FORMAT
               " (TTL %" G_GINT64_FORMAT " s) at %s",
               cluster->gateway, lease, ttl, gw_etcd_get_endpoint(cluster->etcd));
     gw_cluster_registry_start(cluster->registry, lease);
+    if (cluster->lost_lease != 0) {
+        /* if etcd still has the lease we gave up, its keys go now rather
+         * than at its expiry (we stopped using them when we gave it up) */
+        gw_etcd_lease_revoke_async(cluster->etcd, cluster->lost_lease, cluster->cancellable,
+                                   gw_daemon_cluster_old_revoked, NULL);
+        cluster->lost_lease = 0;
+    }
     /* keys taken from their VMs when the last lease went may be had again */
     lost = g_hash_table_get_keys(cluster->lost);
     for (GList *l = lost; l != NULL; l = l->next) {
@@ -759,7 +799,6 @@ gw_daemon_start_cluster(GwDaemon *daemon, GError **error)
     cluster = g_new0(GwDaemonCluster, 1);
     cluster->daemon = daemon;
     cluster->gateway = g_strdup(gw_links_get_name(daemon->links));
-    cluster->state = "connecting";
     cluster->holds = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, gw_daemon_hold_free);
     cluster->holders = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     cluster->lost = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -918,7 +957,7 @@ gw_daemon_hold_state_to_string(GwDaemonHoldState state)
 const gchar *
 gw_daemon_cluster_state(GwDaemon *daemon)
 {
-    return daemon->cluster != NULL ? daemon->cluster->state : NULL;
+    return daemon->cluster != NULL ? gw_daemon_cluster_current_state(daemon->cluster) : NULL;
 }
 
 static void
@@ -1032,9 +1071,10 @@ gw_daemon_cluster_to_json(GwDaemon *daemon, JsonBuilder *builder)
     json_builder_set_member_name(builder, "gateway");
     json_builder_add_string_value(builder, cluster->gateway);
     json_builder_set_member_name(builder, "state");
-    json_builder_add_string_value(builder, cluster->state);
+    json_builder_add_string_value(builder, gw_daemon_cluster_current_state(cluster));
+    /* the last etcd problem, while it matters */
     json_builder_set_member_name(builder, "error");
-    if (cluster->error != NULL)
+    if (cluster->error != NULL && g_strcmp0(gw_daemon_cluster_current_state(cluster), "up") != 0)
         json_builder_add_string_value(builder, cluster->error);
     else
         json_builder_add_null_value(builder);
@@ -1098,7 +1138,7 @@ gw_daemon_cluster_counts(GwDaemon *daemon, GwDaemonClusterCounts *counts)
     if (cluster == NULL)
         return;
     counts->enabled = TRUE;
-    counts->up = g_strcmp0(cluster->state, "up") == 0;
+    counts->up = g_strcmp0(gw_daemon_cluster_current_state(cluster), "up") == 0;
     counts->lease_losses = cluster->lease_losses;
     counts->gateways = gw_cluster_registry_count_gateways(cluster->registry);
     counts->devices = gw_cluster_registry_count_devices(cluster->registry);
