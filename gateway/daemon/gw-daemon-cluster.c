@@ -8,76 +8,15 @@
  * holds the key's etcd lease (/usbgw/pools/POOL/DEVICE, gw-cluster-pool.h)
  * for that VM. Until then the binding waits (gw_daemon_cluster_wait()).
  * A key another gateway holds (the pool watch says so) is out of the pool
- * here (gw_binder_set_elsewhere()); a key this gateway no longer holds
- * because its etcd lease was lost is taken from its VM at once. */
-#include "gw-daemon-private.h"
+ * here (gw_binder_set_elsewhere(), gw-daemon-cluster-watch.c); a key this
+ * gateway no longer holds because its etcd lease was lost is taken from
+ * its VM at once. What usbgwctl and the metrics show of it is in
+ * gw-daemon-cluster-status.c. */
+#include "gw-daemon-cluster-private.h"
 
 #include <string.h>
 
-#include "gw-cluster-pool.h"
-#include "gw-cluster-registry.h"
-#include "gw-etcd.h"
 #include "gw-log.h"
-
-/* Between attempts to reach etcd (a lease grant, an acquire, a release, the
- * pool watch) after a failure. */
-#define GW_DAEMON_CLUSTER_RETRY_MS 2000
-/* An acquire refused because the key is held is tried again after this
- * long, unless the pool watch says who holds it first. */
-#define GW_DAEMON_CLUSTER_HELD_RETRY_MS 1000
-
-typedef enum {
-    GW_DAEMON_HOLD_WAITING,   /* the binding waits for the key's lease */
-    GW_DAEMON_HOLD_HELD,      /* this gateway holds it for @vm */
-    GW_DAEMON_HOLD_RELEASING, /* it is being given back */
-} GwDaemonHoldState;
-
-/* One pool key this gateway holds, or wants, in the cluster. */
-typedef struct {
-    GwDaemonCluster *cluster; /* borrowed */
-    gchar *id;                /* owned: the binder's device id */
-    gchar *name;              /* owned: the device's name in etcd */
-    gchar *pool;              /* owned */
-    gchar *vm;                /* owned: the VM the binding wants it for */
-    gchar *asked_vm;          /* owned, nullable: the VM the acquire in flight asks for */
-    gchar *held_vm;           /* owned, nullable: HELD, RELEASING: the VM etcd's entry names */
-    GwDaemonHoldState state;
-    gchar *reason;   /* owned, nullable: why it waits */
-    gint64 revision; /* HELD: the revision of our put */
-    gboolean wanted; /* the binder binds it to @vm */
-    gboolean busy;   /* an etcd operation on it is in flight */
-    guint retry;     /* a timer for the next attempt, 0: none */
-} GwDaemonHold;
-
-struct _GwDaemonCluster {
-    GwDaemon *daemon;          /* borrowed: the cluster is the daemon's */
-    gchar *gateway;            /* owned: our name */
-    GwEtcd *etcd;              /* owned */
-    GwEtcdLeaseKeeper *keeper; /* owned, nullable: while we have a lease */
-    gint64 lease;
-    gint64 ttl;
-    GwClusterPool *pools;        /* owned, nullable: while we have a lease */
-    GwClusterRegistry *registry; /* owned */
-    GwEtcdWatch *watch;          /* owned, nullable: the pool watch */
-    GHashTable *holds;           /* binder id → GwDaemonHold (owned) */
-    GHashTable *holders;         /* binder id → "gateway G for vm V": others' holds */
-    GHashTable *lost;            /* binder ids taken from their VMs when the lease was lost */
-    gchar *error;                /* owned, nullable: the last etcd problem */
-    gint64 error_us;             /* when it happened (monotonic) */
-    gint64 lost_lease;           /* the lease lost last: revoked once a new one is had */
-    guint grant_retry;           /* timer of the next lease grant, 0: none */
-    guint watch_retry;           /* timer of the next pool read, 0: none */
-    gboolean granting;           /* a lease grant is in flight */
-    gint64 grant_sent_us;        /* when it was sent (monotonic) */
-    gboolean watch_reading;      /* the pool read is in flight */
-    guint64 lease_losses;
-    guint64 acquires, refusals;
-    GCancellable *cancellable; /* owned: cancelled when the daemon goes */
-    /* the directory the daemon publishes to: the links' and the registry */
-    GwDirectory directory;
-    GwDirectory *links_directory; /* borrowed */
-};
-
 /* What an etcd operation's callback needs to find its hold again; the
  * cluster is not touched when the operation was cancelled (the daemon
  * went). */
@@ -105,8 +44,6 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwDaemonClusterCall, gw_daemon_cluster_call_free)
 
 static void gw_daemon_cluster_kick(GwDaemonHold *hold);
 static void gw_daemon_cluster_grant(GwDaemonCluster *cluster);
-static void gw_daemon_cluster_read_pools(GwDaemonCluster *cluster);
-static gboolean gw_daemon_cluster_read_pools_due(gpointer user_data);
 
 static void
 gw_daemon_hold_free(gpointer data)
@@ -123,8 +60,7 @@ gw_daemon_hold_free(gpointer data)
     g_free(hold);
 }
 
-/* The last etcd problem (@error NULL: none; a new lease clears it). */
-static void
+void
 gw_daemon_cluster_set_error(GwDaemonCluster *cluster, const GError *error)
 {
     if (error == NULL) {
@@ -143,7 +79,7 @@ gw_daemon_cluster_set_error(GwDaemonCluster *cluster, const GError *error)
  * "unreachable" while the lease is held but etcd failed since its last
  * renewal (or a keepalive is overdue: half the TTL without one), else
  * "up". */
-static const gchar *
+const gchar *
 gw_daemon_cluster_current_state(GwDaemonCluster *cluster)
 {
     gint64 renewed;
@@ -194,7 +130,7 @@ gw_daemon_cluster_device_name(GwDaemonCluster *cluster, const gchar *id)
 }
 
 /* The binder id of the device named @name in etcd; NULL if no id. */
-static gchar *
+gchar *
 gw_daemon_cluster_device_id(GwDaemonCluster *cluster, const gchar *name)
 {
     g_autofree gchar *qualified = gw_cluster_pool_device_id(name);
@@ -383,186 +319,6 @@ gw_daemon_cluster_kick(GwDaemonHold *hold)
     if (!hold->wanted && hold->state == GW_DAEMON_HOLD_WAITING)
         gw_daemon_hold_drop(hold);
 }
-
-/* ---- what others hold: the pool watch ------------------------------------- */
-
-/* Another gateway holds @id's key (@holder), or nobody does (NULL). */
-static void
-gw_daemon_cluster_set_holder(GwDaemonCluster *cluster, const gchar *id, const gchar *holder)
-{
-    if (holder != NULL)
-        g_hash_table_replace(cluster->holders, g_strdup(id), g_strdup(holder));
-    else
-        g_hash_table_remove(cluster->holders, id);
-    if (holder == NULL && g_hash_table_contains(cluster->lost, id))
-        return; /* kept from its VM until we have a lease again */
-    gw_binder_set_elsewhere(cluster->daemon->binder, id, holder, "cluster");
-}
-
-static void
-gw_daemon_cluster_orphan_released(GObject *source, GAsyncResult *result, gpointer user_data)
-{
-    g_autoptr(GError) error = NULL;
-    gboolean succeeded = FALSE;
-    g_autofree gchar *key = user_data;
-
-    if (!gw_etcd_txn_finish(GW_ETCD(source), result, &succeeded, NULL, &error)) {
-        if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-            g_message("cluster: %s left to expire with our lease: %s", key, error->message);
-        return;
-    }
-    if (succeeded)
-        g_message("cluster: %s (ours, for no VM here) deleted", key);
-}
-
-/* A pool key that names us but no VM of ours wants (an earlier run's, or a
- * transaction whose answer was lost): deleted if it is still that put. */
-static void
-gw_daemon_cluster_release_orphan(GwDaemonCluster *cluster, const GwEtcdKv *kv)
-{
-    g_autoptr(GwEtcdTxn) txn = gw_etcd_txn_new();
-
-    gw_etcd_txn_if_mod_revision(txn, kv->key, kv->mod_revision);
-    gw_etcd_txn_delete(txn, TRUE, kv->key);
-    gw_etcd_txn_async(cluster->etcd, txn, cluster->cancellable, gw_daemon_cluster_orphan_released,
-                      g_strdup(kv->key));
-}
-
-/* One pool key as the range or the watch gives it. */
-static void
-gw_daemon_cluster_pool_event(GwDaemonCluster *cluster, GwEtcdEventType type, const GwEtcdKv *kv)
-{
-    g_autofree gchar *pool_name = NULL;
-    g_autofree gchar *name = NULL;
-    g_autofree gchar *id = NULL;
-    g_autoptr(GwClusterPoolHold) entry = NULL;
-    g_autoptr(GError) error = NULL;
-    g_autofree gchar *holder = NULL;
-    GwDaemonHold *hold;
-
-    if (!gw_cluster_pool_split_key(kv->key, &pool_name, &name) ||
-        (id = gw_daemon_cluster_device_id(cluster, name)) == NULL) {
-        g_warning("cluster: ignored etcd key \"%s\": not a pool key", kv->key);
-        return;
-    }
-    if (type == GW_ETCD_EVENT_DELETE) {
-        gw_daemon_cluster_set_holder(cluster, id, NULL);
-        return;
-    }
-    entry = gw_cluster_pool_parse_kv(kv, &error);
-    if (entry == NULL) {
-        /* whoever wrote it holds the key: never take it as free */
-        g_warning("cluster: %s", error->message);
-        gw_daemon_cluster_set_holder(cluster, id, "an unreadable etcd entry");
-        return;
-    }
-    hold = g_hash_table_lookup(cluster->holds, id);
-    if (g_strcmp0(entry->gateway, cluster->gateway) == 0) {
-        /* ours: the put of a hold, or an orphan of this lease (a txn whose
-         * answer was lost), or of an earlier lease (a lost one, an earlier
-         * run of usbgwd) that has not expired yet: the name is ours, so
-         * the key goes */
-        if (cluster->lease != 0 && (entry->lease != cluster->lease || hold == NULL))
-            gw_daemon_cluster_release_orphan(cluster, kv);
-        gw_daemon_cluster_set_holder(cluster, id, NULL);
-        return;
-    }
-    holder = g_strdup_printf("gateway %s for vm %s", entry->gateway, entry->vm);
-    gw_daemon_cluster_set_holder(cluster, id, holder);
-}
-
-static void
-gw_daemon_cluster_watched(GwEtcdWatch *watch, GPtrArray *events, const GError *error,
-                          gpointer user_data)
-{
-    GwDaemonCluster *cluster = user_data;
-
-    if (events == NULL) {
-        /* the watch ended: read the pools again and watch anew */
-        gw_daemon_cluster_set_error(cluster, error);
-        g_clear_pointer(&cluster->watch, gw_etcd_watch_free);
-        if (cluster->watch_retry == 0)
-            cluster->watch_retry = g_timeout_add(GW_DAEMON_CLUSTER_RETRY_MS,
-                                                 gw_daemon_cluster_read_pools_due, cluster);
-        return;
-    }
-    for (guint i = 0; i < events->len; i++) {
-        const GwEtcdEvent *event = g_ptr_array_index(events, i);
-        gw_daemon_cluster_pool_event(cluster, event->type, event->kv);
-    }
-    gw_daemon_save_state(cluster->daemon);
-}
-
-/* Every pool key, then a watch from the revision after. */
-static void
-gw_daemon_cluster_pools_read(GObject *source, GAsyncResult *result, gpointer user_data)
-{
-    GwDaemonCluster *cluster = user_data;
-    g_autoptr(GError) error = NULL;
-    g_autoptr(GPtrArray) kvs = NULL;
-    g_autoptr(GHashTable) seen = NULL;
-    g_autoptr(GPtrArray) gone = NULL;
-    GHashTableIter iter;
-    gpointer key;
-    gint64 revision = 0;
-    gboolean more = FALSE;
-
-    kvs = gw_etcd_range_finish(GW_ETCD(source), result, &revision, &more, &error);
-    if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-        return;
-    cluster->watch_reading = FALSE;
-    if (kvs == NULL || more) {
-        if (kvs != NULL)
-            g_set_error(&error, GW_ETCD_ERROR, GW_ETCD_ERROR_TOO_LARGE,
-                        "the pools hold over %d keys", GW_CLUSTER_POOL_MAX_KEYS);
-        gw_daemon_cluster_set_error(cluster, error);
-        cluster->watch_retry =
-            g_timeout_add(GW_DAEMON_CLUSTER_RETRY_MS, gw_daemon_cluster_read_pools_due, cluster);
-        return;
-    }
-    seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    for (guint i = 0; i < kvs->len; i++) {
-        const GwEtcdKv *kv = g_ptr_array_index(kvs, i);
-        g_autofree gchar *pool_name = NULL;
-        g_autofree gchar *name = NULL;
-        gchar *id;
-        if (gw_cluster_pool_split_key(kv->key, &pool_name, &name) &&
-            (id = gw_daemon_cluster_device_id(cluster, name)) != NULL)
-            g_hash_table_add(seen, id);
-        gw_daemon_cluster_pool_event(cluster, GW_ETCD_EVENT_PUT, kv);
-    }
-    /* what was freed while nobody watched */
-    gone = g_ptr_array_new_with_free_func(g_free);
-    g_hash_table_iter_init(&iter, cluster->holders);
-    while (g_hash_table_iter_next(&iter, &key, NULL))
-        if (!g_hash_table_contains(seen, key))
-            g_ptr_array_add(gone, g_strdup(key));
-    for (guint i = 0; i < gone->len; i++)
-        gw_daemon_cluster_set_holder(cluster, g_ptr_array_index(gone, i), NULL);
-    cluster->watch = gw_etcd_watch_new(cluster->etcd, GW_CLUSTER_POOL_PREFIX, revision + 1,
-                                       gw_daemon_cluster_watched, cluster);
-    gw_daemon_save_state(cluster->daemon);
-}
-
-static void
-gw_daemon_cluster_read_pools(GwDaemonCluster *cluster)
-{
-    if (cluster->watch != NULL || cluster->watch_reading)
-        return;
-    cluster->watch_reading = TRUE;
-    gw_etcd_range_async(cluster->etcd, GW_CLUSTER_POOL_PREFIX, TRUE, GW_CLUSTER_POOL_MAX_KEYS,
-                        cluster->cancellable, gw_daemon_cluster_pools_read, cluster);
-}
-
-static gboolean
-gw_daemon_cluster_read_pools_due(gpointer user_data)
-{
-    GwDaemonCluster *cluster = user_data;
-    cluster->watch_retry = 0;
-    gw_daemon_cluster_read_pools(cluster);
-    return G_SOURCE_REMOVE;
-}
-
 /* ---- the gateway's lease ---------------------------------------------------- */
 
 static void
@@ -938,214 +694,4 @@ gw_daemon_cluster_unbound(GwDaemon *daemon, const gchar *id, const gchar *vm)
         return;
     hold->wanted = FALSE;
     gw_daemon_cluster_kick(hold);
-}
-
-static const gchar *
-gw_daemon_hold_state_to_string(GwDaemonHoldState state)
-{
-    switch (state) {
-    case GW_DAEMON_HOLD_WAITING:
-        return "waiting";
-    case GW_DAEMON_HOLD_HELD:
-        return "held";
-    case GW_DAEMON_HOLD_RELEASING:
-        return "releasing";
-    }
-    return "unknown";
-}
-
-const gchar *
-gw_daemon_cluster_state(GwDaemon *daemon)
-{
-    return daemon->cluster != NULL ? gw_daemon_cluster_current_state(daemon->cluster) : NULL;
-}
-
-static void
-gw_daemon_cluster_hold_json(JsonBuilder *builder, const gchar *pool, const gchar *device,
-                            const gchar *vm, const gchar *state, const gchar *reason)
-{
-    json_builder_begin_object(builder);
-    json_builder_set_member_name(builder, "pool");
-    json_builder_add_string_value(builder, pool);
-    json_builder_set_member_name(builder, "device");
-    if (device != NULL)
-        json_builder_add_string_value(builder, device);
-    else
-        json_builder_add_null_value(builder);
-    json_builder_set_member_name(builder, "vm");
-    json_builder_add_string_value(builder, vm);
-    json_builder_set_member_name(builder, "state");
-    json_builder_add_string_value(builder, state);
-    json_builder_set_member_name(builder, "reason");
-    if (reason != NULL)
-        json_builder_add_string_value(builder, reason);
-    else
-        json_builder_add_null_value(builder);
-    json_builder_end_object(builder);
-}
-
-/* Running VMs of a pool that hold none of its keys here and ask for none
- * now (every key is held elsewhere, or taken): one "waiting" entry each,
- * the reason naming every key's holder. */
-static void
-gw_daemon_cluster_waiting_vms_json(GwDaemon *daemon, JsonBuilder *builder)
-{
-    GwDaemonCluster *cluster = daemon->cluster;
-    Policy *policy = gw_binder_get_policy(daemon->binder);
-    g_autoptr(GPtrArray) devices = gw_binder_list_devices(daemon->binder);
-    g_autoptr(GPtrArray) vms = gw_binder_list_vms(daemon->binder);
-    g_autoptr(GHashTable) done = g_hash_table_new(g_str_hash, g_str_equal);
-
-    for (guint i = 0; i < devices->len; i++) {
-        const GwBinderDevice *first = g_ptr_array_index(devices, i);
-        const gchar *pool = first->decision.target;
-        g_autoptr(GString) keys = NULL;
-
-        if (first->decision.verdict != POLICY_VERDICT_ASSIGN ||
-            first->decision.target_kind != POLICY_TARGET_POOL || pool == NULL ||
-            g_hash_table_contains(done, pool))
-            continue;
-        g_hash_table_add(done, (gpointer)pool);
-        for (guint v = 0; v < vms->len; v++) {
-            const gchar *vm = g_ptr_array_index(vms, v);
-            gboolean has = FALSE;
-            GHashTableIter iter;
-            gpointer value;
-
-            if (!policy_decision_is_for_vm(policy, &first->decision, vm,
-                                           gw_binder_get_vm_uuid(daemon->binder, vm)))
-                continue;
-            for (guint k = 0; k < devices->len && !has; k++) {
-                const GwBinderDevice *dev = g_ptr_array_index(devices, k);
-                has = g_strcmp0(dev->decision.target, pool) == 0 && g_strcmp0(dev->vm, vm) == 0;
-            }
-            g_hash_table_iter_init(&iter, cluster->holds);
-            while (!has && g_hash_table_iter_next(&iter, NULL, &value)) {
-                const GwDaemonHold *hold = value;
-                has = g_strcmp0(hold->pool, pool) == 0 && g_strcmp0(hold->vm, vm) == 0 &&
-                      hold->wanted;
-            }
-            if (has)
-                continue;
-            if (keys == NULL) {
-                keys = g_string_new(NULL);
-                for (guint k = 0; k < devices->len; k++) {
-                    const GwBinderDevice *dev = g_ptr_array_index(devices, k);
-                    const gchar *holder = gw_binder_get_elsewhere(daemon->binder, dev->id);
-                    if (g_strcmp0(dev->decision.target, pool) != 0 ||
-                        dev->decision.target_kind != POLICY_TARGET_POOL)
-                        continue;
-                    g_string_append_printf(keys, "%s%s: ", keys->len > 0 ? ", " : "", dev->id);
-                    if (holder != NULL)
-                        g_string_append(keys, holder);
-                    else if (dev->vm != NULL)
-                        g_string_append_printf(keys, "vm %s here", dev->vm);
-                    else if (!dev->present)
-                        g_string_append(keys, "absent");
-                    else
-                        g_string_append(keys, "free");
-                }
-                g_string_prepend(keys, "no key of the pool is free (");
-                g_string_append(keys, ")");
-            }
-            gw_daemon_cluster_hold_json(builder, pool, NULL, vm, "waiting", keys->str);
-        }
-    }
-}
-
-void
-gw_daemon_cluster_to_json(GwDaemon *daemon, JsonBuilder *builder)
-{
-    GwDaemonCluster *cluster = daemon->cluster;
-    g_auto(GStrv) urls = NULL;
-    g_autoptr(GList) ids = NULL;
-
-    json_builder_begin_object(builder);
-    gw_cluster_registry_to_json(cluster->registry, builder);
-    json_builder_set_member_name(builder, "etcd");
-    json_builder_begin_array(builder);
-    urls = g_strsplit(daemon->config.cluster_etcd, ",", -1);
-    for (guint i = 0; urls[i] != NULL; i++)
-        json_builder_add_string_value(builder, g_strstrip(urls[i]));
-    json_builder_end_array(builder);
-    json_builder_set_member_name(builder, "gateway");
-    json_builder_add_string_value(builder, cluster->gateway);
-    json_builder_set_member_name(builder, "state");
-    json_builder_add_string_value(builder, gw_daemon_cluster_current_state(cluster));
-    /* the last etcd problem, while it matters */
-    json_builder_set_member_name(builder, "error");
-    if (cluster->error != NULL && g_strcmp0(gw_daemon_cluster_current_state(cluster), "up") != 0)
-        json_builder_add_string_value(builder, cluster->error);
-    else
-        json_builder_add_null_value(builder);
-    json_builder_set_member_name(builder, "lease");
-    json_builder_add_int_value(builder, cluster->lease);
-    json_builder_set_member_name(builder, "ttl");
-    json_builder_add_int_value(builder, daemon->config.cluster_ttl);
-    json_builder_set_member_name(builder, "lease_losses");
-    json_builder_add_int_value(builder, (gint64)cluster->lease_losses);
-    json_builder_set_member_name(builder, "holds");
-    json_builder_begin_array(builder);
-    ids = g_list_sort(g_hash_table_get_keys(cluster->holds), (GCompareFunc)strcmp);
-    for (GList *l = ids; l != NULL; l = l->next) {
-        const GwDaemonHold *hold = g_hash_table_lookup(cluster->holds, l->data);
-        if (hold->state == GW_DAEMON_HOLD_WAITING && !hold->wanted)
-            continue;
-        gw_daemon_cluster_hold_json(builder, hold->pool, hold->id,
-                                    hold->held_vm != NULL ? hold->held_vm : hold->vm,
-                                    gw_daemon_hold_state_to_string(hold->state),
-                                    hold->state == GW_DAEMON_HOLD_WAITING ? hold->reason : NULL);
-    }
-    gw_daemon_cluster_waiting_vms_json(daemon, builder);
-    json_builder_end_array(builder);
-    json_builder_end_object(builder);
-}
-
-gboolean
-gw_daemon_cluster_waits(GwDaemon *daemon, const gchar *id)
-{
-    GwDaemonHold *hold;
-
-    if (daemon->cluster == NULL)
-        return FALSE;
-    hold = g_hash_table_lookup(daemon->cluster->holds, id);
-    return hold != NULL && hold->wanted && hold->state != GW_DAEMON_HOLD_HELD;
-}
-
-const gchar *
-gw_daemon_cluster_device_note(GwDaemon *daemon, const gchar *id)
-{
-    GwDaemonHold *hold;
-
-    if (daemon->cluster == NULL)
-        return NULL;
-    hold = g_hash_table_lookup(daemon->cluster->holds, id);
-    if (hold != NULL && hold->state == GW_DAEMON_HOLD_WAITING && hold->wanted)
-        return hold->reason;
-    if (hold != NULL && hold->state == GW_DAEMON_HOLD_HELD)
-        return "held here";
-    return gw_binder_get_elsewhere(daemon->binder, id);
-}
-
-void
-gw_daemon_cluster_counts(GwDaemon *daemon, GwDaemonClusterCounts *counts)
-{
-    GwDaemonCluster *cluster = daemon->cluster;
-    GHashTableIter iter;
-    gpointer value;
-
-    memset(counts, 0, sizeof(*counts));
-    if (cluster == NULL)
-        return;
-    counts->enabled = TRUE;
-    counts->up = g_strcmp0(gw_daemon_cluster_current_state(cluster), "up") == 0;
-    counts->lease_losses = cluster->lease_losses;
-    counts->gateways = gw_cluster_registry_count_gateways(cluster->registry);
-    counts->devices = gw_cluster_registry_count_devices(cluster->registry);
-    g_hash_table_iter_init(&iter, cluster->holds);
-    while (g_hash_table_iter_next(&iter, NULL, &value)) {
-        const GwDaemonHold *hold = value;
-        counts->held += hold->state == GW_DAEMON_HOLD_HELD;
-        counts->waiting += hold->state == GW_DAEMON_HOLD_WAITING && hold->wanted;
-    }
 }
