@@ -36,7 +36,6 @@ typedef struct {
     gchar *held_vm;           /* owned, nullable: HELD, RELEASING: the VM etcd's entry names */
     GwDaemonHoldState state;
     gchar *reason;   /* owned, nullable: why it waits */
-    gint64 revision; /* HELD: the revision of our put */
     gboolean wanted; /* the binder binds it to @vm */
     gboolean busy;   /* an etcd operation on it is in flight */
     guint retry;     /* a timer for the next attempt, 0: none */
@@ -64,7 +63,6 @@ struct _GwDaemonCluster {
     gint64 grant_sent_us;        /* when it was sent (monotonic) */
     gboolean watch_reading;      /* the pool read is in flight */
     guint64 lease_losses;
-    guint64 acquires, refusals;
     GCancellable *cancellable; /* owned: cancelled when the daemon goes */
     /* the directory the daemon publishes to: the links' and the registry */
     GwDirectory directory;

@@ -18,12 +18,6 @@ gw_daemon_hold_state_to_string(GwDaemonHoldState state)
     return "unknown";
 }
 
-const gchar *
-gw_daemon_cluster_state(GwDaemon *daemon)
-{
-    return daemon->cluster != NULL ? gw_daemon_cluster_current_state(daemon->cluster) : NULL;
-}
-
 static void
 gw_daemon_cluster_hold_json(JsonBuilder *builder, const gchar *pool, const gchar *device,
                             const gchar *vm, const gchar *state, const gchar *reason)

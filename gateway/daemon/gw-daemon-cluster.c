@@ -197,9 +197,7 @@ gw_daemon_cluster_acquired(GObject *source, GAsyncResult *result, gpointer user_
     g_return_if_fail(hold != NULL);
     hold->busy = FALSE;
     if (got != NULL) {
-        cluster->acquires++;
         hold->state = GW_DAEMON_HOLD_HELD;
-        hold->revision = got->revision;
         g_free(hold->held_vm);
         hold->held_vm = g_steal_pointer(&hold->asked_vm);
         g_clear_pointer(&hold->reason, g_free);
@@ -225,7 +223,6 @@ gw_daemon_cluster_acquired(GObject *source, GAsyncResult *result, gpointer user_
         return;
     }
     if (g_error_matches(error, GW_CLUSTER_POOL_ERROR, GW_CLUSTER_POOL_ERROR_ALL_HELD)) {
-        cluster->refusals++;
         gw_daemon_hold_wait(hold, error->message);
         /* the pool watch names the holder soon (and takes the key out of
          * the pool here); if it was freed meanwhile, the next try gets it */
@@ -319,6 +316,7 @@ gw_daemon_cluster_kick(GwDaemonHold *hold)
     if (!hold->wanted && hold->state == GW_DAEMON_HOLD_WAITING)
         gw_daemon_hold_drop(hold);
 }
+
 /* ---- the gateway's lease ---------------------------------------------------- */
 
 static void

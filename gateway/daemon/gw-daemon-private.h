@@ -80,8 +80,6 @@ void gw_daemon_cluster_to_json(GwDaemon *daemon, JsonBuilder *builder);
 gboolean gw_daemon_cluster_waits(GwDaemon *daemon, const gchar *id);
 /* usbgwctl list: where @id's cluster lease stands, NULL when nothing. */
 const gchar *gw_daemon_cluster_device_note(GwDaemon *daemon, const gchar *id);
-/* "connecting", "up", "unreachable", "lease-lost"; NULL: no cluster mode. */
-const gchar *gw_daemon_cluster_state(GwDaemon *daemon);
 typedef struct {
     gboolean enabled, up;
     guint64 lease_losses;
