@@ -197,7 +197,7 @@ static gint64
 bench_revision(GwEtcd *etcd)
 {
     gint64 revision = 0;
-    g_autoptr(GPtrArray) kvs = test_range(etcd, "/bench/none", FALSE, 0, &revision, NULL);
+    g_ptr_array_unref(test_range(etcd, "/bench/none", FALSE, 0, &revision, NULL));
     return revision;
 }
 
@@ -332,7 +332,7 @@ main(int argc, char **argv)
         {"quiet", 0, 0, G_OPTION_ARG_INT, &opt_quiet_s, "Seconds of the quiet window", "S"},
         {"ttl", 0, 0, G_OPTION_ARG_INT, &opt_ttl_s, "Lease TTL of the gateways", "S"},
         {"one-view", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &opt_one_view, NULL, NULL},
-        {NULL},
+        G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) context = g_option_context_new("- the cluster directory at scale");
     g_autoptr(GError) error = NULL;

@@ -348,6 +348,11 @@ gw_etcd_json_parse(const gchar *data, gsize len, gint *grpc_code, GError **error
 
     if (grpc_code != NULL)
         *grpc_code = -1;
+    if (data == NULL || len == 0) {
+        g_set_error_literal(error, GW_ETCD_ERROR, GW_ETCD_ERROR_PROTOCOL,
+                            "bad JSON: the answer is empty");
+        return NULL;
+    }
     if (!gw_etcd_json_check_depth(data, len, error))
         return NULL;
     if (len > G_MAXSSIZE || !json_parser_load_from_data(parser, data, (gssize)len, &local)) {

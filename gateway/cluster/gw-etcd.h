@@ -227,7 +227,8 @@ void gw_etcd_watch_free(GwEtcdWatch *watch);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwEtcdWatch, gw_etcd_watch_free)
 
 /* Keeps a lease alive: a keepalive every TTL/3 (GW_ETCD_KEEPALIVE_PER_TTL),
- * each going from endpoint to endpoint like any operation. @lost is called once, and the keeper
+ * each going from endpoint to endpoint like any operation, and one TTL/10
+ * after a keepalive that failed. @lost is called once, and the keeper
  * stops, when etcd says the lease is gone or when 9/10 of the TTL passed since the send of the
  * last keepalive that succeeded (etcd unreachable: the lease must be taken as lost before etcd
  * may expire it); @error says which.

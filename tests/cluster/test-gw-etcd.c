@@ -653,6 +653,8 @@ test_errors(void)
  * by its Content-Length) and answers with fake_status and fake_answer. */
 static const gchar *volatile fake_answer;
 static volatile guint fake_status;
+static volatile gint fake_unavailable; /* answer this many requests first with 503 */
+static volatile gint fake_requests;    /* requests read */
 
 static gboolean
 test_fake_run(GThreadedSocketService *service, GSocketConnection *connection, GObject *source,
@@ -677,12 +679,75 @@ test_fake_run(GThreadedSocketService *service, GSocketConnection *connection, GO
     }
     while (length-- > 0)
         (void)g_data_input_stream_read_byte(lines, NULL, NULL);
-    reply = g_strdup_printf("HTTP/1.1 %u Fake\r\nContent-Type: application/json\r\n"
-                            "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                            fake_status, strlen(fake_answer), fake_answer);
+    g_atomic_int_inc(&fake_requests);
+    if (g_atomic_int_add(&fake_unavailable, -1) > 0)
+        reply = g_strdup("HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n"
+                         "Connection: close\r\n\r\n");
+    else
+        reply = g_strdup_printf("HTTP/1.1 %u Fake\r\nContent-Type: application/json\r\n"
+                                "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                                fake_status, strlen(fake_answer), fake_answer);
     g_output_stream_write_all(out, reply, strlen(reply), NULL, NULL, NULL);
     g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
     return TRUE;
+}
+
+/* The fake server on a free port of 127.0.0.1, and its URL in @url. */
+static GSocketService *
+test_fake_start(gchar **url)
+{
+    GSocketService *service = g_threaded_socket_service_new(1);
+    g_autoptr(GError) error = NULL;
+    guint16 port;
+
+    port = g_socket_listener_add_any_inet_port(G_SOCKET_LISTENER(service), NULL, &error);
+    g_assert_no_error(error);
+    g_signal_connect(service, "run", G_CALLBACK(test_fake_run), NULL);
+    g_socket_service_start(service);
+    *url = g_strdup_printf("http://127.0.0.1:%u", port);
+    return service;
+}
+
+static void
+test_fake_stop(GSocketService *service)
+{
+    g_socket_service_stop(service);
+    g_socket_listener_close(G_SOCKET_LISTENER(service));
+    g_object_unref(service);
+}
+
+/* Two keepalives in a row fail (503, as from a member without a leader):
+ * the keeper sends again after a tenth of the TTL, not at the next tick,
+ * and keeps the lease; at TTL/3 ticks the third would come after 9/10 of
+ * the TTL, too late. */
+static void
+test_lease_keeper_retry(void)
+{
+    const gint64 ttl = 3;
+    g_autoptr(GwEtcd) etcd = NULL;
+    g_autoptr(GError) lost = NULL;
+    g_autoptr(GwEtcdLeaseKeeper) keeper = NULL;
+    g_autofree gchar *url = NULL;
+    GSocketService *service = test_fake_start(&url);
+    const gchar *endpoints[] = {url, NULL};
+
+    fake_status = 200;
+    fake_answer = "{\"result\":{\"header\":{\"revision\":\"1\"},\"ID\":\"7\",\"TTL\":\"3\"}}";
+    g_atomic_int_set(&fake_requests, 0);
+    g_atomic_int_set(&fake_unavailable, 2);
+    etcd = test_client(endpoints);
+    keeper = gw_etcd_lease_keeper_new(etcd, 7, ttl, test_lease_lost_cb, &lost);
+    test_sleep_running(ttl * 1000 + 500);
+    g_test_message("%d keepalives answered, %u renewals", g_atomic_int_get(&fake_requests),
+                   gw_etcd_lease_keeper_get_renewals(keeper));
+    if (lost != NULL)
+        g_test_message("lost: %s", lost->message);
+    g_assert_null(lost);
+    g_assert_cmpint(g_atomic_int_get(&fake_unavailable), <=, 0);
+    g_assert_cmpuint(gw_etcd_lease_keeper_get_renewals(keeper), >=, 2);
+    g_clear_pointer(&keeper, gw_etcd_lease_keeper_free);
+    g_clear_object(&etcd);
+    test_fake_stop(service);
 }
 
 static void
@@ -696,6 +761,7 @@ test_bad_answers(void)
         const gchar *want;
     } cases[] = {
         {"not JSON", 200, "<html>", GW_ETCD_ERROR_PROTOCOL, "bad JSON"},
+        {"empty", 200, "", GW_ETCD_ERROR_PROTOCOL, "bad JSON: the answer is empty"},
         {"not an object", 200, "[1]", GW_ETCD_ERROR_PROTOCOL, "not a JSON object"},
         {"no header", 200, "{}", GW_ETCD_ERROR_PROTOCOL, "member \"header\" missing"},
         {"revision not a number", 200, "{\"header\":{\"revision\":\"x\"}}", GW_ETCD_ERROR_PROTOCOL,
@@ -704,17 +770,11 @@ test_bad_answers(void)
          GW_ETCD_ERROR_SERVER, "HTTP 400: etcd error (code 3): bad thing"},
         {"plain 404", 404, "nothing here", GW_ETCD_ERROR_HTTP, "HTTP 404"},
     };
-    g_autoptr(GSocketService) service = g_threaded_socket_service_new(1);
     g_autoptr(GError) error = NULL;
     g_autoptr(GwEtcd) etcd = NULL;
     g_autofree gchar *url = NULL;
-    guint16 port;
+    GSocketService *service = test_fake_start(&url);
 
-    port = g_socket_listener_add_any_inet_port(G_SOCKET_LISTENER(service), NULL, &error);
-    g_assert_no_error(error);
-    g_signal_connect(service, "run", G_CALLBACK(test_fake_run), NULL);
-    g_socket_service_start(service);
-    url = g_strdup_printf("http://127.0.0.1:%u", port);
     {
         const gchar *endpoints[] = {url, NULL};
         etcd = test_client(endpoints);
@@ -732,8 +792,8 @@ test_bad_answers(void)
         g_assert_nonnull(strstr(error->message, cases[i].want));
         g_clear_error(&error);
     }
-    g_socket_service_stop(service);
-    g_socket_listener_close(G_SOCKET_LISTENER(service));
+    g_clear_object(&etcd);
+    test_fake_stop(service);
 }
 
 /* ---- HTTPS with client certificates ---- */
@@ -741,6 +801,9 @@ test_bad_answers(void)
 /* Puts over https, and after which one a member is killed. */
 #define TEST_TLS_PUTS 60
 #define TEST_TLS_KILL 20
+/* The kill may take the leader: an election (500 ms here) and the
+ * failover fit in 9/10 of this TTL with room for a loaded machine. */
+#define TEST_TLS_LEASE_TTL_S 3
 
 static TestCluster *tls_single; /* one https member (certificate from the cluster's CA) */
 
@@ -789,9 +852,9 @@ test_tls_cluster(void)
     }
     g_ptr_array_unref(test_range(etcd, "/t/tls/", TRUE, 0, &start, NULL));
     watch = gw_etcd_watch_new(etcd, "/t/tls/", start + 1, test_watch_cb, &watched);
-    lease = test_grant(etcd, TEST_LEASE_TTL_S);
+    lease = test_grant(etcd, TEST_TLS_LEASE_TTL_S);
     test_put_string(etcd, "/t/tls-leased", "alive", lease);
-    keeper = gw_etcd_lease_keeper_new(etcd, lease, TEST_LEASE_TTL_S, test_lease_lost_cb, &lost);
+    keeper = gw_etcd_lease_keeper_new(etcd, lease, TEST_TLS_LEASE_TTL_S, test_lease_lost_cb, &lost);
     for (guint i = 0; i < TEST_TLS_PUTS; i++) {
         g_autofree gchar *key = g_strdup_printf("/t/tls/%04u", i);
         g_autofree gchar *value = g_strdup_printf("value %u", i);
@@ -838,7 +901,7 @@ test_tls_cluster(void)
     }
 
     /* the keeper held the lease across the kill, for more than its TTL */
-    test_sleep_running(TEST_LEASE_TTL_S * 1000 + 500);
+    test_sleep_running(TEST_TLS_LEASE_TTL_S * 1000 + 500);
     g_assert_null(lost);
     g_assert_cmpuint(gw_etcd_lease_keeper_get_renewals(keeper), >=, 2);
     {
@@ -1014,6 +1077,7 @@ main(int argc, char **argv)
 
     g_test_add_func("/etcd/errors", test_errors);
     g_test_add_func("/etcd/bad-answers", test_bad_answers);
+    g_test_add_func("/etcd/lease-keeper-retry", test_lease_keeper_retry);
     g_test_add_func("/etcd/put-range", test_put_range);
     g_test_add_func("/etcd/prefix", test_prefix);
     g_test_add_func("/etcd/lease-expires", test_lease_expires);
