@@ -1,8 +1,13 @@
 #include "sim-usbfs.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h> /* _IOR() & co. for the USBDEVFS_* numbers */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <linux/usbdevice_fs.h>
 
 /* What we implement of usbfs: single URBs of any size (so libusb never
@@ -36,6 +41,7 @@ struct _SimUsbfs {
     GQueue waiting;      /* SimUrb* (owned): submitted, the device has not answered */
     UMockdevIoctlClient *claims[SIM_USBFS_MAX_INTERFACES]; /* not owned, nullable */
     gint64 reap_delay_us; /* USBGW_SIM_REAP_DELAY_MS: a slow device's transfers */
+    guint claim_stall_ms; /* USBGW_SIM_CLAIM_STALL_MS: a claim's answer held this long */
 };
 
 G_DEFINE_TYPE(SimUsbfs, sim_usbfs, UMOCKDEV_TYPE_IOCTL_BASE)
@@ -303,16 +309,89 @@ sim_usbfs_control(SimUsbfs *self, UMockdevIoctlData *arg)
     return xfer == SIM_KEY_XFER_DONE ? (long)len : -EPIPE;
 }
 
+static void sim_usbfs_client_notify_connected(UMockdevIoctlClient *client, GParamSpec *pspec,
+                                              SimUsbfs *self);
+
+/* A client is gone (closed its fd, or its process died): like the kernel,
+ * drop its URBs and its interface claims. The caller holds the lock. */
+static void
+sim_usbfs_drop_client(SimUsbfs *self, UMockdevIoctlClient *client)
+{
+    g_signal_handlers_disconnect_by_func(client, sim_usbfs_client_notify_connected, self);
+    for (GList *l = self->waiting.head; l != NULL;) {
+        GList *next = l->next;
+        SimUrb *u = l->data;
+        if (u->client == client) {
+            sim_urb_free(u);
+            g_queue_delete_link(&self->waiting, l);
+        }
+        l = next;
+    }
+    for (guint i = 0; i < SIM_USBFS_MAX_INTERFACES; i++) {
+        if (self->claims[i] == client)
+            self->claims[i] = NULL;
+    }
+    g_hash_table_remove(self->clients, client);
+}
+
+/* How many connections to @client's node have a peer that has not hung
+ * up, the caller's included. umockdev stops reading a client's socket
+ * while it completes an ioctl, and when the client died during that
+ * completion it never reads again: the client stays "connected" although
+ * its process is gone. The kernel sees the hang-up on our end of the
+ * socket (accepted on the node's ioctl socket, so named after it). This
+ * runs on umockdev's ioctl thread, the one that closes those sockets. */
+static guint
+sim_usbfs_count_open(UMockdevIoctlClient *client)
+{
+    g_autofree gchar *suffix =
+        g_strconcat("/ioctl", umockdev_ioctl_client_get_devnode(client), NULL);
+    g_autoptr(GDir) dir = g_dir_open("/proc/self/fd", 0, NULL);
+    const gchar *name;
+    guint open = 0;
+
+    if (dir == NULL)
+        return G_MAXUINT;
+    while ((name = g_dir_read_name(dir)) != NULL) {
+        int fd = atoi(name);
+        struct sockaddr_un addr = {0};
+        socklen_t len = sizeof(addr);
+        struct stat st;
+        struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
+        int listening = 0;
+        socklen_t listening_len = sizeof(listening);
+
+        if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+            getsockname(fd, (struct sockaddr *)&addr, &len) != 0 || addr.sun_family != AF_UNIX ||
+            len <= offsetof(struct sockaddr_un, sun_path) ||
+            !g_str_has_suffix(addr.sun_path, suffix) ||
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &listening_len) != 0 || listening)
+            continue;
+        /* a request not read yet polls POLLIN: that client is alive */
+        if (poll(&pfd, 1, 0) >= 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0)
+            open++;
+    }
+    return open;
+}
+
 static long
 sim_usbfs_claim(SimUsbfs *self, UMockdevIoctlClient *client, guint ifnum)
 {
+    UMockdevIoctlClient *holder;
+
     if (ifnum >= MIN(sim_key_get_n_interfaces(self->key), SIM_USBFS_MAX_INTERFACES))
         return -ENOENT;
-    /* a holder whose process died: umockdev marks it disconnected but does
-     * not always tell us, so look (the kernel drops a dead process's claims) */
-    if (self->claims[ifnum] != NULL && self->claims[ifnum] != client &&
-        umockdev_ioctl_client_get_connected(self->claims[ifnum]))
-        return -EBUSY;
+    holder = self->claims[ifnum];
+    /* a holder whose process died: the kernel drops a dead process's
+     * claims. umockdev marks it disconnected, or, when it died in the
+     * middle of an ioctl, we find no open connection but the caller's. */
+    if (holder != NULL && holder != client && umockdev_ioctl_client_get_connected(holder)) {
+        if (sim_usbfs_count_open(client) > 1)
+            return -EBUSY;
+        g_message("device %u: interface %u was claimed by a client that hung up; taken over",
+                  self->devnum, ifnum);
+        sim_usbfs_drop_client(self, holder);
+    }
     self->claims[ifnum] = client;
     return 0;
 }
@@ -423,26 +502,11 @@ sim_usbfs_dispatch(SimUsbfs *self, UMockdevIoctlClient *client, gulong request,
     }
 }
 
-/* A client is gone (closed its fd, or its process died): like the kernel,
- * drop its URBs and its interface claims. */
 static void
 sim_usbfs_client_gone(SimUsbfs *self, UMockdevIoctlClient *client)
 {
     g_autoptr(GMutexLocker) locker G_GNUC_UNUSED = g_mutex_locker_new(&self->lock);
-    for (GList *l = self->waiting.head; l != NULL;) {
-        GList *next = l->next;
-        SimUrb *u = l->data;
-        if (u->client == client) {
-            sim_urb_free(u);
-            g_queue_delete_link(&self->waiting, l);
-        }
-        l = next;
-    }
-    for (guint i = 0; i < SIM_USBFS_MAX_INTERFACES; i++) {
-        if (self->claims[i] == client)
-            self->claims[i] = NULL;
-    }
-    g_hash_table_remove(self->clients, client);
+    sim_usbfs_drop_client(self, client);
 }
 
 static void
@@ -463,6 +527,36 @@ sim_usbfs_client_lookup(SimUsbfs *self, UMockdevIoctlClient *client)
                          self);
     }
     return c;
+}
+
+typedef struct {
+    UMockdevIoctlClient *client; /* owned ref */
+    long ret;
+} SimStalled;
+
+static gboolean
+sim_usbfs_stall_done(gpointer user_data)
+{
+    SimStalled *stalled = user_data;
+    sim_usbfs_complete(stalled->client, stalled->ret);
+    g_object_unref(stalled->client);
+    g_free(stalled);
+    return G_SOURCE_REMOVE;
+}
+
+/* Answers a claim after claim_stall_ms, from the main thread (umockdev
+ * takes completions from any thread): a client killed meanwhile dies in
+ * the middle of its ioctl, with the claim made. */
+static void
+sim_usbfs_complete_stalled(SimUsbfs *self, UMockdevIoctlClient *client, long ret)
+{
+    SimStalled *stalled = g_new0(SimStalled, 1);
+    g_autoptr(GSource) source = g_timeout_source_new(self->claim_stall_ms);
+
+    stalled->client = g_object_ref(client);
+    stalled->ret = ret;
+    g_source_set_callback(source, sim_usbfs_stall_done, stalled, NULL);
+    g_source_attach(source, NULL);
 }
 
 static gboolean
@@ -486,8 +580,11 @@ sim_usbfs_handle_ioctl(UMockdevIoctlBase *base, UMockdevIoctlClient *client)
         sim_usbfs_complete(client, -ENODEV);
         return TRUE;
     }
-    sim_usbfs_complete(
-        client, sim_usbfs_dispatch(self, client, request, umockdev_ioctl_client_get_arg(client)));
+    long ret = sim_usbfs_dispatch(self, client, request, umockdev_ioctl_client_get_arg(client));
+    if (request == USBDEVFS_CLAIMINTERFACE && self->claim_stall_ms > 0)
+        sim_usbfs_complete_stalled(self, client, ret);
+    else
+        sim_usbfs_complete(client, ret);
     return TRUE;
 }
 
@@ -544,11 +641,16 @@ sim_usbfs_new(SimKey *key, guint devnum)
 {
     SimUsbfs *self = g_object_new(SIM_TYPE_USBFS, NULL);
     const gchar *delay = g_getenv("USBGW_SIM_REAP_DELAY_MS");
+    const gchar *stall = g_getenv("USBGW_SIM_CLAIM_STALL_MS");
     self->key = key;
     self->devnum = devnum;
     /* a slow device: every transfer's answer is held this long (tests of
      * what is in flight when a peer stops, e.g. a live migration) */
     if (delay != NULL)
         self->reap_delay_us = CLAMP(g_ascii_strtoll(delay, NULL, 10), 0, 10000) * 1000;
+    /* a claim answered late (tests of a client killed in the middle of an
+     * ioctl) */
+    if (stall != NULL)
+        self->claim_stall_ms = (guint)CLAMP(g_ascii_strtoll(stall, NULL, 10), 0, 10000);
     return self;
 }

@@ -144,9 +144,26 @@ inner() {
     exit $FAILED
 }
 
-if [ "${SIM_TEST_INNER:-}" = 1 ]; then
-    inner
-fi
+# A holder killed in the middle of its claim (the simulator answers claims
+# after USBGW_SIM_CLAIM_STALL_MS): its claim goes with it, as the kernel
+# drops a dead process's claims, and the next client gets the interface.
+inner_dead_holder() {
+    TMP=$SIM_TEST_TMP
+    "$CLIENT" 0529:0001 hold 100 >"$TMP/holder" 2>&1 &
+    holder=$!
+    sleep 0.7
+    kill -KILL $holder
+    wait $holder 2>/dev/null
+    sleep 1.5 # the stalled answer has gone to the dead holder
+    check "a dead holder's claim is dropped" 0 "$CLIENT" 0529:0001 claim
+    expect "claimed after the holder died" '^claimed$'
+    exit $FAILED
+}
+
+case ${SIM_TEST_INNER:-} in
+1) inner ;;
+dead-holder) inner_dead_holder ;;
+esac
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -156,6 +173,13 @@ SIM_TEST_INNER=1 SIM_TEST_TMP=$TMP SIM_TEST_CTL=$TMP/control \
     "$SIM" --plug hasp --plug hasp2 --plug hid --plug stick --secret hid=$HID_SECRET \
     --control "$TMP/control" -- "$0" "$SIM" "$CLIENT"
 [ $? = 0 ] && pass "checks under usbgw-sim" || fail "checks under usbgw-sim"
+
+USBGW_SIM_CLAIM_STALL_MS=1000 SIM_TEST_INNER=dead-holder SIM_TEST_TMP=$TMP \
+    "$SIM" --plug hasp -- "$0" "$SIM" "$CLIENT" 2>"$TMP/sim.log"
+[ $? = 0 ] && pass "a dead holder's claim under usbgw-sim" || fail "a dead holder's claim under usbgw-sim"
+grep -q 'claimed by a client that hung up; taken over' "$TMP/sim.log" &&
+    pass "the holder died in the middle of its claim" ||
+    fail "the holder was not killed in the middle of its claim: $(cat "$TMP/sim.log")"
 
 OUT=$(printf 'list\nsecret stick\nbogus\nplug\n\nquit\nlist\n' | "$SIM" --plug stick 2>"$TMP/stderr")
 [ $? = 0 ] && pass "stdin session exits 0" || fail "stdin session"
