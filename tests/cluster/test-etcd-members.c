@@ -354,3 +354,17 @@ test_etcd_teardown(void)
     g_clear_pointer(&etcd_path, g_free);
     g_clear_pointer(&etcdctl_path, g_free);
 }
+
+int
+test_etcd_run(guint n, TestCluster **cluster)
+{
+    int ret;
+
+    test_etcd_setup();
+    if (etcd_path != NULL)
+        *cluster = test_cluster_start(n);
+    ret = g_test_run();
+    g_clear_pointer(cluster, test_cluster_stop);
+    test_etcd_teardown();
+    return ret;
+}

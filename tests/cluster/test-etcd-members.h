@@ -42,6 +42,11 @@ extern GPtrArray *all_processes;
 void test_etcd_setup(void);
 void test_etcd_teardown(void);
 
+/* Runs the tests added (g_test_run()) with a cluster of @n members in
+ * *@cluster (NULL when etcd is not installed: the tests skip), then stops
+ * it; set up and torn down around. g_test_init() was called. */
+int test_etcd_run(guint n, TestCluster **cluster);
+
 void test_kill_all(void);
 void test_member_kill(TestMember *member);
 /* @n members forming one cluster, each answering when this returns. */

@@ -838,22 +838,12 @@ test_soak(void)
 int
 main(int argc, char **argv)
 {
-    int ret;
-
     g_test_init(&argc, &argv, NULL);
-    test_etcd_setup();
-    if (etcd_path != NULL)
-        cluster = test_cluster_start(3);
 
     g_test_add_func("/cluster-pool/device-names", test_device_names);
     g_test_add_func("/cluster-pool/two-keys", test_two_keys);
     g_test_add_func("/cluster-pool/lease-lost", test_lease_lost);
     g_test_add_func("/cluster-pool/errors", test_errors);
     g_test_add_func("/cluster-pool/soak", test_soak);
-    ret = g_test_run();
-
-    if (cluster != NULL)
-        test_cluster_stop(cluster);
-    test_etcd_teardown();
-    return ret;
+    return test_etcd_run(3, &cluster);
 }

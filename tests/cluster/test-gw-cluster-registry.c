@@ -906,12 +906,7 @@ test_unreachable(void)
 int
 main(int argc, char **argv)
 {
-    int ret;
-
     g_test_init(&argc, &argv, NULL);
-    test_etcd_setup();
-    if (etcd_path != NULL)
-        cluster = test_cluster_start(3);
 
     g_test_add_func("/cluster-registry/entries", test_entries);
     g_test_add_func("/cluster-registry/two-gateways", test_two_gateways);
@@ -920,10 +915,5 @@ main(int argc, char **argv)
     g_test_add_func("/cluster-registry/member-killed", test_member_killed);
     g_test_add_func("/cluster-registry/compacted", test_compacted);
     g_test_add_func("/cluster-registry/unreachable", test_unreachable);
-    ret = g_test_run();
-
-    if (cluster != NULL)
-        test_cluster_stop(cluster);
-    test_etcd_teardown();
-    return ret;
+    return test_etcd_run(3, &cluster);
 }
