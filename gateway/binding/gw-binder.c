@@ -1,29 +1,13 @@
-/* Who gets which device: decisions, fixed VMs, VM-name globs, pool leases,
- * admins' assignments and releases, policy reload. See gw-binder.h. */
-#include "gw-binder.h"
+/* GwBinder (gw-binder.h): who gets which device. Devices, VMs, the
+ * binding itself and the events that change it (arrivals, VM starts and
+ * stops, admins' assignments and releases, keys held elsewhere in the
+ * cluster, policy reload). What a running VM is offered is
+ * gw-binder-offer.c; the state kept across restarts gw-binder-state.c. */
+#include "gw-binder-private.h"
 
 #include "gw-log.h"
 
 #include <string.h>
-
-typedef struct {
-    gchar *name; /* owned */
-    gchar *uuid; /* owned, nullable; lower case */
-} GwBinderVm;
-
-struct _GwBinder {
-    Policy *policy;         /* owned ref */
-    PolicyPools *pools;     /* owned */
-    const GwBinderOps *ops; /* borrowed */
-    gpointer user_data;
-    GHashTable *devices;   /* id → GwBinderDevice (owned) */
-    GHashTable *vms;       /* name → GwBinderVm (owned) */
-    GPtrArray *vm_order;   /* GwBinderVm (borrowed from vms), in start order */
-    GwBinderState *saved;  /* owned: restored state; leases dropped as their VM stops */
-    GHashTable *wishes;    /* VM name (owned) → GPtrArray of GwBinderWish (owned) */
-    gboolean settled;      /* every running VM has been reported since the restore */
-    GHashTable *elsewhere; /* id (owned) → holder (owned): pool keys held in the cluster */
-};
 
 /* The one VM a device's assignment names (the journal's USBGW_VM): an
  * admin's, or a policy target that is a VM name rather than a glob or a
@@ -38,69 +22,6 @@ gw_binder_named_vm(const GwBinderDevice *dev)
         return dev->decision.target;
     return NULL;
 }
-
-/* ---- state ------------------------------------------------------------------ */
-
-GwBinderState *
-gw_binder_state_new(void)
-{
-    GwBinderState *state = g_new0(GwBinderState, 1);
-    state->assignments = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    state->released = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    state->leases = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-    return state;
-}
-
-void
-gw_binder_state_free(GwBinderState *state)
-{
-    if (state == NULL)
-        return;
-    g_hash_table_unref(state->assignments);
-    g_hash_table_unref(state->released);
-    g_hash_table_unref(state->leases);
-    g_free(state);
-}
-
-static gboolean
-gw_binder_map_equal(GHashTable *a, GHashTable *b)
-{
-    GHashTableIter iter;
-    gpointer key, value;
-
-    if (g_hash_table_size(a) != g_hash_table_size(b))
-        return FALSE;
-    g_hash_table_iter_init(&iter, a);
-    while (g_hash_table_iter_next(&iter, &key, &value)) {
-        gpointer other;
-        if (!g_hash_table_lookup_extended(b, key, NULL, &other))
-            return FALSE;
-        if (value != NULL && other != NULL && g_strcmp0(value, other) != 0)
-            return FALSE;
-    }
-    return TRUE;
-}
-
-gboolean
-gw_binder_state_equal(const GwBinderState *a, const GwBinderState *b)
-{
-    return gw_binder_map_equal(a->assignments, b->assignments) &&
-           gw_binder_map_equal(a->released, b->released) &&
-           gw_binder_map_equal(a->leases, b->leases);
-}
-
-static void
-gw_binder_map_copy(GHashTable *to, GHashTable *from)
-{
-    GHashTableIter iter;
-    gpointer key, value;
-
-    g_hash_table_iter_init(&iter, from);
-    while (g_hash_table_iter_next(&iter, &key, &value))
-        g_hash_table_insert(to, g_strdup(key), value != NULL ? g_strdup(value) : NULL);
-}
-
-/* ---- devices and VMs -------------------------------------------------------- */
 
 static void
 gw_binder_device_free(gpointer data)
@@ -213,25 +134,23 @@ gw_binder_list_vms(GwBinder *binder)
     return out;
 }
 
-static gchar *
+gchar *
 gw_binder_rule_of(const PolicyDecision *decision)
 {
     return decision->file != NULL ? g_strdup_printf("%s:%u", decision->file, decision->line) : NULL;
 }
 
-static void
+void
 gw_binder_event(GwBinder *binder, GwBinderEvent event, GwBinderDevice *dev, const gchar *vm,
                 const gchar *actor, const gchar *reason)
 {
     binder->ops->event(event, dev != NULL ? dev->id : NULL, vm, actor, reason, binder->user_data);
 }
 
-/* ---- binding ---------------------------------------------------------------- */
-
 /* A VM the device goes to whether or not it runs: an admin's assignment, a
  * literal VM name, or the UUID of a running VM. The socket can exist before
  * the VM runs, so a VM started by hand finds it. */
-static const gchar *
+const gchar *
 gw_binder_fixed_vm(GwBinder *binder, GwBinderDevice *dev)
 {
     if (dev->manual_vm != NULL)
@@ -251,108 +170,7 @@ gw_binder_fixed_vm(GwBinder *binder, GwBinderDevice *dev)
     return NULL;
 }
 
-/* ---- wishes ----------------------------------------------------------------- */
-
-static void
-gw_binder_wish_free(gpointer data)
-{
-    GwBinderWish *item = data;
-    policy_wish_free(item->wish);
-    g_free(item->reason);
-    g_free(item->device);
-    g_free(item);
-}
-
-const gchar *
-gw_binder_wish_state_to_string(GwBinderWishState state)
-{
-    switch (state) {
-    case GW_BINDER_WISH_WAITING:
-        return "waiting";
-    case GW_BINDER_WISH_GRANTED:
-        return "granted";
-    case GW_BINDER_WISH_DENIED:
-        return "denied";
-    }
-    return "unknown";
-}
-
-GPtrArray *
-gw_binder_get_wishes(GwBinder *binder, const gchar *name)
-{
-    return g_hash_table_lookup(binder->wishes, name);
-}
-
-/* Whether @vm_name asks for @desc by a device wish. */
-static gboolean
-gw_binder_vm_wishes_device(GwBinder *binder, const gchar *vm_name, const PolicyDevice *desc)
-{
-    GPtrArray *items = gw_binder_get_wishes(binder, vm_name);
-
-    for (guint i = 0; items != NULL && i < items->len; i++) {
-        const GwBinderWish *item = g_ptr_array_index(items, i);
-        if (policy_wish_matches_device(item->wish, desc))
-            return TRUE;
-    }
-    return FALSE;
-}
-
-/* Whether @vm_name asks for a key of @pool and the policy lets it join. */
-static gboolean
-gw_binder_vm_joins_pool(GwBinder *binder, const gchar *vm_name, const gchar *vm_uuid,
-                        const gchar *pool)
-{
-    GPtrArray *items = gw_binder_get_wishes(binder, vm_name);
-
-    for (guint i = 0; items != NULL && i < items->len; i++) {
-        const GwBinderWish *item = g_ptr_array_index(items, i);
-        if (g_strcmp0(item->wish->pool, pool) == 0)
-            return policy_metadata_allows_pool(binder->policy, pool, vm_name, vm_uuid, NULL);
-    }
-    return FALSE;
-}
-
-/* Whether the policy's decision for @dev gives it to @vm_name: an assign
- * rule for the VM (or a pool it is in by name or by an allowed wish), or
- * an allow metadata rule for the VM when the VM asks for the device. */
-static gboolean
-gw_binder_gives(GwBinder *binder, GwBinderDevice *dev, const gchar *vm_name, const gchar *vm_uuid)
-{
-    switch (dev->decision.verdict) {
-    case POLICY_VERDICT_ASSIGN:
-        if (policy_decision_is_for_vm(binder->policy, &dev->decision, vm_name, vm_uuid))
-            return TRUE;
-        return dev->decision.target_kind == POLICY_TARGET_POOL &&
-               gw_binder_vm_joins_pool(binder, vm_name, vm_uuid, dev->decision.target);
-    case POLICY_VERDICT_METADATA:
-        return dev->desc != NULL &&
-               policy_decision_is_for_vm(binder->policy, &dev->decision, vm_name, vm_uuid) &&
-               gw_binder_vm_wishes_device(binder, vm_name, dev->desc);
-    case POLICY_VERDICT_NONE:
-    case POLICY_VERDICT_SHARE:
-    case POLICY_VERDICT_DENY:
-    case POLICY_VERDICT_EXPORT:
-        break;
-    }
-    return FALSE;
-}
-
-/* The pools @vm joins by its allowed wishes, told to the pool leases. */
-static void
-gw_binder_sync_pool_wishes(GwBinder *binder, GwBinderVm *vm)
-{
-    GPtrArray *items = gw_binder_get_wishes(binder, vm->name);
-
-    for (guint i = 0; items != NULL && i < items->len; i++) {
-        const GwBinderWish *item = g_ptr_array_index(items, i);
-        if (item->wish->pool != NULL)
-            policy_pools_set_member(binder->pools, item->wish->pool, vm->name,
-                                    policy_metadata_allows_pool(binder->policy, item->wish->pool,
-                                                                vm->name, vm->uuid, NULL));
-    }
-}
-
-static gboolean
+gboolean
 gw_binder_bind(GwBinder *binder, GwBinderDevice *dev, const gchar *vm, const gchar *actor)
 {
     if (!policy_vm_name_is_valid(vm)) {
@@ -426,7 +244,7 @@ gw_binder_claim(GwBinder *binder, GwBinderDevice *dev)
 
 /* Until gw_binder_settle(), a saved lease keeps @dev for the VM that held
  * it before the restart: that VM may not have been reported running yet. */
-static gboolean
+gboolean
 gw_binder_is_reserved(GwBinder *binder, GwBinderDevice *dev, const gchar *vm)
 {
     const gchar *holder;
@@ -436,317 +254,6 @@ gw_binder_is_reserved(GwBinder *binder, GwBinderDevice *dev, const gchar *vm)
     holder = g_hash_table_lookup(binder->saved->leases, dev->id);
     return holder != NULL && g_strcmp0(holder, vm) != 0;
 }
-
-/* The pool key @vm holds, or a free one leased to it now: the key it held
- * before a restart first, then the first free key in identity order. */
-static GwBinderDevice *
-gw_binder_pool_acquire(GwBinder *binder, const gchar *pool, GwBinderVm *vm)
-{
-    g_autoptr(GPtrArray) devices = gw_binder_list_devices(binder);
-    g_autoptr(GError) error = NULL;
-    const gchar *key;
-
-    for (guint i = 0; i < devices->len; i++) {
-        GwBinderDevice *dev = g_ptr_array_index(devices, i);
-        if (dev->decision.target_kind == POLICY_TARGET_POOL &&
-            g_strcmp0(dev->decision.target, pool) == 0 &&
-            g_strcmp0(policy_pools_lookup_holder(binder->pools, dev->id), vm->name) == 0)
-            return dev;
-    }
-    for (guint i = 0; i < devices->len; i++) {
-        GwBinderDevice *dev = g_ptr_array_index(devices, i);
-        g_autoptr(GError) restore_error = NULL;
-        if (g_strcmp0(g_hash_table_lookup(binder->saved->leases, dev->id), vm->name) != 0 ||
-            dev->released || dev->manual_vm != NULL || dev->vm != NULL)
-            continue;
-        if (policy_pools_acquire_key(binder->pools, pool, vm->name, dev->id, &restore_error))
-            return dev;
-        g_debug("vm \"%s\": earlier lease of %s not restored: %s", vm->name, dev->id,
-                restore_error->message);
-    }
-    if (!binder->settled) {
-        /* it held a device before the restart that has not been seen yet:
-         * wait for it rather than take another key */
-        GHashTableIter iter;
-        gpointer id, holder;
-        g_hash_table_iter_init(&iter, binder->saved->leases);
-        while (g_hash_table_iter_next(&iter, &id, &holder)) {
-            if (g_strcmp0(holder, vm->name) == 0 && !g_hash_table_contains(binder->devices, id))
-                return NULL;
-        }
-        /* first free key that no VM yet to be reported holds from before */
-        for (guint i = 0; i < devices->len; i++) {
-            GwBinderDevice *dev = g_ptr_array_index(devices, i);
-            if (dev->released || dev->manual_vm != NULL || dev->vm != NULL ||
-                policy_pools_lookup_holder(binder->pools, dev->id) != NULL ||
-                gw_binder_is_reserved(binder, dev, vm->name))
-                continue;
-            if (policy_pools_acquire_key(binder->pools, pool, vm->name, dev->id, NULL))
-                return dev;
-        }
-        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm->name, NULL,
-                      "vm \"%s\": no device from pool \"%s\" yet (the free ones are kept for VMs "
-                      "that held them before usbgwd restarted)",
-                      vm->name, pool);
-        return NULL;
-    }
-    key = policy_pools_acquire(binder->pools, pool, vm->name, &error);
-    if (key == NULL) {
-        gw_log_device(G_LOG_LEVEL_MESSAGE, NULL, vm->name, NULL,
-                      "vm \"%s\": no device from pool \"%s\": %s", vm->name, pool, error->message);
-        return NULL;
-    }
-    return g_hash_table_lookup(binder->devices, key);
-}
-
-/* Ends the lease of one pool key (a bind that failed). */
-static void
-gw_binder_pool_drop(GwBinder *binder, GwBinderDevice *dev)
-{
-    g_autoptr(GError) error = NULL;
-    policy_pools_remove_device(binder->pools, dev->id);
-    if (!g_hash_table_contains(binder->elsewhere, dev->id) &&
-        !policy_pools_add_device(binder->pools, dev->decision.target, dev->id, &error))
-        gw_log_device(G_LOG_LEVEL_WARNING, dev->id, dev->vm, NULL, "%s: %s", dev->id,
-                      error->message);
-}
-
-/* Sets where one wish of the running @vm stands, after the devices were
- * offered to it. */
-static void
-gw_binder_judge_wish(GwBinder *binder, GwBinderVm *vm, GwBinderWish *item, GPtrArray *devices)
-{
-    const PolicyWish *wish = item->wish;
-    g_autofree gchar *what = policy_wish_describe(wish);
-    GwBinderDevice *wanted = NULL;
-    GwBinderDevice *refused = NULL;
-    PolicyDecision rule;
-
-    g_clear_pointer(&item->reason, g_free);
-    g_clear_pointer(&item->device, g_free);
-    if (wish->pool != NULL) {
-        if (!policy_metadata_allows_pool(binder->policy, wish->pool, vm->name, vm->uuid, &rule)) {
-            item->state = GW_BINDER_WISH_DENIED;
-            item->reason =
-                g_strdup_printf("no 'allow metadata pool \"%s\"' rule for vm \"%s\" in %s",
-                                wish->pool, vm->name, policy_get_filename(binder->policy));
-            return;
-        }
-        for (guint i = 0; i < devices->len; i++) {
-            GwBinderDevice *dev = g_ptr_array_index(devices, i);
-            if (g_strcmp0(dev->vm, vm->name) == 0 &&
-                dev->decision.verdict == POLICY_VERDICT_ASSIGN &&
-                dev->decision.target_kind == POLICY_TARGET_POOL &&
-                g_strcmp0(dev->decision.target, wish->pool) == 0) {
-                item->state = GW_BINDER_WISH_GRANTED;
-                item->device = g_strdup(dev->id);
-                item->reason = g_strdup_printf("allowed by %s:%u", rule.file, rule.line);
-                return;
-            }
-        }
-        item->state = GW_BINDER_WISH_WAITING;
-        item->reason = g_strdup_printf("allowed by %s:%u; no free key of pool \"%s\"", rule.file,
-                                       rule.line, wish->pool);
-        return;
-    }
-    for (guint i = 0; i < devices->len; i++) {
-        GwBinderDevice *dev = g_ptr_array_index(devices, i);
-        if (!dev->present || dev->desc == NULL || !policy_wish_matches_device(wish, dev->desc))
-            continue;
-        if (g_strcmp0(dev->vm, vm->name) == 0) {
-            item->state = GW_BINDER_WISH_GRANTED;
-            item->device = g_strdup(dev->id);
-            item->reason =
-                g_strdup_printf("allowed by %s:%u", dev->decision.file, dev->decision.line);
-            return;
-        }
-        if (dev->manual_vm == NULL && dev->decision.verdict == POLICY_VERDICT_METADATA &&
-            policy_decision_is_for_vm(binder->policy, &dev->decision, vm->name, vm->uuid)) {
-            if (wanted == NULL)
-                wanted = dev;
-        } else if (refused == NULL) {
-            refused = dev;
-        }
-    }
-    if (wanted != NULL) {
-        item->state = GW_BINDER_WISH_WAITING;
-        item->reason =
-            wanted->vm != NULL
-                ? g_strdup_printf("allowed; %s is in use by vm \"%s\"", wanted->id, wanted->vm)
-                : g_strdup_printf("allowed; %s cannot be served now", wanted->id);
-        return;
-    }
-    if (refused != NULL) {
-        g_autofree gchar *rule_of = gw_binder_rule_of(&refused->decision);
-        item->state = GW_BINDER_WISH_DENIED;
-        item->reason =
-            refused->manual_vm != NULL ? g_strdup_printf("%s is assigned to vm \"%s\" by an admin",
-                                                         refused->id, refused->manual_vm)
-            : rule_of != NULL
-                ? g_strdup_printf("%s is decided by %s (%s), not by an 'allow metadata' rule for "
-                                  "vm \"%s\"",
-                                  refused->id, rule_of,
-                                  policy_verdict_to_string(refused->decision.verdict), vm->name)
-                : g_strdup_printf("no 'allow metadata' rule for vm \"%s\" matches %s", vm->name,
-                                  refused->id);
-        return;
-    }
-    if (!policy_metadata_names_vm(binder->policy, vm->name, vm->uuid)) {
-        item->state = GW_BINDER_WISH_DENIED;
-        item->reason = g_strdup_printf("no 'allow metadata' rule for vm \"%s\" in %s", vm->name,
-                                       policy_get_filename(binder->policy));
-        return;
-    }
-    item->state = GW_BINDER_WISH_WAITING;
-    item->reason = g_strdup_printf("no device %s is present", what);
-}
-
-/* Where the wishes of the running @vm stand; a wish newly denied is
- * logged and reported once. */
-static void
-gw_binder_judge_wishes(GwBinder *binder, GwBinderVm *vm, const gchar *actor)
-{
-    GPtrArray *items = gw_binder_get_wishes(binder, vm->name);
-    g_autoptr(GPtrArray) devices = NULL;
-
-    if (items == NULL)
-        return;
-    devices = gw_binder_list_devices(binder);
-    for (guint i = 0; i < items->len; i++) {
-        GwBinderWish *item = g_ptr_array_index(items, i);
-        GwBinderWishState before = item->state;
-        g_autofree gchar *what = policy_wish_describe(item->wish);
-
-        gw_binder_judge_wish(binder, vm, item, devices);
-        if (item->state == GW_BINDER_WISH_DENIED && before != GW_BINDER_WISH_DENIED) {
-            g_autofree gchar *reason =
-                g_strdup_printf("metadata wish %s denied: %s", what, item->reason);
-            g_message("vm \"%s\": %s", vm->name, reason);
-            binder->ops->event(GW_BINDER_EVENT_WISH_DENIED, NULL, vm->name, actor, reason,
-                               binder->user_data);
-        }
-    }
-}
-
-/* Gives @vm (running) every device the policy or an admin gives it. */
-static void
-gw_binder_offer_vm(GwBinder *binder, GwBinderVm *vm, const gchar *actor)
-{
-    g_autoptr(GPtrArray) devices = gw_binder_list_devices(binder);
-    g_autoptr(GHashTable) pools_done = g_hash_table_new(g_str_hash, g_str_equal);
-
-    gw_binder_sync_pool_wishes(binder, vm);
-    for (guint i = 0; i < devices->len; i++) {
-        GwBinderDevice *dev = g_ptr_array_index(devices, i);
-        const gchar *fixed = gw_binder_fixed_vm(binder, dev);
-
-        if (dev->vm != NULL && g_strcmp0(dev->vm, vm->name) != 0)
-            continue;
-        if (fixed != NULL) {
-            if (g_strcmp0(fixed, vm->name) == 0)
-                gw_binder_bind(binder, dev, vm->name, actor);
-            continue;
-        }
-        if (dev->manual_vm != NULL || dev->released ||
-            !gw_binder_gives(binder, dev, vm->name, vm->uuid))
-            continue;
-        if (dev->decision.target_kind == POLICY_TARGET_POOL) {
-            const gchar *pool = dev->decision.target;
-            GwBinderDevice *leased;
-            if (g_hash_table_contains(pools_done, pool))
-                continue;
-            g_hash_table_add(pools_done, (gpointer)pool);
-            leased = gw_binder_pool_acquire(binder, pool, vm);
-            if (leased != NULL && !leased->released && leased->manual_vm == NULL &&
-                !gw_binder_bind(binder, leased, vm->name, actor))
-                gw_binder_pool_drop(binder, leased);
-            continue;
-        }
-        /* a VM-name glob, or a device a VM asked for: the first running
-         * VM that matches takes it */
-        if (dev->vm == NULL && gw_binder_is_reserved(binder, dev, vm->name))
-            continue;
-        gw_binder_bind(binder, dev, vm->name, actor);
-    }
-    gw_binder_judge_wishes(binder, vm, actor);
-}
-
-static void
-gw_binder_offer_all(GwBinder *binder, const gchar *actor)
-{
-    /* a copy: binding never changes the VM table, but stay safe */
-    g_autoptr(GPtrArray) vms = g_ptr_array_copy(binder->vm_order, NULL, NULL);
-    for (guint i = 0; i < vms->len; i++)
-        gw_binder_offer_vm(binder, g_ptr_array_index(vms, i), actor);
-}
-
-/* ---- restore ---------------------------------------------------------------- */
-
-void
-gw_binder_restore(GwBinder *binder, const GwBinderState *saved)
-{
-    gw_binder_map_copy(binder->saved->assignments, saved->assignments);
-    gw_binder_map_copy(binder->saved->released, saved->released);
-    gw_binder_map_copy(binder->saved->leases, saved->leases);
-}
-
-void
-gw_binder_settle(GwBinder *binder)
-{
-    GHashTableIter iter;
-    gpointer holder;
-
-    if (binder->settled)
-        return;
-    binder->settled = TRUE;
-    /* a VM that came back has taken what it could: its saved leases are
-     * used up (one on a device still unseen would pull that device away
-     * from another VM's free pick later) */
-    g_hash_table_iter_init(&iter, binder->saved->leases);
-    while (g_hash_table_iter_next(&iter, NULL, &holder))
-        if (g_hash_table_contains(binder->vms, holder))
-            g_hash_table_iter_remove(&iter);
-    /* keys kept for VMs that did not come back are free now */
-    gw_binder_offer_all(binder, "reconcile");
-}
-
-GwBinderState *
-gw_binder_save(GwBinder *binder)
-{
-    GwBinderState *state = gw_binder_state_new();
-    const GwBinderState *saved = binder->saved;
-    GHashTable *const from[] = {saved->assignments, saved->released, saved->leases};
-    GHashTable *const to[] = {state->assignments, state->released, state->leases};
-    GHashTableIter iter;
-    gpointer key, value;
-
-    g_hash_table_iter_init(&iter, binder->devices);
-    while (g_hash_table_iter_next(&iter, NULL, &value)) {
-        GwBinderDevice *dev = value;
-        if (dev->manual_vm != NULL)
-            g_hash_table_insert(state->assignments, g_strdup(dev->id), g_strdup(dev->manual_vm));
-        if (dev->released)
-            g_hash_table_insert(state->released, g_strdup(dev->id), NULL);
-        if (dev->vm != NULL && dev->manual_vm == NULL && gw_binder_fixed_vm(binder, dev) == NULL) {
-            g_hash_table_insert(state->leases, g_strdup(dev->id), g_strdup(dev->vm));
-        } else if (dev->vm == NULL && !dev->released && dev->manual_vm == NULL) {
-            /* a lease whose VM has not come back since the restart */
-            const gchar *hint = g_hash_table_lookup(saved->leases, dev->id);
-            if (hint != NULL)
-                g_hash_table_insert(state->leases, g_strdup(dev->id), g_strdup(hint));
-        }
-    }
-    /* entries of devices not seen since the restart stay */
-    for (guint g = 0; g < G_N_ELEMENTS(from); g++) {
-        g_hash_table_iter_init(&iter, from[g]);
-        while (g_hash_table_iter_next(&iter, &key, &value))
-            if (!g_hash_table_contains(binder->devices, key))
-                g_hash_table_insert(to[g], g_strdup(key), value != NULL ? g_strdup(value) : NULL);
-    }
-    return state;
-}
-
-/* ---- events ----------------------------------------------------------------- */
 
 static void
 gw_binder_decide(GwBinder *binder, GwBinderDevice *dev)
