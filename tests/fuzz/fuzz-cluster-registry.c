@@ -33,15 +33,6 @@
 #include "fuzz-common.h"
 
 static void
-fuzz_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer data)
-{
-    if (level & (G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_ERROR | G_LOG_LEVEL_WARNING)) {
-        g_printerr("%s: %s\n", domain, message);
-        abort();
-    }
-}
-
-static void
 fuzz_key(const gchar *key, gsize len)
 {
     g_autoptr(GError) error = NULL;

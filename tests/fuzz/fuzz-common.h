@@ -18,6 +18,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
         }                                                                                          \
     } while (0)
 
+/* A GLogFunc for g_log_set_default_handler(): a warning, a critical or an
+ * error is a finding (printed, then abort); other messages are dropped. */
+static inline void
+fuzz_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer data)
+{
+    (void)data;
+    if (level & (G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_ERROR | G_LOG_LEVEL_WARNING)) {
+        g_printerr("%s: %s\n", domain, message);
+        abort();
+    }
+}
+
 /* Removes @path and, for a directory, everything below it: the scratch
  * directories the harnesses that need files make (called at exit). */
 static inline void

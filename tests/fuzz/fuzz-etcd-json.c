@@ -39,15 +39,6 @@
 #define FUZZ_MAX_LINE 512
 
 static void
-fuzz_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer data)
-{
-    if (level & (G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_ERROR | G_LOG_LEVEL_WARNING)) {
-        g_printerr("%s: %s\n", domain, message);
-        abort();
-    }
-}
-
-static void
 fuzz_check_kv(const GwEtcdKv *kv)
 {
     FUZZ_CHECK(kv->key != NULL && kv->key_len > 0 && kv->key[kv->key_len] == '\0');

@@ -48,15 +48,6 @@ typedef struct {
 } FuzzPeer;
 
 static void
-fuzz_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer data)
-{
-    if (level & (G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_ERROR | G_LOG_LEVEL_WARNING)) {
-        g_printerr("%s: %s\n", domain, message);
-        abort();
-    }
-}
-
-static void
 fuzz_decode(const uint8_t *data, size_t size)
 {
     GwLinkDecoder decoder;

@@ -185,15 +185,6 @@ fuzz_closed(GwProxy *proxy, GwProxyEnd end, const gchar *reason, gpointer user_d
 }
 
 static void
-fuzz_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer data)
-{
-    if (level & (G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_ERROR | G_LOG_LEVEL_WARNING)) {
-        g_printerr("%s: %s\n", domain, message);
-        abort();
-    }
-}
-
-static void
 fuzz_round(FuzzQemu *q)
 {
     for (guint i = 0; i < FUZZ_ROUNDS; i++) {
