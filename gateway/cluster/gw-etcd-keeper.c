@@ -9,7 +9,11 @@
  *
  * A keepalive that fails (no member answered, an election under way) is
  * sent again after a tenth of the TTL, not at the next tick: the 9/10 TTL
- * budget would otherwise be spent waiting. */
+ * budget would otherwise be spent waiting.
+ *
+ * The deadline runs at G_PRIORITY_HIGH: after the process was paused (a
+ * SIGSTOP, a frozen VM) past it, the loss is reported in the first
+ * iteration, before the context dispatches anything of default priority. */
 #include "gw-etcd-private.h"
 
 struct _GwEtcdLeaseKeeper {
@@ -185,6 +189,9 @@ gw_etcd_lease_keeper_new(GwEtcd *etcd, gint64 lease_id, gint64 ttl_s, GwEtcdLeas
     g_source_set_callback(keeper->timer, gw_etcd_lease_keeper_tick, keeper, NULL);
     g_source_attach(keeper->timer, gw_etcd_get_context(etcd));
     keeper->deadline = g_source_new(&gw_etcd_deadline_funcs, sizeof(GSource));
+    /* before any I/O of the context: a process that was paused past the
+     * deadline gives the lease up before it serves anything again */
+    g_source_set_priority(keeper->deadline, G_PRIORITY_HIGH);
     g_source_set_ready_time(keeper->deadline,
                             keeper->renewed_us + gw_etcd_lease_keeper_life_us(keeper));
     g_source_set_callback(keeper->deadline, gw_etcd_lease_keeper_deadline, keeper, NULL);

@@ -19,8 +19,9 @@ guint gw_etcd_get_n_endpoints(GwEtcd *etcd);
 /* The endpoint tried first (the last that answered), and its URL. */
 guint gw_etcd_get_current(GwEtcd *etcd);
 const gchar *gw_etcd_get_endpoint_at(GwEtcd *etcd, guint index);
-/* @index failed: the next operation starts at the one after it. */
-void gw_etcd_endpoint_failed(GwEtcd *etcd, guint index);
+/* @index failed (@error says why): the next operation starts at the one
+ * after it, and gw_etcd_get_failure() says so until an endpoint answers. */
+void gw_etcd_endpoint_failed(GwEtcd *etcd, guint index, const GError *error);
 /* @index answered: the next operation starts there. */
 void gw_etcd_endpoint_answered(GwEtcd *etcd, guint index);
 

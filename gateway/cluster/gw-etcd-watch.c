@@ -89,7 +89,7 @@ gw_etcd_watch_next(GwEtcdWatch *watch, GError *error)
     g_debug("etcd watch of \"%s\" at %s: %s; from revision %" G_GINT64_FORMAT " on the next "
             "endpoint",
             watch->prefix, gw_etcd_watch_endpoint(watch), error->message, watch->next_revision);
-    gw_etcd_endpoint_failed(watch->etcd, watch->index);
+    gw_etcd_endpoint_failed(watch->etcd, watch->index, error);
     if (watch->failures >= n) {
         g_prefix_error(&error, "no endpoint answered (%u tried); last: ", watch->failures);
         error->domain = GW_ETCD_ERROR;

@@ -21,6 +21,9 @@ struct _GwEtcd {
     SoupSession *session;         /* owned: unary operations */
     SoupSession *stream_session;  /* owned: watches */
     GTlsCertificate *client_cert; /* owned, nullable: ours, for https:// members */
+    gint64 failed_us;             /* monotonic: an endpoint's last failure */
+    gint64 answered_us;           /* monotonic: an endpoint's last answer */
+    gchar *failure;               /* owned, nullable: the last failure, with its endpoint */
 };
 
 G_DEFINE_TYPE(GwEtcd, gw_etcd, G_TYPE_OBJECT)
@@ -34,6 +37,7 @@ gw_etcd_finalize(GObject *object)
     g_clear_object(&etcd->stream_session);
     g_clear_object(&etcd->client_cert);
     g_clear_pointer(&etcd->endpoints, g_ptr_array_unref);
+    g_clear_pointer(&etcd->failure, g_free);
     g_clear_pointer(&etcd->context, g_main_context_unref);
     G_OBJECT_CLASS(gw_etcd_parent_class)->finalize(object);
 }
@@ -312,16 +316,26 @@ gw_etcd_get_endpoint_at(GwEtcd *etcd, guint index)
 }
 
 void
-gw_etcd_endpoint_failed(GwEtcd *etcd, guint index)
+gw_etcd_endpoint_failed(GwEtcd *etcd, guint index, const GError *error)
 {
     if (etcd->current == index)
         etcd->current = (index + 1) % etcd->endpoints->len;
+    etcd->failed_us = g_get_monotonic_time();
+    g_free(etcd->failure);
+    etcd->failure = g_strdup_printf("%s: %s", gw_etcd_get_endpoint_at(etcd, index), error->message);
 }
 
 void
 gw_etcd_endpoint_answered(GwEtcd *etcd, guint index)
 {
     etcd->current = index % etcd->endpoints->len;
+    etcd->answered_us = g_get_monotonic_time();
+}
+
+const gchar *
+gw_etcd_get_failure(GwEtcd *etcd)
+{
+    return etcd->failure != NULL && etcd->failed_us >= etcd->answered_us ? etcd->failure : NULL;
 }
 
 /* ---- one unary call, endpoint after endpoint ---- */
@@ -383,7 +397,7 @@ gw_etcd_call_next(GTask *task, GError *error)
     }
     g_debug("etcd %s at %s: %s; trying the next endpoint", call->op, gw_etcd_call_endpoint(task),
             error->message);
-    gw_etcd_endpoint_failed(etcd, call->index);
+    gw_etcd_endpoint_failed(etcd, call->index, error);
     g_clear_error(&call->last_error);
     call->last_error = error;
     g_clear_object(&call->msg);

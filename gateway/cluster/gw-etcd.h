@@ -129,6 +129,11 @@ gboolean gw_etcd_set_tls(GwEtcd *etcd, const gchar *cert_file, const gchar *key_
 /* The endpoint the next operation goes to first (the one that answered
  * last). Borrowed. */
 const gchar *gw_etcd_get_endpoint(GwEtcd *etcd);
+/* Why the last endpoint that failed did ("URL: message": no answer in
+ * time, refused, unavailable; not etcd's own refusals), while no endpoint
+ * has answered since; NULL when one has. Any operation or watch counts.
+ * Borrowed until the next operation's end. */
+const gchar *gw_etcd_get_failure(GwEtcd *etcd);
 
 /* Leases. @ttl_s: seconds, > 0. */
 void gw_etcd_lease_grant_async(GwEtcd *etcd, gint64 ttl_s, GCancellable *cancellable,
@@ -228,7 +233,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(GwEtcdWatch, gw_etcd_watch_free)
 
 /* Keeps a lease alive: a keepalive every TTL/3 (GW_ETCD_KEEPALIVE_PER_TTL),
  * each going from endpoint to endpoint like any operation, and one TTL/10
- * after a keepalive that failed. @lost is called once, and the keeper
+ * after a keepalive that failed. The loss is found at G_PRIORITY_HIGH, so
+ * a process paused past the deadline learns of it before it dispatches
+ * anything of default priority. @lost is called once, and the keeper
  * stops, when etcd says the lease is gone or when 9/10 of the TTL passed since the send of the
  * last keepalive that succeeded (etcd unreachable: the lease must be taken as lost before etcd
  * may expire it); @error says which.

@@ -73,6 +73,8 @@ struct _GwDaemonCluster {
 void gw_daemon_cluster_set_error(GwDaemonCluster *cluster, const GError *error);
 /* "connecting", "up", "unreachable" or "lease-lost" (docs/cluster.md). */
 const gchar *gw_daemon_cluster_current_state(GwDaemonCluster *cluster);
+/* Why it is not "up" (borrowed), NULL while it is. */
+const gchar *gw_daemon_cluster_current_error(GwDaemonCluster *cluster);
 /* The binder id of the device named @name in etcd; NULL if no id. */
 gchar *gw_daemon_cluster_device_id(GwDaemonCluster *cluster,
                                    const gchar *name) G_GNUC_WARN_UNUSED_RESULT;

@@ -132,8 +132,8 @@ gw_daemon_cluster_to_json(GwDaemon *daemon, JsonBuilder *builder)
     json_builder_add_string_value(builder, gw_daemon_cluster_current_state(cluster));
     /* the last etcd problem, while it matters */
     json_builder_set_member_name(builder, "error");
-    if (cluster->error != NULL && g_strcmp0(gw_daemon_cluster_current_state(cluster), "up") != 0)
-        json_builder_add_string_value(builder, cluster->error);
+    if (gw_daemon_cluster_current_error(cluster) != NULL)
+        json_builder_add_string_value(builder, gw_daemon_cluster_current_error(cluster));
     else
         json_builder_add_null_value(builder);
     json_builder_set_member_name(builder, "lease");

@@ -77,8 +77,9 @@ gw_daemon_cluster_set_error(GwDaemonCluster *cluster, const GError *error)
 /* Where the cluster stands for status and metrics: "connecting" before the
  * first lease, "lease-lost" while there is none after a loss,
  * "unreachable" while the lease is held but etcd failed since its last
- * renewal (or a keepalive is overdue: half the TTL without one), else
- * "up". */
+ * renewal, or no endpoint answered since one failed (a request, a watch or
+ * a keepalive: the first endpoint's timeout tells, not the last's), or a
+ * keepalive is overdue (half the TTL without one), else "up". */
 const gchar *
 gw_daemon_cluster_current_state(GwDaemonCluster *cluster)
 {
@@ -90,9 +91,27 @@ gw_daemon_cluster_current_state(GwDaemonCluster *cluster)
                                          : "connecting";
     renewed = gw_etcd_lease_keeper_get_renewed_at(cluster->keeper);
     if (g_get_monotonic_time() - renewed > cluster->ttl * G_USEC_PER_SEC / 2 ||
-        (cluster->error != NULL && cluster->error_us > renewed))
+        (cluster->error != NULL && cluster->error_us > renewed) ||
+        gw_etcd_get_failure(cluster->etcd) != NULL)
         return "unreachable";
     return "up";
+}
+
+/* Why the state is not "up": the last failed operation's error while it
+ * is newer than the last renewal, else the endpoint's that failed last;
+ * NULL while up. */
+const gchar *
+gw_daemon_cluster_current_error(GwDaemonCluster *cluster)
+{
+    const gchar *failure = gw_etcd_get_failure(cluster->etcd);
+
+    if (g_strcmp0(gw_daemon_cluster_current_state(cluster), "up") == 0)
+        return NULL;
+    if (cluster->error != NULL &&
+        (cluster->keeper == NULL ||
+         cluster->error_us > gw_etcd_lease_keeper_get_renewed_at(cluster->keeper)))
+        return cluster->error;
+    return failure != NULL ? failure : cluster->error;
 }
 
 /* A cluster record in the audit trail. */

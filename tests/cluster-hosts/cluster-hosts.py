@@ -1023,9 +1023,12 @@ def scenario_etcd_unreachable(rig):
     rig.start_vm("hv-b", "vm-b")
     hb = rig.gateways["hv-b"]
     states, ups, reasons, texts = set(), set(), set(), set()
+    seen_unreachable = None
     while time.time() - t_cut < cut_s:
         c = hb.cluster()
         states.add(c.get("state"))
+        if c.get("state") == "unreachable" and seen_unreachable is None:
+            seen_unreachable = time.time() - t_cut
         # and as an admin reads it
         plain = re.search(r"^cluster: (\S+)", hb.ctl("status", check=False).stdout, re.M)
         texts.add(plain.group(1) if plain else None)
@@ -1041,6 +1044,8 @@ def scenario_etcd_unreachable(rig):
     for m in MEMBERS:
         cut(rig, m, False)
     t_restore = time.time()
+    if seen_unreachable is not None:
+        print(f"etcd-unreachable: hv-b said unreachable {seen_unreachable:.1f} s into the cut", flush=True)
     print(f"etcd-unreachable: {cut_s:.0f} s cut (TTL {rig.ttl}): hv-b's states {sorted(map(str, states))}, "
           f"usbgw_cluster_up {sorted(map(str, ups))}, vm-b's reasons {sorted(map(str, reasons))}",
           flush=True)
