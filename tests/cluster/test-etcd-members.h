@@ -37,8 +37,9 @@ extern gchar *etcdctl_path;
 /* Every member process started (killed at exit). */
 extern GPtrArray *all_processes;
 
-/* Finds the binaries and arranges the kill at exit; teardown kills what
- * is left and frees. */
+/* Finds the binaries, arranges the kill at exit and keeps GLib's idle
+ * pool threads (none ends while the sanitizers check at exit); teardown
+ * kills what is left and frees. */
 void test_etcd_setup(void);
 void test_etcd_teardown(void);
 
