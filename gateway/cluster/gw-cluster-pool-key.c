@@ -48,9 +48,9 @@ gw_cluster_pool_check_component(const gchar *what, const gchar *name, GError **e
         strcmp(what, "pool") == 0 ? GW_CLUSTER_POOL_POOL_CHARS : GW_CLUSTER_POOL_DEVICE_CHARS;
 
     if (len == 0 || len > GW_CLUSTER_POOL_MAX_NAME) {
+        g_autofree gchar *shown = g_strescape(name != NULL ? name : "", NULL);
         g_set_error(error, GW_CLUSTER_POOL_ERROR, GW_CLUSTER_POOL_ERROR_INVALID,
-                    "%s name \"%s\": must be 1 to %d bytes", what, name != NULL ? name : "",
-                    GW_CLUSTER_POOL_MAX_NAME);
+                    "%s name \"%s\": must be 1 to %d bytes", what, shown, GW_CLUSTER_POOL_MAX_NAME);
         return FALSE;
     }
     for (gsize i = 0; i < len; i++) {
@@ -102,7 +102,8 @@ gw_cluster_pool_device_id(const gchar *name)
     return g_string_free(id, FALSE);
 }
 
-/* A gateway or VM name: it goes into the JSON value. */
+/* A gateway or VM name: it goes into the JSON value, and from a value
+ * read back into logs and `usbgwctl list`, so no control characters. */
 gboolean
 gw_cluster_pool_check_text(const gchar *what, const gchar *name, GError **error)
 {
@@ -112,6 +113,13 @@ gw_cluster_pool_check_text(const gchar *what, const gchar *name, GError **error)
         g_set_error(error, GW_CLUSTER_POOL_ERROR, GW_CLUSTER_POOL_ERROR_INVALID,
                     "%s name: must be 1 to %d bytes of UTF-8", what, GW_CLUSTER_POOL_MAX_NAME);
         return FALSE;
+    }
+    for (const gchar *p = name; *p != '\0'; p = g_utf8_next_char(p)) {
+        if (g_unichar_iscntrl(g_utf8_get_char(p))) {
+            g_set_error(error, GW_CLUSTER_POOL_ERROR, GW_CLUSTER_POOL_ERROR_INVALID,
+                        "%s name: control character at byte %zu", what, (gsize)(p - name) + 1);
+            return FALSE;
+        }
     }
     return TRUE;
 }
@@ -214,8 +222,9 @@ gw_cluster_pool_parse_kv(const GwEtcdKv *kv, GError **error)
 
     /* the prefix checked before anything past it is read */
     if (slash == NULL || strlen(kv->key) != kv->key_len) {
+        g_autofree gchar *shown = g_strescape(kv->key, NULL);
         g_set_error(error, GW_CLUSTER_POOL_ERROR, GW_CLUSTER_POOL_ERROR_BAD_ENTRY,
-                    "pool key \"%s\": not %sPOOL/DEVICE", kv->key, GW_CLUSTER_POOL_PREFIX);
+                    "pool key \"%s\": not %sPOOL/DEVICE", shown, GW_CLUSTER_POOL_PREFIX);
         return NULL;
     }
     hold->pool = g_strndup(rest, slash - rest);
@@ -225,8 +234,9 @@ gw_cluster_pool_parse_kv(const GwEtcdKv *kv, GError **error)
     if (!gw_cluster_pool_check_component("pool", hold->pool, &local) ||
         !gw_cluster_pool_check_component("device", hold->device, &local) ||
         !gw_cluster_pool_parse_value(data, len, &gateway, &vm, &root, &local)) {
+        g_autofree gchar *shown = g_strescape(kv->key, NULL);
         g_set_error(error, GW_CLUSTER_POOL_ERROR, GW_CLUSTER_POOL_ERROR_BAD_ENTRY,
-                    "pool key \"%s\": %s", kv->key, local->message);
+                    "pool key \"%s\": %s", shown, local->message);
         return NULL;
     }
     hold->gateway = g_strdup(gateway);

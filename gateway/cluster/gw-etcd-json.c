@@ -337,6 +337,18 @@ gw_etcd_json_is_error(JsonObject *root, const gchar **message, gint *grpc_code)
     return TRUE;
 }
 
+gchar *
+gw_etcd_json_printable(const gchar *text)
+{
+    gchar *out = g_utf8_make_valid(text, -1);
+
+    for (gchar *p = out; *p != '\0'; p++) {
+        if ((guchar)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    }
+    return out;
+}
+
 JsonNode *
 gw_etcd_json_parse(const gchar *data, gsize len, gint *grpc_code, GError **error)
 {
@@ -356,8 +368,10 @@ gw_etcd_json_parse(const gchar *data, gsize len, gint *grpc_code, GError **error
     if (!gw_etcd_json_check_depth(data, len, error))
         return NULL;
     if (len > G_MAXSSIZE || !json_parser_load_from_data(parser, data, (gssize)len, &local)) {
-        g_set_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_PROTOCOL, "bad JSON: %s",
-                    local != NULL ? local->message : "too long");
+        /* json-glib quotes the input it stumbled on */
+        g_autofree gchar *shown =
+            gw_etcd_json_printable(local != NULL ? local->message : "too long");
+        g_set_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_PROTOCOL, "bad JSON: %s", shown);
         return NULL;
     }
     root = json_parser_get_root(parser);
@@ -367,6 +381,7 @@ gw_etcd_json_parse(const gchar *data, gsize len, gint *grpc_code, GError **error
         return NULL;
     }
     if (gw_etcd_json_is_error(json_node_get_object(root), &message, &code)) {
+        g_autofree gchar *shown = gw_etcd_json_printable(message);
         if (grpc_code != NULL)
             *grpc_code = code;
         /* etcd: "etcdserver: requested lease not found" (gRPC NotFound) */
@@ -374,7 +389,7 @@ gw_etcd_json_parse(const gchar *data, gsize len, gint *grpc_code, GError **error
                     code == GW_ETCD_GRPC_NOT_FOUND && strstr(message, "lease") != NULL
                         ? GW_ETCD_ERROR_LEASE_NOT_FOUND
                         : GW_ETCD_ERROR_SERVER,
-                    "etcd error (code %d): %s", code, message);
+                    "etcd error (code %d): %s", code, shown);
         return NULL;
     }
     return json_node_ref(root);
@@ -414,8 +429,9 @@ gw_etcd_json_member_int(JsonObject *obj, const gchar *member, gboolean required,
         const gchar *text = json_node_get_string(node);
         if (g_ascii_string_to_signed(text, 10, G_MININT64, G_MAXINT64, out, &local))
             return TRUE;
+        g_autofree gchar *shown = gw_etcd_json_printable(local->message);
         g_set_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_PROTOCOL,
-                    "member \"%s\" is not an integer: %s", member, local->message);
+                    "member \"%s\" is not an integer: %s", member, shown);
         return FALSE;
     }
     g_set_error(error, GW_ETCD_ERROR, GW_ETCD_ERROR_PROTOCOL,

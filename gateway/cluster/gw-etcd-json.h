@@ -25,6 +25,10 @@
 
 G_BEGIN_DECLS
 
+/* A copy of @text (from an etcd answer, or an error that quotes one) fit
+ * for a log line: invalid UTF-8 made valid, control characters '?'. */
+gchar *gw_etcd_json_printable(const gchar *text) G_GNUC_WARN_UNUSED_RESULT;
+
 /* gRPC status codes etcd sends that this client acts on. */
 #define GW_ETCD_GRPC_NOT_FOUND   5
 #define GW_ETCD_GRPC_UNAVAILABLE 14

@@ -60,7 +60,8 @@ gw_daemon_cluster_pool_event(GwDaemonCluster *cluster, GwEtcdEventType type, con
 
     if (!gw_cluster_pool_split_key(kv->key, &pool_name, &name) ||
         (id = gw_daemon_cluster_device_id(cluster, name)) == NULL) {
-        g_warning("cluster: ignored etcd key \"%s\": not a pool key", kv->key);
+        g_autofree gchar *shown = g_strescape(kv->key, NULL);
+        g_warning("cluster: ignored etcd key \"%s\": not a pool key", shown);
         return;
     }
     if (type == GW_ETCD_EVENT_DELETE) {

@@ -6,12 +6,12 @@
  *
  * Never a crash, a leak, a sanitizer report or a warning; and the
  * invariants: gw_cluster_pool_parse_kv() fails with BAD_ENTRY in
- * GW_CLUSTER_POOL_ERROR, or gives a hold whose pool, device, gateway and VM
- * names pass their checks, whose key is the one built again from its pool
- * and device, whose value built again parses to the same gateway and VM,
- * and whose names gw_cluster_pool_split_key() finds too; a key
- * gw_cluster_pool_split_key() takes is the prefix, the pool, "/" and the
- * device; and any NUL-free string comes back from
+ * GW_CLUSTER_POOL_ERROR and a message without control characters (it is
+ * logged), or gives a hold whose pool, device, gateway and VM names pass
+ * their checks (the gateway and VM without control characters), whose key is the one built again
+ * from its pool and device, whose value built again parses to the same gateway and VM, and whose
+ * names gw_cluster_pool_split_key() finds too; a key gw_cluster_pool_split_key() takes is the
+ * prefix, the pool, "/" and the device; and any NUL-free string comes back from
  * gw_cluster_pool_device_id() of its gw_cluster_pool_device_name().
  *
  * Run the fuzzer (clang):
@@ -49,6 +49,7 @@ fuzz_check_hold(const GwEtcdKv *kv, const GwClusterPoolHold *hold)
     FUZZ_CHECK(gw_cluster_pool_check_component("device", hold->device, NULL));
     FUZZ_CHECK(gw_cluster_pool_check_text("gateway", hold->gateway, NULL));
     FUZZ_CHECK(gw_cluster_pool_check_text("vm", hold->vm, NULL));
+    FUZZ_CHECK(fuzz_is_printable(hold->gateway) && fuzz_is_printable(hold->vm));
     FUZZ_CHECK(hold->lease == kv->lease && hold->revision == kv->mod_revision);
     FUZZ_CHECK(strcmp(key, kv->key) == 0);
     FUZZ_CHECK(gw_cluster_pool_split_key(kv->key, &pool_name, &device));
@@ -110,6 +111,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (hold == NULL) {
         FUZZ_CHECK(error != NULL && error->domain == GW_CLUSTER_POOL_ERROR &&
                    error->code == GW_CLUSTER_POOL_ERROR_BAD_ENTRY);
+        FUZZ_CHECK(fuzz_is_printable(error->message));
         return 0;
     }
     FUZZ_CHECK(error == NULL);

@@ -6,7 +6,8 @@
  * through both value parsers.
  *
  * Never a crash, a leak, a sanitizer report or a warning; and the
- * invariants: a failing parser sets an error in GW_CLUSTER_REGISTRY_ERROR;
+ * invariants: a failing parser sets an error in GW_CLUSTER_REGISTRY_ERROR
+ * whose message has no control characters (it is logged);
  * a device key parsed is exactly the key built again from its gateway and
  * id (one id, one key); a gateway name and an id parsed pass their
  * checks; an address parsed passes its check; a description parsed
@@ -42,6 +43,7 @@ fuzz_key(const gchar *key, gsize len)
 
     if (!gw_cluster_registry_parse_key(key, len, &kind, &gateway, &id, &error)) {
         FUZZ_CHECK(error != NULL && error->domain == GW_CLUSTER_REGISTRY_ERROR);
+        FUZZ_CHECK(fuzz_is_printable(error->message));
         FUZZ_CHECK(gateway == NULL && id == NULL);
         return;
     }
@@ -76,6 +78,7 @@ fuzz_value(const gchar *data, gsize len)
         FUZZ_CHECK(address == NULL || gw_cluster_registry_check_address(address, NULL));
     } else {
         FUZZ_CHECK(error != NULL && error->domain == GW_CLUSTER_REGISTRY_ERROR);
+        FUZZ_CHECK(fuzz_is_printable(error->message));
         FUZZ_CHECK(address == NULL);
     }
     g_clear_error(&error);
@@ -89,6 +92,7 @@ fuzz_value(const gchar *data, gsize len)
         FUZZ_CHECK(back != NULL && gw_cluster_registry_device_equal(device, back));
     } else {
         FUZZ_CHECK(error != NULL && error->domain == GW_CLUSTER_REGISTRY_ERROR);
+        FUZZ_CHECK(fuzz_is_printable(error->message));
     }
 }
 

@@ -30,6 +30,18 @@ fuzz_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *message
     }
 }
 
+/* Whether @text is valid UTF-8 without control characters: an error
+ * message or a name that reaches logs as it is. */
+static inline gboolean
+fuzz_is_printable(const gchar *text)
+{
+    for (const guchar *p = (const guchar *)text; *p != '\0'; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return FALSE;
+    }
+    return g_utf8_validate(text, -1, NULL);
+}
+
 /* Removes @path and, for a directory, everything below it: the scratch
  * directories the harnesses that need files make (called at exit). */
 static inline void

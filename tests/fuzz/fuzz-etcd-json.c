@@ -10,7 +10,8 @@
  *     delete, txn).
  *
  * Never a crash, a leak, a sanitizer report, a warning or a broken
- * invariant: a failing parser sets an error in GW_ETCD_ERROR; a line is
+ * invariant: a failing parser sets an error in GW_ETCD_ERROR (its message
+ * without control characters: it is logged); a line is
  * never longer than its bound nor contains '\n'; a range's pairs have a
  * non-empty NUL-terminated key and a value; watch events have a kv with a
  * positive, non-decreasing mod_revision.
@@ -55,10 +56,12 @@ fuzz_watch_line(const gchar *data, gsize len)
 
     if (root == NULL) {
         FUZZ_CHECK(error != NULL && error->domain == GW_ETCD_ERROR);
+        FUZZ_CHECK(fuzz_is_printable(error->message));
         return;
     }
     if (!gw_etcd_json_parse_watch(json_node_get_object(root), &response, &error)) {
         FUZZ_CHECK(error != NULL && error->domain == GW_ETCD_ERROR);
+        FUZZ_CHECK(fuzz_is_printable(error->message));
         return;
     }
     for (guint i = 0; i < response.events->len; i++) {
@@ -110,6 +113,7 @@ fuzz_answer(const uint8_t *data, size_t size)
 
     if (root == NULL) {
         FUZZ_CHECK(error != NULL && error->domain == GW_ETCD_ERROR);
+        FUZZ_CHECK(fuzz_is_printable(error->message));
         return;
     }
     FUZZ_CHECK(code == -1);
