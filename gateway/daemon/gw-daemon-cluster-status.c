@@ -115,6 +115,7 @@ void
 gw_daemon_cluster_to_json(GwDaemon *daemon, JsonBuilder *builder)
 {
     GwDaemonCluster *cluster = daemon->cluster;
+    const gchar *why = gw_daemon_cluster_current_error(cluster);
     g_auto(GStrv) urls = NULL;
     g_autoptr(GList) ids = NULL;
 
@@ -132,8 +133,8 @@ gw_daemon_cluster_to_json(GwDaemon *daemon, JsonBuilder *builder)
     json_builder_add_string_value(builder, gw_daemon_cluster_current_state(cluster));
     /* the last etcd problem, while it matters */
     json_builder_set_member_name(builder, "error");
-    if (gw_daemon_cluster_current_error(cluster) != NULL)
-        json_builder_add_string_value(builder, gw_daemon_cluster_current_error(cluster));
+    if (why != NULL)
+        json_builder_add_string_value(builder, why);
     else
         json_builder_add_null_value(builder);
     json_builder_set_member_name(builder, "lease");
